@@ -1,0 +1,62 @@
+//! `reflow-guest-agent`: PID 1 inside a Reflow sandbox microVM.
+//!
+//! Boot sequence: mount the pseudo filesystems, read the boot parameters from
+//! `/proc/cmdline`, tell the host we are ready (a line on the serial console
+//! carrying the guest uptime), run the boot requests, then serve requests
+//! from the console until told to power off. PID 1 must never exit (the
+//! kernel would panic), so every failure ends in a reported power-off.
+
+mod console;
+mod mounts;
+mod power;
+mod serve;
+
+use reflow_guest_agent::{cmdline, protocol::AgentLine};
+
+fn main() {
+    let status = match run() {
+        Ok(status) => status,
+        Err(e) => {
+            console::say(&AgentLine::Err {
+                command: "agent".into(),
+                message: e.to_string(),
+            });
+            1
+        }
+    };
+    power::poweroff(status)
+}
+
+/// Errors that end the agent.
+#[derive(Debug, thiserror::Error)]
+enum AgentError {
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error("reading /proc/cmdline: {0}")]
+    Cmdline(std::io::Error),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+}
+
+fn run() -> Result<i32, AgentError> {
+    mounts::mount_all()?;
+    let raw = std::fs::read_to_string("/proc/cmdline").map_err(AgentError::Cmdline)?;
+    let params = cmdline::parse(&raw);
+    console::say(&AgentLine::Ready {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms: power::uptime_ms(),
+    });
+    for unknown in &params.unknown {
+        console::say(&AgentLine::Err {
+            command: "cmdline".into(),
+            message: format!("ignoring unknown boot parameter {unknown}"),
+        });
+    }
+    let mut server = serve::Server::new(params.quiet);
+    for line in &params.boot_requests {
+        if let Some(status) = server.handle_line(line) {
+            return Ok(status);
+        }
+    }
+    Ok(console::serve(&mut server)?)
+}

@@ -1,0 +1,286 @@
+//! The console line protocol between the guest agent and the host.
+//!
+//! Until the vsock control channel exists, the agent reports to the host with
+//! single lines on the serial console, each starting with a fixed marker, and
+//! takes requests as lines on the console input. Everything else on the
+//! console (kernel messages, program output) is ignored by the host.
+//!
+//! Agent to host:
+//! - `REFLOW-AGENT-READY version=<v> uptime_ms=<n>`: the agent is up.
+//! - `REFLOW-AGENT-OK <command> <result...>`: a request succeeded.
+//! - `REFLOW-AGENT-ERR <command> <message>`: a request failed.
+//! - `REFLOW-AGENT-EXIT status=<n>`: the agent is powering the guest off.
+//!
+//! Host to agent (one per line): see [`Request`].
+
+use std::fmt;
+
+/// Marker that starts the line announcing that the agent is ready.
+pub const READY: &str = "REFLOW-AGENT-READY";
+/// Marker for a successful reply.
+pub const OK: &str = "REFLOW-AGENT-OK";
+/// Marker for a failed request.
+pub const ERR: &str = "REFLOW-AGENT-ERR";
+/// Marker for the line the agent prints right before powering off.
+pub const EXIT: &str = "REFLOW-AGENT-EXIT";
+
+/// Longest request line the agent accepts.
+pub const MAX_REQUEST_LEN: usize = 4096;
+/// Most bytes a single `read-block` request may return.
+pub const MAX_READ_BLOCK_LEN: u64 = 4096;
+
+/// A line the agent printed, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentLine {
+    /// The agent is up; `uptime_ms` is the guest's uptime when it said so.
+    Ready { version: String, uptime_ms: u64 },
+    /// A request succeeded.
+    Ok { command: String, result: String },
+    /// A request failed.
+    Err { command: String, message: String },
+    /// The agent is about to power the guest off with this status.
+    Exit { status: i32 },
+}
+
+impl fmt::Display for AgentLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentLine::Ready { version, uptime_ms } => {
+                write!(f, "{READY} version={version} uptime_ms={uptime_ms}")
+            }
+            AgentLine::Ok { command, result } => write!(f, "{OK} {command} {result}"),
+            AgentLine::Err { command, message } => write!(f, "{ERR} {command} {message}"),
+            AgentLine::Exit { status } => write!(f, "{EXIT} status={status}"),
+        }
+    }
+}
+
+impl AgentLine {
+    /// Parses one console line. Returns `None` for lines that are not agent
+    /// lines or are malformed (the console carries untrusted guest output, so
+    /// a malformed marker line is treated as ordinary output).
+    pub fn parse(line: &str) -> Option<AgentLine> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (marker, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match marker {
+            READY => {
+                let version = field(rest, "version")?.to_string();
+                let uptime_ms = field(rest, "uptime_ms")?.parse().ok()?;
+                Some(AgentLine::Ready { version, uptime_ms })
+            }
+            OK => {
+                let (command, result) = rest.split_once(' ').unwrap_or((rest, ""));
+                (!command.is_empty()).then(|| AgentLine::Ok {
+                    command: command.to_string(),
+                    result: result.to_string(),
+                })
+            }
+            ERR => {
+                let (command, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                (!command.is_empty()).then(|| AgentLine::Err {
+                    command: command.to_string(),
+                    message: message.to_string(),
+                })
+            }
+            EXIT => Some(AgentLine::Exit {
+                status: field(rest, "status")?.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
+    rest.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// A request from the host, one per console line (or from `reflow.cmd=` on
+/// the kernel command line, several separated by `;`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `ping`: answers `OK ping pong`.
+    Ping,
+    /// `uptime`: answers `OK uptime <ms>`.
+    Uptime,
+    /// `read-block <device> <offset> <len>`: reads `len` bytes (at most
+    /// [`MAX_READ_BLOCK_LEN`]) at `offset` and answers them in hex.
+    ReadBlock { device: String, offset: u64, len: u64 },
+    /// `exec <program> [args...]`: runs a program, answers its exit status.
+    Exec { program: String, args: Vec<String> },
+    /// `poweroff [status]`: reports `status` (default 0) and powers off.
+    Poweroff { status: i32 },
+}
+
+/// Why a request line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("empty request")]
+    Empty,
+    #[error("request longer than {MAX_REQUEST_LEN} bytes")]
+    TooLong,
+    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff)")]
+    Unknown(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    #[error("read-block length {0} is over the limit of {MAX_READ_BLOCK_LEN} bytes")]
+    ReadTooLong(u64),
+}
+
+impl Request {
+    /// The command word, as echoed in replies.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Uptime => "uptime",
+            Request::ReadBlock { .. } => "read-block",
+            Request::Exec { .. } => "exec",
+            Request::Poweroff { .. } => "poweroff",
+        }
+    }
+
+    /// Parses one request line.
+    pub fn parse(line: &str) -> Result<Request, RequestError> {
+        if line.len() > MAX_REQUEST_LEN {
+            return Err(RequestError::TooLong);
+        }
+        let mut words = line.split_whitespace();
+        let command = words.next().ok_or(RequestError::Empty)?;
+        let args: Vec<&str> = words.collect();
+        match (command, args.as_slice()) {
+            ("ping", []) => Ok(Request::Ping),
+            ("ping", _) => Err(RequestError::Usage("ping")),
+            ("uptime", []) => Ok(Request::Uptime),
+            ("uptime", _) => Err(RequestError::Usage("uptime")),
+            ("read-block", [device, offset, len]) => {
+                const USAGE: &str = "read-block <device> <offset> <len>";
+                let offset = offset.parse().map_err(|_| RequestError::Usage(USAGE))?;
+                let len: u64 = len.parse().map_err(|_| RequestError::Usage(USAGE))?;
+                if len > MAX_READ_BLOCK_LEN {
+                    return Err(RequestError::ReadTooLong(len));
+                }
+                Ok(Request::ReadBlock {
+                    device: device.to_string(),
+                    offset,
+                    len,
+                })
+            }
+            ("read-block", _) => Err(RequestError::Usage("read-block <device> <offset> <len>")),
+            ("exec", [program, rest @ ..]) => Ok(Request::Exec {
+                program: program.to_string(),
+                args: rest.iter().map(|s| s.to_string()).collect(),
+            }),
+            ("exec", []) => Err(RequestError::Usage("exec <program> [args...]")),
+            ("poweroff", []) => Ok(Request::Poweroff { status: 0 }),
+            ("poweroff", [status]) => Ok(Request::Poweroff {
+                status: status
+                    .parse()
+                    .map_err(|_| RequestError::Usage("poweroff [status]"))?,
+            }),
+            ("poweroff", _) => Err(RequestError::Usage("poweroff [status]")),
+            (other, _) => Err(RequestError::Unknown(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Ping | Request::Uptime => f.write_str(self.name()),
+            Request::ReadBlock {
+                device,
+                offset,
+                len,
+            } => write!(f, "read-block {device} {offset} {len}"),
+            Request::Exec { program, args } => {
+                write!(f, "exec {program}")?;
+                args.iter().try_for_each(|a| write!(f, " {a}"))
+            }
+            Request::Poweroff { status } => write!(f, "poweroff {status}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_lines_round_trip() {
+        let lines = [
+            AgentLine::Ready {
+                version: "0.1.0".into(),
+                uptime_ms: 123_456,
+            },
+            AgentLine::Ok {
+                command: "read-block".into(),
+                result: "00ff".into(),
+            },
+            AgentLine::Err {
+                command: "exec".into(),
+                message: "no such file".into(),
+            },
+            AgentLine::Exit { status: -3 },
+        ];
+        for line in lines {
+            assert_eq!(AgentLine::parse(&line.to_string()), Some(line));
+        }
+    }
+
+    #[test]
+    fn agent_line_tolerates_crlf_and_rejects_garbage() {
+        assert_eq!(
+            AgentLine::parse("REFLOW-AGENT-EXIT status=7\r\n"),
+            Some(AgentLine::Exit { status: 7 })
+        );
+        assert_eq!(AgentLine::parse("[    1.0] Run /init as init process"), None);
+        assert_eq!(AgentLine::parse("REFLOW-AGENT-EXIT status=x"), None);
+        assert_eq!(AgentLine::parse("REFLOW-AGENT-READY uptime_ms=5"), None);
+        assert_eq!(AgentLine::parse("REFLOW-AGENT-OK"), None);
+        assert_eq!(AgentLine::parse("REFLOW-AGENT-EXITstatus=1"), None);
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for text in [
+            "ping",
+            "uptime",
+            "read-block /dev/vda 512 64",
+            "exec /bin/true",
+            "exec /bin/echo a b",
+            "poweroff 3",
+        ] {
+            let req = Request::parse(text).unwrap();
+            assert_eq!(req.to_string(), text);
+        }
+        assert_eq!(
+            Request::parse("poweroff").unwrap(),
+            Request::Poweroff { status: 0 }
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        assert_eq!(Request::parse("  "), Err(RequestError::Empty));
+        assert!(matches!(
+            Request::parse("format c:"),
+            Err(RequestError::Unknown(_))
+        ));
+        assert!(matches!(
+            Request::parse("read-block /dev/vda x 1"),
+            Err(RequestError::Usage(_))
+        ));
+        assert_eq!(
+            Request::parse("read-block /dev/vda 0 999999"),
+            Err(RequestError::ReadTooLong(999_999))
+        );
+        assert!(matches!(
+            Request::parse("poweroff a"),
+            Err(RequestError::Usage(_))
+        ));
+        assert_eq!(
+            Request::parse(&"x".repeat(MAX_REQUEST_LEN + 1)),
+            Err(RequestError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Executes host requests.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+
+use reflow_guest_agent::protocol::{AgentLine, Request};
+
+use crate::{console, power};
+
+/// Executes requests and reports each result on the console.
+pub struct Server {
+    quiet: bool,
+}
+
+impl Server {
+    pub fn new(quiet: bool) -> Server {
+        Server { quiet }
+    }
+
+    /// Handles one request line. Returns `Some(status)` when the request asks
+    /// to power off.
+    pub fn handle_line(&mut self, line: &str) -> Option<i32> {
+        let line = line.trim();
+        if line.is_empty() {
+            return None;
+        }
+        let request = match Request::parse(line) {
+            Ok(r) => r,
+            Err(e) => {
+                console::say(&AgentLine::Err {
+                    command: line.split_whitespace().next().unwrap_or("").to_string(),
+                    message: e.to_string(),
+                });
+                return None;
+            }
+        };
+        if !self.quiet {
+            println!("reflow-agent: {request}");
+        }
+        if let Request::Poweroff { status } = request {
+            return Some(status);
+        }
+        let command = request.name().to_string();
+        let reply = match execute(request) {
+            Ok(result) => AgentLine::Ok { command, result },
+            Err(message) => AgentLine::Err { command, message },
+        };
+        console::say(&reply);
+        None
+    }
+}
+
+fn execute(request: Request) -> Result<String, String> {
+    match request {
+        Request::Ping => Ok("pong".into()),
+        Request::Uptime => Ok(power::uptime_ms().to_string()),
+        Request::ReadBlock {
+            device,
+            offset,
+            len,
+        } => read_block(&device, offset, len).map_err(|e| format!("{device}: {e}")),
+        Request::Exec { program, args } => match Command::new(&program).args(&args).status() {
+            Ok(status) => Ok(format!(
+                "status={}",
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(
+                        &status
+                    )
+                    .unwrap_or(0))
+            )),
+            Err(e) => Err(format!("{program}: {e}")),
+        },
+        Request::Poweroff { .. } => unreachable!("handled by the caller"),
+    }
+}
+
+fn read_block(device: &str, offset: u64, len: u64) -> std::io::Result<String> {
+    let mut f = File::open(device)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
