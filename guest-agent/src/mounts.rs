@@ -12,11 +12,31 @@ pub struct MountError {
 }
 
 const MOUNTS: &[(&str, &str, &str, libc::c_ulong)] = &[
-    ("proc", "/proc", "", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC),
-    ("sysfs", "/sys", "", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC),
+    (
+        "proc",
+        "/proc",
+        "",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    ),
     ("devtmpfs", "/dev", "mode=0755", libc::MS_NOSUID),
-    ("tmpfs", "/tmp", "mode=1777", libc::MS_NOSUID | libc::MS_NODEV),
-    ("tmpfs", "/run", "mode=0755", libc::MS_NOSUID | libc::MS_NODEV),
+    (
+        "tmpfs",
+        "/tmp",
+        "mode=1777",
+        libc::MS_NOSUID | libc::MS_NODEV,
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "mode=0755",
+        libc::MS_NOSUID | libc::MS_NODEV,
+    ),
 ];
 
 /// Mounts /proc, /sys, /dev, /tmp and /run, creating the directories.

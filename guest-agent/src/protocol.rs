@@ -105,7 +105,11 @@ pub enum Request {
     Uptime,
     /// `read-block <device> <offset> <len>`: reads `len` bytes (at most
     /// [`MAX_READ_BLOCK_LEN`]) at `offset` and answers them in hex.
-    ReadBlock { device: String, offset: u64, len: u64 },
+    ReadBlock {
+        device: String,
+        offset: u64,
+        len: u64,
+    },
     /// `exec <program> [args...]`: runs a program, answers its exit status.
     Exec { program: String, args: Vec<String> },
     /// `poweroff [status]`: reports `status` (default 0) and powers off.
@@ -233,7 +237,10 @@ mod tests {
             AgentLine::parse("REFLOW-AGENT-EXIT status=7\r\n"),
             Some(AgentLine::Exit { status: 7 })
         );
-        assert_eq!(AgentLine::parse("[    1.0] Run /init as init process"), None);
+        assert_eq!(
+            AgentLine::parse("[    1.0] Run /init as init process"),
+            None
+        );
         assert_eq!(AgentLine::parse("REFLOW-AGENT-EXIT status=x"), None);
         assert_eq!(AgentLine::parse("REFLOW-AGENT-READY uptime_ms=5"), None);
         assert_eq!(AgentLine::parse("REFLOW-AGENT-OK"), None);

@@ -60,18 +60,16 @@ fn execute(request: Request) -> Result<String, String> {
             offset,
             len,
         } => read_block(&device, offset, len).map_err(|e| format!("{device}: {e}")),
-        Request::Exec { program, args } => match Command::new(&program).args(&args).status() {
-            Ok(status) => Ok(format!(
-                "status={}",
-                status
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(
-                        &status
-                    )
-                    .unwrap_or(0))
-            )),
-            Err(e) => Err(format!("{program}: {e}")),
-        },
+        Request::Exec { program, args } => {
+            match Command::new(&program).args(&args).status() {
+                Ok(status) => Ok(format!(
+                    "status={}",
+                    status.code().unwrap_or_else(|| 128
+                        + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
+                )),
+                Err(e) => Err(format!("{program}: {e}")),
+            }
+        }
         Request::Poweroff { .. } => unreachable!("handled by the caller"),
     }
 }

@@ -31,8 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cache = cli.cache_dir.unwrap_or_else(reflow_guest_image::cache_root);
     match cli.command {
-        Command::Initramfs { agent } => match reflow_guest_image::build_initramfs(&agent, &cache)
-        {
+        Command::Initramfs { agent } => match reflow_guest_image::build_initramfs(&agent, &cache) {
             Ok(built) => {
                 eprintln!(
                     "[image] initramfs {} ({} KiB): {}",

@@ -1,1 +1,36 @@
+//! `reflow-vmm`: the virtual machine monitor of the Reflow sandbox.
+//!
+//! Boots a Linux guest on KVM with the rust-vmm crates: guest memory and the
+//! 64-bit boot protocol ([`arch`], [`loader`], [`memory`]), a serial console
+//! and i8042 reset line, virtio-mmio with a read-only block device
+//! ([`devices`]), vCPU threads with a pure exit handler ([`vcpu`]), and an
+//! event loop for device I/O ([`vm`]). The guest agent reports on the
+//! console ([`console`]).
+//!
+//! ```no_run
+//! use reflow_vmm::{Vm, VmConfig, VmIo};
+//! let mut config = VmConfig::new("vmlinux");
+//! config.initrd = Some("initramfs.cpio".into());
+//! config.extra_cmdline = "reflow.cmd=poweroff".into();
+//! let vm = Vm::new(config, VmIo::console(Box::new(std::io::stdout())))?;
+//! let outcome = vm.run()?;
+//! println!("agent ready after {:?}", outcome.ready.map(|r| r.host_elapsed));
+//! # Ok::<(), reflow_vmm::VmError>(())
+//! ```
 
+pub mod arch;
+pub mod config;
+pub mod console;
+pub mod devices;
+pub mod host;
+pub mod loader;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{ConfigError, VmConfig};
+pub use console::{AgentReady, GuestEvent};
+pub use host::HostKind;
+pub use reflow_guest_agent::protocol;
+pub use vcpu::exit::StopReason;
+pub use vm::{StopHandle, Vm, VmError, VmIo, VmOutcome};

@@ -1,1 +1,145 @@
-fn main(){}
+//! `reflow-vmm`: boots one microVM from flags and exits with the guest's
+//! status.
+//!
+//! Exit codes: the status the guest agent reported before powering off (0
+//! for a reset without one); 70 kernel panic; 71 guest crash (triple fault);
+//! 72 monitor error while running; 124 timeout; 1 bad input or setup error.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HostArg {
+    /// Detect from the loaded KVM modules (REFLOW_HOST_KIND overrides).
+    Auto,
+    /// Hardware-assisted KVM: no guest workarounds.
+    Native,
+    /// kvm_pvm (emulated guest kernel): pass the workaround switches.
+    Emulated,
+}
+
+#[derive(Parser)]
+#[command(version, about = "Boot a Reflow sandbox microVM on KVM")]
+struct Cli {
+    /// Guest kernel: an uncompressed ELF vmlinux (preferred) or a bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs (newc cpio) to boot with.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Read-only disk image, attached as virtio-blk (/dev/vda, /dev/vdb, ...).
+    #[arg(long = "disk")]
+    disks: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = reflow_vmm::config::DEFAULT_MEM_MIB)]
+    mem: u32,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Appended to the kernel command line, e.g. `reflow.cmd="poweroff 0"`.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Stop the VM after this many seconds (exit code 124).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Write the guest console to this file instead of stdout.
+    #[arg(long)]
+    console: Option<PathBuf>,
+    /// Do not forward stdin to the guest console.
+    #[arg(long)]
+    no_input: bool,
+    /// Host kind.
+    #[arg(long, value_enum, default_value = "auto")]
+    host: HostArg,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("reflow-vmm: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
+    let mut config = VmConfig::new(cli.kernel);
+    config.initrd = cli.initrd;
+    config.disks = cli.disks;
+    config.mem_mib = cli.mem;
+    config.vcpus = cli.vcpus;
+    config.extra_cmdline = cli.append;
+    config.timeout = cli.timeout.map(Duration::from_secs);
+    config.host = match cli.host {
+        HostArg::Auto => None,
+        HostArg::Native => Some(HostKind::Native),
+        HostArg::Emulated => Some(HostKind::EmulatedKernel),
+    };
+    let console: Box<dyn Write + Send> = match &cli.console {
+        Some(path) => Box::new(
+            File::create(path)
+                .map_err(|e| format!("creating console file {}: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let input = if cli.no_input {
+        None
+    } else {
+        std::io::stdin().as_fd().try_clone_to_owned().ok()
+    };
+    let (tx, rx) = mpsc::channel();
+    let vm = Vm::new(
+        config,
+        VmIo {
+            console,
+            input,
+            events: Some(tx),
+        },
+    )?;
+    eprintln!(
+        "[vmm] host: {:?}; booting with: {}",
+        vm.host(),
+        vm.cmdline()
+    );
+    // Report the agent's readiness as it happens.
+    let reporter = std::thread::spawn(move || {
+        for event in rx {
+            match event {
+                GuestEvent::Ready(r) => eprintln!(
+                    "[vmm] agent ready: guest uptime {:.3} s, host time since start {:.3} s",
+                    r.guest_uptime.as_secs_f64(),
+                    r.host_elapsed.as_secs_f64()
+                ),
+                GuestEvent::KernelPanic(line) => eprintln!("[vmm] guest kernel panic: {line}"),
+                GuestEvent::Agent(_) => {}
+            }
+        }
+    });
+    let outcome = vm.run()?;
+    let _ = reporter.join();
+    let code = outcome.exit_code();
+    eprintln!(
+        "[vmm] guest stopped: {:?}, agent status {:?}, after {:.3} s; exit code {code}",
+        outcome.stop,
+        outcome.agent_exit_status,
+        outcome.elapsed.as_secs_f64()
+    );
+    Ok(code as u8)
+}

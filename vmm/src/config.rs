@@ -1,0 +1,123 @@
+//! What a VM is made of, and checks on it before anything is created.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::arch::layout::MAX_VCPUS;
+use crate::host::HostKind;
+
+/// Smallest guest memory we accept: the kernel loads at 16 MiB and needs
+/// room above it to run.
+pub const MIN_MEM_MIB: u32 = 64;
+/// Largest guest memory we accept.
+pub const MAX_MEM_MIB: u32 = 64 * 1024;
+/// Default guest memory.
+pub const DEFAULT_MEM_MIB: u32 = 128;
+
+/// The command line every guest gets: serial console, reset through the
+/// i8042 (so `reboot` ends the monitor), reboot at once on panic, no PCI, a
+/// single UART, a quiet boot and a trusted TSC (no watchdog work).
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 quiet tsc=reliable no_timer_check";
+
+/// A VM to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Kernel: ELF vmlinux (preferred) or bzImage.
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Read-only disks, in order: /dev/vda, /dev/vdb, ...
+    pub disks: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    pub mem_mib: u32,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Appended to the command line (later parameters win in the kernel).
+    pub extra_cmdline: String,
+    /// Stop the VM after this long.
+    pub timeout: Option<Duration>,
+    /// Host kind; `None` detects it.
+    pub host: Option<HostKind>,
+}
+
+impl VmConfig {
+    /// A config with defaults for everything but the kernel.
+    pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: None,
+            disks: Vec::new(),
+            mem_mib: DEFAULT_MEM_MIB,
+            vcpus: 1,
+            extra_cmdline: String::new(),
+            timeout: None,
+            host: None,
+        }
+    }
+}
+
+/// A config that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("guest memory of {0} MiB is too small: at least {MIN_MEM_MIB} MiB is needed")]
+    MemoryTooSmall(u32),
+    #[error("guest memory of {0} MiB is over the limit of {MAX_MEM_MIB} MiB")]
+    MemoryTooLarge(u32),
+    #[error("{0} vCPUs requested: a VM has 1 to {MAX_VCPUS}")]
+    VcpuCount(u8),
+    #[error("{0} disks requested: at most {1} virtio devices fit the interrupt lines")]
+    TooManyDisks(usize, usize),
+}
+
+/// Most virtio devices: one IRQ line each, from 5 to 23.
+pub const MAX_VIRTIO_DEVICES: usize = 19;
+
+impl VmConfig {
+    /// Checks limits that need no I/O (files are checked when opened).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mem_mib < MIN_MEM_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.mem_mib));
+        }
+        if self.mem_mib > MAX_MEM_MIB {
+            return Err(ConfigError::MemoryTooLarge(self.mem_mib));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        if self.disks.len() > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDisks(
+                self.disks.len(),
+                MAX_VIRTIO_DEVICES,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let ok = VmConfig::new("k");
+        assert_eq!(ok.validate(), Ok(()));
+        let c = |f: fn(&mut VmConfig)| {
+            let mut c = VmConfig::new("k");
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(c(|c| c.mem_mib = 16), Err(ConfigError::MemoryTooSmall(16)));
+        assert!(matches!(
+            c(|c| c.mem_mib = u32::MAX),
+            Err(ConfigError::MemoryTooLarge(_))
+        ));
+        assert_eq!(c(|c| c.vcpus = 0), Err(ConfigError::VcpuCount(0)));
+        assert_eq!(c(|c| c.vcpus = 33), Err(ConfigError::VcpuCount(33)));
+        assert!(matches!(
+            c(|c| c.disks = vec![PathBuf::from("d"); 20]),
+            Err(ConfigError::TooManyDisks(20, _))
+        ));
+    }
+}

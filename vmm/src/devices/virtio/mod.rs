@@ -1,0 +1,56 @@
+//! Virtio devices over the MMIO transport.
+
+pub mod block;
+pub mod mmio;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+pub use block::Block;
+pub use mmio::MmioTransport;
+
+/// `VIRTIO_F_VERSION_1`: we only speak modern virtio.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Virtio device IDs.
+pub const TYPE_BLOCK: u32 = 2;
+
+/// Errors a device reports while processing a queue. The guest controls the
+/// queue memory, so these are guest bugs or attacks, never host bugs.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("virtio queue: {0}")]
+    Queue(#[from] virtio_queue::Error),
+}
+
+/// A virtio device behind an [`MmioTransport`].
+pub trait VirtioDevice: Send {
+    /// Virtio device ID.
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered to the driver.
+    fn features(&self) -> u64;
+    /// Reads device configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Handles available buffers on queue `index`. Returns whether used
+    /// buffers were added and the driver should be interrupted.
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, QueueError>;
+}
+
+/// Copies `src[offset..]` into `data`, filling what lies beyond `src` with
+/// zeros: reads of configuration space past its end return 0.
+pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if start < src.len() {
+        let n = data.len().min(src.len() - start);
+        data[..n].copy_from_slice(&src[start..start + n]);
+    }
+}

@@ -1,0 +1,155 @@
+//! vCPUs: creation, boot state, and the run loop on their own threads.
+
+pub mod exit;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_lapic_state, CpuId};
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::arch::{cpuid, msr, regs};
+use exit::{handle_exit, ExitAction, ExitBus, StopReason};
+
+/// Errors creating or configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("vCPU {id}: {op}: {source}")]
+    Kvm {
+        id: u8,
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("vCPU {id}: KVM accepted only {set} of {wanted} boot MSRs")]
+    Msrs { id: u8, set: usize, wanted: usize },
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+}
+
+const APIC_LVT_LINT0: usize = 0x350;
+const APIC_LVT_LINT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
+    let b = &lapic.regs[offset..offset + 4];
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+}
+
+fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
+    for (i, b) in value.to_le_bytes().into_iter().enumerate() {
+        lapic.regs[offset + i] = b as _;
+    }
+}
+
+/// Sets an LVT entry's delivery mode (bits 8-10).
+fn with_delivery_mode(reg: u32, mode: u32) -> u32 {
+    (reg & !0x700) | (mode << 8)
+}
+
+/// One vCPU.
+pub struct Vcpu {
+    fd: VcpuFd,
+    id: u8,
+}
+
+impl Vcpu {
+    /// Creates vCPU `id` of `count` with CPUID derived from `supported`.
+    pub fn new(vm: &VmFd, id: u8, count: u8, supported: &CpuId) -> Result<Vcpu, VcpuError> {
+        let kvm = |op| move |source| VcpuError::Kvm { id, op, source };
+        let fd = vm.create_vcpu(u64::from(id)).map_err(kvm("create"))?;
+        let mut cpuid = supported.clone();
+        cpuid::patch_for_vcpu(cpuid.as_mut_slice(), id, count);
+        fd.set_cpuid2(&cpuid).map_err(kvm("set CPUID"))?;
+        let msrs = msr::boot_msrs();
+        let set = fd.set_msrs(&msrs).map_err(kvm("set MSRs"))?;
+        if set != msrs.as_slice().len() {
+            return Err(VcpuError::Msrs {
+                id,
+                set,
+                wanted: msrs.as_slice().len(),
+            });
+        }
+        let mut lapic = fd.get_lapic().map_err(kvm("get LAPIC"))?;
+        let lint0 = with_delivery_mode(lapic_reg(&lapic, APIC_LVT_LINT0), APIC_MODE_EXTINT);
+        let lint1 = with_delivery_mode(lapic_reg(&lapic, APIC_LVT_LINT1), APIC_MODE_NMI);
+        set_lapic_reg(&mut lapic, APIC_LVT_LINT0, lint0);
+        set_lapic_reg(&mut lapic, APIC_LVT_LINT1, lint1);
+        fd.set_lapic(&lapic).map_err(kvm("set LAPIC"))?;
+        fd.set_fpu(&regs::boot_fpu()).map_err(kvm("set FPU"))?;
+        Ok(Vcpu { fd, id })
+    }
+
+    /// Points the boot vCPU at the kernel entry in long mode. Application
+    /// processors stay in their reset state until the guest wakes them.
+    pub fn configure_boot(&self, mem: &GuestMemoryMmap, entry: u64) -> Result<(), VcpuError> {
+        let id = self.id;
+        let kvm = |op| move |source| VcpuError::Kvm { id, op, source };
+        regs::write_gdt_idt(mem)?;
+        regs::write_page_tables(mem)?;
+        let sregs = self.fd.get_sregs().map_err(kvm("get sregs"))?;
+        self.fd
+            .set_sregs(&regs::boot_sregs(sregs))
+            .map_err(kvm("set sregs"))?;
+        self.fd
+            .set_regs(&regs::boot_regs(entry))
+            .map_err(kvm("set regs"))?;
+        Ok(())
+    }
+
+    /// Runs until an exit stops the VM or `stop` is set (the host kicks the
+    /// thread with a signal so a blocked KVM_RUN returns).
+    pub fn run(mut self, bus: &impl ExitBus, stop: &AtomicBool) -> StopReason {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return StopReason::Stopped;
+            }
+            match self.fd.run() {
+                Ok(exit) => {
+                    if let ExitAction::Stop(reason) = handle_exit(exit.into(), bus) {
+                        return reason;
+                    }
+                }
+                Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => {}
+                Err(e) => return StopReason::Fatal(format!("vCPU {}: KVM_RUN: {e}", self.id)),
+            }
+        }
+    }
+}
+
+/// The signal used to kick vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) kick handler once per process: the signal only has to
+/// interrupt KVM_RUN.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_handler)
+                .map_err(|e| e.errno())
+        })
+        .map_err(vmm_sys_util::errno::Error::new)
+}
+
+/// Shared stop flag for the vCPU threads of one VM.
+pub type StopFlag = Arc<AtomicBool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_delivery_modes() {
+        let mut l = kvm_lapic_state::default();
+        set_lapic_reg(&mut l, APIC_LVT_LINT0, 0x0001_0000);
+        let v = with_delivery_mode(lapic_reg(&l, APIC_LVT_LINT0), APIC_MODE_EXTINT);
+        assert_eq!(v, 0x0001_0700);
+        assert_eq!(with_delivery_mode(0x700, APIC_MODE_NMI), 0x400);
+    }
+}
