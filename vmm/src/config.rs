@@ -15,10 +15,10 @@ pub const MAX_MEM_MIB: u32 = 64 * 1024;
 pub const DEFAULT_MEM_MIB: u32 = 128;
 
 /// The command line every guest gets: serial console, reset through the
-/// i8042 (so `reboot` ends the monitor), reboot at once on panic, no PCI, a
-/// single UART, a quiet boot and a trusted TSC (no watchdog work).
+/// i8042 (so `reboot` ends the monitor), reboot at once on panic, a single
+/// UART, a quiet boot and a trusted TSC (no watchdog work).
 pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 pci=off 8250.nr_uarts=1 quiet tsc=reliable no_timer_check";
+    "console=ttyS0 reboot=k panic=-1 8250.nr_uarts=1 quiet tsc=reliable no_timer_check";
 
 /// A VM to boot.
 #[derive(Debug, Clone)]

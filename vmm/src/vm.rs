@@ -245,14 +245,19 @@ fn eventfd() -> Result<EventFd, VmError> {
 }
 
 fn open_kvm() -> Result<Kvm, VmError> {
-    Kvm::new().map_err(|e| match e.errno() {
+    Kvm::new().map_err(kvm_open_error)
+}
+
+/// Explains why /dev/kvm could not be opened.
+fn kvm_open_error(e: kvm_ioctls::Error) -> VmError {
+    match e.errno() {
         libc::ENOENT => VmError::NoKvm,
         libc::EACCES | libc::EPERM => VmError::KvmPermission(e),
         _ => VmError::Kvm {
             op: "open /dev/kvm",
             source: e,
         },
-    })
+    }
 }
 
 impl Vm {
@@ -504,6 +509,16 @@ mod tests {
             console_tail: vec![],
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn kvm_open_errors_say_how_to_fix() {
+        let e = kvm_open_error(kvm_ioctls::Error::new(libc::EACCES));
+        assert!(e.to_string().contains("usermod -aG kvm"), "{e}");
+        let e = kvm_open_error(kvm_ioctls::Error::new(libc::ENOENT));
+        assert!(e.to_string().contains("no KVM"), "{e}");
+        let e = kvm_open_error(kvm_ioctls::Error::new(libc::EIO));
+        assert!(e.to_string().contains("open /dev/kvm"), "{e}");
     }
 
     #[test]

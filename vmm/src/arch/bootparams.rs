@@ -162,12 +162,12 @@ mod tests {
         };
         let p = build(None, 128 * MIB, 42, Some(initrd)).unwrap();
         let hdr = p.hdr;
-        assert_eq!(hdr.boot_flag, 0xaa55);
-        assert_eq!(hdr.header, 0x5372_6448);
-        assert_eq!(hdr.cmd_line_ptr, CMDLINE_START as u32);
-        assert_eq!(hdr.cmdline_size, 42);
-        assert_eq!(hdr.ramdisk_image, (100 * MIB) as u32);
-        assert_eq!(hdr.ramdisk_size, (2 * MIB) as u32);
+        assert_eq!({ hdr.boot_flag }, 0xaa55);
+        assert_eq!({ hdr.header }, 0x5372_6448);
+        assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_START as u32);
+        assert_eq!({ hdr.cmdline_size }, 42);
+        assert_eq!({ hdr.ramdisk_image }, (100 * MIB) as u32);
+        assert_eq!({ hdr.ramdisk_size }, (2 * MIB) as u32);
         assert_eq!(p.e820_entries, 2);
     }
 }

@@ -127,7 +127,7 @@ mod tests {
             Some(Some(DeviceEvent::ResetRequested))
         );
         assert_eq!(lock(&b).last_write, Some((4, vec![0xfe])));
-        assert_eq!(bus.write(0x3f8, &[b'x']), Some(None));
+        assert_eq!(bus.write(0x3f8, b"x"), Some(None));
     }
 
     #[test]
