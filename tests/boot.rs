@@ -44,6 +44,7 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
     let mut config = VmConfig::new(&images.kernel);
     config.initrd = Some(images.initramfs.clone());
     config.disks = vec![disk];
+    config.vcpus = 2;
     config.timeout = Some(BOOT_LIMIT);
     config.extra_cmdline = format!("reflow.cmd=\"read-block /dev/vda 0 {}\"", marker.len());
     let vm = Vm::new(

@@ -287,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn loads_a_bzimage_and_keeps_its_setup_header() {
+        use vm_memory::ByteValued;
+        let header = setup_header {
+            setup_sects: 1,
+            boot_flag: 0xaa55,
+            header: 0x5372_6448,
+            version: 0x020f,
+            loadflags: 1,
+            code32_start: HIMEM_START as u32,
+            ..Default::default()
+        };
+        let mut image = vec![0u8; 2 * 512 + 4096];
+        image[0x1f1..0x1f1 + std::mem::size_of::<setup_header>()]
+            .copy_from_slice(header.as_slice());
+        image[2 * 512..].fill(0x90);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bzImage");
+        std::fs::write(&p, &image).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let k = load_kernel(&mem, &p).unwrap();
+        assert_eq!(k.format, KernelFormat::BzImage);
+        assert_eq!(k.entry, HIMEM_START + BZIMAGE_64BIT_ENTRY_OFFSET);
+        assert_eq!({ k.setup_header.unwrap().version }, 0x020f);
+        let mut code = [0u8; 4];
+        mem.read_slice(&mut code, GuestAddress(HIMEM_START))
+            .unwrap();
+        assert_eq!(code, [0x90; 4]);
+    }
+
+    #[test]
     fn non_kernel_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("notes.txt");
