@@ -1,4 +1,5 @@
-//! Boots the real guest kernel with the agent as PID 1 on /dev/kvm.
+//! Boots the real guest kernel (2 vCPUs, so the MP table and SMP bring-up are
+//! exercised) with the agent as PID 1 on /dev/kvm.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
