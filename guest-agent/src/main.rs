@@ -7,6 +7,7 @@
 //! kernel would panic), so every failure ends in a reported power-off.
 
 mod console;
+mod entropy;
 mod mounts;
 mod power;
 mod serve;

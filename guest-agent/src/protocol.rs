@@ -26,8 +26,10 @@ pub const EXIT: &str = "REFLOW-AGENT-EXIT";
 
 /// Longest request line the agent accepts.
 pub const MAX_REQUEST_LEN: usize = 4096;
-/// Most bytes a single `read-block` request may return.
+/// Most bytes a single `read-block`, `random` or `read-file` request may return.
 pub const MAX_READ_BLOCK_LEN: u64 = 4096;
+/// Most entropy bytes one `reseed` request may carry.
+pub const MAX_RESEED_LEN: usize = 512;
 
 /// A line the agent printed, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +116,35 @@ pub enum Request {
     Exec { program: String, args: Vec<String> },
     /// `poweroff [status]`: reports `status` (default 0) and powers off.
     Poweroff { status: i32 },
+    /// `reseed <hex>`: mixes host entropy into the kernel RNG and reseeds
+    /// it at once (sent to every VM restored from a snapshot, before
+    /// anything else runs).
+    Reseed { entropy: Vec<u8> },
+    /// `settime <unix_ns>`: sets the guest wall clock.
+    SetTime { unix_ns: u64 },
+    /// `random <n>`: answers `n` bytes from the kernel RNG in hex.
+    Random { len: u64 },
+    /// `write-file <path> <text>`: writes the rest of the line to a file.
+    WriteFile { path: String, text: String },
+    /// `read-file <path>`: answers the file's contents (at most
+    /// [`MAX_READ_BLOCK_LEN`] bytes, lossy UTF-8 on one line).
+    ReadFile { path: String },
+}
+
+/// Decodes lowercase or uppercase hex.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Encodes bytes as lowercase hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a request line was refused.
@@ -123,12 +154,14 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff)")]
+    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
-    #[error("read-block length {0} is over the limit of {MAX_READ_BLOCK_LEN} bytes")]
+    #[error("read length {0} is over the limit of {MAX_READ_BLOCK_LEN} bytes")]
     ReadTooLong(u64),
+    #[error("reseed needs 1 to {MAX_RESEED_LEN} bytes of hex entropy")]
+    BadEntropy,
 }
 
 impl Request {
@@ -140,6 +173,11 @@ impl Request {
             Request::ReadBlock { .. } => "read-block",
             Request::Exec { .. } => "exec",
             Request::Poweroff { .. } => "poweroff",
+            Request::Reseed { .. } => "reseed",
+            Request::SetTime { .. } => "settime",
+            Request::Random { .. } => "random",
+            Request::WriteFile { .. } => "write-file",
+            Request::ReadFile { .. } => "read-file",
         }
     }
 
@@ -182,6 +220,43 @@ impl Request {
                     .map_err(|_| RequestError::Usage("poweroff [status]"))?,
             }),
             ("poweroff", _) => Err(RequestError::Usage("poweroff [status]")),
+            ("reseed", [hex]) => match decode_hex(hex) {
+                Some(entropy) if !entropy.is_empty() && entropy.len() <= MAX_RESEED_LEN => {
+                    Ok(Request::Reseed { entropy })
+                }
+                _ => Err(RequestError::BadEntropy),
+            },
+            ("reseed", _) => Err(RequestError::Usage("reseed <hex>")),
+            ("settime", [ns]) => Ok(Request::SetTime {
+                unix_ns: ns
+                    .parse()
+                    .map_err(|_| RequestError::Usage("settime <unix_ns>"))?,
+            }),
+            ("settime", _) => Err(RequestError::Usage("settime <unix_ns>")),
+            ("random", [n]) => {
+                let len: u64 = n.parse().map_err(|_| RequestError::Usage("random <n>"))?;
+                if len > MAX_READ_BLOCK_LEN {
+                    return Err(RequestError::ReadTooLong(len));
+                }
+                Ok(Request::Random { len })
+            }
+            ("random", _) => Err(RequestError::Usage("random <n>")),
+            ("write-file", [path, _, ..]) => {
+                // The text is the rest of the line after the path, verbatim.
+                let after_cmd = line.trim_start()["write-file".len()..].trim_start();
+                let text = after_cmd[path.len()..]
+                    .trim_start()
+                    .trim_end_matches(['\r', '\n']);
+                Ok(Request::WriteFile {
+                    path: path.to_string(),
+                    text: text.to_string(),
+                })
+            }
+            ("write-file", _) => Err(RequestError::Usage("write-file <path> <text>")),
+            ("read-file", [path]) => Ok(Request::ReadFile {
+                path: path.to_string(),
+            }),
+            ("read-file", _) => Err(RequestError::Usage("read-file <path>")),
             (other, _) => Err(RequestError::Unknown(other.to_string())),
         }
     }
@@ -201,6 +276,11 @@ impl fmt::Display for Request {
                 args.iter().try_for_each(|a| write!(f, " {a}"))
             }
             Request::Poweroff { status } => write!(f, "poweroff {status}"),
+            Request::Reseed { entropy } => write!(f, "reseed {}", encode_hex(entropy)),
+            Request::SetTime { unix_ns } => write!(f, "settime {unix_ns}"),
+            Request::Random { len } => write!(f, "random {len}"),
+            Request::WriteFile { path, text } => write!(f, "write-file {path} {text}"),
+            Request::ReadFile { path } => write!(f, "read-file {path}"),
         }
     }
 }
@@ -256,6 +336,11 @@ mod tests {
             "exec /bin/true",
             "exec /bin/echo a b",
             "poweroff 3",
+            "reseed 00ff10",
+            "settime 1700000000000000000",
+            "random 16",
+            "write-file /tmp/x hello  world",
+            "read-file /tmp/x",
         ] {
             let req = Request::parse(text).unwrap();
             assert_eq!(req.to_string(), text);
@@ -289,5 +374,31 @@ mod tests {
             Request::parse(&"x".repeat(MAX_REQUEST_LEN + 1)),
             Err(RequestError::TooLong)
         );
+        assert_eq!(Request::parse("reseed 0"), Err(RequestError::BadEntropy));
+        assert_eq!(Request::parse("reseed zz"), Err(RequestError::BadEntropy));
+        assert_eq!(
+            Request::parse(&format!("reseed {}", "00".repeat(MAX_RESEED_LEN + 1))),
+            Err(RequestError::BadEntropy)
+        );
+        assert_eq!(
+            Request::parse("random 5000"),
+            Err(RequestError::ReadTooLong(5000))
+        );
+        assert!(matches!(
+            Request::parse("write-file /tmp/x"),
+            Err(RequestError::Usage(_))
+        ));
+        assert!(matches!(
+            Request::parse("settime soon"),
+            Err(RequestError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(decode_hex("00ffA0"), Some(vec![0, 255, 160]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("g0"), None);
+        assert_eq!(encode_hex(&[1, 171]), "01ab");
     }
 }

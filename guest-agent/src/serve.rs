@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 
-use reflow_guest_agent::protocol::{AgentLine, Request};
+use reflow_guest_agent::protocol::{encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN};
 
-use crate::{console, power};
+use crate::{console, entropy, power};
 
 /// Executes requests and reports each result on the console.
 pub struct Server {
@@ -71,7 +71,22 @@ fn execute(request: Request) -> Result<String, String> {
             }
         }
         Request::Poweroff { .. } => unreachable!("handled by the caller"),
+        Request::Reseed { entropy } => entropy::reseed(&entropy).map(|()| "ok".into()),
+        Request::SetTime { unix_ns } => entropy::set_time(unix_ns).map(|()| "ok".into()),
+        Request::Random { len } => entropy::random(len as usize).map(|b| encode_hex(&b)),
+        Request::WriteFile { path, text } => std::fs::write(&path, text)
+            .map(|()| "ok".into())
+            .map_err(|e| format!("{path}: {e}")),
+        Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
     }
+}
+
+fn read_file(path: &str) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    File::open(path)?
+        .take(MAX_READ_BLOCK_LEN)
+        .read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).replace(['\n', '\r'], " "))
 }
 
 fn read_block(device: &str, offset: u64, len: u64) -> std::io::Result<String> {
@@ -79,5 +94,5 @@ fn read_block(device: &str, offset: u64, len: u64) -> std::io::Result<String> {
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::with_capacity(len as usize);
     f.take(len).read_to_end(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(encode_hex(&buf))
 }

@@ -49,8 +49,19 @@ pub struct ConsoleState {
     pub tail: VecDeque<String>,
 }
 
+/// Which line means "the agent is ready".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyOn {
+    /// A booted guest: the agent's `REFLOW-AGENT-READY` line.
+    AgentReadyLine,
+    /// A restored clone (whose ready line is in the past): the answer to the
+    /// `uptime` request the monitor sends after reseeding it.
+    RestoredUptime,
+}
+
 /// The serial device's output.
 pub struct ConsoleSink {
+    ready_on: ReadyOn,
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
     state: Arc<Mutex<ConsoleState>>,
@@ -64,9 +75,11 @@ impl ConsoleSink {
         out: Box<dyn Write + Send>,
         events: Option<Sender<GuestEvent>>,
         started: Instant,
+        ready_on: ReadyOn,
     ) -> (ConsoleSink, Arc<Mutex<ConsoleState>>) {
         let state = Arc::new(Mutex::new(ConsoleState::default()));
         let sink = ConsoleSink {
+            ready_on,
             out,
             line: Vec::with_capacity(256),
             state: state.clone(),
@@ -94,21 +107,30 @@ impl ConsoleSink {
         }
         state.tail.push_back(text.clone());
         if let Some(agent) = AgentLine::parse(&text) {
-            match agent {
-                AgentLine::Ready { uptime_ms, .. } if state.ready.is_none() => {
-                    let ready = AgentReady {
-                        guest_uptime: Duration::from_millis(uptime_ms),
-                        host_elapsed: self.started.elapsed(),
-                    };
-                    state.ready = Some(ready);
-                    drop(state);
-                    self.emit(GuestEvent::Ready(ready));
+            let ready_uptime = match (&agent, self.ready_on) {
+                (AgentLine::Ready { uptime_ms, .. }, ReadyOn::AgentReadyLine) => Some(*uptime_ms),
+                (AgentLine::Ok { command, result }, ReadyOn::RestoredUptime)
+                    if command == "uptime" =>
+                {
+                    result.trim().parse().ok()
                 }
-                AgentLine::Exit { status } => {
-                    state.exit_status = Some(status);
-                    drop(state);
-                }
-                _ => drop(state),
+                _ => None,
+            };
+            let mut newly_ready = None;
+            if let (Some(uptime_ms), None) = (ready_uptime, state.ready) {
+                let ready = AgentReady {
+                    guest_uptime: Duration::from_millis(uptime_ms),
+                    host_elapsed: self.started.elapsed(),
+                };
+                state.ready = Some(ready);
+                newly_ready = Some(ready);
+            }
+            if let AgentLine::Exit { status } = agent {
+                state.exit_status = Some(status);
+            }
+            drop(state);
+            if let Some(ready) = newly_ready {
+                self.emit(GuestEvent::Ready(ready));
             }
             self.emit(GuestEvent::Agent(agent));
         } else if text.contains(PANIC_MARKER) {
@@ -150,7 +172,12 @@ mod tests {
         mpsc::Receiver<GuestEvent>,
     ) {
         let (tx, rx) = mpsc::channel();
-        let (s, state) = ConsoleSink::new(Box::new(std::io::sink()), Some(tx), Instant::now());
+        let (s, state) = ConsoleSink::new(
+            Box::new(std::io::sink()),
+            Some(tx),
+            Instant::now(),
+            ReadyOn::AgentReadyLine,
+        );
         (s, state, rx)
     }
 
@@ -198,6 +225,32 @@ mod tests {
         assert_eq!(
             st.tail.back().unwrap(),
             &format!("line {}", TAIL_LINES * 2 - 1)
+        );
+    }
+
+    #[test]
+    fn restored_clone_is_ready_on_its_uptime_answer() {
+        let (tx, _rx) = mpsc::channel();
+        let (mut s, state) = ConsoleSink::new(
+            Box::new(std::io::sink()),
+            Some(tx),
+            Instant::now(),
+            ReadyOn::RestoredUptime,
+        );
+        s.write_all(
+            b"REFLOW-AGENT-OK reseed ok
+",
+        )
+        .unwrap();
+        assert!(lock(&state).ready.is_none());
+        s.write_all(
+            b"REFLOW-AGENT-OK uptime 12345
+",
+        )
+        .unwrap();
+        assert_eq!(
+            lock(&state).ready.unwrap().guest_uptime,
+            Duration::from_millis(12345)
         );
     }
 

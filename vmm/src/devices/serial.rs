@@ -16,6 +16,12 @@ use vmm_sys_util::eventfd::EventFd;
 use super::bus::{lock, BusDevice, DeviceEvent};
 use super::trigger::EventFdTrigger;
 use crate::console::ConsoleSink;
+use crate::snapshot::state::SerialSnapshot;
+
+/// A snapshot's serial state that the UART refuses (e.g. an over-full FIFO).
+#[derive(Debug, thiserror::Error)]
+#[error("restoring the serial device: {0}")]
+pub struct SerialRestoreError(String);
 
 /// Base port and length of COM1.
 pub const COM1_BASE: u64 = 0x3f8;
@@ -45,6 +51,23 @@ impl SerialDevice {
         SerialDevice {
             serial: Serial::with_events(irq, InputRoom(room), sink),
         }
+    }
+
+    /// A UART with registers and FIFO restored from a snapshot.
+    pub fn from_snapshot(
+        irq: EventFdTrigger,
+        sink: ConsoleSink,
+        room: Arc<EventFd>,
+        snap: &SerialSnapshot,
+    ) -> Result<SerialDevice, SerialRestoreError> {
+        let serial = Serial::from_state(&snap.into(), irq, InputRoom(room), sink)
+            .map_err(|e| SerialRestoreError(format!("{e:?}")))?;
+        Ok(SerialDevice { serial })
+    }
+
+    /// The UART's registers and FIFO, for a snapshot.
+    pub fn snapshot(&self) -> SerialSnapshot {
+        (&self.serial.state()).into()
     }
 
     /// Queues as many of `bytes` as fit in the receive FIFO; returns how many.
@@ -84,10 +107,12 @@ impl BusDevice for SerialDevice {
 const INPUT_TOKEN: u32 = 0;
 const ROOM_TOKEN: u32 = 1;
 
-/// Feeds host input into the UART from the event loop.
+/// Feeds host input into the UART from the event loop: first `typeahead`
+/// (what the monitor itself has to say, e.g. a restored clone's entropy),
+/// then whatever arrives on the input file descriptor.
 pub struct SerialInput {
     device: Arc<Mutex<SerialDevice>>,
-    input: File,
+    input: Option<File>,
     room: Arc<EventFd>,
     pending: Vec<u8>,
     reading: bool,
@@ -95,14 +120,19 @@ pub struct SerialInput {
 }
 
 impl SerialInput {
-    pub fn new(device: Arc<Mutex<SerialDevice>>, input: OwnedFd, room: Arc<EventFd>) -> Self {
+    pub fn new(
+        device: Arc<Mutex<SerialDevice>>,
+        input: Option<OwnedFd>,
+        room: Arc<EventFd>,
+        typeahead: Vec<u8>,
+    ) -> Self {
         SerialInput {
             device,
-            input: File::from(input),
+            eof: input.is_none(),
+            input: input.map(File::from),
             room,
-            pending: Vec::new(),
+            pending: typeahead,
             reading: false,
-            eof: false,
         }
     }
 
@@ -112,10 +142,13 @@ impl SerialInput {
     }
 
     fn set_reading(&mut self, ops: &mut EventOps, on: bool) {
+        let Some(input) = &self.input else {
+            return;
+        };
         if on == self.reading {
             return;
         }
-        let ev = Events::with_data(&self.input, INPUT_TOKEN, EventSet::IN);
+        let ev = Events::with_data(input, INPUT_TOKEN, EventSet::IN);
         let r = if on { ops.add(ev) } else { ops.remove(ev) };
         match r {
             Ok(()) => self.reading = on,
@@ -133,14 +166,21 @@ impl MutEventSubscriber for SerialInput {
         )) {
             tracing::warn!(error = ?e, "serial input: cannot watch the FIFO");
         }
-        self.set_reading(ops, true);
+        // Typeahead waits for the first room signal (sent when the vCPUs
+        // start): an interrupt raised before a restored LAPIC is loaded
+        // would be lost, and the UART would never raise it again.
+        let want = self.pending.is_empty() && !self.eof;
+        self.set_reading(ops, want);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             INPUT_TOKEN => {
                 let mut buf = [0u8; 64];
-                match self.input.read(&mut buf) {
+                let Some(input) = self.input.as_mut() else {
+                    return;
+                };
+                match input.read(&mut buf) {
                     Ok(0) => {
                         self.eof = true;
                         self.set_reading(ops, false);
@@ -174,7 +214,12 @@ mod tests {
     fn device() -> (SerialDevice, EventFdTrigger, Arc<EventFd>) {
         let irq = EventFdTrigger::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let room = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        let (sink, _) = ConsoleSink::new(Box::new(std::io::sink()), None, Instant::now());
+        let (sink, _) = ConsoleSink::new(
+            Box::new(std::io::sink()),
+            None,
+            Instant::now(),
+            crate::console::ReadyOn::AgentReadyLine,
+        );
         (
             SerialDevice::new(irq.clone(), sink, room.clone()),
             irq,

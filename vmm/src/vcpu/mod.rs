@@ -1,6 +1,7 @@
 //! vCPUs: creation, boot state, and the run loop on their own threads.
 
 pub mod exit;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub enum VcpuError {
     Msrs { id: u8, set: usize, wanted: usize },
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
+    #[error("vCPU {id}: {msg}")]
+    State { id: u8, msg: &'static str },
+    #[error("vCPU {id}: KVM refused to restore MSR {index:#x} from the snapshot")]
+    MsrRestore { id: u8, index: u32 },
 }
 
 const APIC_LVT_LINT0: usize = 0x350;
@@ -100,9 +105,10 @@ impl Vcpu {
 
     /// Runs until an exit stops the VM or `stop` is set (the host kicks the
     /// thread with a signal so a blocked KVM_RUN returns).
-    pub fn run(mut self, bus: &impl ExitBus, stop: &AtomicBool) -> StopReason {
+    pub fn run(&mut self, bus: &impl ExitBus, stop: &AtomicBool) -> StopReason {
         loop {
             if stop.load(Ordering::SeqCst) {
+                self.complete_pending_io();
                 return StopReason::Stopped;
             }
             match self.fd.run() {
@@ -115,6 +121,41 @@ impl Vcpu {
                 Err(e) => return StopReason::Fatal(format!("vCPU {}: KVM_RUN: {e}", self.id)),
             }
         }
+    }
+}
+
+impl Vcpu {
+    /// Lets KVM finish an emulated instruction whose I/O we already handled
+    /// (an `in` or MMIO read's result is written to the guest registers on
+    /// the next KVM_RUN): enter with `immediate_exit` set, which returns at
+    /// once. Without this a paused vCPU's state would miss the result.
+    fn complete_pending_io(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        match self.fd.run() {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => tracing::debug!(id = self.id, error = %e, "completing pending I/O"),
+            Ok(exit) => {
+                tracing::debug!(id = self.id, ?exit, "unexpected exit while completing I/O")
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+    }
+
+    /// This vCPU's index.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Creates vCPU `id` without boot state, for restoring a snapshot into.
+    pub fn new_for_restore(vm: &VmFd, id: u8) -> Result<Vcpu, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|source| VcpuError::Kvm {
+                id,
+                op: "create",
+                source,
+            })?;
+        Ok(Vcpu { fd, id })
     }
 }
 

@@ -12,6 +12,18 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::snapshot::state::TransportSnapshot;
+
+/// A transport snapshot that does not fit this device.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("snapshot holds virtio device type {found}, this slot has type {expected}")]
+    DeviceType { expected: u32, found: u32 },
+    #[error("snapshot holds {0} virtio queues that do not match the device")]
+    QueueCount(usize),
+    #[error("snapshot virtio queue is invalid: {0}")]
+    Queue(String),
+}
 use crate::devices::bus::{BusDevice, DeviceEvent};
 use crate::devices::trigger::EventFdTrigger;
 
@@ -92,6 +104,52 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
         }
+    }
+
+    /// The transport's registers and queue positions, for a snapshot.
+    pub fn snapshot(&self, disk_sectors: u64) -> TransportSnapshot {
+        TransportSnapshot {
+            device_type: self.device.device_type(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            acked_features: self.acked_features,
+            queue_sel: self.queue_sel,
+            interrupt_status: self.interrupt_status.load(Ordering::SeqCst),
+            config_generation: self.config_generation,
+            queues: self.queues.iter().map(|q| q.state().into()).collect(),
+            disk_sectors,
+        }
+    }
+
+    /// Loads a snapshot's registers and queues. Snapshot files are
+    /// checksummed, but the values are still validated like guest input.
+    pub fn restore(&mut self, snap: &TransportSnapshot) -> Result<(), RestoreError> {
+        if snap.device_type != self.device.device_type() {
+            return Err(RestoreError::DeviceType {
+                expected: self.device.device_type(),
+                found: snap.device_type,
+            });
+        }
+        if snap.queues.len() != self.queues.len() {
+            return Err(RestoreError::QueueCount(snap.queues.len()));
+        }
+        for (q, s) in self.queues.iter_mut().zip(&snap.queues) {
+            if s.max_size != q.max_size() {
+                return Err(RestoreError::QueueCount(snap.queues.len()));
+            }
+            *q = Queue::try_from(virtio_queue::QueueState::from(*s))
+                .map_err(|e| RestoreError::Queue(e.to_string()))?;
+        }
+        self.status = snap.status;
+        self.device_features_sel = snap.device_features_sel;
+        self.driver_features_sel = snap.driver_features_sel;
+        self.acked_features = snap.acked_features & self.device.features();
+        self.queue_sel = snap.queue_sel;
+        self.interrupt_status
+            .store(snap.interrupt_status, Ordering::SeqCst);
+        self.config_generation = snap.config_generation;
+        Ok(())
     }
 
     /// Number of queues (each gets an ioeventfd with its index as datamatch).
@@ -476,6 +534,29 @@ mod tests {
         assert_eq!(t.acked_features(), 0);
         wr(&mut t, REG_QUEUE_SEL, 0);
         assert_eq!(rd(&mut t, REG_QUEUE_READY), 0);
+    }
+
+    #[test]
+    fn snapshot_restores_registers_and_queues() {
+        let (mut t, _) = transport();
+        set_up_queue(&mut t, 1);
+        negotiate(&mut t);
+        let snap = t.snapshot(0);
+        let (mut fresh, _) = transport();
+        fresh.restore(&snap).unwrap();
+        assert_eq!(fresh.snapshot(0), snap);
+        let mut wrong = snap.clone();
+        wrong.device_type = 2;
+        assert!(matches!(
+            fresh.restore(&wrong),
+            Err(RestoreError::DeviceType { .. })
+        ));
+        let mut wrong = snap.clone();
+        wrong.queues.pop();
+        assert!(matches!(
+            fresh.restore(&wrong),
+            Err(RestoreError::QueueCount(1))
+        ));
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The golden-snapshot cache: one snapshot per set of boot inputs, created
+//! by booting once and reused by every later VM.
+//!
+//! The key hashes everything the snapshot depends on: the kernel, initrd and
+//! disk images (their bytes), memory size, vCPU count, extra command line,
+//! host kind, the snapshot format version and this monitor's version. A
+//! changed input gets a new key and a new snapshot; nothing stale is reused.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::file::FORMAT_VERSION;
+use super::{MEMORY_FILE, STATE_FILE};
+use crate::config::VmConfig;
+use crate::host::HostKind;
+use crate::protocol::AgentLine;
+use crate::vcpu::exit::StopReason;
+use crate::vm::{Vm, VmError, VmIo};
+
+/// Longest a golden boot may take before we give up.
+const BOOT_LIMIT: Duration = Duration::from_secs(1800);
+
+/// Errors producing a golden snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error("hashing snapshot input {path}: {source}")]
+    Hash {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache directory {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
+    NotReady { stop: StopReason, tail: String },
+}
+
+/// A golden snapshot on disk.
+#[derive(Debug, Clone)]
+pub struct GoldenSnapshot {
+    /// The snapshot directory (pass to [`Vm::restore`]).
+    pub dir: PathBuf,
+    /// Whether this call created it (booted a guest).
+    pub created: bool,
+    /// Its cache key.
+    pub key: String,
+}
+
+fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
+    let err = |source| GoldenError::Hash {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    std::io::copy(&mut f, h).map_err(err)?;
+    Ok(())
+}
+
+/// The cache key of the snapshot for `config` on `host`.
+pub fn key(config: &VmConfig, host: HostKind) -> Result<String, GoldenError> {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "format={FORMAT_VERSION} monitor={} mem={} vcpus={} host={host:?} cmdline={}\n",
+        env!("CARGO_PKG_VERSION"),
+        config.mem_mib,
+        config.vcpus,
+        config.extra_cmdline
+    ));
+    h.update(b"kernel\n");
+    hash_file(&mut h, &config.kernel)?;
+    if let Some(initrd) = &config.initrd {
+        h.update(b"initrd\n");
+        hash_file(&mut h, initrd)?;
+    }
+    for disk in &config.disks {
+        h.update(b"disk\n");
+        hash_file(&mut h, disk)?;
+    }
+    Ok(hex::encode(&h.finalize()[..8]))
+}
+
+fn complete(dir: &Path) -> bool {
+    dir.join(STATE_FILE).is_file() && dir.join(MEMORY_FILE).is_file()
+}
+
+/// Returns the golden snapshot for `config` under `cache_root/snapshots/`,
+/// creating it if needed: boot, wait until the agent serves requests,
+/// pause, write. `progress` hears what is going on (creating takes minutes
+/// on hosts that emulate the guest kernel).
+pub fn ensure(
+    config: &VmConfig,
+    cache_root: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<GoldenSnapshot, GoldenError> {
+    let host = config.host.unwrap_or_else(HostKind::detect);
+    let key = key(config, host)?;
+    let dir = cache_root.join("snapshots").join(&key);
+    if complete(&dir) {
+        return Ok(GoldenSnapshot {
+            dir,
+            created: false,
+            key,
+        });
+    }
+    let started = Instant::now();
+    progress(&format!(
+        "creating golden snapshot {key}: booting the guest once (seconds on bare-metal KVM, \
+         about a minute where the guest kernel is emulated)"
+    ));
+    let (mut host_end, guest_end) = UnixStream::pair().map_err(|source| GoldenError::Cache {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut boot = config.clone();
+    boot.host = Some(host);
+    boot.timeout = Some(BOOT_LIMIT);
+    let vm = Vm::new(
+        boot,
+        VmIo {
+            console: Box::new(std::io::sink()),
+            input: Some(guest_end.into()),
+            events: None,
+        },
+    )?;
+    let mut running = vm.start()?;
+    // Ready, then a ping answered: the agent is back waiting on its console,
+    // which is where every clone starts.
+    let mut pinged = false;
+    let stop = running.wait_until(
+        |console| {
+            if console.ready.is_none() {
+                return false;
+            }
+            if !pinged {
+                pinged = host_end.write_all(b"ping\n").is_ok();
+            }
+            console.tail.iter().any(|l| {
+                AgentLine::parse(l).is_some_and(
+                    |a| matches!(a, AgentLine::Ok { ref command, .. } if command == "ping"),
+                )
+            })
+        },
+        None,
+    )?;
+    if let Some(stop) = stop {
+        let outcome = running.finish(stop.clone());
+        return Err(GoldenError::NotReady {
+            stop,
+            tail: outcome.console_tail.join("\n"),
+        });
+    }
+    progress(&format!(
+        "agent ready after {:.1} s; writing the snapshot",
+        started.elapsed().as_secs_f64()
+    ));
+    let paused = running.pause()?;
+    let tmp = cache_root
+        .join("snapshots")
+        .join(format!(".{key}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    paused.snapshot(&tmp)?;
+    drop(paused);
+    if let Err(source) = std::fs::rename(&tmp, &dir) {
+        // Another process may have finished the same snapshot first.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !complete(&dir) {
+            return Err(GoldenError::Cache { path: dir, source });
+        }
+    }
+    progress(&format!(
+        "golden snapshot {key} written in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    ));
+    Ok(GoldenSnapshot {
+        dir,
+        created: true,
+        key,
+    })
+}

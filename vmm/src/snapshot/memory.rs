@@ -1,0 +1,175 @@
+//! Guest RAM to and from the snapshot's memory file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
+
+use crate::arch::bootparams::ram_regions;
+
+const PAGE: usize = 4096;
+
+/// Errors saving or mapping guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotMemoryError {
+    #[error("writing memory file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading guest memory: {0}")]
+    Read(vm_memory::GuestMemoryError),
+    #[error("opening memory file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("memory file {path} is {found} bytes, the snapshot's guest memory is {expected}: truncated or wrong file")]
+    Size {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("mapping memory file {path}: {reason}")]
+    Map { path: PathBuf, reason: String },
+}
+
+/// Writes every region of `mem`, in address order, to `path`. All-zero
+/// pages are left as holes: a freshly booted guest's RAM is mostly zeros.
+pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryError> {
+    let werr = |source| SnapshotMemoryError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::create(path).map_err(werr)?;
+    let mut page = vec![0u8; PAGE];
+    let mut total = 0u64;
+    for region in mem.iter() {
+        let start = region.start_addr().0;
+        let len = region.len();
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(PAGE as u64) as usize;
+            mem.read_slice(&mut page[..n], GuestAddress(start + off))
+                .map_err(SnapshotMemoryError::Read)?;
+            if page[..n].iter().all(|&b| b == 0) {
+                file.seek(SeekFrom::Current(n as i64)).map_err(werr)?;
+            } else {
+                file.write_all(&page[..n]).map_err(werr)?;
+            }
+            off += n as u64;
+        }
+        total += len;
+    }
+    file.set_len(total).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(total)
+}
+
+/// Maps `path` as guest RAM of `mem_size` bytes, copy-on-write
+/// (`MAP_PRIVATE`): the guest's writes stay in this process, the file and
+/// every other clone's view are untouched, and unwritten pages are shared
+/// through the page cache.
+pub fn map_private(path: &Path, mem_size: u64) -> Result<GuestMemoryMmap, SnapshotMemoryError> {
+    let file =
+        OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|source| SnapshotMemoryError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    let found = file
+        .metadata()
+        .map_err(|source| SnapshotMemoryError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if found != mem_size {
+        return Err(SnapshotMemoryError::Size {
+            path: path.to_path_buf(),
+            expected: mem_size,
+            found,
+        });
+    }
+    let map_err = |reason: String| SnapshotMemoryError::Map {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut regions = Vec::new();
+    let mut offset = 0u64;
+    for (start, size) in ram_regions(mem_size) {
+        let file = file.try_clone().map_err(|e| map_err(e.to_string()))?;
+        let mapping = MmapRegionBuilder::new(size as usize)
+            .with_file_offset(FileOffset::new(file, offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| map_err(e.to_string()))?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(start))
+            .ok_or_else(|| map_err("region wraps the address space".into()))?;
+        regions.push(region);
+        offset += size;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| map_err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_map_private_round_trips_and_never_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.bin");
+        let size = 4 << 20;
+        let mem = crate::memory::create(size).unwrap();
+        mem.write_slice(b"hello", GuestAddress(0x1234)).unwrap();
+        mem.write_slice(b"world", GuestAddress(size - 5)).unwrap();
+        assert_eq!(save(&mem, &path).unwrap(), size);
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(before.len() as u64, size);
+
+        let a = map_private(&path, size).unwrap();
+        let b = map_private(&path, size).unwrap();
+        let mut buf = [0u8; 5];
+        a.read_slice(&mut buf, GuestAddress(0x1234)).unwrap();
+        assert_eq!(&buf, b"hello");
+        a.write_slice(b"HELLO", GuestAddress(0x1234)).unwrap();
+        b.read_slice(&mut buf, GuestAddress(0x1234)).unwrap();
+        assert_eq!(&buf, b"hello", "a clone's write leaked into another clone");
+        b.read_slice(&mut buf, GuestAddress(size - 5)).unwrap();
+        assert_eq!(&buf, b"world");
+        drop((a, b));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the snapshot changed"
+        );
+    }
+
+    #[test]
+    fn wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.bin");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        assert!(matches!(
+            map_private(&path, 8192),
+            Err(SnapshotMemoryError::Size {
+                expected: 8192,
+                found: 4096,
+                ..
+            })
+        ));
+        assert!(matches!(
+            map_private(&dir.path().join("none"), 8192),
+            Err(SnapshotMemoryError::Open { .. })
+        ));
+    }
+}

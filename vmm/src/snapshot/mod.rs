@@ -1,0 +1,24 @@
+//! Snapshots: pause a VM, write its state and memory, restore clones.
+//!
+//! A snapshot is a directory with two files:
+//! - `state.bin`: the versioned, checksummed state ([`file`]): vCPUs, the
+//!   in-kernel interrupt controllers, PIT and clock, device state;
+//! - `memory.bin`: guest RAM, region after region, zero pages left as holes.
+//!
+//! Restoring maps `memory.bin` `MAP_PRIVATE`, so every clone shares the pages
+//! it has not written and the snapshot itself is never modified
+//! ([`memory`]). [`golden`] keeps one snapshot per set of boot inputs in the
+//! cache directory and creates it on first use.
+
+pub mod file;
+pub mod golden;
+pub mod memory;
+pub mod state;
+
+pub use file::SnapshotFileError;
+pub use golden::{GoldenError, GoldenSnapshot};
+pub use state::SnapshotState;
+
+/// File names inside a snapshot directory.
+pub const STATE_FILE: &str = "state.bin";
+pub const MEMORY_FILE: &str = "memory.bin";

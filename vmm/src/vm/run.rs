@@ -1,0 +1,266 @@
+//! Running a VM: vCPU threads, the event loop, stopping, pausing and taking
+//! a snapshot of a paused VM.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use super::kvm::{self as vmkvm, kvm_err};
+use super::{Vm, VmError, VmOutcome};
+use crate::console::ConsoleState;
+use crate::devices::bus::lock;
+use crate::snapshot::state::SnapshotState;
+use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
+use crate::vcpu::exit::StopReason;
+use crate::vcpu::{self, Vcpu};
+
+/// Stops a running VM from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    requested: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+}
+
+impl StopHandle {
+    /// Asks the VM to stop; it ends with [`StopReason::Stopped`].
+    pub fn stop(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _ = self.wake.write(1);
+    }
+}
+
+/// A VM whose vCPUs are running. Drive it with [`RunningVm::wait`] (until
+/// it stops) or [`RunningVm::wait_until`] (until a console condition).
+pub struct RunningVm {
+    vm: Vm,
+    threads: Vec<JoinHandle<Vcpu>>,
+    stopped: Receiver<StopReason>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+/// A VM whose vCPUs are stopped with their state intact: it can be
+/// snapshotted.
+pub struct PausedVm {
+    vm: Vm,
+}
+
+impl Vm {
+    /// A handle to stop the VM from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            requested: self.stop_requested.clone(),
+            wake: self.devices.wake.clone(),
+        }
+    }
+
+    /// Starts the vCPU threads.
+    pub fn start(mut self) -> Result<RunningVm, VmError> {
+        vcpu::install_kick_handler().map_err(VmError::Signal)?;
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<StopReason>();
+        let mut threads = Vec::new();
+        for mut vcpu in std::mem::take(&mut self.vcpus) {
+            let id = vcpu.id();
+            let (buses, flag, tx, wake) = (
+                self.devices.buses.clone(),
+                stop.clone(),
+                tx.clone(),
+                self.devices.wake.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || {
+                    let reason = vcpu.run(buses.as_ref(), &flag);
+                    let _ = tx.send(reason);
+                    let _ = wake.write(1);
+                    vcpu
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(source) => {
+                    let _ = stop_vcpus(&stop, threads);
+                    return Err(VmError::Thread { id, source });
+                }
+            }
+        }
+        // Console input may flow now that every vCPU (and its LAPIC) is live.
+        let _ = self.devices.serial_room.write(1);
+        Ok(RunningVm {
+            vm: self,
+            threads,
+            stopped: rx,
+            stop,
+            started,
+        })
+    }
+
+    /// Runs the guest until it powers off, resets, crashes, times out or is
+    /// stopped.
+    pub fn run(self) -> Result<VmOutcome, VmError> {
+        self.start()?.wait()
+    }
+}
+
+impl RunningVm {
+    /// A handle to stop the VM from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.vm.stop_handle()
+    }
+
+    /// Pumps device I/O until `done` holds for the console state (returns
+    /// `None`) or the VM stops (returns why). `deadline` ends the wait with
+    /// [`StopReason::Timeout`]; the VM's own timeout applies too.
+    pub fn wait_until(
+        &mut self,
+        mut done: impl FnMut(&ConsoleState) -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<StopReason>, VmError> {
+        let vm_deadline = self.vm.config.timeout.map(|t| self.started + t);
+        let deadline = match (deadline, vm_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        loop {
+            self.vm
+                .devices
+                .events
+                .run_with_timeout(50)
+                .map_err(VmError::EventManager)?;
+            if let Ok(reason) = self.stopped.try_recv() {
+                return Ok(Some(reason));
+            }
+            if self.vm.stop_requested.load(Ordering::SeqCst) {
+                return Ok(Some(StopReason::Stopped));
+            }
+            if done(&lock(&self.vm.devices.console)) {
+                return Ok(None);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Some(StopReason::Timeout));
+            }
+        }
+    }
+
+    /// Runs until the VM stops, then stops every vCPU and reports.
+    pub fn wait(mut self) -> Result<VmOutcome, VmError> {
+        let reason = match self.wait_until(|_| false, None) {
+            Ok(Some(reason)) => reason,
+            Ok(None) => unreachable!("the condition never holds"),
+            Err(e) => {
+                let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads));
+                return Err(e);
+            }
+        };
+        Ok(self.finish(reason))
+    }
+
+    /// Stops every vCPU and reports the outcome with `reason`.
+    pub fn finish(mut self, reason: StopReason) -> VmOutcome {
+        let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads));
+        let console = lock(&self.vm.devices.console).clone();
+        VmOutcome {
+            stop: reason,
+            ready: console.ready,
+            agent_exit_status: console.exit_status,
+            kernel_panic: console.panic,
+            console_tail: console.tail.into_iter().collect(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// Stops the vCPUs, keeping their state, for a snapshot.
+    pub fn pause(mut self) -> Result<PausedVm, VmError> {
+        let vcpus = stop_vcpus(&self.stop, std::mem::take(&mut self.threads))?;
+        // Drain device work the guest queued before the stop.
+        self.vm
+            .devices
+            .events
+            .run_with_timeout(0)
+            .map_err(VmError::EventManager)?;
+        self.vm.vcpus = vcpus;
+        Ok(PausedVm { vm: self.vm })
+    }
+}
+
+impl PausedVm {
+    /// Writes a snapshot into `dir` (created if needed): `state.bin` and
+    /// `memory.bin`.
+    pub fn snapshot(&self, dir: &Path) -> Result<(), VmError> {
+        let vm = &self.vm;
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| VmError::SnapshotIo { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let msr_list = vm
+            .kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("get MSR index list"))?;
+        let vcpus = vm
+            .vcpus
+            .iter()
+            .map(|v| v.save_state(msr_list.as_slice()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = SnapshotState {
+            mem_size: u64::from(vm.config.mem_mib) << 20,
+            cpu_fingerprint: vm.cpu_fingerprint,
+            tsc_khz: vm.vcpus.first().map_or(0, Vcpu::tsc_khz),
+            cmdline: vm.cmdline.clone(),
+            vcpus,
+            vm: vmkvm::save_state(&vm.vm_fd)?,
+            serial: lock(&vm.devices.serial).snapshot(),
+            transports: vm
+                .devices
+                .disks
+                .iter()
+                .map(|d| lock(&d.transport).snapshot(d.sectors))
+                .collect(),
+        };
+        let bytes = snapfile::encode(&state).map_err(|source| VmError::SnapshotFile {
+            path: dir.join(STATE_FILE),
+            source,
+        })?;
+        snapmem::save(&vm.mem, &dir.join(MEMORY_FILE))?;
+        let state_path = dir.join(STATE_FILE);
+        std::fs::write(&state_path, bytes).map_err(io_err(&state_path))?;
+        Ok(())
+    }
+}
+
+/// Stops every vCPU thread: sets the flag, then kicks each thread out of
+/// KVM_RUN until it has finished (a kick can race with entering KVM_RUN, so
+/// it is repeated). Returns the vCPUs.
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<Vcpu>>) -> Result<Vec<Vcpu>, VmError> {
+    stop.store(true, Ordering::SeqCst);
+    let give_up = Instant::now() + Duration::from_secs(5);
+    let mut vcpus = Vec::new();
+    let mut stuck = false;
+    for t in threads {
+        while !t.is_finished() && Instant::now() < give_up {
+            let _ = t.kill(vcpu::kick_signal());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            match t.join() {
+                Ok(v) => vcpus.push(v),
+                Err(_) => stuck = true,
+            }
+        } else {
+            tracing::error!("a vCPU thread did not stop; leaving it behind");
+            stuck = true;
+        }
+    }
+    if stuck {
+        return Err(VmError::VcpuStuck);
+    }
+    vcpus.sort_by_key(Vcpu::id);
+    Ok(vcpus)
+}
