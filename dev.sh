@@ -41,6 +41,9 @@ demo() {
     local ms=$(( (end - start) / 1000000 ))
     printf '\ndemo: the guest booted, reported ready and powered off in %d.%03d s (host wall time)\n' \
         $((ms / 1000)) $((ms % 1000))
+    step "restoring a clone from the golden snapshot (created on first use by booting once)"
+    target/release/reflow-vmm --kernel "$REFLOW_KERNEL" --initrd "$REFLOW_INITRAMFS" --golden \
+        --request "random 16" --request "poweroff 0"
 }
 
 test_all() {

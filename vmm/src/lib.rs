@@ -34,4 +34,4 @@ pub use console::{AgentReady, GuestEvent};
 pub use host::HostKind;
 pub use reflow_guest_agent::protocol;
 pub use vcpu::exit::StopReason;
-pub use vm::{StopHandle, Vm, VmError, VmIo, VmOutcome};
+pub use vm::{PausedVm, RunningVm, StopHandle, Vm, VmError, VmIo, VmOutcome};

@@ -8,12 +8,14 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use reflow_vmm::snapshot::golden;
 use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,6 +61,20 @@ struct Cli {
     /// Host kind.
     #[arg(long, value_enum, default_value = "auto")]
     host: HostArg,
+    /// Boot from the golden snapshot for these inputs instead: create it on
+    /// first use (one boot), then restore a clone from it, reseeded and with
+    /// the host's clock, in milliseconds.
+    #[arg(long)]
+    golden: bool,
+    /// Snapshot cache directory for --golden (default: $REFLOW_CACHE_DIR,
+    /// else ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// A request typed into the agent's console once it is ready (repeat for
+    /// more; e.g. --request "random 16" --request "poweroff 0"). Replaces
+    /// forwarding stdin.
+    #[arg(long = "request")]
+    requests: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -99,34 +115,63 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         ),
         None => Box::new(std::io::stdout()),
     };
-    let input = if cli.no_input {
+    let mut requests = None;
+    let input = if !cli.requests.is_empty() {
+        let (host_end, guest_end) = UnixStream::pair()?;
+        requests = Some((host_end, cli.requests.clone()));
+        Some(guest_end.into())
+    } else if cli.no_input {
         None
     } else {
         std::io::stdin().as_fd().try_clone_to_owned().ok()
     };
     let (tx, rx) = mpsc::channel();
-    let vm = Vm::new(
-        config,
-        VmIo {
-            console,
-            input,
-            events: Some(tx),
-        },
-    )?;
-    eprintln!(
-        "[vmm] host: {:?}; booting with: {}",
-        vm.host(),
-        vm.cmdline()
-    );
-    // Report the agent's readiness as it happens.
+    let io = VmIo {
+        console,
+        input,
+        events: Some(tx),
+    };
+    let vm = if cli.golden {
+        let cache = cli
+            .cache_dir
+            .clone()
+            .unwrap_or_else(reflow_guest_image::cache_root);
+        let golden = golden::ensure(&config, &cache, &|m| eprintln!("[vmm] {m}"))?;
+        let started = Instant::now();
+        let vm = Vm::restore(&golden.dir, config, io)?;
+        eprintln!(
+            "[vmm] restored a clone of golden snapshot {} in {:.1} ms",
+            golden.key,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        vm
+    } else {
+        let vm = Vm::new(config, io)?;
+        eprintln!(
+            "[vmm] host: {:?}; booting with: {}",
+            vm.host(),
+            vm.cmdline()
+        );
+        vm
+    };
+    // Report the agent's readiness as it happens, then type the requests
+    // (the stream stays open until the guest is done).
     let reporter = std::thread::spawn(move || {
+        let mut requests = requests;
         for event in rx {
             match event {
-                GuestEvent::Ready(r) => eprintln!(
-                    "[vmm] agent ready: guest uptime {:.3} s, host time since start {:.3} s",
-                    r.guest_uptime.as_secs_f64(),
-                    r.host_elapsed.as_secs_f64()
-                ),
+                GuestEvent::Ready(r) => {
+                    eprintln!(
+                        "[vmm] agent ready: guest uptime {:.3} s, host time since start {:.3} s",
+                        r.guest_uptime.as_secs_f64(),
+                        r.host_elapsed.as_secs_f64()
+                    );
+                    if let Some((stream, lines)) = requests.as_mut() {
+                        for line in lines.drain(..) {
+                            let _ = writeln!(stream, "{line}");
+                        }
+                    }
+                }
                 GuestEvent::KernelPanic(line) => eprintln!("[vmm] guest kernel panic: {line}"),
                 GuestEvent::Agent(_) => {}
             }

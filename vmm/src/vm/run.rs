@@ -13,7 +13,7 @@ use vmm_sys_util::signal::Killable;
 
 use super::kvm::{self as vmkvm, kvm_err};
 use super::{Vm, VmError, VmOutcome};
-use crate::console::ConsoleState;
+use crate::console::{AgentReady, ConsoleState};
 use crate::devices::bus::lock;
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
@@ -160,6 +160,11 @@ impl RunningVm {
             }
         };
         Ok(self.finish(reason))
+    }
+
+    /// When the agent was ready, if it was yet.
+    pub fn ready(&self) -> Option<AgentReady> {
+        lock(&self.vm.devices.console).ready
     }
 
     /// Stops every vCPU and reports the outcome with `reason`.

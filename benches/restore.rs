@@ -1,0 +1,128 @@
+//! Golden-snapshot restore: host time from `Vm::restore` to the clone
+//! having taken its fresh entropy and clock and answered (restore-to-ready),
+//! and the host memory each additional idle clone adds (RSS and PSS of this
+//! process, which runs all clones), with copy-on-write sharing of the
+//! snapshot's pages.
+//!
+//! Run with `./dev.sh bench`. The golden snapshot comes from the user cache
+//! (created on first use, which boots the guest once).
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reflow_benches::{guest_images, kvm_available};
+use reflow_vmm::snapshot::golden;
+use reflow_vmm::{RunningVm, Vm, VmConfig, VmIo};
+
+fn config() -> VmConfig {
+    let images = guest_images();
+    let mut c = VmConfig::new(&images.kernel);
+    c.initrd = Some(images.initramfs);
+    c.timeout = Some(Duration::from_secs(600));
+    c
+}
+
+/// Restores a clone and runs it until it is ready.
+fn ready_clone(dir: &std::path::Path, config: &VmConfig) -> (RunningVm, Duration) {
+    let vm = Vm::restore(
+        dir,
+        config.clone(),
+        VmIo::console(Box::new(std::io::sink())),
+    )
+    .expect("restore");
+    let mut running = vm.start().expect("start");
+    let stop = running
+        .wait_until(
+            |c| c.ready.is_some(),
+            Some(Instant::now() + Duration::from_secs(300)),
+        )
+        .expect("run");
+    assert!(stop.is_none(), "clone stopped before ready: {stop:?}");
+    let ready = running.ready().map(|r| r.host_elapsed).unwrap_or_default();
+    (running, ready)
+}
+
+/// (RSS, PSS) of this process in KiB.
+fn memory_kib() -> (u64, u64) {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn restore(c: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let config = config();
+    let cache = reflow_guest_image::cache_root();
+    let golden = golden::ensure(&config, &cache, &|m| eprintln!("[golden] {m}")).expect("golden");
+
+    let mut times = Vec::new();
+    let mut group = c.benchmark_group("restore");
+    group
+        .sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("restore_to_agent_ready", |b| {
+        b.iter_custom(|iters| {
+            let mut sum = Duration::ZERO;
+            for _ in 0..iters {
+                let (running, ready) = ready_clone(&golden.dir, &config);
+                sum += ready;
+                times.push(ready);
+                running.stop_handle().stop();
+                let _ = running.wait();
+            }
+            sum
+        })
+    });
+    group.finish();
+    let restores = times.len();
+    println!(
+        "restore: restore-to-agent-ready median {:.1} ms ({restores} restores)",
+        median(times).as_secs_f64() * 1e3
+    );
+
+    // Memory per additional idle clone.
+    let (rss0, pss0) = memory_kib();
+    let first = ready_clone(&golden.dir, &config).0;
+    let (rss1, pss1) = memory_kib();
+    let extra: Vec<RunningVm> = (0..9)
+        .map(|_| ready_clone(&golden.dir, &config).0)
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss10, pss10) = memory_kib();
+    println!(
+        "restore: host memory for the first idle clone: RSS {} KiB, PSS {} KiB; \
+         per additional idle clone (10 clones): RSS {} KiB, PSS {} KiB",
+        rss1.saturating_sub(rss0),
+        pss1.saturating_sub(pss0),
+        rss10.saturating_sub(rss1) / 9,
+        pss10.saturating_sub(pss1) / 9
+    );
+    for vm in std::iter::once(first).chain(extra) {
+        vm.stop_handle().stop();
+        let _ = vm.wait();
+    }
+}
+
+criterion_group!(benches, restore);
+criterion_main!(benches);
