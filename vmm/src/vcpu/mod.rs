@@ -113,7 +113,11 @@ impl Vcpu {
             }
             match self.fd.run() {
                 Ok(exit) => {
+                    let internal = matches!(exit, kvm_ioctls::VcpuExit::InternalError);
                     if let ExitAction::Stop(reason) = handle_exit(exit.into(), bus) {
+                        if internal {
+                            return StopReason::Fatal(self.internal_error_detail());
+                        }
                         return reason;
                     }
                 }
@@ -125,6 +129,25 @@ impl Vcpu {
 }
 
 impl Vcpu {
+    /// Describes a KVM internal error (usually an instruction its emulator
+    /// lacks): suberror, KVM's data words (for emulation failures these
+    /// carry the instruction bytes) and the guest RIP.
+    fn internal_error_detail(&mut self) -> String {
+        let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or(0);
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal`
+        // is the union member KVM filled in.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        format!(
+            "vCPU {}: KVM internal error (suberror {}, data {:x?}) at guest RIP {rip:#x}: \
+             an instruction KVM could not emulate?",
+            self.id,
+            internal.suberror,
+            &internal.data[..n]
+        )
+    }
+
     /// Lets KVM finish an emulated instruction whose I/O we already handled
     /// (an `in` or MMIO read's result is written to the guest registers on
     /// the next KVM_RUN): enter with `immediate_exit` set, which returns at
