@@ -7,8 +7,9 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use reflow_integration_tests::{guest_images, kvm_available};
-use reflow_vmm::protocol::AgentLine;
+use reflow_vmm::protocol::{AgentLine, SHM_PROBE_MARKER};
 use reflow_vmm::{GuestEvent, StopReason, Vm, VmConfig, VmError, VmIo};
+use vm_memory::Bytes;
 
 /// Generous: a boot takes ~10-30 s on nested kvm_pvm hosts, ~0.1 s on bare
 /// metal. Only a hung guest gets near it.
@@ -46,6 +47,7 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
     config.initrd = Some(images.initramfs.clone());
     config.disks = vec![disk];
     config.vcpus = 2;
+    config.shm_mib = 16;
     config.timeout = Some(BOOT_LIMIT);
     config.extra_cmdline = format!("reflow.cmd=\"read-block /dev/vda 0 {}\"", marker.len());
     let vm = Vm::new(
@@ -57,6 +59,7 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
         },
     )
     .unwrap();
+    let shared = vm.shared_region().expect("a shared-memory region");
     let runner = std::thread::spawn(move || vm.run());
     let deadline = Instant::now() + BOOT_LIMIT;
 
@@ -84,13 +87,34 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
             result: "pong".into()
         }
     );
-    // 4. A bad request is refused, and the agent keeps serving.
+    // 4. Guest user space maps the shared region (write-back cacheable: the
+    //    read bandwidth it reports is far above uncached memory's) and what
+    //    it writes is what the host sees.
+    host_end.write_all(b"shm-probe 165\n").unwrap();
+    let probe = next_agent_line(&rx, deadline);
+    let AgentLine::Ok { command, result } = probe else {
+        panic!("shm-probe failed: {probe:?}")
+    };
+    assert_eq!(command, "shm-probe");
+    eprintln!("shared memory, measured in the guest: {result}");
+    assert!(
+        result.starts_with(&format!("bytes={}", 16 << 20)),
+        "{result}"
+    );
+    let host_view = shared.as_slice();
+    let mut head = vec![0u8; SHM_PROBE_MARKER.len()];
+    host_view.read_slice(&mut head, 0).unwrap();
+    assert_eq!(head, SHM_PROBE_MARKER);
+    let mut tail = [0u8; 64];
+    host_view.read_slice(&mut tail, (16 << 20) - 64).unwrap();
+    assert_eq!(tail, [165u8; 64]);
+    // 5. A bad request is refused, and the agent keeps serving.
     host_end.write_all(b"launch-missiles\n").unwrap();
     assert!(matches!(
         next_agent_line(&rx, deadline),
         AgentLine::Err { ref command, .. } if command == "launch-missiles"
     ));
-    // 5. Power off: the guest resets through the i8042 and the monitor ends.
+    // 6. Power off: the guest resets through the i8042 and the monitor ends.
     host_end.write_all(b"poweroff 0\n").unwrap();
     assert_eq!(
         next_agent_line(&rx, deadline),

@@ -10,6 +10,8 @@
 //!   in order once the agent is ready, separated by `;`. Without a `poweroff`
 //!   among them the agent goes on serving the console afterwards.
 //! - `reflow.quiet=1`: do not echo requests on the console.
+//! - `reflow.shm=<addr>:<size>`: guest physical address and size (hex or
+//!   decimal) of the host<->guest shared-memory region, set by the monitor.
 
 /// Boot parameters of the agent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,8 +20,18 @@ pub struct AgentParams {
     pub boot_requests: Vec<String>,
     /// Whether to echo requests on the console.
     pub quiet: bool,
-    /// `reflow.*` keys the agent does not know (reported, then ignored).
+    /// The shared-memory region: (guest physical address, size).
+    pub shm: Option<(u64, u64)>,
+    /// `reflow.*` keys the agent does not know or cannot parse (reported,
+    /// then ignored).
     pub unknown: Vec<String>,
+}
+
+fn parse_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// Splits a kernel command line into words, honouring double quotes the way
@@ -70,6 +82,13 @@ pub fn parse(cmdline: &str) -> AgentParams {
                     .map(str::to_string),
             ),
             "quiet" => params.quiet = value != "0",
+            "shm" => match value
+                .split_once(':')
+                .and_then(|(a, s)| Some((parse_number(a)?, parse_number(s)?)))
+            {
+                Some(shm) => params.shm = Some(shm),
+                None => params.unknown.push(word.clone()),
+            },
             _ => params.unknown.push(word.clone()),
         }
     }
@@ -101,6 +120,9 @@ mod tests {
         );
         assert!(p.quiet);
         assert_eq!(p.unknown, vec!["reflow.colour=red"]);
+        let p = parse("reflow.shm=0x100000000:0x400000 reflow.shm=bad");
+        assert_eq!(p.shm, Some((1 << 32, 4 << 20)));
+        assert_eq!(p.unknown, vec!["reflow.shm=bad"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod entropy;
 mod mounts;
 mod power;
 mod serve;
+mod shm;
 
 use reflow_guest_agent::{cmdline, protocol::AgentLine};
 
@@ -53,7 +54,7 @@ fn run() -> Result<i32, AgentError> {
             message: format!("ignoring unknown boot parameter {unknown}"),
         });
     }
-    let mut server = serve::Server::new(params.quiet);
+    let mut server = serve::Server::new(params.quiet, params.shm);
     for line in &params.boot_requests {
         if let Some(status) = server.handle_line(line) {
             return Ok(status);

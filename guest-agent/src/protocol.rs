@@ -129,7 +129,14 @@ pub enum Request {
     /// `read-file <path>`: answers the file's contents (at most
     /// [`MAX_READ_BLOCK_LEN`] bytes, lossy UTF-8 on one line).
     ReadFile { path: String },
+    /// `shm-probe <byte>`: maps the shared-memory region from user space,
+    /// fills it with `byte` (then [`SHM_PROBE_MARKER`] at offset 0) and
+    /// answers its size and the write/read bandwidth measured in the guest.
+    ShmProbe { byte: u8 },
 }
+
+/// What `shm-probe` leaves at the start of the shared region.
+pub const SHM_PROBE_MARKER: &[u8] = b"REFLOW-SHM-PROBE";
 
 /// Decodes lowercase or uppercase hex.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -154,7 +161,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file)")]
+    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, shm-probe)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -178,6 +185,7 @@ impl Request {
             Request::Random { .. } => "random",
             Request::WriteFile { .. } => "write-file",
             Request::ReadFile { .. } => "read-file",
+            Request::ShmProbe { .. } => "shm-probe",
         }
     }
 
@@ -257,6 +265,12 @@ impl Request {
                 path: path.to_string(),
             }),
             ("read-file", _) => Err(RequestError::Usage("read-file <path>")),
+            ("shm-probe", [byte]) => Ok(Request::ShmProbe {
+                byte: byte
+                    .parse()
+                    .map_err(|_| RequestError::Usage("shm-probe <byte 0-255>"))?,
+            }),
+            ("shm-probe", _) => Err(RequestError::Usage("shm-probe <byte 0-255>")),
             (other, _) => Err(RequestError::Unknown(other.to_string())),
         }
     }
@@ -281,6 +295,7 @@ impl fmt::Display for Request {
             Request::Random { len } => write!(f, "random {len}"),
             Request::WriteFile { path, text } => write!(f, "write-file {path} {text}"),
             Request::ReadFile { path } => write!(f, "read-file {path}"),
+            Request::ShmProbe { byte } => write!(f, "shm-probe {byte}"),
         }
     }
 }
@@ -341,6 +356,7 @@ mod tests {
             "random 16",
             "write-file /tmp/x hello  world",
             "read-file /tmp/x",
+            "shm-probe 165",
         ] {
             let req = Request::parse(text).unwrap();
             assert_eq!(req.to_string(), text);

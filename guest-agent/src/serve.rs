@@ -11,11 +11,12 @@ use crate::{console, entropy, power};
 /// Executes requests and reports each result on the console.
 pub struct Server {
     quiet: bool,
+    shm: Option<(u64, u64)>,
 }
 
 impl Server {
-    pub fn new(quiet: bool) -> Server {
-        Server { quiet }
+    pub fn new(quiet: bool, shm: Option<(u64, u64)>) -> Server {
+        Server { quiet, shm }
     }
 
     /// Handles one request line. Returns `Some(status)` when the request asks
@@ -42,7 +43,7 @@ impl Server {
             return Some(status);
         }
         let command = request.name().to_string();
-        let reply = match execute(request) {
+        let reply = match execute(request, self.shm) {
             Ok(result) => AgentLine::Ok { command, result },
             Err(message) => AgentLine::Err { command, message },
         };
@@ -51,7 +52,7 @@ impl Server {
     }
 }
 
-fn execute(request: Request) -> Result<String, String> {
+fn execute(request: Request, shm: Option<(u64, u64)>) -> Result<String, String> {
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -78,6 +79,7 @@ fn execute(request: Request) -> Result<String, String> {
             .map(|()| "ok".into())
             .map_err(|e| format!("{path}: {e}")),
         Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
+        Request::ShmProbe { byte } => crate::shm::probe(shm, byte),
     }
 }
 

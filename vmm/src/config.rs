@@ -39,6 +39,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Host kind; `None` detects it.
     pub host: Option<HostKind>,
+    /// Size of the host<->guest shared-memory region in MiB (0: none).
+    pub shm_mib: u32,
 }
 
 impl VmConfig {
@@ -53,6 +55,7 @@ impl VmConfig {
             extra_cmdline: String::new(),
             timeout: None,
             host: None,
+            shm_mib: 0,
         }
     }
 }
@@ -66,9 +69,14 @@ pub enum ConfigError {
     MemoryTooLarge(u32),
     #[error("{0} vCPUs requested: a VM has 1 to {MAX_VCPUS}")]
     VcpuCount(u8),
+    #[error("a shared-memory region of {0} MiB is over the limit of {MAX_SHM_MIB} MiB")]
+    ShmTooLarge(u32),
     #[error("{0} disks requested: at most {1} virtio devices fit the interrupt lines")]
     TooManyDisks(usize, usize),
 }
+
+/// Largest shared-memory region.
+pub const MAX_SHM_MIB: u32 = 16 * 1024;
 
 /// Most virtio devices: one IRQ line each, from 5 to 23.
 pub const MAX_VIRTIO_DEVICES: usize = 19;
@@ -84,6 +92,9 @@ impl VmConfig {
         }
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        if self.shm_mib > MAX_SHM_MIB {
+            return Err(ConfigError::ShmTooLarge(self.shm_mib));
         }
         if self.disks.len() > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDisks(
@@ -115,6 +126,10 @@ mod tests {
         ));
         assert_eq!(c(|c| c.vcpus = 0), Err(ConfigError::VcpuCount(0)));
         assert_eq!(c(|c| c.vcpus = 33), Err(ConfigError::VcpuCount(33)));
+        assert_eq!(
+            c(|c| c.shm_mib = 1 << 20),
+            Err(ConfigError::ShmTooLarge(1 << 20))
+        );
         assert!(matches!(
             c(|c| c.disks = vec![PathBuf::from("d"); 20]),
             Err(ConfigError::TooManyDisks(20, _))

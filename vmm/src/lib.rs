@@ -25,6 +25,7 @@ pub mod devices;
 pub mod host;
 pub mod loader;
 pub mod memory;
+pub mod shm;
 pub mod snapshot;
 pub mod vcpu;
 pub mod vm;

@@ -58,6 +58,9 @@ struct Cli {
     /// Do not forward stdin to the guest console.
     #[arg(long)]
     no_input: bool,
+    /// Size of the host<->guest shared-memory region in MiB (0: none).
+    #[arg(long, default_value_t = 0)]
+    shm: u32,
     /// Host kind.
     #[arg(long, value_enum, default_value = "auto")]
     host: HostArg,
@@ -103,6 +106,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
     config.vcpus = cli.vcpus;
     config.extra_cmdline = cli.append;
     config.timeout = cli.timeout.map(Duration::from_secs);
+    config.shm_mib = cli.shm;
     config.host = match cli.host {
         HostArg::Auto => None,
         HostArg::Native => Some(HostKind::Native),

@@ -8,6 +8,9 @@ use super::layout::{
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
+/// e820 type of reserved memory (the kernel leaves it alone; `/dev/mem` may
+/// map it).
+pub const E820_RESERVED: u32 = 2;
 
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const KERNEL_HDR_MAGIC: u32 = 0x5372_6448; // "HdrS"
@@ -72,12 +75,14 @@ pub struct InitrdPlacement {
 }
 
 /// Fills the zero page. `header` is the bzImage setup header when booting a
-/// bzImage (None for an ELF vmlinux).
+/// bzImage (None for an ELF vmlinux); `reserved` ranges (start, size) are
+/// added to the e820 map as reserved.
 pub fn build(
     header: Option<setup_header>,
     mem_size: u64,
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
+    reserved: &[(u64, u64)],
 ) -> Result<boot_params, BootParamsError> {
     let mut params = boot_params::default();
     if let Some(h) = header {
@@ -101,7 +106,12 @@ pub fn build(
         params.hdr.ramdisk_image = a;
         params.hdr.ramdisk_size = s;
     }
-    let map = e820_map(mem_size)?;
+    let mut map = e820_map(mem_size)?;
+    map.extend(reserved.iter().map(|&(addr, size)| boot_e820_entry {
+        addr,
+        size,
+        r#type: E820_RESERVED,
+    }));
     debug_assert!(map.len() <= MAX_E820_ENTRIES);
     params.e820_table[..map.len()].copy_from_slice(&map);
     params.e820_entries = map.len() as u8;
@@ -160,7 +170,7 @@ mod tests {
             addr: 100 * MIB,
             size: 2 * MIB,
         };
-        let p = build(None, 128 * MIB, 42, Some(initrd)).unwrap();
+        let p = build(None, 128 * MIB, 42, Some(initrd), &[(1 << 32, 2 * MIB)]).unwrap();
         let hdr = p.hdr;
         assert_eq!({ hdr.boot_flag }, 0xaa55);
         assert_eq!({ hdr.header }, 0x5372_6448);
@@ -168,6 +178,11 @@ mod tests {
         assert_eq!({ hdr.cmdline_size }, 42);
         assert_eq!({ hdr.ramdisk_image }, (100 * MIB) as u32);
         assert_eq!({ hdr.ramdisk_size }, (2 * MIB) as u32);
-        assert_eq!(p.e820_entries, 2);
+        assert_eq!(p.e820_entries, 3);
+        let shm = p.e820_table[2];
+        assert_eq!(
+            ({ shm.addr }, { shm.size }, { shm.r#type }),
+            (1 << 32, 2 * MIB, E820_RESERVED)
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 pub use outcome::{
     VmOutcome, EXIT_GUEST_CRASH, EXIT_KERNEL_PANIC, EXIT_MONITOR_ERROR, EXIT_TIMEOUT,
@@ -34,6 +34,7 @@ use crate::devices::virtio::mmio::RestoreError;
 use crate::host::HostKind;
 use crate::loader::{self, LoaderError};
 use crate::memory::{self, MemoryError};
+use crate::shm::{self, SharedRegion, ShmError};
 use crate::snapshot::memory::SnapshotMemoryError;
 use crate::snapshot::{file as snapfile, SnapshotFileError, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::{Vcpu, VcpuError};
@@ -106,6 +107,8 @@ pub enum VmError {
     SerialRestore(#[from] SerialRestoreError),
     #[error(transparent)]
     TransportRestore(#[from] RestoreError),
+    #[error(transparent)]
+    Shm(#[from] ShmError),
     #[error("getting entropy for a restored clone: {0}")]
     Entropy(std::io::Error),
 }
@@ -142,6 +145,7 @@ pub struct Vm {
     cmdline: String,
     host: HostKind,
     cpu_fingerprint: u64,
+    shared: Option<Arc<SharedRegion>>,
     stop_requested: Arc<AtomicBool>,
 }
 
@@ -195,14 +199,33 @@ impl Vm {
             Some(path) => Some(loader::load_initrd(&mem, path, kernel.end, mem_size)?),
             None => None,
         };
+        let shared = match config.shm_mib {
+            0 => None,
+            mib => {
+                let region = SharedRegion::create(u64::from(mib) << 20, shm::guest_base(mem_size))?;
+                region.register(&vm_fd, mem.num_regions() as u32)?;
+                Some(Arc::new(region))
+            }
+        };
+        let shm_param = shared
+            .as_ref()
+            .map(|r| r.cmdline_param())
+            .unwrap_or_default();
         let host_switches = host.cmdline_switches();
         let virtio = devices::virtio_cmdline(config.disks.len());
-        let mut parts = vec![BASE_CMDLINE, host_switches.as_str()];
+        let mut parts = vec![BASE_CMDLINE, host_switches.as_str(), shm_param.as_str()];
         parts.extend(virtio.iter().map(String::as_str));
         parts.push(config.extra_cmdline.as_str());
         let cmdline = loader::build_cmdline(&parts)?;
         let cmdline_len = loader::write_cmdline(&mem, &cmdline)?;
-        let params = bootparams::build(kernel.setup_header, mem_size, cmdline_len, initrd)?;
+        let reserved: Vec<(u64, u64)> = shared.iter().map(|r| (r.guest_addr(), r.size())).collect();
+        let params = bootparams::build(
+            kernel.setup_header,
+            mem_size,
+            cmdline_len,
+            initrd,
+            &reserved,
+        )?;
         mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
             .map_err(|source| VmError::GuestWrite {
                 what: "zero page",
@@ -237,6 +260,7 @@ impl Vm {
             cmdline,
             host,
             cpu_fingerprint: kvm::cpu_fingerprint(&supported),
+            shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -249,6 +273,11 @@ impl Vm {
     /// has taken them.
     pub fn restore(dir: &Path, config: VmConfig, io: VmIo) -> Result<Vm, VmError> {
         config.validate()?;
+        if config.shm_mib != 0 {
+            return Err(VmError::SnapshotMismatch(
+                "snapshots do not carry a shared-memory region yet".into(),
+            ));
+        }
         let started = Instant::now();
         let state_path = dir.join(STATE_FILE);
         let bytes = std::fs::read(&state_path).map_err(|source| VmError::SnapshotIo {
@@ -317,6 +346,7 @@ impl Vm {
             cmdline: state.cmdline,
             host,
             cpu_fingerprint: fingerprint,
+            shared: None,
             stop_requested: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -324,6 +354,11 @@ impl Vm {
     /// The guest's kernel command line.
     pub fn cmdline(&self) -> &str {
         &self.cmdline
+    }
+
+    /// The host<->guest shared-memory region, if the VM has one.
+    pub fn shared_region(&self) -> Option<Arc<SharedRegion>> {
+        self.shared.clone()
     }
 
     /// The host kind the VM was configured for.

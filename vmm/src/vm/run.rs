@@ -200,6 +200,11 @@ impl PausedVm {
     /// `memory.bin`.
     pub fn snapshot(&self, dir: &Path) -> Result<(), VmError> {
         let vm = &self.vm;
+        if vm.shared.is_some() {
+            return Err(VmError::SnapshotMismatch(
+                "snapshots do not carry a shared-memory region yet".into(),
+            ));
+        }
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| VmError::SnapshotIo { path, source }

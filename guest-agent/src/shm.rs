@@ -1,0 +1,99 @@
+//! The host<->guest shared-memory region, mapped from user space through
+//! `/dev/mem` (write-back cacheable: the guest kernel has no PAT, and the
+//! region is reserved, not RAM, in the e820 map).
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use reflow_guest_agent::protocol::SHM_PROBE_MARKER;
+
+/// A mapping of the region.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful mmap and are unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn map(addr: u64, size: u64) -> Result<Mapping, String> {
+    let mem = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/mem")
+        .map_err(|e| format!("/dev/mem: {e}"))?;
+    let len = usize::try_from(size).map_err(|_| "region too large".to_string())?;
+    // SAFETY: a fresh shared mapping of a device file; the kernel validates
+    // the physical range.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            mem.as_raw_fd(),
+            addr as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(format!(
+            "mmap /dev/mem at {addr:#x}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(Mapping {
+        ptr: ptr.cast(),
+        len,
+    })
+}
+
+fn mb_per_s(bytes: usize, secs: f64) -> u64 {
+    (bytes as f64 / secs.max(1e-9) / 1e6) as u64
+}
+
+/// Touches the region once (first-touch faults are not bandwidth), then
+/// fills it with `byte` four times and reads it back four times, timing
+/// both, then writes the marker at offset 0.
+pub fn probe(region: Option<(u64, u64)>, byte: u8) -> Result<String, String> {
+    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
+    let m = map(addr, size)?;
+    const PASSES: usize = 4;
+    // SAFETY: the mapping is `m.len` bytes long and writable.
+    unsafe { std::ptr::write_bytes(m.ptr, !byte, m.len) };
+    let t = Instant::now();
+    for _ in 0..PASSES {
+        // SAFETY: the mapping is `m.len` bytes long and writable.
+        unsafe { std::ptr::write_bytes(m.ptr, byte, m.len) };
+    }
+    let write = t.elapsed().as_secs_f64();
+    let words = m.len / 8;
+    let base = m.ptr.cast::<u64>();
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..PASSES {
+        for i in 0..words {
+            // SAFETY: `i < words` stays inside the mapping; the host may
+            // write concurrently, so read volatile.
+            sum = sum.wrapping_add(unsafe { base.add(i).read_volatile() });
+        }
+    }
+    let read = t.elapsed().as_secs_f64();
+    let expected = u64::from_ne_bytes([byte; 8]).wrapping_mul((words * PASSES) as u64);
+    if sum != expected {
+        return Err("read back something other than what was written".into());
+    }
+    // SAFETY: the marker is shorter than the mapping (at least 2 MiB).
+    unsafe {
+        std::ptr::copy_nonoverlapping(SHM_PROBE_MARKER.as_ptr(), m.ptr, SHM_PROBE_MARKER.len())
+    };
+    Ok(format!(
+        "bytes={size} write_mb_s={} read_mb_s={}",
+        mb_per_s(m.len * PASSES, write),
+        mb_per_s(m.len * PASSES, read)
+    ))
+}

@@ -1,0 +1,137 @@
+//! The host<->guest shared-memory region: a memfd registered with KVM as its
+//! own memory slot above guest RAM and declared to the guest as reserved in
+//! the e820 map, so the kernel never uses it as RAM and guest user space can
+//! map it write-back cacheable through `/dev/mem`. The guest learns where it
+//! is from `reflow.shm=<addr>:<size>` on its command line.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{FileOffset, VolatileMemory, VolatileSlice};
+
+use crate::arch::layout::MMIO_GAP_END;
+
+/// Alignment of the region's guest address and size.
+pub const SHM_ALIGN: u64 = 2 << 20;
+
+/// Errors setting up the shared region.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    #[error("creating the shared-memory memfd: {0}")]
+    Memfd(std::io::Error),
+    #[error("mapping {size} bytes of shared memory: {reason}")]
+    Map { size: u64, reason: String },
+    #[error("registering the shared-memory slot with KVM: {0}")]
+    Register(kvm_ioctls::Error),
+}
+
+/// Where the region goes for a guest with `mem_size` bytes of RAM: the first
+/// aligned address above both 4 GiB and the end of RAM.
+pub fn guest_base(mem_size: u64) -> u64 {
+    let ram_end = crate::arch::bootparams::ram_regions(mem_size)
+        .last()
+        .map_or(0, |(start, size)| start + size);
+    ram_end.max(MMIO_GAP_END).next_multiple_of(SHM_ALIGN)
+}
+
+/// The shared region, mapped in the monitor.
+pub struct SharedRegion {
+    mapping: MmapRegion,
+    guest_addr: u64,
+}
+
+impl SharedRegion {
+    /// Creates a zeroed region of `size` bytes (rounded up to 2 MiB) at
+    /// `guest_addr`.
+    pub fn create(size: u64, guest_addr: u64) -> Result<SharedRegion, ShmError> {
+        let size = size.next_multiple_of(SHM_ALIGN);
+        // SAFETY: the name is a valid NUL-terminated string; flags are valid.
+        let fd = unsafe { libc::memfd_create(c"reflow-shm".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(ShmError::Memfd(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size).map_err(ShmError::Memfd)?;
+        let mapping =
+            MmapRegion::from_file(FileOffset::new(file, 0), size as usize).map_err(|e| {
+                ShmError::Map {
+                    size,
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(SharedRegion {
+            mapping,
+            guest_addr,
+        })
+    }
+
+    /// Registers the region with KVM as memory slot `slot`.
+    pub fn register(&self, vm: &VmFd, slot: u32) -> Result<(), ShmError> {
+        let desc = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: self.guest_addr,
+            memory_size: self.size(),
+            userspace_addr: self.mapping.as_ptr() as u64,
+        };
+        // SAFETY: the mapping is owned by `self`, which the VM keeps alive as
+        // long as the slot exists; the slot number is not used by RAM.
+        unsafe { vm.set_user_memory_region(desc) }.map_err(ShmError::Register)
+    }
+
+    /// Guest physical address.
+    pub fn guest_addr(&self) -> u64 {
+        self.guest_addr
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.mapping.size() as u64
+    }
+
+    /// The region as seen by the host. Its contents are written by the guest
+    /// concurrently: treat them as untrusted and read them volatile.
+    pub fn as_slice(&self) -> VolatileSlice<'_, ()> {
+        self.mapping
+            .get_slice(0, self.mapping.size())
+            .expect("the whole mapping is a valid slice of itself")
+    }
+
+    /// The `reflow.shm=` command-line parameter for the guest agent.
+    pub fn cmdline_param(&self) -> String {
+        format!("reflow.shm={:#x}:{:#x}", self.guest_addr, self.size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn base_is_above_ram_and_4g_and_aligned() {
+        assert_eq!(guest_base(128 << 20), MMIO_GAP_END);
+        let big = 5u64 << 30;
+        let b = guest_base(big);
+        assert!(b >= MMIO_GAP_END + (big - crate::arch::layout::MMIO_GAP_START));
+        assert_eq!(b % SHM_ALIGN, 0);
+    }
+
+    #[test]
+    fn region_is_zeroed_sized_and_writable() {
+        let r = SharedRegion::create(3 << 20, MMIO_GAP_END).unwrap();
+        assert_eq!(r.size(), 4 << 20);
+        let s = r.as_slice();
+        let mut b = [1u8; 8];
+        s.read_slice(&mut b, 4096).unwrap();
+        assert_eq!(b, [0; 8]);
+        s.write_slice(b"abc", 10).unwrap();
+        s.read_slice(&mut b[..3], 10).unwrap();
+        assert_eq!(&b[..3], b"abc");
+        assert_eq!(r.cmdline_param(), "reflow.shm=0x100000000:0x400000");
+    }
+}
