@@ -1,0 +1,178 @@
+//! Bounds-checked, volatile access to a shared-memory region. The other
+//! side writes the same memory concurrently, so nothing here hands out Rust
+//! references into it: bytes are copied with volatile reads and writes, and
+//! the two ring positions are accessed as atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Errors accessing the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("access of {len} bytes at offset {offset} is outside the {size}-byte region")]
+pub struct OutOfBounds {
+    pub offset: u64,
+    pub len: u64,
+    pub size: u64,
+}
+
+/// A shared-memory region: a base pointer and a length.
+#[derive(Debug)]
+pub struct Region {
+    base: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the region only performs volatile/atomic accesses through its raw
+// pointer; sharing it between threads is what it is for.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Wraps `size` bytes at `base`.
+    ///
+    /// # Safety
+    /// `base` must be valid for reads and writes of `size` bytes, aligned to
+    /// 8 bytes, for as long as the `Region` (and anything borrowing it)
+    /// lives. The memory may be written concurrently by others.
+    pub unsafe fn from_raw(base: *mut u8, size: usize) -> Region {
+        Region { base, size }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<usize, OutOfBounds> {
+        let err = OutOfBounds {
+            offset,
+            len,
+            size: self.size as u64,
+        };
+        let end = offset.checked_add(len).ok_or(err)?;
+        if end > self.size as u64 {
+            return Err(err);
+        }
+        Ok(offset as usize)
+    }
+
+    /// Copies `out.len()` bytes at `offset` into `out`.
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), OutOfBounds> {
+        let at = self.check(offset, out.len() as u64)?;
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: `at + i` is inside the region (checked above).
+            *b = unsafe { self.base.add(at + i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), OutOfBounds> {
+        let at = self.check(offset, data.len() as u64)?;
+        // Bulk copy: the destination is ours to write until published, and
+        // the region is never viewed as a Rust slice.
+        // SAFETY: `at..at + data.len()` is inside the region (checked above)
+        // and `data` cannot overlap shared memory we are about to publish.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(at), data.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `offset` into a CRC-32 hasher, in chunks.
+    pub fn hash_into(
+        &self,
+        offset: u64,
+        len: u64,
+        h: &mut crc32fast::Hasher,
+    ) -> Result<(), OutOfBounds> {
+        let at = self.check(offset, len)?;
+        let mut buf = [0u8; 4096];
+        let mut done = 0usize;
+        while done < len as usize {
+            let n = (len as usize - done).min(buf.len());
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                // SAFETY: inside the region (checked above).
+                *b = unsafe { self.base.add(at + done + i).read_volatile() };
+            }
+            h.update(&buf[..n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn atomic(&self, offset: u64) -> Result<&AtomicU64, OutOfBounds> {
+        let at = self.check(offset, 8)?;
+        if at % 8 != 0 {
+            return Err(OutOfBounds {
+                offset,
+                len: 8,
+                size: self.size as u64,
+            });
+        }
+        // SAFETY: in bounds, 8-byte aligned (base is 8-aligned by contract),
+        // and only ever accessed atomically.
+        Ok(unsafe { AtomicU64::from_ptr(self.base.add(at).cast()) })
+    }
+
+    /// Loads a u64 position with acquire ordering.
+    pub fn load_acquire(&self, offset: u64) -> Result<u64, OutOfBounds> {
+        Ok(self.atomic(offset)?.load(Ordering::Acquire))
+    }
+
+    /// Stores a u64 position with release ordering.
+    pub fn store_release(&self, offset: u64, value: u64) -> Result<(), OutOfBounds> {
+        self.atomic(offset)?.store(value, Ordering::Release);
+        Ok(())
+    }
+
+    /// Raw pointer to `offset`, after checking `len` bytes fit: for
+    /// zero-copy consumers that map the payload themselves.
+    pub fn ptr_at(&self, offset: u64, len: u64) -> Result<*const u8, OutOfBounds> {
+        let at = self.check(offset, len)?;
+        // SAFETY: in bounds (checked above).
+        Ok(unsafe { self.base.add(at) })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_memory {
+    use super::Region;
+
+    /// Heap memory standing in for shared memory in unit tests.
+    pub struct TestMemory {
+        buf: Vec<u64>,
+    }
+
+    impl TestMemory {
+        pub fn new(size: usize) -> TestMemory {
+            TestMemory {
+                buf: vec![0; size.div_ceil(8)],
+            }
+        }
+
+        pub fn region(&mut self) -> Region {
+            // SAFETY: the buffer is 8-aligned and outlives every region the
+            // tests create from it.
+            unsafe { Region::from_raw(self.buf.as_mut_ptr().cast(), self.buf.len() * 8) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_memory::TestMemory;
+
+    #[test]
+    fn bounds_are_checked() {
+        let mut m = TestMemory::new(64);
+        let r = m.region();
+        r.write(60, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        r.read(60, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(r.write(61, &[0; 4]).is_err());
+        assert!(r.read(u64::MAX, &mut b).is_err());
+        assert!(r.load_acquire(64).is_err());
+        r.store_release(56, 7).unwrap();
+        assert_eq!(r.load_acquire(56).unwrap(), 7);
+    }
+}

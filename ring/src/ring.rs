@@ -1,0 +1,460 @@
+//! Producer and consumer of one ring.
+//!
+//! Positions are byte counts that only grow: the producer owns `head`, the
+//! consumer owns `tail`, each in its own cache line of the control page, and
+//! each side keeps its own copy of its position (it never trusts the shared
+//! copy of its own, only reads the other side's). `head - tail` bytes are in
+//! flight; records start 64-byte aligned and never wrap (a padding record
+//! fills the end of the ring instead).
+
+use std::time::{Duration, Instant};
+
+use crate::layout::{RingLayout, HEAD_OFFSET, TAIL_OFFSET};
+use crate::record::{
+    self, Header, Metadata, RecordError, RecordView, FLAG_PADDING, HEADER_LEN, METADATA_LEN,
+};
+use crate::region::{OutOfBounds, Region};
+
+/// Errors of ring operations. `Full` and `Timeout` are backpressure; all
+/// others mean the other side broke the protocol (or the caller misused it)
+/// and the ring must not be used further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("a {len}-byte record does not fit a {capacity}-byte ring")]
+    TooLarge { len: u64, capacity: u64 },
+    #[error("ring full: {needed} bytes needed, {free} free")]
+    Full { needed: u64, free: u64 },
+    #[error("ring still full after {0:?}")]
+    Timeout(Duration),
+    #[error("ring positions are inconsistent: {0}")]
+    Corrupt(&'static str),
+    #[error("record out of sequence: expected {expected}, found {found}")]
+    Sequence { expected: u64, found: u64 },
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    OutOfBounds(#[from] OutOfBounds),
+}
+
+/// Writes records into a ring.
+pub struct Producer<'a> {
+    region: &'a Region,
+    ring: RingLayout,
+    head: u64,
+    sequence: u64,
+}
+
+/// Reads records from a ring.
+pub struct Consumer<'a> {
+    region: &'a Region,
+    ring: RingLayout,
+    tail: u64,
+    sequence: u64,
+}
+
+impl<'a> Producer<'a> {
+    /// A producer for a freshly initialized ring (positions zero).
+    pub fn new(region: &'a Region, ring: RingLayout) -> Producer<'a> {
+        Producer {
+            region,
+            ring,
+            head: 0,
+            sequence: 0,
+        }
+    }
+
+    fn tail(&self) -> Result<u64, RingError> {
+        let tail = self.region.load_acquire(self.ring.control + TAIL_OFFSET)?;
+        if tail > self.head || self.head - tail > self.ring.capacity {
+            return Err(RingError::Corrupt("consumer position out of range"));
+        }
+        Ok(tail)
+    }
+
+    /// Appends one record, or fails with [`RingError::Full`] without
+    /// writing anything.
+    pub fn try_send(&mut self, meta: &Metadata, payload: &[u8]) -> Result<(), RingError> {
+        let cap = self.ring.capacity;
+        let len = record::record_len(payload.len() as u64)
+            .filter(|&l| l <= cap && payload.len() <= u32::MAX as usize)
+            .ok_or(RingError::TooLarge {
+                len: payload.len() as u64,
+                capacity: cap,
+            })?;
+        let meta_bytes = meta.encode()?;
+        let free = cap - (self.head - self.tail()?);
+        let pos = self.head % cap;
+        let to_end = cap - pos;
+        let needed = if len <= to_end { len } else { to_end + len };
+        if needed > free {
+            return Err(RingError::Full { needed, free });
+        }
+        if len > to_end {
+            let pad = Header {
+                flags: FLAG_PADDING,
+                size: 0,
+                checksum: 0,
+                record_len: to_end,
+                sequence: 0,
+            };
+            self.region.write(self.ring.data + pos, &pad.encode())?;
+            self.head += to_end;
+        }
+        let at = self.ring.data + self.head % cap;
+        self.region.write(at + HEADER_LEN, &meta_bytes)?;
+        self.region.write(at + HEADER_LEN + METADATA_LEN, payload)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&meta_bytes);
+        crc.update(payload);
+        let header = Header {
+            flags: 0,
+            size: payload.len() as u64,
+            checksum: crc.finalize(),
+            record_len: len,
+            sequence: self.sequence,
+        };
+        self.region.write(at, &header.encode())?;
+        self.head += len;
+        self.sequence += 1;
+        self.region
+            .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
+        Ok(())
+    }
+
+    /// Appends one record, waiting for room with adaptive back-off (spin,
+    /// then yield, then sleep) for at most `timeout`.
+    pub fn send(
+        &mut self,
+        meta: &Metadata,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), RingError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::default();
+        loop {
+            match self.try_send(meta, payload) {
+                Err(RingError::Full { .. }) if Instant::now() < deadline => backoff.wait(),
+                Err(RingError::Full { .. }) => return Err(RingError::Timeout(timeout)),
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<'a> Consumer<'a> {
+    /// A consumer for a freshly initialized ring (positions zero).
+    pub fn new(region: &'a Region, ring: RingLayout) -> Consumer<'a> {
+        Consumer {
+            region,
+            ring,
+            tail: 0,
+            sequence: 0,
+        }
+    }
+
+    fn set_tail(&mut self, tail: u64) -> Result<(), RingError> {
+        self.tail = tail;
+        self.region
+            .store_release(self.ring.control + TAIL_OFFSET, tail)?;
+        Ok(())
+    }
+
+    /// The next record, validated, without consuming it; `None` when the
+    /// ring is empty. Release it with [`Consumer::release`].
+    pub fn try_recv(&mut self) -> Result<Option<RecordView<'a>>, RingError> {
+        let cap = self.ring.capacity;
+        loop {
+            let head = self.region.load_acquire(self.ring.control + HEAD_OFFSET)?;
+            if head < self.tail || head - self.tail > cap {
+                return Err(RingError::Corrupt("producer position out of range"));
+            }
+            let avail = head - self.tail;
+            if avail == 0 {
+                return Ok(None);
+            }
+            let pos = self.tail % cap;
+            let to_end = cap - pos;
+            if avail < HEADER_LEN {
+                return Err(RingError::Corrupt("partial record header published"));
+            }
+            let at = self.ring.data + pos;
+            let mut raw = [0u8; HEADER_LEN as usize];
+            self.region.read(at, &mut raw)?;
+            let header = Header::decode(&raw)?;
+            if header.record_len > to_end || header.record_len > avail {
+                return Err(RingError::Corrupt(
+                    "record runs past the published data or the ring end",
+                ));
+            }
+            if header.flags & FLAG_PADDING != 0 {
+                if header.record_len != to_end {
+                    return Err(RingError::Corrupt("padding does not reach the ring end"));
+                }
+                self.set_tail(self.tail + to_end)?;
+                continue;
+            }
+            if header.sequence != self.sequence {
+                return Err(RingError::Sequence {
+                    expected: self.sequence,
+                    found: header.sequence,
+                });
+            }
+            let mut meta_raw = [0u8; METADATA_LEN as usize];
+            self.region.read(at + HEADER_LEN, &mut meta_raw)?;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&meta_raw);
+            self.region
+                .hash_into(at + HEADER_LEN + METADATA_LEN, header.size, &mut crc)?;
+            let computed = crc.finalize();
+            if computed != header.checksum {
+                return Err(RecordError::Checksum {
+                    stored: header.checksum,
+                    computed,
+                }
+                .into());
+            }
+            let metadata = Metadata::decode(&meta_raw)?;
+            return Ok(Some(RecordView {
+                region: self.region,
+                metadata,
+                sequence: header.sequence,
+                payload_offset: at + HEADER_LEN + METADATA_LEN,
+                size: header.size,
+                record_len: header.record_len,
+            }));
+        }
+    }
+
+    /// Consumes `view` (the record `try_recv` returned last), giving its
+    /// space back to the producer.
+    pub fn release(&mut self, view: RecordView<'_>) -> Result<(), RingError> {
+        if view.sequence != self.sequence {
+            return Err(RingError::Sequence {
+                expected: self.sequence,
+                found: view.sequence,
+            });
+        }
+        self.sequence += 1;
+        self.set_tail(self.tail + view.record_len)
+    }
+
+    /// Waits for the next record with adaptive back-off, for at most
+    /// `timeout`; `None` if none arrived.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<RecordView<'a>>, RingError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Backoff::default();
+        loop {
+            if let Some(v) = self.try_recv()? {
+                return Ok(Some(v));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            backoff.wait();
+        }
+    }
+}
+
+/// Spin, then yield, then sleep with growing intervals (capped at 1 ms).
+#[derive(Default)]
+struct Backoff {
+    round: u32,
+}
+
+impl Backoff {
+    fn wait(&mut self) {
+        self.round = self.round.saturating_add(1);
+        match self.round {
+            0..=64 => std::hint::spin_loop(),
+            65..=128 => std::thread::yield_now(),
+            n => std::thread::sleep(Duration::from_micros(u64::from((n - 128).min(20)) * 50)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::RegionLayout;
+    use crate::region::test_memory::TestMemory;
+
+    fn meta(id: u64) -> Metadata {
+        Metadata {
+            message_id: id,
+            timestamp_ns: id * 10,
+            actor_id: "actor".into(),
+            port: format!("port{}", id % 3),
+            kind: 1,
+        }
+    }
+
+    fn setup(size: usize) -> (TestMemory, RegionLayout) {
+        let mut m = TestMemory::new(size);
+        let l = RegionLayout::for_size(size as u64).unwrap();
+        l.initialize(&m.region()).unwrap();
+        (m, l)
+    }
+
+    fn payload(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j) as u8).collect()
+    }
+
+    #[test]
+    fn round_trips_sizes_and_wraps_with_padding() {
+        let (mut m, l) = setup(256 * 1024);
+        let r = m.region();
+        let mut p = Producer::new(&r, l.host_to_guest);
+        let mut c = Consumer::new(&r, l.host_to_guest);
+        assert!(c.try_recv().unwrap().is_none());
+        let sizes = [0usize, 1, 64, 4096, 5000, 20_000, 3, 50_000];
+        for round in 0..20 {
+            for (i, &len) in sizes.iter().enumerate() {
+                let id = (round * sizes.len() + i) as u64;
+                p.try_send(&meta(id), &payload(i + round, len)).unwrap();
+                let v = c.try_recv().unwrap().expect("a record");
+                assert_eq!(v.metadata, meta(id));
+                assert_eq!(v.len(), len);
+                assert_eq!(v.to_vec(), payload(i + round, len));
+                c.release(v).unwrap();
+            }
+        }
+        assert!(c.try_recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn full_ring_applies_backpressure_then_recovers() {
+        let (mut m, l) = setup(160 * 1024);
+        let r = m.region();
+        let mut p = Producer::new(&r, l.guest_to_host);
+        let mut c = Consumer::new(&r, l.guest_to_host);
+        let big = vec![7u8; 10_000];
+        let mut sent = 0;
+        loop {
+            match p.try_send(&meta(sent), &big) {
+                Ok(()) => sent += 1,
+                Err(RingError::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 0);
+        assert_eq!(
+            p.send(&meta(sent), &big, Duration::from_millis(5)),
+            Err(RingError::Timeout(Duration::from_millis(5)))
+        );
+        let v = c.try_recv().unwrap().unwrap();
+        c.release(v).unwrap();
+        p.try_send(&meta(sent), &big).unwrap();
+        let huge = vec![0u8; l.guest_to_host.capacity as usize];
+        assert!(matches!(
+            p.try_send(&meta(0), &huge),
+            Err(RingError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn threads_keep_order_and_count() {
+        const N: u64 = 100_000;
+        let (mut m, l) = setup(1 << 20);
+        let r = m.region();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut p = Producer::new(&r, l.host_to_guest);
+                for i in 0..N {
+                    p.send(&meta(i), &i.to_le_bytes(), Duration::from_secs(30))
+                        .unwrap();
+                }
+            });
+            let mut c = Consumer::new(&r, l.host_to_guest);
+            for i in 0..N {
+                let v = c.recv(Duration::from_secs(30)).unwrap().expect("message");
+                assert_eq!(v.metadata.message_id, i);
+                assert_eq!(v.to_vec(), i.to_le_bytes());
+                c.release(v).unwrap();
+            }
+            assert!(c.try_recv().unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn hostile_positions_and_records_are_errors() {
+        let (mut m, l) = setup(160 * 1024);
+        let r = m.region();
+        let ring = l.guest_to_host;
+        let mut p = Producer::new(&r, ring);
+        p.try_send(&meta(0), b"hello").unwrap();
+        // Head beyond the capacity.
+        let mut c = Consumer::new(&r, ring);
+        r.store_release(ring.control + HEAD_OFFSET, ring.capacity + 64)
+            .unwrap();
+        assert!(matches!(c.try_recv(), Err(RingError::Corrupt(_))));
+        r.store_release(ring.control + HEAD_OFFSET, 384).unwrap();
+        // Payload byte flipped: checksum.
+        let mut b = [0u8];
+        r.read(ring.data + 320, &mut b).unwrap();
+        r.write(ring.data + 320, &[b[0] ^ 1]).unwrap();
+        assert!(matches!(
+            c.try_recv(),
+            Err(RingError::Record(RecordError::Checksum { .. }))
+        ));
+        r.write(ring.data + 320, &b).unwrap();
+        // Length past the published data.
+        r.write(ring.data + 16, &1024u32.to_le_bytes()).unwrap();
+        assert!(c.try_recv().is_err());
+        r.write(ring.data + 16, &384u32.to_le_bytes()).unwrap();
+        // Replayed sequence number.
+        r.write(ring.data + 24, &5u64.to_le_bytes()).unwrap();
+        assert!(matches!(
+            c.try_recv(),
+            Err(RingError::Sequence {
+                expected: 0,
+                found: 5
+            })
+        ));
+        r.write(ring.data + 24, &0u64.to_le_bytes()).unwrap();
+        assert_eq!(c.try_recv().unwrap().unwrap().to_vec(), b"hello");
+        // A consumer position the producer cannot have produced.
+        r.store_release(ring.control + TAIL_OFFSET, 1 << 40)
+            .unwrap();
+        assert!(matches!(
+            p.try_send(&meta(1), b"x"),
+            Err(RingError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        let (mut m, l) = setup(160 * 1024);
+        let r = m.region();
+        let ring = l.guest_to_host;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut p = Producer::new(&r, ring);
+            r.store_release(ring.control + TAIL_OFFSET, 0).unwrap();
+            let _ = p.try_send(&meta(0), &payload(1, (next() % 3000) as usize));
+            for _ in 0..(next() % 8) {
+                let off = ring.data + next() % 4096;
+                let _ = r.write(off, &[next() as u8]);
+            }
+            if next() % 4 == 0 {
+                let _ = r.store_release(ring.control + HEAD_OFFSET, next() % (2 * ring.capacity));
+            }
+            let mut c = Consumer::new(&r, ring);
+            for _ in 0..4 {
+                match c.try_recv() {
+                    Ok(Some(v)) => {
+                        let _ = v.to_vec();
+                        let _ = c.release(v);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            r.store_release(ring.control + HEAD_OFFSET, 0).unwrap();
+        }
+    }
+}
