@@ -3,29 +3,17 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::{guest_images, kvm_available};
+use reflow_integration_tests::{guest_images, kvm_available, next_agent_line};
 use reflow_vmm::protocol::{AgentLine, SHM_PROBE_MARKER};
-use reflow_vmm::{GuestEvent, StopReason, Vm, VmConfig, VmError, VmIo};
+use reflow_vmm::{StopReason, Vm, VmConfig, VmError, VmIo};
 use vm_memory::Bytes;
 
 /// Generous: a boot takes ~10-30 s on nested kvm_pvm hosts, ~0.1 s on bare
 /// metal. Only a hung guest gets near it.
 const BOOT_LIMIT: Duration = Duration::from_secs(900);
-
-fn next_agent_line(rx: &Receiver<GuestEvent>, deadline: Instant) -> AgentLine {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(GuestEvent::Agent(line)) => return line,
-            Ok(GuestEvent::KernelPanic(line)) => panic!("guest kernel panicked: {line}"),
-            Ok(GuestEvent::Ready(_)) => {}
-            Err(e) => panic!("no agent line before the deadline: {e}"),
-        }
-    }
-}
 
 #[test]
 fn agent_boots_answers_on_console_reads_disk_and_powers_off() {

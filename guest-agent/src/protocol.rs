@@ -133,6 +133,9 @@ pub enum Request {
     /// fills it with `byte` (then [`SHM_PROBE_MARKER`] at offset 0) and
     /// answers its size and the write/read bandwidth measured in the guest.
     ShmProbe { byte: u8 },
+    /// `ring-echo`: starts a service that sends every message arriving on
+    /// the host->guest ring back, unchanged, on the guest->host ring.
+    RingEcho,
 }
 
 /// What `shm-probe` leaves at the start of the shared region.
@@ -161,7 +164,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, shm-probe)")]
+    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, shm-probe, ring-echo)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -186,6 +189,7 @@ impl Request {
             Request::WriteFile { .. } => "write-file",
             Request::ReadFile { .. } => "read-file",
             Request::ShmProbe { .. } => "shm-probe",
+            Request::RingEcho => "ring-echo",
         }
     }
 
@@ -271,6 +275,8 @@ impl Request {
                     .map_err(|_| RequestError::Usage("shm-probe <byte 0-255>"))?,
             }),
             ("shm-probe", _) => Err(RequestError::Usage("shm-probe <byte 0-255>")),
+            ("ring-echo", []) => Ok(Request::RingEcho),
+            ("ring-echo", _) => Err(RequestError::Usage("ring-echo")),
             (other, _) => Err(RequestError::Unknown(other.to_string())),
         }
     }
@@ -279,7 +285,7 @@ impl Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Ping | Request::Uptime => f.write_str(self.name()),
+            Request::Ping | Request::Uptime | Request::RingEcho => f.write_str(self.name()),
             Request::ReadBlock {
                 device,
                 offset,
@@ -357,6 +363,7 @@ mod tests {
             "write-file /tmp/x hello  world",
             "read-file /tmp/x",
             "shm-probe 165",
+            "ring-echo",
         ] {
             let req = Request::parse(text).unwrap();
             assert_eq!(req.to_string(), text);

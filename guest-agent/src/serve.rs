@@ -80,6 +80,7 @@ fn execute(request: Request, shm: Option<(u64, u64)>) -> Result<String, String> 
             .map_err(|e| format!("{path}: {e}")),
         Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
         Request::ShmProbe { byte } => crate::shm::probe(shm, byte),
+        Request::RingEcho => crate::shm::start_echo(shm).map(|()| "started".into()),
     }
 }
 

@@ -6,13 +6,19 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use reflow_guest_agent::protocol::SHM_PROBE_MARKER;
+use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
+use reflow_ring::layout::RegionLayout;
+use reflow_ring::{Consumer, Producer, Region};
 
 /// A mapping of the region.
 struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
+
+// SAFETY: the mapping is plain shared memory; moving it to the echo thread
+// moves ownership of the pointer.
+unsafe impl Send for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -96,4 +102,39 @@ pub fn probe(region: Option<(u64, u64)>, byte: u8) -> Result<String, String> {
         mb_per_s(m.len * PASSES, write),
         mb_per_s(m.len * PASSES, read)
     ))
+}
+
+/// Starts the echo service on its own thread: every record on the
+/// host->guest ring goes back unchanged on the guest->host ring, copied
+/// region to region. It polls with back-off and stops (reporting why on the
+/// console) if the host breaks the ring protocol.
+pub fn start_echo(region: Option<(u64, u64)>) -> Result<(), String> {
+    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
+    let m = map(addr, size)?;
+    // SAFETY: the mapping is `m.len` bytes, page-aligned, and moves into the
+    // thread together with the region built on it.
+    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("ring-echo".into())
+        .spawn(move || {
+            let _mapping = m;
+            let mut rx = Consumer::new(&shared, layout.host_to_guest);
+            let mut tx = Producer::new(&shared, layout.guest_to_host);
+            let forever = std::time::Duration::from_secs(3600);
+            let result: Result<(), reflow_ring::RingError> = (|| loop {
+                if let Some(v) = rx.recv(forever)? {
+                    tx.forward(&v, forever)?;
+                    rx.release(v)?;
+                }
+            })();
+            if let Err(e) = result {
+                crate::console::say(&AgentLine::Err {
+                    command: "ring-echo".into(),
+                    message: e.to_string(),
+                });
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }

@@ -74,11 +74,23 @@ impl<'a> Producer<'a> {
     /// Appends one record, or fails with [`RingError::Full`] without
     /// writing anything.
     pub fn try_send(&mut self, meta: &Metadata, payload: &[u8]) -> Result<(), RingError> {
+        self.try_send_from(meta, Payload::Bytes(payload))
+    }
+
+    /// Appends a copy of a record read from another ring (or the same
+    /// region), copying region to region without an intermediate buffer
+    /// of the payload's size.
+    pub fn try_forward(&mut self, view: &RecordView<'_>) -> Result<(), RingError> {
+        self.try_send_from(&view.metadata, Payload::View(view))
+    }
+
+    fn try_send_from(&mut self, meta: &Metadata, payload: Payload<'_>) -> Result<(), RingError> {
         let cap = self.ring.capacity;
-        let len = record::record_len(payload.len() as u64)
-            .filter(|&l| l <= cap && payload.len() <= u32::MAX as usize)
+        let size = payload.len();
+        let len = record::record_len(size)
+            .filter(|&l| l <= cap && size <= u64::from(u32::MAX))
             .ok_or(RingError::TooLarge {
-                len: payload.len() as u64,
+                len: size,
                 capacity: cap,
             })?;
         let meta_bytes = meta.encode()?;
@@ -102,13 +114,29 @@ impl<'a> Producer<'a> {
         }
         let at = self.ring.data + self.head % cap;
         self.region.write(at + HEADER_LEN, &meta_bytes)?;
-        self.region.write(at + HEADER_LEN + METADATA_LEN, payload)?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&meta_bytes);
-        crc.update(payload);
+        let dst = at + HEADER_LEN + METADATA_LEN;
+        match payload {
+            Payload::Bytes(b) => {
+                self.region.write(dst, b)?;
+                crc.update(b);
+            }
+            Payload::View(v) => {
+                let mut buf = [0u8; 4096];
+                let mut done = 0u64;
+                while done < size {
+                    let n = (size - done).min(buf.len() as u64) as usize;
+                    v.region.read(v.payload_offset + done, &mut buf[..n])?;
+                    self.region.write(dst + done, &buf[..n])?;
+                    crc.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+        }
         let header = Header {
             flags: 0,
-            size: payload.len() as u64,
+            size,
             checksum: crc.finalize(),
             record_len: len,
             sequence: self.sequence,
@@ -129,10 +157,23 @@ impl<'a> Producer<'a> {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), RingError> {
+        self.retry(timeout, |p| p.try_send(meta, payload))
+    }
+
+    /// [`Producer::try_forward`], waiting for room like [`Producer::send`].
+    pub fn forward(&mut self, view: &RecordView<'_>, timeout: Duration) -> Result<(), RingError> {
+        self.retry(timeout, |p| p.try_forward(view))
+    }
+
+    fn retry(
+        &mut self,
+        timeout: Duration,
+        mut attempt: impl FnMut(&mut Self) -> Result<(), RingError>,
+    ) -> Result<(), RingError> {
         let deadline = Instant::now() + timeout;
         let mut backoff = Backoff::default();
         loop {
-            match self.try_send(meta, payload) {
+            match attempt(self) {
                 Err(RingError::Full { .. }) if Instant::now() < deadline => backoff.wait(),
                 Err(RingError::Full { .. }) => return Err(RingError::Timeout(timeout)),
                 other => return other,
@@ -255,6 +296,21 @@ impl<'a> Consumer<'a> {
     }
 }
 
+/// Where a record's payload comes from.
+enum Payload<'a> {
+    Bytes(&'a [u8]),
+    View(&'a RecordView<'a>),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::View(v) => v.size,
+        }
+    }
+}
+
 /// Spin, then yield, then sleep with growing intervals (capped at 1 ms).
 #[derive(Default)]
 struct Backoff {
@@ -344,6 +400,21 @@ mod tests {
         let v = c.try_recv().unwrap().unwrap();
         c.release(v).unwrap();
         p.try_send(&meta(sent), &big).unwrap();
+        // Forwarding a record copies it whole.
+        let mut c2 = Consumer::new(&r, l.host_to_guest);
+        let mut p2 = Producer::new(&r, l.host_to_guest);
+        p2.try_send(&meta(77), &payload(3, 9000)).unwrap();
+        let v = c2.try_recv().unwrap().unwrap();
+        let v2 = c.try_recv().unwrap().unwrap();
+        c.release(v2).unwrap();
+        p.try_forward(&v).unwrap();
+        c2.release(v).unwrap();
+        let mut last = None;
+        while let Some(v) = c.try_recv().unwrap() {
+            last = Some((v.metadata.clone(), v.to_vec()));
+            c.release(v).unwrap();
+        }
+        assert_eq!(last, Some((meta(77), payload(3, 9000))));
         let huge = vec![0u8; l.guest_to_host.capacity as usize];
         assert!(matches!(
             p.try_send(&meta(0), &huge),

@@ -5,6 +5,11 @@
 //! `REFLOW_KERNEL` and `REFLOW_INITRAMFS`.
 
 use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use reflow_vmm::protocol::AgentLine;
+use reflow_vmm::GuestEvent;
 
 /// Paths of the boot images.
 #[derive(Debug, Clone)]
@@ -43,4 +48,18 @@ pub fn kvm_available() -> bool {
     }
     eprintln!("\n!!!!!!!!!! SKIPPED: /dev/kvm is absent on this machine; VM tests did not run !!!!!!!!!!\n");
     false
+}
+
+/// The next agent protocol line, failing the test on a kernel panic or when
+/// `deadline` passes.
+pub fn next_agent_line(rx: &Receiver<GuestEvent>, deadline: Instant) -> AgentLine {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(GuestEvent::Agent(line)) => return line,
+            Ok(GuestEvent::KernelPanic(line)) => panic!("guest kernel panicked: {line}"),
+            Ok(GuestEvent::Ready(_)) => {}
+            Err(e) => panic!("no agent line before the deadline: {e}"),
+        }
+    }
 }

@@ -9,6 +9,8 @@ use std::os::fd::FromRawFd;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use reflow_ring::layout::{LayoutError, RegionLayout};
+use reflow_ring::Region;
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{FileOffset, VolatileMemory, VolatileSlice};
 
@@ -26,6 +28,8 @@ pub enum ShmError {
     Map { size: u64, reason: String },
     #[error("registering the shared-memory slot with KVM: {0}")]
     Register(kvm_ioctls::Error),
+    #[error("laying out the message rings: {0}")]
+    Layout(#[from] LayoutError),
 }
 
 /// Where the region goes for a guest with `mem_size` bytes of RAM: the first
@@ -37,8 +41,12 @@ pub fn guest_base(mem_size: u64) -> u64 {
     ram_end.max(MMIO_GAP_END).next_multiple_of(SHM_ALIGN)
 }
 
-/// The shared region, mapped in the monitor.
+/// The shared region, mapped in the monitor, with the two message rings
+/// laid out in it (see `reflow_ring::layout`).
 pub struct SharedRegion {
+    // `region` points into `mapping`: declared first so it is dropped first.
+    region: Region,
+    layout: RegionLayout,
     mapping: MmapRegion,
     guest_addr: u64,
 }
@@ -63,10 +71,28 @@ impl SharedRegion {
                     reason: e.to_string(),
                 }
             })?;
+        // SAFETY: the mapping is `size` bytes, page-aligned, readable and
+        // writable, and lives in the same struct as the region, which never
+        // outlives it.
+        let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.size()) };
+        let layout = RegionLayout::for_size(size)?;
+        layout.initialize(&region)?;
         Ok(SharedRegion {
+            region,
+            layout,
             mapping,
             guest_addr,
         })
+    }
+
+    /// The region for ring producers and consumers.
+    pub fn ring_region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Where the rings are.
+    pub fn layout(&self) -> RegionLayout {
+        self.layout
     }
 
     /// Registers the region with KVM as memory slot `slot`.
@@ -129,6 +155,7 @@ mod tests {
         let mut b = [1u8; 8];
         s.read_slice(&mut b, 4096).unwrap();
         assert_eq!(b, [0; 8]);
+        assert_eq!(RegionLayout::read(r.ring_region()).unwrap(), r.layout());
         s.write_slice(b"abc", 10).unwrap();
         s.read_slice(&mut b[..3], 10).unwrap();
         assert_eq!(&b[..3], b"abc");
