@@ -1,15 +1,11 @@
 //! The shared-memory message ring between the host and guest user space, on
 //! a real VM: an echo service in the guest returns every message unchanged.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::{guest_images, kvm_available, next_agent_line};
+use reflow_integration_tests::{kvm_available, EchoVm};
 use reflow_ring::{Consumer, Metadata, Producer};
-use reflow_vmm::protocol::AgentLine;
-use reflow_vmm::{StopReason, Vm, VmConfig, VmIo};
+use reflow_vmm::StopReason;
 
 const LIMIT: Duration = Duration::from_secs(900);
 const MIB: usize = 1 << 20;
@@ -37,36 +33,8 @@ fn guest_echo_returns_every_message_byte_identical() {
     if !kvm_available() {
         return;
     }
-    let images = guest_images();
-    let (mut host_end, guest_end) = UnixStream::pair().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let mut config = VmConfig::new(&images.kernel);
-    config.initrd = Some(images.initramfs);
-    config.timeout = Some(LIMIT);
-    config.shm_mib = 160;
-    let vm = Vm::new(
-        config,
-        VmIo {
-            console: Box::new(std::io::sink()),
-            input: Some(guest_end.into()),
-            events: Some(tx),
-        },
-    )
-    .unwrap();
-    let shared = vm.shared_region().unwrap();
-    let runner = std::thread::spawn(move || vm.run());
-    let deadline = Instant::now() + LIMIT;
-    assert!(matches!(
-        next_agent_line(&rx, deadline),
-        AgentLine::Ready { .. }
-    ));
-    host_end.write_all(b"ring-echo\n").unwrap();
-    let started = next_agent_line(&rx, deadline);
-    assert!(
-        matches!(started, AgentLine::Ok { ref result, .. } if result == "started"),
-        "{started:?}"
-    );
-
+    let vm = EchoVm::boot(160);
+    let shared = vm.shared.clone();
     let region = shared.ring_region();
     let layout = shared.layout();
     let mut to_guest = Producer::new(region, layout.host_to_guest);
@@ -135,8 +103,7 @@ fn guest_echo_returns_every_message_byte_identical() {
         RUN as f64 / t.elapsed().as_secs_f64()
     );
 
-    host_end.write_all(b"poweroff 0\n").unwrap();
-    let outcome = runner.join().unwrap().unwrap();
+    let outcome = vm.power_off();
     assert_eq!(outcome.stop, StopReason::Reset);
     assert_eq!(outcome.exit_code(), 0);
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
 use reflow_ring::layout::RegionLayout;
-use reflow_ring::{Consumer, Producer, Region};
+use reflow_ring::{Backoff, Consumer, Producer, Region};
 
 /// A mapping of the region.
 struct Mapping {
@@ -119,8 +119,14 @@ pub fn start_echo(region: Option<(u64, u64)>) -> Result<(), String> {
         .name("ring-echo".into())
         .spawn(move || {
             let _mapping = m;
-            let mut rx = Consumer::new(&shared, layout.host_to_guest);
-            let mut tx = Producer::new(&shared, layout.guest_to_host);
+            // Every system call (a sleep included) is emulated kernel work in
+            // some guests: spin for a while before sleeping.
+            let backoff = Backoff {
+                spin: std::time::Duration::from_millis(2),
+                max_sleep: std::time::Duration::from_millis(1),
+            };
+            let mut rx = Consumer::new(&shared, layout.host_to_guest).with_backoff(backoff);
+            let mut tx = Producer::new(&shared, layout.guest_to_host).with_backoff(backoff);
             let forever = std::time::Duration::from_secs(3600);
             let result: Result<(), reflow_ring::RingError> = (|| loop {
                 if let Some(v) = rx.recv(forever)? {

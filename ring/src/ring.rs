@@ -42,6 +42,7 @@ pub struct Producer<'a> {
     ring: RingLayout,
     head: u64,
     sequence: u64,
+    backoff: Backoff,
 }
 
 /// Reads records from a ring.
@@ -50,6 +51,7 @@ pub struct Consumer<'a> {
     ring: RingLayout,
     tail: u64,
     sequence: u64,
+    backoff: Backoff,
 }
 
 impl<'a> Producer<'a> {
@@ -60,7 +62,14 @@ impl<'a> Producer<'a> {
             ring,
             head: 0,
             sequence: 0,
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Sets how [`Producer::send`] waits for room.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     fn tail(&self) -> Result<u64, RingError> {
@@ -71,8 +80,8 @@ impl<'a> Producer<'a> {
         Ok(tail)
     }
 
-    /// Appends one record, or fails with [`RingError::Full`] without
-    /// writing anything.
+    /// Appends one record, or fails with [`RingError::Full`] (having at
+    /// most published padding up to the ring's end).
     pub fn try_send(&mut self, meta: &Metadata, payload: &[u8]) -> Result<(), RingError> {
         self.try_send_from(meta, Payload::Bytes(payload))
     }
@@ -94,14 +103,19 @@ impl<'a> Producer<'a> {
                 capacity: cap,
             })?;
         let meta_bytes = meta.encode()?;
-        let free = cap - (self.head - self.tail()?);
+        let mut free = cap - (self.head - self.tail()?);
         let pos = self.head % cap;
         let to_end = cap - pos;
-        let needed = if len <= to_end { len } else { to_end + len };
-        if needed > free {
-            return Err(RingError::Full { needed, free });
-        }
         if len > to_end {
+            // The record does not fit before the ring's end: fill the end
+            // with padding first (published on its own, so a record as large
+            // as the whole ring fits once the consumer has passed the wrap).
+            if to_end > free {
+                return Err(RingError::Full {
+                    needed: to_end,
+                    free,
+                });
+            }
             let pad = Header {
                 flags: FLAG_PADDING,
                 size: 0,
@@ -111,6 +125,12 @@ impl<'a> Producer<'a> {
             };
             self.region.write(self.ring.data + pos, &pad.encode())?;
             self.head += to_end;
+            self.region
+                .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
+            free -= to_end;
+        }
+        if len > free {
+            return Err(RingError::Full { needed: len, free });
         }
         let at = self.ring.data + self.head % cap;
         self.region.write(at + HEADER_LEN, &meta_bytes)?;
@@ -171,10 +191,10 @@ impl<'a> Producer<'a> {
         mut attempt: impl FnMut(&mut Self) -> Result<(), RingError>,
     ) -> Result<(), RingError> {
         let deadline = Instant::now() + timeout;
-        let mut backoff = Backoff::default();
+        let mut waiter = Waiter::new(self.backoff);
         loop {
             match attempt(self) {
-                Err(RingError::Full { .. }) if Instant::now() < deadline => backoff.wait(),
+                Err(RingError::Full { .. }) if Instant::now() < deadline => waiter.wait(),
                 Err(RingError::Full { .. }) => return Err(RingError::Timeout(timeout)),
                 other => return other,
             }
@@ -190,7 +210,14 @@ impl<'a> Consumer<'a> {
             ring,
             tail: 0,
             sequence: 0,
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Sets how [`Consumer::recv`] waits for records.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     fn set_tail(&mut self, tail: u64) -> Result<(), RingError> {
@@ -283,7 +310,7 @@ impl<'a> Consumer<'a> {
     /// `timeout`; `None` if none arrived.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<RecordView<'a>>, RingError> {
         let deadline = Instant::now() + timeout;
-        let mut backoff = Backoff::default();
+        let mut waiter = Waiter::new(self.backoff);
         loop {
             if let Some(v) = self.try_recv()? {
                 return Ok(Some(v));
@@ -291,7 +318,7 @@ impl<'a> Consumer<'a> {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            backoff.wait();
+            waiter.wait();
         }
     }
 }
@@ -311,20 +338,49 @@ impl Payload<'_> {
     }
 }
 
-/// Spin, then yield, then sleep with growing intervals (capped at 1 ms).
-#[derive(Default)]
-struct Backoff {
-    round: u32,
+/// How a waiting side polls: spin for `spin` (reading the clock is a vDSO
+/// call, no system call), then sleep with growing intervals up to
+/// `max_sleep`. Where every system call is expensive (a guest whose kernel
+/// is emulated), spin longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub spin: Duration,
+    pub max_sleep: Duration,
 }
 
-impl Backoff {
-    fn wait(&mut self) {
-        self.round = self.round.saturating_add(1);
-        match self.round {
-            0..=64 => std::hint::spin_loop(),
-            65..=128 => std::thread::yield_now(),
-            n => std::thread::sleep(Duration::from_micros(u64::from((n - 128).min(20)) * 50)),
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            spin: Duration::from_micros(100),
+            max_sleep: Duration::from_millis(1),
         }
+    }
+}
+
+struct Waiter {
+    policy: Backoff,
+    start: Instant,
+    sleep: Duration,
+}
+
+impl Waiter {
+    fn new(policy: Backoff) -> Waiter {
+        Waiter {
+            policy,
+            start: Instant::now(),
+            sleep: Duration::from_micros(20),
+        }
+    }
+
+    fn wait(&mut self) {
+        if self.start.elapsed() < self.policy.spin {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            return;
+        }
+        std::thread::sleep(self.sleep);
+        self.sleep = (self.sleep * 2).min(self.policy.max_sleep);
     }
 }
 
@@ -415,6 +471,19 @@ mod tests {
             c.release(v).unwrap();
         }
         assert_eq!(last, Some((meta(77), payload(3, 9000))));
+        // A record as large as half the ring or more fits wherever the
+        // positions are, once the consumer catches up.
+        let half = vec![1u8; (l.guest_to_host.capacity / 2) as usize];
+        for i in 0..5 {
+            p.send(&meta(1000 + i), &half, Duration::from_millis(50))
+                .or_else(|_| {
+                    while let Some(v) = c.try_recv().unwrap() {
+                        c.release(v).unwrap();
+                    }
+                    p.send(&meta(1000 + i), &half, Duration::from_millis(50))
+                })
+                .unwrap();
+        }
         let huge = vec![0u8; l.guest_to_host.capacity as usize];
         assert!(matches!(
             p.try_send(&meta(0), &huge),

@@ -63,3 +63,60 @@ pub fn next_agent_line(rx: &Receiver<GuestEvent>, deadline: Instant) -> AgentLin
         }
     }
 }
+
+/// A booted VM whose agent runs the ring echo service.
+pub struct EchoVm {
+    pub shared: std::sync::Arc<reflow_vmm::shm::SharedRegion>,
+    input: std::os::unix::net::UnixStream,
+    events: Receiver<GuestEvent>,
+    runner: std::thread::JoinHandle<Result<reflow_vmm::VmOutcome, reflow_vmm::VmError>>,
+}
+
+impl EchoVm {
+    /// Boots the agent-only guest with a `shm_mib` shared region and starts
+    /// `ring-echo`.
+    pub fn boot(shm_mib: u32) -> EchoVm {
+        use std::io::Write;
+        let images = guest_images();
+        let (mut input, guest_end) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let (tx, events) = std::sync::mpsc::channel();
+        let mut config = reflow_vmm::VmConfig::new(&images.kernel);
+        config.initrd = Some(images.initramfs);
+        config.timeout = Some(std::time::Duration::from_secs(3600));
+        config.shm_mib = shm_mib;
+        let vm = reflow_vmm::Vm::new(
+            config,
+            reflow_vmm::VmIo {
+                console: Box::new(std::io::sink()),
+                input: Some(guest_end.into()),
+                events: Some(tx),
+            },
+        )
+        .expect("create VM");
+        let shared = vm.shared_region().expect("shared region");
+        let runner = std::thread::spawn(move || vm.run());
+        let deadline = Instant::now() + std::time::Duration::from_secs(900);
+        let ready = next_agent_line(&events, deadline);
+        assert!(matches!(ready, AgentLine::Ready { .. }), "{ready:?}");
+        input.write_all(b"ring-echo\n").expect("console");
+        let started = next_agent_line(&events, deadline);
+        assert!(
+            matches!(started, AgentLine::Ok { ref result, .. } if result == "started"),
+            "{started:?}"
+        );
+        EchoVm {
+            shared,
+            input,
+            events,
+            runner,
+        }
+    }
+
+    /// Powers the guest off and returns how the VM ended.
+    pub fn power_off(mut self) -> reflow_vmm::VmOutcome {
+        use std::io::Write;
+        self.input.write_all(b"poweroff 0\n").expect("console");
+        drop(self.events);
+        self.runner.join().expect("VM thread").expect("VM ran")
+    }
+}
