@@ -143,7 +143,14 @@ impl<'a> Producer<'a> {
                 crc.update(b);
             }
             Payload::View(v) => {
-                let mut buf = [0u8; 4096];
+                let mut small = [0u8; 512];
+                let mut large;
+                let buf: &mut [u8] = if size <= small.len() as u64 {
+                    &mut small
+                } else {
+                    large = [0u8; 16384];
+                    &mut large
+                };
                 let mut done = 0u64;
                 while done < size {
                     let n = (size - done).min(buf.len() as u64) as usize;
