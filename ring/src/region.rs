@@ -95,16 +95,16 @@ impl Region {
         Ok(())
     }
 
-    /// Feeds `len` bytes at `offset` to a CRC-32 hasher, in chunks.
-    pub fn hash_into(
+    /// Reads `len` bytes at `offset` in chunks, handing each chunk and its
+    /// position (relative to `offset`) to `sink`. Small reads (the common
+    /// case) do not pay for zeroing a large bounce buffer.
+    pub fn for_each_chunk<E: From<OutOfBounds>>(
         &self,
         offset: u64,
         len: u64,
-        h: &mut crc32fast::Hasher,
-    ) -> Result<(), OutOfBounds> {
+        mut sink: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.check(offset, len)?;
-        // Small payloads (the common case) should not pay for zeroing a
-        // large bounce buffer.
         let mut small = [0u8; 512];
         let mut large;
         let buf: &mut [u8] = if len <= small.len() as u64 {
@@ -117,10 +117,23 @@ impl Region {
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
             self.read(offset + done, &mut buf[..n])?;
-            h.update(&buf[..n]);
+            sink(done, &buf[..n])?;
             done += n as u64;
         }
         Ok(())
+    }
+
+    /// Feeds `len` bytes at `offset` to a CRC-32 hasher.
+    pub fn hash_into(
+        &self,
+        offset: u64,
+        len: u64,
+        h: &mut crc32fast::Hasher,
+    ) -> Result<(), OutOfBounds> {
+        self.for_each_chunk(offset, len, |_, chunk| {
+            h.update(chunk);
+            Ok::<(), OutOfBounds>(())
+        })
     }
 
     fn atomic(&self, offset: u64) -> Result<&AtomicU64, OutOfBounds> {

@@ -143,22 +143,12 @@ impl<'a> Producer<'a> {
                 crc.update(b);
             }
             Payload::View(v) => {
-                let mut small = [0u8; 512];
-                let mut large;
-                let buf: &mut [u8] = if size <= small.len() as u64 {
-                    &mut small
-                } else {
-                    large = [0u8; 16384];
-                    &mut large
-                };
-                let mut done = 0u64;
-                while done < size {
-                    let n = (size - done).min(buf.len() as u64) as usize;
-                    v.region.read(v.payload_offset + done, &mut buf[..n])?;
-                    self.region.write(dst + done, &buf[..n])?;
-                    crc.update(&buf[..n]);
-                    done += n as u64;
-                }
+                v.region
+                    .for_each_chunk(v.payload_offset, size, |done, chunk| {
+                        self.region.write(dst + done, chunk)?;
+                        crc.update(chunk);
+                        Ok::<(), RingError>(())
+                    })?;
             }
         }
         let header = Header {
