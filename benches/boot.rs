@@ -10,12 +10,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use reflow_benches::{boot_to_ready, guest_images, kvm_available};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+use reflow_benches::{boot_to_ready, guest_images, kvm_available, median};
 
 fn boot(c: &mut Criterion) {
     if !kvm_available() {

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use reflow_benches::{guest_images, kvm_available};
+use reflow_benches::{guest_images, kvm_available, median};
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{RunningVm, Vm, VmConfig, VmIo};
 
@@ -59,11 +59,6 @@ fn memory_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("Rss:"), field("Pss:"))
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn restore(c: &mut Criterion) {

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reflow_integration_tests::{guest_images, kvm_available, next_agent_line};
-use reflow_vmm::protocol::{AgentLine, SHM_PROBE_MARKER};
+use reflow_vmm::protocol::{encode_hex, AgentLine, SHM_PROBE_MARKER};
 use reflow_vmm::{StopReason, Vm, VmConfig, VmError, VmIo};
 use vm_memory::Bytes;
 
@@ -58,7 +58,7 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
         "first agent line was {ready:?}"
     );
     // 2. The boot request read the disk through virtio-blk.
-    let hex: String = marker.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = encode_hex(marker);
     assert_eq!(
         next_agent_line(&rx, deadline),
         AgentLine::Ok {

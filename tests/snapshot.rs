@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reflow_integration_tests::{guest_images, kvm_available};
-use reflow_vmm::protocol::AgentLine;
+use reflow_vmm::protocol::{encode_hex, AgentLine};
 use reflow_vmm::snapshot::{golden, MEMORY_FILE, STATE_FILE};
 use reflow_vmm::{GuestEvent, StopReason, Vm, VmConfig, VmError, VmIo, VmOutcome};
 
@@ -147,7 +147,7 @@ fn clones_from_one_golden_snapshot_are_live_isolated_and_reseeded() {
         );
     }
     // Live: each answers, and reads the disk through the restored virtio queue.
-    let hex: String = MARKER.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = encode_hex(MARKER);
     for c in clones.iter_mut() {
         assert_eq!(c.ok("ping"), "pong");
         assert_eq!(

@@ -24,3 +24,9 @@ pub fn boot_to_ready(images: &GuestImages) -> (AgentReady, VmOutcome) {
     });
     (ready, outcome)
 }
+
+/// The median of a set of durations (the upper one for an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}

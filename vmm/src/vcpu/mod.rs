@@ -4,7 +4,6 @@ pub mod exit;
 pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use kvm_bindings::{kvm_lapic_state, CpuId};
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -200,9 +199,6 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
         })
         .map_err(vmm_sys_util::errno::Error::new)
 }
-
-/// Shared stop flag for the vCPU threads of one VM.
-pub type StopFlag = Arc<AtomicBool>;
 
 #[cfg(test)]
 mod tests {
