@@ -144,7 +144,7 @@ fn ring(c: &mut Criterion) {
     if !kvm_available() {
         return;
     }
-    let vm = EchoVm::boot(160);
+    let vm = EchoVm::restore(160);
     let shared = vm.shared.clone();
     let layout = shared.layout();
     let region = shared.ring_region();

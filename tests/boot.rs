@@ -1,22 +1,18 @@
 //! Boots the real guest kernel (2 vCPUs, so the MP table and SMP bring-up are
-//! exercised) with the agent as PID 1 on /dev/kvm.
+//! exercised) with the agent as PID 1 on /dev/kvm, and talks to it over the
+//! vsock control channel.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reflow_integration_tests::{guest_images, kvm_available, next_agent_line};
-use reflow_vmm::protocol::{encode_hex, AgentLine, SHM_PROBE_MARKER};
-use reflow_vmm::{StopReason, Vm, VmConfig, VmError, VmIo};
+use reflow_integration_tests::{guest_images, kvm_available, TestVm, LIMIT};
+use reflow_vmm::protocol::{encode_hex, SHM_PROBE_MARKER};
+use reflow_vmm::{ControlError, StopReason, Vm, VmConfig, VmError, VmIo};
 use vm_memory::Bytes;
 
-/// Generous: a boot takes ~10-30 s on nested kvm_pvm hosts, ~0.1 s on bare
-/// metal. Only a hung guest gets near it.
-const BOOT_LIMIT: Duration = Duration::from_secs(900);
-
 #[test]
-fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
+fn agent_boots_answers_over_vsock_reads_disk_and_powers_off() {
     if !kvm_available() {
         return;
     }
@@ -29,66 +25,49 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
     std::fs::write(&disk, &contents).unwrap();
     let console_path = dir.path().join("console.log");
 
-    let (mut host_end, guest_end) = UnixStream::pair().unwrap();
-    let (tx, rx) = mpsc::channel();
     let mut config = VmConfig::new(&images.kernel);
     config.initrd = Some(images.initramfs.clone());
     config.disks = vec![disk];
     config.vcpus = 2;
     config.shm_mib = 16;
-    config.timeout = Some(BOOT_LIMIT);
+    config.timeout = Some(LIMIT);
+    config.vsock_uds = Some(dir.path().join("vm.vsock"));
     config.extra_cmdline = format!("reflow.cmd=\"read-block /dev/vda 0 {}\"", marker.len());
-    let vm = Vm::new(
-        config,
-        VmIo {
-            console: Box::new(std::fs::File::create(&console_path).unwrap()),
-            input: Some(guest_end.into()),
-            events: Some(tx),
-        },
-    )
-    .unwrap();
-    let shared = vm.shared_region().expect("a shared-memory region");
-    let runner = std::thread::spawn(move || vm.run());
-    let deadline = Instant::now() + BOOT_LIMIT;
-
-    // 1. The agent is up and says so first.
-    let ready = next_agent_line(&rx, deadline);
+    let console = Box::new(std::fs::File::create(&console_path).unwrap());
+    // 1. The agent connects over vsock and completes the handshake.
+    let mut vm = TestVm::boot(config, console);
+    let hello = vm.control.hello().clone();
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.connection, 1);
+    assert!(hello.uptime_ms > 0 && hello.ready_uptime_ms >= hello.uptime_ms);
+    // 2. The boot request read the disk through virtio-blk (its answer is on
+    //    the console, where boot requests report).
+    let console_text = std::fs::read_to_string(&console_path).unwrap();
     assert!(
-        matches!(ready, AgentLine::Ready { ref version, uptime_ms } if version == env!("CARGO_PKG_VERSION") && uptime_ms > 0),
-        "first agent line was {ready:?}"
+        console_text.contains(&format!(
+            "REFLOW-AGENT-OK read-block {}",
+            encode_hex(marker)
+        )),
+        "console:\n{console_text}"
     );
-    // 2. The boot request read the disk through virtio-blk.
-    let hex = encode_hex(marker);
-    assert_eq!(
-        next_agent_line(&rx, deadline),
-        AgentLine::Ok {
-            command: "read-block".into(),
-            result: hex
-        }
+    // 3. Requests over the control channel.
+    assert_eq!(vm.ok("ping"), "pong");
+    let health = vm.ok("health");
+    assert!(
+        health.contains("uptime_ms=") && health.contains("ring=idle"),
+        "{health}"
     );
-    // 3. Requests typed on the serial console reach the agent.
-    host_end.write_all(b"ping\n").unwrap();
     assert_eq!(
-        next_agent_line(&rx, deadline),
-        AgentLine::Ok {
-            command: "ping".into(),
-            result: "pong".into()
-        }
+        vm.ok(&format!("read-block /dev/vda 0 {}", marker.len())),
+        encode_hex(marker)
     );
     // 4. Guest user space maps the shared region (write-back cacheable: the
     //    read bandwidth it reports is far above uncached memory's) and what
     //    it writes is what the host sees.
-    host_end.write_all(b"shm-probe 165\n").unwrap();
-    let probe = next_agent_line(&rx, deadline);
-    let AgentLine::Ok { command, result } = probe else {
-        panic!("shm-probe failed: {probe:?}")
-    };
-    assert_eq!(command, "shm-probe");
-    eprintln!("shared memory, measured in the guest: {result}");
-    assert!(
-        result.starts_with(&format!("bytes={}", 16 << 20)),
-        "{result}"
-    );
+    let probe = vm.ok("shm-probe 165");
+    eprintln!("shared memory, measured in the guest: {probe}");
+    assert!(probe.starts_with(&format!("bytes={}", 16 << 20)), "{probe}");
+    let shared = vm.shared.clone().expect("a shared region");
     let host_view = shared.as_slice();
     let mut head = vec![0u8; SHM_PROBE_MARKER.len()];
     host_view.read_slice(&mut head, 0).unwrap();
@@ -96,27 +75,32 @@ fn agent_boots_answers_on_console_reads_disk_and_powers_off() {
     let mut tail = [0u8; 64];
     host_view.read_slice(&mut tail, (16 << 20) - 64).unwrap();
     assert_eq!(tail, [165u8; 64]);
-    // 5. A bad request is refused, and the agent keeps serving.
-    host_end.write_all(b"launch-missiles\n").unwrap();
+    // 5. A refused request is an error, and the agent keeps serving.
     assert!(matches!(
-        next_agent_line(&rx, deadline),
-        AgentLine::Err { ref command, .. } if command == "launch-missiles"
+        vm.request("read-file /no/such/file"),
+        Err(ControlError::Refused { .. })
     ));
-    // 6. Power off: the guest resets through the i8042 and the monitor ends.
-    host_end.write_all(b"poweroff 0\n").unwrap();
-    assert_eq!(
-        next_agent_line(&rx, deadline),
-        AgentLine::Exit { status: 0 }
-    );
-    let outcome = runner.join().unwrap().unwrap();
+    assert_eq!(vm.ok("ping"), "pong");
+    // 6. Firecracker's hybrid protocol: a host process reaches a guest port
+    //    with `CONNECT`; nobody listens on port 9999 in the guest, so the
+    //    guest resets it and the host socket just closes.
+    let mut s = UnixStream::connect(&vm.vsock_uds).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"CONNECT 9999\n").unwrap();
+    let mut line = String::new();
+    let n = BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!((n, line.as_str()), (0, ""), "no OK for a closed guest port");
+    assert_eq!(vm.hostile.count(), 0, "{:?}", vm.hostile.recent());
+    // 7. Power off: the guest resets through the i8042 and the monitor ends.
+    let outcome = vm.power_off();
     let console = std::fs::read_to_string(&console_path).unwrap();
     assert_eq!(outcome.stop, StopReason::Reset, "console:\n{console}");
     assert_eq!(outcome.exit_code(), 0);
     assert_eq!(outcome.agent_exit_status, Some(0));
     assert!(outcome.kernel_panic.is_none());
+    assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
     let ready = outcome.ready.expect("ready recorded in the outcome");
     assert!(ready.host_elapsed <= outcome.elapsed + Duration::from_secs(1));
-    assert!(console.contains("REFLOW-AGENT-READY"));
     eprintln!(
         "agent ready after {:.3} s host time ({:.3} s guest uptime); VM ran {:.3} s",
         ready.host_elapsed.as_secs_f64(),

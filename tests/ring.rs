@@ -33,7 +33,7 @@ fn guest_echo_returns_every_message_byte_identical() {
     if !kvm_available() {
         return;
     }
-    let vm = EchoVm::boot(160);
+    let vm = EchoVm::restore(160);
     let shared = vm.shared.clone();
     let region = shared.ring_region();
     let layout = shared.layout();

@@ -1,20 +1,19 @@
 //! Shared pieces of the Reflow sandbox benchmarks (see `benches/*.rs`).
 
-pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages};
+pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages, TestVm};
 
 use std::time::Duration;
 
-use reflow_vmm::{AgentReady, Vm, VmConfig, VmIo, VmOutcome};
+use reflow_vmm::{AgentReady, VmConfig, VmOutcome};
 
-/// Boots the agent-only guest once, powering off as soon as the agent is
-/// ready, and returns when it was ready and the whole outcome.
+/// Boots the agent-only guest once, powering off as soon as the agent's
+/// control channel is ready, and returns when it was ready and the whole
+/// outcome.
 pub fn boot_to_ready(images: &GuestImages) -> (AgentReady, VmOutcome) {
     let mut config = VmConfig::new(&images.kernel);
     config.initrd = Some(images.initramfs.clone());
-    config.extra_cmdline = "reflow.cmd=poweroff".into();
     config.timeout = Some(Duration::from_secs(900));
-    let vm = Vm::new(config, VmIo::console(Box::new(std::io::sink()))).expect("create VM");
-    let outcome = vm.run().expect("run VM");
+    let outcome = TestVm::boot(config, Box::new(std::io::sink())).power_off();
     let ready = outcome.ready.unwrap_or_else(|| {
         panic!(
             "agent never became ready ({:?}); console tail:\n{}",

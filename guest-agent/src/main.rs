@@ -1,17 +1,19 @@
 //! `reflow-guest-agent`: PID 1 inside a Reflow sandbox microVM.
 //!
 //! Boot sequence: mount the pseudo filesystems, read the boot parameters from
-//! `/proc/cmdline`, tell the host we are ready (a line on the serial console
-//! carrying the guest uptime), run the boot requests, then serve requests
-//! from the console until told to power off. PID 1 must never exit (the
-//! kernel would panic), so every failure ends in a reported power-off.
+//! `/proc/cmdline`, run the boot requests, then connect to the host over
+//! vsock and serve its control requests until told to power off (see
+//! `reflow_guest_agent::control`). PID 1 must never exit (the kernel would
+//! panic), so every failure ends in a reported power-off.
 
+mod channel;
 mod console;
 mod entropy;
 mod mounts;
 mod power;
 mod serve;
 mod shm;
+mod vsock;
 
 use reflow_guest_agent::{cmdline, protocol::AgentLine};
 
@@ -36,18 +38,12 @@ enum AgentError {
     Mount(#[from] mounts::MountError),
     #[error("reading /proc/cmdline: {0}")]
     Cmdline(std::io::Error),
-    #[error(transparent)]
-    Console(#[from] console::ConsoleError),
 }
 
 fn run() -> Result<i32, AgentError> {
     mounts::mount_all()?;
     let raw = std::fs::read_to_string("/proc/cmdline").map_err(AgentError::Cmdline)?;
     let params = cmdline::parse(&raw);
-    console::say(&AgentLine::Ready {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_ms: power::uptime_ms(),
-    });
     for unknown in &params.unknown {
         console::say(&AgentLine::Err {
             command: "cmdline".into(),
@@ -60,5 +56,5 @@ fn run() -> Result<i32, AgentError> {
             return Ok(status);
         }
     }
-    Ok(console::serve(&mut server)?)
+    Ok(channel::serve(&mut server))
 }

@@ -1,22 +1,19 @@
-//! The console line protocol between the guest agent and the host.
+//! The agent's requests and its console lines.
 //!
-//! Until the vsock control channel exists, the agent reports to the host with
-//! single lines on the serial console, each starting with a fixed marker, and
-//! takes requests as lines on the console input. Everything else on the
-//! console (kernel messages, program output) is ignored by the host.
+//! [`Request`] is what the host asks of the agent. It travels in frames on
+//! the vsock control channel ([`crate::control`]); it also has a one-line
+//! text form, used for `reflow.cmd=` boot requests, the monitor's
+//! `--request` flag and logs.
 //!
-//! Agent to host:
-//! - `REFLOW-AGENT-READY version=<v> uptime_ms=<n>`: the agent is up.
-//! - `REFLOW-AGENT-OK <command> <result...>`: a request succeeded.
-//! - `REFLOW-AGENT-ERR <command> <message>`: a request failed.
+//! The serial console carries logs only, and a few marker lines the host
+//! scans for (everything else there is ignored):
+//! - `REFLOW-AGENT-OK <command> <result...>`: a boot request succeeded.
+//! - `REFLOW-AGENT-ERR <command> <message>`: a boot request or the agent
+//!   failed.
 //! - `REFLOW-AGENT-EXIT status=<n>`: the agent is powering the guest off.
-//!
-//! Host to agent (one per line): see [`Request`].
 
 use std::fmt;
 
-/// Marker that starts the line announcing that the agent is ready.
-pub const READY: &str = "REFLOW-AGENT-READY";
 /// Marker for a successful reply.
 pub const OK: &str = "REFLOW-AGENT-OK";
 /// Marker for a failed request.
@@ -34,8 +31,6 @@ pub const MAX_RESEED_LEN: usize = 512;
 /// A line the agent printed, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentLine {
-    /// The agent is up; `uptime_ms` is the guest's uptime when it said so.
-    Ready { version: String, uptime_ms: u64 },
     /// A request succeeded.
     Ok { command: String, result: String },
     /// A request failed.
@@ -47,9 +42,6 @@ pub enum AgentLine {
 impl fmt::Display for AgentLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AgentLine::Ready { version, uptime_ms } => {
-                write!(f, "{READY} version={version} uptime_ms={uptime_ms}")
-            }
             AgentLine::Ok { command, result } => write!(f, "{OK} {command} {result}"),
             AgentLine::Err { command, message } => write!(f, "{ERR} {command} {message}"),
             AgentLine::Exit { status } => write!(f, "{EXIT} status={status}"),
@@ -65,11 +57,6 @@ impl AgentLine {
         let line = line.trim_end_matches(['\r', '\n']);
         let (marker, rest) = line.split_once(' ').unwrap_or((line, ""));
         match marker {
-            READY => {
-                let version = field(rest, "version")?.to_string();
-                let uptime_ms = field(rest, "uptime_ms")?.parse().ok()?;
-                Some(AgentLine::Ready { version, uptime_ms })
-            }
             OK => {
                 let (command, result) = rest.split_once(' ').unwrap_or((rest, ""));
                 (!command.is_empty()).then(|| AgentLine::Ok {
@@ -92,14 +79,36 @@ impl AgentLine {
     }
 }
 
+/// What follows the leading `words` of `line` (each followed by
+/// whitespace), verbatim but for surrounding whitespace.
+fn rest_after<'a>(line: &'a str, words: &[&str]) -> &'a str {
+    let mut rest = line.trim_start();
+    for w in words {
+        rest = rest.get(w.len()..).unwrap_or("").trim_start();
+    }
+    rest.trim_end_matches(['\r', '\n'])
+}
+
+/// A name safe to use as a file name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
     rest.split_whitespace()
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// A request from the host, one per console line (or from `reflow.cmd=` on
-/// the kernel command line, several separated by `;`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request from the host: a frame on the control channel, or a line of
+/// text (from `reflow.cmd=` on the kernel command line, several separated
+/// by `;`).
+#[derive(Debug, Clone, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
 pub enum Request {
     /// `ping`: answers `OK ping pong`.
     Ping,
@@ -136,6 +145,18 @@ pub enum Request {
     /// `ring-echo`: starts a service that sends every message arriving on
     /// the host->guest ring back, unchanged, on the guest->host ring.
     RingEcho,
+    /// `health`: answers `uptime_ms=<n> mem_available_kb=<n> ring=<state>`.
+    Health,
+    /// `map-ring`: maps the shared region, checks its ring layout and
+    /// answers its geometry (`bytes=<n> capacity=<n>`).
+    MapRing,
+    /// `load <name> <source>`: stores an actor's source (the rest of the
+    /// line) under `/run/reflow/actors/<name>` for the language worker.
+    Load { name: String, source: String },
+    /// `ring-fault <magic|version|checksum|length|position>`: publishes one
+    /// deliberately broken record on the guest->host ring. For tests that
+    /// prove the host survives a hostile guest.
+    RingFault { fault: String },
 }
 
 /// What `shm-probe` leaves at the start of the shared region.
@@ -164,7 +185,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, shm-probe, ring-echo)")]
+    #[error("unknown command {0:?} (known: ping, uptime, health, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -190,6 +211,10 @@ impl Request {
             Request::ReadFile { .. } => "read-file",
             Request::ShmProbe { .. } => "shm-probe",
             Request::RingEcho => "ring-echo",
+            Request::Health => "health",
+            Request::MapRing => "map-ring",
+            Request::Load { .. } => "load",
+            Request::RingFault { .. } => "ring-fault",
         }
     }
 
@@ -253,17 +278,11 @@ impl Request {
                 Ok(Request::Random { len })
             }
             ("random", _) => Err(RequestError::Usage("random <n>")),
-            ("write-file", [path, _, ..]) => {
+            ("write-file", [path, _, ..]) => Ok(Request::WriteFile {
+                path: path.to_string(),
                 // The text is the rest of the line after the path, verbatim.
-                let after_cmd = line.trim_start()["write-file".len()..].trim_start();
-                let text = after_cmd[path.len()..]
-                    .trim_start()
-                    .trim_end_matches(['\r', '\n']);
-                Ok(Request::WriteFile {
-                    path: path.to_string(),
-                    text: text.to_string(),
-                })
-            }
+                text: rest_after(line, &["write-file", path]).to_string(),
+            }),
             ("write-file", _) => Err(RequestError::Usage("write-file <path> <text>")),
             ("read-file", [path]) => Ok(Request::ReadFile {
                 path: path.to_string(),
@@ -277,6 +296,23 @@ impl Request {
             ("shm-probe", _) => Err(RequestError::Usage("shm-probe <byte 0-255>")),
             ("ring-echo", []) => Ok(Request::RingEcho),
             ("ring-echo", _) => Err(RequestError::Usage("ring-echo")),
+            ("health", []) => Ok(Request::Health),
+            ("health", _) => Err(RequestError::Usage("health")),
+            ("map-ring", []) => Ok(Request::MapRing),
+            ("map-ring", _) => Err(RequestError::Usage("map-ring")),
+            ("load", [name, _, ..]) if valid_name(name) => Ok(Request::Load {
+                name: name.to_string(),
+                source: rest_after(line, &["load", name]).to_string(),
+            }),
+            ("load", _) => Err(RequestError::Usage(
+                "load <name: letters, digits, - _ .> <source>",
+            )),
+            ("ring-fault", [fault]) => Ok(Request::RingFault {
+                fault: fault.to_string(),
+            }),
+            ("ring-fault", _) => Err(RequestError::Usage(
+                "ring-fault <magic|version|checksum|length|position>",
+            )),
             (other, _) => Err(RequestError::Unknown(other.to_string())),
         }
     }
@@ -285,7 +321,13 @@ impl Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Ping | Request::Uptime | Request::RingEcho => f.write_str(self.name()),
+            Request::Ping
+            | Request::Uptime
+            | Request::RingEcho
+            | Request::Health
+            | Request::MapRing => f.write_str(self.name()),
+            Request::Load { name, source } => write!(f, "load {name} {source}"),
+            Request::RingFault { fault } => write!(f, "ring-fault {fault}"),
             Request::ReadBlock {
                 device,
                 offset,
@@ -313,10 +355,6 @@ mod tests {
     #[test]
     fn agent_lines_round_trip() {
         let lines = [
-            AgentLine::Ready {
-                version: "0.1.0".into(),
-                uptime_ms: 123_456,
-            },
             AgentLine::Ok {
                 command: "read-block".into(),
                 result: "00ff".into(),
@@ -364,6 +402,10 @@ mod tests {
             "read-file /tmp/x",
             "shm-probe 165",
             "ring-echo",
+            "health",
+            "map-ring",
+            "load multiplier.py def f(x):  return x",
+            "ring-fault checksum",
         ] {
             let req = Request::parse(text).unwrap();
             assert_eq!(req.to_string(), text);
@@ -377,6 +419,17 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         assert_eq!(Request::parse("  "), Err(RequestError::Empty));
+        for bad in [
+            "load ../etc/passwd x",
+            "load .. x",
+            "load name",
+            "health now",
+        ] {
+            assert!(
+                matches!(Request::parse(bad), Err(RequestError::Usage(_))),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             Request::parse("format c:"),
             Err(RequestError::Unknown(_))

@@ -4,23 +4,65 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 
+use reflow_guest_agent::control::Outcome;
 use reflow_guest_agent::protocol::{encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN};
 
 use crate::{console, entropy, power};
 
-/// Executes requests and reports each result on the console.
+/// What a request asks of the caller.
+pub enum Action {
+    /// Send this answer.
+    Reply(Outcome),
+    /// Answer, then power off with this status.
+    PowerOff(i32),
+}
+
+/// Executes requests.
 pub struct Server {
     quiet: bool,
     shm: Option<(u64, u64)>,
+    echo_running: bool,
 }
 
 impl Server {
     pub fn new(quiet: bool, shm: Option<(u64, u64)>) -> Server {
-        Server { quiet, shm }
+        Server {
+            quiet,
+            shm,
+            echo_running: false,
+        }
     }
 
-    /// Handles one request line. Returns `Some(status)` when the request asks
-    /// to power off.
+    /// Whether to keep the console quiet.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Executes one request.
+    pub fn handle(&mut self, request: Request) -> Action {
+        if !self.quiet {
+            println!("reflow-agent: {}", summary(&request));
+        }
+        if let Request::Poweroff { status } = request {
+            return Action::PowerOff(status);
+        }
+        if request == Request::RingEcho && self.echo_running {
+            return Action::Reply(Outcome::Err("the echo service is already running".into()));
+        }
+        let echo = request == Request::RingEcho;
+        let result = execute(request, self.shm, self.echo_running);
+        if echo && result.is_ok() {
+            self.echo_running = true;
+        }
+        Action::Reply(match result {
+            Ok(r) => Outcome::Ok(r),
+            Err(e) => Outcome::Err(e),
+        })
+    }
+
+    /// Handles one request line from the kernel command line and reports
+    /// the result on the console. Returns `Some(status)` when the request
+    /// asks to power off.
     pub fn handle_line(&mut self, line: &str) -> Option<i32> {
         let line = line.trim();
         if line.is_empty() {
@@ -36,23 +78,32 @@ impl Server {
                 return None;
             }
         };
-        if !self.quiet {
-            println!("reflow-agent: {request}");
-        }
-        if let Request::Poweroff { status } = request {
-            return Some(status);
-        }
         let command = request.name().to_string();
-        let reply = match execute(request, self.shm) {
-            Ok(result) => AgentLine::Ok { command, result },
-            Err(message) => AgentLine::Err { command, message },
+        let reply = match self.handle(request) {
+            Action::PowerOff(status) => return Some(status),
+            Action::Reply(Outcome::Ok(result)) => AgentLine::Ok { command, result },
+            Action::Reply(Outcome::Err(message)) => AgentLine::Err { command, message },
         };
         console::say(&reply);
         None
     }
 }
 
-fn execute(request: Request, shm: Option<(u64, u64)>) -> Result<String, String> {
+/// A request as logged: long arguments (sources, entropy) cut short.
+fn summary(request: &Request) -> String {
+    let mut text = request.to_string();
+    if text.len() > 120 {
+        let mut cut = 117;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+fn execute(request: Request, shm: Option<(u64, u64)>, echo: bool) -> Result<String, String> {
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -81,7 +132,36 @@ fn execute(request: Request, shm: Option<(u64, u64)>) -> Result<String, String> 
         Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
         Request::ShmProbe { byte } => crate::shm::probe(shm, byte),
         Request::RingEcho => crate::shm::start_echo(shm).map(|()| "started".into()),
+        Request::Health => Ok(format!(
+            "uptime_ms={} mem_available_kb={} ring={}",
+            power::uptime_ms(),
+            mem_available_kb().unwrap_or(0),
+            if echo { "echo" } else { "idle" }
+        )),
+        Request::MapRing => crate::shm::map_ring(shm),
+        Request::Load { name, source } => load(&name, &source),
+        Request::RingFault { fault } => crate::shm::inject_fault(shm, &fault),
     }
+}
+
+/// Where `load` puts actor sources.
+const ACTORS_DIR: &str = "/run/reflow/actors";
+
+fn load(name: &str, source: &str) -> Result<String, String> {
+    std::fs::create_dir_all(ACTORS_DIR).map_err(|e| format!("{ACTORS_DIR}: {e}"))?;
+    let path = format!("{ACTORS_DIR}/{name}");
+    std::fs::write(&path, source).map_err(|e| format!("{path}: {e}"))?;
+    Ok(format!("stored {} bytes in {path}", source.len()))
+}
+
+fn mem_available_kb() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn read_file(path: &str) -> std::io::Result<String> {

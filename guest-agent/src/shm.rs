@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
 use reflow_ring::layout::RegionLayout;
-use reflow_ring::{Backoff, Consumer, Producer, Region};
+use reflow_ring::{Backoff, Consumer, Fault, Producer, Region};
 
 /// A mapping of the region.
 struct Mapping {
@@ -102,6 +102,35 @@ pub fn probe(region: Option<(u64, u64)>, byte: u8) -> Result<String, String> {
         mb_per_s(m.len * PASSES, write),
         mb_per_s(m.len * PASSES, read)
     ))
+}
+
+/// Maps the region and checks the ring layout the host wrote; answers its
+/// geometry.
+pub fn map_ring(region: Option<(u64, u64)>) -> Result<String, String> {
+    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
+    let m = map(addr, size)?;
+    // SAFETY: the mapping is `m.len` bytes and outlives `shared`.
+    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "bytes={} capacity={}",
+        layout.size, layout.guest_to_host.capacity
+    ))
+}
+
+/// Publishes one broken record on the guest->host ring (a fresh ring: no
+/// echo service may be running).
+pub fn inject_fault(region: Option<(u64, u64)>, fault: &str) -> Result<String, String> {
+    let fault: Fault = fault.parse()?;
+    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
+    let m = map(addr, size)?;
+    // SAFETY: the mapping is `m.len` bytes and outlives `shared`.
+    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
+    Producer::new(&shared, layout.guest_to_host)
+        .send_faulty(fault)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("published a record with a bad {}", fault.name()))
 }
 
 /// Starts the echo service on its own thread: every record on the

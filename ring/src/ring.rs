@@ -36,6 +36,61 @@ pub enum RingError {
     OutOfBounds(#[from] OutOfBounds),
 }
 
+/// How [`Producer::send_faulty`] breaks its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The header magic is wrong.
+    Magic,
+    /// The format version is unknown.
+    Version,
+    /// The stored checksum does not match the contents.
+    Checksum,
+    /// The payload size runs past the ring.
+    Length,
+    /// The published head is beyond anything the ring can hold.
+    Position,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fault, String> {
+        Ok(match s {
+            "magic" => Fault::Magic,
+            "version" => Fault::Version,
+            "checksum" => Fault::Checksum,
+            "length" => Fault::Length,
+            "position" => Fault::Position,
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?} (magic, version, checksum, length, position)"
+                ))
+            }
+        })
+    }
+}
+
+impl Fault {
+    /// Every fault, for tests.
+    pub const ALL: [Fault; 5] = [
+        Fault::Magic,
+        Fault::Version,
+        Fault::Checksum,
+        Fault::Length,
+        Fault::Position,
+    ];
+
+    /// The name [`str::parse`] accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Magic => "magic",
+            Fault::Version => "version",
+            Fault::Checksum => "checksum",
+            Fault::Length => "length",
+            Fault::Position => "position",
+        }
+    }
+}
+
 /// Writes records into a ring.
 pub struct Producer<'a> {
     region: &'a Region,
@@ -94,6 +149,23 @@ impl<'a> Producer<'a> {
     }
 
     fn try_send_from(&mut self, meta: &Metadata, payload: Payload<'_>) -> Result<(), RingError> {
+        self.try_send_tampered(meta, payload, None)
+    }
+
+    /// Publishes one deliberately broken record (see [`Fault`]): for tests
+    /// that prove a consumer survives a hostile producer. The producer is
+    /// unusable afterwards.
+    pub fn send_faulty(&mut self, fault: Fault) -> Result<(), RingError> {
+        let meta = Metadata::default();
+        self.try_send_tampered(&meta, Payload::Bytes(b"hostile"), Some(fault))
+    }
+
+    fn try_send_tampered(
+        &mut self,
+        meta: &Metadata,
+        payload: Payload<'_>,
+        fault: Option<Fault>,
+    ) -> Result<(), RingError> {
         let cap = self.ring.capacity;
         let size = payload.len();
         let len = record::record_len(size)
@@ -158,7 +230,16 @@ impl<'a> Producer<'a> {
             record_len: len,
             sequence: self.sequence,
         };
-        self.region.write(at, &header.encode())?;
+        let mut raw = header.encode();
+        match fault {
+            None => {}
+            Some(Fault::Magic) => raw[0..4].copy_from_slice(b"EVIL"),
+            Some(Fault::Version) => raw[4] = 0xee,
+            Some(Fault::Checksum) => raw[12] ^= 0x5a,
+            Some(Fault::Length) => raw[8..12].copy_from_slice(&(cap as u32 + 1).to_le_bytes()),
+            Some(Fault::Position) => self.head += 2 * cap,
+        }
+        self.region.write(at, &raw)?;
         self.head += len;
         self.sequence += 1;
         self.region
@@ -428,6 +509,33 @@ mod tests {
             }
         }
         assert!(c.try_recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn every_injected_fault_is_an_error_for_the_consumer() {
+        for fault in Fault::ALL {
+            let (mut m, l) = setup(256 * 1024);
+            let r = m.region();
+            let mut p = Producer::new(&r, l.guest_to_host);
+            let mut c = Consumer::new(&r, l.guest_to_host);
+            p.try_send(&meta(0), b"fine").unwrap();
+            p.send_faulty(fault).unwrap();
+            if fault != Fault::Position {
+                // Records before the broken one are still delivered.
+                let v = c.try_recv().unwrap().expect("the good record");
+                c.release(v).unwrap();
+            }
+            let err = c.try_recv().expect_err(fault.name());
+            let expected = match fault {
+                Fault::Magic => matches!(err, RingError::Record(RecordError::BadMagic(_))),
+                Fault::Version => matches!(err, RingError::Record(RecordError::Version(_))),
+                Fault::Checksum => matches!(err, RingError::Record(RecordError::Checksum { .. })),
+                Fault::Length => matches!(err, RingError::Record(RecordError::Length { .. })),
+                Fault::Position => matches!(err, RingError::Corrupt(_)),
+            };
+            assert!(expected, "{fault:?} gave {err:?}");
+            assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
+        }
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! Shared helpers for the integration tests and benches: where the guest
-//! kernel and initramfs are, and whether this machine can run VMs.
+//! kernel and initramfs are, whether this machine can run VMs, and VMs
+//! driven over the agent's control channel.
 //!
 //! `./dev.sh test` builds both (cached) and exports their paths as
 //! `REFLOW_KERNEL` and `REFLOW_INITRAMFS`.
 
-use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use reflow_vmm::protocol::AgentLine;
-use reflow_vmm::GuestEvent;
+use reflow_vmm::hostile::HostileLog;
+use reflow_vmm::protocol::Request;
+use reflow_vmm::shm::SharedRegion;
+use reflow_vmm::snapshot::golden;
+use reflow_vmm::{ControlChannel, ControlError, Vm, VmConfig, VmError, VmIo, VmOutcome};
 
 /// Paths of the boot images.
 #[derive(Debug, Clone)]
@@ -50,73 +56,118 @@ pub fn kvm_available() -> bool {
     false
 }
 
-/// The next agent protocol line, failing the test on a kernel panic or when
-/// `deadline` passes.
-pub fn next_agent_line(rx: &Receiver<GuestEvent>, deadline: Instant) -> AgentLine {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(GuestEvent::Agent(line)) => return line,
-            Ok(GuestEvent::KernelPanic(line)) => panic!("guest kernel panicked: {line}"),
-            Ok(GuestEvent::Ready(_)) => {}
-            Err(e) => panic!("no agent line before the deadline: {e}"),
-        }
-    }
+/// Generous: a boot takes ~10-30 s on nested kvm_pvm hosts, ~0.1 s on bare
+/// metal; a restore ~0.1 s. Only a hung guest gets near it.
+pub const LIMIT: Duration = Duration::from_secs(900);
+
+/// A VM running on its own thread, driven over the agent's control channel.
+pub struct TestVm {
+    pub control: ControlChannel,
+    pub hostile: HostileLog,
+    pub shared: Option<Arc<SharedRegion>>,
+    pub vsock_uds: PathBuf,
+    /// Host time from start to the control channel being ready.
+    pub ready_after: Duration,
+    runner: JoinHandle<Result<VmOutcome, VmError>>,
 }
 
-/// A booted VM whose agent runs the ring echo service.
-pub struct EchoVm {
-    pub shared: std::sync::Arc<reflow_vmm::shm::SharedRegion>,
-    input: std::os::unix::net::UnixStream,
-    events: Receiver<GuestEvent>,
-    runner: std::thread::JoinHandle<Result<reflow_vmm::VmOutcome, reflow_vmm::VmError>>,
-}
-
-impl EchoVm {
-    /// Boots the agent-only guest with a `shm_mib` shared region and starts
-    /// `ring-echo`.
-    pub fn boot(shm_mib: u32) -> EchoVm {
-        use std::io::Write;
-        let images = guest_images();
-        let (mut input, guest_end) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let (tx, events) = std::sync::mpsc::channel();
-        let mut config = reflow_vmm::VmConfig::new(&images.kernel);
-        config.initrd = Some(images.initramfs);
-        config.timeout = Some(std::time::Duration::from_secs(3600));
-        config.shm_mib = shm_mib;
-        let vm = reflow_vmm::Vm::new(
-            config,
-            reflow_vmm::VmIo {
-                console: Box::new(std::io::sink()),
-                input: Some(guest_end.into()),
-                events: Some(tx),
-            },
-        )
-        .expect("create VM");
-        let shared = vm.shared_region().expect("shared region");
+impl TestVm {
+    /// Starts `vm` and waits for its agent's control channel, failing the
+    /// test (with the VM's outcome) if the VM stops first.
+    pub fn start(vm: Vm) -> TestVm {
+        let started = Instant::now();
+        let handle = vm.control();
+        let hostile = vm.hostile();
+        let shared = vm.shared_region();
+        let vsock_uds = vm.vsock_uds().to_path_buf();
         let runner = std::thread::spawn(move || vm.run());
-        let deadline = Instant::now() + std::time::Duration::from_secs(900);
-        let ready = next_agent_line(&events, deadline);
-        assert!(matches!(ready, AgentLine::Ready { .. }), "{ready:?}");
-        input.write_all(b"ring-echo\n").expect("console");
-        let started = next_agent_line(&events, deadline);
-        assert!(
-            matches!(started, AgentLine::Ok { ref result, .. } if result == "started"),
-            "{started:?}"
-        );
-        EchoVm {
+        let control = loop {
+            match handle.wait(Duration::from_millis(200)) {
+                Ok(c) => break c,
+                Err(_) if runner.is_finished() => {
+                    let outcome = runner.join().expect("VM thread");
+                    panic!("the VM stopped before its agent connected: {outcome:#?}");
+                }
+                Err(_) if started.elapsed() > LIMIT => panic!("no agent within {LIMIT:?}"),
+                Err(_) => {}
+            }
+        };
+        TestVm {
+            control,
+            hostile,
             shared,
-            input,
-            events,
+            vsock_uds,
+            ready_after: started.elapsed(),
             runner,
         }
     }
 
+    /// Boots `config` (guest console to `console`).
+    pub fn boot(config: VmConfig, console: Box<dyn Write + Send>) -> TestVm {
+        TestVm::start(Vm::new(config, VmIo::console(console)).expect("create VM"))
+    }
+
+    /// Restores a clone from the snapshot in `dir`.
+    pub fn restore(dir: &Path, config: VmConfig, console: Box<dyn Write + Send>) -> TestVm {
+        TestVm::start(Vm::restore(dir, config, VmIo::console(console)).expect("restore VM"))
+    }
+
+    /// Sends a request (text form) and returns the agent's answer.
+    pub fn request(&mut self, text: &str) -> Result<String, ControlError> {
+        let request = Request::parse(text).expect("a valid request");
+        self.control.request(&request, LIMIT)
+    }
+
+    /// Sends a request that must succeed.
+    pub fn ok(&mut self, text: &str) -> String {
+        self.request(text)
+            .unwrap_or_else(|e| panic!("{text:?} failed: {e}"))
+    }
+
     /// Powers the guest off and returns how the VM ended.
-    pub fn power_off(mut self) -> reflow_vmm::VmOutcome {
-        use std::io::Write;
-        self.input.write_all(b"poweroff 0\n").expect("console");
-        drop(self.events);
+    pub fn power_off(mut self) -> VmOutcome {
+        self.ok("poweroff 0");
         self.runner.join().expect("VM thread").expect("VM ran")
+    }
+}
+
+/// The golden snapshot of the agent-only guest with a `shm_mib` region,
+/// created on first use in the test cache (`REFLOW_CACHE_DIR`, else the
+/// user cache), and the config to restore it with.
+pub fn golden_agent_vm(shm_mib: u32) -> (PathBuf, VmConfig) {
+    let images = guest_images();
+    let mut config = VmConfig::new(&images.kernel);
+    config.initrd = Some(images.initramfs);
+    config.timeout = Some(Duration::from_secs(3600));
+    config.shm_mib = shm_mib;
+    let cache = reflow_guest_image::cache_root();
+    let golden =
+        golden::ensure(&config, &cache, &|m| eprintln!("[golden] {m}")).expect("golden snapshot");
+    (golden.dir, config)
+}
+
+/// A VM restored from a golden snapshot whose agent runs the ring echo
+/// service.
+pub struct EchoVm {
+    pub shared: Arc<SharedRegion>,
+    pub vm: TestVm,
+}
+
+impl EchoVm {
+    /// Restores the agent-only guest with a `shm_mib` shared region and
+    /// starts `ring-echo`.
+    pub fn restore(shm_mib: u32) -> EchoVm {
+        let (dir, config) = golden_agent_vm(shm_mib);
+        let mut vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
+        assert_eq!(vm.ok("ring-echo"), "started");
+        EchoVm {
+            shared: vm.shared.clone().expect("a shared region"),
+            vm,
+        }
+    }
+
+    /// Powers the guest off and returns how the VM ended.
+    pub fn power_off(self) -> VmOutcome {
+        self.vm.power_off()
     }
 }

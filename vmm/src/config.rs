@@ -41,7 +41,15 @@ pub struct VmConfig {
     pub host: Option<HostKind>,
     /// Size of the host<->guest shared-memory region in MiB (0: none).
     pub shm_mib: u32,
+    /// The vsock Unix socket (Firecracker's hybrid vsock: host processes
+    /// connect here and write `CONNECT <port>`; guest connections to host
+    /// port P go to `<path>_P`). `None`: a private path under the runtime
+    /// directory, removed with the VM.
+    pub vsock_uds: Option<PathBuf>,
 }
+
+/// The guest's vsock CID (each VM has its own socket, so all can share it).
+pub const GUEST_CID: u64 = 3;
 
 impl VmConfig {
     /// A config with defaults for everything but the kernel.
@@ -56,6 +64,7 @@ impl VmConfig {
             timeout: None,
             host: None,
             shm_mib: 0,
+            vsock_uds: None,
         }
     }
 }
@@ -71,7 +80,7 @@ pub enum ConfigError {
     VcpuCount(u8),
     #[error("a shared-memory region of {0} MiB is over the limit of {MAX_SHM_MIB} MiB")]
     ShmTooLarge(u32),
-    #[error("{0} disks requested: at most {1} virtio devices fit the interrupt lines")]
+    #[error("{0} disks requested: at most {max} fit the interrupt lines beside the vsock device", max = .1 - 1)]
     TooManyDisks(usize, usize),
 }
 
@@ -96,7 +105,8 @@ impl VmConfig {
         if self.shm_mib > MAX_SHM_MIB {
             return Err(ConfigError::ShmTooLarge(self.shm_mib));
         }
-        if self.disks.len() > MAX_VIRTIO_DEVICES {
+        // One virtio slot is the vsock device's.
+        if self.disks.len() + 1 > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDisks(
                 self.disks.len(),
                 MAX_VIRTIO_DEVICES,
@@ -131,8 +141,8 @@ mod tests {
             Err(ConfigError::ShmTooLarge(1 << 20))
         );
         assert!(matches!(
-            c(|c| c.disks = vec![PathBuf::from("d"); 20]),
-            Err(ConfigError::TooManyDisks(20, _))
+            c(|c| c.disks = vec![PathBuf::from("d"); 19]),
+            Err(ConfigError::TooManyDisks(19, _))
         ));
     }
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod host;
+pub mod hostile;
 pub mod loader;
 pub mod memory;
 pub mod shm;
@@ -35,4 +36,7 @@ pub use console::{AgentReady, GuestEvent};
 pub use host::HostKind;
 pub use reflow_guest_agent::protocol;
 pub use vcpu::exit::StopReason;
-pub use vm::{PausedVm, RunningVm, StopHandle, Vm, VmError, VmIo, VmOutcome};
+pub use vm::{
+    AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm, StopHandle, Vm,
+    VmError, VmIo, VmOutcome,
+};

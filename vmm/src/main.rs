@@ -8,13 +8,13 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use reflow_vmm::protocol::Request;
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
 
@@ -55,9 +55,15 @@ struct Cli {
     /// Write the guest console to this file instead of stdout.
     #[arg(long)]
     console: Option<PathBuf>,
-    /// Do not forward stdin to the guest console.
+    /// Do not forward stdin to the guest's serial console (the agent takes
+    /// requests over vsock; the console is for logs).
     #[arg(long)]
     no_input: bool,
+    /// The VM's vsock Unix socket: `CONNECT <port>` on it reaches guest
+    /// ports; guest connections to host port P go to `<path>_P` (default: a
+    /// private path, removed on exit).
+    #[arg(long)]
+    vsock: Option<PathBuf>,
     /// Size of the host<->guest shared-memory region in MiB (0: none).
     #[arg(long, default_value_t = 0)]
     shm: u32,
@@ -73,9 +79,9 @@ struct Cli {
     /// else ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// A request typed into the agent's console once it is ready (repeat for
-    /// more; e.g. --request "random 16" --request "poweroff 0"). Replaces
-    /// forwarding stdin.
+    /// A request sent to the agent over its control channel once it is
+    /// ready; each answer is printed on stdout (repeat for more; e.g.
+    /// --request "random 16" --request "poweroff 0").
     #[arg(long = "request")]
     requests: Vec<String>,
 }
@@ -98,6 +104,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sends `requests` over the control channel, printing each answer.
+fn send_requests(control: &reflow_vmm::ControlHandle, requests: Vec<Request>) {
+    let mut channel = match control.wait(Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[vmm] control channel: {e}");
+            return;
+        }
+    };
+    for request in requests {
+        match channel.request(&request, Duration::from_secs(600)) {
+            Ok(result) => println!("{} -> {result}", request.name()),
+            Err(e) => eprintln!("[vmm] {}: {e}", request.name()),
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
     let mut config = VmConfig::new(cli.kernel);
     config.initrd = cli.initrd;
@@ -107,6 +130,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
     config.extra_cmdline = cli.append;
     config.timeout = cli.timeout.map(Duration::from_secs);
     config.shm_mib = cli.shm;
+    config.vsock_uds = cli.vsock.clone();
     config.host = match cli.host {
         HostArg::Auto => None,
         HostArg::Native => Some(HostKind::Native),
@@ -119,12 +143,12 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         ),
         None => Box::new(std::io::stdout()),
     };
-    let mut requests = None;
-    let input = if !cli.requests.is_empty() {
-        let (host_end, guest_end) = UnixStream::pair()?;
-        requests = Some((host_end, cli.requests.clone()));
-        Some(guest_end.into())
-    } else if cli.no_input {
+    let requests = cli
+        .requests
+        .iter()
+        .map(|r| Request::parse(r).map_err(|e| format!("--request {r:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let input = if cli.no_input || !requests.is_empty() {
         None
     } else {
         std::io::stdin().as_fd().try_clone_to_owned().ok()
@@ -158,10 +182,10 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         );
         vm
     };
-    // Report the agent's readiness as it happens, then type the requests
-    // (the stream stays open until the guest is done).
+    // Report the agent's readiness as it happens, then send the requests.
+    let control = vm.control();
     let reporter = std::thread::spawn(move || {
-        let mut requests = requests;
+        let mut requests = Some(requests);
         for event in rx {
             match event {
                 GuestEvent::Ready(r) => {
@@ -170,10 +194,8 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
                         r.guest_uptime.as_secs_f64(),
                         r.host_elapsed.as_secs_f64()
                     );
-                    if let Some((stream, lines)) = requests.as_mut() {
-                        for line in lines.drain(..) {
-                            let _ = writeln!(stream, "{line}");
-                        }
+                    if let Some(requests) = requests.take().filter(|r| !r.is_empty()) {
+                        send_requests(&control, requests);
                     }
                 }
                 GuestEvent::KernelPanic(line) => eprintln!("[vmm] guest kernel panic: {line}"),

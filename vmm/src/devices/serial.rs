@@ -209,17 +209,11 @@ impl MutEventSubscriber for SerialInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     fn device() -> (SerialDevice, EventFdTrigger, Arc<EventFd>) {
         let irq = EventFdTrigger::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let room = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        let (sink, _) = ConsoleSink::new(
-            Box::new(std::io::sink()),
-            None,
-            Instant::now(),
-            crate::console::ReadyOn::AgentReadyLine,
-        );
+        let (sink, _) = ConsoleSink::new(Box::new(std::io::sink()), None);
         (
             SerialDevice::new(irq.clone(), sink, room.clone()),
             irq,

@@ -15,7 +15,7 @@ use super::state::SnapshotState;
 
 pub const MAGIC: &[u8; 8] = b"RFLWSNAP";
 /// Bumped whenever [`SnapshotState`] or the memory layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 /// Refuse absurd body lengths before allocating.
 const MAX_BODY_LEN: u64 = 64 << 20;
@@ -111,6 +111,20 @@ mod tests {
                 in_buffer: vec![b'x'],
             },
             transports: vec![],
+            vsock: TransportSnapshot {
+                device_type: 19,
+                status: 15,
+                device_features_sel: 0,
+                driver_features_sel: 0,
+                acked_features: 1 << 32,
+                queue_sel: 2,
+                interrupt_status: 0,
+                config_generation: 0,
+                queues: vec![],
+                disk_sectors: 0,
+            },
+            shm_size: 0,
+            shm_addr: 0,
         }
     }
 

@@ -6,8 +6,6 @@
 //! host kind, the snapshot format version and this monitor's version. A
 //! changed input gets a new key and a new snapshot; nothing stale is reused.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,7 +15,6 @@ use super::file::FORMAT_VERSION;
 use super::{MEMORY_FILE, STATE_FILE};
 use crate::config::VmConfig;
 use crate::host::HostKind;
-use crate::protocol::AgentLine;
 use crate::vcpu::exit::StopReason;
 use crate::vm::{Vm, VmError, VmIo};
 
@@ -68,10 +65,11 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
 pub fn key(config: &VmConfig, host: HostKind) -> Result<String, GoldenError> {
     let mut h = Sha256::new();
     h.update(format!(
-        "format={FORMAT_VERSION} monitor={} mem={} vcpus={} host={host:?} cmdline={}\n",
+        "format={FORMAT_VERSION} monitor={} mem={} vcpus={} shm={} host={host:?} cmdline={}\n",
         env!("CARGO_PKG_VERSION"),
         config.mem_mib,
         config.vcpus,
+        config.shm_mib,
         config.extra_cmdline
     ));
     h.update(b"kernel\n");
@@ -92,8 +90,8 @@ fn complete(dir: &Path) -> bool {
 }
 
 /// Returns the golden snapshot for `config` under `cache_root/snapshots/`,
-/// creating it if needed: boot, wait until the agent serves requests,
-/// pause, write. `progress` hears what is going on (creating takes minutes
+/// creating it if needed: boot, wait until the agent's control handshake
+/// is done, pause, write. `progress` hears what is going on (creating takes minutes
 /// on hosts that emulate the guest kernel).
 pub fn ensure(
     config: &VmConfig,
@@ -115,41 +113,16 @@ pub fn ensure(
         "creating golden snapshot {key}: booting the guest once (seconds on bare-metal KVM, \
          about a minute where the guest kernel is emulated)"
     ));
-    let (mut host_end, guest_end) = UnixStream::pair().map_err(|source| GoldenError::Cache {
-        path: dir.clone(),
-        source,
-    })?;
     let mut boot = config.clone();
     boot.host = Some(host);
     boot.timeout = Some(BOOT_LIMIT);
-    let vm = Vm::new(
-        boot,
-        VmIo {
-            console: Box::new(std::io::sink()),
-            input: Some(guest_end.into()),
-            events: None,
-        },
-    )?;
+    // A private socket: the snapshot must not depend on the caller's.
+    boot.vsock_uds = None;
+    let vm = Vm::new(boot, VmIo::console(Box::new(std::io::sink())))?;
     let mut running = vm.start()?;
-    // Ready, then a ping answered: the agent is back waiting on its console,
-    // which is where every clone starts.
-    let mut pinged = false;
-    let stop = running.wait_until(
-        |console| {
-            if console.ready.is_none() {
-                return false;
-            }
-            if !pinged {
-                pinged = host_end.write_all(b"ping\n").is_ok();
-            }
-            console.tail.iter().any(|l| {
-                AgentLine::parse(l).is_some_and(
-                    |a| matches!(a, AgentLine::Ok { ref command, .. } if command == "ping"),
-                )
-            })
-        },
-        None,
-    )?;
+    // Ready means the agent finished its control handshake and waits for
+    // requests: where every clone starts (and reconnects from).
+    let stop = running.wait_until(|console| console.ready.is_some(), None)?;
     if let Some(stop) = stop {
         let outcome = running.finish(stop.clone());
         return Err(GoldenError::NotReady {

@@ -157,5 +157,13 @@ pub struct SnapshotState {
     pub vcpus: Vec<VcpuState>,
     pub vm: KvmVmState,
     pub serial: SerialSnapshot,
+    /// The disks' transports, in order.
     pub transports: Vec<TransportSnapshot>,
+    /// The vsock device's transport (its connections are not kept: the
+    /// restored guest is told to reset them).
+    pub vsock: TransportSnapshot,
+    /// Shared-memory region size in bytes (0: none) and guest address. Its
+    /// contents are not kept: a restored region starts with empty rings.
+    pub shm_size: u64,
+    pub shm_addr: u64,
 }

@@ -1,7 +1,8 @@
 //! The VM's devices: buses for the vCPUs, subscribers for the event loop.
 //! Built the same way for a fresh boot and for a restored snapshot.
 
-use std::path::PathBuf;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -10,16 +11,19 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::control::{ControlHandle, ControlServer};
 use super::kvm::kvm_err;
 use super::{VmError, VmIo};
 use crate::arch::layout::{SERIAL_IRQ, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
-use crate::console::{ConsoleSink, ConsoleState, ReadyOn};
+use crate::config::GUEST_CID;
+use crate::console::{ConsoleSink, ConsoleState};
 use crate::devices::bus::{lock, Bus};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{SerialDevice, SerialInput, COM1_BASE, COM1_LEN};
 use crate::devices::trigger::EventFdTrigger;
 use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
-use crate::devices::virtio::{Block, MmioTransport};
+use crate::devices::virtio::{Block, MmioTransport, Vsock};
+use crate::hostile::HostileLog;
 use crate::snapshot::state::{SerialSnapshot, TransportSnapshot};
 use crate::vcpu::exit::ExitBus;
 
@@ -75,6 +79,25 @@ impl MutEventSubscriber for QueueNotifier {
     }
 }
 
+/// Runs a device's host side (its backend fd) on the event loop; at start,
+/// lets it deliver anything it owes the driver (a restored vsock's reset).
+struct BackendNotifier {
+    transport: Arc<Mutex<MmioTransport>>,
+    fd: RawFd,
+}
+
+impl MutEventSubscriber for BackendNotifier {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data_raw(self.fd, 0, EventSet::IN)) {
+            tracing::error!(error = ?e, "cannot watch a device backend");
+        }
+        lock(&self.transport).process_backend();
+    }
+    fn process(&mut self, _: Events, _: &mut EventOps) {
+        lock(&self.transport).process_backend();
+    }
+}
+
 pub(super) type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
 /// A block device's transport and disk size (recorded in snapshots).
@@ -89,6 +112,7 @@ pub(super) struct Devices {
     pub events: EventManager<Subscriber>,
     pub serial: Arc<Mutex<SerialDevice>>,
     pub disks: Vec<Disk>,
+    pub vsock: Arc<Mutex<MmioTransport>>,
     pub console: Arc<Mutex<ConsoleState>>,
     pub wake: Arc<EventFd>,
     /// Signalled when the UART's receive FIFO has room (and once at start,
@@ -100,13 +124,24 @@ pub(super) struct Devices {
 pub(super) struct DeviceRestore<'a> {
     pub serial: &'a SerialSnapshot,
     pub transports: &'a [TransportSnapshot],
+    pub vsock: &'a TransportSnapshot,
+}
+
+/// What connects the VM's devices to its owner.
+pub(super) struct Links<'a> {
+    pub io: VmIo,
+    pub started: Instant,
+    pub vsock_uds: &'a Path,
+    pub hostile: HostileLog,
+    pub control: ControlHandle,
 }
 
 fn eventfd() -> Result<EventFd, VmError> {
     EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)
 }
 
-/// The `virtio_mmio.device=` parameters for `count` devices.
+/// The `virtio_mmio.device=` parameters for `count` devices (the disks,
+/// then the vsock device).
 pub(super) fn virtio_cmdline(count: usize) -> Vec<String> {
     (0..count as u64)
         .map(|i| {
@@ -119,18 +154,67 @@ pub(super) fn virtio_cmdline(count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Creates the serial console, i8042 and one virtio-blk per disk, wired to
-/// KVM (irqfds, ioeventfds) and to the event loop. `typeahead` is typed into
-/// the console before any host input.
+/// Puts a virtio device on the MMIO bus at slot `slot`: its interrupt, its
+/// queue ioeventfds and its event-loop subscribers.
+fn attach(
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    slot: usize,
+    device: Box<dyn crate::devices::virtio::VirtioDevice>,
+    restore: Option<&TransportSnapshot>,
+    mmio: &mut Bus,
+    events: &mut EventManager<Subscriber>,
+) -> Result<Arc<Mutex<MmioTransport>>, VmError> {
+    let base = VIRTIO_MMIO_START + slot as u64 * VIRTIO_MMIO_SIZE;
+    let irq = eventfd()?;
+    vm_fd
+        .register_irqfd(&irq, VIRTIO_IRQ_BASE + slot as u32)
+        .map_err(kvm_err("register virtio irqfd"))?;
+    let mut transport = MmioTransport::new(device, mem.clone(), EventFdTrigger::new(irq));
+    if let Some(snap) = restore {
+        transport.restore(snap)?;
+    }
+    let mut evts = Vec::new();
+    for q in 0..transport.queue_count() as u32 {
+        let evt = eventfd()?;
+        vm_fd
+            .register_ioevent(&evt, &IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY), q)
+            .map_err(kvm_err("register virtio ioeventfd"))?;
+        evts.push(evt);
+    }
+    let backend = transport.backend_fd();
+    let transport = Arc::new(Mutex::new(transport));
+    mmio.insert(base, VIRTIO_MMIO_SIZE, transport.clone())?;
+    events.add_subscriber(Box::new(QueueNotifier {
+        transport: transport.clone(),
+        evts,
+    }));
+    if let Some(fd) = backend {
+        events.add_subscriber(Box::new(BackendNotifier {
+            transport: transport.clone(),
+            fd,
+        }));
+    }
+    Ok(transport)
+}
+
+/// Creates the serial console, i8042, one virtio-blk per disk and the
+/// vsock device with the agent's control listener, wired to KVM (irqfds,
+/// ioeventfds) and to the event loop.
 pub(super) fn build(
     vm_fd: &VmFd,
     mem: &GuestMemoryMmap,
     disks: &[PathBuf],
-    io: VmIo,
-    started: Instant,
+    links: Links<'_>,
     restore: Option<DeviceRestore<'_>>,
-    typeahead: Vec<u8>,
 ) -> Result<Devices, VmError> {
+    let Links {
+        io,
+        started,
+        vsock_uds,
+        hostile,
+        control,
+    } = links;
     let mut events = EventManager::<Subscriber>::new().map_err(VmError::EventManager)?;
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -139,12 +223,8 @@ pub(super) fn build(
     vm_fd
         .register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(kvm_err("register serial irqfd"))?;
-    let ready_on = if restore.is_some() {
-        ReadyOn::RestoredUptime
-    } else {
-        ReadyOn::AgentReadyLine
-    };
-    let (sink, console) = ConsoleSink::new(io.console, io.events, started, ready_on);
+    let control_events = io.events.clone();
+    let (sink, console) = ConsoleSink::new(io.console, io.events);
     let room = Arc::new(eventfd()?);
     let irq = EventFdTrigger::new(serial_irq);
     let serial = match &restore {
@@ -153,12 +233,12 @@ pub(super) fn build(
     };
     let serial = Arc::new(Mutex::new(serial));
     pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
-    if io.input.is_some() || !typeahead.is_empty() {
+    if io.input.is_some() {
         events.add_subscriber(Box::new(SerialInput::new(
             serial.clone(),
             io.input,
             room.clone(),
-            typeahead,
+            Vec::new(),
         )));
     }
     pio.insert(I8042_BASE, I8042_LEN, Arc::new(Mutex::new(I8042::new())))?;
@@ -174,17 +254,10 @@ pub(super) fn build(
     }
     let mut out_disks = Vec::new();
     for (i, path) in disks.iter().enumerate() {
-        let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
-        let irq = eventfd()?;
-        vm_fd
-            .register_irqfd(&irq, VIRTIO_IRQ_BASE + i as u32)
-            .map_err(kvm_err("register virtio irqfd"))?;
         let block = Block::open(path, &format!("reflow-disk-{i}"))?;
         let sectors = block.sectors();
-        let mut transport =
-            MmioTransport::new(Box::new(block), mem.clone(), EventFdTrigger::new(irq));
-        if let Some(r) = &restore {
-            let snap = &r.transports[i];
+        let snap = restore.as_ref().map(|r| &r.transports[i]);
+        if let Some(snap) = snap {
             if snap.disk_sectors != sectors {
                 return Err(VmError::SnapshotMismatch(format!(
                     "disk {} has {sectors} sectors, the snapshot's had {}",
@@ -192,24 +265,28 @@ pub(super) fn build(
                     snap.disk_sectors
                 )));
             }
-            transport.restore(snap)?;
         }
-        let mut evts = Vec::new();
-        for q in 0..transport.queue_count() as u32 {
-            let evt = eventfd()?;
-            vm_fd
-                .register_ioevent(&evt, &IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY), q)
-                .map_err(kvm_err("register virtio ioeventfd"))?;
-            evts.push(evt);
-        }
-        let transport = Arc::new(Mutex::new(transport));
-        mmio.insert(base, VIRTIO_MMIO_SIZE, transport.clone())?;
-        events.add_subscriber(Box::new(QueueNotifier {
-            transport: transport.clone(),
-            evts,
-        }));
+        let transport = attach(vm_fd, mem, i, Box::new(block), snap, &mut mmio, &mut events)?;
         out_disks.push(Disk { transport, sectors });
     }
+    let vsock = Vsock::new(GUEST_CID, vsock_uds, hostile.clone(), restore.is_some())?;
+    let vsock = attach(
+        vm_fd,
+        mem,
+        disks.len(),
+        Box::new(vsock),
+        restore.as_ref().map(|r| r.vsock),
+        &mut mmio,
+        &mut events,
+    )?;
+    events.add_subscriber(Box::new(ControlServer::bind(
+        vsock_uds,
+        control,
+        console.clone(),
+        control_events,
+        hostile,
+        started,
+    )?));
     let wake = Arc::new(eventfd()?);
     events.add_subscriber(Box::new(Wake(wake.clone())));
     Ok(Devices {
@@ -217,6 +294,7 @@ pub(super) fn build(
         events,
         serial,
         disks: out_disks,
+        vsock,
         console,
         wake,
         serial_room: room,

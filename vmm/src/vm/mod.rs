@@ -2,6 +2,7 @@
 //! [`Vm::new`] boots from a kernel, [`Vm::restore`] from a snapshot; both
 //! give a [`Vm`] that [`Vm::start`]s into a [`RunningVm`].
 
+pub mod control;
 mod devices;
 mod kvm;
 mod outcome;
@@ -9,7 +10,7 @@ mod run;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+pub use control::{AgentHello, ControlChannel, ControlError, ControlHandle};
 pub use outcome::{
     VmOutcome, EXIT_GUEST_CRASH, EXIT_KERNEL_PANIC, EXIT_MONITOR_ERROR, EXIT_TIMEOUT,
 };
@@ -31,14 +33,16 @@ use crate::devices::bus::BusError;
 use crate::devices::serial::SerialRestoreError;
 use crate::devices::virtio::block::BlockError;
 use crate::devices::virtio::mmio::RestoreError;
+use crate::devices::virtio::vsock::muxer::MuxerError;
 use crate::host::HostKind;
+use crate::hostile::HostileLog;
 use crate::loader::{self, LoaderError};
 use crate::memory::{self, MemoryError};
 use crate::shm::{self, SharedRegion, ShmError};
 use crate::snapshot::memory::SnapshotMemoryError;
 use crate::snapshot::{file as snapfile, SnapshotFileError, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::{Vcpu, VcpuError};
-use devices::{DeviceRestore, Devices};
+use devices::{DeviceRestore, Devices, Links};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +113,10 @@ pub enum VmError {
     TransportRestore(#[from] RestoreError),
     #[error(transparent)]
     Shm(#[from] ShmError),
-    #[error("getting entropy for a restored clone: {0}")]
-    Entropy(std::io::Error),
+    #[error(transparent)]
+    Vsock(#[from] MuxerError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// Where the guest console goes and what the caller hears about the guest.
@@ -147,37 +153,23 @@ pub struct Vm {
     cpu_fingerprint: u64,
     shared: Option<Arc<SharedRegion>>,
     stop_requested: Arc<AtomicBool>,
+    vsock_uds: PathBuf,
+    control: ControlHandle,
+    hostile: HostileLog,
 }
 
-/// Fresh entropy for a restored clone.
-fn host_entropy() -> Result<[u8; 32], VmError> {
-    let mut buf = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(VmError::Entropy)?,
-        &mut buf,
-    )
-    .map_err(VmError::Entropy)?;
-    Ok(buf)
-}
-
-/// What the monitor types into a restored clone's console before anything
-/// else: fresh entropy for the kernel RNG, the host's wall clock, and an
-/// `uptime` whose answer marks the clone ready.
-fn restore_typeahead() -> Result<Vec<u8>, VmError> {
-    use crate::protocol::Request;
-    let unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let lines = [
-        Request::Reseed {
-            entropy: host_entropy()?.to_vec(),
-        },
-        Request::SetTime { unix_ns },
-        Request::Uptime,
-    ];
-    let text: String = lines.iter().map(|r| format!("{r}\n")).collect();
-    Ok(text.into_bytes())
+/// A private vsock socket path for a VM without one configured: short
+/// (Unix socket paths hold 107 bytes, and `_<port>` is appended) and unique
+/// per process and VM.
+fn default_vsock_uds() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir() && d.as_os_str().len() < 60)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    dir.join(format!("reflow-vm-{}-{n}.vsock", std::process::id()))
 }
 
 impl Vm {
@@ -211,7 +203,7 @@ impl Vm {
             .map(|r| r.cmdline_param())
             .unwrap_or_default();
         let host_switches = host.cmdline_switches();
-        let virtio = devices::virtio_cmdline(config.disks.len());
+        let virtio = devices::virtio_cmdline(config.disks.len() + 1);
         let mut parts = vec![BASE_CMDLINE, host_switches.as_str(), shm_param.as_str()];
         parts.extend(virtio.iter().map(String::as_str));
         parts.push(config.extra_cmdline.as_str());
@@ -237,7 +229,16 @@ impl Vm {
                 source,
             })?;
 
-        let devices = devices::build(&vm_fd, &mem, &config.disks, io, started, None, Vec::new())?;
+        let vsock_uds = config.vsock_uds.clone().unwrap_or_else(default_vsock_uds);
+        let (control, hostile) = (ControlHandle::default(), HostileLog::default());
+        let links = Links {
+            io,
+            started,
+            vsock_uds: &vsock_uds,
+            hostile: hostile.clone(),
+            control: control.clone(),
+        };
+        let devices = devices::build(&vm_fd, &mem, &config.disks, links, None)?;
         let supported = kvm::supported_cpuid(&kvm)?;
         let vcpus = (0..config.vcpus)
             .map(|id| Vcpu::new(&vm_fd, id, config.vcpus, &supported))
@@ -261,22 +262,22 @@ impl Vm {
             cpu_fingerprint: kvm::cpu_fingerprint(&supported),
             shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
+            vsock_uds,
+            control,
+            hostile,
         })
     }
 
     /// Restores a clone from the snapshot in `dir`. `config` must describe
-    /// the same VM (memory, vCPUs, disks); its kernel, initrd and command
-    /// line are not used. Guest RAM is mapped copy-on-write from the
-    /// snapshot, which stays untouched. Before anything else, the clone is
-    /// given fresh entropy and the host's time; it counts as ready when it
-    /// has taken them.
+    /// the same VM (memory, vCPUs, disks, shared-memory size); its kernel,
+    /// initrd and command line are not used. Guest RAM is mapped
+    /// copy-on-write from the snapshot, which stays untouched. The clone's
+    /// vsock connections are reset, so its agent reconnects to this VM's
+    /// socket and gets fresh entropy and the host's time in the handshake;
+    /// it counts as ready when it has taken them. A shared-memory region
+    /// starts fresh (rings empty): map rings after the restore.
     pub fn restore(dir: &Path, config: VmConfig, io: VmIo) -> Result<Vm, VmError> {
         config.validate()?;
-        if config.shm_mib != 0 {
-            return Err(VmError::SnapshotMismatch(
-                "snapshots do not carry a shared-memory region yet".into(),
-            ));
-        }
         let started = Instant::now();
         let state_path = dir.join(STATE_FILE);
         let bytes = std::fs::read(&state_path).map_err(|source| VmError::SnapshotIo {
@@ -311,21 +312,57 @@ impl Vm {
                 "it was taken on a host with different CPU features".into(),
             ));
         }
+        let shm_size = u64::from(config.shm_mib) << 20;
+        if state.shm_size != shm_size {
+            return Err(VmError::SnapshotMismatch(format!(
+                "the snapshot has a {} MiB shared-memory region, the VM config {} MiB",
+                state.shm_size >> 20,
+                config.shm_mib
+            )));
+        }
+        if state.transports.len() != config.disks.len() {
+            return Err(VmError::SnapshotMismatch(format!(
+                "the snapshot has {} disks, the VM config {}",
+                state.transports.len(),
+                config.disks.len()
+            )));
+        }
         let vm_fd = kvm::create_vm(&kvm)?;
         let mem = crate::snapshot::memory::map_private(&dir.join(MEMORY_FILE), mem_size)?;
         memory::register(&vm_fd, &mem)?;
+        let shared = match shm_size {
+            0 => None,
+            size => {
+                let region = SharedRegion::create(size, shm::guest_base(mem_size))?;
+                if region.guest_addr() != state.shm_addr {
+                    return Err(VmError::SnapshotMismatch(
+                        "the shared-memory region would move in guest memory".into(),
+                    ));
+                }
+                region.register(&vm_fd, mem.num_regions() as u32)?;
+                Some(Arc::new(region))
+            }
+        };
         kvm::restore_state(&vm_fd, &state.vm)?;
+        let vsock_uds = config.vsock_uds.clone().unwrap_or_else(default_vsock_uds);
+        let (control, hostile) = (ControlHandle::default(), HostileLog::default());
+        let links = Links {
+            io,
+            started,
+            vsock_uds: &vsock_uds,
+            hostile: hostile.clone(),
+            control: control.clone(),
+        };
         let devices = devices::build(
             &vm_fd,
             &mem,
             &config.disks,
-            io,
-            started,
+            links,
             Some(DeviceRestore {
                 serial: &state.serial,
                 transports: &state.transports,
+                vsock: &state.vsock,
             }),
-            restore_typeahead()?,
         )?;
         let mut vcpus = Vec::new();
         for s in &state.vcpus {
@@ -345,8 +382,11 @@ impl Vm {
             cmdline: state.cmdline,
             host,
             cpu_fingerprint: fingerprint,
-            shared: None,
+            shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
+            vsock_uds,
+            control,
+            hostile,
         })
     }
 
@@ -364,22 +404,21 @@ impl Vm {
     pub fn host(&self) -> HostKind {
         self.host
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Where the agent's control channel will appear once the VM runs.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
 
-    #[test]
-    fn restore_typeahead_reseeds_sets_time_and_asks_uptime() {
-        // The console marks a restored clone ready on this `uptime` answer.
-        let t = String::from_utf8(restore_typeahead().unwrap()).unwrap();
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("reseed ") && lines[0].len() == 7 + 64);
-        assert!(lines[1].starts_with("settime "));
-        assert_eq!(lines[2], "uptime");
-        let other = String::from_utf8(restore_typeahead().unwrap()).unwrap();
-        assert_ne!(t.lines().next(), other.lines().next(), "entropy repeated");
+    /// What the guest did that it must not (bad vsock packets, broken
+    /// queues, protocol violations).
+    pub fn hostile(&self) -> HostileLog {
+        self.hostile.clone()
+    }
+
+    /// The VM's vsock Unix socket (`CONNECT <port>` here reaches guest
+    /// ports).
+    pub fn vsock_uds(&self) -> &Path {
+        &self.vsock_uds
     }
 }

@@ -20,6 +20,8 @@ pub struct VmOutcome {
     pub console_tail: Vec<String>,
     /// Host time from `run` to the stop.
     pub elapsed: Duration,
+    /// The latest hostile-input reports (see [`crate::hostile`]).
+    pub hostile: Vec<String>,
 }
 
 /// Exit codes of [`VmOutcome::exit_code`] that are not the guest's own.
@@ -60,6 +62,7 @@ mod tests {
             kernel_panic: panic.then(|| "Kernel panic - not syncing".into()),
             console_tail: vec![],
             elapsed: Duration::ZERO,
+            hostile: vec![],
         }
     }
 

@@ -167,6 +167,16 @@ impl RunningVm {
         lock(&self.vm.devices.console).ready
     }
 
+    /// Where the agent's control channel appears.
+    pub fn control(&self) -> super::ControlHandle {
+        self.vm.control()
+    }
+
+    /// The VM (for its accessors).
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
     /// Stops every vCPU and reports the outcome with `reason`.
     pub fn finish(mut self, reason: StopReason) -> VmOutcome {
         let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads));
@@ -178,6 +188,7 @@ impl RunningVm {
             kernel_panic: console.panic,
             console_tail: console.tail.into_iter().collect(),
             elapsed: self.started.elapsed(),
+            hostile: self.vm.hostile.recent(),
         }
     }
 
@@ -200,11 +211,6 @@ impl PausedVm {
     /// `memory.bin`.
     pub fn snapshot(&self, dir: &Path) -> Result<(), VmError> {
         let vm = &self.vm;
-        if vm.shared.is_some() {
-            return Err(VmError::SnapshotMismatch(
-                "snapshots do not carry a shared-memory region yet".into(),
-            ));
-        }
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| VmError::SnapshotIo { path, source }
@@ -233,6 +239,9 @@ impl PausedVm {
                 .iter()
                 .map(|d| lock(&d.transport).snapshot(d.sectors))
                 .collect(),
+            vsock: lock(&vm.devices.vsock).snapshot(0),
+            shm_size: vm.shared.as_ref().map_or(0, |r| r.size()),
+            shm_addr: vm.shared.as_ref().map_or(0, |r| r.guest_addr()),
         };
         let bytes = snapfile::encode(&state).map_err(|source| VmError::SnapshotFile {
             path: dir.join(STATE_FILE),

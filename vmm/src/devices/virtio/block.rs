@@ -175,10 +175,11 @@ impl VirtioDevice for Block {
 
     fn process_queue(
         &mut self,
-        _index: usize,
-        queue: &mut Queue,
+        index: usize,
+        queues: &mut [Queue],
         mem: &GuestMemoryMmap,
     ) -> Result<bool, QueueError> {
+        let queue = &mut queues[index];
         let mut used = false;
         loop {
             queue.disable_notification(mem)?;
@@ -242,7 +243,7 @@ mod tests {
         let vq = MockSplitQueue::create(m, GuestAddress(0x80_000), 16);
         vq.build_desc_chain(descs).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
-        assert!(b.process_queue(0, &mut q, m).unwrap());
+        assert!(b.process_queue(0, std::slice::from_mut(&mut q), m).unwrap());
         let used_len: u32 = m.read_obj(vq.used_addr().unchecked_add(4 + 4)).unwrap();
         (m.read_obj(GuestAddress(STATUS)).unwrap(), used_len)
     }

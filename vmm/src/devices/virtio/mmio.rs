@@ -181,18 +181,40 @@ impl MmioTransport {
         if !self.active() {
             return;
         }
-        let Some(queue) = self.queues.get_mut(index) else {
+        let Some(queue) = self.queues.get(index) else {
             tracing::warn!(index, "notification for a queue that does not exist");
             return;
         };
         if !queue.ready() {
             return;
         }
-        match self.device.process_queue(index, queue, &self.mem) {
+        let result = self
+            .device
+            .process_queue(index, &mut self.queues, &self.mem);
+        self.after_processing(result);
+    }
+
+    /// Lets the device handle host-side readiness (its
+    /// [`VirtioDevice::backend_fd`]) and interrupts the guest if it should.
+    pub fn process_backend(&mut self) {
+        if !self.active() {
+            return;
+        }
+        let result = self.device.process_backend(&mut self.queues, &self.mem);
+        self.after_processing(result);
+    }
+
+    /// The device's host-side fd, if it has one.
+    pub fn backend_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.backend_fd()
+    }
+
+    fn after_processing(&mut self, result: Result<bool, super::QueueError>) {
+        match result {
             Ok(true) => self.raise(INT_VRING),
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(index, error = %e, "guest broke a virtio queue; device needs reset");
+                tracing::warn!(error = %e, "guest broke a virtio queue; device needs reset");
                 self.status |= STATUS_NEEDS_RESET;
             }
         }
@@ -398,7 +420,7 @@ mod tests {
         fn process_queue(
             &mut self,
             _index: usize,
-            _queue: &mut Queue,
+            _queues: &mut [Queue],
             _mem: &GuestMemoryMmap,
         ) -> Result<bool, super::super::QueueError> {
             self.processed += 1;

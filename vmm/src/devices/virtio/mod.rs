@@ -2,17 +2,22 @@
 
 pub mod block;
 pub mod mmio;
+pub mod vsock;
+
+use std::os::fd::RawFd;
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 pub use block::Block;
 pub use mmio::MmioTransport;
+pub use vsock::Vsock;
 
 /// `VIRTIO_F_VERSION_1`: we only speak modern virtio.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// Virtio device IDs.
 pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_VSOCK: u32 = 19;
 
 /// Errors a device reports while processing a queue. The guest controls the
 /// queue memory, so these are guest bugs or attacks, never host bugs.
@@ -32,14 +37,28 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Reads device configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Handles available buffers on queue `index`. Returns whether used
+    /// Handles available buffers on queue `index` (`queues` holds all of
+    /// the device's queues; `index` is in range). Returns whether used
     /// buffers were added and the driver should be interrupted.
     fn process_queue(
         &mut self,
         index: usize,
-        queue: &mut Queue,
+        queues: &mut [Queue],
         mem: &GuestMemoryMmap,
     ) -> Result<bool, QueueError>;
+    /// A host-side fd the event loop should watch for this device, if any.
+    fn backend_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Handles host-side readiness (and, once at start, anything the device
+    /// owes the driver). Returns whether the driver should be interrupted.
+    fn process_backend(
+        &mut self,
+        _queues: &mut [Queue],
+        _mem: &GuestMemoryMmap,
+    ) -> Result<bool, QueueError> {
+        Ok(false)
+    }
 }
 
 /// Copies `src[offset..]` into `data`, filling what lies beyond `src` with

@@ -1,0 +1,64 @@
+//! A record of what a guest did that it must not: malformed vsock packets,
+//! broken descriptor chains, protocol violations. The host survives every
+//! one; whoever owns the VM decides whether to keep it (a pool discards a
+//! VM with any entry).
+
+use std::collections::VecDeque;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+
+use crate::devices::bus::lock;
+
+/// Most recent reports kept (the count covers all).
+pub const KEPT: usize = 16;
+
+#[derive(Debug, Default)]
+struct Inner {
+    count: u64,
+    recent: VecDeque<String>,
+}
+
+/// Shared between the devices that detect violations and the VM's owner.
+#[derive(Debug, Clone, Default)]
+pub struct HostileLog(Arc<Mutex<Inner>>);
+
+impl HostileLog {
+    /// Records a violation detected by `source` (a device name).
+    pub fn report(&self, source: &str, what: impl Display) {
+        let text = format!("{source}: {what}");
+        tracing::warn!(%text, "hostile guest input");
+        let mut inner = lock(&self.0);
+        inner.count += 1;
+        if inner.recent.len() == KEPT {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(text);
+    }
+
+    /// Violations so far.
+    pub fn count(&self) -> u64 {
+        lock(&self.0).count
+    }
+
+    /// The latest reports, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        lock(&self.0).recent.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_bounded_tail_and_a_full_count() {
+        let log = HostileLog::default();
+        for i in 0..(KEPT + 4) {
+            log.clone().report("test", i);
+        }
+        assert_eq!(log.count(), (KEPT + 4) as u64);
+        let recent = log.recent();
+        assert_eq!(recent.len(), KEPT);
+        assert_eq!(recent.last().unwrap(), &format!("test: {}", KEPT + 3));
+    }
+}

@@ -1,0 +1,389 @@
+//! The host end of the agent's control channel (see
+//! `reflow_guest_agent::control`).
+//!
+//! The monitor listens on `<vsock uds>_1024`, where guest connections to
+//! host port 1024 arrive. An event-loop subscriber accepts the agent's
+//! connection and runs the handshake without blocking (hello -> welcome
+//! with fresh entropy and the clock -> ready); a connection that completes
+//! it becomes a [`ControlChannel`], handed to whoever waits on the VM's
+//! [`ControlHandle`], and marks the VM ready. A restored clone's agent
+//! reconnects (the snapshot's connection is reset), so its first handshake
+//! is also what makes the clone ready and unique.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use reflow_guest_agent::control::{
+    encode_frame, read_frame, FrameBuffer, FrameError, GuestMessage, HostMessage, Outcome,
+    CONTROL_PORT, ENTROPY_LEN, PROTOCOL_VERSION,
+};
+use reflow_guest_agent::protocol::Request;
+
+use crate::console::{AgentReady, ConsoleState, GuestEvent};
+use crate::devices::bus::lock;
+use crate::hostile::HostileLog;
+
+/// Errors on the control channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("binding the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent did not connect within {0:?}")]
+    NotConnected(Duration),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("setting the control socket's timeout: {0}")]
+    Socket(std::io::Error),
+    #[error("the agent refused `{request}`: {message}")]
+    Refused { request: String, message: String },
+    #[error("the agent broke the control protocol: {0}")]
+    Protocol(String),
+}
+
+/// What the agent said when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentHello {
+    pub agent_version: String,
+    /// Guest uptime at the hello.
+    pub uptime_ms: u64,
+    /// Guest uptime once it had applied the welcome.
+    pub ready_uptime_ms: u64,
+    /// Which connection of this agent this is (1 after a boot).
+    pub connection: u64,
+}
+
+/// A ready control connection: send requests, get replies.
+pub struct ControlChannel {
+    stream: UnixStream,
+    next_id: u64,
+    hello: AgentHello,
+}
+
+impl ControlChannel {
+    /// What the agent said when it connected.
+    pub fn hello(&self) -> &AgentHello {
+        &self.hello
+    }
+
+    /// Sends `request` and waits up to `timeout` for its reply. A refused
+    /// request is [`ControlError::Refused`]; anything malformed from the
+    /// guest is [`ControlError::Protocol`] or a frame error, and the channel
+    /// should not be used again.
+    pub fn request(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<String, ControlError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = encode_frame(&HostMessage::Request {
+            id,
+            request: request.clone(),
+        })?;
+        self.stream
+            .set_write_timeout(Some(timeout))
+            .and_then(|()| self.stream.set_read_timeout(Some(timeout)))
+            .map_err(ControlError::Socket)?;
+        self.stream.write_all(&frame).map_err(FrameError::Io)?;
+        match read_frame::<GuestMessage>(&mut self.stream)? {
+            GuestMessage::Reply { id: got, outcome } if got == id => match outcome {
+                Outcome::Ok(result) => Ok(result),
+                Outcome::Err(message) => Err(ControlError::Refused {
+                    request: request.name().to_string(),
+                    message,
+                }),
+            },
+            other => Err(ControlError::Protocol(format!(
+                "expected the reply to request {id}, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The socket, for callers that multiplex it themselves.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    channel: Option<ControlChannel>,
+}
+
+/// Waits for the agent's control channel; cheap to clone, usable from any
+/// thread while another drives the VM.
+#[derive(Clone, Default)]
+pub struct ControlHandle(Arc<(Mutex<Slot>, Condvar)>);
+
+impl ControlHandle {
+    fn put(&self, channel: ControlChannel) {
+        let (slot, cv) = &*self.0;
+        lock(slot).channel = Some(channel);
+        cv.notify_all();
+    }
+
+    /// Takes the next ready channel, waiting up to `timeout`. The VM must
+    /// be running (its event loop driven by `run`/`wait_until`).
+    pub fn wait(&self, timeout: Duration) -> Result<ControlChannel, ControlError> {
+        let (slot, cv) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock(slot);
+        loop {
+            if let Some(c) = guard.channel.take() {
+                return Ok(c);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ControlError::NotConnected(timeout));
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A connection still in its handshake.
+struct Pending {
+    stream: UnixStream,
+    frames: FrameBuffer,
+    hello: Option<AgentHello>,
+}
+
+/// Bytes one handshake may buffer (hello and ready are tiny).
+const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+
+/// The event-loop side: accepts and handshakes agent connections.
+pub(super) struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    pending: HashMap<RawFd, Pending>,
+    handle: ControlHandle,
+    console: Arc<Mutex<ConsoleState>>,
+    events: Option<Sender<GuestEvent>>,
+    hostile: HostileLog,
+    started: Instant,
+}
+
+/// Where the control listener for the VM socket `uds` lives.
+pub fn control_socket_path(uds: &Path) -> PathBuf {
+    PathBuf::from(format!("{}_{CONTROL_PORT}", uds.display()))
+}
+
+impl ControlServer {
+    pub(super) fn bind(
+        uds: &Path,
+        handle: ControlHandle,
+        console: Arc<Mutex<ConsoleState>>,
+        events: Option<Sender<GuestEvent>>,
+        hostile: HostileLog,
+        started: Instant,
+    ) -> Result<ControlServer, ControlError> {
+        let path = control_socket_path(uds);
+        let err = |source| ControlError::Bind {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        Ok(ControlServer {
+            listener,
+            path,
+            pending: HashMap::new(),
+            handle,
+            console,
+            events,
+            hostile,
+            started,
+        })
+    }
+
+    fn accept(&mut self, ops: &mut EventOps) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.pending.len() >= 4 || stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let fd = stream.as_raw_fd();
+            if ops
+                .add(Events::with_data_raw(fd, fd as u32, EventSet::IN))
+                .is_ok()
+            {
+                self.pending.insert(
+                    fd,
+                    Pending {
+                        stream,
+                        frames: FrameBuffer::default(),
+                        hello: None,
+                    },
+                );
+                self.advance(fd, ops);
+            }
+        }
+    }
+
+    /// Reads what arrived on a handshaking connection and moves it on.
+    fn advance(&mut self, fd: RawFd, ops: &mut EventOps) {
+        let Some(p) = self.pending.get_mut(&fd) else {
+            return;
+        };
+        let verdict = step(p, &self.hostile);
+        match verdict {
+            Step::Wait => return,
+            Step::Drop => {}
+            Step::Ready(hello) => {
+                let mut console = lock(&self.console);
+                let first = console.ready.is_none();
+                let ready = AgentReady {
+                    guest_uptime: Duration::from_millis(hello.ready_uptime_ms),
+                    host_elapsed: self.started.elapsed(),
+                };
+                if first {
+                    console.ready = Some(ready);
+                }
+                drop(console);
+                if let (true, Some(tx)) = (first, &self.events) {
+                    let _ = tx.send(GuestEvent::Ready(ready));
+                }
+                if let Some(p) = self.pending.remove(&fd) {
+                    let _ = ops.remove(Events::with_data_raw(fd, fd as u32, EventSet::IN));
+                    if p.stream.set_nonblocking(false).is_ok() {
+                        self.handle.put(ControlChannel {
+                            stream: p.stream,
+                            next_id: 1,
+                            hello,
+                        });
+                    }
+                }
+                return;
+            }
+        }
+        let _ = ops.remove(Events::with_data_raw(fd, fd as u32, EventSet::IN));
+        self.pending.remove(&fd);
+    }
+}
+
+enum Step {
+    Wait,
+    Drop,
+    Ready(AgentHello),
+}
+
+/// One handshake step: read what is there, answer a hello, finish on ready.
+fn step(p: &mut Pending, hostile: &HostileLog) -> Step {
+    let mut buf = [0u8; 4096];
+    loop {
+        match p.stream.read(&mut buf) {
+            Ok(0) => return Step::Drop,
+            Ok(n) => p.frames.push(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => return Step::Drop,
+        }
+        if p.frames.len() > MAX_HANDSHAKE_BYTES {
+            hostile.report("control", "handshake larger than any hello");
+            return Step::Drop;
+        }
+    }
+    loop {
+        let msg = match p.frames.next_frame::<GuestMessage>() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Step::Wait,
+            Err(e) => {
+                hostile.report("control", format!("handshake: {e}"));
+                return Step::Drop;
+            }
+        };
+        match (msg, &mut p.hello) {
+            (
+                GuestMessage::Hello {
+                    protocol,
+                    agent_version,
+                    uptime_ms,
+                    connection,
+                },
+                None,
+            ) => {
+                if protocol != PROTOCOL_VERSION {
+                    hostile.report(
+                        "control",
+                        format!("agent speaks protocol {protocol}, we speak {PROTOCOL_VERSION}"),
+                    );
+                    return Step::Drop;
+                }
+                let welcome = welcome().and_then(|w| encode_frame(&w).map_err(|e| e.to_string()));
+                let sent = welcome.and_then(|f| p.stream.write_all(&f).map_err(|e| e.to_string()));
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not welcome the agent");
+                    return Step::Drop;
+                }
+                p.hello = Some(AgentHello {
+                    agent_version,
+                    uptime_ms,
+                    ready_uptime_ms: uptime_ms,
+                    connection,
+                });
+            }
+            (GuestMessage::Ready { uptime_ms }, Some(hello)) => {
+                hello.ready_uptime_ms = uptime_ms;
+                return Step::Ready(hello.clone());
+            }
+            (other, _) => {
+                hostile.report(
+                    "control",
+                    format!("out of order in the handshake: {other:?}"),
+                );
+                return Step::Drop;
+            }
+        }
+    }
+}
+
+/// Fresh entropy and the wall clock for the agent.
+fn welcome() -> Result<HostMessage, String> {
+    let mut entropy = vec![0u8; ENTROPY_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut entropy))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Ok(HostMessage::Welcome { entropy, unix_ns })
+}
+
+impl MutEventSubscriber for ControlServer {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.listener, EventSet::IN)) {
+            tracing::error!(error = ?e, "cannot watch the control socket");
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.fd() == self.listener.as_raw_fd() {
+            self.accept(ops);
+        } else {
+            self.advance(events.fd(), ops);
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
