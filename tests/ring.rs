@@ -1,14 +1,20 @@
 //! The shared-memory message ring between the host and guest user space, on
-//! a real VM: an echo service in the guest returns every message unchanged.
+//! VMs restored from a golden snapshot: an echo service in the guest returns
+//! every message unchanged; broken records from the guest are host errors;
+//! a full ring holds the producer back without losing anything.
 
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::{kvm_available, EchoVm};
-use reflow_ring::{Consumer, Metadata, Producer};
+use reflow_integration_tests::{golden_agent_vm, kvm_available, EchoVm, TestVm, LIMIT};
+use reflow_ring::record::RecordError;
+use reflow_ring::{Consumer, Fault, Metadata, Producer, RingError};
 use reflow_vmm::StopReason;
 
-const LIMIT: Duration = Duration::from_secs(900);
 const MIB: usize = 1 << 20;
+/// The echo test's shared region: room for a 64 MiB message each way.
+const SHM_MIB: u32 = 160;
+/// The other tests' (mapping it in the guest is cheaper).
+const SMALL_SHM_MIB: u32 = 16;
 
 fn meta(id: u64) -> Metadata {
     Metadata {
@@ -33,7 +39,7 @@ fn guest_echo_returns_every_message_byte_identical() {
     if !kvm_available() {
         return;
     }
-    let vm = EchoVm::restore(160);
+    let vm = EchoVm::restore(SHM_MIB);
     let shared = vm.shared.clone();
     let region = shared.ring_region();
     let layout = shared.layout();
@@ -105,5 +111,89 @@ fn guest_echo_returns_every_message_byte_identical() {
 
     let outcome = vm.power_off();
     assert_eq!(outcome.stop, StopReason::Reset);
+    assert_eq!(outcome.exit_code(), 0);
+}
+
+#[test]
+fn hostile_guest_records_are_host_errors_and_the_host_stays_up() {
+    if !kvm_available() {
+        return;
+    }
+    let (dir, config) = golden_agent_vm(SMALL_SHM_MIB);
+    for fault in Fault::ALL {
+        let mut vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
+        let shared = vm.shared.clone().expect("a shared region");
+        let region = shared.ring_region();
+        let layout = shared.layout();
+        let mut from_guest = Consumer::new(region, layout.guest_to_host);
+        let said = vm.ok(&format!("ring-fault {}", fault.name()));
+        eprintln!("guest: {said}");
+        let err = from_guest
+            .recv(LIMIT)
+            .expect_err("a broken record must be an error");
+        eprintln!("host refused the {} fault: {err}", fault.name());
+        let expected = match fault {
+            Fault::Magic => matches!(err, RingError::Record(RecordError::BadMagic(_))),
+            Fault::Version => matches!(err, RingError::Record(RecordError::Version(_))),
+            Fault::Checksum => matches!(err, RingError::Record(RecordError::Checksum { .. })),
+            Fault::Length => matches!(err, RingError::Record(RecordError::Length { .. })),
+            Fault::Position => matches!(err, RingError::Corrupt(_)),
+        };
+        assert!(expected, "{fault:?} gave {err:?}");
+        // The error sticks: a consumer never skips past a broken record.
+        assert!(from_guest.try_recv().is_err());
+        // The host is unharmed and the VM can still be shut down cleanly
+        // (an owner would discard it now).
+        assert_eq!(vm.ok("ping"), "pong");
+        let outcome = vm.power_off();
+        assert_eq!(outcome.exit_code(), 0);
+    }
+}
+
+#[test]
+fn full_ring_applies_backpressure_and_loses_nothing() {
+    if !kvm_available() {
+        return;
+    }
+    let (dir, config) = golden_agent_vm(SMALL_SHM_MIB);
+    let mut vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
+    let shared = vm.shared.clone().expect("a shared region");
+    let region = shared.ring_region();
+    let layout = shared.layout();
+    let mut to_guest = Producer::new(region, layout.host_to_guest);
+    let mut from_guest = Consumer::new(region, layout.guest_to_host);
+    // Nobody consumes yet: the ring fills, then refuses (never drops).
+    let payload = pattern(3, 60_000);
+    let mut sent = 0u64;
+    let full = loop {
+        match to_guest.try_send(&meta(sent), &payload) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, RingError::Full { .. }), "{full:?}");
+    assert!(sent > 0);
+    let waited = to_guest.send(&meta(sent), &payload, Duration::from_millis(50));
+    assert!(matches!(waited, Err(RingError::Timeout(_))), "{waited:?}");
+    eprintln!("ring full after {sent} messages of {} bytes", payload.len());
+    // Once the guest consumes, everything arrives, in order, and the
+    // producer goes on.
+    assert_eq!(vm.ok("ring-echo"), "started");
+    let total = sent * 3;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in sent..total {
+                to_guest.send(&meta(i), &payload, LIMIT).unwrap();
+            }
+        });
+        for i in 0..total {
+            let echo = from_guest.recv(LIMIT).unwrap().expect("echo");
+            assert_eq!(echo.metadata.message_id, i);
+            assert!(echo.to_vec() == payload);
+            from_guest.release(echo).unwrap();
+        }
+    });
+    assert!(from_guest.try_recv().unwrap().is_none());
+    let outcome = vm.power_off();
     assert_eq!(outcome.exit_code(), 0);
 }

@@ -7,6 +7,7 @@ use std::process::Command;
 use reflow_guest_agent::control::Outcome;
 use reflow_guest_agent::protocol::{encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN};
 
+use crate::shm::Shm;
 use crate::{console, entropy, power};
 
 /// What a request asks of the caller.
@@ -20,7 +21,7 @@ pub enum Action {
 /// Executes requests.
 pub struct Server {
     quiet: bool,
-    shm: Option<(u64, u64)>,
+    shm: Shm,
     echo_running: bool,
 }
 
@@ -28,7 +29,7 @@ impl Server {
     pub fn new(quiet: bool, shm: Option<(u64, u64)>) -> Server {
         Server {
             quiet,
-            shm,
+            shm: Shm::new(shm),
             echo_running: false,
         }
     }
@@ -50,7 +51,7 @@ impl Server {
             return Action::Reply(Outcome::Err("the echo service is already running".into()));
         }
         let echo = request == Request::RingEcho;
-        let result = execute(request, self.shm, self.echo_running);
+        let result = execute(request, &mut self.shm, self.echo_running);
         if echo && result.is_ok() {
             self.echo_running = true;
         }
@@ -103,7 +104,7 @@ fn summary(request: &Request) -> String {
     text
 }
 
-fn execute(request: Request, shm: Option<(u64, u64)>, echo: bool) -> Result<String, String> {
+fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String> {
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -130,17 +131,17 @@ fn execute(request: Request, shm: Option<(u64, u64)>, echo: bool) -> Result<Stri
             .map(|()| "ok".into())
             .map_err(|e| format!("{path}: {e}")),
         Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
-        Request::ShmProbe { byte } => crate::shm::probe(shm, byte),
-        Request::RingEcho => crate::shm::start_echo(shm).map(|()| "started".into()),
+        Request::ShmProbe { byte } => crate::shm::probe(&*shm.mapping()?, byte),
+        Request::RingEcho => crate::shm::start_echo(shm.mapping()?).map(|()| "started".into()),
         Request::Health => Ok(format!(
             "uptime_ms={} mem_available_kb={} ring={}",
             power::uptime_ms(),
             mem_available_kb().unwrap_or(0),
             if echo { "echo" } else { "idle" }
         )),
-        Request::MapRing => crate::shm::map_ring(shm),
+        Request::MapRing => crate::shm::map_ring(&*shm.mapping()?),
         Request::Load { name, source } => load(&name, &source),
-        Request::RingFault { fault } => crate::shm::inject_fault(shm, &fault),
+        Request::RingFault { fault } => crate::shm::inject_fault(&*shm.mapping()?, &fault),
     }
 }
 

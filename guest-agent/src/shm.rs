@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
@@ -11,14 +12,56 @@ use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Fault, Producer, Region};
 
 /// A mapping of the region.
-struct Mapping {
+pub struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; moving it to the echo thread
-// moves ownership of the pointer.
+// SAFETY: the mapping is plain shared memory that lives until the last
+// `Arc` drops it; every access goes through volatile, bounds-checked
+// `Region` methods or the probe's own loops.
 unsafe impl Send for Mapping {}
+// SAFETY: as above; concurrent access is what shared memory is for.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn region(&self) -> Region {
+        // SAFETY: the mapping is `len` bytes, page-aligned, and outlives the
+        // region (callers hold the `Arc<Mapping>` while using it).
+        unsafe { Region::from_raw(self.ptr, self.len) }
+    }
+}
+
+/// The shared region, mapped on first use and kept: mapping `/dev/mem`
+/// fills every page-table entry up front, which costs seconds per 100 MiB
+/// where the guest kernel is emulated.
+pub struct Shm {
+    region: Option<(u64, u64)>,
+    mapping: Option<Arc<Mapping>>,
+}
+
+impl Shm {
+    /// `region` is `reflow.shm=` from the command line.
+    pub fn new(region: Option<(u64, u64)>) -> Shm {
+        Shm {
+            region,
+            mapping: None,
+        }
+    }
+
+    /// The mapping, created on first use.
+    pub fn mapping(&mut self) -> Result<Arc<Mapping>, String> {
+        if let Some(m) = &self.mapping {
+            return Ok(m.clone());
+        }
+        let (addr, size) = self
+            .region
+            .ok_or("no shared-memory region (reflow.shm= not set)")?;
+        let m = Arc::new(map(addr, size)?);
+        self.mapping = Some(m.clone());
+        Ok(m)
+    }
+}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -65,9 +108,8 @@ fn mb_per_s(bytes: usize, secs: f64) -> u64 {
 /// Touches the region once (first-touch faults are not bandwidth), then
 /// fills it with `byte` four times and reads it back four times, timing
 /// both, then writes the marker at offset 0.
-pub fn probe(region: Option<(u64, u64)>, byte: u8) -> Result<String, String> {
-    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
-    let m = map(addr, size)?;
+pub fn probe(m: &Mapping, byte: u8) -> Result<String, String> {
+    let size = m.len;
     const PASSES: usize = 4;
     // SAFETY: the mapping is `m.len` bytes long and writable.
     unsafe { std::ptr::write_bytes(m.ptr, !byte, m.len) };
@@ -106,11 +148,8 @@ pub fn probe(region: Option<(u64, u64)>, byte: u8) -> Result<String, String> {
 
 /// Maps the region and checks the ring layout the host wrote; answers its
 /// geometry.
-pub fn map_ring(region: Option<(u64, u64)>) -> Result<String, String> {
-    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
-    let m = map(addr, size)?;
-    // SAFETY: the mapping is `m.len` bytes and outlives `shared`.
-    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+pub fn map_ring(m: &Mapping) -> Result<String, String> {
+    let shared = m.region();
     let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
     Ok(format!(
         "bytes={} capacity={}",
@@ -120,12 +159,9 @@ pub fn map_ring(region: Option<(u64, u64)>) -> Result<String, String> {
 
 /// Publishes one broken record on the guest->host ring (a fresh ring: no
 /// echo service may be running).
-pub fn inject_fault(region: Option<(u64, u64)>, fault: &str) -> Result<String, String> {
+pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, String> {
     let fault: Fault = fault.parse()?;
-    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
-    let m = map(addr, size)?;
-    // SAFETY: the mapping is `m.len` bytes and outlives `shared`.
-    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+    let shared = m.region();
     let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
     Producer::new(&shared, layout.guest_to_host)
         .send_faulty(fault)
@@ -137,12 +173,8 @@ pub fn inject_fault(region: Option<(u64, u64)>, fault: &str) -> Result<String, S
 /// host->guest ring goes back unchanged on the guest->host ring, copied
 /// region to region. It polls with back-off and stops (reporting why on the
 /// console) if the host breaks the ring protocol.
-pub fn start_echo(region: Option<(u64, u64)>) -> Result<(), String> {
-    let (addr, size) = region.ok_or("no shared-memory region (reflow.shm= not set)")?;
-    let m = map(addr, size)?;
-    // SAFETY: the mapping is `m.len` bytes, page-aligned, and moves into the
-    // thread together with the region built on it.
-    let shared = unsafe { Region::from_raw(m.ptr, m.len) };
+pub fn start_echo(m: Arc<Mapping>) -> Result<(), String> {
+    let shared = m.region();
     let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("ring-echo".into())
