@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One entry point for newcomers, CI and performance work.
 #
-#   ./dev.sh demo    set everything up, boot a microVM, print the agent's ready line and timing
+#   ./dev.sh demo    set everything up, boot a microVM, talk to its agent, restore a clone
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, then the criterion benchmarks
+#   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
 #   ./dev.sh setup   only set up: apt packages, guest kernel, agent, initramfs, cargo build
 #
 # Setup is idempotent and cached under ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox,
@@ -36,10 +37,10 @@ demo() {
     local start end
     start=$(date +%s%N)
     target/release/reflow-vmm --kernel "$REFLOW_KERNEL" --initrd "$REFLOW_INITRAMFS" \
-        --no-input --append 'reflow.cmd="uptime; poweroff 0"'
+        --no-input --request uptime --request "poweroff 0"
     end=$(date +%s%N)
     local ms=$(( (end - start) / 1000000 ))
-    printf '\ndemo: the guest booted, reported ready and powered off in %d.%03d s (host wall time)\n' \
+    printf '\ndemo: the guest booted, answered over vsock and powered off in %d.%03d s (host wall time)\n' \
         $((ms / 1000)) $((ms % 1000))
     step "restoring a clone from the golden snapshot (created on first use by booting once)"
     target/release/reflow-vmm --kernel "$REFLOW_KERNEL" --initrd "$REFLOW_INITRAMFS" --golden \
@@ -62,10 +63,33 @@ bench() {
     cargo bench -p reflow-benches
 }
 
+fuzz() {
+    local targets=(ring_consumer vsock_packet control_frame)
+    local only="${1:-}" seconds="${2:-60}"
+    if [ -n "$only" ]; then
+        printf '%s\n' "${targets[@]}" | grep -qx "$only" || die "unknown fuzz target $only (${targets[*]})"
+        targets=("$only")
+    fi
+    command -v rustup >/dev/null || die "rustup not found: fuzzing needs a nightly toolchain"
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        step "installing the nightly toolchain (libFuzzer needs it)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        step "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    for t in "${targets[@]}"; do
+        step "fuzzing $t for $seconds s (corpus: fuzz/corpus/$t)"
+        cargo +nightly fuzz run -O "$t" -- -max_total_time="$seconds" -rss_limit_mb=2048
+    done
+}
+
 case "${1:-}" in
     demo) demo ;;
     test) test_all ;;
     bench) bench ;;
+    fuzz) shift; fuzz "$@" ;;
     setup) setup ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

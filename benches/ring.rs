@@ -5,7 +5,10 @@
 //!
 //! Reported: 64 B round trip p50/p99 (criterion measures the mean), small
 //! message throughput with a pipelined producer, and the effective rate of
-//! 64 MiB echoes. Run with `./dev.sh bench`.
+//! 64 MiB echoes. Then, on the same VM in the same run, 64 B round trips
+//! through the ring and through the vsock control channel (the agent's
+//! `echo` request), interleaved one for one, with their ratio. Run with
+//! `./dev.sh bench`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,8 @@ use reflow_benches::kvm_available;
 use reflow_integration_tests::EchoVm;
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Consumer, Metadata, Producer, Region};
+use reflow_vmm::protocol::Request;
+use reflow_vmm::ControlChannel;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -25,7 +30,12 @@ fn meta(id: u64) -> Metadata {
     }
 }
 
+/// The `p` percentile in microseconds (NaN when a filter skipped the
+/// samples).
 fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort();
     v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
 }
@@ -61,16 +71,24 @@ fn with_thread_echo(layout: RegionLayout, region: &Region, f: impl FnOnce(Path<'
                 }
             }
         });
+        // Stop the echo thread even if `f` panics (the scope would wait for
+        // it forever).
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         f(Path {
             tx: Producer::new(region, layout.host_to_guest),
             rx: Consumer::new(region, layout.guest_to_host),
             id: 0,
         });
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
 
-fn measure(c: &mut Criterion, name: &str, mut path: Path<'_>) {
+fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
     let small = [0x5au8; 64];
     let mut samples = Vec::new();
     c.bench_function(&format!("ring/{name}/rtt_64B"), |b| {
@@ -94,7 +112,7 @@ fn measure(c: &mut Criterion, name: &str, mut path: Path<'_>) {
     // Pipelined small messages: how many echoes per second.
     const N: u64 = 200_000;
     let first = path.id;
-    let Path { tx, rx, .. } = &mut path;
+    let Path { tx, rx, .. } = &mut *path;
     let t = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -131,6 +149,54 @@ fn measure(c: &mut Criterion, name: &str, mut path: Path<'_>) {
     );
 }
 
+/// 64 B round trips on the same guest in the same run: through the ring
+/// while it is busy (the consumer still spinning), through the ring after
+/// 20 ms idle (the guest consumer has backed off into sleeping), and
+/// through the vsock control channel (the agent's `echo` request).
+fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlChannel) {
+    let small = [0x5au8; 64];
+    let echo = Request::Echo {
+        text: "x".repeat(64),
+    };
+    let vsock_once = |control: &mut ControlChannel| {
+        let answer = control.request(&echo, WAIT).expect("vsock echo");
+        assert_eq!(answer.len(), 64);
+    };
+    c.bench_function("ring/guest_echo/vsock_rtt_64B", |b| {
+        b.iter(|| vsock_once(control))
+    });
+    let timed = |n: usize, f: &mut dyn FnMut()| -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect()
+    };
+    let mut busy = timed(2000, &mut || path.round_trip(&small));
+    let mut vsock = timed(100, &mut || vsock_once(control));
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        path.round_trip(&small);
+        idle.push(t.elapsed());
+    }
+    let (b50, b99) = (pct(&mut busy, 0.5), pct(&mut busy, 0.99));
+    let (i50, i99) = (pct(&mut idle, 0.5), pct(&mut idle, 0.99));
+    let (v50, v99) = (pct(&mut vsock, 0.5), pct(&mut vsock, 0.99));
+    println!(
+        "ring vs vsock, 64 B round trip, same guest, same run: \
+         ring (busy) p50 {b50:.1} us p99 {b99:.1} us; \
+         ring (after 20 ms idle) p50 {i50:.1} us p99 {i99:.1} us; \
+         vsock p50 {v50:.1} us p99 {v99:.1} us; \
+         vsock/ring p50 {:.0}x (busy), {:.1}x (idle)",
+        v50 / b50,
+        v50 / i50
+    );
+}
+
 fn ring(c: &mut Criterion) {
     // Baseline: two host threads, same ring code, same sizes.
     let size = 160u64 << 20;
@@ -139,24 +205,24 @@ fn ring(c: &mut Criterion) {
     let region = unsafe { Region::from_raw(buf.as_mut_ptr().cast(), size as usize) };
     let layout = RegionLayout::for_size(size).expect("layout");
     layout.initialize(&region).expect("init");
-    with_thread_echo(layout, &region, |path| measure(c, "host_threads", path));
+    with_thread_echo(layout, &region, |mut path| {
+        measure(c, "host_threads", &mut path)
+    });
 
     if !kvm_available() {
         return;
     }
-    let vm = EchoVm::restore(160);
+    let mut vm = EchoVm::restore(160);
     let shared = vm.shared.clone();
     let layout = shared.layout();
     let region = shared.ring_region();
-    measure(
-        c,
-        "guest_echo",
-        Path {
-            tx: Producer::new(region, layout.host_to_guest),
-            rx: Consumer::new(region, layout.guest_to_host),
-            id: 0,
-        },
-    );
+    let mut path = Path {
+        tx: Producer::new(region, layout.host_to_guest),
+        rx: Consumer::new(region, layout.guest_to_host),
+        id: 0,
+    };
+    measure(c, "guest_echo", &mut path);
+    ring_vs_vsock(c, &mut path, &mut vm.vm.control);
     let outcome = vm.power_off();
     assert_eq!(outcome.exit_code(), 0);
 }

@@ -114,6 +114,9 @@ pub enum Request {
     Ping,
     /// `uptime`: answers `OK uptime <ms>`.
     Uptime,
+    /// `echo <text>`: answers the text (the rest of the line): a control
+    /// channel round trip with a payload, for benchmarks.
+    Echo { text: String },
     /// `read-block <device> <offset> <len>`: reads `len` bytes (at most
     /// [`MAX_READ_BLOCK_LEN`]) at `offset` and answers them in hex.
     ReadBlock {
@@ -185,7 +188,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, health, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
+    #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -201,6 +204,7 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::Uptime => "uptime",
+            Request::Echo { .. } => "echo",
             Request::ReadBlock { .. } => "read-block",
             Request::Exec { .. } => "exec",
             Request::Poweroff { .. } => "poweroff",
@@ -231,6 +235,10 @@ impl Request {
             ("ping", _) => Err(RequestError::Usage("ping")),
             ("uptime", []) => Ok(Request::Uptime),
             ("uptime", _) => Err(RequestError::Usage("uptime")),
+            ("echo", [_, ..]) => Ok(Request::Echo {
+                text: rest_after(line, &["echo"]).to_string(),
+            }),
+            ("echo", _) => Err(RequestError::Usage("echo <text>")),
             ("read-block", [device, offset, len]) => {
                 const USAGE: &str = "read-block <device> <offset> <len>";
                 let offset = offset.parse().map_err(|_| RequestError::Usage(USAGE))?;
@@ -327,6 +335,7 @@ impl fmt::Display for Request {
             | Request::Health
             | Request::MapRing => f.write_str(self.name()),
             Request::Load { name, source } => write!(f, "load {name} {source}"),
+            Request::Echo { text } => write!(f, "echo {text}"),
             Request::RingFault { fault } => write!(f, "ring-fault {fault}"),
             Request::ReadBlock {
                 device,
@@ -406,6 +415,7 @@ mod tests {
             "map-ring",
             "load multiplier.py def f(x):  return x",
             "ring-fault checksum",
+            "echo hello  there",
         ] {
             let req = Request::parse(text).unwrap();
             assert_eq!(req.to_string(), text);

@@ -108,6 +108,7 @@ fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
+        Request::Echo { text } => Ok(text),
         Request::ReadBlock {
             device,
             offset,

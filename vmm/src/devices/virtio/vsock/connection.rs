@@ -133,6 +133,12 @@ impl<S: Read + Write> Connection<S> {
         self.state
     }
 
+    /// Guest bytes waiting for the host socket to take them (at most
+    /// [`BUF_ALLOC`]).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Bytes the guest can still take from us.
     fn peer_credit(&self) -> u32 {
         let in_flight = (self.tx_cnt - self.peer_fwd_cnt).0;

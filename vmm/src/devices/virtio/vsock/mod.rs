@@ -297,7 +297,9 @@ mod tests {
                 self.next_buf += u64::from(len).max(1).next_multiple_of(64);
                 if !write {
                     let n = fill.len().min(len as usize);
-                    self.mem.write_slice(&fill[..n], GuestAddress(addr)).unwrap();
+                    self.mem
+                        .write_slice(&fill[..n], GuestAddress(addr))
+                        .unwrap();
                     fill = &fill[n..];
                 }
                 let mut flags = if write { VRING_DESC_F_WRITE } else { 0 };
@@ -370,7 +372,11 @@ mod tests {
         // The guest posts a receive buffer (header and data split, as Linux
         // does), then sends REQUEST and, in a second chain, 5 bytes of data.
         let rx = rig.offer(RX, &[(HDR_LEN as u32, true), (4096, true)], &[]);
-        rig.offer(TX, &[(HDR_LEN as u32, false)], &guest_packet(op::REQUEST, 0).to_bytes());
+        rig.offer(
+            TX,
+            &[(HDR_LEN as u32, false)],
+            &guest_packet(op::REQUEST, 0).to_bytes(),
+        );
         let mut rw = guest_packet(op::RW, 5).to_bytes().to_vec();
         rw.extend_from_slice(b"hello");
         rig.offer(TX, &[(HDR_LEN as u32, false), (5, false)], &rw);
@@ -379,7 +385,10 @@ mod tests {
         let (head, len) = rig.used(RX, 0).expect("a RESPONSE");
         assert_eq!((head, len), (0, HDR_LEN as u32));
         let resp = rig.header_at(rx[0]);
-        assert_eq!((resp.op, resp.dst_port, resp.src_cid), (op::RESPONSE, 5000, HOST_CID));
+        assert_eq!(
+            (resp.op, resp.dst_port, resp.src_cid),
+            (op::RESPONSE, 5000, HOST_CID)
+        );
         let (mut host, _) = listener.accept().unwrap();
         let mut got = [0u8; 5];
         host.read_exact(&mut got).unwrap();
@@ -424,7 +433,10 @@ mod tests {
         rig.next_desc[TX] += 1;
         dev.process_queue(TX, &mut rig.queues, &mem).unwrap();
         for i in 0..5 {
-            assert!(rig.used(TX, i).is_some(), "chain {i} not returned to the guest");
+            assert!(
+                rig.used(TX, i).is_some(),
+                "chain {i} not returned to the guest"
+            );
         }
         assert_eq!(log.count(), 5, "{:?}", log.recent());
     }
@@ -432,8 +444,13 @@ mod tests {
     #[test]
     fn a_restored_device_resets_the_guest_transport() {
         let dir = tempfile::tempdir().unwrap();
-        let mut dev =
-            Vsock::new(CID, &dir.path().join("vm.sock"), HostileLog::default(), true).unwrap();
+        let mut dev = Vsock::new(
+            CID,
+            &dir.path().join("vm.sock"),
+            HostileLog::default(),
+            true,
+        )
+        .unwrap();
         let mem = memory();
         let mut rig = Rig::new(&mem);
         let evt = rig.offer(EVENT, &[(8, true)], &[]);
