@@ -6,9 +6,10 @@
 //! Reported: 64 B round trip p50/p99 (criterion measures the mean), small
 //! message throughput with a pipelined producer, and the effective rate of
 //! 64 MiB echoes. Then, on the same VM in the same run, 64 B round trips
-//! through the ring and through the vsock control channel (the agent's
-//! `echo` request), interleaved one for one, with their ratio. Run with
-//! `./dev.sh bench`.
+//! through the ring (busy, and after the guest consumer idled) and through
+//! the vsock control channel (the agent's `echo` request), with their
+//! ratio; and with the host consumer not spinning: sleeping with back-off
+//! versus parked on the guest's doorbell. Run with `./dev.sh bench`.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::kvm_available;
 use reflow_integration_tests::EchoVm;
 use reflow_ring::layout::RegionLayout;
-use reflow_ring::{Consumer, Metadata, Producer, Region};
+use reflow_ring::{Backoff, Consumer, Metadata, Producer, Region};
 use reflow_vmm::protocol::Request;
+use reflow_vmm::shm::GuestDoorbell;
 use reflow_vmm::ControlChannel;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -197,6 +199,50 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
     );
 }
 
+/// 64 B round trips where the host consumer does not spin: it sleeps with
+/// back-off (20 us doubling to 1 ms), then parks on the guest's doorbell
+/// (the guest rings it with one MMIO write, an ioeventfd).
+fn doorbell_vs_sleep(path: Path<'_>, doorbell: &GuestDoorbell) {
+    let small = [0x5au8; 64];
+    let Path { tx, rx, id } = path;
+    let no_spin = |max_sleep| Backoff {
+        spin: Duration::ZERO,
+        max_sleep,
+    };
+    let mut path = Path {
+        tx,
+        rx: rx.with_backoff(no_spin(Duration::from_millis(1))),
+        id,
+    };
+    let run = |path: &mut Path<'_>| {
+        let mut v: Vec<Duration> = (0..500)
+            .map(|_| {
+                let t = Instant::now();
+                path.round_trip(&small);
+                t.elapsed()
+            })
+            .collect();
+        (pct(&mut v, 0.5), pct(&mut v, 0.99))
+    };
+    let (s50, s99) = run(&mut path);
+    let before = doorbell.wakeups();
+    let Path { tx, rx, id } = path;
+    let mut path = Path {
+        tx,
+        rx: rx
+            .with_backoff(no_spin(Duration::from_secs(1)))
+            .with_parker(doorbell),
+        id,
+    };
+    let (d50, d99) = run(&mut path);
+    println!(
+        "ring, host consumer not spinning, 64 B round trip: sleeping p50 {s50:.1} us p99 {s99:.1} us; \
+         parked on the doorbell p50 {d50:.1} us p99 {d99:.1} us ({} wake-ups); sleep/doorbell p50 {:.1}x",
+        doorbell.wakeups() - before,
+        s50 / d50
+    );
+}
+
 fn ring(c: &mut Criterion) {
     // Baseline: two host threads, same ring code, same sizes.
     let size = 160u64 << 20;
@@ -223,6 +269,7 @@ fn ring(c: &mut Criterion) {
     };
     measure(c, "guest_echo", &mut path);
     ring_vs_vsock(c, &mut path, &mut vm.vm.control);
+    doorbell_vs_sleep(path, shared.guest_doorbell());
     let outcome = vm.power_off();
     assert_eq!(outcome.exit_code(), 0);
 }

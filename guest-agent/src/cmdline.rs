@@ -12,6 +12,8 @@
 //! - `reflow.quiet=1`: do not echo requests on the console.
 //! - `reflow.shm=<addr>:<size>`: guest physical address and size (hex or
 //!   decimal) of the host<->guest shared-memory region, set by the monitor.
+//! - `reflow.doorbell=<addr>`: guest physical address of the guest->host
+//!   doorbell page, set by the monitor with `reflow.shm`.
 
 /// Boot parameters of the agent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub struct AgentParams {
     pub quiet: bool,
     /// The shared-memory region: (guest physical address, size).
     pub shm: Option<(u64, u64)>,
+    /// The guest->host doorbell page's guest physical address.
+    pub doorbell: Option<u64>,
     /// `reflow.*` keys the agent does not know or cannot parse (reported,
     /// then ignored).
     pub unknown: Vec<String>,
@@ -89,6 +93,10 @@ pub fn parse(cmdline: &str) -> AgentParams {
                 Some(shm) => params.shm = Some(shm),
                 None => params.unknown.push(word.clone()),
             },
+            "doorbell" => match parse_number(value) {
+                Some(addr) => params.doorbell = Some(addr),
+                None => params.unknown.push(word.clone()),
+            },
             _ => params.unknown.push(word.clone()),
         }
     }
@@ -120,8 +128,9 @@ mod tests {
         );
         assert!(p.quiet);
         assert_eq!(p.unknown, vec!["reflow.colour=red"]);
-        let p = parse("reflow.shm=0x100000000:0x400000 reflow.shm=bad");
+        let p = parse("reflow.shm=0x100000000:0x400000 reflow.shm=bad reflow.doorbell=0xd0080000");
         assert_eq!(p.shm, Some((1 << 32, 4 << 20)));
+        assert_eq!(p.doorbell, Some(0xd008_0000));
         assert_eq!(p.unknown, vec!["reflow.shm=bad"]);
     }
 

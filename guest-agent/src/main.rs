@@ -50,7 +50,7 @@ fn run() -> Result<i32, AgentError> {
             message: format!("ignoring unknown boot parameter {unknown}"),
         });
     }
-    let mut server = serve::Server::new(params.quiet, params.shm);
+    let mut server = serve::Server::new(params.quiet, params.shm, params.doorbell);
     for line in &params.boot_requests {
         if let Some(status) = server.handle_line(line) {
             return Ok(status);

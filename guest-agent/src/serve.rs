@@ -26,10 +26,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(quiet: bool, shm: Option<(u64, u64)>) -> Server {
+    pub fn new(quiet: bool, shm: Option<(u64, u64)>, doorbell: Option<u64>) -> Server {
         Server {
             quiet,
-            shm: Shm::new(shm),
+            shm: Shm::new(shm, doorbell),
             echo_running: false,
         }
     }
@@ -133,7 +133,9 @@ fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String
             .map_err(|e| format!("{path}: {e}")),
         Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
         Request::ShmProbe { byte } => crate::shm::probe(&*shm.mapping()?, byte),
-        Request::RingEcho => crate::shm::start_echo(shm.mapping()?).map(|()| "started".into()),
+        Request::RingEcho => {
+            crate::shm::start_echo(shm.mapping()?, shm.doorbell()?).map(|()| "started".into())
+        }
         Request::Health => Ok(format!(
             "uptime_ms={} mem_available_kb={} ring={}",
             power::uptime_ms(),

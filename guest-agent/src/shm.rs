@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
 use reflow_ring::layout::RegionLayout;
-use reflow_ring::{Backoff, Consumer, Fault, Producer, Region};
+use reflow_ring::{Backoff, Consumer, Doorbell, Fault, Producer, Region};
 
 /// A mapping of the region.
 pub struct Mapping {
@@ -32,21 +32,50 @@ impl Mapping {
     }
 }
 
+/// The guest->host doorbell: a write to the page KVM watches with an
+/// ioeventfd wakes the host consumer (one VM exit, no guest kernel work).
+pub struct MmioDoorbell(Mapping);
+
+impl Doorbell for MmioDoorbell {
+    fn ring(&self) {
+        // SAFETY: the mapping is one page long; the write is the doorbell.
+        unsafe { self.0.ptr.cast::<u32>().write_volatile(1) };
+    }
+}
+
 /// The shared region, mapped on first use and kept: mapping `/dev/mem`
 /// fills every page-table entry up front, which costs seconds per 100 MiB
 /// where the guest kernel is emulated.
 pub struct Shm {
     region: Option<(u64, u64)>,
+    doorbell_addr: Option<u64>,
     mapping: Option<Arc<Mapping>>,
+    doorbell: Option<Arc<MmioDoorbell>>,
 }
 
 impl Shm {
-    /// `region` is `reflow.shm=` from the command line.
-    pub fn new(region: Option<(u64, u64)>) -> Shm {
+    /// `region` and `doorbell` are `reflow.shm=` and `reflow.doorbell=`
+    /// from the command line.
+    pub fn new(region: Option<(u64, u64)>, doorbell: Option<u64>) -> Shm {
         Shm {
             region,
+            doorbell_addr: doorbell,
             mapping: None,
+            doorbell: None,
         }
+    }
+
+    /// The doorbell, mapped on first use; `None` without `reflow.doorbell=`.
+    pub fn doorbell(&mut self) -> Result<Option<Arc<MmioDoorbell>>, String> {
+        if let Some(d) = &self.doorbell {
+            return Ok(Some(d.clone()));
+        }
+        let Some(addr) = self.doorbell_addr else {
+            return Ok(None);
+        };
+        let d = Arc::new(MmioDoorbell(map(addr, 4096)?));
+        self.doorbell = Some(d.clone());
+        Ok(Some(d))
     }
 
     /// The mapping, created on first use.
@@ -173,13 +202,14 @@ pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, String> {
 /// host->guest ring goes back unchanged on the guest->host ring, copied
 /// region to region. It polls with back-off and stops (reporting why on the
 /// console) if the host breaks the ring protocol.
-pub fn start_echo(m: Arc<Mapping>) -> Result<(), String> {
+pub fn start_echo(m: Arc<Mapping>, doorbell: Option<Arc<MmioDoorbell>>) -> Result<(), String> {
     let shared = m.region();
     let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("ring-echo".into())
         .spawn(move || {
             let _mapping = m;
+            let doorbell = doorbell;
             // Every system call (a sleep included) is emulated kernel work in
             // some guests: spin for a while before sleeping.
             let backoff = Backoff {
@@ -188,6 +218,9 @@ pub fn start_echo(m: Arc<Mapping>) -> Result<(), String> {
             };
             let mut rx = Consumer::new(&shared, layout.host_to_guest).with_backoff(backoff);
             let mut tx = Producer::new(&shared, layout.guest_to_host).with_backoff(backoff);
+            if let Some(d) = doorbell.as_deref() {
+                tx = tx.with_doorbell(d);
+            }
             let forever = std::time::Duration::from_secs(3600);
             let result: Result<(), reflow_ring::RingError> = (|| loop {
                 if let Some(v) = rx.recv(forever)? {

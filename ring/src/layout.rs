@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! 0x0000  region header (4 KiB): magic "RFLWSHM1", version, size, ring table
-//! 0x1000  host->guest control (4 KiB): head @+0 (producer), tail @+64 (consumer)
+//! 0x1000  host->guest control (4 KiB): head @+0 (producer), tail @+64
+//!         (consumer), waiting @+128 (consumer parked: ring the doorbell)
 //! 0x2000  host->guest data (capacity bytes)
 //!  ...    guest->host control, then data
 //! ```
@@ -17,6 +18,8 @@ pub const PAGE: u64 = 4096;
 /// Offsets of the positions inside a control page (own cache lines).
 pub const HEAD_OFFSET: u64 = 0;
 pub const TAIL_OFFSET: u64 = 64;
+/// Set by a consumer that is about to park (see `Consumer::with_parker`).
+pub const WAITING_OFFSET: u64 = 128;
 /// Smallest data area per ring.
 pub const MIN_CAPACITY: u64 = 16 * PAGE;
 
@@ -100,6 +103,7 @@ impl RegionLayout {
         for r in [self.host_to_guest, self.guest_to_host] {
             region.store_release(r.control + HEAD_OFFSET, 0)?;
             region.store_release(r.control + TAIL_OFFSET, 0)?;
+            region.store_release(r.control + WAITING_OFFSET, 0)?;
         }
         region.write(0, &self.encode())?;
         Ok(())

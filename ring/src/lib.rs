@@ -25,4 +25,4 @@ pub mod ring;
 pub use layout::{RegionLayout, RingLayout};
 pub use record::{Metadata, RecordView};
 pub use region::Region;
-pub use ring::{Backoff, Consumer, Fault, Producer, RingError};
+pub use ring::{Backoff, Consumer, Doorbell, Fault, Parker, Producer, RingError};

@@ -7,9 +7,10 @@
 //! flight; records start 64-byte aligned and never wrap (a padding record
 //! fills the end of the ring instead).
 
+use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::layout::{RingLayout, HEAD_OFFSET, TAIL_OFFSET};
+use crate::layout::{RingLayout, HEAD_OFFSET, TAIL_OFFSET, WAITING_OFFSET};
 use crate::record::{
     self, Header, Metadata, RecordError, RecordView, FLAG_PADDING, HEADER_LEN, METADATA_LEN,
 };
@@ -91,6 +92,18 @@ impl Fault {
     }
 }
 
+/// Wakes the other side's consumer when it has parked (for example a write
+/// to an MMIO doorbell that KVM turns into an eventfd signal).
+pub trait Doorbell: Sync {
+    fn ring(&self);
+}
+
+/// Blocks a consumer until its doorbell rings or `timeout` passes
+/// (spurious and early wake-ups are fine).
+pub trait Parker: Sync {
+    fn park(&self, timeout: Duration);
+}
+
 /// Writes records into a ring.
 pub struct Producer<'a> {
     region: &'a Region,
@@ -98,6 +111,7 @@ pub struct Producer<'a> {
     head: u64,
     sequence: u64,
     backoff: Backoff,
+    doorbell: Option<&'a dyn Doorbell>,
 }
 
 /// Reads records from a ring.
@@ -107,6 +121,7 @@ pub struct Consumer<'a> {
     tail: u64,
     sequence: u64,
     backoff: Backoff,
+    parker: Option<&'a dyn Parker>,
 }
 
 impl<'a> Producer<'a> {
@@ -118,7 +133,34 @@ impl<'a> Producer<'a> {
             head: 0,
             sequence: 0,
             backoff: Backoff::default(),
+            doorbell: None,
         }
+    }
+
+    /// Rings `doorbell` after publishing whenever the consumer has said it
+    /// is parked (see [`Consumer::with_parker`]).
+    pub fn with_doorbell(mut self, doorbell: &'a dyn Doorbell) -> Self {
+        self.doorbell = Some(doorbell);
+        self
+    }
+
+    /// Publishes the head; wakes a parked consumer. The fence pairs with
+    /// the consumer's: either it sees the new head before parking, or we
+    /// see its waiting flag and ring.
+    fn publish(&mut self) -> Result<(), RingError> {
+        self.region
+            .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
+        if let Some(doorbell) = self.doorbell {
+            fence(Ordering::SeqCst);
+            if self
+                .region
+                .load_acquire(self.ring.control + WAITING_OFFSET)?
+                != 0
+            {
+                doorbell.ring();
+            }
+        }
+        Ok(())
     }
 
     /// Sets how [`Producer::send`] waits for room.
@@ -197,8 +239,7 @@ impl<'a> Producer<'a> {
             };
             self.region.write(self.ring.data + pos, &pad.encode())?;
             self.head += to_end;
-            self.region
-                .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
+            self.publish()?;
             free -= to_end;
         }
         if len > free {
@@ -242,9 +283,7 @@ impl<'a> Producer<'a> {
         self.region.write(at, &raw)?;
         self.head += len;
         self.sequence += 1;
-        self.region
-            .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
-        Ok(())
+        self.publish()
     }
 
     /// Appends one record, waiting for room with adaptive back-off (spin,
@@ -289,7 +328,22 @@ impl<'a> Consumer<'a> {
             tail: 0,
             sequence: 0,
             backoff: Backoff::default(),
+            parker: None,
         }
+    }
+
+    /// After spinning, [`Consumer::recv`] parks on `parker` (raising the
+    /// ring's waiting flag, so a producer with a doorbell wakes it) instead
+    /// of sleeping; `Backoff::max_sleep` then bounds each park.
+    pub fn with_parker(mut self, parker: &'a dyn Parker) -> Self {
+        self.parker = Some(parker);
+        self
+    }
+
+    fn set_waiting(&self, waiting: bool) -> Result<(), RingError> {
+        self.region
+            .store_release(self.ring.control + WAITING_OFFSET, u64::from(waiting))?;
+        Ok(())
     }
 
     /// Sets how [`Consumer::recv`] waits for records.
@@ -393,10 +447,26 @@ impl<'a> Consumer<'a> {
             if let Some(v) = self.try_recv()? {
                 return Ok(Some(v));
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(None);
             }
-            waiter.wait();
+            let Some(sleep) = waiter.next() else {
+                continue;
+            };
+            let Some(parker) = self.parker else {
+                std::thread::sleep(sleep);
+                continue;
+            };
+            self.set_waiting(true)?;
+            fence(Ordering::SeqCst);
+            let arrived = self.try_recv();
+            if !matches!(arrived, Ok(None)) {
+                self.set_waiting(false)?;
+                return arrived;
+            }
+            parker.park(sleep.min(deadline - now));
+            self.set_waiting(false)?;
         }
     }
 }
@@ -450,15 +520,24 @@ impl Waiter {
         }
     }
 
-    fn wait(&mut self) {
+    /// Spins a little and returns `None` while in the spin phase; after
+    /// it, returns how long to sleep next (growing up to `max_sleep`).
+    fn next(&mut self) -> Option<Duration> {
         if self.start.elapsed() < self.policy.spin {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
-            return;
+            return None;
         }
-        std::thread::sleep(self.sleep);
+        let sleep = self.sleep;
         self.sleep = (self.sleep * 2).min(self.policy.max_sleep);
+        Some(sleep)
+    }
+
+    fn wait(&mut self) {
+        if let Some(sleep) = self.next() {
+            std::thread::sleep(sleep);
+        }
     }
 }
 
@@ -509,6 +588,76 @@ mod tests {
             }
         }
         assert!(c.try_recv().unwrap().is_none());
+    }
+
+    /// A doorbell and parker pair over a condition variable, counting.
+    #[derive(Default)]
+    struct Bell {
+        rung: std::sync::Mutex<bool>,
+        cv: std::sync::Condvar,
+        rings: std::sync::atomic::AtomicU64,
+        parks: std::sync::atomic::AtomicU64,
+    }
+
+    impl Doorbell for Bell {
+        fn ring(&self) {
+            self.rings.fetch_add(1, Ordering::Relaxed);
+            *self.rung.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    impl Parker for Bell {
+        fn park(&self, timeout: Duration) {
+            self.parks.fetch_add(1, Ordering::Relaxed);
+            let guard = self.rung.lock().unwrap();
+            let (mut guard, _) = self.cv.wait_timeout_while(guard, timeout, |r| !*r).unwrap();
+            *guard = false;
+        }
+    }
+
+    #[test]
+    fn a_parked_consumer_is_woken_by_the_doorbell_and_no_wakeup_is_lost() {
+        let (mut m, l) = setup(256 * 1024);
+        let r = m.region();
+        let bell = Bell::default();
+        // Parks last up to a minute, but each receive gives up after 10 s:
+        // a lost wake-up fails the test instead of merely slowing it.
+        let backoff = Backoff {
+            spin: Duration::ZERO,
+            max_sleep: Duration::from_secs(60),
+        };
+        let mut c = Consumer::new(&r, l.guest_to_host)
+            .with_backoff(backoff)
+            .with_parker(&bell);
+        const N: u64 = 3000;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut p = Producer::new(&r, l.guest_to_host).with_doorbell(&bell);
+                for i in 0..N {
+                    p.send(&meta(i), &payload(i as usize, 100), Duration::from_secs(10))
+                        .unwrap();
+                    if i % 7 == 0 {
+                        // Let the consumer run dry and park.
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            });
+            for i in 0..N {
+                let v = c
+                    .recv(Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("message {i} never came: a lost wake-up"));
+                assert_eq!(v.metadata.message_id, i);
+                c.release(v).unwrap();
+            }
+        });
+        let (rings, parks) = (
+            bell.rings.load(Ordering::Relaxed),
+            bell.parks.load(Ordering::Relaxed),
+        );
+        assert!(parks > 0, "the consumer never parked");
+        assert!(rings > 0 && rings <= N, "{rings} rings for {N} messages");
     }
 
     #[test]

@@ -3,18 +3,28 @@
 //! the e820 map, so the kernel never uses it as RAM and guest user space can
 //! map it write-back cacheable through `/dev/mem`. The guest learns where it
 //! is from `reflow.shm=<addr>:<size>` on its command line.
+//!
+//! The guest->host doorbell is a page in the MMIO gap that no device and no
+//! memory slot claims ([`DOORBELL_ADDR`], `reflow.doorbell=<addr>`): a guest
+//! write there is matched by a KVM ioeventfd and signals an eventfd inside
+//! the host kernel, without the monitor running. A host consumer parked on
+//! the guest->host ring ([`SharedRegion::guest_doorbell`]) wakes on it; a
+//! guest producer rings it only when that consumer said it parked.
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use reflow_ring::layout::{LayoutError, RegionLayout};
-use reflow_ring::Region;
+use reflow_ring::{Parker, Region};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{FileOffset, VolatileMemory, VolatileSlice};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::layout::MMIO_GAP_END;
+use crate::arch::layout::{DOORBELL_ADDR, MMIO_GAP_END};
 
 /// Alignment of the region's guest address and size.
 pub const SHM_ALIGN: u64 = 2 << 20;
@@ -28,6 +38,10 @@ pub enum ShmError {
     Map { size: u64, reason: String },
     #[error("registering the shared-memory slot with KVM: {0}")]
     Register(kvm_ioctls::Error),
+    #[error("creating the doorbell eventfd: {0}")]
+    Doorbell(std::io::Error),
+    #[error("registering the doorbell ioeventfd with KVM: {0}")]
+    RegisterDoorbell(kvm_ioctls::Error),
     #[error("laying out the message rings: {0}")]
     Layout(#[from] LayoutError),
 }
@@ -41,6 +55,12 @@ pub fn guest_base(mem_size: u64) -> u64 {
     ram_end.max(MMIO_GAP_END).next_multiple_of(SHM_ALIGN)
 }
 
+/// The `reflow.shm=` and `reflow.doorbell=` parameters for a region of
+/// `size` bytes at `guest_addr`.
+pub fn cmdline_param(guest_addr: u64, size: u64) -> String {
+    format!("reflow.shm={guest_addr:#x}:{size:#x} reflow.doorbell={DOORBELL_ADDR:#x}")
+}
+
 /// The shared region, mapped in the monitor, with the two message rings
 /// laid out in it (see `reflow_ring::layout`).
 pub struct SharedRegion {
@@ -49,6 +69,39 @@ pub struct SharedRegion {
     layout: RegionLayout,
     mapping: MmapRegion,
     guest_addr: u64,
+    doorbell: GuestDoorbell,
+}
+
+/// The guest->host doorbell: an eventfd KVM signals on guest writes to
+/// [`DOORBELL_ADDR`]. As a [`Parker`] it blocks until then (or a timeout).
+pub struct GuestDoorbell(EventFd, AtomicU64);
+
+impl GuestDoorbell {
+    /// How many times a park ended because the guest rang.
+    pub fn wakeups(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
+    }
+}
+
+impl Parker for GuestDoorbell {
+    fn park(&self, timeout: Duration) {
+        let mut fd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: one valid pollfd and a valid timespec; no signal mask.
+        let n = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        // Non-blocking: consume the count; a failure only means another
+        // waiter took it.
+        if n > 0 && self.0.read().is_ok() {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl SharedRegion {
@@ -77,11 +130,16 @@ impl SharedRegion {
         let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.size()) };
         let layout = RegionLayout::for_size(size)?;
         layout.initialize(&region)?;
+        let doorbell = GuestDoorbell(
+            EventFd::new(libc::EFD_NONBLOCK).map_err(ShmError::Doorbell)?,
+            AtomicU64::new(0),
+        );
         Ok(SharedRegion {
             region,
             layout,
             mapping,
             guest_addr,
+            doorbell,
         })
     }
 
@@ -106,7 +164,19 @@ impl SharedRegion {
         };
         // SAFETY: the mapping is owned by `self`, which the VM keeps alive as
         // long as the slot exists; the slot number is not used by RAM.
-        unsafe { vm.set_user_memory_region(desc) }.map_err(ShmError::Register)
+        unsafe { vm.set_user_memory_region(desc) }.map_err(ShmError::Register)?;
+        vm.register_ioevent(
+            &self.doorbell.0,
+            &IoEventAddress::Mmio(DOORBELL_ADDR),
+            NoDatamatch,
+        )
+        .map_err(ShmError::RegisterDoorbell)
+    }
+
+    /// What a host consumer of the guest->host ring parks on:
+    /// `Consumer::new(..).with_parker(shared.guest_doorbell())`.
+    pub fn guest_doorbell(&self) -> &GuestDoorbell {
+        &self.doorbell
     }
 
     /// Guest physical address.
@@ -127,9 +197,10 @@ impl SharedRegion {
             .expect("the whole mapping is a valid slice of itself")
     }
 
-    /// The `reflow.shm=` command-line parameter for the guest agent.
+    /// The `reflow.shm=` and `reflow.doorbell=` command-line parameters for
+    /// the guest agent.
     pub fn cmdline_param(&self) -> String {
-        format!("reflow.shm={:#x}:{:#x}", self.guest_addr, self.size())
+        cmdline_param(self.guest_addr, self.size())
     }
 }
 
@@ -137,6 +208,23 @@ impl SharedRegion {
 mod tests {
     use super::*;
     use vm_memory::Bytes;
+
+    #[test]
+    fn doorbell_parker_wakes_on_a_signal_and_times_out_without() {
+        let r = SharedRegion::create(2 << 20, MMIO_GAP_END).unwrap();
+        let bell = r.guest_doorbell();
+        bell.0.write(1).unwrap();
+        let t = std::time::Instant::now();
+        bell.park(Duration::from_secs(60));
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "a rung doorbell must not block"
+        );
+        assert_eq!(bell.wakeups(), 1);
+        // The count was consumed: the next park waits out its timeout.
+        bell.park(Duration::from_millis(5));
+        assert!(bell.0.read().is_err(), "nothing left to read");
+    }
 
     #[test]
     fn base_is_above_ram_and_4g_and_aligned() {
@@ -159,6 +247,9 @@ mod tests {
         s.write_slice(b"abc", 10).unwrap();
         s.read_slice(&mut b[..3], 10).unwrap();
         assert_eq!(&b[..3], b"abc");
-        assert_eq!(r.cmdline_param(), "reflow.shm=0x100000000:0x400000");
+        assert_eq!(
+            r.cmdline_param(),
+            "reflow.shm=0x100000000:0x400000 reflow.doorbell=0xd0080000"
+        );
     }
 }

@@ -39,6 +39,9 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First virtio-mmio device; each takes one [`VIRTIO_MMIO_SIZE`] window.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// The guest->host doorbell page (see `shm`): in the MMIO gap, past the
+/// last virtio window, claimed by no device and no memory slot.
+pub const DOORBELL_ADDR: u64 = 0xd008_0000;
 /// IOAPIC and local APIC (both emulated in the kernel by KVM).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 pub const APIC_ADDR: u32 = 0xfee0_0000;

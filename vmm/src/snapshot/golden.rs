@@ -2,8 +2,10 @@
 //! by booting once and reused by every later VM.
 //!
 //! The key hashes everything the snapshot depends on: the kernel, initrd and
-//! disk images (their bytes), memory size, vCPU count, extra command line,
-//! host kind, the snapshot format version and this monitor's version. A
+//! disk images (their bytes), memory size, vCPU count, shared-memory size,
+//! the whole guest command line the monitor builds (extra parameters
+//! included), host kind, the snapshot format version and this monitor's
+//! version. A
 //! changed input gets a new key and a new snapshot; nothing stale is reused.
 
 use std::path::{Path, PathBuf};
@@ -64,13 +66,15 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
 /// The cache key of the snapshot for `config` on `host`.
 pub fn key(config: &VmConfig, host: HostKind) -> Result<String, GoldenError> {
     let mut h = Sha256::new();
+    // The whole command line the monitor builds covers the memory layout,
+    // devices, shared region and host switches it encodes.
     h.update(format!(
         "format={FORMAT_VERSION} monitor={} mem={} vcpus={} shm={} host={host:?} cmdline={}\n",
         env!("CARGO_PKG_VERSION"),
         config.mem_mib,
         config.vcpus,
         config.shm_mib,
-        config.extra_cmdline
+        crate::vm::cmdline_parts(config, host).join(" ")
     ));
     h.update(b"kernel\n");
     hash_file(&mut h, &config.kernel)?;

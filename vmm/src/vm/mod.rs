@@ -158,6 +158,23 @@ pub struct Vm {
     hostile: HostileLog,
 }
 
+/// The pieces of the guest command line for `config` on `host`, in order:
+/// ours, the host's workaround switches, the shared region and doorbell,
+/// the virtio devices (disks, then vsock), then the user's extra parameters.
+pub fn cmdline_parts(config: &VmConfig, host: HostKind) -> Vec<String> {
+    let mut parts = vec![BASE_CMDLINE.to_string(), host.cmdline_switches()];
+    if config.shm_mib != 0 {
+        let mem_size = u64::from(config.mem_mib) << 20;
+        parts.push(shm::cmdline_param(
+            shm::guest_base(mem_size),
+            (u64::from(config.shm_mib) << 20).next_multiple_of(shm::SHM_ALIGN),
+        ));
+    }
+    parts.extend(devices::virtio_cmdline(config.disks.len() + 1));
+    parts.push(config.extra_cmdline.clone());
+    parts
+}
+
 /// A private vsock socket path for a VM without one configured: short
 /// (Unix socket paths hold 107 bytes, and `_<port>` is appended) and unique
 /// per process and VM.
@@ -198,15 +215,8 @@ impl Vm {
                 Some(Arc::new(region))
             }
         };
-        let shm_param = shared
-            .as_ref()
-            .map(|r| r.cmdline_param())
-            .unwrap_or_default();
-        let host_switches = host.cmdline_switches();
-        let virtio = devices::virtio_cmdline(config.disks.len() + 1);
-        let mut parts = vec![BASE_CMDLINE, host_switches.as_str(), shm_param.as_str()];
-        parts.extend(virtio.iter().map(String::as_str));
-        parts.push(config.extra_cmdline.as_str());
+        let parts = cmdline_parts(&config, host);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let cmdline = loader::build_cmdline(&parts)?;
         let cmdline_len = loader::write_cmdline(&mem, &cmdline)?;
         let reserved: Vec<(u64, u64)> = shared.iter().map(|r| (r.guest_addr(), r.size())).collect();
@@ -420,5 +430,30 @@ impl Vm {
     /// ports).
     pub fn vsock_uds(&self) -> &Path {
         &self.vsock_uds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_parts_describe_the_region_the_vm_creates() {
+        let mut config = VmConfig::new("k");
+        config.shm_mib = 3;
+        config.disks = vec!["d".into()];
+        config.extra_cmdline = "reflow.quiet=1".into();
+        let parts = cmdline_parts(&config, HostKind::Native);
+        let region = SharedRegion::create(3 << 20, shm::guest_base(128 << 20)).unwrap();
+        assert!(parts.contains(&region.cmdline_param()), "{parts:?}");
+        // Disk, then vsock, then the user's parameters last (they win).
+        assert_eq!(
+            parts
+                .iter()
+                .filter(|p| p.starts_with("virtio_mmio"))
+                .count(),
+            2
+        );
+        assert_eq!(parts.last().unwrap(), "reflow.quiet=1");
     }
 }
