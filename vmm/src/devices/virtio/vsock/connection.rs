@@ -13,6 +13,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::num::Wrapping;
+use std::time::{Duration, Instant};
 
 use super::packet::{op, Header, SHUTDOWN_RCV, SHUTDOWN_SEND};
 
@@ -78,7 +79,15 @@ pub struct Connection<S> {
     want_rst: bool,
     /// Our RST went out: the connection is over.
     rst_sent: bool,
+    /// When the connection was opened and when it started closing: a guest
+    /// that never answers a connection request or never finishes closing
+    /// is cut off after [`CLOSE_TIMEOUT`].
+    opened: Instant,
+    closing_since: Option<Instant>,
 }
+
+/// How long a connection may wait for the guest to accept or close it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<S: Read + Write> Connection<S> {
     fn new(stream: S, cid: u64, local_port: u32, peer_port: u32, state: State) -> Self {
@@ -104,6 +113,8 @@ impl<S: Read + Write> Connection<S> {
             want_shutdown: false,
             want_rst: false,
             rst_sent: false,
+            opened: Instant::now(),
+            closing_since: None,
         }
     }
 
@@ -131,6 +142,21 @@ impl<S: Read + Write> Connection<S> {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closing;
+        self.closing_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the guest has kept the connection waiting (connecting or
+    /// closing) for longer than [`CLOSE_TIMEOUT`] at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        let since = match self.state {
+            State::Connecting => Some(self.opened),
+            _ => self.closing_since,
+        };
+        since.is_some_and(|t| now.saturating_duration_since(t) > CLOSE_TIMEOUT)
     }
 
     /// Guest bytes waiting for the host socket to take them (at most
@@ -168,7 +194,7 @@ impl<S: Read + Write> Connection<S> {
             (_, op::SHUTDOWN) => {
                 self.peer_shutdown |= h.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
                 if self.peer_shutdown == SHUTDOWN_RCV | SHUTDOWN_SEND {
-                    self.state = State::Closing;
+                    self.close();
                     self.flush();
                 }
             }
@@ -237,7 +263,7 @@ impl<S: Read + Write> Connection<S> {
     /// ends once it is sent.
     pub fn reset(&mut self) {
         self.want_rst = true;
-        self.state = State::Closing;
+        self.close();
     }
 
     /// Whether the RST was sent and the connection can go.
@@ -278,7 +304,7 @@ impl<S: Read + Write> Connection<S> {
         if self.want_rst {
             self.want_rst = false;
             self.rst_sent = true;
-            self.state = State::Closing;
+            self.close();
             return Some((self.header(op::RST), 0));
         }
         if self.want_request {
@@ -312,7 +338,7 @@ impl<S: Read + Write> Connection<S> {
         }
         if self.want_shutdown {
             self.want_shutdown = false;
-            self.state = State::Closing;
+            self.close();
             let mut h = self.header(op::SHUTDOWN);
             h.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
             return Some((h, 0));
@@ -479,6 +505,24 @@ mod tests {
         let (h, _) = c.next_packet(&mut []).unwrap();
         assert_eq!(h.op, op::RST);
         assert!(c.finished());
+    }
+
+    #[test]
+    fn an_unanswered_connection_request_expires() {
+        let c = Connection::connect_to_guest(Pipe::default(), CID, 1 << 30, 52);
+        assert!(!c.expired(Instant::now()));
+        assert!(c.expired(Instant::now() + CLOSE_TIMEOUT * 2));
+    }
+
+    #[test]
+    fn a_closing_connection_expires() {
+        let mut c = accepted(Pipe::default());
+        let now = Instant::now();
+        assert!(!c.expired(now + CLOSE_TIMEOUT * 2));
+        c.set_readable();
+        c.next_packet(&mut [0; 8]).unwrap(); // host EOF: SHUTDOWN sent
+        assert!(!c.expired(Instant::now()));
+        assert!(c.expired(Instant::now() + CLOSE_TIMEOUT * 2));
     }
 
     #[test]

@@ -194,7 +194,24 @@ impl Muxer {
         }
     }
 
+    /// Drops connections whose guest never finished closing them (it gets
+    /// an RST), so a guest cannot pin connection slots.
+    fn sweep(&mut self) {
+        let now = std::time::Instant::now();
+        let expired: Vec<Key> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.expired(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for (local, peer) in expired {
+            self.remove((local, peer));
+            self.queue_reset_header(Header::to_guest(self.cid, local, peer, op::RST));
+        }
+    }
+
     fn accept_all(&mut self) {
+        self.sweep();
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -317,6 +334,10 @@ impl Muxer {
         if h.op == op::RST {
             return;
         }
+        self.queue_reset_header(Header::to_guest(self.cid, h.dst_port, h.src_port, op::RST));
+    }
+
+    fn queue_reset_header(&mut self, rst: Header) {
         if self.resets.len() >= MAX_QUEUED_RESETS {
             self.hostile.report(
                 "vsock",
@@ -324,8 +345,7 @@ impl Muxer {
             );
             return;
         }
-        self.resets
-            .push_back(Header::to_guest(self.cid, h.dst_port, h.src_port, op::RST));
+        self.resets.push_back(rst);
     }
 
     fn remove(&mut self, key: Key) {
@@ -339,7 +359,10 @@ impl Muxer {
         let key = (h.dst_port, h.src_port);
         let Some(conn) = self.conns.get_mut(&key) else {
             match h.op {
-                op::REQUEST => self.accept_from_guest(h),
+                op::REQUEST => {
+                    self.sweep();
+                    self.accept_from_guest(h)
+                }
                 // A late answer to a connection we already dropped.
                 op::RST => {}
                 _ => self.queue_reset(h),
