@@ -1,7 +1,8 @@
 //! `reflow-guest-agent`: PID 1 inside a Reflow sandbox microVM.
 //!
 //! Boot sequence: mount the pseudo filesystems, read the boot parameters from
-//! `/proc/cmdline`, run the boot requests, then connect to the host over
+//! `/proc/cmdline`, map the shared region if there is one, run the boot
+//! requests, then connect to the host over
 //! vsock and serve its control requests until told to power off (see
 //! `reflow_guest_agent::control`). PID 1 must never exit (the kernel would
 //! panic), so every failure ends in a reported power-off.
@@ -51,6 +52,17 @@ fn run() -> Result<i32, AgentError> {
         });
     }
     let mut server = serve::Server::new(params.quiet, params.shm, params.doorbell);
+    // Map the shared region and doorbell now, before the host is told we
+    // are ready: a golden snapshot then holds the mappings and no clone pays
+    // for them (mapping /dev/mem fills every page-table entry, seconds per
+    // 100 MiB where the guest kernel is emulated). A restored region sits at
+    // the same guest address, so the mappings stay valid.
+    if let Err(message) = server.premap() {
+        console::say(&AgentLine::Err {
+            command: "map-ring".into(),
+            message,
+        });
+    }
     for line in &params.boot_requests {
         if let Some(status) = server.handle_line(line) {
             return Ok(status);

@@ -34,6 +34,15 @@ impl Server {
         }
     }
 
+    /// Maps the shared region and the doorbell, if the VM has them.
+    pub fn premap(&mut self) -> Result<(), String> {
+        if self.shm.configured() {
+            self.shm.mapping()?;
+            self.shm.doorbell()?;
+        }
+        Ok(())
+    }
+
     /// Whether to keep the console quiet.
     pub fn quiet(&self) -> bool {
         self.quiet

@@ -65,6 +65,11 @@ impl Shm {
         }
     }
 
+    /// Whether the VM has a shared region.
+    pub fn configured(&self) -> bool {
+        self.region.is_some()
+    }
+
     /// The doorbell, mapped on first use; `None` without `reflow.doorbell=`.
     pub fn doorbell(&mut self) -> Result<Option<Arc<MmioDoorbell>>, String> {
         if let Some(d) = &self.doorbell {
