@@ -80,6 +80,17 @@ impl Fault {
         Fault::Position,
     ];
 
+    /// Whether `err` is what a consumer reports on meeting this fault.
+    pub fn explains(self, err: &RingError) -> bool {
+        match self {
+            Fault::Magic => matches!(err, RingError::Record(RecordError::BadMagic(_))),
+            Fault::Version => matches!(err, RingError::Record(RecordError::Version(_))),
+            Fault::Checksum => matches!(err, RingError::Record(RecordError::Checksum { .. })),
+            Fault::Length => matches!(err, RingError::Record(RecordError::Length { .. })),
+            Fault::Position => matches!(err, RingError::Corrupt(_)),
+        }
+    }
+
     /// The name [`str::parse`] accepts.
     pub fn name(self) -> &'static str {
         match self {
@@ -675,14 +686,7 @@ mod tests {
                 c.release(v).unwrap();
             }
             let err = c.try_recv().expect_err(fault.name());
-            let expected = match fault {
-                Fault::Magic => matches!(err, RingError::Record(RecordError::BadMagic(_))),
-                Fault::Version => matches!(err, RingError::Record(RecordError::Version(_))),
-                Fault::Checksum => matches!(err, RingError::Record(RecordError::Checksum { .. })),
-                Fault::Length => matches!(err, RingError::Record(RecordError::Length { .. })),
-                Fault::Position => matches!(err, RingError::Corrupt(_)),
-            };
-            assert!(expected, "{fault:?} gave {err:?}");
+            assert!(fault.explains(&err), "{fault:?} gave {err:?}");
             assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
         }
     }

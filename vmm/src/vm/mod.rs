@@ -153,9 +153,35 @@ pub struct Vm {
     cpu_fingerprint: u64,
     shared: Option<Arc<SharedRegion>>,
     stop_requested: Arc<AtomicBool>,
+    owner: OwnerLinks,
+}
+
+/// What the VM's owner talks to it through: its vsock socket, the agent's
+/// control channel and the hostile-input log.
+struct OwnerLinks {
     vsock_uds: PathBuf,
     control: ControlHandle,
     hostile: HostileLog,
+}
+
+impl OwnerLinks {
+    fn new(config: &VmConfig) -> OwnerLinks {
+        OwnerLinks {
+            vsock_uds: config.vsock_uds.clone().unwrap_or_else(default_vsock_uds),
+            control: ControlHandle::default(),
+            hostile: HostileLog::default(),
+        }
+    }
+
+    fn links(&self, io: VmIo, started: Instant) -> Links<'_> {
+        Links {
+            io,
+            started,
+            vsock_uds: &self.vsock_uds,
+            hostile: self.hostile.clone(),
+            control: self.control.clone(),
+        }
+    }
 }
 
 /// The pieces of the guest command line for `config` on `host`, in order:
@@ -239,15 +265,8 @@ impl Vm {
                 source,
             })?;
 
-        let vsock_uds = config.vsock_uds.clone().unwrap_or_else(default_vsock_uds);
-        let (control, hostile) = (ControlHandle::default(), HostileLog::default());
-        let links = Links {
-            io,
-            started,
-            vsock_uds: &vsock_uds,
-            hostile: hostile.clone(),
-            control: control.clone(),
-        };
+        let owner = OwnerLinks::new(&config);
+        let links = owner.links(io, started);
         let devices = devices::build(&vm_fd, &mem, &config.disks, links, None)?;
         let supported = kvm::supported_cpuid(&kvm)?;
         let vcpus = (0..config.vcpus)
@@ -272,9 +291,7 @@ impl Vm {
             cpu_fingerprint: kvm::cpu_fingerprint(&supported),
             shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
-            vsock_uds,
-            control,
-            hostile,
+            owner,
         })
     }
 
@@ -354,15 +371,8 @@ impl Vm {
             }
         };
         kvm::restore_state(&vm_fd, &state.vm)?;
-        let vsock_uds = config.vsock_uds.clone().unwrap_or_else(default_vsock_uds);
-        let (control, hostile) = (ControlHandle::default(), HostileLog::default());
-        let links = Links {
-            io,
-            started,
-            vsock_uds: &vsock_uds,
-            hostile: hostile.clone(),
-            control: control.clone(),
-        };
+        let owner = OwnerLinks::new(&config);
+        let links = owner.links(io, started);
         let devices = devices::build(
             &vm_fd,
             &mem,
@@ -394,9 +404,7 @@ impl Vm {
             cpu_fingerprint: fingerprint,
             shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
-            vsock_uds,
-            control,
-            hostile,
+            owner,
         })
     }
 
@@ -417,19 +425,19 @@ impl Vm {
 
     /// Where the agent's control channel will appear once the VM runs.
     pub fn control(&self) -> ControlHandle {
-        self.control.clone()
+        self.owner.control.clone()
     }
 
     /// What the guest did that it must not (bad vsock packets, broken
     /// queues, protocol violations).
     pub fn hostile(&self) -> HostileLog {
-        self.hostile.clone()
+        self.owner.hostile.clone()
     }
 
     /// The VM's vsock Unix socket (`CONNECT <port>` here reaches guest
     /// ports).
     pub fn vsock_uds(&self) -> &Path {
-        &self.vsock_uds
+        &self.owner.vsock_uds
     }
 }
 

@@ -188,7 +188,7 @@ impl RunningVm {
             kernel_panic: console.panic,
             console_tail: console.tail.into_iter().collect(),
             elapsed: self.started.elapsed(),
-            hostile: self.vm.hostile.recent(),
+            hostile: self.vm.hostile().recent(),
         }
     }
 

@@ -11,10 +11,12 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestMemoryMmap};
 
-use super::{read_config_bytes, QueueError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
+use super::{
+    drain_queue, read_config_bytes, QueueError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+};
 
 /// `VIRTIO_BLK_F_RO`: the device is read-only.
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
@@ -179,23 +181,11 @@ impl VirtioDevice for Block {
         queues: &mut [Queue],
         mem: &GuestMemoryMmap,
     ) -> Result<bool, QueueError> {
-        let queue = &mut queues[index];
-        let mut used = false;
-        loop {
-            queue.disable_notification(mem)?;
-            while let Some(chain) = queue.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                // The chain iterator stops at the queue size and on loops.
-                let descs: Vec<Descriptor> = chain.collect();
-                let len = self.handle_chain(mem, &descs);
-                queue.add_used(mem, head, len)?;
-                used = true;
-            }
-            if !queue.enable_notification(mem)? {
-                break;
-            }
-        }
-        Ok(used && queue.needs_notification(mem)?)
+        drain_queue(&mut queues[index], mem, |chain| {
+            // The chain iterator stops at the queue size and on loops.
+            let descs: Vec<Descriptor> = chain.collect();
+            self.handle_chain(mem, &descs)
+        })
     }
 }
 

@@ -6,7 +6,7 @@ pub mod vsock;
 
 use std::os::fd::RawFd;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 pub use block::Block;
@@ -59,6 +59,32 @@ pub trait VirtioDevice: Send {
     ) -> Result<bool, QueueError> {
         Ok(false)
     }
+}
+
+/// Pops every available chain of `queue`, lets `handle` consume it
+/// (returning the length it wrote), and marks it used. Notifications are
+/// off while draining and the queue is checked again after turning them
+/// back on, so a buffer added meanwhile is not missed. Returns whether the
+/// driver should be interrupted.
+pub fn drain_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> Result<bool, QueueError> {
+    let mut used = false;
+    loop {
+        queue.disable_notification(mem)?;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = handle(chain);
+            queue.add_used(mem, head, len)?;
+            used = true;
+        }
+        if !queue.enable_notification(mem)? {
+            break;
+        }
+    }
+    Ok(used && queue.needs_notification(mem)?)
 }
 
 /// Copies `src[offset..]` into `data`, filling what lies beyond `src` with

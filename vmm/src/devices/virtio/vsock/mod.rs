@@ -18,7 +18,9 @@ use std::path::Path;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{read_config_bytes, QueueError, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
+use super::{
+    drain_queue, read_config_bytes, QueueError, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1,
+};
 use crate::hostile::HostileLog;
 use muxer::{Muxer, MuxerError};
 use packet::{validate_tx, Header, HDR_LEN, MAX_PAYLOAD};
@@ -221,27 +223,17 @@ impl Vsock {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, QueueError> {
-        let mut used = false;
-        loop {
-            queue.disable_notification(mem)?;
-            while let Some(chain) = queue.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                let packet = chain
-                    .reader(mem)
-                    .map_err(|e| format!("bad TX chain: {e}"))
-                    .and_then(|mut r| read_packet(self.cid, &mut r, &mut self.buf));
-                match packet {
-                    Ok((h, len)) => self.muxer.handle_tx(&h, &self.buf[..len]),
-                    Err(e) => self.hostile.report("vsock", e),
-                }
-                queue.add_used(mem, head, 0)?;
-                used = true;
+        drain_queue(queue, mem, |chain| {
+            let packet = chain
+                .reader(mem)
+                .map_err(|e| format!("bad TX chain: {e}"))
+                .and_then(|mut r| read_packet(self.cid, &mut r, &mut self.buf));
+            match packet {
+                Ok((h, len)) => self.muxer.handle_tx(&h, &self.buf[..len]),
+                Err(e) => self.hostile.report("vsock", e),
             }
-            if !queue.enable_notification(mem)? {
-                break;
-            }
-        }
-        Ok(used && queue.needs_notification(mem)?)
+            0
+        })
     }
 }
 
