@@ -5,7 +5,7 @@
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, then the criterion benchmarks
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
-#   ./dev.sh setup   only set up: apt packages, guest kernel, agent, initramfs, cargo build
+#   ./dev.sh setup   only set up: apt packages, guest kernel, agent, initramfs, Python image, cargo build
 #
 # Setup is idempotent and cached under ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox,
 # keyed by the hash of every input: the first run builds the guest kernel
@@ -26,9 +26,12 @@ setup() {
     agent="$(guest-image/build-agent.sh | tail -n 1)"
     cargo build --quiet --release -p reflow-guest-image -p reflow-vmm
     REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" | tail -n 1)"
-    export REFLOW_KERNEL REFLOW_INITRAMFS
-    echo "kernel:    $REFLOW_KERNEL" >&2
-    echo "initramfs: $REFLOW_INITRAMFS" >&2
+    step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
+    REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
+    export REFLOW_KERNEL REFLOW_INITRAMFS REFLOW_PYTHON_IMAGE
+    echo "kernel:       $REFLOW_KERNEL" >&2
+    echo "initramfs:    $REFLOW_INITRAMFS" >&2
+    echo "python image: $REFLOW_PYTHON_IMAGE" >&2
 }
 
 demo() {

@@ -14,6 +14,8 @@
 //!   decimal) of the host<->guest shared-memory region, set by the monitor.
 //! - `reflow.doorbell=<addr>`: guest physical address of the guest->host
 //!   doorbell page, set by the monitor with `reflow.shm`.
+//! - `reflow.root=<device>`: an ext4 language image to mount and run
+//!   programs in (e.g. `/dev/vda`).
 
 /// Boot parameters of the agent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct AgentParams {
     pub shm: Option<(u64, u64)>,
     /// The guest->host doorbell page's guest physical address.
     pub doorbell: Option<u64>,
+    /// The device holding the language image.
+    pub root: Option<String>,
     /// `reflow.*` keys the agent does not know or cannot parse (reported,
     /// then ignored).
     pub unknown: Vec<String>,
@@ -93,6 +97,7 @@ pub fn parse(cmdline: &str) -> AgentParams {
                 Some(shm) => params.shm = Some(shm),
                 None => params.unknown.push(word.clone()),
             },
+            "root" if value.starts_with("/dev/") => params.root = Some(value.to_string()),
             "doorbell" => match parse_number(value) {
                 Some(addr) => params.doorbell = Some(addr),
                 None => params.unknown.push(word.clone()),
@@ -131,6 +136,11 @@ mod tests {
         let p = parse("reflow.shm=0x100000000:0x400000 reflow.shm=bad reflow.doorbell=0xd0080000");
         assert_eq!(p.shm, Some((1 << 32, 4 << 20)));
         assert_eq!(p.doorbell, Some(0xd008_0000));
+        assert_eq!(
+            parse("reflow.root=/dev/vda").root.as_deref(),
+            Some("/dev/vda")
+        );
+        assert_eq!(parse("reflow.root=vda").unknown, vec!["reflow.root=vda"]);
         assert_eq!(p.unknown, vec!["reflow.shm=bad"]);
     }
 

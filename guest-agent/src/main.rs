@@ -1,8 +1,8 @@
 //! `reflow-guest-agent`: PID 1 inside a Reflow sandbox microVM.
 //!
 //! Boot sequence: mount the pseudo filesystems, read the boot parameters from
-//! `/proc/cmdline`, map the shared region if there is one, run the boot
-//! requests, then connect to the host over
+//! `/proc/cmdline`, mount the language image and map the shared region if
+//! there are any, run the boot requests, then connect to the host over
 //! vsock and serve its control requests until told to power off (see
 //! `reflow_guest_agent::control`). PID 1 must never exit (the kernel would
 //! panic), so every failure ends in a reported power-off.
@@ -12,6 +12,7 @@ mod console;
 mod entropy;
 mod mounts;
 mod power;
+mod rootfs;
 mod serve;
 mod shm;
 mod vsock;
@@ -57,6 +58,14 @@ fn run() -> Result<i32, AgentError> {
     // for them (mapping /dev/mem fills every page-table entry, seconds per
     // 100 MiB where the guest kernel is emulated). A restored region sits at
     // the same guest address, so the mappings stay valid.
+    if let Some(device) = &params.root {
+        if let Err(message) = server.mount_image(device) {
+            console::say(&AgentLine::Err {
+                command: "root".into(),
+                message,
+            });
+        }
+    }
     if let Err(message) = server.premap() {
         console::say(&AgentLine::Err {
             command: "map-ring".into(),

@@ -52,26 +52,41 @@ pub fn mount_all() -> Result<(), MountError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(err(e)),
         }
-        let c = |s: &str| CString::new(s).expect("static strings have no NUL");
-        let (src, tgt, ty, dat) = (c(fstype), c(target), c(fstype), c(data));
-        // SAFETY: all pointers are valid NUL-terminated strings that outlive
-        // the call.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                tgt.as_ptr(),
-                ty.as_ptr(),
-                flags,
-                dat.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        match mount(fstype, target, fstype, flags, data) {
+            Ok(()) => {}
             // /dev may already be devtmpfs when the kernel mounted it.
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                return Err(err(e));
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(err(e)),
         }
+    }
+    Ok(())
+}
+
+/// mount(2) with Rust strings.
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> std::io::Result<()> {
+    let c = |s: &str| {
+        CString::new(s).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (src, tgt, ty, dat) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive
+    // the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            ty.as_ptr(),
+            flags,
+            dat.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

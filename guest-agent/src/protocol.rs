@@ -25,6 +25,8 @@ pub const EXIT: &str = "REFLOW-AGENT-EXIT";
 pub const MAX_REQUEST_LEN: usize = 4096;
 /// Most bytes a single `read-block`, `random` or `read-file` request may return.
 pub const MAX_READ_BLOCK_LEN: u64 = 4096;
+/// Most stdout bytes a `run` answer carries.
+pub const MAX_RUN_OUTPUT: usize = 64 * 1024;
 /// Most entropy bytes one `reseed` request may carry.
 pub const MAX_RESEED_LEN: usize = 512;
 
@@ -126,6 +128,11 @@ pub enum Request {
     },
     /// `exec <program> [args...]`: runs a program, answers its exit status.
     Exec { program: String, args: Vec<String> },
+    /// `run <program> [args...]`: runs a program and answers what it wrote
+    /// on stdout (at most [`MAX_RUN_OUTPUT`] bytes, lossy UTF-8); fails with
+    /// its status and the end of its stderr if it does not exit 0. Programs
+    /// run inside the language image when one is mounted.
+    Run { program: String, args: Vec<String> },
     /// `poweroff [status]`: reports `status` (default 0) and powers off.
     Poweroff { status: i32 },
     /// `reseed <hex>`: mixes host entropy into the kernel RNG and reseeds
@@ -188,7 +195,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
+    #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, run, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -207,6 +214,7 @@ impl Request {
             Request::Echo { .. } => "echo",
             Request::ReadBlock { .. } => "read-block",
             Request::Exec { .. } => "exec",
+            Request::Run { .. } => "run",
             Request::Poweroff { .. } => "poweroff",
             Request::Reseed { .. } => "reseed",
             Request::SetTime { .. } => "settime",
@@ -258,6 +266,11 @@ impl Request {
                 args: rest.iter().map(|s| s.to_string()).collect(),
             }),
             ("exec", []) => Err(RequestError::Usage("exec <program> [args...]")),
+            ("run", [program, rest @ ..]) => Ok(Request::Run {
+                program: program.to_string(),
+                args: rest.iter().map(|s| s.to_string()).collect(),
+            }),
+            ("run", []) => Err(RequestError::Usage("run <program> [args...]")),
             ("poweroff", []) => Ok(Request::Poweroff { status: 0 }),
             ("poweroff", [status]) => Ok(Request::Poweroff {
                 status: status
@@ -346,6 +359,10 @@ impl fmt::Display for Request {
                 write!(f, "exec {program}")?;
                 args.iter().try_for_each(|a| write!(f, " {a}"))
             }
+            Request::Run { program, args } => {
+                write!(f, "run {program}")?;
+                args.iter().try_for_each(|a| write!(f, " {a}"))
+            }
             Request::Poweroff { status } => write!(f, "poweroff {status}"),
             Request::Reseed { entropy } => write!(f, "reseed {}", encode_hex(entropy)),
             Request::SetTime { unix_ns } => write!(f, "settime {unix_ns}"),
@@ -403,6 +420,7 @@ mod tests {
             "read-block /dev/vda 512 64",
             "exec /bin/true",
             "exec /bin/echo a b",
+            "run /usr/bin/python3 -V",
             "poweroff 3",
             "reseed 00ff10",
             "settime 1700000000000000000",

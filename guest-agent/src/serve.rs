@@ -5,7 +5,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 
 use reflow_guest_agent::control::Outcome;
-use reflow_guest_agent::protocol::{encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN};
+use reflow_guest_agent::protocol::{
+    encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN, MAX_RUN_OUTPUT,
+};
 
 use crate::shm::Shm;
 use crate::{console, entropy, power};
@@ -23,6 +25,8 @@ pub struct Server {
     quiet: bool,
     shm: Shm,
     echo_running: bool,
+    /// Whether a language image is mounted (programs run inside it).
+    image: bool,
 }
 
 impl Server {
@@ -31,7 +35,16 @@ impl Server {
             quiet,
             shm: Shm::new(shm, doorbell),
             echo_running: false,
+            image: false,
         }
+    }
+
+    /// Mounts the language image on `device`; programs run inside it from
+    /// now on.
+    pub fn mount_image(&mut self, device: &str) -> Result<(), String> {
+        crate::rootfs::mount_image(device)?;
+        self.image = true;
+        Ok(())
     }
 
     /// Maps the shared region and the doorbell, if the VM has them.
@@ -60,7 +73,7 @@ impl Server {
             return Action::Reply(Outcome::Err("the echo service is already running".into()));
         }
         let echo = request == Request::RingEcho;
-        let result = execute(request, &mut self.shm, self.echo_running);
+        let result = execute(request, &mut self.shm, self.echo_running, self.image);
         if echo && result.is_ok() {
             self.echo_running = true;
         }
@@ -113,7 +126,15 @@ fn summary(request: &Request) -> String {
     text
 }
 
-fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String> {
+fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<String, String> {
+    let command = |program: &str, args: &[String]| {
+        let mut c = Command::new(program);
+        c.args(args);
+        if image {
+            crate::rootfs::enter(&mut c);
+        }
+        c
+    };
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -123,16 +144,25 @@ fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String
             offset,
             len,
         } => read_block(&device, offset, len).map_err(|e| format!("{device}: {e}")),
-        Request::Exec { program, args } => {
-            match Command::new(&program).args(&args).status() {
-                Ok(status) => Ok(format!(
-                    "status={}",
-                    status.code().unwrap_or_else(|| 128
-                        + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
-                )),
-                Err(e) => Err(format!("{program}: {e}")),
+        Request::Exec { program, args } => match command(&program, &args).status() {
+            Ok(status) => Ok(format!("status={}", exit_code(status))),
+            Err(e) => Err(format!("{program}: {e}")),
+        },
+        Request::Run { program, args } => match command(&program, &args).output() {
+            Ok(out) if out.status.success() => {
+                let n = out.stdout.len().min(MAX_RUN_OUTPUT);
+                Ok(String::from_utf8_lossy(&out.stdout[..n]).into_owned())
             }
-        }
+            Ok(out) => {
+                let from = out.stderr.len().saturating_sub(2048);
+                Err(format!(
+                    "{program} exited with status {}: {}",
+                    exit_code(out.status),
+                    String::from_utf8_lossy(&out.stderr[from..]).trim_end()
+                ))
+            }
+            Err(e) => Err(format!("{program}: {e}")),
+        },
         Request::Poweroff { .. } => unreachable!("handled by the caller"),
         Request::Reseed { entropy } => entropy::reseed(&entropy).map(|()| "ok".into()),
         Request::SetTime { unix_ns } => entropy::set_time(unix_ns).map(|()| "ok".into()),
@@ -155,6 +185,13 @@ fn execute(request: Request, shm: &mut Shm, echo: bool) -> Result<String, String
         Request::Load { name, source } => load(&name, &source),
         Request::RingFault { fault } => crate::shm::inject_fault(&*shm.mapping()?, &fault),
     }
+}
+
+/// A process's exit status as a shell would report it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    })
 }
 
 /// Where `load` puts actor sources.

@@ -2,8 +2,8 @@
 //! kernel and initramfs are, whether this machine can run VMs, and VMs
 //! driven over the agent's control channel.
 //!
-//! `./dev.sh test` builds both (cached) and exports their paths as
-//! `REFLOW_KERNEL` and `REFLOW_INITRAMFS`.
+//! `./dev.sh test` builds them (cached) and exports their paths as
+//! `REFLOW_KERNEL`, `REFLOW_INITRAMFS` and `REFLOW_PYTHON_IMAGE`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,13 @@ pub fn guest_images() -> GuestImages {
         kernel: from_env("REFLOW_KERNEL"),
         initramfs: from_env("REFLOW_INITRAMFS"),
     }
+}
+
+/// The Python root filesystem image (`REFLOW_PYTHON_IMAGE`, built by
+/// `guest-image/build-python.sh`), with the same panic-with-instructions
+/// as [`guest_images`].
+pub fn python_image() -> PathBuf {
+    from_env("REFLOW_PYTHON_IMAGE")
 }
 
 /// Whether /dev/kvm exists. Tests that need it print a loud message and

@@ -1,0 +1,51 @@
+//! The language image: a read-only ext4 root filesystem on a virtio disk
+//! (`reflow.root=/dev/vda`), mounted at [`ROOT`] with writable, size-limited
+//! tmpfs on `/tmp` and `/run` and the agent's `/dev`, `/proc` and `/sys`
+//! bound in. Programs the agent starts run chrooted into it; the agent
+//! itself stays in its initramfs.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::mounts::mount;
+
+/// Where the image is mounted.
+pub const ROOT: &str = "/rootfs";
+
+/// Mounts the ext4 image on `device` read-only at [`ROOT`].
+pub fn mount_image(device: &str) -> Result<(), String> {
+    std::fs::create_dir_all(ROOT).map_err(|e| format!("{ROOT}: {e}"))?;
+    let ro = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
+    mount(device, ROOT, "ext4", ro, "").map_err(|e| format!("mounting {device}: {e}"))?;
+    let tmpfs = libc::MS_NOSUID | libc::MS_NODEV;
+    for (dir, data) in [("tmp", "mode=1777,size=64m"), ("run", "mode=0755,size=16m")] {
+        let target = format!("{ROOT}/{dir}");
+        mount("tmpfs", &target, "tmpfs", tmpfs, data).map_err(|e| format!("{target}: {e}"))?;
+    }
+    for dir in ["dev", "proc", "sys"] {
+        let target = format!("{ROOT}/{dir}");
+        mount(
+            &format!("/{dir}"),
+            &target,
+            "",
+            libc::MS_BIND | libc::MS_REC,
+            "",
+        )
+        .map_err(|e| format!("{target}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Makes `command` run chrooted into the image.
+pub fn enter(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe calls chroot(2) and chdir(2) on static strings.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::chroot(c"/rootfs".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
