@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Python guest root filesystem: Debian bookworm packages (from
-# python/packages.txt, with their dependencies) installed by mmdebstrap,
+# python/packages.txt, with their dependencies) installed by mmdebstrap, our
+# SDK (python/sdk/, installed under /opt/reflow),
 # pruned of documentation and package caches, packed as a read-only ext4
 # image (no journal) that the VM gets as /dev/vda. Not squashfs:
 # decompression is guest kernel work, which some hosts emulate instruction
 # by instruction (and the kernel's zstd picks a BMI2 code path those
 # emulators cannot run); virtio-blk reads of a plain image are host copies. Cached outside the
-# repository, keyed by the hash of its inputs (this script and
-# python/packages.txt); a second run with the same inputs returns at once.
+# repository, keyed by the hash of its inputs (this script,
+# python/packages.txt and the SDK files); a second run with the same inputs
+# returns at once.
 #
 # Usage: guest-image/build-python.sh [--path-only]
 #   (no flag)    build if needed; print the image path on the last stdout line
@@ -25,7 +27,10 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
 log() { printf '[python-image] %s\n' "$*" >&2; }
 die() { printf '[python-image] error: %s\n' "$*" >&2; exit 1; }
 
-key="$(cat "$here/build-python.sh" "$packages_file" | sha256sum | cut -c1-16)"
+key="$( {
+    cat "$here/build-python.sh" "$packages_file"
+    (cd "$here/python" && find sdk -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
+} | sha256sum | cut -c1-16)"
 out_dir="$cache_root/python-$key"
 image="$out_dir/rootfs.ext4"
 
@@ -75,9 +80,12 @@ mkdir "$work/root"
 tar -C "$work/root" -xpf "$work/rootfs.tar"
 rm -rf "$work/root"/var/cache/apt/* "$work/root"/var/lib/apt/lists/* \
     "$work/root"/var/log/* "$work/root"/usr/share/doc "$work/root"/usr/share/man
-# The image is read-only: compile the standard library now, or every
-# import compiles from source in every guest.
-chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 /usr/lib/python3.11 >/dev/null 2>&1 ||
+mkdir -p "$work/root/opt/reflow"
+cp -a "$here/python/sdk/." "$work/root/opt/reflow/"
+find "$work/root/opt/reflow" -name __pycache__ -prune -exec rm -rf {} +
+# The image is read-only: compile the standard library and the SDK now, or
+# every import compiles from source in every guest.
+chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 /usr/lib/python3.11 /opt/reflow >/dev/null 2>&1 ||
     log "warning: some standard library modules did not byte-compile"
 # Where the agent mounts tmpfs and the pseudo filesystems.
 mkdir -p "$work/root"/{dev,proc,sys,tmp,run}

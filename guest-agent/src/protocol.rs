@@ -128,6 +128,10 @@ pub enum Request {
     },
     /// `exec <program> [args...]`: runs a program, answers its exit status.
     Exec { program: String, args: Vec<String> },
+    /// `spawn <program> [args...]`: starts a long-running program (a language
+    /// worker) in the background, its output on the console; answers
+    /// `pid=<n>`.
+    Spawn { program: String, args: Vec<String> },
     /// `run <program> [args...]`: runs a program and answers what it wrote
     /// on stdout (at most [`MAX_RUN_OUTPUT`] bytes, lossy UTF-8); fails with
     /// its status and the end of its stderr if it does not exit 0. Programs
@@ -195,7 +199,7 @@ pub enum RequestError {
     Empty,
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
-    #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, run, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
+    #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, run, spawn, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -215,6 +219,7 @@ impl Request {
             Request::ReadBlock { .. } => "read-block",
             Request::Exec { .. } => "exec",
             Request::Run { .. } => "run",
+            Request::Spawn { .. } => "spawn",
             Request::Poweroff { .. } => "poweroff",
             Request::Reseed { .. } => "reseed",
             Request::SetTime { .. } => "settime",
@@ -271,6 +276,11 @@ impl Request {
                 args: rest.iter().map(|s| s.to_string()).collect(),
             }),
             ("run", []) => Err(RequestError::Usage("run <program> [args...]")),
+            ("spawn", [program, rest @ ..]) => Ok(Request::Spawn {
+                program: program.to_string(),
+                args: rest.iter().map(|s| s.to_string()).collect(),
+            }),
+            ("spawn", []) => Err(RequestError::Usage("spawn <program> [args...]")),
             ("poweroff", []) => Ok(Request::Poweroff { status: 0 }),
             ("poweroff", [status]) => Ok(Request::Poweroff {
                 status: status
@@ -359,8 +369,8 @@ impl fmt::Display for Request {
                 write!(f, "exec {program}")?;
                 args.iter().try_for_each(|a| write!(f, " {a}"))
             }
-            Request::Run { program, args } => {
-                write!(f, "run {program}")?;
+            Request::Run { program, args } | Request::Spawn { program, args } => {
+                write!(f, "{} {program}", self.name())?;
                 args.iter().try_for_each(|a| write!(f, " {a}"))
             }
             Request::Poweroff { status } => write!(f, "poweroff {status}"),
@@ -421,6 +431,7 @@ mod tests {
             "exec /bin/true",
             "exec /bin/echo a b",
             "run /usr/bin/python3 -V",
+            "spawn /usr/bin/python3 /opt/reflow/ring_echo.py 0x100000000 0x1000000",
             "poweroff 3",
             "reseed 00ff10",
             "settime 1700000000000000000",

@@ -27,6 +27,8 @@ pub struct Server {
     echo_running: bool,
     /// Whether a language image is mounted (programs run inside it).
     image: bool,
+    /// Programs started with `spawn`.
+    children: Vec<std::process::Child>,
 }
 
 impl Server {
@@ -36,6 +38,7 @@ impl Server {
             shm: Shm::new(shm, doorbell),
             echo_running: false,
             image: false,
+            children: Vec::new(),
         }
     }
 
@@ -71,6 +74,20 @@ impl Server {
         }
         if request == Request::RingEcho && self.echo_running {
             return Action::Reply(Outcome::Err("the echo service is already running".into()));
+        }
+        // Reap spawned programs that ended (PID 1 must not collect zombies).
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+        if let Request::Spawn { program, args } = &request {
+            let mut c = command(program, args, self.image);
+            return Action::Reply(match c.spawn() {
+                Ok(child) => {
+                    let pid = child.id();
+                    self.children.push(child);
+                    Outcome::Ok(format!("pid={pid}"))
+                }
+                Err(e) => Outcome::Err(format!("{program}: {e}")),
+            });
         }
         let echo = request == Request::RingEcho;
         let result = execute(request, &mut self.shm, self.echo_running, self.image);
@@ -126,15 +143,18 @@ fn summary(request: &Request) -> String {
     text
 }
 
+/// A program to run, inside the language image when one is mounted.
+fn command(program: &str, args: &[String], image: bool) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    if image {
+        crate::rootfs::enter(&mut c);
+    }
+    c
+}
+
 fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<String, String> {
-    let command = |program: &str, args: &[String]| {
-        let mut c = Command::new(program);
-        c.args(args);
-        if image {
-            crate::rootfs::enter(&mut c);
-        }
-        c
-    };
+    let command = |program: &str, args: &[String]| command(program, args, image);
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -184,6 +204,7 @@ fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<S
         Request::MapRing => crate::shm::map_ring(&*shm.mapping()?),
         Request::Load { name, source } => load(&name, &source),
         Request::RingFault { fault } => crate::shm::inject_fault(&*shm.mapping()?, &fault),
+        Request::Spawn { .. } => unreachable!("handled by the caller"),
     }
 }
 

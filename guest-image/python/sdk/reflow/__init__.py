@@ -1,0 +1,1 @@
+"""Reflow sandbox SDK for Python actors (runs inside the guest)."""

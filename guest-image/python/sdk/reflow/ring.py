@@ -1,0 +1,267 @@
+"""The host<->guest message ring, in Python: the same layout and record
+format as the `reflow-ring` crate (see ring/src/layout.rs and record.rs).
+
+A region is a `memoryview` over the shared memory (an mmap of /dev/mem in
+the guest). Records are read in place: `Consumer.recv()` returns a `Record`
+whose `payload` is a memoryview over the ring slot, valid until `release()`.
+Everything the other side wrote is checked (magic, version, lengths,
+positions, sequence, CRC-32) and a violation raises `RingError`.
+"""
+
+import mmap
+import os
+import struct
+import time
+import zlib
+
+REGION_MAGIC = b"RFLWSHM1"
+LAYOUT_VERSION = 1
+PAGE = 4096
+HEAD, TAIL = 0, 64
+MIN_CAPACITY = 16 * PAGE
+
+MAGIC = b"RFLW"
+VERSION = 1
+FLAG_PADDING = 1
+HEADER_LEN = 64
+METADATA_LEN = 256
+ALIGN = 64
+NAME_MAX = 111
+
+
+class RingError(Exception):
+    """The other side broke the ring protocol (or the ring is full)."""
+
+
+class Full(RingError):
+    """No room for the record now; try again later (backpressure)."""
+
+
+def record_len(size):
+    return (HEADER_LEN + METADATA_LEN + size + ALIGN - 1) // ALIGN * ALIGN
+
+
+class Ring:
+    """One ring's place in the region: control page, data area, capacity."""
+
+    def __init__(self, control, data, capacity):
+        self.control, self.data, self.capacity = control, data, capacity
+
+
+def layout_for_size(size):
+    capacity = (max(size - 3 * PAGE, 0) // 2) // PAGE * PAGE
+    if capacity < MIN_CAPACITY:
+        raise RingError(f"a {size}-byte region is too small for two rings")
+    h2g = Ring(PAGE, 2 * PAGE, capacity)
+    g2h = Ring(h2g.data + capacity, h2g.data + capacity + PAGE, capacity)
+    return h2g, g2h
+
+
+def read_layout(region):
+    """Checks the region header the host wrote; returns (host->guest,
+    guest->host) rings."""
+    if bytes(region[0:8]) != REGION_MAGIC:
+        raise RingError("not a ring region (bad magic)")
+    version, _, size = struct.unpack_from("<IIQ", region, 8)
+    if version != LAYOUT_VERSION:
+        raise RingError(f"ring layout version {version} is not supported")
+    if size != len(region):
+        raise RingError("region size differs from the mapping")
+    h2g, g2h = layout_for_size(size)
+    expected = [h2g.control, h2g.data, h2g.capacity, g2h.control, g2h.data, g2h.capacity]
+    if list(struct.unpack_from("<6Q", region, 24)) != expected:
+        raise RingError("ring table differs from the standard layout")
+    return h2g, g2h
+
+
+def map_region(addr, size, path="/dev/mem"):
+    """Maps `size` bytes of guest physical memory at `addr`."""
+    fd = os.open(path, os.O_RDWR | os.O_SYNC)
+    try:
+        m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=addr)
+    finally:
+        os.close(fd)
+    return m
+
+
+class Metadata:
+    __slots__ = ("message_id", "timestamp_ns", "actor_id", "port", "kind")
+
+    def __init__(self, message_id=0, timestamp_ns=0, actor_id="", port="", kind=0):
+        self.message_id, self.timestamp_ns = message_id, timestamp_ns
+        self.actor_id, self.port, self.kind = actor_id, port, kind
+
+    def encode(self):
+        m = bytearray(METADATA_LEN)
+        struct.pack_into("<QQ", m, 0, self.message_id, self.timestamp_ns)
+        for at, value in ((16, self.actor_id), (128, self.port)):
+            b = value.encode()
+            if len(b) > NAME_MAX:
+                raise RingError(f"name of {len(b)} bytes is over the {NAME_MAX}-byte limit")
+            m[at] = len(b)
+            m[at + 1 : at + 1 + len(b)] = b
+        struct.pack_into("<I", m, 240, self.kind)
+        return m
+
+    @classmethod
+    def decode(cls, m):
+        message_id, timestamp_ns = struct.unpack_from("<QQ", m, 0)
+        names = []
+        for at in (16, 128):
+            n = m[at]
+            if n > NAME_MAX:
+                raise RingError("metadata name too long")
+            try:
+                names.append(bytes(m[at + 1 : at + 1 + n]).decode())
+            except UnicodeDecodeError:
+                raise RingError("metadata name is not UTF-8") from None
+        (kind,) = struct.unpack_from("<I", m, 240)
+        return cls(message_id, timestamp_ns, names[0], names[1], kind)
+
+
+class Record:
+    """A received record; `payload` is a memoryview into the ring."""
+
+    __slots__ = ("metadata", "payload", "sequence", "length")
+
+    def __init__(self, metadata, payload, sequence, length):
+        self.metadata, self.payload, self.sequence, self.length = metadata, payload, sequence, length
+
+
+def _wait(started, spin, sleep):
+    if time.monotonic() - started < spin:
+        return sleep
+    time.sleep(sleep)
+    return min(sleep * 2, 0.001)
+
+
+class Producer:
+    def __init__(self, region, ring):
+        self.region, self.ring = region, ring
+        self.head, self.sequence = 0, 0
+
+    def _tail(self):
+        (tail,) = struct.unpack_from("<Q", self.region, self.ring.control + TAIL)
+        if tail > self.head or self.head - tail > self.ring.capacity:
+            raise RingError("consumer position out of range")
+        return tail
+
+    def _publish(self):
+        struct.pack_into("<Q", self.region, self.ring.control + HEAD, self.head)
+
+    def try_send(self, meta, payload):
+        """Appends one record or raises Full."""
+        cap = self.ring.capacity
+        payload = memoryview(payload).cast("B")
+        size = len(payload)
+        length = record_len(size)
+        if length > cap:
+            raise RingError(f"a {length}-byte record does not fit a {cap}-byte ring")
+        meta_bytes = meta.encode()
+        free = cap - (self.head - self._tail())
+        pos = self.head % cap
+        to_end = cap - pos
+        if length > to_end:
+            if to_end > free:
+                raise Full(f"{to_end} bytes needed, {free} free")
+            pad = bytearray(HEADER_LEN)
+            pad[0:4], pad[4], pad[5] = MAGIC, VERSION, FLAG_PADDING
+            struct.pack_into("<I", pad, 16, to_end)
+            at = self.ring.data + pos
+            self.region[at : at + HEADER_LEN] = pad
+            self.head += to_end
+            self._publish()
+            free -= to_end
+        if length > free:
+            raise Full(f"{length} bytes needed, {free} free")
+        at = self.ring.data + self.head % cap
+        body = at + HEADER_LEN
+        self.region[body : body + METADATA_LEN] = meta_bytes
+        self.region[body + METADATA_LEN : body + METADATA_LEN + size] = payload
+        crc = zlib.crc32(payload, zlib.crc32(meta_bytes))
+        header = bytearray(HEADER_LEN)
+        header[0:4], header[4] = MAGIC, VERSION
+        struct.pack_into("<IIIxxxxQ", header, 8, size, crc, length, self.sequence)
+        self.region[at : at + HEADER_LEN] = header
+        self.head += length
+        self.sequence += 1
+        self._publish()
+
+    def send(self, meta, payload, timeout=60.0, spin=0.002):
+        started = time.monotonic()
+        sleep = 20e-6
+        while True:
+            try:
+                return self.try_send(meta, payload)
+            except Full:
+                if time.monotonic() - started > timeout:
+                    raise
+                sleep = _wait(started, spin, sleep)
+
+
+class Consumer:
+    def __init__(self, region, ring):
+        self.region, self.ring = region, ring
+        self.tail, self.sequence = 0, 0
+
+    def try_recv(self):
+        """The next record (checked, payload in place) or None."""
+        cap = self.ring.capacity
+        while True:
+            (head,) = struct.unpack_from("<Q", self.region, self.ring.control + HEAD)
+            if head < self.tail or head - self.tail > cap:
+                raise RingError("producer position out of range")
+            avail = head - self.tail
+            if avail == 0:
+                return None
+            if avail < HEADER_LEN:
+                raise RingError("partial record header published")
+            pos = self.tail % cap
+            to_end = cap - pos
+            at = self.ring.data + pos
+            h = self.region[at : at + HEADER_LEN]
+            if bytes(h[0:4]) != MAGIC:
+                raise RingError(f"bad record magic {bytes(h[0:4])!r}")
+            if h[4] != VERSION:
+                raise RingError(f"record version {h[4]} is not supported")
+            flags = h[5]
+            size, crc, length, sequence = struct.unpack_from("<IIIxxxxQ", h, 8)
+            if flags & FLAG_PADDING:
+                if size != 0 or length != to_end or length % ALIGN or flags & ~FLAG_PADDING:
+                    raise RingError("malformed padding record")
+                if length > avail:
+                    raise RingError("padding runs past the published data")
+                self.tail += to_end
+                struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+                continue
+            if flags or record_len(size) != length:
+                raise RingError(f"record length {length} is invalid for a {size}-byte payload")
+            if length > to_end or length > avail:
+                raise RingError("record runs past the published data or the ring end")
+            if sequence != self.sequence:
+                raise RingError(f"record out of sequence: expected {self.sequence}, found {sequence}")
+            body = at + HEADER_LEN
+            meta_raw = self.region[body : body + METADATA_LEN]
+            payload = self.region[body + METADATA_LEN : body + METADATA_LEN + size]
+            computed = zlib.crc32(payload, zlib.crc32(meta_raw))
+            if computed != crc:
+                raise RingError(f"record checksum mismatch (stored {crc:#010x}, computed {computed:#010x})")
+            return Record(Metadata.decode(meta_raw), payload, sequence, length)
+
+    def release(self, record):
+        if record.sequence != self.sequence:
+            raise RingError("released a record out of order")
+        self.sequence += 1
+        self.tail += record.length
+        struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+
+    def recv(self, timeout=60.0, spin=0.002):
+        started = time.monotonic()
+        sleep = 20e-6
+        while True:
+            r = self.try_recv()
+            if r is not None:
+                return r
+            if time.monotonic() - started > timeout:
+                return None
+            sleep = _wait(started, spin, sleep)
