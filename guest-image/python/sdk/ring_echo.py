@@ -3,8 +3,10 @@ back unchanged (the payload copied straight from slot to slot). A check of
 the SDK's ring codec against the host's.
 
 Usage: python3 ring_echo.py <region address> <region size>
+Writes /run/reflow/ring_echo.ready once it is polling the ring.
 """
 
+import os
 import sys
 
 from reflow.ring import Consumer, Producer, map_region, read_layout
@@ -15,6 +17,10 @@ def main():
     region = memoryview(map_region(addr, size))
     h2g, g2h = read_layout(region)
     rx, tx = Consumer(region, h2g), Producer(region, g2h)
+    # Tell the agent (and whoever warms a golden snapshot) we are polling.
+    os.makedirs("/run/reflow", exist_ok=True)
+    with open("/run/reflow/ring_echo.ready", "w") as f:
+        f.write(str(os.getpid()))
     while True:
         record = rx.recv(timeout=3600.0)
         if record is None:

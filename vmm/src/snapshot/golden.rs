@@ -18,7 +18,7 @@ use super::{MEMORY_FILE, STATE_FILE};
 use crate::config::VmConfig;
 use crate::host::HostKind;
 use crate::vcpu::exit::StopReason;
-use crate::vm::{Vm, VmError, VmIo};
+use crate::vm::{ControlChannel, Vm, VmError, VmIo};
 
 /// Longest a golden boot may take before we give up.
 const BOOT_LIMIT: Duration = Duration::from_secs(1800);
@@ -40,6 +40,17 @@ pub enum GoldenError {
     Vm(#[from] VmError),
     #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
     NotReady { stop: StopReason, tail: String },
+    #[error("warming up the golden guest ({tag}): {message}")]
+    Warmup { tag: String, message: String },
+}
+
+/// Work done in the guest before its golden snapshot is written (start a
+/// language worker and wait until it is warm), so every clone starts from
+/// there. `tag` names the work in the cache key: change it whenever `run`
+/// changes what it does.
+pub struct Warmup<'a> {
+    pub tag: &'a str,
+    pub run: &'a (dyn Fn(&mut ControlChannel) -> Result<(), String> + Sync),
 }
 
 /// A golden snapshot on disk.
@@ -63,9 +74,13 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
     Ok(())
 }
 
-/// The cache key of the snapshot for `config` on `host`.
-pub fn key(config: &VmConfig, host: HostKind) -> Result<String, GoldenError> {
+/// The cache key of the snapshot for `config` on `host`, after the warm-up
+/// named `warmup` (empty: none).
+pub fn key(config: &VmConfig, host: HostKind, warmup: &str) -> Result<String, GoldenError> {
     let mut h = Sha256::new();
+    if !warmup.is_empty() {
+        h.update(format!("warmup={warmup}\n"));
+    }
     // The whole command line the monitor builds covers the memory layout,
     // devices, shared region and host switches it encodes.
     h.update(format!(
@@ -102,8 +117,19 @@ pub fn ensure(
     cache_root: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<GoldenSnapshot, GoldenError> {
+    ensure_warm(config, cache_root, None, progress)
+}
+
+/// [`ensure`], with `warmup` run over the agent's control channel before
+/// the snapshot is written.
+pub fn ensure_warm(
+    config: &VmConfig,
+    cache_root: &Path,
+    warmup: Option<&Warmup<'_>>,
+    progress: &dyn Fn(&str),
+) -> Result<GoldenSnapshot, GoldenError> {
     let host = config.host.unwrap_or_else(HostKind::detect);
-    let key = key(config, host)?;
+    let key = key(config, host, warmup.map_or("", |w| w.tag))?;
     let dir = cache_root.join("snapshots").join(&key);
     if complete(&dir) {
         return Ok(GoldenSnapshot {
@@ -135,9 +161,55 @@ pub fn ensure(
         });
     }
     progress(&format!(
-        "agent ready after {:.1} s; writing the snapshot",
+        "agent ready after {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    // Keeps the warm-up's channel open until the snapshot is written.
+    let mut _channel = None;
+    if let Some(w) = warmup {
+        let control = running.control();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (result, stop) = std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                let result = control
+                    .wait(Duration::from_secs(60))
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| (w.run)(&mut c).map(|()| c));
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                result
+            });
+            // Drive the VM while the warm-up talks to it.
+            let stop = running.wait_until(|_| done.load(std::sync::atomic::Ordering::SeqCst), None);
+            let result = helper
+                .join()
+                .unwrap_or_else(|_| Err("the warm-up panicked".into()));
+            (result, stop)
+        });
+        if let Some(stop) = stop? {
+            let outcome = running.finish(stop.clone());
+            return Err(GoldenError::NotReady {
+                stop,
+                tail: outcome.console_tail.join("\n"),
+            });
+        }
+        match result {
+            Ok(c) => _channel = Some(c),
+            Err(message) => {
+                running.stop_handle().stop();
+                let _ = running.wait();
+                return Err(GoldenError::Warmup {
+                    tag: w.tag.to_string(),
+                    message,
+                });
+            }
+        }
+        progress(&format!(
+            "warm-up {} done after {:.1} s",
+            w.tag,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    progress("writing the snapshot");
     let paused = running.pause()?;
     let tmp = cache_root
         .join("snapshots")
