@@ -56,6 +56,10 @@ test_all() {
     cargo fmt --all -- --check
     step "cargo clippy --all-targets -- -D warnings"
     cargo clippy --quiet --workspace --all-targets -- -D warnings
+    step "Python SDK unit tests (host python3)"
+    command -v python3 >/dev/null || die "python3 not found: install it (apt-get install python3)"
+    PYTHONPATH=guest-image/python/sdk python3 -W error::ResourceWarning -m unittest discover \
+        -s guest-image/python/tests -t guest-image/python/tests
     step "cargo test (boots real guests on /dev/kvm)"
     cargo test --workspace -- --nocapture --test-threads=2
 }

@@ -1,0 +1,75 @@
+"""The Python ring codec on an in-memory region (its agreement with the
+Rust codec is tested in a real guest by tests/python.rs)."""
+
+import struct
+import unittest
+
+from reflow.ring import (
+    MIN_CAPACITY, PAGE, REGION_MAGIC, Consumer, Full, Metadata, Producer, RingError,
+    layout_for_size, read_layout,
+)
+
+SIZE = 3 * PAGE + 2 * MIN_CAPACITY
+
+
+def region():
+    r = memoryview(bytearray(SIZE))
+    h2g, g2h = layout_for_size(SIZE)
+    r[0:8] = REGION_MAGIC
+    struct.pack_into("<IIQ", r, 8, 1, 0, SIZE)
+    struct.pack_into("<6Q", r, 24, h2g.control, h2g.data, h2g.capacity,
+                     g2h.control, g2h.data, g2h.capacity)
+    return r
+
+
+class RingTest(unittest.TestCase):
+    def test_round_trips_with_wraps(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p, c = Producer(r, h2g), Consumer(r, h2g)
+        for i in range(300):
+            payload = bytes((i * 7 + j) & 255 for j in range(i * 37 % 5000))
+            p.send(Metadata(i, i, "actor", "in", 1), payload)
+            rec = c.recv()
+            self.assertEqual(rec.metadata.message_id, i)
+            self.assertEqual(rec.metadata.actor_id, "actor")
+            self.assertEqual(bytes(rec.payload), payload)
+            c.release(rec)
+        self.assertIsNone(c.try_recv())
+
+    def test_full_ring_refuses_instead_of_dropping(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p = Producer(r, h2g)
+        sent = 0
+        with self.assertRaises(Full):
+            while True:
+                p.try_send(Metadata(sent), bytes(4000))
+                sent += 1
+        c = Consumer(r, h2g)
+        for i in range(sent):
+            rec = c.recv()
+            self.assertEqual(rec.metadata.message_id, i)
+            c.release(rec)
+
+    def test_hostile_bytes_are_errors(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p, c = Producer(r, h2g), Consumer(r, h2g)
+        p.send(Metadata(1), b"hello")
+        r[h2g.data + 64 + 256] ^= 1  # payload byte: checksum mismatch
+        with self.assertRaisesRegex(RingError, "checksum"):
+            c.try_recv()
+        r2 = region()
+        h2g, _ = read_layout(r2)
+        struct.pack_into("<Q", r2, h2g.control, 1 << 40)  # head far away
+        with self.assertRaisesRegex(RingError, "position"):
+            Consumer(r2, h2g).try_recv()
+        r3 = region()
+        r3[0] = 0
+        with self.assertRaisesRegex(RingError, "magic"):
+            read_layout(r3)
+
+
+if __name__ == "__main__":
+    unittest.main()
