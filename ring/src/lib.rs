@@ -21,8 +21,10 @@ pub mod layout;
 pub mod record;
 pub mod region;
 pub mod ring;
+pub mod value;
 
 pub use layout::{RegionLayout, RingLayout};
 pub use record::{Metadata, RecordView};
 pub use region::Region;
 pub use ring::{Backoff, Consumer, Doorbell, Fault, Parker, Producer, RingError};
+pub use value::{Value, ValueError};
