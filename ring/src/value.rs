@@ -284,7 +284,7 @@ mod tests {
             let e = Value::decode(bytes).unwrap_err().to_string();
             assert!(e.contains(msg), "{bytes:?}: {e}");
         }
-        let mut deep = vec![7u8, 1, 0, 0, 0].repeat(MAX_DEPTH + 1);
+        let mut deep = [7u8, 1, 0, 0, 0].repeat(MAX_DEPTH + 1);
         deep.push(0);
         assert_eq!(Value::decode(&deep), Err(ValueError::TooDeep));
     }
