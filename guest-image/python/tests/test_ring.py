@@ -73,3 +73,34 @@ class RingTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HeldRecordsTest(unittest.TestCase):
+    def test_records_read_past_a_held_one_and_space_returns_in_order(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p, c = Producer(r, h2g), Consumer(r, h2g)
+        p.send(Metadata(1), b"invoke")
+        p.send(Metadata(2), b"state reply")
+        first = c.recv()
+        second = c.recv()
+        self.assertEqual((bytes(first.payload), bytes(second.payload)), (b"invoke", b"state reply"))
+        c.release(second)
+        self.assertEqual(c.tail, 0, "space waits for the older record")
+        c.release(first)
+        self.assertEqual(c.tail, c.read)
+        with self.assertRaises(RingError):
+            c.release(first)
+
+    def test_wraps_while_holding(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p, c = Producer(r, h2g), Consumer(r, h2g)
+        for i in range(200):
+            p.send(Metadata(i), bytes(3000))
+            held = c.recv()
+            p.send(Metadata(i + 1000), b"reply")
+            reply = c.recv()
+            self.assertEqual(reply.metadata.message_id, i + 1000)
+            c.release(reply)
+            c.release(held)

@@ -200,23 +200,32 @@ class Producer:
 
 
 class Consumer:
+    """Reads records in order. Several may be held at once (a worker keeps
+    an invocation's record, whose payload it reads in place, while it reads
+    the state replies that follow); space goes back to the producer as the
+    oldest held records are released."""
+
     def __init__(self, region, ring):
         self.region, self.ring = region, ring
         self.tail, self.sequence = 0, 0
+        # Where the next record is read, and the records read but not yet
+        # given back: [sequence, length, released].
+        self.read, self.read_sequence = 0, 0
+        self.held = []
 
     def try_recv(self):
         """The next record (checked, payload in place) or None."""
         cap = self.ring.capacity
         while True:
             (head,) = struct.unpack_from("<Q", self.region, self.ring.control + HEAD)
-            if head < self.tail or head - self.tail > cap:
+            if head < self.read or head - self.tail > cap:
                 raise RingError("producer position out of range")
-            avail = head - self.tail
+            avail = head - self.read
             if avail == 0:
                 return None
             if avail < HEADER_LEN:
                 raise RingError("partial record header published")
-            pos = self.tail % cap
+            pos = self.read % cap
             to_end = cap - pos
             at = self.ring.data + pos
             h = self.region[at : at + HEADER_LEN]
@@ -231,29 +240,45 @@ class Consumer:
                     raise RingError("malformed padding record")
                 if length > avail:
                     raise RingError("padding runs past the published data")
-                self.tail += to_end
-                struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+                self.read += to_end
+                if not self.held:
+                    self.tail = self.read
+                    struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+                else:
+                    self.held.append([None, to_end, True])
                 continue
             if flags or record_len(size) != length:
                 raise RingError(f"record length {length} is invalid for a {size}-byte payload")
             if length > to_end or length > avail:
                 raise RingError("record runs past the published data or the ring end")
-            if sequence != self.sequence:
-                raise RingError(f"record out of sequence: expected {self.sequence}, found {sequence}")
+            if sequence != self.read_sequence:
+                raise RingError(f"record out of sequence: expected {self.read_sequence}, found {sequence}")
             body = at + HEADER_LEN
             meta_raw = self.region[body : body + METADATA_LEN]
             payload = self.region[body + METADATA_LEN : body + METADATA_LEN + size]
             computed = zlib.crc32(payload, zlib.crc32(meta_raw))
             if computed != crc:
                 raise RingError(f"record checksum mismatch (stored {crc:#010x}, computed {computed:#010x})")
-            return Record(Metadata.decode(meta_raw), payload, sequence, length)
+            record = Record(Metadata.decode(meta_raw), payload, sequence, length)
+            self.read += length
+            self.read_sequence += 1
+            self.held.append([sequence, length, False])
+            return record
 
     def release(self, record):
-        if record.sequence != self.sequence:
-            raise RingError("released a record out of order")
-        self.sequence += 1
-        self.tail += record.length
-        struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+        """Gives a record's space back (once every older one is released)."""
+        for entry in self.held:
+            if entry[0] == record.sequence and not entry[2]:
+                entry[2] = True
+                break
+        else:
+            raise RingError("released a record that is not held")
+        moved = False
+        while self.held and self.held[0][2]:
+            self.tail += self.held.pop(0)[1]
+            moved = True
+        if moved:
+            struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
 
     def recv(self, timeout=60.0, spin=0.002):
         started = time.monotonic()

@@ -1,0 +1,152 @@
+"""The Python worker: serves actor messages on the ring.
+
+Started by the agent (`spawn /usr/bin/python3 -m reflow.worker <addr>
+<size>` with `/opt/reflow` on the path) before the golden snapshot is
+taken, so clones start warm. Protocol (record kinds in the metadata; the
+message id ties an invocation's records together; payloads are
+`reflow.value` values):
+
+  host -> guest  LOAD    {"name", "source"}      actor id = the node
+  guest -> host  LOADED  {"metadata": {...}}     or ERROR
+  host -> guest  INVOKE  {"inputs": {...}, "config": {...}}
+  guest -> host  OUTPUT  value, port in the metadata (any number, as sent)
+  guest -> host  STATE   {"op", "key", "args"}   host answers STATE_REPLY
+  host -> guest  STATE_REPLY {"ok": value} | {"error": message}
+  guest -> host  DONE    {returned outputs}      or ERROR
+  guest -> host  ERROR   {"kind": load|run|protocol, "message", "traceback"}
+
+Input bytes arrive as memoryviews over the ring slot (no copy); the
+INVOKE record stays held until the invocation ends. A script that fails to
+load or raises is answered with ERROR; the worker goes on.
+"""
+
+import asyncio
+import os
+import sys
+
+from .invoke import ActorFailure, invoke, load_script
+from .ring import Consumer, Metadata, Producer, map_region, read_layout
+from .value import ValueError_, decode, encode
+
+LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR = range(1, 9)
+READY_FILE = "/run/reflow/worker.ready"
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class RingTransport:
+    """An invocation's way to the host: outputs and state round trips."""
+
+    def __init__(self, worker, message_id, actor_id):
+        self.worker, self.message_id, self.actor_id = worker, message_id, actor_id
+
+    def send_output(self, port, value):
+        self.worker.send(OUTPUT, self.message_id, self.actor_id, value, port)
+
+    def state_call(self, op, key, args):
+        self.worker.send(STATE, self.message_id, self.actor_id, {"op": op, "key": key, "args": args})
+        record = self.worker.rx.recv(timeout=3600.0)
+        if record is None:
+            raise ProtocolError("no state reply within an hour")
+        try:
+            meta = record.metadata
+            if meta.kind != STATE_REPLY or meta.message_id != self.message_id:
+                raise ProtocolError(f"expected a state reply, got kind {meta.kind}")
+            reply = decode(record.payload)
+            if not isinstance(reply, dict):
+                raise ProtocolError("malformed state reply")
+            if "error" in reply:
+                raise RuntimeError(f"state {op} {key!r}: {reply['error']}")
+            return _own(reply.get("ok"))
+        finally:
+            self.worker.rx.release(record)
+
+
+def _own(v):
+    """A copy that does not point into the ring (for values kept after
+    their record is released)."""
+    if isinstance(v, memoryview):
+        return bytes(v)
+    if isinstance(v, list):
+        return [_own(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _own(x) for k, x in v.items()}
+    return v
+
+
+class Worker:
+    def __init__(self, region):
+        h2g, g2h = read_layout(region)
+        self.rx, self.tx = Consumer(region, h2g), Producer(region, g2h)
+        self.actors = {}
+        self.loop = asyncio.new_event_loop()
+
+    def send(self, kind, message_id, actor_id, value, port=""):
+        self.tx.send(Metadata(message_id, 0, actor_id, port, kind), encode(value), timeout=3600.0)
+
+    def error(self, message_id, actor_id, kind, message, trace=""):
+        self.send(ERROR, message_id, actor_id, {"kind": kind, "message": message, "traceback": trace})
+
+    def serve_one(self, record):
+        meta = record.metadata
+        try:
+            body = decode(record.payload)
+            if not isinstance(body, dict):
+                raise ValueError_("the message body is not a map")
+        except ValueError_ as e:
+            self.rx.release(record)
+            self.error(meta.message_id, meta.actor_id, "protocol", f"undecodable message: {e}")
+            return
+        if meta.kind == LOAD:
+            source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
+            self.rx.release(record)
+            try:
+                fn = load_script(source, name)
+            except ActorFailure as f:
+                self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
+                return
+            self.actors[meta.actor_id] = fn
+            self.send(LOADED, meta.message_id, meta.actor_id, {"metadata": fn.__actor_metadata__.to_dict()})
+        elif meta.kind == INVOKE:
+            fn = self.actors.get(meta.actor_id)
+            try:
+                if fn is None:
+                    raise ActorFailure("run", f"no actor loaded for {meta.actor_id!r}")
+                transport = RingTransport(self, meta.message_id, meta.actor_id)
+                result = invoke(fn, body.get("inputs") or {}, body.get("config") or {},
+                                meta.actor_id, transport, self.loop)
+                self.send(DONE, meta.message_id, meta.actor_id, result)
+            except ActorFailure as f:
+                self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
+            except (ProtocolError, ValueError_) as e:
+                self.error(meta.message_id, meta.actor_id, "protocol", str(e))
+            finally:
+                self.rx.release(record)
+        else:
+            self.rx.release(record)
+            self.error(meta.message_id, meta.actor_id, "protocol", f"unexpected message kind {meta.kind}")
+
+    def run(self, stop=None):
+        """Serves records until `stop` (a threading.Event, for tests) is set."""
+        while stop is None or not stop.is_set():
+            record = self.rx.recv(timeout=3600.0 if stop is None else 0.05)
+            if record is not None:
+                self.serve_one(record)
+
+    def close(self):
+        self.loop.close()
+
+
+def main(argv):
+    addr, size = int(argv[1], 0), int(argv[2], 0)
+    worker = Worker(memoryview(map_region(addr, size)))
+    os.makedirs(os.path.dirname(READY_FILE), exist_ok=True)
+    with open(READY_FILE, "w") as f:
+        f.write(str(os.getpid()))
+    worker.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

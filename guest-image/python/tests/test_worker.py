@@ -1,0 +1,96 @@
+"""The worker's protocol on an in-memory region; the test plays the host
+while the worker runs on a thread."""
+
+import threading
+import unittest
+
+from reflow.ring import Consumer, Metadata, Producer, read_layout
+from reflow.value import decode, encode
+from reflow.worker import DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, Worker
+
+from test_ring import region
+
+COUNTER = '''
+@actor(name="Counter", inports=["input"], outports=["output", "size"])
+async def process(context):
+    n = await context.state.increment("calls")
+    data = context.get_input("input")
+    await context.send_output("size", len(data))
+    await context.send_output("output", data)
+    return {"calls": n}
+'''
+
+
+class Host:
+    def __init__(self):
+        r = region()
+        self.worker = Worker(r)
+        h2g, g2h = read_layout(r)
+        self.tx, self.rx = Producer(r, h2g), Consumer(r, g2h)
+        self.store = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.worker.close()
+
+    def call(self, kind, mid, body):
+        """Sends one message; answers state requests; returns what came back."""
+        self.tx.send(Metadata(mid, 0, "node", "", kind), encode(body))
+        got = []
+        while True:
+            reply = self.rx.recv(timeout=10.0)
+            assert reply is not None, "the worker did not answer"
+            kind_, port = reply.metadata.kind, reply.metadata.port
+            value = decode(reply.payload)
+            value = bytes(value) if isinstance(value, memoryview) else value
+            self.rx.release(reply)
+            if kind_ == STATE:
+                op, key, args = value["op"], value["key"], value["args"]
+                assert op == "increment", op
+                self.store[key] = self.store.get(key, 0) + args[0]
+                self.tx.send(Metadata(mid, 0, "node", "", STATE_REPLY), encode({"ok": self.store[key]}))
+                continue
+            got.append((kind_, port, value))
+            if kind_ in (LOADED, DONE, ERROR):
+                return got
+
+
+class WorkerTest(unittest.TestCase):
+    def setUp(self):
+        self.host = Host()
+
+    def tearDown(self):
+        self.host.close()
+
+    def test_load_then_invocations_stream_outputs_and_keep_state(self):
+        got = self.host.call(LOAD, 1, {"name": "counter.py", "source": COUNTER})
+        self.assertEqual(got[-1][0], LOADED)
+        self.assertEqual(got[-1][2]["metadata"]["component"], "Counter")
+        for n in (1, 2):
+            got = self.host.call(INVOKE, 10 + n, {"inputs": {"input": b"\x00\x01\x02"}, "config": {}})
+            self.assertEqual(got, [
+                (OUTPUT, "size", 3),
+                (OUTPUT, "output", b"\x00\x01\x02"),
+                (DONE, "", {"calls": n}),
+            ])
+
+    def test_errors_are_answered_and_the_worker_goes_on(self):
+        got = self.host.call(LOAD, 1, {"name": "bad.py", "source": "def x(:"})
+        self.assertEqual((got[-1][0], got[-1][2]["kind"]), (ERROR, "load"))
+        got = self.host.call(INVOKE, 2, {"inputs": {}})
+        self.assertIn("no actor loaded", got[-1][2]["message"])
+        got = self.host.call(LOAD, 3, {"name": "boom.py", "source": '@actor(name="B")\ndef b(c):\n    1/0\n'})
+        self.assertEqual(got[-1][0], LOADED)
+        got = self.host.call(INVOKE, 4, {"inputs": {}})
+        self.assertEqual(got[-1][2]["kind"], "run")
+        self.assertIn("ZeroDivisionError", got[-1][2]["traceback"])
+        got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
+        self.assertEqual(got[-1][0], LOADED)
+
+
+if __name__ == "__main__":
+    unittest.main()
