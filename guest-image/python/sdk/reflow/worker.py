@@ -1,8 +1,9 @@
 """The Python worker: serves actor messages on the ring.
 
-Started by the agent (`spawn /usr/bin/python3 -m reflow.worker <addr>
-<size>` with `/opt/reflow` on the path) before the golden snapshot is
-taken, so clones start warm. Protocol (record kinds in the metadata; the
+Started by the agent (`spawn /usr/bin/python3 /opt/reflow/run_worker.py
+<addr> <size>`) before the golden snapshot is taken, so clones start warm.
+Python's `random` is reseeded from the kernel (itself reseeded by the host
+when a clone connects) on every LOAD, so clones do not share its state. Protocol (record kinds in the metadata; the
 message id ties an invocation's records together; payloads are
 `reflow.value` values):
 
@@ -22,6 +23,7 @@ load or raises is answered with ERROR; the worker goes on.
 
 import asyncio
 import os
+import random
 import sys
 
 from .invoke import ActorFailure, invoke, load_script
@@ -102,6 +104,7 @@ class Worker:
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
             self.rx.release(record)
+            random.seed(os.urandom(32))
             try:
                 fn = load_script(source, name)
             except ActorFailure as f:
