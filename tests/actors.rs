@@ -6,11 +6,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use reflow_integration_tests::{guest_images, kvm_available, python_image, TestVm, LIMIT};
+use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
 use reflow_ring::{Consumer, Metadata, Producer, Value};
-use reflow_vmm::protocol::Request;
-use reflow_vmm::snapshot::golden;
-use reflow_vmm::{ControlChannel, VmConfig};
 
 const LOAD: u32 = 1;
 const LOADED: u32 = 2;
@@ -22,9 +19,7 @@ const STATE_REPLY: u32 = 7;
 const ERROR: u32 = 8;
 
 /// Room for a 16 MiB message each way.
-const SHM_MIB: u64 = 40;
-/// Where a 256 MiB guest's shared region sits.
-const SHM_ADDR: u64 = 1 << 32;
+const SHM_MIB: u32 = 40;
 
 fn map(pairs: Vec<(&str, Value)>) -> Value {
     Value::Map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
@@ -140,29 +135,6 @@ impl Host<'_> {
     }
 }
 
-fn warm_worker(c: &mut ControlChannel) -> Result<(), String> {
-    let spawn = Request::Spawn {
-        program: "/usr/bin/python3".into(),
-        args: vec![
-            "/opt/reflow/run_worker.py".into(),
-            format!("{SHM_ADDR:#x}"),
-            format!("{:#x}", SHM_MIB << 20),
-        ],
-    };
-    c.request(&spawn, LIMIT).map_err(|e| e.to_string())?;
-    let ready = Request::ReadFile {
-        path: "/rootfs/run/reflow/worker.ready".into(),
-    };
-    let deadline = Instant::now() + LIMIT;
-    while c.request(&ready, LIMIT).is_err() {
-        if Instant::now() > deadline {
-            return Err("the Python worker never became ready".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    Ok(())
-}
-
 const MULTIPLIER: &str = r#"
 @actor(name="Multiplier", inports=["input"], outports=["output"], tags=["math"])
 async def process(context):
@@ -194,26 +166,10 @@ fn python_actors_run_in_warm_clones() {
     if !kvm_available() {
         return;
     }
-    let images = guest_images();
-    let mut config = VmConfig::new(&images.kernel);
-    config.initrd = Some(images.initramfs);
-    config.disks = vec![python_image()];
-    config.mem_mib = 256;
-    config.shm_mib = SHM_MIB as u32;
-    config.timeout = Some(LIMIT);
-    config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
-    let warmup = golden::Warmup {
-        tag: "python-worker-1",
-        run: &warm_worker,
-    };
-    let cache = reflow_guest_image::cache_root();
-    let golden = golden::ensure_warm(&config, &cache, Some(&warmup), &|m| {
-        eprintln!("[golden] {m}")
-    })
-    .expect("warm golden snapshot");
+    let (dir, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
 
     let restored = Instant::now();
-    let vm = TestVm::restore(&golden.dir, config.clone(), Box::new(std::io::sink()));
+    let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
     let shared = vm.shared.clone().expect("a shared region");
     let layout = shared.layout();
     let region = shared.ring_region();

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use reflow_ring::{Consumer, Metadata, Producer};
 
-use reflow_integration_tests::{guest_images, kvm_available, python_image, TestVm, LIMIT};
+use reflow_integration_tests::{
+    kvm_available, python_vm_config, warm_python_golden, TestVm, LIMIT, PYTHON_SHM_ADDR,
+};
 use reflow_vmm::protocol::Request;
-use reflow_vmm::snapshot::golden;
-use reflow_vmm::{ControlChannel, ControlError, VmConfig};
+use reflow_vmm::ControlError;
 
 fn run(vm: &mut TestVm, program: &str, args: &[&str]) -> Result<String, ControlError> {
     let request = Request::Run {
@@ -34,14 +35,7 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
     if !kvm_available() {
         return;
     }
-    let images = guest_images();
-    let mut config = VmConfig::new(&images.kernel);
-    config.initrd = Some(images.initramfs);
-    config.disks = vec![python_image()];
-    config.mem_mib = 256;
-    config.shm_mib = 16;
-    config.timeout = Some(LIMIT);
-    config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
+    let config = python_vm_config(16);
     let mut vm = TestVm::boot(config, Box::new(std::io::sink()));
 
     let t = Instant::now();
@@ -139,61 +133,17 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
     assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
 }
 
-/// Starts the Python echo in a golden guest and waits until it polls.
-fn warm_python_echo(c: &mut ControlChannel) -> Result<(), String> {
-    let spawn = Request::Spawn {
-        program: "/usr/bin/python3".into(),
-        args: vec![
-            "/opt/reflow/ring_echo.py".into(),
-            format!("{:#x}", SHM_ADDR),
-            format!("{:#x}", SHM_MIB << 20),
-        ],
-    };
-    c.request(&spawn, LIMIT).map_err(|e| e.to_string())?;
-    let ready = Request::ReadFile {
-        path: "/rootfs/run/reflow/ring_echo.ready".into(),
-    };
-    let deadline = Instant::now() + LIMIT;
-    while c.request(&ready, LIMIT).is_err() {
-        if Instant::now() > deadline {
-            return Err("the Python echo never became ready".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-const SHM_MIB: u64 = 16;
-/// Where a 256 MiB guest's shared region sits (above 4 GiB).
-const SHM_ADDR: u64 = 1 << 32;
-
 #[test]
 fn clones_of_a_warm_python_golden_answer_at_once() {
     if !kvm_available() {
         return;
     }
-    let images = guest_images();
-    let mut config = VmConfig::new(&images.kernel);
-    config.initrd = Some(images.initramfs);
-    config.disks = vec![python_image()];
-    config.mem_mib = 256;
-    config.shm_mib = SHM_MIB as u32;
-    config.timeout = Some(LIMIT);
-    config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
-    let warmup = golden::Warmup {
-        tag: "python-ring-echo-1",
-        run: &warm_python_echo,
-    };
-    let cache = reflow_guest_image::cache_root();
-    let golden = golden::ensure_warm(&config, &cache, Some(&warmup), &|m| {
-        eprintln!("[golden] {m}")
-    })
-    .expect("warm golden snapshot");
+    let (dir, config) = warm_python_golden(16, "ring_echo.py", "ring_echo.ready");
     for clone in 0..2 {
         let restored = Instant::now();
-        let mut vm = TestVm::restore(&golden.dir, config.clone(), Box::new(std::io::sink()));
+        let mut vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
         let shared = vm.shared.clone().expect("a shared region");
-        assert_eq!(shared.guest_addr(), SHM_ADDR);
+        assert_eq!(shared.guest_addr(), PYTHON_SHM_ADDR);
         let region = shared.ring_region();
         let layout = shared.layout();
         let mut to_guest = Producer::new(region, layout.host_to_guest);

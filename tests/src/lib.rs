@@ -153,6 +153,71 @@ pub fn golden_agent_vm(shm_mib: u32) -> (PathBuf, VmConfig) {
     (golden.dir, config)
 }
 
+/// A VM booting the Python image as its language root, with a `shm_mib`
+/// shared region (256 MiB of RAM, so the region sits at 4 GiB).
+pub fn python_vm_config(shm_mib: u32) -> VmConfig {
+    let images = guest_images();
+    let mut config = VmConfig::new(&images.kernel);
+    config.initrd = Some(images.initramfs);
+    config.disks = vec![python_image()];
+    config.mem_mib = 256;
+    config.shm_mib = shm_mib;
+    config.timeout = Some(LIMIT);
+    config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
+    config
+}
+
+/// Guest address of the shared region of [`python_vm_config`] VMs.
+pub const PYTHON_SHM_ADDR: u64 = 1 << 32;
+
+/// Starts `/opt/reflow/<script> <region address> <size>` with the image's
+/// python3 and waits until it writes `/run/reflow/<ready>`.
+pub fn start_python(
+    c: &mut ControlChannel,
+    script: &str,
+    shm_mib: u32,
+    ready: &str,
+) -> Result<(), String> {
+    let spawn = Request::Spawn {
+        program: "/usr/bin/python3".into(),
+        args: vec![
+            format!("/opt/reflow/{script}"),
+            format!("{PYTHON_SHM_ADDR:#x}"),
+            format!("{:#x}", u64::from(shm_mib) << 20),
+        ],
+    };
+    c.request(&spawn, LIMIT).map_err(|e| e.to_string())?;
+    let ready = Request::ReadFile {
+        path: format!("/rootfs/run/reflow/{ready}"),
+    };
+    let deadline = Instant::now() + LIMIT;
+    while c.request(&ready, LIMIT).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{script} never became ready"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// The golden snapshot of [`python_vm_config`] with `script` already
+/// running (see [`start_python`]), and the config to restore it with.
+pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, VmConfig) {
+    let config = python_vm_config(shm_mib);
+    let tag = format!("python:{script}:{ready}");
+    let run = |c: &mut ControlChannel| start_python(c, script, shm_mib, ready);
+    let warmup = golden::Warmup {
+        tag: &tag,
+        run: &run,
+    };
+    let cache = reflow_guest_image::cache_root();
+    let golden = golden::ensure_warm(&config, &cache, Some(&warmup), &|m| {
+        eprintln!("[golden] {m}")
+    })
+    .expect("warm golden snapshot");
+    (golden.dir, config)
+}
+
 /// A VM restored from a golden snapshot whose agent runs the ring echo
 /// service.
 pub struct EchoVm {
