@@ -1,12 +1,15 @@
-//! Python actors in real VMs: clones of a golden snapshot whose Python
-//! worker is already running load scripts and run them over the ring,
-//! with the test playing the host (state kept in a map here; the host
-//! bridge owns it later).
+//! Python actors in a real VM: the Python worker, started in the guest,
+//! loads scripts and runs them over the ring, with the test playing the
+//! host (state kept in a map here; the host bridge owns it later).
+//!
+//! The VM boots rather than being restored from a warm golden snapshot:
+//! clones of a snapshot taken with the worker running sometimes never
+//! reconnect their agent (see `tests/python.rs`, the ignored test).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
+use reflow_integration_tests::{kvm_available, python_vm_config, start_python, TestVm, LIMIT};
 use reflow_ring::{Consumer, Metadata, Producer, Value};
 
 const LOAD: u32 = 1;
@@ -162,14 +165,18 @@ def identity(context):
 "#;
 
 #[test]
-fn python_actors_run_in_warm_clones() {
+fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     if !kvm_available() {
         return;
     }
-    let (dir, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
-
+    let mut vm = TestVm::boot(python_vm_config(SHM_MIB), Box::new(std::io::sink()));
+    let started = Instant::now();
+    start_python(&mut vm.control, "run_worker.py", SHM_MIB, "worker.ready").expect("worker");
+    eprintln!(
+        "worker started (cold interpreter) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let restored = Instant::now();
-    let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
     let shared = vm.shared.clone().expect("a shared region");
     let layout = shared.layout();
     let region = shared.ring_region();
@@ -190,7 +197,7 @@ fn python_actors_run_in_warm_clones() {
         "Multiplies its input by the configured factor."
     );
     eprintln!(
-        "restore to first actor loaded: {:.0} ms",
+        "first actor loaded in {:.0} ms",
         restored.elapsed().as_secs_f64() * 1e3
     );
     for n in 1..=3i64 {

@@ -128,11 +128,28 @@ class Record:
         self.metadata, self.payload, self.sequence, self.length = metadata, payload, sequence, length
 
 
-def _wait(started, spin, sleep):
-    if time.monotonic() - started < spin:
-        return sleep
-    time.sleep(sleep)
-    return min(sleep * 2, 0.001)
+# Polls of an empty ring before sleeping (a few milliseconds natively). A
+# count, not a clock: a golden snapshot's worker resumes in a clone whose
+# clock may differ from the one it read before the snapshot, and a spin
+# bounded by time could then hold the only vCPU for as long as the clocks
+# disagree (nothing else in the guest would run, not even the agent).
+SPIN_POLLS = 2000
+# Longest sleep between polls of an idle ring. Every wake-up is guest kernel
+# work, which some hosts emulate at ~1 ms a wake-up; 10 ms bounds that cost
+# at ~10 % of a vCPU, and an idle ring's first message waits at most 10 ms.
+MAX_SLEEP = 0.010
+
+
+class _Backoff:
+    def __init__(self):
+        self.polls, self.sleep = 0, 20e-6
+
+    def wait(self):
+        self.polls += 1
+        if self.polls < SPIN_POLLS:
+            return
+        time.sleep(self.sleep)
+        self.sleep = min(self.sleep * 2, MAX_SLEEP)
 
 
 class Producer:
@@ -187,16 +204,16 @@ class Producer:
         self.sequence += 1
         self._publish()
 
-    def send(self, meta, payload, timeout=60.0, spin=0.002):
+    def send(self, meta, payload, timeout=60.0):
         started = time.monotonic()
-        sleep = 20e-6
+        backoff = _Backoff()
         while True:
             try:
                 return self.try_send(meta, payload)
             except Full:
                 if time.monotonic() - started > timeout:
                     raise
-                sleep = _wait(started, spin, sleep)
+                backoff.wait()
 
 
 class Consumer:
@@ -280,13 +297,13 @@ class Consumer:
         if moved:
             struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
 
-    def recv(self, timeout=60.0, spin=0.002):
+    def recv(self, timeout=60.0):
         started = time.monotonic()
-        sleep = 20e-6
+        backoff = _Backoff()
         while True:
             r = self.try_recv()
             if r is not None:
                 return r
             if time.monotonic() - started > timeout:
                 return None
-            sleep = _wait(started, spin, sleep)
+            backoff.wait()
