@@ -137,7 +137,11 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
 /// taken while a Python process polls the ring sometimes never reconnects
 /// its agent (its vCPU stays busy and the control channel never comes;
 /// about half the restores here, clone 0 or a later one). Agent-only
-/// goldens never show it. Run with `--ignored` to reproduce.
+/// goldens never show it. The trigger, narrowed down: a guest process
+/// reading its `/dev/mem` mapping of the shared region in a loop when the
+/// snapshot is taken (a process that only sleeps is fine), so the fresh
+/// shared-memory slot of the clone under that live mapping is the suspect.
+/// Run with `--ignored` to reproduce.
 #[test]
 #[ignore = "clones of a golden with a running Python process intermittently never reconnect"]
 fn clones_of_a_warm_python_golden_answer_at_once() {
