@@ -7,7 +7,8 @@ use std::time::Instant;
 use reflow_ring::{Consumer, Metadata, Producer};
 
 use reflow_integration_tests::{
-    kvm_available, python_vm_config, warm_python_golden, TestVm, LIMIT, PYTHON_SHM_ADDR,
+    kvm_available, percentile, python_vm_config, timed_round_trips, warm_python_golden, TestVm,
+    LIMIT, PYTHON_SHM_ADDR,
 };
 use reflow_vmm::protocol::Request;
 use reflow_vmm::ControlError;
@@ -113,20 +114,19 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
         "python ring echo answering (interpreter start included): {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let mut rtts = Vec::new();
-    for id in 100..1100u64 {
-        let t = Instant::now();
-        to_guest.send(&meta(id), &[7u8; 64], LIMIT).unwrap();
-        let echo = from_guest.recv(LIMIT).unwrap().expect("echo");
-        rtts.push(t.elapsed());
-        assert_eq!(echo.metadata.message_id, id);
-        from_guest.release(echo).unwrap();
-    }
-    rtts.sort();
+    let mut id = 100;
+    let rtts = timed_round_trips(
+        &mut to_guest,
+        &mut from_guest,
+        meta,
+        &mut id,
+        1000,
+        &[7u8; 64],
+    );
     eprintln!(
         "64 B round trip through the Python echo: p50 {:.1} us, p99 {:.1} us",
-        rtts[rtts.len() / 2].as_secs_f64() * 1e6,
-        rtts[rtts.len() * 99 / 100].as_secs_f64() * 1e6
+        percentile(&rtts, 0.5).as_secs_f64() * 1e6,
+        percentile(&rtts, 0.99).as_secs_f64() * 1e6
     );
     let outcome = vm.power_off();
     assert_eq!(outcome.exit_code(), 0);

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::{golden_agent_vm, kvm_available, EchoVm, TestVm, LIMIT};
+use reflow_integration_tests::{
+    golden_agent_vm, kvm_available, percentile, timed_round_trips, EchoVm, TestVm, LIMIT,
+};
 use reflow_ring::{Backoff, Consumer, Fault, Metadata, Producer, RingError};
 use reflow_vmm::StopReason;
 
@@ -27,10 +29,6 @@ fn meta(id: u64) -> Metadata {
 
 fn pattern(seed: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i.wrapping_mul(7) ^ seed) as u8).collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
 
 #[test]
@@ -66,17 +64,7 @@ fn guest_echo_returns_every_message_byte_identical() {
 
     // Round-trip latency of 64-byte messages.
     let small = pattern(1, 64);
-    let mut rtts = Vec::new();
-    for _ in 0..2000 {
-        let t = Instant::now();
-        to_guest.send(&meta(id), &small, LIMIT).unwrap();
-        let echo = from_guest.recv(LIMIT).unwrap().expect("echo");
-        rtts.push(t.elapsed());
-        assert_eq!(echo.metadata.message_id, id);
-        from_guest.release(echo).unwrap();
-        id += 1;
-    }
-    rtts.sort();
+    let rtts = timed_round_trips(&mut to_guest, &mut from_guest, meta, &mut id, 2000, &small);
     eprintln!(
         "64 B round trip through the guest: p50 {:.1} us, p99 {:.1} us",
         percentile(&rtts, 0.5).as_secs_f64() * 1e6,
@@ -94,18 +82,8 @@ fn guest_echo_returns_every_message_byte_identical() {
         })
         .with_parker(shared.guest_doorbell());
     {
-        let mut rtts = Vec::new();
-        for _ in 0..200 {
-            let t = Instant::now();
-            to_guest.send(&meta(id), &small, LIMIT).unwrap();
-            let echo = from_guest.recv(LIMIT).unwrap().expect("echo");
-            rtts.push(t.elapsed());
-            assert_eq!(echo.metadata.message_id, id);
-            from_guest.release(echo).unwrap();
-            id += 1;
-        }
+        let rtts = timed_round_trips(&mut to_guest, &mut from_guest, meta, &mut id, 200, &small);
         from_guest = from_guest.with_backoff(Backoff::default());
-        rtts.sort();
         let wakeups = shared.guest_doorbell().wakeups();
         eprintln!(
             "64 B round trip, host consumer parked on the doorbell: p50 {:.1} us, p99 {:.1} us, {wakeups} doorbell wake-ups",

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_ring::{Consumer, Metadata, Producer};
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::SharedRegion;
@@ -136,6 +137,36 @@ impl TestVm {
         self.ok("poweroff 0");
         self.runner.join().expect("VM thread").expect("VM ran")
     }
+}
+
+/// Times `n` round trips of `payload` through an echo on the other end of
+/// `tx`/`rx`, with message ids from `*id` on (advanced past them), checking
+/// each echo's id. Returns the round-trip times, sorted.
+pub fn timed_round_trips(
+    tx: &mut Producer<'_>,
+    rx: &mut Consumer<'_>,
+    meta: impl Fn(u64) -> Metadata,
+    id: &mut u64,
+    n: usize,
+    payload: &[u8],
+) -> Vec<Duration> {
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        tx.send(&meta(*id), payload, LIMIT).unwrap();
+        let echo = rx.recv(LIMIT).unwrap().expect("echo");
+        rtts.push(t.elapsed());
+        assert_eq!(echo.metadata.message_id, *id);
+        rx.release(echo).unwrap();
+        *id += 1;
+    }
+    rtts.sort();
+    rtts
+}
+
+/// The `p` percentile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
 
 /// The golden snapshot of the agent-only guest with a `shm_mib` region,

@@ -104,6 +104,15 @@ pub fn key(config: &VmConfig, host: HostKind, warmup: &str) -> Result<String, Go
     Ok(hex::encode(&h.finalize()[..8]))
 }
 
+/// Ends a golden boot that stopped early, with its last console lines.
+fn not_ready(running: crate::vm::RunningVm, stop: StopReason) -> GoldenError {
+    let outcome = running.finish(stop.clone());
+    GoldenError::NotReady {
+        stop,
+        tail: outcome.console_tail.join("\n"),
+    }
+}
+
 fn complete(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file() && dir.join(MEMORY_FILE).is_file()
 }
@@ -154,11 +163,7 @@ pub fn ensure_warm(
     // requests: where every clone starts (and reconnects from).
     let stop = running.wait_until(|console| console.ready.is_some(), None)?;
     if let Some(stop) = stop {
-        let outcome = running.finish(stop.clone());
-        return Err(GoldenError::NotReady {
-            stop,
-            tail: outcome.console_tail.join("\n"),
-        });
+        return Err(not_ready(running, stop));
     }
     progress(&format!(
         "agent ready after {:.1} s",
@@ -186,11 +191,7 @@ pub fn ensure_warm(
             (result, stop)
         });
         if let Some(stop) = stop? {
-            let outcome = running.finish(stop.clone());
-            return Err(GoldenError::NotReady {
-                stop,
-                tail: outcome.console_tail.join("\n"),
-            });
+            return Err(not_ready(running, stop));
         }
         match result {
             Ok(c) => _channel = Some(c),
