@@ -133,23 +133,17 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
     assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
 }
 
-/// Known bug, ignored until fixed: a clone restored from a golden snapshot
-/// taken while a Python process polls the ring sometimes never reconnects
-/// its agent (its vCPU stays busy and the control channel never comes;
-/// about half the restores here, clone 0 or a later one). Agent-only
-/// goldens never show it. The trigger, narrowed down: a guest process
-/// reading its `/dev/mem` mapping of the shared region in a loop when the
-/// snapshot is taken (a process that only sleeps is fine), so the fresh
-/// shared-memory slot of the clone under that live mapping is the suspect.
-/// Run with `--ignored` to reproduce.
+/// Clones of a golden snapshot taken while a Python process polls the ring
+/// all reconnect their agent and answer at once. (A regression test: the
+/// transport-reset interrupt used to be raised before the clone's vCPU
+/// state was loaded, which lost it in most restores.)
 #[test]
-#[ignore = "clones of a golden with a running Python process intermittently never reconnect"]
 fn clones_of_a_warm_python_golden_answer_at_once() {
     if !kvm_available() {
         return;
     }
     let (dir, config) = warm_python_golden(16, "ring_echo.py", "ring_echo.ready");
-    for clone in 0..2 {
+    for clone in 0..4 {
         let restored = Instant::now();
         let mut vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
         let shared = vm.shared.clone().expect("a shared region");

@@ -79,8 +79,7 @@ impl MutEventSubscriber for QueueNotifier {
     }
 }
 
-/// Runs a device's host side (its backend fd) on the event loop; at start,
-/// lets it deliver anything it owes the driver (a restored vsock's reset).
+/// Runs a device's host side (its backend fd) on the event loop.
 struct BackendNotifier {
     transport: Arc<Mutex<MmioTransport>>,
     fd: RawFd,
@@ -91,7 +90,6 @@ impl MutEventSubscriber for BackendNotifier {
         if let Err(e) = ops.add(Events::with_data_raw(self.fd, 0, EventSet::IN)) {
             tracing::error!(error = ?e, "cannot watch a device backend");
         }
-        lock(&self.transport).process_backend();
     }
     fn process(&mut self, _: Events, _: &mut EventOps) {
         lock(&self.transport).process_backend();
@@ -299,4 +297,15 @@ pub(super) fn build(
         wake,
         serial_room: room,
     })
+}
+
+impl Devices {
+    /// Lets the devices deliver what they owe the driver since a restore (a
+    /// vsock's transport reset). Call it only once the vCPUs' state is
+    /// loaded: KVM injects an irqfd's interrupt asynchronously, and one that
+    /// lands before `KVM_SET_LAPIC` is overwritten, which left the guest
+    /// waiting for the reset forever.
+    pub fn deliver_pending(&self) {
+        lock(&self.vsock).process_backend();
+    }
 }

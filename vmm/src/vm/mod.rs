@@ -391,6 +391,7 @@ impl Vm {
             vcpu.match_tsc_khz(state.tsc_khz);
             vcpus.push(vcpu);
         }
+        devices.deliver_pending();
         tracing::debug!(dir = %dir.display(), elapsed = ?started.elapsed(), "VM restored");
         Ok(Vm {
             config,
