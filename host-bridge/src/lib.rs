@@ -1,5 +1,13 @@
 //! Runs sandboxed Python and JavaScript actors as ordinary Reflow actors.
 //!
-//! Placeholder crate: `SandboxActor`, the VM pool, the state service,
-//! discovery and the `reflow-sandbox` CLI arrive with the host-bridge issue.
-//! The crate exists now so the workspace has its final shape.
+//! Today: [`worker`], the host end of the script worker's ring protocol
+//! (load a script, invoke it, stream its outputs, answer its state
+//! requests), with every record from the guest treated as hostile.
+//! `SandboxActor`, the VM pool, the state service, discovery and the
+//! `reflow-sandbox` CLI arrive with the host-bridge issue.
+
+pub mod protocol;
+pub mod worker;
+
+pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
+pub use worker::{InvokeHandler, Loaded, WorkerClient, WorkerError};

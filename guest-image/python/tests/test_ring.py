@@ -37,6 +37,16 @@ class RingTest(unittest.TestCase):
             c.release(rec)
         self.assertIsNone(c.try_recv())
 
+    def test_a_payload_in_parts_is_one_checked_record(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        p, c = Producer(r, h2g), Consumer(r, h2g)
+        parts = [b"head", memoryview(bytes(range(256)) * 40), bytearray(b""), b"tail"]
+        p.send_parts(Metadata(1, 0, "a", "out", 4), parts)
+        rec = c.recv()
+        self.assertEqual(bytes(rec.payload), b"".join(bytes(x) for x in parts))
+        c.release(rec)
+
     def test_full_ring_refuses_instead_of_dropping(self):
         r = region()
         h2g, _ = read_layout(r)

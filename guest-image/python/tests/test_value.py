@@ -4,7 +4,7 @@ ring/src/value.rs."""
 import math
 import unittest
 
-from reflow.value import ValueError_, decode, encode
+from reflow.value import BIG, ValueError_, decode, encode, encode_parts
 
 GOLDEN_HEX = (
     "0805000000"
@@ -32,6 +32,17 @@ class ValueTest(unittest.TestCase):
         self.assertTrue(math.isnan(decode(encode(float("nan")))))
         self.assertEqual(decode(encode(float("-inf"))), float("-inf"))
         self.assertEqual(decode(encode((1, 2))), [1, 2])
+
+    def test_large_buffers_stay_references_until_written(self):
+        big = bytearray(b"x" * (3 * BIG))
+        value = {"big": memoryview(big), "small": b"ab", "list": [bytes(BIG), 1]}
+        parts = encode_parts(value)
+        self.assertEqual(b"".join(parts), bytes(encode(value)))
+        refs = [p for p in parts if isinstance(p, memoryview)]
+        self.assertEqual(len(refs), 2, "both large byte strings are by reference")
+        big[0] = ord("y")
+        self.assertEqual(refs[0][0], ord("y"), "not a copy of the caller's buffer")
+        self.assertEqual(encode_parts(None), [bytearray([0])])
 
     def test_what_cannot_be_sent_is_refused(self):
         for bad in [1 << 64, {1: 2}, object(), {"a": {1, 2}}]:

@@ -168,9 +168,15 @@ class Producer:
 
     def try_send(self, meta, payload):
         """Appends one record or raises Full."""
+        self.try_send_parts(meta, [payload])
+
+    def try_send_parts(self, meta, parts):
+        """Appends one record whose payload is the byte buffers `parts`
+        one after another, each copied straight into the slot; or raises
+        Full."""
         cap = self.ring.capacity
-        payload = memoryview(payload).cast("B")
-        size = len(payload)
+        parts = [memoryview(p).cast("B") for p in parts]
+        size = sum(len(p) for p in parts)
         length = record_len(size)
         if length > cap:
             raise RingError(f"a {length}-byte record does not fit a {cap}-byte ring")
@@ -194,8 +200,12 @@ class Producer:
         at = self.ring.data + self.head % cap
         body = at + HEADER_LEN
         self.region[body : body + METADATA_LEN] = meta_bytes
-        self.region[body + METADATA_LEN : body + METADATA_LEN + size] = payload
-        crc = zlib.crc32(payload, zlib.crc32(meta_bytes))
+        crc = zlib.crc32(meta_bytes)
+        at_part = body + METADATA_LEN
+        for part in parts:
+            self.region[at_part : at_part + len(part)] = part
+            crc = zlib.crc32(part, crc)
+            at_part += len(part)
         header = bytearray(HEADER_LEN)
         header[0:4], header[4] = MAGIC, VERSION
         struct.pack_into("<IIIxxxxQ", header, 8, size, crc, length, self.sequence)
@@ -205,11 +215,15 @@ class Producer:
         self._publish()
 
     def send(self, meta, payload, timeout=60.0):
+        self.send_parts(meta, [payload], timeout)
+
+    def send_parts(self, meta, parts, timeout=60.0):
+        """`try_send_parts`, waiting with back-off while the ring is full."""
         started = time.monotonic()
         backoff = _Backoff()
         while True:
             try:
-                return self.try_send(meta, payload)
+                return self.try_send_parts(meta, parts)
             except Full:
                 if time.monotonic() - started > timeout:
                     raise

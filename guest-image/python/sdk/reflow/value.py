@@ -6,11 +6,14 @@ memoryviews over the input (no copy); anything exposing the buffer protocol
 
 import struct
 
-__all__ = ["encode", "decode", "ValueError_", "MAX_DEPTH"]
+__all__ = ["encode", "encode_parts", "decode", "ValueError_", "MAX_DEPTH"]
 
 MAX_DEPTH = 64
 NONE, FALSE, TRUE, INT, FLOAT, STR, BYTES, LIST, MAP = range(9)
 _I64, _F64, _U32 = struct.Struct("<q"), struct.Struct("<d"), struct.Struct("<I")
+# Byte strings at least this long are not copied while encoding: they stay
+# references to the caller's buffer until written into the ring slot.
+BIG = 4096
 
 
 class ValueError_(ValueError):
@@ -18,9 +21,43 @@ class ValueError_(ValueError):
 
 
 def encode(value):
-    out = bytearray()
-    _encode(value, out, 0)
-    return out
+    """The encoding of `value` as one bytearray."""
+    return bytearray(b"".join(encode_parts(value)))
+
+
+def encode_parts(value):
+    """The encoding of `value` as a list of byte buffers to write one after
+    another: small items packed together, byte strings of `BIG` bytes or
+    more left as memoryviews of the caller's buffer (so a large payload is
+    copied once, straight into the ring slot)."""
+    parts = _Parts()
+    _encode(value, parts, 0)
+    return parts.finish()
+
+
+class _Parts:
+    """A bytearray-like sink that keeps large buffers by reference."""
+
+    def __init__(self):
+        self.parts, self.small = [], bytearray()
+
+    def append(self, byte):
+        self.small.append(byte)
+
+    def __iadd__(self, data):
+        if len(data) >= BIG and isinstance(data, memoryview):
+            if self.small:
+                self.parts.append(self.small)
+                self.small = bytearray()
+            self.parts.append(data)
+        else:
+            self.small += data
+        return self
+
+    def finish(self):
+        if self.small or not self.parts:
+            self.parts.append(self.small)
+        return self.parts
 
 
 def _len(out, n):

@@ -28,7 +28,7 @@ import sys
 
 from .invoke import ActorFailure, invoke, load_script
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
-from .value import ValueError_, decode, encode
+from .value import ValueError_, decode, encode_parts
 
 LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR = range(1, 9)
 READY_FILE = "/run/reflow/worker.ready"
@@ -86,7 +86,8 @@ class Worker:
         self.loop = asyncio.new_event_loop()
 
     def send(self, kind, message_id, actor_id, value, port=""):
-        self.tx.send(Metadata(message_id, 0, actor_id, port, kind), encode(value), timeout=3600.0)
+        meta = Metadata(message_id, 0, actor_id, port, kind)
+        self.tx.send_parts(meta, encode_parts(value), timeout=3600.0)
 
     def error(self, message_id, actor_id, kind, message, trace=""):
         self.send(ERROR, message_id, actor_id, {"kind": kind, "message": message, "traceback": trace})

@@ -1,0 +1,257 @@
+//! The host end of a script worker's ring: loads scripts, invokes actors,
+//! streams their outputs and answers their state requests. Everything read
+//! from the guest is checked; a worker that breaks the protocol or misses
+//! its deadline leaves the client poisoned (its VM should be replaced).
+
+use std::time::{Duration, Instant};
+
+use reflow_ring::{Consumer, Metadata, Producer, RingError, Value, ValueError};
+
+use crate::protocol::{into_map, ActorError, Kind, MessageError, StateRequest};
+
+/// Why a call to the worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The actor failed (load error or exception); the worker is fine.
+    #[error(transparent)]
+    Actor(ActorError),
+    #[error("no answer from the worker within {0:?}")]
+    Timeout(Duration),
+    #[error("the worker broke the protocol: {0}")]
+    Hostile(String),
+    #[error("the ring failed: {0}")]
+    Ring(#[from] RingError),
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] ValueError),
+    #[error("the worker was abandoned after an earlier failure")]
+    Poisoned,
+}
+
+impl WorkerError {
+    /// Whether the worker can serve further calls after this error.
+    pub fn worker_usable(&self) -> bool {
+        matches!(self, WorkerError::Actor(_) | WorkerError::Encode(_))
+    }
+}
+
+impl From<MessageError> for WorkerError {
+    fn from(e: MessageError) -> WorkerError {
+        WorkerError::Hostile(e.to_string())
+    }
+}
+
+/// A loaded actor's metadata (as the SDK's `@actor` produced it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub metadata: Value,
+}
+
+/// Receives what an invocation produces while it runs.
+pub trait InvokeHandler {
+    /// One `send_output`, as it happens.
+    fn output(&mut self, port: &str, value: Value);
+    /// A state request; `Err` is raised in the actor.
+    fn state(&mut self, request: StateRequest) -> Result<Value, String>;
+}
+
+/// The host end of one worker's pair of rings.
+pub struct WorkerClient<'a> {
+    tx: Producer<'a>,
+    rx: Consumer<'a>,
+    next_id: u64,
+    poisoned: bool,
+}
+
+/// One record from the guest, checked and decoded.
+struct Incoming {
+    kind: Kind,
+    port: String,
+    value: Value,
+}
+
+impl<'a> WorkerClient<'a> {
+    /// A client over the host->guest producer and guest->host consumer of a
+    /// freshly initialized region.
+    pub fn new(tx: Producer<'a>, rx: Consumer<'a>) -> WorkerClient<'a> {
+        WorkerClient {
+            tx,
+            rx,
+            next_id: 1,
+            poisoned: false,
+        }
+    }
+
+    /// Loads `source` (shown as `name` in tracebacks) as the actor
+    /// `actor_id`.
+    pub fn load(
+        &mut self,
+        actor_id: &str,
+        name: &str,
+        source: &str,
+        timeout: Duration,
+    ) -> Result<Loaded, WorkerError> {
+        let body = Value::Map(vec![
+            ("name".into(), Value::Str(name.into())),
+            ("source".into(), Value::Str(source.into())),
+        ]);
+        self.call(Kind::Load, actor_id, &body, timeout, |_, got| {
+            match got.kind {
+                Kind::Loaded => {
+                    let mut fields = into_map(got.value)?;
+                    match fields.iter().position(|(k, _)| k == "metadata") {
+                        Some(at) => Ok(Some(Loaded {
+                            metadata: fields.swap_remove(at).1,
+                        })),
+                        None => Err(WorkerError::Hostile("LOADED without metadata".into())),
+                    }
+                }
+                other => Err(unexpected(other, "LOADED or ERROR")),
+            }
+        })
+    }
+
+    /// Runs the loaded actor once; outputs and state requests go to
+    /// `handler` as they come. Returns the outputs the actor returned (a
+    /// map, empty when it returned nothing).
+    pub fn invoke(
+        &mut self,
+        actor_id: &str,
+        inputs: Value,
+        config: Value,
+        timeout: Duration,
+        handler: &mut dyn InvokeHandler,
+    ) -> Result<Value, WorkerError> {
+        let body = Value::Map(vec![("inputs".into(), inputs), ("config".into(), config)]);
+        self.call(Kind::Invoke, actor_id, &body, timeout, |tx, got| {
+            match got.kind {
+                Kind::Output => handler.output(&got.port, got.value),
+                Kind::State => {
+                    let reply = match handler.state(StateRequest::parse(got.value)?) {
+                        Ok(v) => StateRequest::ok(v),
+                        Err(e) => StateRequest::error(e),
+                    };
+                    tx(Kind::StateReply, &reply)?;
+                }
+                Kind::Done => {
+                    return match got.value {
+                        Value::None => Ok(Some(Value::Map(Vec::new()))),
+                        v @ Value::Map(_) => Ok(Some(v)),
+                        _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
+                    }
+                }
+                other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
+            }
+            Ok(None)
+        })
+    }
+
+    /// Sends one message and feeds the answers to `step` until it returns
+    /// a result; ERROR records end the call with the actor's error.
+    fn call<T>(
+        &mut self,
+        kind: Kind,
+        actor_id: &str,
+        body: &Value,
+        timeout: Duration,
+        mut step: impl FnMut(
+            &mut dyn FnMut(Kind, &Value) -> Result<(), WorkerError>,
+            Incoming,
+        ) -> Result<Option<T>, WorkerError>,
+    ) -> Result<T, WorkerError> {
+        if self.poisoned {
+            return Err(WorkerError::Poisoned);
+        }
+        let deadline = Instant::now() + timeout;
+        let id = self.next_id;
+        self.next_id += 1;
+        let result = (|| {
+            self.send(id, actor_id, kind, body, deadline)?;
+            loop {
+                let got = self.receive(id, actor_id, deadline, timeout)?;
+                if got.kind == Kind::Error {
+                    return Err(WorkerError::Actor(ActorError::parse(got.value)?));
+                }
+                let tx = &mut self.tx;
+                let mut reply = |kind: Kind, value: &Value| -> Result<(), WorkerError> {
+                    send_on(tx, id, actor_id, kind, value, deadline)
+                };
+                if let Some(done) = step(&mut reply, got)? {
+                    return Ok(done);
+                }
+            }
+        })();
+        if let Err(e) = &result {
+            self.poisoned |= !e.worker_usable();
+        }
+        result
+    }
+
+    fn send(
+        &mut self,
+        id: u64,
+        actor_id: &str,
+        kind: Kind,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<(), WorkerError> {
+        send_on(&mut self.tx, id, actor_id, kind, body, deadline)
+    }
+
+    /// The next record of call `id`, decoded; anything else is hostile.
+    fn receive(
+        &mut self,
+        id: u64,
+        actor_id: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Incoming, WorkerError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let record = self.rx.recv(left)?.ok_or(WorkerError::Timeout(timeout))?;
+        let meta = record.metadata.clone();
+        let bytes = record.to_vec();
+        self.rx.release(record)?;
+        if meta.message_id != id || meta.actor_id != actor_id {
+            return Err(WorkerError::Hostile(format!(
+                "a record for message {} of {:?} while {id} of {actor_id:?} runs",
+                meta.message_id, meta.actor_id
+            )));
+        }
+        let kind = Kind::from_wire(meta.kind)
+            .ok_or_else(|| WorkerError::Hostile(format!("unknown record kind {}", meta.kind)))?;
+        let value = Value::decode(&bytes)
+            .map_err(|e| WorkerError::Hostile(format!("an undecodable {kind:?} record: {e}")))?;
+        Ok(Incoming {
+            kind,
+            port: meta.port,
+            value,
+        })
+    }
+}
+
+fn send_on(
+    tx: &mut Producer<'_>,
+    id: u64,
+    actor_id: &str,
+    kind: Kind,
+    body: &Value,
+    deadline: Instant,
+) -> Result<(), WorkerError> {
+    let meta = Metadata {
+        message_id: id,
+        actor_id: actor_id.into(),
+        kind: kind.wire(),
+        ..Metadata::default()
+    };
+    let payload = body.encode()?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    tx.send(&meta, &payload, left)?;
+    Ok(())
+}
+
+fn unexpected(kind: Kind, wanted: &str) -> WorkerError {
+    WorkerError::Hostile(format!("a {kind:?} record where {wanted} belongs"))
+}
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

@@ -1,0 +1,258 @@
+//! The client against a scripted fake worker on an in-memory region.
+
+use std::time::Duration;
+
+use reflow_ring::{Consumer, Metadata, Producer, Region, RegionLayout, Value};
+
+use super::{InvokeHandler, WorkerClient, WorkerError};
+use crate::protocol::{ErrorKind, Kind, StateOp, StateRequest};
+
+const SIZE: usize = 512 * 1024;
+const T: Duration = Duration::from_secs(10);
+
+/// An 8-aligned buffer to lay a region over.
+fn memory() -> Vec<u64> {
+    vec![0; SIZE / 8]
+}
+
+fn region(buf: &mut [u64]) -> (Region, RegionLayout) {
+    // SAFETY: the buffer is 8-aligned, SIZE bytes long, and outlives the
+    // region (both live in the test's frame; threads are scoped).
+    let region = unsafe { Region::from_raw(buf.as_mut_ptr().cast(), SIZE) };
+    let layout = RegionLayout::for_size(SIZE as u64).unwrap();
+    layout.initialize(&region).unwrap();
+    (region, layout)
+}
+
+fn map(pairs: &[(&str, Value)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// The guest end: answers each message with what `script` returns for it.
+struct FakeWorker<'a> {
+    rx: Consumer<'a>,
+    tx: Producer<'a>,
+}
+
+impl FakeWorker<'_> {
+    fn next(&mut self) -> (Metadata, Value) {
+        let rec = self.rx.recv(T).unwrap().expect("a message from the host");
+        let out = (rec.metadata.clone(), Value::decode(&rec.to_vec()).unwrap());
+        self.rx.release(rec).unwrap();
+        out
+    }
+
+    fn reply(&mut self, to: &Metadata, kind: u32, port: &str, value: &Value) {
+        let meta = Metadata {
+            kind,
+            port: port.into(),
+            ..to.clone()
+        };
+        self.tx.send(&meta, &value.encode().unwrap(), T).unwrap();
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    outputs: Vec<(String, Value)>,
+    state: Vec<StateRequest>,
+}
+
+impl InvokeHandler for Recorder {
+    fn output(&mut self, port: &str, value: Value) {
+        self.outputs.push((port.into(), value));
+    }
+    fn state(&mut self, request: StateRequest) -> Result<Value, String> {
+        let n = self.state.len() as i64 + 1;
+        self.state.push(request);
+        if n == 2 {
+            return Err("store down".into());
+        }
+        Ok(Value::Int(n))
+    }
+}
+
+fn with_worker(
+    guest: impl FnOnce(&mut FakeWorker<'_>) + Send,
+    host: impl FnOnce(&mut WorkerClient<'_>),
+) {
+    let mut buf = memory();
+    let (region, layout) = region(&mut buf);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut fake = FakeWorker {
+                rx: Consumer::new(&region, layout.host_to_guest),
+                tx: Producer::new(&region, layout.guest_to_host),
+            };
+            guest(&mut fake);
+        });
+        let mut client = WorkerClient::new(
+            Producer::new(&region, layout.host_to_guest),
+            Consumer::new(&region, layout.guest_to_host),
+        );
+        host(&mut client);
+    });
+}
+
+#[test]
+fn loads_invokes_streams_outputs_and_answers_state() {
+    with_worker(
+        |w| {
+            let (m, body) = w.next();
+            assert_eq!(m.kind, Kind::Load.wire());
+            assert_eq!(m.actor_id, "node1");
+            let source = match &body {
+                Value::Map(f) => f.iter().find(|(k, _)| k == "source").unwrap().1.clone(),
+                _ => panic!("LOAD body"),
+            };
+            assert_eq!(source, Value::Str("src".into()));
+            let meta = map(&[("component", Value::Str("X".into()))]);
+            w.reply(&m, Kind::Loaded.wire(), "", &map(&[("metadata", meta)]));
+            let (m, _) = w.next();
+            assert_eq!(m.kind, Kind::Invoke.wire());
+            w.reply(&m, Kind::Output.wire(), "out", &Value::Int(1));
+            let state = map(&[
+                ("op", Value::Str("increment".into())),
+                ("key", Value::Str("calls".into())),
+            ]);
+            for want in [
+                map(&[("ok", Value::Int(1))]),
+                StateRequest::error("store down"),
+            ] {
+                w.reply(&m, Kind::State.wire(), "", &state);
+                let (r, reply) = w.next();
+                assert_eq!(
+                    (r.kind, r.message_id),
+                    (Kind::StateReply.wire(), m.message_id)
+                );
+                assert_eq!(reply, want);
+            }
+            w.reply(&m, Kind::Output.wire(), "out", &Value::Bytes(vec![0, 255]));
+            w.reply(&m, Kind::Done.wire(), "", &map(&[("n", Value::Int(2))]));
+        },
+        |c| {
+            let loaded = c.load("node1", "x.actor.py", "src", T).unwrap();
+            assert_eq!(
+                loaded.metadata,
+                map(&[("component", Value::Str("X".into()))])
+            );
+            let mut rec = Recorder::default();
+            let done = c.invoke("node1", map(&[]), map(&[]), T, &mut rec).unwrap();
+            assert_eq!(done, map(&[("n", Value::Int(2))]));
+            assert_eq!(
+                rec.outputs,
+                vec![
+                    ("out".into(), Value::Int(1)),
+                    ("out".into(), Value::Bytes(vec![0, 255]))
+                ]
+            );
+            assert_eq!(rec.state.len(), 2);
+            assert_eq!(rec.state[0].op, StateOp::Increment);
+        },
+    );
+}
+
+#[test]
+fn an_actor_error_leaves_the_worker_usable() {
+    with_worker(
+        |w| {
+            let (m, _) = w.next();
+            let err = map(&[
+                ("kind", Value::Str("load".into())),
+                ("message", Value::Str("SyntaxError: x".into())),
+            ]);
+            w.reply(&m, Kind::Error.wire(), "", &err);
+            let (m, _) = w.next();
+            w.reply(&m, Kind::Done.wire(), "", &Value::None);
+        },
+        |c| {
+            match c.load("a", "a.py", "bad", T) {
+                Err(WorkerError::Actor(e)) => {
+                    assert_eq!(e.kind, ErrorKind::Load);
+                    assert_eq!(e.message, "SyntaxError: x");
+                }
+                other => panic!("{other:?}"),
+            }
+            let done = c
+                .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+                .unwrap();
+            assert_eq!(done, map(&[]), "nothing returned is an empty map");
+        },
+    );
+}
+
+#[test]
+fn protocol_violations_poison_the_client() {
+    type Break = fn(&mut FakeWorker<'_>, &Metadata);
+    let cases: [(&str, Break); 5] = [
+        ("message", |w, m| {
+            let other = Metadata {
+                message_id: m.message_id + 7,
+                ..m.clone()
+            };
+            w.reply(&other, Kind::Done.wire(), "", &Value::None);
+        }),
+        ("kind", |w, m| w.reply(m, 99, "", &Value::None)),
+        ("where", |w, m| {
+            w.reply(m, Kind::Loaded.wire(), "", &Value::None)
+        }),
+        ("non-map", |w, m| {
+            w.reply(m, Kind::Done.wire(), "", &Value::Int(3))
+        }),
+        ("undecodable", |w, m| {
+            let meta = Metadata {
+                kind: Kind::Output.wire(),
+                ..m.clone()
+            };
+            w.tx.send(&meta, &[0x77], T).unwrap();
+        }),
+    ];
+    for (what, breaks) in cases {
+        with_worker(
+            |w| {
+                let (m, _) = w.next();
+                breaks(w, &m);
+            },
+            |c| {
+                let err = c
+                    .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+                    .unwrap_err();
+                assert!(
+                    matches!(&err, WorkerError::Hostile(m) if m.contains(what)),
+                    "{what}: {err}"
+                );
+                assert!(!err.worker_usable());
+                assert!(matches!(
+                    c.load("a", "a", "", T),
+                    Err(WorkerError::Poisoned)
+                ));
+            },
+        );
+    }
+}
+
+#[test]
+fn a_silent_worker_times_out() {
+    with_worker(
+        |w| {
+            w.next();
+        },
+        |c| {
+            let err = c
+                .invoke(
+                    "a",
+                    map(&[]),
+                    map(&[]),
+                    Duration::from_millis(50),
+                    &mut Recorder::default(),
+                )
+                .unwrap_err();
+            assert!(matches!(err, WorkerError::Timeout(_)), "{err}");
+        },
+    );
+}
