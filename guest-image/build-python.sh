@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Builds the Python guest root filesystem: Debian bookworm packages (from
 # python/packages.txt, with their dependencies) installed by mmdebstrap, our
-# SDK (python/sdk/, installed under /opt/reflow),
+# SDK (python/sdk/, installed under /opt/reflow, with python/preload.txt:
+# the modules the worker imports before the golden snapshot), pip packages from a
+# requirements file (python/requirements.txt by default; wheels fetched on
+# the host for the guest's CPython 3.11),
 # pruned of documentation and package caches, packed as a read-only ext4
 # image (no journal) that the VM gets as /dev/vda. Not squashfs:
 # decompression is guest kernel work, which some hosts emulate instruction
 # by instruction (and the kernel's zstd picks a BMI2 code path those
 # emulators cannot run); virtio-blk reads of a plain image are host copies. Cached outside the
 # repository, keyed by the hash of its inputs (this script,
-# python/packages.txt and the SDK files); a second run with the same inputs
-# returns at once.
+# python/packages.txt, the requirements and the SDK files); a second run
+# with the same inputs returns at once.
 #
-# Usage: guest-image/build-python.sh [--path-only]
-#   (no flag)    build if needed; print the image path on the last stdout line
-#   --path-only  print the cached path if it exists, else exit 1
+# Usage: guest-image/build-python.sh [--requirements FILE] [--path-only]
+#   (no flag)            build if needed; print the image path on the last
+#                        stdout line
+#   --requirements FILE  pip packages to bake in (default
+#                        python/requirements.txt; an empty file: none)
+#   --path-only          print the cached path if it exists, else exit 1
 #
 # Environment:
 #   XDG_CACHE_HOME / HOME   cache root: ${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox
@@ -22,19 +28,35 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 packages_file="$here/python/packages.txt"
+requirements="$here/python/requirements.txt"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
 
 log() { printf '[python-image] %s\n' "$*" >&2; }
 die() { printf '[python-image] error: %s\n' "$*" >&2; exit 1; }
 
+path_only=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --path-only) path_only=true ;;
+        --requirements)
+            [ $# -ge 2 ] || die "--requirements needs a file"
+            requirements="$2"; shift ;;
+        *) die "unknown argument: $1 (see the usage at the top of $0)" ;;
+    esac
+    shift
+done
+[ -f "$requirements" ] || die "no requirements file at $requirements"
+pip_packages="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$requirements" | grep -v '^$' || true)"
+
 key="$( {
-    cat "$here/build-python.sh" "$packages_file"
+    cat "$here/build-python.sh" "$packages_file" "$here/python/preload.txt"
+    printf '%s\n' "$pip_packages"
     (cd "$here/python" && find sdk -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
 } | sha256sum | cut -c1-16)"
 out_dir="$cache_root/python-$key"
 image="$out_dir/rootfs.ext4"
 
-if [ "${1:-}" = "--path-only" ]; then
+if $path_only; then
     [ -f "$image" ] || exit 1
     echo "$image"
     exit 0
@@ -80,12 +102,35 @@ mkdir "$work/root"
 tar -C "$work/root" -xpf "$work/rootfs.tar"
 rm -rf "$work/root"/var/cache/apt/* "$work/root"/var/lib/apt/lists/* \
     "$work/root"/var/log/* "$work/root"/usr/share/doc "$work/root"/usr/share/man
+if [ -n "$pip_packages" ]; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "installing python3-pip with apt-get (pip fetches the wheels)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 ||
+            die "baking pip packages in needs pip on the host (apt-get install python3-pip)"
+    fi
+    log "fetching pip wheels: $(echo $pip_packages)"
+    wheel_target=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
+        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
+        --platform manylinux_2_28_x86_64 --platform any)
+    printf '%s\n' "$pip_packages" >"$work/requirements.txt"
+    python3 -m pip download --quiet --disable-pip-version-check "${wheel_target[@]}" \
+        --dest "$work/wheels" -r "$work/requirements.txt" >&2 ||
+        die "pip could not fetch wheels for: $(echo $pip_packages)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-index \
+        --find-links "$work/wheels" "${wheel_target[@]}" --no-compile \
+        --target "$work/root/usr/local/lib/python3.11/dist-packages" \
+        -r "$work/requirements.txt" >&2 || die "pip could not install the wheels"
+    rm -rf "$work/root/usr/local/lib/python3.11/dist-packages/bin"
+fi
 mkdir -p "$work/root/opt/reflow"
 cp -a "$here/python/sdk/." "$work/root/opt/reflow/"
+cp "$here/python/preload.txt" "$work/root/opt/reflow/preload.txt"
 find "$work/root/opt/reflow" -name __pycache__ -prune -exec rm -rf {} +
 # The image is read-only: compile the standard library and the SDK now, or
 # every import compiles from source in every guest.
-chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 /usr/lib/python3.11 /opt/reflow >/dev/null 2>&1 ||
+compile_dirs=(/usr/lib/python3.11 /opt/reflow)
+[ -d "$work/root/usr/local/lib/python3.11" ] && compile_dirs+=(/usr/local/lib/python3.11)
+chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 "${compile_dirs[@]}" >/dev/null 2>&1 ||
     log "warning: some standard library modules did not byte-compile"
 # Where the agent mounts tmpfs and the pseudo filesystems.
 mkdir -p "$work/root"/{dev,proc,sys,tmp,run}

@@ -107,6 +107,22 @@ def identity(context):
     context.send_output_sync("output", data)
 "#;
 
+const NUMPY: &str = r#"
+import numpy as np
+
+@actor(name="Scale", inports=["input"], outports=["output"])
+def scale(context):
+    a = np.frombuffer(context.get_input("input"), dtype="<f4")
+    assert not a.flags.owndata, "the input is viewed in place"
+    context.send_output_sync("output", a * 2)
+    context.send_output_sync("output", a[::2])
+    return {"sum": float(a.sum())}
+"#;
+
+fn f32_bytes(values: impl Iterator<Item = f32>) -> Value {
+    Value::Bytes(values.flat_map(f32::to_le_bytes).collect())
+}
+
 #[test]
 fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     if !kvm_available() {
@@ -204,6 +220,33 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
+
+    // numpy (baked into the image from requirements.txt): input bytes
+    // viewed in place, arrays sent through the buffer protocol, a strided
+    // one too.
+    let t = Instant::now();
+    c.load("np", "np.actor.py", NUMPY, LIMIT).unwrap();
+    eprintln!(
+        "numpy actor loaded (imports numpy) in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let floats = || (0..1024u16).map(|i| f32::from(i) * 0.5);
+    let (outputs, done) = invoke(
+        &mut c,
+        &mut host,
+        "np",
+        map(vec![("input", f32_bytes(floats()))]),
+        map(vec![]),
+    )
+    .unwrap();
+    assert_eq!(
+        outputs,
+        vec![
+            ("output".into(), f32_bytes(floats().map(|x| x * 2.0))),
+            ("output".into(), f32_bytes(floats().step_by(2))),
+        ]
+    );
+    assert_eq!(done, map(vec![("sum", Value::Float(261_888.0))]));
 
     // A raising actor and a broken script: errors with reasons; the worker
     // goes on.

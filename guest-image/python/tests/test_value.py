@@ -32,6 +32,11 @@ class ValueTest(unittest.TestCase):
         self.assertTrue(math.isnan(decode(encode(float("nan")))))
         self.assertEqual(decode(encode(float("-inf"))), float("-inf"))
         self.assertEqual(decode(encode((1, 2))), [1, 2])
+        strided = memoryview(b"abcdef")[::2]
+        self.assertEqual(bytes(decode(encode(strided))), b"ace")
+        import array
+        floats = array.array("f", [1.0, 2.0])
+        self.assertEqual(bytes(decode(encode(floats))), floats.tobytes())
 
     def test_large_buffers_stay_references_until_written(self):
         big = bytearray(b"x" * (3 * BIG))

@@ -6,7 +6,9 @@ import unittest
 
 from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
-from reflow.worker import DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, Worker
+from reflow.worker import (
+    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, Worker, preload, preload_list,
+)
 
 from test_ring import region
 
@@ -90,6 +92,22 @@ class WorkerTest(unittest.TestCase):
         self.assertIn("ZeroDivisionError", got[-1][2]["traceback"])
         got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
         self.assertEqual(got[-1][0], LOADED)
+
+
+class PreloadTest(unittest.TestCase):
+    def test_modules_are_imported_and_failures_reported(self):
+        import os
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "preload.txt")
+            with open(path, "w") as f:
+                f.write("# comment\njson  # inline\n\nno_such_module_xyz\n")
+            names = preload_list(path)
+            self.assertEqual(names, ["json", "no_such_module_xyz"])
+            failed = preload(names)
+        self.assertEqual([n for n, _ in failed], ["no_such_module_xyz"])
+        self.assertIn("ModuleNotFoundError", failed[0][1])
+        self.assertEqual(preload_list("/nonexistent/preload.txt"), [])
 
 
 if __name__ == "__main__":

@@ -105,9 +105,13 @@ def _encode(v, out, depth):
             _encode(item, out, depth + 1)
     else:
         try:
-            view = memoryview(v).cast("B")
+            view = memoryview(v)
         except TypeError:
             raise ValueError_(f"cannot send a {type(v).__name__}") from None
+        if not view.c_contiguous:
+            # A strided view (say a numpy slice): gathered into one copy.
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
         out.append(BYTES)
         _len(out, len(view))
         out += view

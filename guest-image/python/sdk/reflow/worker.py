@@ -143,7 +143,34 @@ class Worker:
         self.loop.close()
 
 
+PRELOAD_FILE = "/opt/reflow/preload.txt"
+
+
+def preload(names):
+    """Imports the modules `names` now (the worker starts before the golden
+    snapshot, so clones find them imported). Returns those that failed,
+    with why; a missing module is reported, never fatal."""
+    failed = []
+    for name in names:
+        try:
+            __import__(name)
+        except Exception as e:  # noqa: BLE001 - any import failure is reported
+            failed.append((name, f"{type(e).__name__}: {e}"))
+    return failed
+
+
+def preload_list(path=PRELOAD_FILE):
+    try:
+        with open(path) as f:
+            lines = [line.split("#", 1)[0].strip() for line in f]
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if line]
+
+
 def main(argv):
+    for name, why in preload(preload_list()):
+        print(f"reflow worker: cannot preload {name}: {why}", file=sys.stderr)
     addr, size = int(argv[1], 0), int(argv[2], 0)
     worker = Worker(memoryview(map_region(addr, size)))
     os.makedirs(os.path.dirname(READY_FILE), exist_ok=True)
