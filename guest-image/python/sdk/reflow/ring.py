@@ -11,8 +11,12 @@ positions, sequence, CRC-32) and a violation raises `RingError`.
 import mmap
 import os
 import struct
+import sys
 import time
 import zlib
+
+if sys.byteorder != "little":
+    raise ImportError("the ring's positions are little-endian native words")
 
 REGION_MAGIC = b"RFLWSHM1"
 LAYOUT_VERSION = 1
@@ -152,19 +156,31 @@ class _Backoff:
         self.sleep = min(self.sleep * 2, MAX_SLEEP)
 
 
+def _word(region, offset):
+    """The 8-byte position at `offset` as a one-item memoryview: indexing it
+    loads or stores all 8 bytes at once (one aligned `mov` on x86), where
+    struct's little-endian codecs move one byte at a time and the other
+    side could read a half-written position."""
+    if offset % 8:
+        raise RingError(f"ring position at unaligned offset {offset:#x}")
+    return region[offset : offset + 8].cast("Q")
+
+
 class Producer:
     def __init__(self, region, ring):
         self.region, self.ring = region, ring
         self.head, self.sequence = 0, 0
+        self.head_word = _word(region, ring.control + HEAD)
+        self.tail_word = _word(region, ring.control + TAIL)
 
     def _tail(self):
-        (tail,) = struct.unpack_from("<Q", self.region, self.ring.control + TAIL)
+        tail = self.tail_word[0]
         if tail > self.head or self.head - tail > self.ring.capacity:
             raise RingError("consumer position out of range")
         return tail
 
     def _publish(self):
-        struct.pack_into("<Q", self.region, self.ring.control + HEAD, self.head)
+        self.head_word[0] = self.head
 
     def try_send(self, meta, payload):
         """Appends one record or raises Full."""
@@ -243,12 +259,14 @@ class Consumer:
         # given back: [sequence, length, released].
         self.read, self.read_sequence = 0, 0
         self.held = []
+        self.head_word = _word(region, ring.control + HEAD)
+        self.tail_word = _word(region, ring.control + TAIL)
 
     def try_recv(self):
         """The next record (checked, payload in place) or None."""
         cap = self.ring.capacity
         while True:
-            (head,) = struct.unpack_from("<Q", self.region, self.ring.control + HEAD)
+            head = self.head_word[0]
             if head < self.read or head - self.tail > cap:
                 raise RingError("producer position out of range")
             avail = head - self.read
@@ -274,7 +292,7 @@ class Consumer:
                 self.read += to_end
                 if not self.held:
                     self.tail = self.read
-                    struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+                    self.tail_word[0] = self.tail
                 else:
                     self.held.append([None, to_end, True])
                 continue
@@ -309,7 +327,7 @@ class Consumer:
             self.tail += self.held.pop(0)[1]
             moved = True
         if moved:
-            struct.pack_into("<Q", self.region, self.ring.control + TAIL, self.tail)
+            self.tail_word[0] = self.tail
 
     def recv(self, timeout=60.0):
         started = time.monotonic()
