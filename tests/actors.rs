@@ -286,3 +286,47 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     assert_eq!(outcome.exit_code(), 0);
     assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
 }
+
+const RANDOM: &str = r#"
+import random
+
+@actor(name="Dice", outports=["roll"])
+def dice(context):
+    return {"roll": random.getrandbits(62)}
+"#;
+
+/// Clones of one golden do not share Python's `random` state: the worker
+/// reseeds it from the kernel (itself reseeded by the host's handshake)
+/// when a script is loaded.
+#[test]
+fn clones_draw_different_random_numbers() {
+    if !kvm_available() {
+        return;
+    }
+    let (dir, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
+    let rolls: Vec<Value> = (0..2)
+        .map(|_| {
+            let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
+            let shared = vm.shared.clone().expect("a shared region");
+            let layout = shared.layout();
+            let region = shared.ring_region();
+            let mut c = WorkerClient::new(
+                Producer::new(region, layout.host_to_guest),
+                Consumer::new(region, layout.guest_to_host),
+            );
+            c.load("dice", "dice.actor.py", RANDOM, LIMIT).unwrap();
+            let (_, done) = invoke(
+                &mut c,
+                &mut Host::default(),
+                "dice",
+                map(vec![]),
+                map(vec![]),
+            )
+            .unwrap();
+            vm.power_off();
+            get(&done, "roll").cloned().expect("a roll")
+        })
+        .collect();
+    assert!(matches!(rolls[0], Value::Int(_)), "{rolls:?}");
+    assert_ne!(rolls[0], rolls[1], "two clones rolled the same number");
+}
