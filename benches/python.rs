@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_benches::kvm_available;
 use reflow_host_bridge::{InvokeHandler, StateRequest, WorkerClient};
 use reflow_integration_tests::{percentile, warm_python_golden, TestVm, LIMIT};
-use reflow_ring::{Consumer, Producer, Value};
+use reflow_ring::Value;
 
 /// The actor tests' region size, so both share one golden snapshot.
 const SHM_MIB: u32 = 40;
@@ -67,12 +67,7 @@ fn first_message(dir: &std::path::Path, config: &reflow_vmm::VmConfig) -> (Durat
     let t = Instant::now();
     {
         let shared = vm.shared.clone().expect("a shared region");
-        let layout = shared.layout();
-        let region = shared.ring_region();
-        let mut c = WorkerClient::new(
-            Producer::new(region, layout.host_to_guest),
-            Consumer::new(region, layout.guest_to_host),
-        );
+        let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
         c.load("id", "id.actor.py", IDENTITY, LIMIT).expect("load");
         identity(&mut c, &input(64));
     }
@@ -113,12 +108,7 @@ fn python(c: &mut Criterion) {
     // Steady state on one clone.
     let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
     let shared = vm.shared.clone().expect("a shared region");
-    let layout = shared.layout();
-    let region = shared.ring_region();
-    let mut client = WorkerClient::new(
-        Producer::new(region, layout.host_to_guest),
-        Consumer::new(region, layout.guest_to_host),
-    );
+    let mut client = WorkerClient::attach(shared.ring_region(), &shared.layout());
     client
         .load("id", "id.actor.py", IDENTITY, LIMIT)
         .expect("load");

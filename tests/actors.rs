@@ -9,7 +9,7 @@ use std::time::Instant;
 use reflow_host_bridge::worker::InvokeHandler;
 use reflow_host_bridge::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
 use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
-use reflow_ring::{Consumer, Producer, Value};
+use reflow_ring::Value;
 
 /// Room for a 16 MiB message each way.
 const SHM_MIB: u32 = 40;
@@ -132,12 +132,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     let restored = Instant::now();
     let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
     let shared = vm.shared.clone().expect("a shared region");
-    let layout = shared.layout();
-    let region = shared.ring_region();
-    let mut c = WorkerClient::new(
-        Producer::new(region, layout.host_to_guest),
-        Consumer::new(region, layout.guest_to_host),
-    );
+    let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
     let mut host = Host::default();
 
     // Load, then a stateful counter with config across three messages.
@@ -308,12 +303,7 @@ fn clones_draw_different_random_numbers() {
         .map(|_| {
             let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
             let shared = vm.shared.clone().expect("a shared region");
-            let layout = shared.layout();
-            let region = shared.ring_region();
-            let mut c = WorkerClient::new(
-                Producer::new(region, layout.host_to_guest),
-                Consumer::new(region, layout.guest_to_host),
-            );
+            let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
             c.load("dice", "dice.actor.py", RANDOM, LIMIT).unwrap();
             let (_, done) = invoke(
                 &mut c,

@@ -236,10 +236,11 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, Value)]) -> Value {
+    /// A map value from pairs.
+    pub(crate) fn map(pairs: &[(&str, Value)]) -> Value {
         Value::Map(
             pairs
                 .iter()

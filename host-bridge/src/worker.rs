@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_ring::{Consumer, Metadata, Producer, RingError, Value, ValueError};
+use reflow_ring::{
+    Consumer, Metadata, Producer, Region, RegionLayout, RingError, Value, ValueError,
+};
 
 use crate::protocol::{into_map, ActorError, Kind, MessageError, StateRequest};
 
@@ -79,6 +81,15 @@ impl<'a> WorkerClient<'a> {
             next_id: 1,
             poisoned: false,
         }
+    }
+
+    /// A client over the two rings of `region` laid out as `layout` (host
+    /// to guest for requests, guest to host for answers).
+    pub fn attach(region: &'a Region, layout: &RegionLayout) -> WorkerClient<'a> {
+        WorkerClient::new(
+            Producer::new(region, layout.host_to_guest),
+            Consumer::new(region, layout.guest_to_host),
+        )
     }
 
     /// Loads `source` (shown as `name` in tracebacks) as the actor
@@ -165,7 +176,7 @@ impl<'a> WorkerClient<'a> {
         let id = self.next_id;
         self.next_id += 1;
         let result = (|| {
-            self.send(id, actor_id, kind, body, deadline)?;
+            send_on(&mut self.tx, id, actor_id, kind, body, deadline)?;
             loop {
                 let got = self.receive(id, actor_id, deadline, timeout)?;
                 if got.kind == Kind::Error {
@@ -184,17 +195,6 @@ impl<'a> WorkerClient<'a> {
             self.poisoned |= !e.worker_usable();
         }
         result
-    }
-
-    fn send(
-        &mut self,
-        id: u64,
-        actor_id: &str,
-        kind: Kind,
-        body: &Value,
-        deadline: Instant,
-    ) -> Result<(), WorkerError> {
-        send_on(&mut self.tx, id, actor_id, kind, body, deadline)
     }
 
     /// The next record of call `id`, decoded; anything else is hostile.

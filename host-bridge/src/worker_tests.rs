@@ -5,6 +5,7 @@ use std::time::Duration;
 use reflow_ring::{Consumer, Metadata, Producer, Region, RegionLayout, Value};
 
 use super::{InvokeHandler, WorkerClient, WorkerError};
+use crate::protocol::tests::map;
 use crate::protocol::{ErrorKind, Kind, StateOp, StateRequest};
 
 const SIZE: usize = 512 * 1024;
@@ -22,15 +23,6 @@ fn region(buf: &mut [u64]) -> (Region, RegionLayout) {
     let layout = RegionLayout::for_size(SIZE as u64).unwrap();
     layout.initialize(&region).unwrap();
     (region, layout)
-}
-
-fn map(pairs: &[(&str, Value)]) -> Value {
-    Value::Map(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    )
 }
 
 /// The guest end: answers each message with what `script` returns for it.
@@ -91,10 +83,7 @@ fn with_worker(
             };
             guest(&mut fake);
         });
-        let mut client = WorkerClient::new(
-            Producer::new(&region, layout.host_to_guest),
-            Consumer::new(&region, layout.guest_to_host),
-        );
+        let mut client = WorkerClient::attach(&region, &layout);
         host(&mut client);
     });
 }
