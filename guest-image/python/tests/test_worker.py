@@ -8,6 +8,7 @@ from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
 from reflow.worker import (
     DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, Worker, preload, preload_list,
+    warm_up,
 )
 
 from test_ring import region
@@ -92,6 +93,18 @@ class WorkerTest(unittest.TestCase):
         self.assertIn("ZeroDivisionError", got[-1][2]["traceback"])
         got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
         self.assertEqual(got[-1][0], LOADED)
+
+
+class WarmUpTest(unittest.TestCase):
+    def test_the_warm_up_actor_runs_in_process(self):
+        worker = Worker(region())
+        try:
+            outputs = warm_up(worker)
+        finally:
+            worker.close()
+        self.assertEqual([port for port, _ in outputs], ["output", "output", ""])
+        self.assertEqual(len(b"".join(outputs[0][1])), 1 + 4 + 4096)
+        self.assertEqual(decode(b"".join(outputs[2][1])), {"done": 1})
 
 
 class PreloadTest(unittest.TestCase):
