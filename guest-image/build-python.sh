@@ -105,7 +105,8 @@ rm -rf "$work/root"/var/cache/apt/* "$work/root"/var/lib/apt/lists/* \
 if [ -n "$pip_packages" ]; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         log "installing python3-pip with apt-get (pip fetches the wheels)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 ||
+        { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2; } ||
             die "baking pip packages in needs pip on the host (apt-get install python3-pip)"
     fi
     log "fetching pip wheels: $(echo $pip_packages)"
