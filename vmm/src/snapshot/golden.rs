@@ -147,6 +147,16 @@ pub fn ensure_warm(
             key,
         });
     }
+    // One builder per snapshot: others (threads or processes) wait for it
+    // and then use its result.
+    let _lock = BuildLock::acquire(&cache_root.join("snapshots"), &key, progress)?;
+    if complete(&dir) {
+        return Ok(GoldenSnapshot {
+            dir,
+            created: false,
+            key,
+        });
+    }
     let started = Instant::now();
     progress(&format!(
         "creating golden snapshot {key}: booting the guest once (seconds on bare-metal KVM, \
@@ -215,6 +225,7 @@ pub fn ensure_warm(
     let tmp = cache_root
         .join("snapshots")
         .join(format!(".{key}.tmp{}", std::process::id()));
+    // (Unique: this process holds the build lock.)
     let _ = std::fs::remove_dir_all(&tmp);
     paused.snapshot(&tmp)?;
     drop(paused);
@@ -235,4 +246,91 @@ pub fn ensure_warm(
         created: true,
         key,
     })
+}
+
+/// An exclusive `flock` on `<snapshots>/.<key>.lock`, held while one
+/// snapshot is built. flock locks belong to the open file, so two threads
+/// of one process exclude each other as two processes do; the kernel drops
+/// the lock if its holder dies.
+struct BuildLock {
+    /// Closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl BuildLock {
+    fn acquire(
+        snapshots: &Path,
+        key: &str,
+        progress: &dyn Fn(&str),
+    ) -> Result<BuildLock, GoldenError> {
+        use std::os::fd::AsRawFd;
+        let path = snapshots.join(format!(".{key}.lock"));
+        let cache_err = |source| GoldenError::Cache {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(snapshots).map_err(cache_err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(cache_err)?;
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a descriptor this function owns; no memory is
+        // passed.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            progress(&format!(
+                "waiting for golden snapshot {key}, which another build is creating"
+            ));
+            loop {
+                // SAFETY: as above (blocking this time).
+                if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(cache_err(e));
+                }
+            }
+        }
+        Ok(BuildLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::BuildLock;
+
+    #[test]
+    fn a_second_builder_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = BuildLock::acquire(dir.path(), "k", &|_| {}).unwrap();
+        let got = AtomicBool::new(false);
+        let said = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let progress = |m: &str| said.lock().unwrap().push(m.to_string());
+                let _second = BuildLock::acquire(dir.path(), "k", &progress).unwrap();
+                got.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!got.load(Ordering::SeqCst), "the lock was taken twice");
+            drop(first);
+        });
+        assert!(got.load(Ordering::SeqCst));
+        let said = said.into_inner().unwrap();
+        assert_eq!(said.len(), 1);
+        assert!(
+            said[0].contains("waiting for golden snapshot k"),
+            "{said:?}"
+        );
+        // Another key is independent.
+        let _a = BuildLock::acquire(dir.path(), "a", &|_| {}).unwrap();
+        let _b = BuildLock::acquire(dir.path(), "b", &|_| {}).unwrap();
+    }
 }
