@@ -5,7 +5,7 @@
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, then the criterion benchmarks
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
-#   ./dev.sh setup   only set up: apt packages, guest kernel, agent, initramfs, Python image, cargo build
+#   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs, Python image, cargo build
 #
 # Setup is idempotent and cached under ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox,
 # keyed by the hash of every input: the first run builds the guest kernel
@@ -16,8 +16,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
 
+# Installs the Debian/Ubuntu packages named that are missing (as root).
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
+    step "installing ${missing[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
 setup() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
+    # redis-server: the state service's tests start a private one.
+    apt_install redis-server
     [ -e /dev/kvm ] || echo "dev.sh: warning: /dev/kvm is absent; VMs cannot boot on this machine" >&2
     step "guest kernel (cached by the hash of source version, config and patches)"
     REFLOW_KERNEL="$(kernels/build.sh | tail -n 1)"

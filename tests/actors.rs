@@ -6,8 +6,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use reflow_host_bridge::state::{Scope, StateStore};
 use reflow_host_bridge::worker::InvokeHandler;
-use reflow_host_bridge::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
+use reflow_host_bridge::{
+    ErrorKind, StateOp, StateRequest, StoreHandler, WorkerClient, WorkerError,
+};
+use reflow_integration_tests::redis_server::RedisServer;
 use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
 use reflow_ring::Value;
 
@@ -319,4 +323,80 @@ fn clones_draw_different_random_numbers() {
         .collect();
     assert!(matches!(rolls[0], Value::Int(_)), "{rolls:?}");
     assert_ne!(rolls[0], rolls[1], "two clones rolled the same number");
+}
+
+const LEDGER: &str = r#"
+@actor(name="Ledger", inports=["item"], outports=["log"])
+async def ledger(context):
+    s = context.state
+    item = context.get_input("item")
+    await s.set("last", item)
+    n = await s.push("items", item)
+    total = await s.increment("total", item["qty"])
+    first = await s.pop("items") if n > 2 else None
+    kept = await s.expire("last", 60)
+    if item["qty"] == 0:
+        await s.increment("last")
+    return {"last": await s.get("last"), "n": n, "total": total, "first": first, "kept": kept}
+"#;
+
+/// The SDK's six state operations reach the host's store through the ring,
+/// with the same results from the embedded store and from a real Redis
+/// server; a store error is raised in the actor.
+#[test]
+fn state_operations_reach_the_embedded_store_and_redis() {
+    if !kvm_available() {
+        return;
+    }
+    let (dir, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
+    let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
+    let shared = vm.shared.clone().expect("a shared region");
+    let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
+    c.load("ledger", "ledger.actor.py", LEDGER, LIMIT).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let redis = RedisServer::start();
+    let stores = [
+        ("embedded", StateStore::embedded()),
+        (
+            "redis",
+            rt.block_on(StateStore::redis(&redis.url())).unwrap(),
+        ),
+    ];
+    let item = |qty| map(vec![("qty", Value::Int(qty))]);
+    for (name, store) in &stores {
+        let scope = Scope::new("test", "ledger");
+        let mut run = |qty: i64| {
+            let mut handler = StoreHandler {
+                store,
+                scope: &scope,
+                runtime: rt.handle(),
+                on_output: |_: &str, _: Value| {},
+            };
+            let inputs = map(vec![("item", item(qty))]);
+            c.invoke("ledger", inputs, map(vec![]), LIMIT, &mut handler)
+        };
+        let mut last = None;
+        for qty in 1..=3 {
+            last = Some(run(qty).unwrap_or_else(|e| panic!("{name}: {e}")));
+        }
+        assert_eq!(
+            last.unwrap(),
+            map(vec![
+                ("last", item(3)),
+                ("n", Value::Int(3)),
+                ("total", Value::Int(6)),
+                ("first", item(1)),
+                ("kept", Value::Bool(true)),
+            ]),
+            "{name}"
+        );
+        match run(0) {
+            Err(WorkerError::Actor(e)) => {
+                assert_eq!(e.kind, ErrorKind::Run, "{name}");
+                assert!(e.message.contains("not an integer"), "{name}: {e}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    vm.power_off();
 }

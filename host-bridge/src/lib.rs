@@ -2,12 +2,16 @@
 //!
 //! Today: [`worker`], the host end of the script worker's ring protocol
 //! (load a script, invoke it, stream its outputs, answer its state
-//! requests), with every record from the guest treated as hostile.
+//! requests), with every record from the guest treated as hostile; and
+//! [`state`], the state service (embedded or Redis).
 //! `SandboxActor`, the VM pool, the state service, discovery and the
 //! `reflow-sandbox` CLI arrive with the host-bridge issue.
 
+pub mod handler;
 pub mod protocol;
+pub mod state;
 pub mod worker;
 
+pub use handler::StoreHandler;
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
 pub use worker::{InvokeHandler, Loaded, WorkerClient, WorkerError};
