@@ -8,10 +8,14 @@
 //! `reflow-sandbox` CLI arrive with the host-bridge issue.
 
 pub mod handler;
+pub mod pool;
 pub mod protocol;
+pub mod sandbox;
 pub mod state;
 pub mod worker;
 
 pub use handler::StoreHandler;
+pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
+pub use sandbox::{SandboxError, SandboxVm, VmSpec};
 pub use worker::{InvokeHandler, Loaded, WorkerClient, WorkerError};

@@ -1,0 +1,276 @@
+//! A pool of fresh sandbox VMs per runtime: `preload_count` clones are kept
+//! restored and ready (refilled in the background as they are taken), at
+//! most `max_size` VMs of the pool exist at once (lent ones included), and
+//! a clone is never reused: a VM that served one actor is stopped when it
+//! is given back or dropped, so nothing of one actor reaches another.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::sandbox::{SandboxError, SandboxVm, VmSpec};
+
+/// Pool sizes and limits (defaults from the seed: 5, 20).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Ready clones kept waiting.
+    pub preload_count: usize,
+    /// Most VMs of this pool alive at once, lent and waiting.
+    pub max_size: usize,
+    /// How long one restore may take to reach a ready agent.
+    pub restore_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            preload_count: 5,
+            max_size: 20,
+            restore_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why the pool could not lend a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("all {max} VMs of the pool are in use and none was freed within {waited:?}")]
+    Exhausted { max: usize, waited: Duration },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("the pool is shut down")]
+    Closed,
+}
+
+struct State {
+    ready: VecDeque<SandboxVm>,
+    /// VMs alive or being restored: ready + lent + restoring.
+    live: usize,
+    /// Background restores under way.
+    refilling: usize,
+    closed: bool,
+    last_error: Option<String>,
+}
+
+struct Inner {
+    spec: VmSpec,
+    config: PoolConfig,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// A VM pool (cheap to clone: all clones share one pool).
+#[derive(Clone)]
+pub struct VmPool {
+    inner: Arc<Inner>,
+}
+
+/// A VM lent by the pool; the pool counts it until it is dropped.
+pub struct PooledVm {
+    vm: Option<SandboxVm>,
+    pool: Arc<Inner>,
+}
+
+impl std::ops::Deref for PooledVm {
+    type Target = SandboxVm;
+    fn deref(&self) -> &SandboxVm {
+        self.vm.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PooledVm {
+    fn deref_mut(&mut self) -> &mut SandboxVm {
+        self.vm.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledVm {
+    fn drop(&mut self) {
+        drop(self.vm.take());
+        let mut s = self.pool.lock();
+        s.live -= 1;
+        drop(s);
+        self.pool.changed.notify_all();
+        self.pool.refill();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts background restores until `preload_count` clones are ready
+    /// or on their way (within `max_size`).
+    fn refill(self: &Arc<Self>) {
+        let mut s = self.lock();
+        while !s.closed
+            && s.ready.len() + s.refilling < self.config.preload_count
+            && s.live < self.config.max_size
+        {
+            s.live += 1;
+            s.refilling += 1;
+            let inner = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vm-pool-refill".into())
+                .spawn(move || inner.restore_one());
+            if spawned.is_err() {
+                s.live -= 1;
+                s.refilling -= 1;
+                s.last_error = Some("cannot start a refill thread".into());
+                break;
+            }
+        }
+    }
+
+    fn restore_one(self: Arc<Self>) {
+        let result = SandboxVm::restore(&self.spec, self.config.restore_timeout);
+        let mut s = self.lock();
+        s.refilling -= 1;
+        match result {
+            Ok(vm) if !s.closed => s.ready.push_back(vm),
+            Ok(vm) => {
+                s.live -= 1;
+                drop(s);
+                drop(vm);
+                self.changed.notify_all();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "VM pool: a background restore failed");
+                s.live -= 1;
+                s.last_error = Some(e.to_string());
+            }
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+}
+
+impl VmPool {
+    /// A pool of clones of `spec`; starts restoring `preload_count` now.
+    pub fn new(spec: VmSpec, config: PoolConfig) -> VmPool {
+        let inner = Arc::new(Inner {
+            spec,
+            config,
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                live: 0,
+                refilling: 0,
+                closed: false,
+                last_error: None,
+            }),
+            changed: Condvar::new(),
+        });
+        inner.refill();
+        VmPool { inner }
+    }
+
+    /// A fresh, ready VM: a preloaded clone if one waits (a dead one is
+    /// dropped), else one restored now if the pool has room, else the
+    /// first freed within `wait`.
+    pub fn acquire(&self, wait: Duration) -> Result<PooledVm, PoolError> {
+        let deadline = Instant::now() + wait;
+        let inner = &self.inner;
+        let mut s = inner.lock();
+        loop {
+            if s.closed {
+                return Err(PoolError::Closed);
+            }
+            while let Some(vm) = s.ready.pop_front() {
+                if vm.is_alive() {
+                    drop(s);
+                    inner.refill();
+                    return Ok(self.lend(vm));
+                }
+                s.live -= 1;
+            }
+            // Restore here (rather than wait for a refill) only when no
+            // refill is on its way that could serve us.
+            if s.live < inner.config.max_size && s.refilling == 0 {
+                s.live += 1;
+                drop(s);
+                let result = SandboxVm::restore(&inner.spec, inner.config.restore_timeout);
+                inner.refill();
+                return match result {
+                    Ok(vm) => Ok(self.lend(vm)),
+                    Err(e) => {
+                        inner.lock().live -= 1;
+                        inner.changed.notify_all();
+                        Err(e.into())
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PoolError::Exhausted {
+                    max: inner.config.max_size,
+                    waited: wait,
+                });
+            }
+            s = inner
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn lend(&self, vm: SandboxVm) -> PooledVm {
+        PooledVm {
+            vm: Some(vm),
+            pool: self.inner.clone(),
+        }
+    }
+
+    /// (ready, live) counts, for monitoring and tests.
+    pub fn counts(&self) -> (usize, usize) {
+        let s = self.inner.lock();
+        (s.ready.len(), s.live)
+    }
+
+    /// The last background restore failure, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.lock().last_error.clone()
+    }
+
+    /// Waits until `preload_count` clones are ready (or `wait` passes);
+    /// returns how many are.
+    pub fn wait_ready(&self, wait: Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        let mut s = self.inner.lock();
+        loop {
+            let want = self
+                .inner
+                .config
+                .preload_count
+                .min(self.inner.config.max_size);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if s.ready.len() >= want
+                || left.is_zero()
+                || (s.refilling == 0 && s.ready.len() < want && s.last_error.is_some())
+            {
+                return s.ready.len();
+            }
+            s = self
+                .inner
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops the waiting clones; lent ones stop when dropped.
+    pub fn shutdown(&self) {
+        let ready: Vec<SandboxVm> = {
+            let mut s = self.inner.lock();
+            s.closed = true;
+            let ready: Vec<SandboxVm> = s.ready.drain(..).collect();
+            s.live -= ready.len();
+            ready
+        };
+        drop(ready);
+        self.inner.changed.notify_all();
+    }
+}

@@ -1,0 +1,143 @@
+//! One running sandbox VM: a clone restored from a runtime's golden
+//! snapshot, its monitor on a thread of its own, its agent's control
+//! channel and its shared-memory rings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reflow_vmm::hostile::HostileLog;
+use reflow_vmm::shm::SharedRegion;
+use reflow_vmm::{ControlChannel, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome};
+
+use crate::worker::WorkerClient;
+
+/// What to restore: a golden snapshot and the config it was taken with.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub golden: PathBuf,
+    pub config: VmConfig,
+}
+
+/// Why a sandbox VM could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot restore the VM: {0}")]
+    Restore(#[from] VmError),
+    #[error("the VM stopped before its agent connected: {0}")]
+    Died(String),
+    #[error("the VM's agent did not connect within {0:?}")]
+    Timeout(Duration),
+    #[error("the VM has no shared-memory region (its config sets shm_mib = 0)")]
+    NoRing,
+    #[error("cannot start the VM's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running clone. Dropping it stops the VM.
+pub struct SandboxVm {
+    control: ControlChannel,
+    shared: Arc<SharedRegion>,
+    hostile: HostileLog,
+    stop: StopHandle,
+    runner: Option<JoinHandle<Result<VmOutcome, VmError>>>,
+    ready_after: Duration,
+}
+
+impl SandboxVm {
+    /// Restores a clone of `spec` and waits (at most `timeout`) until its
+    /// agent has taken fresh entropy and time over the control channel:
+    /// only then may a script be loaded (the worker reseeds from it).
+    pub fn restore(spec: &VmSpec, timeout: Duration) -> Result<SandboxVm, SandboxError> {
+        let started = Instant::now();
+        let mut config = spec.config.clone();
+        config.vsock_uds = None;
+        let vm = Vm::restore(
+            &spec.golden,
+            config,
+            VmIo::console(Box::new(std::io::sink())),
+        )?;
+        let shared = vm.shared_region().ok_or(SandboxError::NoRing)?;
+        let handle = vm.control();
+        let hostile = vm.hostile();
+        let stop = vm.stop_handle();
+        let runner = std::thread::Builder::new()
+            .name("sandbox-vm".into())
+            .spawn(move || vm.run())
+            .map_err(SandboxError::Thread)?;
+        let control = loop {
+            match handle.wait(Duration::from_millis(50)) {
+                Ok(c) => break c,
+                Err(_) if runner.is_finished() => {
+                    let why = match runner.join() {
+                        Ok(Ok(o)) => format!(
+                            "{:?}; console: {}",
+                            o.stop,
+                            o.console_tail.last().map_or("", String::as_str)
+                        ),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "its monitor thread panicked".into(),
+                    };
+                    return Err(SandboxError::Died(why));
+                }
+                Err(_) if started.elapsed() > timeout => {
+                    stop.stop();
+                    let _ = runner.join();
+                    return Err(SandboxError::Timeout(timeout));
+                }
+                Err(_) => {}
+            }
+        };
+        Ok(SandboxVm {
+            control,
+            shared,
+            hostile,
+            stop,
+            runner: Some(runner),
+            ready_after: started.elapsed(),
+        })
+    }
+
+    /// A client for the worker on this VM's rings (one at a time: the
+    /// rings' positions live in the client).
+    pub fn worker(&self) -> WorkerClient<'_> {
+        WorkerClient::attach(self.shared.ring_region(), &self.shared.layout())
+    }
+
+    /// The agent's control channel.
+    pub fn control(&mut self) -> &mut ControlChannel {
+        &mut self.control
+    }
+
+    /// Hostile input the monitor saw from this guest.
+    pub fn hostile(&self) -> &HostileLog {
+        &self.hostile
+    }
+
+    /// Whether the monitor is still running the guest.
+    pub fn is_alive(&self) -> bool {
+        self.runner.as_ref().is_some_and(|r| !r.is_finished())
+    }
+
+    /// Host time from the start of the restore to the agent being ready.
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
+    }
+
+    /// Stops the VM and returns how it ended.
+    pub fn kill(mut self) -> Option<VmOutcome> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Option<VmOutcome> {
+        self.stop.stop();
+        self.runner.take()?.join().ok()?.ok()
+    }
+}
+
+impl Drop for SandboxVm {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

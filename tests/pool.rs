@@ -1,0 +1,106 @@
+//! The VM pool on clones of the warm Python worker golden: preloading,
+//! the size cap, refills, fresh clones only, and failures that leave the
+//! pool's count right.
+
+use std::time::{Duration, Instant};
+
+use reflow_host_bridge::{PoolConfig, PoolError, SandboxError, VmPool, VmSpec};
+use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
+use reflow_vmm::protocol::Request;
+
+const SHM_MIB: u32 = 40;
+
+fn spec() -> VmSpec {
+    let (golden, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
+    VmSpec { golden, config }
+}
+
+fn config(preload_count: usize, max_size: usize) -> PoolConfig {
+    PoolConfig {
+        preload_count,
+        max_size,
+        restore_timeout: LIMIT,
+    }
+}
+
+/// Waits until the pool's counts are `want` (refills run in the background).
+fn settle(pool: &VmPool, want: (usize, usize)) {
+    let t = Instant::now();
+    while pool.counts() != want {
+        assert!(
+            t.elapsed() < LIMIT,
+            "pool stuck at {:?}, want {want:?}",
+            pool.counts()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_pool_preloads_caps_refills_and_lends_fresh_clones() {
+    if !kvm_available() {
+        return;
+    }
+    let pool = VmPool::new(spec(), config(2, 3));
+    assert_eq!(pool.wait_ready(LIMIT), 2, "{:?}", pool.last_error());
+    assert_eq!(pool.counts(), (2, 2));
+    let t = Instant::now();
+    let mut a = pool.acquire(LIMIT).unwrap();
+    let took = t.elapsed();
+    eprintln!(
+        "a preloaded clone was lent in {:.2} ms",
+        took.as_secs_f64() * 1e3
+    );
+    settle(&pool, (2, 3));
+    let b = pool.acquire(LIMIT).unwrap();
+    let c = pool.acquire(LIMIT).unwrap();
+    settle(&pool, (0, 3));
+    // Full: a fourth waits, then gives up with a clear error.
+    match pool.acquire(Duration::from_millis(300)) {
+        Err(PoolError::Exhausted { max: 3, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a fourth VM beyond max_size 3"),
+    }
+    // Lent clones are live and run actors.
+    for vm in [&b, &c] {
+        let mut w = vm.worker();
+        let src = "@actor(name=\"Id\", inports=[\"x\"], outports=[\"x\"])\ndef f(context):\n    return {\"x\": context.get_input(\"x\")}\n";
+        w.load("id", "id.actor.py", src, LIMIT).unwrap();
+    }
+    // A VM that died is still counted until dropped; dropping it frees
+    // room, which a refill takes up again.
+    a.control()
+        .request(&Request::Poweroff { status: 0 }, LIMIT)
+        .unwrap();
+    let t = Instant::now();
+    while a.is_alive() {
+        assert!(t.elapsed() < LIMIT, "the guest did not power off");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(a);
+    let d = pool.acquire(LIMIT).expect("room after a VM was dropped");
+    assert!(d.is_alive());
+    drop((b, c, d));
+    settle(&pool, (2, 2));
+    pool.shutdown();
+    assert_eq!(pool.counts(), (0, 0));
+    assert!(matches!(pool.acquire(LIMIT), Err(PoolError::Closed)));
+}
+
+#[test]
+fn a_failing_restore_is_an_error_and_frees_its_place() {
+    if !kvm_available() {
+        return;
+    }
+    let mut bad = spec();
+    bad.golden = bad.golden.join("missing");
+    let pool = VmPool::new(bad, config(1, 2));
+    assert_eq!(pool.wait_ready(LIMIT), 0);
+    assert!(pool.last_error().is_some());
+    match pool.acquire(LIMIT) {
+        Err(PoolError::Sandbox(SandboxError::Restore(_))) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a VM from a missing snapshot"),
+    }
+    settle(&pool, (0, 0));
+}
