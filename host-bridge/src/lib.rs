@@ -7,6 +7,7 @@
 //! `SandboxActor`, the VM pool, the state service, discovery and the
 //! `reflow-sandbox` CLI arrive with the host-bridge issue.
 
+pub mod convert;
 pub mod handler;
 pub mod pool;
 pub mod protocol;

@@ -18,7 +18,7 @@ pub fn to_json(v: &Value) -> Result<String, JsonError> {
     Ok(to_json_value(v)?.to_string())
 }
 
-fn to_json_value(v: &Value) -> Result<serde_json::Value, JsonError> {
+pub(crate) fn to_json_value(v: &Value) -> Result<serde_json::Value, JsonError> {
     Ok(match v {
         Value::None => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -48,7 +48,7 @@ pub fn from_json(text: &str) -> Result<Value, JsonError> {
     Ok(from_json_value(v))
 }
 
-fn from_json_value(v: serde_json::Value) -> Value {
+pub(crate) fn from_json_value(v: serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::None,
         serde_json::Value::Bool(b) => Value::Bool(b),
