@@ -4,11 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_host_bridge::{PoolConfig, PoolError, SandboxError, VmPool, VmSpec};
+use reflow_host_bridge::{
+    InvokeHandler, PoolConfig, PoolError, SandboxError, StateRequest, VmPool, VmSpec,
+};
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
+use reflow_ring::Value;
 use reflow_vmm::protocol::Request;
 
 const SHM_MIB: u32 = 40;
+
+/// Outputs ignored; no state.
+struct NoState;
+
+impl InvokeHandler for NoState {
+    fn output(&mut self, _: &str, _: Value) {}
+    fn state(&mut self, _: StateRequest) -> Result<Value, String> {
+        Err("no state here".into())
+    }
+}
 
 fn spec() -> VmSpec {
     let (golden, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
@@ -52,8 +65,8 @@ fn the_pool_preloads_caps_refills_and_lends_fresh_clones() {
         took.as_secs_f64() * 1e3
     );
     settle(&pool, (2, 3));
-    let b = pool.acquire(LIMIT).unwrap();
-    let c = pool.acquire(LIMIT).unwrap();
+    let mut b = pool.acquire(LIMIT).unwrap();
+    let mut c = pool.acquire(LIMIT).unwrap();
     settle(&pool, (0, 3));
     // Full: a fourth waits, then gives up with a clear error.
     match pool.acquire(Duration::from_millis(300)) {
@@ -61,11 +74,19 @@ fn the_pool_preloads_caps_refills_and_lends_fresh_clones() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a fourth VM beyond max_size 3"),
     }
-    // Lent clones are live and run actors.
-    for vm in [&b, &c] {
-        let mut w = vm.worker();
+    // Lent clones are live and run actors; a VM's client goes on from
+    // call to call.
+    for vm in [&mut b, &mut c] {
         let src = "@actor(name=\"Id\", inports=[\"x\"], outports=[\"x\"])\ndef f(context):\n    return {\"x\": context.get_input(\"x\")}\n";
-        w.load("id", "id.actor.py", src, LIMIT).unwrap();
+        vm.with_worker(|w| w.load("id", "id.actor.py", src, LIMIT))
+            .unwrap();
+        for i in 0..3 {
+            let inputs = Value::Map(vec![("x".into(), Value::Int(i))]);
+            let done = vm
+                .with_worker(|w| w.invoke("id", inputs, Value::Map(vec![]), LIMIT, &mut NoState))
+                .unwrap();
+            assert_eq!(done, Value::Map(vec![("x".into(), Value::Int(i))]));
+        }
     }
     // A VM that died is still counted until dropped; dropping it frees
     // room, which a refill takes up again.

@@ -19,4 +19,4 @@ pub use handler::StoreHandler;
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
 pub use sandbox::{SandboxError, SandboxVm, VmSpec};
-pub use worker::{InvokeHandler, Loaded, WorkerClient, WorkerError};
+pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};

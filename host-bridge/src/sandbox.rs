@@ -11,7 +11,7 @@ use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::{ControlChannel, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome};
 
-use crate::worker::WorkerClient;
+use crate::worker::{ClientState, WorkerClient};
 
 /// What to restore: a golden snapshot and the config it was taken with.
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ pub struct SandboxVm {
     stop: StopHandle,
     runner: Option<JoinHandle<Result<VmOutcome, VmError>>>,
     ready_after: Duration,
+    worker: ClientState,
 }
 
 impl SandboxVm {
@@ -96,13 +97,21 @@ impl SandboxVm {
             stop,
             runner: Some(runner),
             ready_after: started.elapsed(),
+            worker: ClientState::default(),
         })
     }
 
-    /// A client for the worker on this VM's rings (one at a time: the
-    /// rings' positions live in the client).
-    pub fn worker(&self) -> WorkerClient<'_> {
-        WorkerClient::attach(self.shared.ring_region(), &self.shared.layout())
+    /// Runs `f` with the client of this VM's worker; the client goes on
+    /// from where the previous call left it.
+    pub fn with_worker<R>(&mut self, f: impl FnOnce(&mut WorkerClient<'_>) -> R) -> R {
+        let mut client = WorkerClient::resume(
+            self.shared.ring_region(),
+            &self.shared.layout(),
+            self.worker,
+        );
+        let result = f(&mut client);
+        self.worker = client.state();
+        result
     }
 
     /// The agent's control channel.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use reflow_ring::{
-    Consumer, Metadata, Producer, Region, RegionLayout, RingError, Value, ValueError,
+    Consumer, Metadata, Position, Producer, Region, RegionLayout, RingError, Value, ValueError,
 };
 
 use crate::protocol::{into_map, ActorError, Kind, MessageError, StateRequest};
@@ -56,6 +56,28 @@ pub trait InvokeHandler {
     fn state(&mut self, request: StateRequest) -> Result<Value, String>;
 }
 
+/// What a [`WorkerClient`] must remember between uses (its rings'
+/// positions and its call count), for an owner that keeps the client only
+/// while it works (see [`WorkerClient::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientState {
+    tx: Position,
+    rx: Position,
+    next_id: u64,
+    poisoned: bool,
+}
+
+impl Default for ClientState {
+    fn default() -> ClientState {
+        ClientState {
+            tx: Position::default(),
+            rx: Position::default(),
+            next_id: 1,
+            poisoned: false,
+        }
+    }
+}
+
 /// The host end of one worker's pair of rings.
 pub struct WorkerClient<'a> {
     tx: Producer<'a>,
@@ -86,10 +108,36 @@ impl<'a> WorkerClient<'a> {
     /// A client over the two rings of `region` laid out as `layout` (host
     /// to guest for requests, guest to host for answers).
     pub fn attach(region: &'a Region, layout: &RegionLayout) -> WorkerClient<'a> {
-        WorkerClient::new(
-            Producer::new(region, layout.host_to_guest),
-            Consumer::new(region, layout.guest_to_host),
-        )
+        WorkerClient::resume(region, layout, ClientState::default())
+    }
+
+    /// A client that goes on where one with `state` stopped.
+    pub fn resume(
+        region: &'a Region,
+        layout: &RegionLayout,
+        state: ClientState,
+    ) -> WorkerClient<'a> {
+        WorkerClient {
+            tx: Producer::resume(region, layout.host_to_guest, state.tx),
+            rx: Consumer::resume(region, layout.guest_to_host, state.rx),
+            next_id: state.next_id,
+            poisoned: state.poisoned,
+        }
+    }
+
+    /// What to resume this client from.
+    pub fn state(&self) -> ClientState {
+        ClientState {
+            tx: self.tx.position(),
+            rx: self.rx.position(),
+            next_id: self.next_id,
+            poisoned: self.poisoned,
+        }
+    }
+
+    /// Whether an earlier failure left the worker unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Loads `source` (shown as `name` in tracebacks) as the actor

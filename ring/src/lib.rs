@@ -26,5 +26,5 @@ pub mod value;
 pub use layout::{RegionLayout, RingLayout};
 pub use record::{Metadata, RecordView};
 pub use region::Region;
-pub use ring::{Backoff, Consumer, Doorbell, Fault, Parker, Producer, RingError};
+pub use ring::{Backoff, Consumer, Doorbell, Fault, Parker, Position, Producer, RingError};
 pub use value::{Value, ValueError};

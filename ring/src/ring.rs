@@ -115,6 +115,15 @@ pub trait Parker: Sync {
     fn park(&self, timeout: Duration);
 }
 
+/// Where one side of a ring has got to (its own position and the next
+/// record sequence number): kept by an owner that outlives the borrowing
+/// [`Producer`] or [`Consumer`], to resume it later with `resume`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub sequence: u64,
+}
+
 /// Writes records into a ring.
 pub struct Producer<'a> {
     region: &'a Region,
@@ -138,13 +147,26 @@ pub struct Consumer<'a> {
 impl<'a> Producer<'a> {
     /// A producer for a freshly initialized ring (positions zero).
     pub fn new(region: &'a Region, ring: RingLayout) -> Producer<'a> {
+        Producer::resume(region, ring, Position::default())
+    }
+
+    /// A producer that goes on from `at` (see [`Producer::position`]).
+    pub fn resume(region: &'a Region, ring: RingLayout, at: Position) -> Producer<'a> {
         Producer {
             region,
             ring,
-            head: 0,
-            sequence: 0,
+            head: at.offset,
+            sequence: at.sequence,
             backoff: Backoff::default(),
             doorbell: None,
+        }
+    }
+
+    /// Where this producer has got to.
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.head,
+            sequence: self.sequence,
         }
     }
 
@@ -333,13 +355,26 @@ impl<'a> Producer<'a> {
 impl<'a> Consumer<'a> {
     /// A consumer for a freshly initialized ring (positions zero).
     pub fn new(region: &'a Region, ring: RingLayout) -> Consumer<'a> {
+        Consumer::resume(region, ring, Position::default())
+    }
+
+    /// A consumer that goes on from `at` (see [`Consumer::position`]).
+    pub fn resume(region: &'a Region, ring: RingLayout, at: Position) -> Consumer<'a> {
         Consumer {
             region,
             ring,
-            tail: 0,
-            sequence: 0,
+            tail: at.offset,
+            sequence: at.sequence,
             backoff: Backoff::default(),
             parker: None,
+        }
+    }
+
+    /// Where this consumer has got to (records released so far).
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.tail,
+            sequence: self.sequence,
         }
     }
 
@@ -676,6 +711,27 @@ mod tests {
             rings > 0 && rings <= publishes,
             "{rings} rings for {publishes} publishes"
         );
+    }
+
+    #[test]
+    fn producers_and_consumers_resume_where_they_were() {
+        let (mut m, l) = setup(256 * 1024);
+        let r = m.region();
+        let (mut at_p, mut at_c) = (Position::default(), Position::default());
+        for i in 0..600u64 {
+            // A new producer and consumer for every message, as an owner
+            // that keeps only the positions would make them.
+            let mut p = Producer::resume(&r, l.host_to_guest, at_p);
+            p.try_send(&meta(i), &payload(i as usize, 700)).unwrap();
+            at_p = p.position();
+            let mut c = Consumer::resume(&r, l.host_to_guest, at_c);
+            let v = c.try_recv().unwrap().expect("a record");
+            assert_eq!(v.metadata.message_id, i);
+            c.release(v).unwrap();
+            at_c = c.position();
+        }
+        assert_eq!(at_p, at_c);
+        assert_eq!(at_p.sequence, 600);
     }
 
     #[test]
