@@ -48,66 +48,39 @@ impl RedisStore {
 
     /// Performs `op` on `key`.
     pub async fn apply(&self, key: &str, op: Op) -> Result<Value, StateError> {
-        let mut conn = self.conn.clone();
-        let error = |e: redis::RedisError| match e.code() {
-            Some("WRONGTYPE") => StateError::WrongType(key.to_string()),
-            Some("ERR") => StateError::BadRequest(format!("{key:?}: {e}")),
-            _ => backend(e),
-        };
         let stored = |s: Option<String>| s.map_or(Ok(Value::None), |s| Ok(from_json(&s)?));
+        let cmd = |name: &str| {
+            let mut c = redis::cmd(name);
+            c.arg(key);
+            c
+        };
         match op {
-            Op::Get => {
-                let s: Option<String> = redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
-                stored(s)
-            }
+            Op::Get => stored(self.query(key, &cmd("GET")).await?),
             Op::Set(json) => {
-                let () = redis::cmd("SET")
-                    .arg(key)
-                    .arg(json)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
+                let () = self.query(key, cmd("SET").arg(json)).await?;
                 Ok(Value::None)
             }
-            Op::Increment(by) => {
-                let n: i64 = redis::cmd("INCRBY")
-                    .arg(key)
-                    .arg(by)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
-                Ok(Value::Int(n))
-            }
-            Op::Push(json) => {
-                let n: i64 = redis::cmd("RPUSH")
-                    .arg(key)
-                    .arg(json)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
-                Ok(Value::Int(n))
-            }
-            Op::Pop => {
-                let s: Option<String> = redis::cmd("LPOP")
-                    .arg(key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
-                stored(s)
-            }
-            Op::Expire(secs) => {
-                let existed: bool = redis::cmd("EXPIRE")
-                    .arg(key)
-                    .arg(secs)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(error)?;
-                Ok(Value::Bool(existed))
-            }
+            Op::Increment(by) => Ok(Value::Int(self.query(key, cmd("INCRBY").arg(by)).await?)),
+            Op::Push(json) => Ok(Value::Int(self.query(key, cmd("RPUSH").arg(json)).await?)),
+            Op::Pop => stored(self.query(key, &cmd("LPOP")).await?),
+            Op::Expire(secs) => Ok(Value::Bool(self.query(key, cmd("EXPIRE").arg(secs)).await?)),
         }
+    }
+
+    /// Runs one command about `key`; Redis's errors become the actor's
+    /// (`WRONGTYPE`, `ERR`: a bad request) or the store's (anything else).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| match e.code() {
+                Some("WRONGTYPE") => StateError::WrongType(key.to_string()),
+                Some("ERR") => StateError::BadRequest(format!("{key:?}: {e}")),
+                _ => backend(e),
+            })
     }
 }
