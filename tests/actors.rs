@@ -1,13 +1,12 @@
 //! Python actors in a real VM: clones of a golden snapshot taken with the
 //! Python worker running load scripts and run them over the ring, driven by
-//! the host bridge's worker client (state kept in a map here; the host
-//! bridge's state service owns it later).
+//! the host bridge's worker client, with state in the host bridge's
+//! embedded store (and Redis for the state test).
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::worker::InvokeHandler;
 use reflow_host_bridge::{
     ErrorKind, StateOp, StateRequest, StoreHandler, WorkerClient, WorkerError,
 };
@@ -36,53 +35,31 @@ fn text(v: Option<&Value>) -> String {
     }
 }
 
-/// Collects outputs; keeps state in a map.
-#[derive(Default)]
-struct Host {
-    outputs: Vec<(String, Value)>,
-    state: HashMap<String, Value>,
+/// One runtime for the state stores of every test here.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().expect("a tokio runtime"))
 }
 
-impl InvokeHandler for Host {
-    fn output(&mut self, port: &str, value: Value) {
-        self.outputs.push((port.into(), value));
-    }
-
-    fn state(&mut self, req: StateRequest) -> Result<Value, String> {
-        Ok(match req.op {
-            StateOp::Get => self.state.get(&req.key).cloned().unwrap_or(Value::None),
-            StateOp::Set => {
-                let v = req.args.into_iter().next().unwrap_or(Value::None);
-                self.state.insert(req.key, v);
-                Value::None
-            }
-            StateOp::Increment => {
-                let by = match req.args.first() {
-                    Some(Value::Int(i)) => *i,
-                    _ => 1,
-                };
-                let n = match self.state.get(&req.key) {
-                    Some(Value::Int(i)) => i + by,
-                    _ => by,
-                };
-                self.state.insert(req.key, Value::Int(n));
-                Value::Int(n)
-            }
-            op => return Err(format!("{op:?} is not supported by this test host")),
-        })
-    }
-}
-
-/// Invokes `actor` and returns its streamed outputs and returned map.
+/// Invokes `actor` with its state in `store` (scoped to the actor) and
+/// returns its streamed outputs and returned map.
 fn invoke(
     c: &mut WorkerClient<'_>,
-    host: &mut Host,
+    store: &StateStore,
     actor: &str,
     inputs: Value,
     config: Value,
 ) -> Result<(Vec<(String, Value)>, Value), WorkerError> {
-    let done = c.invoke(actor, inputs, config, LIMIT, host)?;
-    Ok((std::mem::take(&mut host.outputs), done))
+    let scope = Scope::new("test", actor);
+    let mut outputs = Vec::new();
+    let mut handler = StoreHandler {
+        store,
+        scope: &scope,
+        runtime: runtime().handle(),
+        on_output: |port: &str, value: Value| outputs.push((port.to_string(), value)),
+    };
+    let done = c.invoke(actor, inputs, config, LIMIT, &mut handler)?;
+    Ok((outputs, done))
 }
 
 const MULTIPLIER: &str = r#"
@@ -137,7 +114,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
     let shared = vm.shared.clone().expect("a shared region");
     let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
-    let mut host = Host::default();
+    let store = StateStore::embedded();
 
     // Load, then a stateful counter with config across three messages.
     let loaded = c.load("mul", "mul.actor.py", MULTIPLIER, LIMIT).unwrap();
@@ -154,7 +131,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
         let t = Instant::now();
         let got = invoke(
             &mut c,
-            &mut host,
+            &store,
             "mul",
             map(vec![("input", Value::Int(7))]),
             map(vec![("factor", Value::Int(3))]),
@@ -172,14 +149,20 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-    assert_eq!(host.state.get("calls"), Some(&Value::Int(3)));
+    let calls = StateRequest {
+        op: StateOp::Get,
+        key: "calls".into(),
+        args: vec![],
+    };
+    let stored = runtime().block_on(store.apply(&Scope::new("test", "mul"), &calls));
+    assert_eq!(stored, Ok(Value::Int(3)));
 
     // Several outputs from one invocation (dict-form decorator, sync).
     c.load("split", "split.actor.py", SPLITTER, LIMIT).unwrap();
     let items = Value::List((1..=4).map(Value::Int).collect());
     let (outputs, _) = invoke(
         &mut c,
-        &mut host,
+        &store,
         "split",
         map(vec![("items", items)]),
         map(vec![]),
@@ -203,7 +186,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
         let t = Instant::now();
         let (outputs, _) = invoke(
             &mut c,
-            &mut host,
+            &store,
             "id",
             map(vec![("input", Value::Bytes(data.clone()))]),
             map(vec![]),
@@ -232,7 +215,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     let floats = || (0..1024u16).map(|i| f32::from(i) * 0.5);
     let (outputs, done) = invoke(
         &mut c,
-        &mut host,
+        &store,
         "np",
         map(vec![("input", f32_bytes(floats()))]),
         map(vec![]),
@@ -251,7 +234,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     // goes on.
     let raising = "@actor(name=\"Boom\")\ndef boom(context):\n    raise ValueError(\"kaput\")\n";
     c.load("boom", "boom.actor.py", raising, LIMIT).unwrap();
-    match invoke(&mut c, &mut host, "boom", map(vec![]), map(vec![])) {
+    match invoke(&mut c, &store, "boom", map(vec![]), map(vec![])) {
         Err(WorkerError::Actor(e)) => {
             assert_eq!(e.kind, ErrorKind::Run);
             assert!(e.message.contains("ValueError: kaput"), "{e}");
@@ -274,7 +257,7 @@ fn python_actors_load_run_stream_keep_state_and_fail_cleanly() {
     }
     let got = invoke(
         &mut c,
-        &mut host,
+        &store,
         "mul",
         map(vec![("input", Value::Int(1))]),
         map(vec![]),
@@ -311,7 +294,7 @@ fn clones_draw_different_random_numbers() {
             c.load("dice", "dice.actor.py", RANDOM, LIMIT).unwrap();
             let (_, done) = invoke(
                 &mut c,
-                &mut Host::default(),
+                &StateStore::embedded(),
                 "dice",
                 map(vec![]),
                 map(vec![]),
@@ -353,27 +336,19 @@ fn state_operations_reach_the_embedded_store_and_redis() {
     let shared = vm.shared.clone().expect("a shared region");
     let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
     c.load("ledger", "ledger.actor.py", LEDGER, LIMIT).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let redis = RedisServer::start();
     let stores = [
         ("embedded", StateStore::embedded()),
         (
             "redis",
-            rt.block_on(StateStore::redis(&redis.url())).unwrap(),
+            runtime().block_on(StateStore::redis(&redis.url())).unwrap(),
         ),
     ];
     let item = |qty| map(vec![("qty", Value::Int(qty))]);
     for (name, store) in &stores {
-        let scope = Scope::new("test", "ledger");
         let mut run = |qty: i64| {
-            let mut handler = StoreHandler {
-                store,
-                scope: &scope,
-                runtime: rt.handle(),
-                on_output: |_: &str, _: Value| {},
-            };
             let inputs = map(vec![("item", item(qty))]);
-            c.invoke("ledger", inputs, map(vec![]), LIMIT, &mut handler)
+            invoke(&mut c, store, "ledger", inputs, map(vec![])).map(|(_, done)| done)
         };
         let mut last = None;
         for qty in 1..=3 {
