@@ -102,13 +102,17 @@ impl SandboxVm {
     }
 
     /// Runs `f` with the client of this VM's worker; the client goes on
-    /// from where the previous call left it.
+    /// from where the previous call left it, and its waits end early
+    /// ([`crate::WorkerError::Died`]) if the VM stops.
     pub fn with_worker<R>(&mut self, f: impl FnOnce(&mut WorkerClient<'_>) -> R) -> R {
+        let runner = &self.runner;
+        let alive = || runner.as_ref().is_some_and(|r| !r.is_finished());
         let mut client = WorkerClient::resume(
             self.shared.ring_region(),
             &self.shared.layout(),
             self.worker,
-        );
+        )
+        .with_liveness(&alive);
         let result = f(&mut client);
         self.worker = client.state();
         result

@@ -27,6 +27,8 @@ pub enum WorkerError {
     Encode(#[from] ValueError),
     #[error("the worker was abandoned after an earlier failure")]
     Poisoned,
+    #[error("the VM stopped while the worker was busy")]
+    Died,
 }
 
 impl WorkerError {
@@ -84,7 +86,11 @@ pub struct WorkerClient<'a> {
     rx: Consumer<'a>,
     next_id: u64,
     poisoned: bool,
+    alive: Option<&'a dyn Fn() -> bool>,
 }
+
+/// How often a waiting client asks whether its VM is still running.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
 /// One record from the guest, checked and decoded.
 struct Incoming {
@@ -102,7 +108,16 @@ impl<'a> WorkerClient<'a> {
             rx,
             next_id: 1,
             poisoned: false,
+            alive: None,
         }
+    }
+
+    /// Makes every wait for the worker also end, with
+    /// [`WorkerError::Died`], as soon as `alive` says the VM is gone
+    /// (asked every 100 ms while waiting), instead of at the deadline.
+    pub fn with_liveness(mut self, alive: &'a dyn Fn() -> bool) -> WorkerClient<'a> {
+        self.alive = Some(alive);
+        self
     }
 
     /// A client over the two rings of `region` laid out as `layout` (host
@@ -122,6 +137,7 @@ impl<'a> WorkerClient<'a> {
             rx: Consumer::resume(region, layout.guest_to_host, state.rx),
             next_id: state.next_id,
             poisoned: state.poisoned,
+            alive: None,
         }
     }
 
@@ -253,8 +269,21 @@ impl<'a> WorkerClient<'a> {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Incoming, WorkerError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let record = self.rx.recv(left)?.ok_or(WorkerError::Timeout(timeout))?;
+        let record = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(alive) = self.alive else {
+                break self.rx.recv(left)?.ok_or(WorkerError::Timeout(timeout))?;
+            };
+            if let Some(record) = self.rx.recv(left.min(LIVENESS_EVERY))? {
+                break record;
+            }
+            if !alive() {
+                return Err(WorkerError::Died);
+            }
+            if left <= LIVENESS_EVERY {
+                return Err(WorkerError::Timeout(timeout));
+            }
+        };
         let meta = record.metadata.clone();
         let bytes = record.to_vec();
         self.rx.release(record)?;

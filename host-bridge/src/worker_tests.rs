@@ -245,3 +245,23 @@ fn a_silent_worker_times_out() {
         },
     );
 }
+
+#[test]
+fn a_dead_vm_ends_the_wait_long_before_the_deadline() {
+    let mut buf = memory();
+    let (region, layout) = region(&mut buf);
+    let checks = std::cell::Cell::new(0);
+    let alive = || {
+        checks.set(checks.get() + 1);
+        checks.get() < 3
+    };
+    let mut c = WorkerClient::attach(&region, &layout).with_liveness(&alive);
+    let started = std::time::Instant::now();
+    let err = c
+        .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+        .unwrap_err();
+    assert!(matches!(err, WorkerError::Died), "{err}");
+    assert_eq!(checks.get(), 3, "asked until it said no");
+    assert!(started.elapsed() < T / 2, "{:?}", started.elapsed());
+    assert!(c.is_poisoned());
+}
