@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_host_bridge::runtime::Runtime;
 use reflow_ring::{Consumer, Metadata, Producer};
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::protocol::Request;
@@ -186,22 +187,28 @@ pub fn golden_agent_vm(shm_mib: u32) -> (PathBuf, VmConfig) {
     (golden.dir, config)
 }
 
-/// A VM booting the Python image as its language root, with a `shm_mib`
-/// shared region (256 MiB of RAM, so the region sits at 4 GiB).
+/// A VM booting the Python image as its language root (the host bridge's
+/// Python runtime), with a `shm_mib` shared region (256 MiB of RAM, so the
+/// region sits at 4 GiB).
 pub fn python_vm_config(shm_mib: u32) -> VmConfig {
-    let images = guest_images();
-    let mut config = VmConfig::new(&images.kernel);
-    config.initrd = Some(images.initramfs);
-    config.disks = vec![python_image()];
-    config.mem_mib = 256;
-    config.shm_mib = shm_mib;
+    let mut config = python_runtime(shm_mib).config;
     config.timeout = Some(LIMIT);
-    config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
     config
 }
 
+/// The host bridge's Python runtime over the test images.
+pub fn python_runtime(shm_mib: u32) -> Runtime {
+    let images = guest_images();
+    let images = reflow_host_bridge::runtime::GuestImages {
+        kernel: images.kernel,
+        initramfs: images.initramfs,
+        python: python_image(),
+    };
+    Runtime::python(&images, 256, shm_mib)
+}
+
 /// Guest address of the shared region of [`python_vm_config`] VMs.
-pub const PYTHON_SHM_ADDR: u64 = 1 << 32;
+pub const PYTHON_SHM_ADDR: u64 = reflow_host_bridge::runtime::SHM_ADDR;
 
 /// Starts `/opt/reflow/<script> <region address> <size>` with the image's
 /// python3 and waits until it writes `/run/reflow/<ready>`.
@@ -211,44 +218,20 @@ pub fn start_python(
     shm_mib: u32,
     ready: &str,
 ) -> Result<(), String> {
-    let spawn = Request::Spawn {
-        program: "/usr/bin/python3".into(),
-        args: vec![
-            format!("/opt/reflow/{script}"),
-            format!("{PYTHON_SHM_ADDR:#x}"),
-            format!("{:#x}", u64::from(shm_mib) << 20),
-        ],
-    };
-    c.request(&spawn, LIMIT).map_err(|e| e.to_string())?;
-    let ready = Request::ReadFile {
-        path: format!("/rootfs/run/reflow/{ready}"),
-    };
-    let deadline = Instant::now() + LIMIT;
-    while c.request(&ready, LIMIT).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{script} never became ready"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
+    reflow_host_bridge::runtime::start_script(c, script, shm_mib, ready)
 }
 
 /// The golden snapshot of [`python_vm_config`] with `script` already
 /// running (see [`start_python`]), and the config to restore it with.
 pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, VmConfig) {
-    let config = python_vm_config(shm_mib);
-    let tag = format!("python:{script}:{ready}");
-    let run = |c: &mut ControlChannel| start_python(c, script, shm_mib, ready);
-    let warmup = golden::Warmup {
-        tag: &tag,
-        run: &run,
-    };
-    let cache = reflow_guest_image::cache_root();
-    let golden = golden::ensure_warm(&config, &cache, Some(&warmup), &|m| {
-        eprintln!("[golden] {m}")
-    })
-    .expect("warm golden snapshot");
-    (golden.dir, config)
+    let spec = python_runtime(shm_mib)
+        .golden_running(script, ready, &reflow_guest_image::cache_root(), &|m| {
+            eprintln!("[golden] {m}")
+        })
+        .expect("warm golden snapshot");
+    let mut config = spec.config;
+    config.timeout = Some(LIMIT);
+    (spec.golden, config)
 }
 
 /// A VM restored from a golden snapshot whose agent runs the ring echo

@@ -1,0 +1,197 @@
+//! Language runtimes: the VM each script language runs in (kernel,
+//! initramfs, root image, memory, shared region), how its worker is started
+//! in the guest, and the warm golden snapshot every actor VM is cloned from.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reflow_vmm::protocol::Request;
+use reflow_vmm::snapshot::golden::{self, GoldenError, Warmup};
+use reflow_vmm::{ControlChannel, VmConfig};
+
+use crate::sandbox::VmSpec;
+
+/// Guest address of the shared region: with at most 3 GiB of RAM the
+/// monitor puts it at 4 GiB.
+pub const SHM_ADDR: u64 = 1 << 32;
+
+/// How long the worker may take to start and warm up in the golden guest.
+const WARMUP_LIMIT: Duration = Duration::from_secs(900);
+
+/// The script languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    Python,
+}
+
+impl Language {
+    /// The language a script file is written in, from its name
+    /// (`*.py`).
+    pub fn of_file(path: &Path) -> Option<Language> {
+        match path.extension()?.to_str()? {
+            "py" => Some(Language::Python),
+            _ => None,
+        }
+    }
+
+    /// The language named `name` as Reflow's `ScriptSpec.runtime` says it.
+    pub fn named(name: &str) -> Option<Language> {
+        match name {
+            "python" | "python3" => Some(Language::Python),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Language::Python => "python",
+        })
+    }
+}
+
+/// Why a runtime cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{var} is not set: run `./dev.sh setup`, which builds the guest images (cached) and prints their paths, or pass the path on the command line")]
+    Unset { var: &'static str },
+    #[error("{what} {} does not exist", path.display())]
+    Missing { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Golden(#[from] GoldenError),
+}
+
+/// The boot images shared by every runtime, and each language's root.
+#[derive(Debug, Clone)]
+pub struct GuestImages {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub python: PathBuf,
+}
+
+impl GuestImages {
+    /// The images named by `REFLOW_KERNEL`, `REFLOW_INITRAMFS` and
+    /// `REFLOW_PYTHON_IMAGE` (what `./dev.sh` exports).
+    pub fn from_env() -> Result<GuestImages, RuntimeError> {
+        let var = |var: &'static str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .ok_or(RuntimeError::Unset { var })
+        };
+        let images = GuestImages {
+            kernel: var("REFLOW_KERNEL")?,
+            initramfs: var("REFLOW_INITRAMFS")?,
+            python: var("REFLOW_PYTHON_IMAGE")?,
+        };
+        images.check()?;
+        Ok(images)
+    }
+
+    /// Fails clearly when an image is missing.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        for (what, path) in [
+            ("the guest kernel", &self.kernel),
+            ("the initramfs", &self.initramfs),
+            ("the Python image", &self.python),
+        ] {
+            if !path.is_file() {
+                return Err(RuntimeError::Missing {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One language's VM: what it boots and how big it is.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub language: Language,
+    pub config: VmConfig,
+}
+
+impl Runtime {
+    /// The Python runtime: the Python image as the guest's root, `mem_mib`
+    /// of RAM and a `shm_mib` shared region for the rings.
+    pub fn python(images: &GuestImages, mem_mib: u32, shm_mib: u32) -> Runtime {
+        let mut config = VmConfig::new(&images.kernel);
+        config.initrd = Some(images.initramfs.clone());
+        config.disks = vec![images.python.clone()];
+        config.mem_mib = mem_mib;
+        config.shm_mib = shm_mib;
+        config.timeout = None;
+        config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
+        Runtime {
+            language: Language::Python,
+            config,
+        }
+    }
+
+    /// The golden snapshot of this runtime with its actor worker started
+    /// and warm, created under `cache_root` on first use (minutes where the
+    /// guest kernel is emulated; `progress` hears about it).
+    pub fn golden(
+        &self,
+        cache_root: &Path,
+        progress: &dyn Fn(&str),
+    ) -> Result<VmSpec, RuntimeError> {
+        self.golden_running("run_worker.py", "worker.ready", cache_root, progress)
+    }
+
+    /// The golden snapshot of this runtime with `/opt/reflow/<script>`
+    /// started (see [`start_script`]); [`Runtime::golden`] starts the
+    /// actor worker.
+    pub fn golden_running(
+        &self,
+        script: &str,
+        ready: &str,
+        cache_root: &Path,
+        progress: &dyn Fn(&str),
+    ) -> Result<VmSpec, RuntimeError> {
+        let shm_mib = self.config.shm_mib;
+        let tag = format!("{}:{script}:{ready}", self.language);
+        let run = |c: &mut ControlChannel| start_script(c, script, shm_mib, ready);
+        let warmup = Warmup {
+            tag: &tag,
+            run: &run,
+        };
+        let golden = golden::ensure_warm(&self.config, cache_root, Some(&warmup), progress)?;
+        Ok(VmSpec {
+            golden: golden.dir,
+            config: self.config.clone(),
+        })
+    }
+}
+
+/// Starts `/opt/reflow/<script> <region address> <size>` with the image's
+/// python3 and waits until it writes `/run/reflow/<ready>`.
+pub fn start_script(
+    c: &mut ControlChannel,
+    script: &str,
+    shm_mib: u32,
+    ready: &str,
+) -> Result<(), String> {
+    let spawn = Request::Spawn {
+        program: "/usr/bin/python3".into(),
+        args: vec![
+            format!("/opt/reflow/{script}"),
+            format!("{SHM_ADDR:#x}"),
+            format!("{:#x}", u64::from(shm_mib) << 20),
+        ],
+    };
+    c.request(&spawn, WARMUP_LIMIT).map_err(|e| e.to_string())?;
+    let ready = Request::ReadFile {
+        path: format!("/rootfs/run/reflow/{ready}"),
+    };
+    let deadline = Instant::now() + WARMUP_LIMIT;
+    while c.request(&ready, WARMUP_LIMIT).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{script} never became ready"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
