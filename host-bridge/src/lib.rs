@@ -7,16 +7,26 @@
 //! `SandboxActor`, the VM pool, the state service, discovery and the
 //! `reflow-sandbox` CLI arrive with the host-bridge issue.
 
+pub mod actor;
+pub mod bridge;
 pub mod convert;
 pub mod handler;
+mod node;
 pub mod pool;
 pub mod protocol;
+pub mod runtime;
 pub mod sandbox;
+pub mod script;
 pub mod state;
 pub mod worker;
 
+pub use actor::{SandboxActor, ERROR_PORT};
+pub use bridge::{Bridge, BridgeConfig, BridgeError};
 pub use handler::StoreHandler;
+pub use node::ActorFailure;
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
+pub use runtime::{GuestImages, Language, Runtime, RuntimeError};
 pub use sandbox::{SandboxError, SandboxVm, VmSpec};
+pub use script::{Script, ScriptError};
 pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};

@@ -1,0 +1,160 @@
+//! One graph node's sandbox: the VM it holds (taken from its runtime's
+//! pool on first use, with the script loaded), one message at a time
+//! through it, and what happens to the VM when something goes wrong.
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use reflow_ring::Value;
+
+use crate::bridge::Shared;
+use crate::handler::StoreHandler;
+use crate::pool::{PoolError, PooledVm};
+use crate::protocol::ActorError;
+use crate::script::Script;
+use crate::state::Scope;
+use crate::worker::WorkerError;
+
+/// Why a message got an error instead of (all of) its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorFailure {
+    #[error("no sandbox VM for the actor: {0}")]
+    NoVm(#[from] PoolError),
+    #[error("{0}")]
+    Actor(ActorError),
+    #[error("the actor ran past its {0:?} limit; its VM was killed and will be replaced")]
+    Timeout(Duration),
+    #[error("the actor's VM stopped while running it; it will be replaced")]
+    Died,
+    #[error("the sandbox broke the protocol ({0}); its VM was discarded")]
+    Hostile(String),
+    #[error("cannot pass the input on port {port:?}: {reason}")]
+    Input { port: String, reason: String },
+    #[error("the sandbox failed ({0}); its VM was discarded")]
+    Sandbox(WorkerError),
+}
+
+impl ActorFailure {
+    fn from_worker(e: WorkerError) -> ActorFailure {
+        match e {
+            WorkerError::Actor(a) => ActorFailure::Actor(a),
+            WorkerError::Timeout(t) => ActorFailure::Timeout(t),
+            WorkerError::Died => ActorFailure::Died,
+            WorkerError::Hostile(h) => ActorFailure::Hostile(h),
+            other => ActorFailure::Sandbox(other),
+        }
+    }
+}
+
+struct Slot {
+    vm: Option<PooledVm>,
+    last_used: Instant,
+}
+
+/// A node's sandbox (shared by its behavior's invocations, which Reflow
+/// runs one at a time).
+pub(crate) struct Node {
+    shared: Arc<Shared>,
+    script: Arc<Script>,
+    slot: Mutex<Slot>,
+}
+
+impl Node {
+    pub fn new(shared: Arc<Shared>, script: Arc<Script>) -> Arc<Node> {
+        let node = Arc::new(Node {
+            shared: shared.clone(),
+            script,
+            slot: Mutex::new(Slot {
+                vm: None,
+                last_used: Instant::now(),
+            }),
+        });
+        shared.track(&node);
+        node
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one message as node `node_id`: `on_output` gets each output as
+    /// the actor sends it; returns the outputs it returned. Blocks: call it
+    /// from a blocking thread.
+    pub fn invoke(
+        &self,
+        node_id: &str,
+        inputs: Value,
+        config: Value,
+        on_output: impl FnMut(&str, Value),
+    ) -> Result<Value, ActorFailure> {
+        let _busy = self.shared.busy();
+        let mut slot = self.lock();
+        let limit = self
+            .script
+            .timeout
+            .unwrap_or(self.shared.config.exec_timeout);
+        let result = self.run(&mut slot, node_id, inputs, config, limit, on_output);
+        if let Err(e) = &result {
+            let keep = matches!(e, ActorFailure::Actor(a) if a.kind == crate::ErrorKind::Run)
+                || matches!(e, ActorFailure::Input { .. } | ActorFailure::NoVm(_));
+            if !keep {
+                // Killed now, replaced from the pool on the next message.
+                slot.vm = None;
+            }
+        }
+        slot.last_used = Instant::now();
+        result
+    }
+
+    fn run(
+        &self,
+        slot: &mut Slot,
+        node_id: &str,
+        inputs: Value,
+        config: Value,
+        limit: Duration,
+        mut on_output: impl FnMut(&str, Value),
+    ) -> Result<Value, ActorFailure> {
+        let vm = match &mut slot.vm {
+            Some(vm) if vm.is_alive() => vm,
+            vm => {
+                *vm = None;
+                let pool = &self.shared.pools[&self.script.language];
+                let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
+                let script = &self.script;
+                fresh
+                    .with_worker(|c| c.load(node_id, &script.name, &script.source, limit))
+                    .map_err(ActorFailure::from_worker)?;
+                vm.insert(fresh)
+            }
+        };
+        let scope = Scope::new(&self.shared.config.namespace, node_id);
+        let mut handler = StoreHandler {
+            store: &self.shared.store,
+            scope: &scope,
+            runtime: &self.shared.tokio,
+            on_output: |port: &str, value: Value| on_output(port, value),
+        };
+        vm.with_worker(|c| c.invoke(node_id, inputs, config, limit, &mut handler))
+            .map_err(ActorFailure::from_worker)
+    }
+
+    /// Gives the VM back if the node has been idle for `idle`; a node
+    /// that is running a message is left alone.
+    pub fn release_if_idle(&self, idle: Duration) {
+        let mut slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if slot.vm.is_some() && slot.last_used.elapsed() >= idle {
+            tracing::debug!(script = %self.script.name, "giving back an idle VM");
+            slot.vm = None;
+        }
+    }
+
+    /// Whether the node holds a VM now.
+    pub fn has_vm(&self) -> bool {
+        self.lock().vm.is_some()
+    }
+}

@@ -1,0 +1,81 @@
+//! A script actor's code and what the host knows about it before running
+//! it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::runtime::Language;
+
+/// Largest script source accepted.
+pub const MAX_SOURCE_LEN: usize = 4 << 20;
+
+/// Why a script cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot read script {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("script {} is {len} bytes; the limit is {MAX_SOURCE_LEN}", path.display())]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("script {} is not valid UTF-8", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("cannot tell the language of {}: script actors are `.py` files", path.display())]
+    UnknownLanguage { path: PathBuf },
+}
+
+/// A script actor's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub language: Language,
+    /// The name tracebacks show (the file name).
+    pub name: String,
+    pub source: String,
+    /// Declared ports, where the host knows them (the guest's metadata is
+    /// authoritative; these only inform Reflow).
+    pub inports: Vec<String>,
+    pub outports: Vec<String>,
+    /// Per-message limit overriding the bridge's.
+    pub timeout: Option<Duration>,
+}
+
+impl Script {
+    /// A script given as text.
+    pub fn inline(language: Language, name: &str, source: &str) -> Script {
+        Script {
+            language,
+            name: name.into(),
+            source: source.into(),
+            inports: Vec::new(),
+            outports: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// The script in `path`; its language from its extension unless
+    /// `language` says.
+    pub fn from_file(path: &Path, language: Option<Language>) -> Result<Script, ScriptError> {
+        let language = language
+            .or_else(|| Language::of_file(path))
+            .ok_or_else(|| ScriptError::UnknownLanguage { path: path.into() })?;
+        let read = |source| ScriptError::Read {
+            path: path.into(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_SOURCE_LEN as u64 {
+            return Err(ScriptError::TooLarge {
+                path: path.into(),
+                len,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        let source =
+            String::from_utf8(bytes).map_err(|_| ScriptError::NotUtf8 { path: path.into() })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "script".into(), |n| n.to_string_lossy().into_owned());
+        Ok(Script::inline(language, &name, &source))
+    }
+}
