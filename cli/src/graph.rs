@@ -1,0 +1,217 @@
+//! Reading a Reflow graph file (Reflow's `GraphExport` JSON) and checking
+//! it before Reflow sees it: Reflow 0.2.1 panics on a graph without a name
+//! and on a connection to a node that does not exist.
+//!
+//! Script nodes carry Reflow's component spec in their metadata:
+//!
+//! ```json
+//! "double": {
+//!   "component": "Double",
+//!   "metadata": {
+//!     "componentSpec": {"type": "script", "script": {
+//!       "runtime": "python", "source": "file", "path": "double.actor.py",
+//!       "timeoutSeconds": 30}},
+//!     "factor": 2
+//!   }
+//! }
+//! ```
+//!
+//! `path` is relative to the graph file; `"source": "inline"` with `code`
+//! works too. Every other metadata key is the node's config
+//! (`context.config` in the script).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reflow_graph::types::{ComponentSpec, GraphExport, ScriptSourceType, ScriptSpec};
+use reflow_host_bridge::{Language, Script, ScriptError};
+
+use crate::natives::NATIVES;
+
+/// Why a graph file cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("cannot read graph {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("graph {} is not a Reflow graph: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("graph {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("graph {}, node {node:?}: {source}", path.display())]
+    Script {
+        path: PathBuf,
+        node: String,
+        source: ScriptError,
+    },
+}
+
+/// A checked graph and the scripts of its script components.
+#[derive(Debug)]
+pub struct GraphFile {
+    pub path: PathBuf,
+    pub export: GraphExport,
+    /// Script component name -> its script.
+    pub scripts: HashMap<String, Script>,
+    /// Nodes no connection leaves: their outputs are the graph's results.
+    pub sinks: Vec<String>,
+}
+
+impl GraphFile {
+    /// Reads and checks the graph at `path`.
+    pub fn load(path: &Path) -> Result<GraphFile, GraphError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GraphError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let export: GraphExport =
+            serde_json::from_str(&text).map_err(|source| GraphError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        let invalid = |message: String| GraphError::Invalid {
+            path: path.into(),
+            message,
+        };
+        if !export
+            .properties
+            .get("name")
+            .is_some_and(serde_json::Value::is_string)
+        {
+            return Err(invalid("`properties.name` must be a string".into()));
+        }
+        if export.processes.is_empty() {
+            return Err(invalid("it has no processes".into()));
+        }
+        for (id, node) in &export.processes {
+            if node.id != *id {
+                return Err(invalid(format!(
+                    "process {id:?} says its id is {:?}",
+                    node.id
+                )));
+            }
+        }
+        for c in &export.connections {
+            let ends = [(&c.to, "to")]
+                .into_iter()
+                .chain(c.data.is_none().then_some((&c.from, "from")));
+            for (end, which) in ends {
+                if !export.processes.contains_key(&end.node_id) {
+                    return Err(invalid(format!(
+                        "a connection's `{which}` names node {:?}, which is not among the processes",
+                        end.node_id
+                    )));
+                }
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut scripts: HashMap<String, Script> = HashMap::new();
+        for (id, node) in &export.processes {
+            match node.component_spec() {
+                Some(ComponentSpec::Script { script }) => {
+                    let made = script_of(&script, base).map_err(|e| match e {
+                        Either::Script(source) => GraphError::Script {
+                            path: path.into(),
+                            node: id.clone(),
+                            source,
+                        },
+                        Either::Message(m) => invalid(format!("node {id:?}: {m}")),
+                    })?;
+                    if let Some(seen) = scripts.get(&node.component) {
+                        if *seen != made {
+                            return Err(invalid(format!(
+                                "component {:?} names two different scripts",
+                                node.component
+                            )));
+                        }
+                    }
+                    scripts.insert(node.component.clone(), made);
+                }
+                Some(ComponentSpec::Native) | None => {
+                    if !NATIVES.contains(&node.component.as_str()) {
+                        return Err(invalid(format!(
+                            "node {id:?}: component {:?} is neither a script (give it a \
+                             `componentSpec` of type \"script\") nor a built-in native actor ({})",
+                            node.component,
+                            NATIVES.join(", ")
+                        )));
+                    }
+                }
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "node {id:?}: component spec {other:?} is not supported"
+                    )))
+                }
+            }
+        }
+        let sources: HashSet<&str> = export
+            .connections
+            .iter()
+            .filter(|c| c.data.is_none())
+            .map(|c| c.from.node_id.as_str())
+            .collect();
+        let mut sinks: Vec<String> = export
+            .processes
+            .keys()
+            .filter(|id| !sources.contains(id.as_str()))
+            .cloned()
+            .collect();
+        sinks.sort();
+        Ok(GraphFile {
+            path: path.into(),
+            export,
+            scripts,
+            sinks,
+        })
+    }
+}
+
+enum Either {
+    Script(ScriptError),
+    Message(String),
+}
+
+fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
+    let language = Language::named(&spec.runtime).ok_or_else(|| {
+        Either::Message(format!(
+            "runtime {:?} is not available (python is)",
+            spec.runtime
+        ))
+    })?;
+    let mut script = match spec.source {
+        ScriptSourceType::File => {
+            let rel = spec.path.as_deref().ok_or_else(|| {
+                Either::Message("a script with `\"source\": \"file\"` needs a `path`".into())
+            })?;
+            Script::from_file(&base.join(rel), Some(language)).map_err(Either::Script)?
+        }
+        ScriptSourceType::Inline => {
+            let code = spec
+                .code
+                .as_deref()
+                .ok_or_else(|| Either::Message("an inline script needs its `code`".into()))?;
+            Script::inline(language, "inline.actor.py", code)
+        }
+    };
+    if let Some(s) = spec.timeout_seconds {
+        if s == 0 {
+            return Err(Either::Message(
+                "`timeoutSeconds` must be at least 1".into(),
+            ));
+        }
+        script.timeout = Some(Duration::from_secs(s.into()));
+    }
+    if spec.memory_mb.is_some() {
+        tracing::warn!("`memoryMb` of a script is not applied yet: every VM of a runtime has the runtime's memory");
+    }
+    if !spec.dependencies.is_empty() {
+        tracing::warn!("`dependencies` of a script are not installed per script: packages are baked into the runtime image (guest-image/python/requirements.txt)");
+    }
+    Ok(script)
+}

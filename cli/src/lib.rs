@@ -1,0 +1,13 @@
+//! `reflow-sandbox`: runs Reflow graphs whose script actors run in
+//! microVMs (see the README's "reflow-sandbox" section). The library half
+//! serves the binary and the integration tests.
+
+pub mod graph;
+pub mod natives;
+pub mod run;
+pub mod setup;
+pub mod show;
+pub mod tracked;
+
+pub use graph::{GraphError, GraphFile};
+pub use run::{run, Outcome, Output, RunError, RunOptions};

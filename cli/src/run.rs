@@ -1,0 +1,194 @@
+//! Running a checked graph in a Reflow `Network` until it has nothing left
+//! to do, handing the outputs of its sink nodes to the caller as they come.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use reflow_actor::message::Message;
+use reflow_actor::Actor;
+use reflow_graph::types::GraphEdge;
+use reflow_host_bridge::{Bridge, BridgeError};
+use reflow_network::connector::{ConnectionPoint, Connector, InitialPacket};
+use reflow_network::network::{Network, NetworkConfig};
+
+use crate::graph::GraphFile;
+use crate::natives::native;
+use crate::tracked::{Activity, Tracked};
+
+/// How often sinks are read and activity checked.
+const POLL: Duration = Duration::from_millis(20);
+
+/// When a run ends.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The graph is done once nothing has run and no queue held a packet
+    /// for this long.
+    pub settle: Duration,
+    /// Give up after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            settle: Duration::from_millis(300),
+            timeout: None,
+        }
+    }
+}
+
+/// Why a graph could not be run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error("reflow refused the graph: {0}")]
+    Network(anyhow::Error),
+    #[error("the graph was still busy after {0:?}")]
+    Timeout(Duration),
+}
+
+/// One output of a sink node.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub node: String,
+    pub port: String,
+    pub message: Message,
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub outputs: Vec<Output>,
+    /// Messages the sandboxed actors answered with an error during the run.
+    pub failures: usize,
+}
+
+/// Adds the graph's nodes, connections and initial packets. (Not
+/// `Network::with_graph`: in Reflow 0.2.1 it drops the port of every
+/// initial packet of a loaded graph and replays the graph's load events
+/// into the network a second time.)
+fn wire(n: &mut Network, graph: &GraphFile) -> anyhow::Result<()> {
+    for (id, node) in &graph.export.processes {
+        n.add_node(id, &node.component, node.metadata.clone())?;
+    }
+    for c in &graph.export.connections {
+        let to = ConnectionPoint {
+            actor: c.to.node_id.clone(),
+            port: port_of(&c.to),
+            initial_data: None,
+        };
+        match &c.data {
+            Some(data) => n.add_initial(InitialPacket {
+                to: ConnectionPoint {
+                    initial_data: Some(Message::from(data.clone())),
+                    ..to
+                },
+            }),
+            None => n.add_connection(Connector {
+                from: ConnectionPoint {
+                    actor: c.from.node_id.clone(),
+                    port: port_of(&c.from),
+                    initial_data: None,
+                },
+                to,
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// A connection end's port: its `portId`, else its `portName`.
+pub(crate) fn port_of(edge: &GraphEdge) -> String {
+    if edge.port_id.is_empty() {
+        edge.port_name.clone()
+    } else {
+        edge.port_id.clone()
+    }
+}
+
+fn lock(network: &Mutex<Network>) -> MutexGuard<'_, Network> {
+    network.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The network configuration we run with: Reflow's tracing (which dials
+/// ws://localhost:8080) off.
+pub fn network_config() -> NetworkConfig {
+    let mut config = NetworkConfig::default();
+    config.tracing.enabled = false;
+    config
+}
+
+/// Runs `graph` with its script actors in `bridge`'s sandboxes; `on_output`
+/// hears each sink output as it arrives. Must run within a tokio runtime.
+pub async fn run(
+    graph: &GraphFile,
+    bridge: &Bridge,
+    options: &RunOptions,
+    mut on_output: impl FnMut(&Output),
+) -> Result<Outcome, RunError> {
+    let failed_before = bridge.failures();
+    let activity = Arc::new(Activity::default());
+    let network = Mutex::new(Network::new(network_config()));
+    {
+        let mut n = lock(&network);
+        let mut registered = std::collections::HashSet::new();
+        for node in graph.export.processes.values() {
+            if !registered.insert(node.component.clone()) {
+                continue;
+            }
+            let actor: Arc<dyn Actor> = match graph.scripts.get(&node.component) {
+                Some(script) => Arc::new(bridge.actor(script.clone())?),
+                None => match native(&node.component) {
+                    Some(native) => Arc::new(native),
+                    None => continue, // GraphFile::load checked every component
+                },
+            };
+            n.register_actor_arc(
+                &node.component,
+                Arc::new(Tracked::new(actor, activity.clone())),
+            )
+            .map_err(RunError::Network)?;
+        }
+        wire(&mut n, graph).map_err(RunError::Network)?;
+        n.start().map_err(RunError::Network)?;
+    }
+    let started = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
+    let mut outcome = Outcome::default();
+    let result = loop {
+        tokio::time::sleep(POLL).await;
+        let mut got = false;
+        {
+            let n = lock(&network);
+            for sink in &graph.sinks {
+                for (port, message) in n.read_actor_output(sink) {
+                    if matches!(message, Message::Optional(None)) {
+                        continue;
+                    }
+                    got = true;
+                    let output = Output {
+                        node: sink.clone(),
+                        port,
+                        message,
+                    };
+                    on_output(&output);
+                    outcome.outputs.push(output);
+                }
+            }
+        }
+        if got || !activity.idle() || bridge.busy() > 0 {
+            quiet_since = None;
+        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= options.settle {
+            break Ok(());
+        }
+        if let Some(limit) = options.timeout {
+            if started.elapsed() > limit {
+                break Err(RunError::Timeout(limit));
+            }
+        }
+    };
+    lock(&network).shutdown();
+    outcome.failures = bridge.failures() - failed_before;
+    result.map(|()| outcome)
+}

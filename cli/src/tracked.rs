@@ -1,0 +1,95 @@
+//! Knowing when a graph has nothing left to do: every actor is wrapped so
+//! that its instances' queues and running behaviors are counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reflow_actor::message::Message;
+use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
+
+type Queue = flume::Receiver<HashMap<String, Message>>;
+
+/// Queues and running behaviors of every tracked actor instance.
+#[derive(Default)]
+pub struct Activity {
+    queues: Mutex<Vec<Queue>>,
+    running: AtomicUsize,
+}
+
+impl Activity {
+    /// Whether no behavior runs and every inport queue is empty (packets
+    /// on their way between Reflow's forwarders are not visible: callers
+    /// ask again after a moment).
+    pub fn idle(&self) -> bool {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        self.running.load(Ordering::SeqCst) == 0 && queues.iter().all(|q| q.is_empty())
+    }
+}
+
+/// An actor whose instances report to an [`Activity`].
+pub struct Tracked {
+    inner: Arc<dyn Actor>,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    pub fn new(inner: Arc<dyn Actor>, activity: Arc<Activity>) -> Tracked {
+        Tracked { inner, activity }
+    }
+}
+
+struct Running(Arc<Activity>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Actor for Tracked {
+    fn get_behavior(&self) -> ActorBehavior {
+        let inner = self.inner.get_behavior();
+        let activity = self.activity.clone();
+        Box::new(move |ctx: ActorContext| {
+            activity.running.fetch_add(1, Ordering::SeqCst);
+            let running = Running(activity.clone());
+            let run = inner(ctx);
+            Box::pin(async move {
+                let out = run.await;
+                drop(running);
+                out
+            })
+        })
+    }
+
+    fn get_outports(&self) -> Port {
+        self.inner.get_outports()
+    }
+
+    fn get_inports(&self) -> Port {
+        self.inner.get_inports()
+    }
+
+    fn inport_names(&self) -> Vec<String> {
+        self.inner.inport_names()
+    }
+
+    fn outport_names(&self) -> Vec<String> {
+        self.inner.outport_names()
+    }
+
+    fn load_count(&self) -> Arc<ActorLoad> {
+        self.inner.load_count()
+    }
+
+    fn create_instance(&self) -> Arc<dyn Actor> {
+        let instance = self.inner.create_instance();
+        self.activity
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance.get_inports().1);
+        Arc::new(Tracked::new(instance, self.activity.clone()))
+    }
+}
