@@ -5,6 +5,7 @@
 //! `./dev.sh test` builds them (cached) and exports their paths as
 //! `REFLOW_KERNEL`, `REFLOW_INITRAMFS` and `REFLOW_PYTHON_IMAGE`.
 
+pub mod graphs;
 pub mod redis_server;
 
 use std::io::Write;

@@ -1,0 +1,131 @@
+//! A `SandboxActor` driven the way Reflow's dispatch loop drives it (its
+//! behavior called with an `ActorContext`), without a network: message
+//! conversion both ways, streamed packets, and idle VMs given back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reflow_actor::message::Message;
+use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
+use reflow_host_bridge::state::StateStore;
+use reflow_host_bridge::{BridgeConfig, Language, PoolConfig, SandboxActor, Script};
+use reflow_integration_tests::graphs::bridge;
+use reflow_integration_tests::kvm_available;
+
+const ECHO: &str = r#"
+import math
+
+@actor(name="Echo", inports=["input"], outports=["output", "special"])
+def echo(context):
+    data = context.get_input("input")
+    context.send_output_sync("special", [math.nan, math.inf])
+    context.send_output_sync("special", -math.inf)
+    return {"output": bytes(data), "size": len(data)}
+"#;
+
+async fn call(
+    actor: &SandboxActor,
+    payload: HashMap<String, Message>,
+) -> (
+    anyhow::Result<HashMap<String, Message>>,
+    Vec<HashMap<String, Message>>,
+) {
+    let ctx = ActorContext::new(
+        payload,
+        actor.get_outports(),
+        Arc::new(parking_lot::Mutex::new(MemoryState::default())),
+        ActorConfig::default(),
+        Arc::new(ActorLoad::new(0)),
+    );
+    let result = (actor.get_behavior())(ctx).await;
+    let streamed = actor.get_outports().1.try_iter().collect();
+    (result, streamed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_convert_faithfully_and_idle_vms_are_given_back() {
+    if !kvm_available() {
+        return;
+    }
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 1,
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+        idle_timeout: Duration::from_secs(1),
+        ..BridgeConfig::default()
+    };
+    let bridge = bridge(StateStore::embedded(), config);
+    let actor = bridge
+        .actor(Script::inline(Language::Python, "echo.actor.py", ECHO))
+        .unwrap();
+    assert!(!actor.has_vm(), "a VM is taken on the first message");
+    assert_eq!(actor.outport_names(), ["error"]);
+
+    let bytes: Vec<u8> = (0..=255).collect();
+    let input = HashMap::from([("input".to_string(), Message::Bytes(Arc::new(bytes.clone())))]);
+    let (result, streamed) = call(&actor, input).await;
+    let result = result.unwrap();
+    assert!(
+        matches!(&result["output"], Message::Bytes(b) if **b == bytes),
+        "bytes stay bytes"
+    );
+    assert!(matches!(result["size"], Message::Integer(256)));
+    assert_eq!(streamed.len(), 2, "{streamed:?}");
+    // Inside a structure NaN and infinities become null (JSON); alone they
+    // stay floats.
+    match &streamed[0]["special"] {
+        Message::Array(items) => assert_eq!(
+            serde_json::Value::from(items.as_ref().clone()[0].clone()),
+            serde_json::Value::Null
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(streamed[1]["special"], Message::Float(x) if x == f64::NEG_INFINITY));
+    assert!(actor.has_vm());
+
+    // A packet of nothing but Reflow's routing placeholders is no input.
+    let (result, streamed) = call(
+        &actor,
+        HashMap::from([("input".to_string(), Message::Optional(None))]),
+    )
+    .await;
+    assert!(result.unwrap().is_empty() && streamed.is_empty());
+
+    // An input that cannot cross: an error on `error`, and an Err.
+    let (result, streamed) = call(
+        &actor,
+        HashMap::from([(
+            "input".to_string(),
+            Message::Encoded(Arc::new(vec![1, 2, 3])),
+        )]),
+    )
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot pass the input on port \"input\""),
+        "{err}"
+    );
+    assert!(
+        matches!(&streamed[..], [p] if matches!(&p["error"], Message::Error(e) if e.as_str() == err)),
+        "{streamed:?}"
+    );
+
+    // Idle for longer than idle_timeout: the VM goes back.
+    let t = Instant::now();
+    while actor.has_vm() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the idle VM was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and the next message gets a fresh one.
+    let input = HashMap::from([("input".to_string(), Message::Bytes(Arc::new(vec![7])))]);
+    let (result, _) = call(&actor, input).await;
+    assert!(matches!(result.unwrap()["size"], Message::Integer(1)));
+    assert!(actor.has_vm());
+    bridge.shutdown();
+}
