@@ -27,7 +27,8 @@ use std::time::Duration;
 use reflow_graph::types::{ComponentSpec, GraphExport, ScriptSourceType, ScriptSpec};
 use reflow_host_bridge::{Language, Script, ScriptError};
 
-use crate::natives::NATIVES;
+use crate::natives::{inport, NATIVES};
+use crate::run::port_of;
 
 /// Why a graph file cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,7 @@ impl GraphFile {
                 }
             }
         }
+        check_native_ports(&export).map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut scripts: HashMap<String, Script> = HashMap::new();
         for (id, node) in &export.processes {
@@ -172,6 +174,42 @@ impl GraphFile {
     }
 }
 
+/// Connections to and from built-in natives must use their ports (a
+/// packet to a port nobody reads would vanish without a word).
+fn check_native_ports(export: &GraphExport) -> Result<(), String> {
+    let native_of = |node: &str| {
+        export
+            .processes
+            .get(node)
+            .filter(|n| n.component_spec().is_none())
+            .and_then(|n| inport(&n.component).map(|i| (n.component.as_str(), i)))
+    };
+    for c in &export.connections {
+        if let Some((component, want)) = native_of(&c.to.node_id) {
+            let port = port_of(&c.to);
+            if port != want {
+                return Err(format!(
+                    "node {:?} ({component}) has no inport {port:?}; its inport is {want:?}",
+                    c.to.node_id
+                ));
+            }
+        }
+        if c.data.is_some() {
+            continue;
+        }
+        if let Some((component, _)) = native_of(&c.from.node_id) {
+            let port = port_of(&c.from);
+            if port != "out" {
+                return Err(format!(
+                    "node {:?} ({component}) has no outport {port:?}; its outport is \"out\"",
+                    c.from.node_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 enum Either {
     Script(ScriptError),
     Message(String),
@@ -215,3 +253,7 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
     }
     Ok(script)
 }
+
+#[cfg(test)]
+#[path = "graph_tests.rs"]
+mod tests;

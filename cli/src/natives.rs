@@ -54,6 +54,12 @@ pub fn native(name: &str) -> Option<Native> {
 /// The names of the built-in native components.
 pub const NATIVES: &[&str] = &["Range", "Add", "Format"];
 
+/// The inport of the built-in native component `name` (each has the one
+/// outport `out`).
+pub fn inport(name: &str) -> Option<&'static str> {
+    native(name).map(|n| n.inport)
+}
+
 fn range(m: &Message, _: &ActorConfig) -> Result<Vec<Message>, String> {
     match m {
         Message::Integer(n) if (0..=1_000_000).contains(n) => {

@@ -1,0 +1,133 @@
+//! Graph files that must load, and the precise errors of ones that must
+//! not.
+
+use serde_json::{json, Value};
+
+use super::GraphFile;
+
+fn edge(node: &str, port: &str) -> Value {
+    json!({"nodeId": node, "portName": port, "portId": port, "expose": false,
+           "portType": {"type": "any"}})
+}
+
+fn conn(a: &str, ap: &str, b: &str, bp: &str) -> Value {
+    json!({"from": edge(a, ap), "to": edge(b, bp)})
+}
+
+fn script_node(id: &str, script: Value) -> Value {
+    json!({"id": id, "component": "Mul",
+           "metadata": {"componentSpec": {"type": "script", "script": script}, "factor": 2}})
+}
+
+fn good() -> Value {
+    json!({
+        "caseSensitive": true,
+        "properties": {"name": "g"},
+        "processes": {
+            "n": {"id": "n", "component": "Range"},
+            "m": script_node("m", json!({"runtime": "python", "source": "file", "path": "mul.actor.py", "timeoutSeconds": 5})),
+            "f": {"id": "f", "component": "Format"},
+        },
+        "connections": [
+            {"from": edge("n", "count"), "to": edge("n", "count"), "data": 3},
+            conn("n", "out", "m", "input"),
+            conn("m", "output", "f", "in"),
+        ],
+    })
+}
+
+/// Loads `graph` from a directory that also holds `mul.actor.py`.
+fn load(graph: &Value) -> Result<GraphFile, String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mul.actor.py"),
+        "@actor(name='Mul')\ndef f(c): pass\n",
+    )
+    .unwrap();
+    let path = dir.path().join("g.json");
+    std::fs::write(&path, graph.to_string()).unwrap();
+    GraphFile::load(&path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_good_graph_loads_with_its_scripts_and_sinks() {
+    let g = load(&good()).unwrap();
+    assert_eq!(g.sinks, ["f"]);
+    let mul = &g.scripts["Mul"];
+    assert_eq!(mul.name, "mul.actor.py");
+    assert!(mul.source.starts_with("@actor"));
+    assert_eq!(mul.timeout, Some(std::time::Duration::from_secs(5)));
+}
+
+#[test]
+fn bad_graphs_are_refused_with_the_reason() {
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            Box::new(|g| g["properties"] = json!({})),
+            "`properties.name` must be a string",
+        ),
+        (
+            Box::new(|g| g["processes"] = json!({})),
+            "it has no processes",
+        ),
+        (
+            Box::new(|g| g["connections"][1] = conn("n", "out", "ghost", "in")),
+            "names node \"ghost\", which is not among the processes",
+        ),
+        (
+            Box::new(|g| g["processes"]["f"]["component"] = json!("Nope")),
+            "component \"Nope\" is neither a script",
+        ),
+        (
+            Box::new(|g| g["connections"][2] = conn("m", "output", "f", "input")),
+            "node \"f\" (Format) has no inport \"input\"; its inport is \"in\"",
+        ),
+        (
+            Box::new(|g| g["connections"][1] = conn("n", "output", "m", "input")),
+            "node \"n\" (Range) has no outport \"output\"",
+        ),
+        (
+            Box::new(|g| {
+                g["processes"]["m"] = script_node(
+                    "m",
+                    json!({"runtime": "ruby", "source": "file", "path": "x.rb"}),
+                )
+            }),
+            "runtime \"ruby\" is not available",
+        ),
+        (
+            Box::new(|g| {
+                g["processes"]["m"] = script_node(
+                    "m",
+                    json!({"runtime": "python", "source": "file", "path": "missing.py"}),
+                )
+            }),
+            "cannot read script",
+        ),
+        (
+            Box::new(|g| g["processes"]["m"] = script_node("m", json!({"runtime": "python"}))),
+            "an inline script needs its `code`",
+        ),
+        (
+            Box::new(|g| {
+                g["processes"]["m"] = script_node(
+                    "m",
+                    json!({"runtime": "python", "code": "x", "timeoutSeconds": 0}),
+                )
+            }),
+            "`timeoutSeconds` must be at least 1",
+        ),
+        (
+            Box::new(|g| g["caseSensitive"] = json!("yes")),
+            "is not a Reflow graph",
+        ),
+    ];
+    for (break_it, want) in cases {
+        let mut g = good();
+        break_it(&mut g);
+        match load(&g) {
+            Ok(_) => panic!("loaded a graph that should fail with {want:?}"),
+            Err(e) => assert!(e.contains(want), "{e:?} does not say {want:?}"),
+        }
+    }
+}
