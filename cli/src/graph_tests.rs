@@ -5,6 +5,9 @@ use serde_json::{json, Value};
 
 use super::GraphFile;
 
+/// A way to break the good graph, and what the error must say.
+type Case = (Box<dyn Fn(&mut Value)>, &'static str);
+
 fn edge(node: &str, port: &str) -> Value {
     json!({"nodeId": node, "portName": port, "portId": port, "expose": false,
            "portType": {"type": "any"}})
@@ -61,7 +64,7 @@ fn a_good_graph_loads_with_its_scripts_and_sinks() {
 
 #[test]
 fn bad_graphs_are_refused_with_the_reason() {
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Box::new(|g| g["properties"] = json!({})),
             "`properties.name` must be a string",
