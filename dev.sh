@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for newcomers, CI and performance work.
 #
-#   ./dev.sh demo    set everything up, boot a microVM, talk to its agent, restore a clone
+#   ./dev.sh demo    set everything up, then run examples/pipeline: a Reflow graph of native
+#                    Rust actors and a Python actor in its own microVM, with state
+#   ./dev.sh vm-demo set everything up, boot a microVM, talk to its agent, restore a clone
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, then the criterion benchmarks
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
@@ -39,7 +41,7 @@ setup() {
     step "guest agent (static) and initramfs (cached by content hash)"
     local agent
     agent="$(guest-image/build-agent.sh | tail -n 1)"
-    cargo build --quiet --release -p reflow-guest-image -p reflow-vmm
+    cargo build --quiet --release -p reflow-guest-image -p reflow-vmm -p reflow-sandbox
     REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" | tail -n 1)"
     step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
     REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
@@ -50,6 +52,13 @@ setup() {
 }
 
 demo() {
+    setup
+    step "running examples/pipeline/graph.json: Range (native) -> Scale (Python, in a microVM) -> Add -> Format (native)"
+    echo "(the first run creates the Python worker's golden snapshot once: about a minute where the guest kernel is emulated)" >&2
+    target/release/reflow-sandbox run examples/pipeline/graph.json
+}
+
+vm_demo() {
     setup
     step "booting a microVM: our monitor, our kernel, the agent as PID 1"
     local start end
@@ -109,9 +118,10 @@ fuzz() {
 
 case "${1:-}" in
     demo) demo ;;
+    vm-demo) vm_demo ;;
     test) test_all ;;
     bench) bench ;;
     fuzz) shift; fuzz "$@" ;;
     setup) setup ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -188,6 +188,7 @@ pub async fn run(
             }
         }
     };
+    activity.mark_all_busy();
     lock(&network).shutdown();
     outcome.failures = bridge.failures() - failed_before;
     result.map(|()| outcome)

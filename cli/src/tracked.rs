@@ -14,6 +14,7 @@ type Queue = flume::Receiver<HashMap<String, Message>>;
 #[derive(Default)]
 pub struct Activity {
     queues: Mutex<Vec<Queue>>,
+    loads: Mutex<Vec<Arc<ActorLoad>>>,
     running: AtomicUsize,
 }
 
@@ -24,6 +25,18 @@ impl Activity {
     pub fn idle(&self) -> bool {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         self.running.load(Ordering::SeqCst) == 0 && queues.iter().all(|q| q.is_empty())
+    }
+}
+
+impl Activity {
+    /// Marks every instance busy, so that Reflow 0.2.1's
+    /// `Network::shutdown` (which aborts only busy nodes' processes) ends
+    /// them all; idle ones would otherwise live on until their channels
+    /// close and then print "[INPORT CLOSED]".
+    pub fn mark_all_busy(&self) {
+        for load in self.loads.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            load.inc();
+        }
     }
 }
 
@@ -90,6 +103,11 @@ impl Actor for Tracked {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(instance.get_inports().1);
+        self.activity
+            .loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance.load_count());
         Arc::new(Tracked::new(instance, self.activity.clone()))
     }
 }

@@ -112,7 +112,12 @@ async fn behave(
     let node_id = ctx.config.get_node_id().to_string();
     let outports = ctx.outports.0.clone();
     let fail = |e: ActorFailure| {
-        let text = format!("{} ({node_id}): {e}", script.name);
+        let mut text = format!("{} ({node_id}): {e}", script.name);
+        if let ActorFailure::Actor(a) = &e {
+            if !a.traceback.is_empty() {
+                text = format!("{text}\n{}", a.traceback.trim_end());
+            }
+        }
         tracing::warn!("{text}");
         shared.count_failure();
         let _ = outports.send(HashMap::from([(
