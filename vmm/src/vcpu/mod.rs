@@ -1,6 +1,7 @@
 //! vCPUs: creation, boot state, and the run loop on their own threads.
 
 pub mod exit;
+pub mod gate;
 pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,8 +105,9 @@ impl Vcpu {
 
     /// Runs until an exit stops the VM or `stop` is set (the host kicks the
     /// thread with a signal so a blocked KVM_RUN returns).
-    pub fn run(&mut self, bus: &impl ExitBus, stop: &AtomicBool) -> StopReason {
+    pub fn run(&mut self, bus: &impl ExitBus, stop: &AtomicBool, gate: &gate::Gate) -> StopReason {
         loop {
+            gate.pass(stop);
             if stop.load(Ordering::SeqCst) {
                 self.complete_pending_io();
                 return StopReason::Stopped;

@@ -153,6 +153,7 @@ pub struct Vm {
     cpu_fingerprint: u64,
     shared: Option<Arc<SharedRegion>>,
     stop_requested: Arc<AtomicBool>,
+    gate: Arc<crate::vcpu::gate::Gate>,
     owner: OwnerLinks,
 }
 
@@ -291,6 +292,7 @@ impl Vm {
             cpu_fingerprint: kvm::cpu_fingerprint(&supported),
             shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
+            gate: Arc::default(),
             owner,
         })
     }
@@ -405,6 +407,7 @@ impl Vm {
             cpu_fingerprint: fingerprint,
             shared,
             stop_requested: Arc::new(AtomicBool::new(false)),
+            gate: Arc::default(),
             owner,
         })
     }

@@ -18,6 +18,7 @@ use crate::devices::bus::lock;
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::exit::StopReason;
+use crate::vcpu::gate::Gate;
 use crate::vcpu::{self, Vcpu};
 
 /// Stops a running VM from another thread.
@@ -60,6 +61,12 @@ impl Vm {
         }
     }
 
+    /// The gate that holds this VM's vCPUs out of the guest (see
+    /// [`crate::vcpu::gate`]); usable from any thread while the VM runs.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
     /// Starts the vCPU threads.
     pub fn start(mut self) -> Result<RunningVm, VmError> {
         vcpu::install_kick_handler().map_err(VmError::Signal)?;
@@ -69,16 +76,19 @@ impl Vm {
         let mut threads = Vec::new();
         for mut vcpu in std::mem::take(&mut self.vcpus) {
             let id = vcpu.id();
-            let (buses, flag, tx, wake) = (
+            let (buses, flag, tx, wake, gate) = (
                 self.devices.buses.clone(),
                 stop.clone(),
                 tx.clone(),
                 self.devices.wake.clone(),
+                self.gate.clone(),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
-                    let reason = vcpu.run(buses.as_ref(), &flag);
+                    gate.enter();
+                    let reason = vcpu.run(buses.as_ref(), &flag, &gate);
+                    gate.leave();
                     let _ = tx.send(reason);
                     let _ = wake.write(1);
                     vcpu
@@ -86,7 +96,7 @@ impl Vm {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(source) => {
-                    let _ = stop_vcpus(&stop, threads);
+                    let _ = stop_vcpus(&stop, threads, &self.gate);
                     return Err(VmError::Thread { id, source });
                 }
             }
@@ -155,7 +165,7 @@ impl RunningVm {
             Ok(Some(reason)) => reason,
             Ok(None) => unreachable!("the condition never holds"),
             Err(e) => {
-                let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads));
+                let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads), &self.vm.gate);
                 return Err(e);
             }
         };
@@ -179,7 +189,7 @@ impl RunningVm {
 
     /// Stops every vCPU and reports the outcome with `reason`.
     pub fn finish(mut self, reason: StopReason) -> VmOutcome {
-        let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads));
+        let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads), &self.vm.gate);
         let console = lock(&self.vm.devices.console).clone();
         VmOutcome {
             stop: reason,
@@ -194,7 +204,7 @@ impl RunningVm {
 
     /// Stops the vCPUs, keeping their state, for a snapshot.
     pub fn pause(mut self) -> Result<PausedVm, VmError> {
-        let vcpus = stop_vcpus(&self.stop, std::mem::take(&mut self.threads))?;
+        let vcpus = stop_vcpus(&self.stop, std::mem::take(&mut self.threads), &self.vm.gate)?;
         // Drain device work the guest queued before the stop.
         self.vm
             .devices
@@ -256,9 +266,15 @@ impl PausedVm {
 
 /// Stops every vCPU thread: sets the flag, then kicks each thread out of
 /// KVM_RUN until it has finished (a kick can race with entering KVM_RUN, so
-/// it is repeated). Returns the vCPUs.
-fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<Vcpu>>) -> Result<Vec<Vcpu>, VmError> {
+/// it is repeated), and releases held ones. Returns the vCPUs.
+fn stop_vcpus(
+    stop: &AtomicBool,
+    threads: Vec<JoinHandle<Vcpu>>,
+    gate: &Gate,
+) -> Result<Vec<Vcpu>, VmError> {
     stop.store(true, Ordering::SeqCst);
+    // Held vCPUs wake, see the stop flag and end.
+    gate.release();
     let give_up = Instant::now() + Duration::from_secs(5);
     let mut vcpus = Vec::new();
     let mut stuck = false;
