@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use reflow_host_bridge::{
-    InvokeHandler, PoolConfig, PoolError, SandboxError, StateRequest, VmPool, VmSpec,
+    InvokeHandler, PoolConfig, PoolError, SandboxError, SandboxVm, StateRequest, VmPool, VmSpec,
 };
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
 use reflow_ring::Value;
@@ -124,4 +124,37 @@ fn a_failing_restore_is_an_error_and_frees_its_place() {
         Ok(_) => panic!("a VM from a missing snapshot"),
     }
     settle(&pool, (0, 0));
+}
+
+/// A held clone (how the pool keeps its ready ones) does not run its guest:
+/// its agent answers nothing until the clone is released, then at once.
+#[test]
+fn a_held_clone_runs_nothing_until_released() {
+    if !kvm_available() {
+        return;
+    }
+    let mut vm = SandboxVm::restore(&spec(), LIMIT).unwrap();
+    vm.control().request(&Request::Uptime, LIMIT).unwrap();
+    vm.hold().unwrap();
+    let gate = vm.gate();
+    let released = std::thread::scope(|s| {
+        let control = vm.control();
+        let asked = s.spawn(move || {
+            let up = control.request(&Request::Uptime, LIMIT);
+            (up, Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!asked.is_finished(), "a held guest answered");
+        let released = Instant::now();
+        gate.release();
+        let (up, answered) = asked.join().unwrap();
+        up.unwrap();
+        answered - released
+    });
+    eprintln!("answered {released:?} after the release");
+    assert!(vm.is_alive());
+    // Holding twice, and killing a held clone, are fine too.
+    vm.hold().unwrap();
+    vm.hold().unwrap();
+    assert!(vm.kill().is_some(), "a held clone stops when killed");
 }

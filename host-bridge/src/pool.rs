@@ -125,6 +125,12 @@ impl Inner {
 
     fn restore_one(self: Arc<Self>) {
         let result = SandboxVm::restore(&self.spec, self.config.restore_timeout);
+        if let Ok(vm) = &result {
+            // A ready clone waits held: no host CPU until it is lent.
+            if let Err(e) = vm.hold() {
+                tracing::warn!(error = %e, "VM pool: a ready clone keeps running");
+            }
+        }
         let mut s = self.lock();
         s.refilling -= 1;
         match result {
@@ -180,6 +186,7 @@ impl VmPool {
             while let Some(vm) = s.ready.pop_front() {
                 if vm.is_alive() {
                     drop(s);
+                    vm.release();
                     inner.refill();
                     return Ok(self.lend(vm));
                 }

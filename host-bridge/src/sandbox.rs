@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::shm::SharedRegion;
+use reflow_vmm::vcpu::gate::{Gate, GateError};
 use reflow_vmm::{ControlChannel, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome};
 
 use crate::worker::{ClientState, WorkerClient};
+
+/// Longest wait for every vCPU to leave the guest when holding it.
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 /// What to restore: a golden snapshot and the config it was taken with.
 #[derive(Debug, Clone)]
@@ -41,6 +45,7 @@ pub struct SandboxVm {
     shared: Arc<SharedRegion>,
     hostile: HostileLog,
     stop: StopHandle,
+    gate: Arc<Gate>,
     runner: Option<JoinHandle<Result<VmOutcome, VmError>>>,
     ready_after: Duration,
     worker: ClientState,
@@ -63,6 +68,7 @@ impl SandboxVm {
         let handle = vm.control();
         let hostile = vm.hostile();
         let stop = vm.stop_handle();
+        let gate = vm.gate();
         let runner = std::thread::Builder::new()
             .name("sandbox-vm".into())
             .spawn(move || vm.run())
@@ -95,6 +101,7 @@ impl SandboxVm {
             shared,
             hostile,
             stop,
+            gate,
             runner: Some(runner),
             ready_after: started.elapsed(),
             worker: ClientState::default(),
@@ -116,6 +123,22 @@ impl SandboxVm {
         let result = f(&mut client);
         self.worker = client.state();
         result
+    }
+
+    /// Holds the guest's vCPUs (it uses no CPU until [`SandboxVm::release`];
+    /// what a pool does with the clones it keeps ready).
+    pub fn hold(&self) -> Result<(), GateError> {
+        self.gate.hold(HOLD_LIMIT)
+    }
+
+    /// Lets a held guest run again.
+    pub fn release(&self) {
+        self.gate.release();
+    }
+
+    /// The VM's hold gate, to release it from another thread.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
     }
 
     /// The agent's control channel.
