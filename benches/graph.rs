@@ -1,0 +1,301 @@
+//! Sandboxed actors inside real Reflow networks, side by side in one run:
+//!
+//! - one message end to end through `native -> Python -> native` (a
+//!   `reflow_network::Network`, the Python node in its own clone), next to
+//!   the same graph with a native actor in the Python node's place, so the
+//!   sandbox's share is a ratio measured in the same run;
+//! - a state `get` and `set` round trip from guest code, with the embedded
+//!   store and with a real Redis server: the median invocation of an actor
+//!   doing one operation minus the median invocation of the same actor
+//!   doing none (seed target: < 2 ms).
+//!
+//! Run with `./dev.sh bench`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reflow_actor::message::Message;
+use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
+use reflow_benches::kvm_available;
+use reflow_host_bridge::state::StateStore;
+use reflow_host_bridge::{BridgeConfig, Language, Script};
+use reflow_integration_tests::graphs::bridge;
+use reflow_integration_tests::percentile;
+use reflow_integration_tests::redis_server::RedisServer;
+use reflow_network::connector::{ConnectionPoint, Connector};
+use reflow_network::network::Network;
+use reflow_sandbox::natives::native;
+use reflow_sandbox::run::network_config;
+
+const INC: &str = r#"
+@actor(name="Inc", inports=["input"], outports=["output"])
+async def inc(context):
+    await context.send_output("output", context.get_input("input") + 1)
+"#;
+
+const STATE_OPS: &str = r#"
+@actor(name="StateOps", inports=["op"], outports=[])
+async def ops(context):
+    op = context.get_input("op")
+    if op == "get":
+        await context.state.get("k")
+    elif op == "set":
+        await context.state.set("k", 1)
+"#;
+
+/// The bench's sink: hands every packet to a channel.
+struct Probe {
+    inports: Port,
+    outports: Port,
+    seen: flume::Sender<Message>,
+}
+
+impl Probe {
+    fn new(seen: flume::Sender<Message>) -> Probe {
+        Probe {
+            inports: flume::unbounded(),
+            outports: flume::unbounded(),
+            seen,
+        }
+    }
+}
+
+impl Actor for Probe {
+    fn get_behavior(&self) -> ActorBehavior {
+        let seen = self.seen.clone();
+        Box::new(move |ctx: ActorContext| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                for (_, m) in ctx.payload {
+                    if !matches!(m, Message::Optional(None)) {
+                        let _ = seen.send(m);
+                    }
+                }
+                Ok(HashMap::new())
+            })
+        })
+    }
+    fn get_outports(&self) -> Port {
+        self.outports.clone()
+    }
+    fn get_inports(&self) -> Port {
+        self.inports.clone()
+    }
+    fn load_count(&self) -> Arc<ActorLoad> {
+        Arc::new(ActorLoad::new(0))
+    }
+    fn create_instance(&self) -> Arc<dyn Actor> {
+        Arc::new(Probe::new(self.seen.clone()))
+    }
+}
+
+fn point(actor: &str, port: &str) -> ConnectionPoint {
+    ConnectionPoint {
+        actor: actor.into(),
+        port: port.into(),
+        initial_data: None,
+    }
+}
+
+/// `src (Add) -> mid -> dst (Add) -> probe`, started; `mid` is `actor`
+/// with ports `ports` (in, out).
+fn network(actor: Arc<dyn Actor>, ports: (&str, &str), seen: flume::Sender<Message>) -> Network {
+    let mut n = Network::new(network_config());
+    n.register_actor("Add", native("Add").expect("Add"))
+        .unwrap();
+    n.register_actor_arc("Mid", actor).unwrap();
+    n.register_actor("Probe", Probe::new(seen)).unwrap();
+    for (id, component) in [
+        ("src", "Add"),
+        ("mid", "Mid"),
+        ("dst", "Add"),
+        ("probe", "Probe"),
+    ] {
+        n.add_node(id, component, None).unwrap();
+    }
+    let (in_port, out_port) = ports;
+    n.add_connection(Connector::new(point("src", "out"), point("mid", in_port)));
+    n.add_connection(Connector::new(point("mid", out_port), point("dst", "in")));
+    n.add_connection(Connector::new(point("dst", "out"), point("probe", "in")));
+    n.start().unwrap();
+    n
+}
+
+/// Sends `i` in and waits for `i + 3` at the probe.
+fn one_message(n: &Network, seen: &flume::Receiver<Message>, i: i64) -> Duration {
+    let t = Instant::now();
+    n.send_to_actor("src", "in", Message::Integer(i)).unwrap();
+    match seen.recv_timeout(Duration::from_secs(60)) {
+        Ok(Message::Integer(got)) => assert_eq!(got, i + 3),
+        other => panic!("the probe got {other:?}"),
+    }
+    t.elapsed()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let bridge = rt.block_on(async { bridge(StateStore::embedded(), BridgeConfig::default()) });
+    bridge.wait_ready(Duration::from_secs(120));
+    let inc = bridge
+        .actor(Script::inline(Language::Python, "inc.actor.py", INC))
+        .unwrap();
+    let mut group = c.benchmark_group("graph");
+    group
+        .sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(5));
+    let mut report = Vec::new();
+    for (label, name, actor, ports) in [
+        (
+            "native -> Python -> native",
+            "python_middle",
+            Arc::new(inc) as Arc<dyn Actor>,
+            ("input", "output"),
+        ),
+        (
+            "native -> native -> native",
+            "native_middle",
+            Arc::new(native("Add").unwrap()) as Arc<dyn Actor>,
+            ("in", "out"),
+        ),
+    ] {
+        let _guard = rt.enter();
+        let (tx, rx) = flume::unbounded();
+        let n = network(actor, ports, tx);
+        // The first message takes the node's VM and loads the script.
+        let first = one_message(&n, &rx, 0);
+        for i in 1..20 {
+            one_message(&n, &rx, i);
+        }
+        let mut times = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut sum = Duration::ZERO;
+                for i in 0..iters {
+                    let d = one_message(&n, &rx, i as i64);
+                    times.push(d);
+                    sum += d;
+                }
+                sum
+            })
+        });
+        n.shutdown();
+        times.sort();
+        report.push((label, first, times));
+    }
+    group.finish();
+    bridge.shutdown();
+    for (label, first, times) in &report {
+        println!(
+            "graph: one message {label}: p50 {:.3} ms, p99 {:.3} ms ({} samples; the node's \
+             first message, VM taken from the pool and script loaded: {:.1} ms)",
+            ms(percentile(times, 0.5)),
+            ms(percentile(times, 0.99)),
+            times.len(),
+            ms(*first)
+        );
+    }
+    let p50 = |i: usize| percentile(&report[i].2, 0.5).as_secs_f64();
+    println!(
+        "graph: p50 with the Python node / with a native node in its place (same run): {:.1}x; \
+         seed target for message processing < 5 ms: {:.0}x under",
+        p50(0) / p50(1),
+        5e-3 / p50(0)
+    );
+}
+
+fn state_from_guest(rt: &tokio::runtime::Runtime) {
+    let redis = RedisServer::start();
+    let stores = [
+        ("embedded", StateStore::embedded()),
+        (
+            "redis",
+            rt.block_on(StateStore::redis(&redis.url())).expect("redis"),
+        ),
+    ];
+    const N: usize = 300;
+    let mut report = Vec::new();
+    for (name, store) in stores {
+        let bridge = rt.block_on(async { bridge(store, BridgeConfig::default()) });
+        bridge.wait_ready(Duration::from_secs(120));
+        let actor = bridge
+            .actor(Script::inline(Language::Python, "ops.actor.py", STATE_OPS))
+            .unwrap();
+        let behavior = actor.get_behavior();
+        let invoke = |op: &str| {
+            let ctx = ActorContext::new(
+                HashMap::from([("op".to_string(), Message::string(op.into()))]),
+                actor.get_outports(),
+                Arc::new(parking_lot::Mutex::new(reflow_actor::MemoryState::default())),
+                reflow_actor::ActorConfig::default(),
+                Arc::new(ActorLoad::new(0)),
+            );
+            let t = Instant::now();
+            rt.block_on(behavior(ctx)).expect("invocation");
+            t.elapsed()
+        };
+        invoke("set");
+        let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
+        // Interleaved, so drift hits all three alike.
+        for _ in 0..N {
+            for op in ["none", "get", "set"] {
+                let d = invoke(op);
+                times.entry(op).or_default().push(d);
+            }
+        }
+        bridge.shutdown();
+        let p50 = |op: &str| {
+            let mut v = times[op].clone();
+            v.sort();
+            percentile(&v, 0.5)
+        };
+        let base = p50("none");
+        for op in ["get", "set"] {
+            let with = p50(op);
+            let cost = with.saturating_sub(base);
+            println!(
+                "state from guest code, {name} {op}: {:.3} ms per operation (invocation p50 {:.3} ms \
+                 with it, {:.3} ms without; {N} each); seed target < 2 ms: {:.0}x under",
+                ms(cost),
+                ms(with),
+                ms(base),
+                2e-3 / cost.as_secs_f64().max(1e-9)
+            );
+            report.push((name, op, cost));
+        }
+    }
+    for op in ["get", "set"] {
+        let of = |store: &str| {
+            report
+                .iter()
+                .find(|(n, o, _)| *n == store && *o == op)
+                .map(|r| r.2.as_secs_f64())
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "state from guest code: {op}, Redis / embedded (same run): {:.1}x",
+            of("redis") / of("embedded").max(1e-9)
+        );
+    }
+}
+
+fn graph(c: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    graph_latency(c, &rt);
+    state_from_guest(&rt);
+}
+
+criterion_group!(benches, graph);
+criterion_main!(benches);
