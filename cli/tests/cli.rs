@@ -1,0 +1,115 @@
+//! The `reflow-sandbox` binary as a user runs it: the README's demo graph,
+//! a graph whose actor fails (exit status 2, the error printed) and a graph
+//! that is refused (exit status 1, the reason printed). Needs /dev/kvm and
+//! the guest images (`./dev.sh test` provides both).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kvm() -> bool {
+    let ok = Path::new("/dev/kvm").exists();
+    if !ok {
+        eprintln!("SKIPPED: /dev/kvm is absent");
+    }
+    ok
+}
+
+fn run(graph: &Path, extra: &[&str]) -> Output {
+    for var in ["REFLOW_KERNEL", "REFLOW_INITRAMFS", "REFLOW_PYTHON_IMAGE"] {
+        assert!(
+            std::env::var_os(var).is_some(),
+            "{var} is not set: run the tests with ./dev.sh test"
+        );
+    }
+    Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .arg("run")
+        .arg(graph)
+        .args(["--quiet", "--preload", "1", "--timeout", "600"])
+        .args(extra)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("reflow-sandbox runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_demo_pipeline_prints_its_results() {
+    if !kvm() {
+        return;
+    }
+    let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline/graph.json");
+    let out = run(&graph, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = (1..=5)
+        .map(|i| format!("counter.out: \"numbers seen by scale so far: {i}\""))
+        .chain((1..=5).map(|i| format!("result.out: \"scaled and offset: {}\"", i * 10 + 1)))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want, "stderr:\n{stderr}");
+    assert!(!stderr.contains("INPORT CLOSED"), "{stderr}");
+}
+
+#[test]
+fn a_failing_actor_and_a_bad_graph_have_their_own_exit_status() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boom.actor.py"),
+        "@actor(name='Boom', inports=['input'], outports=['output'])\n\
+         def boom(context):\n    raise RuntimeError('boom ' + str(context.get_input('input')))\n",
+    )
+    .unwrap();
+    let edge = |n: &str, p: &str| {
+        serde_json::json!({"nodeId": n, "portName": p, "portId": p, "expose": false,
+                           "portType": {"type": "any"}})
+    };
+    let graph = serde_json::json!({
+        "caseSensitive": true,
+        "properties": {"name": "boom"},
+        "processes": {
+            "n": {"id": "n", "component": "Range"},
+            "b": {"id": "b", "component": "Boom", "metadata": {"componentSpec": {"type": "script",
+                  "script": {"runtime": "python", "source": "file", "path": "boom.actor.py"}}}},
+            "e": {"id": "e", "component": "Format"},
+        },
+        "connections": [
+            {"from": edge("n", "count"), "to": edge("n", "count"), "data": 2},
+            {"from": edge("n", "out"), "to": edge("b", "input")},
+            {"from": edge("b", "error"), "to": edge("e", "in")},
+        ],
+    });
+    let path = dir.path().join("graph.json");
+    std::fs::write(&path, graph.to_string()).unwrap();
+    let out = run(&path, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("e.out: "))
+        .collect();
+    assert_eq!(errors.len(), 2, "{stdout}");
+    for n in [1, 2] {
+        let shown = format!("actor raised: RuntimeError: boom {n}");
+        assert!(errors.iter().any(|l| l.contains(&shown)), "{stdout}");
+    }
+    assert!(stderr.contains("2 message(s) failed"), "{stderr}");
+
+    let mut bad = graph.clone();
+    bad["processes"]["e"]["component"] = serde_json::json!("Nope");
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = run(&path, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("component \"Nope\" is neither a script"),
+        "{stderr}"
+    );
+}
