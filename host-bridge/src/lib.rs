@@ -10,6 +10,7 @@
 pub mod actor;
 pub mod bridge;
 pub mod convert;
+pub mod discovery;
 pub mod handler;
 mod node;
 pub mod pool;

@@ -19,9 +19,12 @@ pub const SHM_ADDR: u64 = 1 << 32;
 const WARMUP_LIMIT: Duration = Duration::from_secs(900);
 
 /// The script languages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Language {
     Python,
+    /// Discovered, not yet runnable (no Node image yet).
+    JavaScript,
 }
 
 impl Language {
@@ -30,6 +33,7 @@ impl Language {
     pub fn of_file(path: &Path) -> Option<Language> {
         match path.extension()?.to_str()? {
             "py" => Some(Language::Python),
+            "js" => Some(Language::JavaScript),
             _ => None,
         }
     }
@@ -38,6 +42,7 @@ impl Language {
     pub fn named(name: &str) -> Option<Language> {
         match name {
             "python" | "python3" => Some(Language::Python),
+            "nodejs" | "node" | "javascript" => Some(Language::JavaScript),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ impl std::fmt::Display for Language {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Language::Python => "python",
+            Language::JavaScript => "javascript",
         })
     }
 }

@@ -41,7 +41,7 @@ impl Embedded {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         inner.ops += 1;
-        if inner.ops % SWEEP_EVERY == 0 {
+        if inner.ops.is_multiple_of(SWEEP_EVERY) {
             inner.map.retain(|_, e| e.expires.is_none_or(|t| t > now));
         }
         let map = &mut inner.map;

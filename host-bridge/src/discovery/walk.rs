@@ -1,0 +1,121 @@
+//! Walking a workspace for script files: include and exclude globs
+//! (`**` crosses directories, as in `.gitignore`), excluded directories
+//! pruned without being read, symbolic links not followed.
+
+use std::path::{Path, PathBuf};
+
+use globset::{GlobSet, GlobSetBuilder};
+
+/// The seed's default patterns.
+pub const DEFAULT_INCLUDE: &[&str] = &[
+    "**/*.actor.py",
+    "**/*.actor.js",
+    "**/actors/*.py",
+    "**/actors/*.js",
+];
+pub const DEFAULT_EXCLUDE: &[&str] = &["**/node_modules/**", "**/__pycache__/**"];
+
+/// Where and what to discover.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub root: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl DiscoveryConfig {
+    /// `root` with the default patterns.
+    pub fn new(root: &Path) -> DiscoveryConfig {
+        DiscoveryConfig {
+            root: root.into(),
+            include: DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect(),
+            exclude: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Why a workspace cannot be walked.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        source: globset::Error,
+    },
+    #[error("workspace {}: {source}", root.display())]
+    Root {
+        root: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("walking {}: {source}", root.display())]
+    Walk {
+        root: PathBuf,
+        source: walkdir::Error,
+    },
+}
+
+fn set(patterns: &[String]) -> Result<GlobSet, WalkError> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // `**/x` also matches `x` at the root (globset does so already);
+        // literal separators keep `*` inside one directory.
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| WalkError::Pattern {
+                pattern: p.clone(),
+                source,
+            })?;
+        b.add(glob);
+    }
+    b.build().map_err(|source| WalkError::Pattern {
+        pattern: patterns.join(", "),
+        source,
+    })
+}
+
+/// The matching files: (path, path relative to the root with `/`),
+/// sorted.
+pub(crate) fn scripts(config: &DiscoveryConfig) -> Result<Vec<(PathBuf, String)>, WalkError> {
+    let include = set(&config.include)?;
+    let exclude = set(&config.exclude)?;
+    if !config.root.is_dir() {
+        return Err(WalkError::Root {
+            root: config.root.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        });
+    }
+    let rel = |p: &Path| -> String {
+        p.strip_prefix(&config.root)
+            .unwrap_or(p)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(&config.root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            // A directory is pruned when anything inside it would be excluded.
+            e.depth() == 0
+                || !e.file_type().is_dir()
+                || !exclude.is_match(format!("{}/_", rel(e.path())))
+        });
+    for entry in walker {
+        let entry = entry.map_err(|source| WalkError::Walk {
+            root: config.root.clone(),
+            source,
+        })?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let r = rel(entry.path());
+        if include.is_match(&r) && !exclude.is_match(&r) {
+            out.push((entry.path().to_path_buf(), r));
+        }
+    }
+    Ok(out)
+}
