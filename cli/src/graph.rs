@@ -67,6 +67,15 @@ pub struct GraphFile {
 impl GraphFile {
     /// Reads and checks the graph at `path`.
     pub fn load(path: &Path) -> Result<GraphFile, GraphError> {
+        GraphFile::load_with(path, &HashMap::new())
+    }
+
+    /// Reads and checks the graph at `path`, whose nodes may also name the
+    /// (discovered) components of `known` without a component spec.
+    pub fn load_with(
+        path: &Path,
+        known: &HashMap<String, Script>,
+    ) -> Result<GraphFile, GraphError> {
         let text = std::fs::read_to_string(path).map_err(|source| GraphError::Read {
             path: path.into(),
             source,
@@ -135,11 +144,23 @@ impl GraphFile {
                     }
                     scripts.insert(node.component.clone(), made);
                 }
+                None if known.contains_key(&node.component) => {
+                    let script = &known[&node.component];
+                    if script.language != Language::Python {
+                        return Err(invalid(format!(
+                            "node {id:?}: component {:?} is a {} actor; those cannot run yet \
+                             (only Python has a runtime)",
+                            node.component, script.language
+                        )));
+                    }
+                    scripts.insert(node.component.clone(), script.clone());
+                }
                 Some(ComponentSpec::Native) | None => {
                     if !NATIVES.contains(&node.component.as_str()) {
                         return Err(invalid(format!(
                             "node {id:?}: component {:?} is neither a script (give it a \
-                             `componentSpec` of type \"script\") nor a built-in native actor ({})",
+                             `componentSpec` of type \"script\"), nor discovered in the workspace, \
+                             nor a built-in native actor ({})",
                             node.component,
                             NATIVES.join(", ")
                         )));
@@ -216,12 +237,14 @@ enum Either {
 }
 
 fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
-    let language = Language::named(&spec.runtime).ok_or_else(|| {
-        Either::Message(format!(
-            "runtime {:?} is not available (python is)",
-            spec.runtime
-        ))
-    })?;
+    let language = Language::named(&spec.runtime)
+        .filter(|l| *l == Language::Python)
+        .ok_or_else(|| {
+            Either::Message(format!(
+                "runtime {:?} is not available (python is)",
+                spec.runtime
+            ))
+        })?;
     let mut script = match spec.source {
         ScriptSourceType::File => {
             let rel = spec.path.as_deref().ok_or_else(|| {

@@ -8,6 +8,7 @@ pub mod run;
 pub mod setup;
 pub mod show;
 pub mod tracked;
+pub mod workspace;
 
 pub use graph::{GraphError, GraphFile};
 pub use run::{run, Outcome, Output, RunError, RunOptions};

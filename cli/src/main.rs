@@ -1,11 +1,13 @@
 //! The `reflow-sandbox` command (see the README).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use reflow_host_bridge::{BridgeConfig, GuestImages, PoolConfig};
+use reflow_host_bridge::{BridgeConfig, GuestImages};
+use reflow_sandbox::workspace::{self, Workspace};
 use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
 
 #[derive(Parser)]
@@ -22,41 +24,56 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a Reflow graph (JSON) until it has nothing left to do, printing
-    /// the outputs of its sink nodes.
-    Run(RunArgs),
+    /// the outputs of its sink nodes. Given a directory, run its workspace:
+    /// reflow.yaml (if any), the script actors discovered in it, and its
+    /// graph (reflow.yaml's `graph`, else graph.json).
+    Run(Box<RunArgs>),
+    /// List the script actors of a workspace directory (reflow.yaml's
+    /// patterns, else the defaults), read without running them; problems
+    /// go to stderr, each as file:line: message.
+    Discover {
+        dir: PathBuf,
+        /// Print JSON (components and problems) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The graph file (Reflow's graph export JSON).
+    /// The graph file (Reflow's graph export JSON) or a workspace directory.
     graph: PathBuf,
-    /// Keep actor state in Redis at this URL instead of in this process.
+    /// Keep actor state in Redis at this URL instead of in this process
+    /// (default: reflow.yaml's workspace.redis.url, else embedded).
     #[arg(long, env = "REDIS_URL", value_name = "redis://HOST:PORT/DB")]
     state: Option<String>,
-    /// First part of every state key ({namespace}:{node}:{key}).
-    #[arg(long, default_value = "reflow")]
-    namespace: String,
+    /// First part of every state key, {namespace}:{node}:{key} (default:
+    /// reflow.yaml's workspace.redis.namespace, else "reflow").
+    #[arg(long)]
+    namespace: Option<String>,
     /// Guest kernel (built by kernels/build.sh).
     #[arg(long, env = "REFLOW_KERNEL")]
     kernel: PathBuf,
     /// Initramfs with the guest agent (built by reflow-guest-image).
     #[arg(long, env = "REFLOW_INITRAMFS")]
     initramfs: PathBuf,
-    /// Python root image (built by guest-image/build-python.sh).
+    /// Python root image (built by guest-image/build-python.sh; default:
+    /// reflow.yaml's workspace.sandbox.python.image when it is a file).
     #[arg(long, env = "REFLOW_PYTHON_IMAGE")]
-    python_image: PathBuf,
-    /// Seconds one message may run before its VM is killed.
-    #[arg(long, default_value_t = 30)]
-    exec_timeout: u64,
-    /// Ready VMs kept per runtime.
-    #[arg(long, default_value_t = 5)]
-    preload: usize,
-    /// Most VMs alive per runtime.
-    #[arg(long, default_value_t = 20)]
-    max_vms: usize,
-    /// Seconds a node may stay idle before its VM is given back.
-    #[arg(long, default_value_t = 300)]
-    idle_timeout: u64,
+    python_image: Option<PathBuf>,
+    /// Seconds one message may run before its VM is killed [default: 30].
+    #[arg(long)]
+    exec_timeout: Option<u64>,
+    /// Ready VMs kept per runtime [default: reflow.yaml, else 5].
+    #[arg(long)]
+    preload: Option<usize>,
+    /// Most VMs alive per runtime [default: reflow.yaml, else 20].
+    #[arg(long)]
+    max_vms: Option<usize>,
+    /// Seconds a node may stay idle before its VM is given back [default:
+    /// reflow.yaml, else 300].
+    #[arg(long)]
+    idle_timeout: Option<u64>,
     /// Give up when the graph is still busy after this many seconds.
     #[arg(long)]
     timeout: Option<u64>,
@@ -74,15 +91,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("reflow-sandbox: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        Command::Discover { dir, json } => discover(&dir, json),
+        Command::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run_graph(*args)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
     };
-    let Command::Run(args) = cli.command;
-    match runtime.block_on(run_graph(args)) {
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("reflow-sandbox: {e:#}");
@@ -91,28 +107,89 @@ fn main() -> ExitCode {
     }
 }
 
+fn discover(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let ws = Workspace::load(dir)?;
+    for note in ws.config.notes() {
+        eprintln!("reflow-sandbox: note: {note}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&workspace::json(&ws.discovery))?
+        );
+    } else {
+        println!("{}", workspace::table(&ws.discovery));
+    }
+    for p in &ws.discovery.problems {
+        eprintln!("{p}");
+    }
+    Ok(if ws.discovery.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "reflow-sandbox: {} script(s) skipped (see above)",
+            ws.discovery.problems.len()
+        );
+        ExitCode::from(2)
+    })
+}
+
 async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let graph = GraphFile::load(&args.graph)?;
+    let (graph, config) = if args.graph.is_dir() {
+        let ws = Workspace::load(&args.graph)?;
+        for note in ws.config.notes() {
+            eprintln!("reflow-sandbox: note: {note}");
+        }
+        for p in &ws.discovery.problems {
+            eprintln!("reflow-sandbox: skipped {p}");
+        }
+        let graph = GraphFile::load_with(&ws.graph_path(), &ws.scripts()?)?;
+        (graph, ws.config)
+    } else {
+        (
+            GraphFile::load_with(&args.graph, &HashMap::new())?,
+            Default::default(),
+        )
+    };
+    let python = args
+        .python_image
+        .or_else(|| config.python_image().map(Into::into))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Python image: set REFLOW_PYTHON_IMAGE or --python-image (./dev.sh setup builds one)"
+            )
+        })?;
     let images = GuestImages {
         kernel: args.kernel,
         initramfs: args.initramfs,
-        python: args.python_image,
+        python,
     };
     images.check()?;
-    let store = setup::state_store(args.state.as_deref()).await?;
-    let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: args.preload,
-            max_size: args.max_vms,
-            ..PoolConfig::default()
-        },
-        idle_timeout: Duration::from_secs(args.idle_timeout),
-        exec_timeout: Duration::from_secs(args.exec_timeout),
-        namespace: args.namespace,
-        ..BridgeConfig::default()
-    };
+    let url = args.state.as_deref().or(config.redis_url());
+    let store = setup::state_store(url).await?;
+    let mut bridge_config = BridgeConfig::default();
+    config.apply_pool(&mut bridge_config);
+    if let Some(n) = args.preload {
+        bridge_config.pool.preload_count = n;
+    }
+    if let Some(n) = args.max_vms {
+        bridge_config.pool.max_size = n;
+    }
+    if let Some(s) = args.idle_timeout {
+        bridge_config.idle_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = args.exec_timeout {
+        bridge_config.exec_timeout = Duration::from_secs(s);
+    }
+    if let Some(ns) = args.namespace {
+        bridge_config.namespace = ns;
+    }
+    let sizes = (
+        config.python_memory_mib().unwrap_or(setup::PYTHON_MEM_MIB),
+        config.region_mib().unwrap_or(setup::PYTHON_SHM_MIB),
+    );
     let cache = reflow_guest_image::cache_root();
-    let bridge = setup::bridge(&images, &cache, store, config, !args.quiet)?;
+    let bridge = setup::bridge_sized(&images, sizes, &cache, store, bridge_config, !args.quiet)?;
     let options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
         ..RunOptions::default()

@@ -40,7 +40,28 @@ pub fn bridge(
     config: BridgeConfig,
     progress: bool,
 ) -> Result<Bridge, SetupError> {
-    let runtime = Runtime::python(images, PYTHON_MEM_MIB, PYTHON_SHM_MIB);
+    bridge_sized(
+        images,
+        (PYTHON_MEM_MIB, PYTHON_SHM_MIB),
+        cache_root,
+        store,
+        config,
+        progress,
+    )
+}
+
+/// [`bridge`] with Python VMs of `(memory, shared region)` MiB (a size
+/// other than the defaults gets a golden snapshot of its own, created on
+/// first use).
+pub fn bridge_sized(
+    images: &GuestImages,
+    (mem_mib, shm_mib): (u32, u32),
+    cache_root: &Path,
+    store: StateStore,
+    config: BridgeConfig,
+    progress: bool,
+) -> Result<Bridge, SetupError> {
+    let runtime = Runtime::python(images, mem_mib, shm_mib);
     let spinner = progress.then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(

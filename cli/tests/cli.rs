@@ -113,3 +113,71 @@ fn a_failing_actor_and_a_bad_graph_have_their_own_exit_status() {
         "{stderr}"
     );
 }
+
+fn sandbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("reflow-sandbox runs")
+}
+
+#[test]
+fn discover_lists_components_and_reports_broken_scripts() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/workspace");
+    let out = sandbox(&["discover", fixtures]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    let first: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            "COMPONENT",
+            "Counter",
+            "Greeter",
+            "Multiply",
+            "Negate",
+            "Upper"
+        ]
+    );
+    assert!(
+        stderr.contains("broken/dupe.actor.py:2: inport \"a\" listed twice"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("8 script(s) skipped"), "{stderr}");
+
+    let out = sandbox(&["discover", fixtures, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["components"].as_array().unwrap().len(), 5);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 8);
+    assert_eq!(v["components"][2]["inports"][1]["required"], false);
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/workspace");
+    let out = sandbox(&["discover", example]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_discovered_workspace_runs_end_to_end() {
+    if !kvm() {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workspace");
+    let out = run(&example, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "repeats.out: \"seen again: the x2\"",
+            "repeats.out: \"seen again: the x3\"",
+            "repeats.out: \"seen again: dog x2\"",
+            "repeats.out: \"seen again: the x4\"",
+            "repeats.out: \"seen again: fox x2\"",
+        ],
+        "{stderr}"
+    );
+}

@@ -9,12 +9,15 @@
 
 pub mod actor;
 pub mod bridge;
+pub mod config;
 pub mod convert;
 pub mod discovery;
 pub mod handler;
 mod node;
 pub mod pool;
 pub mod protocol;
+#[cfg(feature = "network")]
+pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod script;

@@ -1,0 +1,63 @@
+//! Registering discovered script actors into a Reflow network, beside its
+//! native actors (the `network` feature; `reflow_network` is a large
+//! dependency that the rest of the bridge does not need).
+
+use reflow_network::network::Network;
+
+use crate::bridge::{Bridge, BridgeError};
+use crate::discovery::Discovery;
+use crate::script::ScriptError;
+
+/// Why a discovered actor could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{component}: {source}")]
+    Script {
+        component: String,
+        source: ScriptError,
+    },
+    #[error("{component}: {source}")]
+    Bridge {
+        component: String,
+        source: BridgeError,
+    },
+    #[error("{component}: {source}")]
+    Network {
+        component: String,
+        source: anyhow::Error,
+    },
+}
+
+/// Registers every component of `discovery` into `network` under its
+/// component name, each a [`crate::SandboxActor`] of `bridge`; returns the
+/// names registered. A component whose runtime the bridge lacks (or whose
+/// name the network already has) is an error naming it; the ones before
+/// it stay registered.
+pub fn register_script_actors(
+    network: &mut Network,
+    bridge: &Bridge,
+    discovery: &Discovery,
+) -> Result<Vec<String>, RegistryError> {
+    let mut names = Vec::new();
+    for c in &discovery.components {
+        let component = c.metadata.component.clone();
+        let script = c.script().map_err(|source| RegistryError::Script {
+            component: component.clone(),
+            source,
+        })?;
+        let actor = bridge
+            .actor(script)
+            .map_err(|source| RegistryError::Bridge {
+                component: component.clone(),
+                source,
+            })?;
+        network
+            .register_actor(&component, actor)
+            .map_err(|source| RegistryError::Network {
+                component: component.clone(),
+                source,
+            })?;
+        names.push(component);
+    }
+    Ok(names)
+}
