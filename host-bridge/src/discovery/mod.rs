@@ -16,7 +16,7 @@ pub use metadata::{ComponentMetadata, Lit, Port, KEYS};
 pub use walk::{DiscoveryConfig, WalkError, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
 
 use crate::runtime::Language;
-use crate::script::{Script, MAX_SOURCE_LEN};
+use crate::script::Script;
 
 /// A script discovery could not use, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,21 +131,69 @@ pub fn read(path: &Path, rel: &str) -> Result<ComponentMetadata, Problem> {
     let len = std::fs::metadata(path)
         .map_err(|e| problem(None, format!("cannot read it: {e}")))?
         .len();
-    if len > MAX_SOURCE_LEN as u64 {
+    if len > MAX_SCRIPT_LEN as u64 {
         return Err(problem(
             None,
-            format!("{len} bytes; scripts may have {MAX_SOURCE_LEN}"),
+            format!("{len} bytes; discovery reads scripts of at most {MAX_SCRIPT_LEN}"),
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| problem(None, format!("cannot read it: {e}")))?;
     let source = String::from_utf8(bytes).map_err(|_| problem(None, "not UTF-8".into()))?;
-    let found = match language {
-        Language::Python => python::find(&source),
-        Language::JavaScript => js::find(&source),
+    let depth = bracket_depth(&source);
+    if depth > MAX_NESTING {
+        return Err(problem(
+            None,
+            format!(
+                "brackets nest {depth} deep; scripts may nest {MAX_NESTING} (refused unparsed)"
+            ),
+        ));
     }
-    .map_err(|m| problem(Some(m.line), m.message))?;
+    // The parsers recurse once per nesting level: a thread with room for
+    // MAX_NESTING levels of both, whatever the caller's stack.
+    let parsed = std::thread::Builder::new()
+        .name("discovery-parse".into())
+        .stack_size(PARSE_STACK)
+        .spawn(move || match language {
+            Language::Python => python::find(&source),
+            Language::JavaScript => js::find(&source),
+        })
+        .map_err(|e| problem(None, format!("cannot start a parser thread: {e}")))?
+        .join()
+        .map_err(|_| problem(None, "the parser failed on this script".into()))?;
+    let found = parsed.map_err(|m| problem(Some(m.line), m.message))?;
     metadata::component(found, language, rel.to_string(), namespace(rel))
         .map_err(|m| problem(Some(m.line), m.message))
+}
+
+/// Deepest bracket nesting a script may have (counted over the raw text,
+/// strings included, so a script can only be refused for more, never
+/// crash the host's parsers with a deep one).
+pub const MAX_NESTING: usize = 512;
+
+/// Largest script discovery reads. The parsers recurse on nesting that no
+/// bracket shows (`!!!!x`, `x => x => ...`, `- - - 1`): at this size the
+/// worst such script needs about 100 MB of stack and 250 MB of memory and
+/// half a second; at the 4 MiB a script may have to run, 16 times that.
+pub const MAX_SCRIPT_LEN: usize = 256 << 10;
+
+/// Stack of the parser thread (reserved, touched only as deep as a script
+/// nests): room for the worst [`MAX_SCRIPT_LEN`] script several times over.
+const PARSE_STACK: usize = 1 << 30;
+
+/// The deepest nesting of `(`, `[` and `{` in `text`.
+fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Reflow's namespace of a script: its directories joined with `.`

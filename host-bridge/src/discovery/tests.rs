@@ -162,3 +162,68 @@ fn namespaces_follow_directories() {
     assert_eq!(namespace("a.actor.py"), "default");
     assert_eq!(namespace("a/b/c.actor.py"), "a.b");
 }
+
+#[test]
+fn deep_nesting_is_refused_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = |n: usize| {
+        format!(
+            "x = {}{}\n@actor(name=\"A\")\ndef f(c): pass\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+    };
+    std::fs::write(dir.path().join("deep.actor.py"), deep(100_000)).unwrap();
+    std::fs::write(dir.path().join("ok.actor.py"), deep(MAX_NESTING)).unwrap();
+    std::fs::write(
+        dir.path().join("deep.actor.js"),
+        format!(
+            "const metadata = {}1{};",
+            "{a:".repeat(50_000),
+            "}".repeat(50_000)
+        ),
+    )
+    .unwrap();
+    let found = discover(&DiscoveryConfig::new(dir.path())).unwrap();
+    let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "deep.actor.js: brackets nest 50000 deep; scripts may nest 512 (refused unparsed)",
+            "deep.actor.py: brackets nest 100000 deep; scripts may nest 512 (refused unparsed)",
+        ]
+    );
+    assert_eq!(found.components.len(), 1, "the script at the limit parses");
+}
+
+/// Nesting without brackets (prefix operators, arrow and lambda chains)
+/// as deep as a script discovery reads can make it: parsed or refused,
+/// never a crashed host.
+#[test]
+fn the_deepest_bracketless_scripts_do_not_crash_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = MAX_SCRIPT_LEN - 32;
+    let files = [
+        ("not.actor.js", format!("const a = {}1;", "!".repeat(n))),
+        (
+            "arrow.actor.js",
+            format!("const a = {}1;", "x=>".repeat(n / 3)),
+        ),
+        ("minus.actor.py", format!("x = {}1", "-".repeat(n))),
+        (
+            "lambda.actor.py",
+            format!("x = {}1", "lambda:".repeat(n / 7)),
+        ),
+        ("big.actor.py", " ".repeat(MAX_SCRIPT_LEN + 1)),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let found = discover(&DiscoveryConfig::new(dir.path())).unwrap();
+    assert!(found.components.is_empty());
+    assert_eq!(found.problems.len(), files.len(), "{:#?}", found.problems);
+    assert!(found
+        .problems
+        .iter()
+        .any(|p| p.message.contains("discovery reads scripts of at most")));
+}
