@@ -5,7 +5,7 @@
 #                    Rust actors and a Python actor in its own microVM, with state
 #   ./dev.sh vm-demo set everything up, boot a microVM, talk to its agent, restore a clone
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
-#   ./dev.sh bench   set everything up, then the criterion benchmarks
+#   ./dev.sh bench   set everything up, run every benchmark, write target/bench-report.md
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
 #   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs, Python image, cargo build
 #
@@ -90,8 +90,10 @@ test_all() {
 
 bench() {
     setup
-    step "cargo bench"
+    step "cargo bench (every bench; each records its figures under target/bench-metrics/)"
     cargo bench -p reflow-benches
+    step "comparison report: target/bench-report.md"
+    cargo run --quiet --release -p reflow-benches --bin bench-report
 }
 
 fuzz() {

@@ -19,6 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
 use reflow_benches::kvm_available;
+use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::{BridgeConfig, Language, Script};
 use reflow_integration_tests::graphs::bridge;
@@ -201,6 +202,38 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         );
     }
     let p50 = |i: usize| percentile(&report[i].2, 0.5).as_secs_f64();
+    record(
+        "graph",
+        "one message native -> Python -> native, p50",
+        p50(0) * 1e3,
+        "ms",
+        Target::seed(5.0, Better::Lower),
+        "a real reflow_network graph",
+    );
+    record(
+        "graph",
+        "one message native -> Python -> native, p99",
+        ms(percentile(&report[0].2, 0.99)),
+        "ms",
+        None,
+        "",
+    );
+    record(
+        "graph",
+        "same graph, native node in the Python node's place, p50",
+        p50(1) * 1e3,
+        "ms",
+        None,
+        "same run",
+    );
+    record(
+        "graph",
+        "Python node / native node, p50 (same run)",
+        p50(0) / p50(1),
+        "x",
+        None,
+        "the sandbox's share",
+    );
     println!(
         "graph: p50 with the Python node / with a native node in its place (same run): {:.1}x; \
          seed target for message processing < 5 ms: {:.0}x under",
@@ -266,6 +299,14 @@ fn state_from_guest(rt: &tokio::runtime::Runtime) {
                 ms(base),
                 2e-3 / cost.as_secs_f64().max(1e-9)
             );
+            record(
+                "graph",
+                &format!("state {op} from guest code, {name}"),
+                ms(cost),
+                "ms",
+                Target::seed(2.0, Better::Lower),
+                "invocation with one op minus without",
+            );
             report.push((name, op, cost));
         }
     }
@@ -293,6 +334,7 @@ fn graph(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    report::reset("graph");
     graph_latency(c, &rt);
     state_from_guest(&rt);
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_benches::kvm_available;
+use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::{InvokeHandler, StateRequest, WorkerClient};
 use reflow_integration_tests::{percentile, warm_python_golden, TestVm, LIMIT};
 use reflow_ring::Value;
@@ -150,6 +151,49 @@ fn python(c: &mut Criterion) {
         v.sort();
     }
     let med = |v: &[Duration]| ms(percentile(v, 0.5));
+    report::reset("python");
+    record(
+        "python",
+        "restore to first answer (fresh clone, identity actor)",
+        med(&totals),
+        "ms",
+        None,
+        "restore + handshake + load + first invocation",
+    );
+    record(
+        "python",
+        "pre-warmed instantiation: load + first answer on a ready clone",
+        med(&firsts),
+        "ms",
+        Target::seed(100.0, Better::Lower),
+        "what a pool's ready clone pays",
+    );
+    for (len, times) in &rtts {
+        record(
+            "python",
+            &format!("identity round trip {len} B, p50"),
+            ms(percentile(times, 0.5)),
+            "ms",
+            Target::seed(5.0, Better::Lower),
+            "message processing",
+        );
+        record(
+            "python",
+            &format!("identity round trip {len} B, p99"),
+            ms(percentile(times, 0.99)),
+            "ms",
+            None,
+            "",
+        );
+    }
+    record(
+        "python",
+        "sequential 64 B invocations (unbatched)",
+        rate,
+        "msg/s",
+        Target::seed(10_000.0, Better::Higher),
+        "one at a time",
+    );
     println!(
         "python: first message on a freshly restored clone: restore to first answer {:.0} ms \
          (restore-to-ready {:.0} ms + load and first invocation {:.1} ms; {} clones)",

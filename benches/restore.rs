@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reflow_benches::report;
 use reflow_benches::{guest_images, kvm_available, median};
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{RunningVm, Vm, VmConfig, VmIo};
@@ -42,25 +43,6 @@ fn ready_clone(dir: &std::path::Path, config: &VmConfig) -> (RunningVm, Duration
     (running, ready)
 }
 
-/// (RSS, PSS) of this process in KiB.
-fn memory_kib() -> (u64, u64) {
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
-}
-
 fn restore(c: &mut Criterion) {
     if !kvm_available() {
         return;
@@ -91,20 +73,29 @@ fn restore(c: &mut Criterion) {
     });
     group.finish();
     let restores = times.len();
+    report::reset("restore");
+    report::record(
+        "restore",
+        "restore from golden snapshot to agent ready",
+        median(times.clone()).as_secs_f64() * 1e3,
+        "ms",
+        report::Target::ours(100.0, report::Better::Lower),
+        "agent-only guest",
+    );
     println!(
         "restore: restore-to-agent-ready median {:.1} ms ({restores} restores)",
         median(times).as_secs_f64() * 1e3
     );
 
     // Memory per additional idle clone.
-    let (rss0, pss0) = memory_kib();
+    let (rss0, pss0) = report::memory_kib();
     let first = ready_clone(&golden.dir, &config).0;
-    let (rss1, pss1) = memory_kib();
+    let (rss1, pss1) = report::memory_kib();
     let extra: Vec<RunningVm> = (0..9)
         .map(|_| ready_clone(&golden.dir, &config).0)
         .collect();
     std::thread::sleep(Duration::from_secs(2));
-    let (rss10, pss10) = memory_kib();
+    let (rss10, pss10) = report::memory_kib();
     println!(
         "restore: host memory for the first idle clone: RSS {} KiB, PSS {} KiB; \
          per additional idle clone (10 clones): RSS {} KiB, PSS {} KiB",

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::kvm_available;
+use reflow_benches::report::{self, record, Better, Target};
 use reflow_integration_tests::EchoVm;
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Metadata, Producer, Region};
@@ -110,6 +111,53 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
         pct(&mut samples, 0.99),
         samples.len()
     );
+    let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
+    record(
+        "ring",
+        &format!("{name}: 64 B round trip p50"),
+        p50,
+        "us",
+        Target::ours(50.0, Better::Lower),
+        "",
+    );
+    record(
+        "ring",
+        &format!("{name}: 64 B round trip p99"),
+        p99,
+        "us",
+        None,
+        "",
+    );
+    for (label, len) in [("4 KiB", 4096usize), ("1 MiB", 1 << 20)] {
+        let payload = vec![0x3cu8; len];
+        let mut times = Vec::new();
+        for _ in 0..if len > 4096 { 200 } else { 2000 } {
+            let one = Instant::now();
+            path.round_trip(&payload);
+            times.push(one.elapsed());
+        }
+        let (p50, p99) = (pct(&mut times, 0.5), pct(&mut times, 0.99));
+        println!(
+            "ring/{name}: {label} round trip p50 {p50:.1} us, p99 {p99:.1} us ({} samples)",
+            times.len()
+        );
+        record(
+            "ring",
+            &format!("{name}: {label} round trip p50"),
+            p50,
+            "us",
+            None,
+            "",
+        );
+        record(
+            "ring",
+            &format!("{name}: {label} round trip p99"),
+            p99,
+            "us",
+            None,
+            "",
+        );
+    }
 
     // Pipelined small messages: how many echoes per second.
     const N: u64 = 200_000;
@@ -128,9 +176,15 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
             rx.release(v).expect("release");
         }
     });
-    println!(
-        "ring/{name}: {:.0} small messages/s echoed (pipelined, {N} messages)",
-        N as f64 / t.elapsed().as_secs_f64()
+    let rate = N as f64 / t.elapsed().as_secs_f64();
+    println!("ring/{name}: {rate:.0} small messages/s echoed (pipelined, {N} messages)");
+    record(
+        "ring",
+        &format!("{name}: small messages echoed, pipelined"),
+        rate,
+        "msg/s",
+        Target::seed(10_000.0, Better::Higher),
+        "batched: many in flight",
     );
     path.id = first + N;
 
@@ -144,10 +198,18 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
     }
     times.sort();
     let median = times[times.len() / 2].as_secs_f64();
+    let gbs = (64u64 << 20) as f64 / (median / 2.0) / 1e9;
     println!(
-        "ring/{name}: 64 MiB echo median {:.1} ms = {:.2} GB/s each way",
-        median * 1e3,
-        (64u64 << 20) as f64 / (median / 2.0) / 1e9
+        "ring/{name}: 64 MiB echo median {:.1} ms = {gbs:.2} GB/s each way",
+        median * 1e3
+    );
+    record(
+        "ring",
+        &format!("{name}: 64 MiB payload, each way"),
+        gbs,
+        "GB/s",
+        Target::ours(1.0, Better::Higher),
+        "",
     );
 }
 
@@ -197,6 +259,30 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
         v50 / b50,
         v50 / i50
     );
+    record(
+        "ring",
+        "64 B round trip through vsock",
+        v50,
+        "us",
+        None,
+        "the control channel, same guest",
+    );
+    record(
+        "ring",
+        "vsock / ring, 64 B round trip p50 (same run)",
+        v50 / b50,
+        "x",
+        None,
+        "ring busy",
+    );
+    record(
+        "ring",
+        "vsock / ring after 20 ms idle, 64 B round trip p50",
+        v50 / i50,
+        "x",
+        None,
+        "",
+    );
 }
 
 /// 64 B round trips where the host consumer does not spin: it sleeps with
@@ -244,6 +330,7 @@ fn doorbell_vs_sleep(path: Path<'_>, doorbell: &GuestDoorbell) {
 }
 
 fn ring(c: &mut Criterion) {
+    report::reset("ring");
     // Baseline: two host threads, same ring code, same sizes.
     let size = 160u64 << 20;
     let mut buf = vec![0u64; size as usize / 8];

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::{Scope, StateStore};
 use reflow_host_bridge::{StateOp, StateRequest};
 use reflow_integration_tests::percentile;
@@ -80,8 +81,17 @@ fn state(c: &mut Criterion) {
             .find(|(n, op, _)| **n == store && *op == which)
             .map(|(_, _, t)| percentile(t, 0.5).as_secs_f64())
     };
+    report::reset("state");
     for (name, op, times) in &report {
         let p50 = percentile(times, 0.5);
+        record(
+            "state",
+            &format!("{name} {op}, host side, p50"),
+            p50.as_secs_f64() * 1e6,
+            "us",
+            Target::seed(2000.0, Better::Lower),
+            "",
+        );
         println!(
             "state: {name} {op}: p50 {:.1} us, p99 {:.1} us ({} samples); seed target < 2 ms: {:.0}x under",
             p50.as_secs_f64() * 1e6,

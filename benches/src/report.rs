@@ -1,0 +1,181 @@
+//! Bench figures for the comparison report: each bench records its key
+//! medians (with the target they are held to) as JSON lines under
+//! `target/bench-metrics/`, and `bench-report` turns the lines of one run
+//! into `target/bench-report.md`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which way is better for a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// A figure's target: the seed's, or one of ours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub value: f64,
+    pub better: Better,
+    /// "seed" or "ours".
+    pub source: String,
+}
+
+impl Target {
+    pub fn seed(value: f64, better: Better) -> Option<Target> {
+        Some(Target {
+            value,
+            better,
+            source: "seed".into(),
+        })
+    }
+
+    pub fn ours(value: f64, better: Better) -> Option<Target> {
+        Some(Target {
+            value,
+            better,
+            source: "ours".into(),
+        })
+    }
+
+    /// How many times better than the target `value` is (above 1: met).
+    pub fn ratio(&self, value: f64) -> f64 {
+        match self.better {
+            Better::Lower => self.value / value,
+            Better::Higher => value / self.value,
+        }
+    }
+}
+
+/// One recorded figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub bench: String,
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+    pub target: Option<Target>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Where the figures go: `$CARGO_TARGET_DIR/bench-metrics`, else the
+/// workspace's `target/bench-metrics`.
+pub fn dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("bench-metrics")
+}
+
+/// Forgets `bench`'s figures of an earlier run.
+pub fn reset(bench: &str) {
+    let _ = std::fs::remove_file(dir().join(format!("{bench}.jsonl")));
+}
+
+/// Records one figure of `bench` (a failure to write is reported, not
+/// fatal: the bench's own output still has the figure).
+pub fn record(
+    bench: &str,
+    metric: &str,
+    value: f64,
+    unit: &str,
+    target: Option<Target>,
+    note: &str,
+) {
+    let m = Metric {
+        bench: bench.into(),
+        metric: metric.into(),
+        value,
+        unit: unit.into(),
+        target,
+        note: note.into(),
+    };
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir().join(format!("{bench}.jsonl")))?;
+        writeln!(
+            f,
+            "{}",
+            serde_json::to_string(&m).map_err(std::io::Error::other)?
+        )
+    };
+    if let Err(e) = write() {
+        eprintln!("report: cannot record {metric}: {e}");
+    }
+}
+
+/// Every recorded figure, in bench-file order.
+pub fn load() -> Vec<Metric> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// Host RSS and PSS of this process, in KiB.
+pub fn memory_kib() -> (u64, u64) {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// A `/proc/meminfo` field in KiB.
+pub fn meminfo_kib(name: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_say_how_far_past_the_target() {
+        assert_eq!(Target::seed(5.0, Better::Lower).unwrap().ratio(1.0), 5.0);
+        assert_eq!(Target::seed(10.0, Better::Higher).unwrap().ratio(5.0), 0.5);
+    }
+}
