@@ -152,13 +152,22 @@ fn python(c: &mut Criterion) {
     }
     let med = |v: &[Duration]| ms(percentile(v, 0.5));
     report::reset("python");
+    let age = report::golden_age(&dir);
     record(
         "python",
         "restore to first answer (fresh clone, identity actor)",
         med(&totals),
         "ms",
         None,
-        "restore + handshake + load + first invocation",
+        &format!("restore + handshake + load + first invocation; {age}"),
+    );
+    record(
+        "python",
+        "restore to agent ready (Python worker golden)",
+        med(&readies),
+        "ms",
+        Target::ours(100.0, Better::Lower),
+        &age,
     );
     record(
         "python",

@@ -80,7 +80,7 @@ fn restore(c: &mut Criterion) {
         median(times.clone()).as_secs_f64() * 1e3,
         "ms",
         report::Target::ours(100.0, report::Better::Lower),
-        "agent-only guest",
+        &format!("agent-only guest; {}", report::golden_age(&golden.dir)),
     );
     println!(
         "restore: restore-to-agent-ready median {:.1} ms ({restores} restores)",

@@ -154,6 +154,20 @@ pub fn memory_kib() -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
+/// "golden snapshot N min old": restores get slower as their golden ages
+/// (the guest's clocks jump further; see the README), so figures that
+/// restore say how old theirs was.
+pub fn golden_age(dir: &std::path::Path) -> String {
+    let age = std::fs::metadata(dir.join("state.bin"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    match age {
+        Some(a) => format!("golden snapshot {:.0} min old", a.as_secs_f64() / 60.0),
+        None => "golden snapshot of unknown age".into(),
+    }
+}
+
 /// A `/proc/meminfo` field in KiB.
 pub fn meminfo_kib(name: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/meminfo")
