@@ -135,23 +135,25 @@ pub fn load() -> Vec<Metric> {
         .collect()
 }
 
+/// The `name` field (`Rss:`, `MemAvailable:`) of a /proc text in KiB.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Host RSS and PSS of this process, in KiB.
 pub fn memory_kib() -> (u64, u64) {
     let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
+    (
+        kib_field(&rollup, "Rss:").unwrap_or(0),
+        kib_field(&rollup, "Pss:").unwrap_or(0),
+    )
 }
 
 /// "golden snapshot N min old": restores get slower as their golden ages
@@ -170,17 +172,7 @@ pub fn golden_age(dir: &std::path::Path) -> String {
 
 /// A `/proc/meminfo` field in KiB.
 pub fn meminfo_kib(name: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, name)
 }
 
 #[cfg(test)]
