@@ -1,11 +1,14 @@
-//! Runs sandboxed Python and JavaScript actors as ordinary Reflow actors.
+//! Runs sandboxed script actors as ordinary Reflow actors.
 //!
-//! Today: [`worker`], the host end of the script worker's ring protocol
-//! (load a script, invoke it, stream its outputs, answer its state
-//! requests), with every record from the guest treated as hostile; and
-//! [`state`], the state service (embedded or Redis).
-//! `SandboxActor`, the VM pool, the state service, discovery and the
-//! `reflow-sandbox` CLI arrive with the host-bridge issue.
+//! [`Bridge`] makes [`SandboxActor`]s (`reflow_actor::Actor`s whose code
+//! runs in a microVM cloned from a [`Runtime`]'s golden snapshot, taken
+//! from a [`VmPool`]) that share a [`state::StateStore`] (embedded or
+//! Redis); [`worker`] is the host end of the guest worker's ring protocol,
+//! with every record from the guest treated as hostile; [`discovery`]
+//! finds script actors in a workspace and reads their metadata without
+//! running them; [`config`] reads `reflow.yaml`; with the `network`
+//! feature, `registry` registers discovered actors into a
+//! `reflow_network::Network`.
 
 pub mod actor;
 pub mod bridge;
