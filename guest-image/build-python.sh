@@ -30,9 +30,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 packages_file="$here/python/packages.txt"
 requirements="$here/python/requirements.txt"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
-
-log() { printf '[python-image] %s\n' "$*" >&2; }
-die() { printf '[python-image] error: %s\n' "$*" >&2; exit 1; }
+tag=python-image
+# shellcheck source=rootfs.sh
+. "$here/rootfs.sh"
+log() { rootfs_log "$@"; }
+die() { rootfs_die "$@"; }
 
 path_only=false
 while [ $# -gt 0 ]; do
@@ -49,7 +51,7 @@ done
 pip_packages="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$requirements" | grep -v '^$' || true)"
 
 key="$( {
-    cat "$here/build-python.sh" "$packages_file" "$here/python/preload.txt"
+    cat "$here/build-python.sh" "$here/rootfs.sh" "$packages_file" "$here/python/preload.txt"
     printf '%s\n' "$pip_packages"
     (cd "$here/python" && find sdk -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
 } | sha256sum | cut -c1-16)"
@@ -67,41 +69,12 @@ if [ -f "$image" ]; then
     exit 0
 fi
 
-ensure_packages() {
-    local missing=()
-    for p in mmdebstrap e2fsprogs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
-    log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-}
-
-[ "$(id -u)" -eq 0 ] || die "building the root filesystem needs root (mmdebstrap installs packages into a chroot)"
-ensure_packages
-packages="$(grep -v '^\s*#' "$packages_file" | grep -v '^\s*$' | paste -sd, -)"
-[ -n "$packages" ] || die "$packages_file lists no packages"
-
 work="$(mktemp -d "${TMPDIR:-/tmp}/reflow-python-image.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 started=$(date +%s)
-log "installing $packages (Debian bookworm) with mmdebstrap"
-mirror=()
-[ -n "${REFLOW_DEBIAN_MIRROR:-}" ] && mirror=("$REFLOW_DEBIAN_MIRROR")
-mmdebstrap --variant=custom --include="$packages" \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    bookworm "$work/rootfs.tar" "${mirror[@]}" >"$work/mmdebstrap.log" 2>&1 ||
-    { tail -20 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed (log above)"; }
-log "pruning and packing"
-mkdir "$work/root"
-tar -C "$work/root" -xpf "$work/rootfs.tar"
-rm -rf "$work/root"/var/cache/apt/* "$work/root"/var/lib/apt/lists/* \
-    "$work/root"/var/log/* "$work/root"/usr/share/doc "$work/root"/usr/share/man
+rootfs_debian "$packages_file" "$work/root"
+log "adding the SDK and packing"
+rootfs_prune "$work/root"
 if [ -n "$pip_packages" ]; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         log "installing python3-pip with apt-get (pip fetches the wheels)"
@@ -133,18 +106,10 @@ compile_dirs=(/usr/lib/python3.11 /opt/reflow)
 [ -d "$work/root/usr/local/lib/python3.11" ] && compile_dirs+=(/usr/local/lib/python3.11)
 chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 "${compile_dirs[@]}" >/dev/null 2>&1 ||
     log "warning: some standard library modules did not byte-compile"
-# Where the agent mounts tmpfs and the pseudo filesystems.
-mkdir -p "$work/root"/{dev,proc,sys,tmp,run}
 "$work/root/usr/bin/python3" --version >/dev/null 2>&1 ||
     chroot "$work/root" /usr/bin/python3 --version >/dev/null ||
     die "the image's python3 does not run"
-mkdir -p "$out_dir.tmp"
-size_kib=$(( $(du -sk "$work/root" | cut -f1) * 5 / 4 + 16384 ))
-truncate -s "${size_kib}k" "$out_dir.tmp/rootfs.ext4"
-mkfs.ext4 -q -F -L reflow-python -O ^has_journal -m 0 -E root_owner=0:0 \
-    -d "$work/root" "$out_dir.tmp/rootfs.ext4" "${size_kib}k" >&2
-rm -rf "$out_dir"
-mv "$out_dir.tmp" "$out_dir"
+rootfs_pack "$work/root" reflow-python "$out_dir"
 log "built in $(( $(date +%s) - started )) s: $image ($(du -h --apparent-size "$image" | cut -f1) image, \
 $(du -sh "$work/root" | cut -f1) of files, python $(chroot "$work/root" /usr/bin/python3 -c 'import sys; print(sys.version.split()[0])'))"
 echo "$image"

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds the Node guest root filesystem: Debian bookworm's nodejs (from
+# node/packages.txt, with its dependencies) installed by mmdebstrap, npm
+# packages from node/npm-packages.txt (fetched by the host's npm: the guest
+# has no network; install scripts are not run) under
+# /usr/local/lib/node_modules, the reflow_shm addon (node/addon/, compiled
+# here with the host's C compiler) and our JS SDK (node/sdk/) under
+# /opt/reflow, with node/preload.txt (modules the worker requires before
+# the golden snapshot). Packed as a read-only ext4 image (no journal) that
+# the VM gets as /dev/vda, like the Python image (see build-python.sh for
+# why not squashfs). Cached outside the repository, keyed by the hash of its
+# inputs; a second run with the same inputs returns at once.
+#
+# Usage: guest-image/build-node.sh [--packages FILE] [--path-only]
+#   (no flag)         build if needed; print the image path on the last
+#                     stdout line
+#   --packages FILE   npm packages to bake in (default node/npm-packages.txt;
+#                     an empty file: none)
+#   --path-only       print the cached path if it exists, else exit 1
+#
+# Environment:
+#   XDG_CACHE_HOME / HOME   cache root: ${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox
+#   REFLOW_DEBIAN_MIRROR    Debian mirror (default: mmdebstrap's)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+packages_file="$here/node/packages.txt"
+npm_file="$here/node/npm-packages.txt"
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
+tag=node-image
+# shellcheck source=rootfs.sh
+. "$here/rootfs.sh"
+log() { rootfs_log "$@"; }
+die() { rootfs_die "$@"; }
+
+path_only=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --path-only) path_only=true ;;
+        --packages)
+            [ $# -ge 2 ] || die "--packages needs a file"
+            npm_file="$2"; shift ;;
+        *) die "unknown argument: $1 (see the usage at the top of $0)" ;;
+    esac
+    shift
+done
+[ -f "$npm_file" ] || die "no npm package list at $npm_file"
+npm_packages="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$npm_file" | grep -v '^$' || true)"
+
+key="$( {
+    cat "$here/build-node.sh" "$here/rootfs.sh" "$packages_file" "$here/node/preload.txt"
+    printf '%s\n' "$npm_packages"
+    (cd "$here/node" && find sdk addon -type f | LC_ALL=C sort | xargs sha256sum)
+} | sha256sum | cut -c1-16)"
+out_dir="$cache_root/node-$key"
+image="$out_dir/rootfs.ext4"
+
+if $path_only; then
+    [ -f "$image" ] || exit 1
+    echo "$image"
+    exit 0
+fi
+if [ -f "$image" ]; then
+    log "cached: $image ($(du -h --apparent-size "$image" | cut -f1))"
+    echo "$image"
+    exit 0
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/reflow-node-image.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+started=$(date +%s)
+rootfs_host_packages gcc libc6-dev
+rootfs_debian "$packages_file" "$work/root"
+rootfs_prune "$work/root"
+if [ -n "$npm_packages" ]; then
+    command -v npm >/dev/null || rootfs_host_packages npm
+    log "fetching npm packages: $(echo $npm_packages)"
+    mkdir -p "$work/npm"
+    # shellcheck disable=SC2086 # one argument per package
+    npm install --prefix "$work/npm" --no-audit --no-fund --no-package-lock --omit=dev \
+        --ignore-scripts --loglevel=error $npm_packages >&2 ||
+        die "npm could not install: $(echo $npm_packages)"
+    mkdir -p "$work/root/usr/local/lib"
+    cp -a "$work/npm/node_modules" "$work/root/usr/local/lib/node_modules"
+    rm -rf "$work/root/usr/local/lib/node_modules/.bin" "$work/root/usr/local/lib/node_modules/.package-lock.json"
+fi
+log "building the reflow_shm addon and adding the SDK"
+mkdir -p "$work/root/opt/reflow"
+cp -a "$here/node/sdk/." "$work/root/opt/reflow/"
+cp "$here/node/preload.txt" "$work/root/opt/reflow/preload.txt"
+cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$work/root/opt/reflow/reflow_shm.node" \
+    "$here/node/addon/reflow_shm.c" -ldl >&2 || die "the reflow_shm addon did not build"
+# The image's node loads the SDK, the addon and the preloaded packages.
+check='const s = require("/opt/reflow/reflow_shm.node");
+const w = require("/opt/reflow/reflow/worker");
+const failed = w.preload(w.preloadList());
+if (failed.length) { console.error(JSON.stringify(failed)); process.exitCode = 1; }
+if (s.crc32(Buffer.from("reflow"), 0) !== 3581869112) { console.error("crc32"); process.exitCode = 1; }
+console.log(process.version);'
+version="$(chroot "$work/root" /usr/bin/env -i /usr/bin/node -e "$check")" ||
+    die "the image's node cannot load the SDK, the addon or a preloaded package"
+rootfs_pack "$work/root" reflow-node "$out_dir"
+log "built in $(( $(date +%s) - started )) s: $image ($(du -h --apparent-size "$image" | cut -f1) image, \
+$(du -sh "$work/root" | cut -f1) of files, node $version)"
+echo "$image"

@@ -1,0 +1,267 @@
+'use strict';
+// The Node worker: serves actor messages on the ring, with the Python
+// worker's protocol (see worker.py; record kinds in the metadata, the
+// message id ties an invocation's records together, payloads are
+// `reflow.value` values):
+//
+//   host -> guest  LOAD    {name, source}          actor id = the node
+//   guest -> host  LOADED  {metadata: {...}}       or ERROR
+//   host -> guest  INVOKE  {inputs, config}
+//   guest -> host  OUTPUT  value, port in the metadata (any number)
+//   guest -> host  STATE   {op, key, args}         host answers STATE_REPLY
+//   host -> guest  STATE_REPLY {ok: value} | {error: message}
+//   guest -> host  DONE    {returned outputs}      or ERROR
+//   guest -> host  ERROR   {kind: load|run|protocol, message, traceback}
+//
+// Started by the agent (`spawn /usr/bin/node /opt/reflow/run_worker.js
+// <addr> <size>`) before the golden snapshot is taken, so clones start
+// warm. On every LOAD, OpenSSL's generator is reseeded from the kernel
+// (itself reseeded by the host when a clone connects) and Math.random gets
+// a fresh source, so clones do not share random streams. Input bytes arrive
+// as Buffers over the ring slot (no copy), valid during the invocation.
+
+const crypto = require('crypto');
+const fs = require('fs');
+const path = require('path');
+const { createRequire } = require('module');
+
+const { ActorFailure, invoke, loadScript } = require('./invoke');
+const { Consumer, Metadata, Producer, readLayout } = require('./ring');
+const { ValueError, decode, encodeParts } = require('./value');
+
+const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR] = [1, 2, 3, 4, 5, 6, 7, 8];
+const READY_FILE = '/run/reflow/worker.ready';
+const HOUR_MS = 3600e3;
+
+class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** A copy that does not point into the ring (for values kept after their record is released). */
+function own(v) {
+  if (Buffer.isBuffer(v)) return Buffer.from(v);
+  if (Array.isArray(v)) return v.map(own);
+  if (v !== null && typeof v === 'object') {
+    for (const k of Object.keys(v)) v[k] = own(v[k]);
+  }
+  return v;
+}
+
+/** An invocation's way to the host: outputs and state round trips. */
+class RingTransport {
+  constructor(worker, messageId, actorId) {
+    this.worker = worker;
+    this.messageId = messageId;
+    this.actorId = actorId;
+  }
+
+  sendOutput(port, value) {
+    this.worker.send(OUTPUT, this.messageId, this.actorId, value, port);
+  }
+
+  stateCall(op, key, args) {
+    this.worker.send(STATE, this.messageId, this.actorId, { op, key, args });
+    const record = this.worker.rx.recv(HOUR_MS);
+    if (record === null) throw new ProtocolError('no state reply within an hour');
+    try {
+      const meta = record.metadata;
+      if (meta.kind !== STATE_REPLY || meta.messageId !== this.messageId) {
+        throw new ProtocolError(`expected a state reply, got kind ${meta.kind}`);
+      }
+      const reply = decode(record.payload);
+      if (reply === null || typeof reply !== 'object' || Array.isArray(reply)) {
+        throw new ProtocolError('malformed state reply');
+      }
+      if ('error' in reply) throw new Error(`state ${op} ${JSON.stringify(key)}: ${reply.error}`);
+      return own(reply.ok === undefined ? null : reply.ok);
+    } finally {
+      this.worker.rx.release(record);
+    }
+  }
+}
+
+/** Math.random from OpenSSL's (reseeded) generator: 53 random bits a call. */
+function freshMathRandom() {
+  const pool = new Uint32Array(1024);
+  let at = pool.length;
+  return function random() {
+    if (at + 2 > pool.length) {
+      crypto.randomFillSync(pool);
+      at = 0;
+    }
+    const hi = pool[at++] >>> 5;
+    const lo = pool[at++] >>> 6;
+    return (hi * 67108864 + lo) / 9007199254740992;
+  };
+}
+
+class Worker {
+  /** `region` is a ring Region; `reseed` reseeds OpenSSL (the addon's). */
+  constructor(region, reseed = () => false) {
+    const [h2g, g2h] = readLayout(region);
+    this.rx = new Consumer(region, h2g);
+    this.tx = new Producer(region, g2h);
+    this.actors = new Map();
+    this.reseed = reseed;
+  }
+
+  send(kind, messageId, actorId, value, port = '') {
+    const meta = new Metadata(messageId, 0n, actorId, port, kind);
+    this.tx.sendParts(meta, encodeParts(value), HOUR_MS);
+  }
+
+  error(messageId, actorId, kind, message, trace = '') {
+    this.send(ERROR, messageId, actorId, { kind, message, traceback: trace });
+  }
+
+  /** Serves one record; resolves when its answer is sent. */
+  async serveOne(record) {
+    const meta = record.metadata;
+    let body;
+    try {
+      body = decode(record.payload);
+      if (body === null || typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) {
+        throw new ValueError('the message body is not a map');
+      }
+    } catch (e) {
+      this.rx.release(record);
+      this.error(meta.messageId, meta.actorId, 'protocol', `undecodable message: ${e.message}`);
+      return;
+    }
+    if (meta.kind === LOAD) {
+      const source = String(body.source ?? '');
+      const name = String(body.name ?? '<actor>');
+      this.rx.release(record);
+      this.reseed();
+      Math.random = freshMathRandom();
+      let actor;
+      try {
+        actor = loadScript(source, name);
+      } catch (f) {
+        if (!(f instanceof ActorFailure)) throw f;
+        this.error(meta.messageId, meta.actorId, f.kind, f.message, f.trace);
+        return;
+      }
+      this.actors.set(meta.actorId, actor);
+      this.send(LOADED, meta.messageId, meta.actorId, { metadata: actor.metadata });
+    } else if (meta.kind === INVOKE) {
+      try {
+        const actor = this.actors.get(meta.actorId);
+        if (actor === undefined) throw new ActorFailure('run', `no actor loaded for ${JSON.stringify(meta.actorId)}`);
+        const transport = new RingTransport(this, meta.messageId, meta.actorId);
+        const result = await invoke(actor, body.inputs ?? {}, body.config ?? {}, meta.actorId, transport);
+        this.send(DONE, meta.messageId, meta.actorId, result);
+      } catch (e) {
+        if (e instanceof ActorFailure) this.error(meta.messageId, meta.actorId, e.kind, e.message, e.trace);
+        else this.error(meta.messageId, meta.actorId, 'protocol', String(e && e.message));
+      } finally {
+        this.rx.release(record);
+      }
+    } else {
+      this.rx.release(record);
+      this.error(meta.messageId, meta.actorId, 'protocol', `unexpected message kind ${meta.kind}`);
+    }
+  }
+
+  /** Serves records until `stop()` (for tests) returns true. */
+  async run(stop = null) {
+    while (stop === null || !stop()) {
+      const record = this.rx.recv(stop === null ? HOUR_MS : 50);
+      if (record !== null) await this.serveOne(record);
+      else if (stop !== null) await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+}
+
+const PRELOAD_FILE = '/opt/reflow/preload.txt';
+const MODULES_HOME = process.env.REFLOW_NODE_MODULES_HOME || '/usr/local/lib';
+
+function preloadList(file = PRELOAD_FILE) {
+  let text;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (_) {
+    return [];
+  }
+  return text.split('\n').map((l) => l.split('#')[0].trim()).filter(Boolean);
+}
+
+/**
+ * Requires the modules `names` now (the worker starts before the golden
+ * snapshot, so clones find them loaded). Returns those that failed, with
+ * why; a missing module is reported, never fatal.
+ */
+function preload(names) {
+  const req = createRequire(path.join(MODULES_HOME, 'reflow-actor.js'));
+  const failed = [];
+  for (const name of names) {
+    try {
+      req(name);
+    } catch (e) {
+      failed.push([name, `${e.name}: ${e.message.split('\n')[0]}`]);
+    }
+  }
+  return failed;
+}
+
+const WARM_UP = `
+const metadata = { component: "WarmUp", inports: ["input"], outports: ["output"] };
+async function process(context) {
+  const n = await context.state.increment("n");
+  await context.sendOutput("output", context.getInput("input"));
+  context.sendOutputSync("output", { n, x: [1.5, null, true, "s"] });
+  return { done: n };
+}
+module.exports = { metadata, process };
+`;
+
+/**
+ * Runs one actor through load, invoke, outputs and state in process, so
+ * first-use work (compiling the SDK's paths, the codec's) happens before
+ * the golden snapshot rather than in every clone's first message. Resolves
+ * to the outputs (for tests).
+ */
+async function warmUp(rounds = 50) {
+  const actor = loadScript(WARM_UP, '<warm-up>');
+  const outputs = [];
+  const transport = {
+    sendOutput: (port, value) => outputs.push([port, encodeParts(value)]),
+    stateCall: () => 1,
+  };
+  const input = Buffer.alloc(4096, 'warm');
+  for (let i = 0; i < rounds; i++) {
+    const result = await invoke(actor, { input }, {}, 'warm-up', transport);
+    outputs.push(['', encodeParts(result)]);
+    decode(Buffer.concat(encodeParts({ inputs: { input, i }, config: { s: 'x' } })));
+  }
+  return outputs;
+}
+
+async function main(argv) {
+  // A script's stray timer or promise must not end the worker.
+  process.on('uncaughtException', (e) => console.error(`reflow worker: uncaught: ${e && e.stack}`));
+  process.on('unhandledRejection', (e) => console.error(`reflow worker: unhandled rejection: ${e && e.stack}`));
+  process.exit = (code) => {
+    throw new Error(`process.exit(${code === undefined ? '' : code}) is not available to actors`);
+  };
+  // Keeps the event loop alive while an invocation awaits a promise that
+  // nothing will settle (the host's time limit ends that one).
+  setInterval(() => {}, 1 << 30);
+  for (const [name, why] of preload(preloadList())) {
+    console.error(`reflow worker: cannot preload ${name}: ${why}`);
+  }
+  const shm = require('../reflow_shm.node');
+  const { Region } = require('./ring');
+  const addr = Number(argv[2]);
+  const size = Number(argv[3]);
+  const worker = new Worker(new Region(shm.map(addr, size), shm.crc32), shm.reseed);
+  await warmUp();
+  fs.mkdirSync(path.dirname(READY_FILE), { recursive: true });
+  fs.writeFileSync(READY_FILE, String(process.pid));
+  await worker.run();
+}
+
+module.exports = { Worker, main, warmUp, preload, preloadList, freshMathRandom };

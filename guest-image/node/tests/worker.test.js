@@ -1,0 +1,105 @@
+'use strict';
+// The worker's protocol on an in-memory region: the worker runs on a
+// worker thread; the test plays the host.
+const assert = require('assert');
+const test = require('node:test');
+const { Worker: Thread, isMainThread, workerData, parentPort } = require('worker_threads');
+
+const { Consumer, Metadata, Producer, readLayout } = require('../sdk/reflow/ring');
+const { decode, encode } = require('../sdk/reflow/value');
+const { region, regionBuffer } = require('./helpers');
+
+const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+if (!isMainThread) {
+  const { Worker } = require('../sdk/reflow/worker');
+  const stop = new Int32Array(workerData.stop);
+  new Worker(region(workerData.buffer)).run(() => Atomics.load(stop, 0) === 1).then(() => parentPort.postMessage('done'));
+} else {
+  class Host {
+    constructor() {
+      const buffer = regionBuffer();
+      this.stop = new SharedArrayBuffer(4);
+      this.thread = new Thread(__filename, { workerData: { buffer, stop: this.stop } });
+      const r = region(buffer);
+      const [h2g, g2h] = readLayout(r);
+      this.tx = new Producer(r, h2g);
+      this.rx = new Consumer(r, g2h);
+      this.store = new Map();
+    }
+
+    async close() {
+      Atomics.store(new Int32Array(this.stop), 0, 1);
+      await new Promise((resolve) => this.thread.once('message', resolve));
+      await this.thread.terminate();
+    }
+
+    /** Sends one message, answers state requests, returns what came back. */
+    async call(kind, id, body) {
+      this.tx.sendParts(new Metadata(BigInt(id), 0n, 'node', '', kind), [encode(body)]);
+      const got = [];
+      for (;;) {
+        let reply = null;
+        const deadline = Date.now() + 10000;
+        while (reply === null && Date.now() < deadline) {
+          reply = this.rx.tryRecv();
+          if (reply === null) await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        assert.ok(reply, 'the worker did not answer');
+        const { kind: k, port } = reply.metadata;
+        let value = decode(reply.payload);
+        value = Buffer.isBuffer(value) ? Buffer.from(value) : JSON.parse(JSON.stringify(value));
+        this.rx.release(reply);
+        if (k === STATE) {
+          assert.strictEqual(value.op, 'increment');
+          this.store.set(value.key, (this.store.get(value.key) ?? 0) + value.args[0]);
+          this.tx.sendParts(new Metadata(BigInt(id), 0n, 'node', '', STATE_REPLY), [encode({ ok: this.store.get(value.key) })]);
+          continue;
+        }
+        got.push([k, port, value]);
+        if (k === DONE || k === ERROR || k === LOADED) return got;
+      }
+    }
+  }
+
+  const COUNTER = `
+const metadata = { component: "Counter", inports: ["input"], outports: ["output", "size"] };
+module.exports = { metadata, async process(context) {
+  const n = await context.state.increment("calls");
+  const data = context.getInput("input");
+  await context.sendOutput("size", data.length);
+  await context.sendOutput("output", data);
+  return { calls: n };
+} };`;
+
+  test('load, invoke with state and outputs, errors; the worker goes on', async () => {
+    const host = new Host();
+    try {
+      const [[k, , loaded]] = await host.call(LOAD, 1, { name: 'counter.js', source: COUNTER });
+      assert.strictEqual(k, LOADED);
+      assert.strictEqual(loaded.metadata.component, 'Counter');
+      for (const n of [1, 2]) {
+        const got = await host.call(INVOKE, 1 + n, { inputs: { input: Buffer.from('abcd') }, config: {} });
+        assert.deepStrictEqual(got.map(([k2, port]) => [k2, port]), [[OUTPUT, 'size'], [OUTPUT, 'output'], [DONE, '']]);
+        assert.strictEqual(got[0][2], 4);
+        assert.deepStrictEqual(got[1][2], Buffer.from('abcd'));
+        assert.deepStrictEqual(got[2][2], { calls: n });
+      }
+      const [[e, , syntax]] = await host.call(LOAD, 9, { name: 'bad.js', source: 'const x = ;' });
+      assert.strictEqual(e, ERROR);
+      assert.strictEqual(syntax.kind, 'load');
+      assert.match(syntax.message, /SyntaxError/);
+      // The failed load left the counter in place: its code throws here.
+      const [[e2, , thrown]] = await host.call(INVOKE, 10, { inputs: {}, config: {} });
+      assert.strictEqual(e2, ERROR);
+      assert.strictEqual(thrown.kind, 'run');
+      assert.match(thrown.message, /^TypeError: Cannot read properties of undefined/);
+      assert.match(thrown.traceback, /at Object\.process \(counter\.js:6:\d+\)$/);
+      const [[e3, , bad]] = await host.call(99, 11, {});
+      assert.strictEqual(e3, ERROR);
+      assert.match(bad.message, /unexpected message kind 99/);
+    } finally {
+      await host.close();
+    }
+  });
+}
