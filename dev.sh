@@ -7,7 +7,8 @@
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, run every benchmark, write target/bench-report.md
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
-#   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs, Python image, cargo build
+#   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs,
+#                    Python and Node images, cargo build
 #
 # Setup is idempotent and cached under ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox,
 # keyed by the hash of every input: the first run builds the guest kernel
@@ -45,10 +46,13 @@ setup() {
     REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" | tail -n 1)"
     step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
     REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
-    export REFLOW_KERNEL REFLOW_INITRAMFS REFLOW_PYTHON_IMAGE
+    step "Node root filesystem (Debian's nodejs, npm packages, our addon and JS SDK; cached by the hash of its inputs)"
+    REFLOW_NODE_IMAGE="$(guest-image/build-node.sh | tail -n 1)"
+    export REFLOW_KERNEL REFLOW_INITRAMFS REFLOW_PYTHON_IMAGE REFLOW_NODE_IMAGE
     echo "kernel:       $REFLOW_KERNEL" >&2
     echo "initramfs:    $REFLOW_INITRAMFS" >&2
     echo "python image: $REFLOW_PYTHON_IMAGE" >&2
+    echo "node image:   $REFLOW_NODE_IMAGE" >&2
 }
 
 demo() {
@@ -84,6 +88,9 @@ test_all() {
     command -v python3 >/dev/null || die "python3 not found: install it (apt-get install python3)"
     PYTHONPATH=guest-image/python/sdk python3 -W error::ResourceWarning -m unittest discover \
         -s guest-image/python/tests -t guest-image/python/tests
+    step "JavaScript SDK unit tests (host node)"
+    command -v node >/dev/null || apt_install nodejs
+    node --test guest-image/node/tests/
     step "cargo test (boots real guests on /dev/kvm)"
     cargo test --workspace -- --nocapture --test-threads=2
 }
@@ -125,5 +132,5 @@ case "${1:-}" in
     bench) bench ;;
     fuzz) shift; fuzz "$@" ;;
     setup) setup ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -3,64 +3,17 @@
 //! the host bridge's worker client, with state in the host bridge's
 //! embedded store (and Redis for the state test).
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{
-    ErrorKind, StateOp, StateRequest, StoreHandler, WorkerClient, WorkerError,
-};
+use reflow_host_bridge::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
+use reflow_integration_tests::calls::{get, invoke, map, runtime, text};
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
 use reflow_ring::Value;
 
 /// Room for a 16 MiB message each way.
 const SHM_MIB: u32 = 40;
-
-fn map(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-}
-
-fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match v {
-        Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-fn text(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::Str(s)) => s.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// One runtime for the state stores of every test here.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Runtime::new().expect("a tokio runtime"))
-}
-
-/// Invokes `actor` with its state in `store` (scoped to the actor) and
-/// returns its streamed outputs and returned map.
-fn invoke(
-    c: &mut WorkerClient<'_>,
-    store: &StateStore,
-    actor: &str,
-    inputs: Value,
-    config: Value,
-) -> Result<(Vec<(String, Value)>, Value), WorkerError> {
-    let scope = Scope::new("test", actor);
-    let mut outputs = Vec::new();
-    let mut handler = StoreHandler {
-        store,
-        scope: &scope,
-        runtime: runtime().handle(),
-        on_output: |port: &str, value: Value| outputs.push((port.to_string(), value)),
-    };
-    let done = c.invoke(actor, inputs, config, LIMIT, &mut handler)?;
-    Ok((outputs, done))
-}
 
 const MULTIPLIER: &str = r#"
 @actor(name="Multiplier", inports=["input"], outports=["output"], tags=["math"])

@@ -1,12 +1,13 @@
-//! Sandboxed Python actors in real Reflow networks: graphs loaded as the
+//! Sandboxed Python and JavaScript actors in real Reflow networks: graphs loaded as the
 //! `reflow-sandbox` CLI loads them, run by a `reflow_network::Network`,
 //! with every script node in its own VM cloned from the worker golden.
 
 use std::time::Duration;
 
 use reflow_host_bridge::state::StateStore;
+use reflow_host_bridge::Language;
 use reflow_host_bridge::{BridgeConfig, PoolConfig};
-use reflow_integration_tests::graphs::{bridge, shown, GraphBuilder};
+use reflow_integration_tests::graphs::{bridge, bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_sandbox::{run, RunOptions};
@@ -212,6 +213,52 @@ async fn errors_and_timeouts_answer_their_message_and_the_graph_goes_on() {
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(
         failed[0].contains("actor raised: ValueError: two is not allowed"),
+        "{failed:?}"
+    );
+    assert!(failed[1].contains("ran past its 3s limit"), "{failed:?}");
+    assert_eq!(outcome.failures, 2);
+    bridge.shutdown();
+}
+
+const JS_FLAKY: &str = r#"
+const metadata = { name: "JsFlaky", inports: ["input"], outports: ["output"] };
+async function process(context) {
+  const x = context.getInput("input");
+  if (x === 2) throw new Error("two is not allowed");
+  if (x === 4) for (;;) {}
+  return { output: x * 100 };
+}
+module.exports = { metadata, process };
+"#;
+
+/// The same promises for a JavaScript node: a thrown error answers its
+/// message on `error`, a message past its limit gets an error and a fresh
+/// VM, and the other messages go through native -> JS -> native.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_nodes_answer_errors_and_timeouts_and_go_on() {
+    if !kvm_available() {
+        return;
+    }
+    let mut g = GraphBuilder::default();
+    g.native("numbers", "Range", json!({}))
+        .js_script("flaky", "JsFlaky", JS_FLAKY, json!({}), Some(3))
+        .native("ok", "Format", json!({}))
+        .native("failed", "Format", json!({}))
+        .connect("numbers", "out", "flaky", "input")
+        .connect("flaky", "output", "ok", "in")
+        .connect("flaky", "error", "failed", "in")
+        .initial("numbers", "count", json!(5));
+    let graph = g.load();
+    let bridge = bridge_for(&[Language::JavaScript], StateStore::embedded(), config());
+    let outcome = run(&graph, &bridge, &options(), |_| {}).await.unwrap();
+    assert_eq!(
+        shown(&outcome, "ok", "out"),
+        ["\"100\"", "\"300\"", "\"500\""]
+    );
+    let failed = shown(&outcome, "failed", "out");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed[0].contains("actor raised: Error: two is not allowed"),
         "{failed:?}"
     );
     assert!(failed[1].contains("ran past its 3s limit"), "{failed:?}");

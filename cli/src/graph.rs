@@ -65,6 +65,14 @@ pub struct GraphFile {
 }
 
 impl GraphFile {
+    /// The languages of the graph's scripts, each once, Python first.
+    pub fn languages(&self) -> Vec<Language> {
+        let mut out: Vec<Language> = self.scripts.values().map(|s| s.language).collect();
+        out.sort_by_key(|l| *l != Language::Python);
+        out.dedup();
+        out
+    }
+
     /// Reads and checks the graph at `path`.
     pub fn load(path: &Path) -> Result<GraphFile, GraphError> {
         GraphFile::load_with(path, &HashMap::new())
@@ -146,13 +154,6 @@ impl GraphFile {
                 }
                 None if known.contains_key(&node.component) => {
                     let script = &known[&node.component];
-                    if script.language != Language::Python {
-                        return Err(invalid(format!(
-                            "node {id:?}: component {:?} is a {} actor; those cannot run yet \
-                             (only Python has a runtime)",
-                            node.component, script.language
-                        )));
-                    }
                     scripts.insert(node.component.clone(), script.clone());
                 }
                 Some(ComponentSpec::Native) | None => {
@@ -237,14 +238,12 @@ enum Either {
 }
 
 fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
-    let language = Language::named(&spec.runtime)
-        .filter(|l| *l == Language::Python)
-        .ok_or_else(|| {
-            Either::Message(format!(
-                "runtime {:?} is not available (python is)",
-                spec.runtime
-            ))
-        })?;
+    let language = Language::named(&spec.runtime).ok_or_else(|| {
+        Either::Message(format!(
+            "runtime {:?} is not available (python and javascript are)",
+            spec.runtime
+        ))
+    })?;
     let mut script = match spec.source {
         ScriptSourceType::File => {
             let rel = spec.path.as_deref().ok_or_else(|| {
@@ -257,7 +256,11 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
                 .code
                 .as_deref()
                 .ok_or_else(|| Either::Message("an inline script needs its `code`".into()))?;
-            Script::inline(language, "inline.actor.py", code)
+            let name = match language {
+                Language::Python => "inline.actor.py",
+                Language::JavaScript => "inline.actor.js",
+            };
+            Script::inline(language, name, code)
         }
     };
     if let Some(s) = spec.timeout_seconds {

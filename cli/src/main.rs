@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use reflow_host_bridge::{BridgeConfig, GuestImages};
+use reflow_host_bridge::{BridgeConfig, GuestImages, Language};
+use reflow_sandbox::setup::Sizes;
 use reflow_sandbox::workspace::{self, Workspace};
 use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
 
@@ -14,7 +15,7 @@ use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
 #[command(
     name = "reflow-sandbox",
     version,
-    about = "Runs Reflow graphs whose Python actors run in KVM microVMs"
+    about = "Runs Reflow graphs whose Python and JavaScript actors run in KVM microVMs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +62,11 @@ struct RunArgs {
     /// reflow.yaml's workspace.sandbox.python.image when it is a file).
     #[arg(long, env = "REFLOW_PYTHON_IMAGE")]
     python_image: Option<PathBuf>,
+    /// Node root image, for JavaScript actors (built by
+    /// guest-image/build-node.sh; default: reflow.yaml's
+    /// workspace.sandbox.javascript.image when it is a file).
+    #[arg(long, env = "REFLOW_NODE_IMAGE")]
+    node_image: Option<PathBuf>,
     /// Seconds one message may run before its VM is killed [default: 30].
     #[arg(long)]
     exec_timeout: Option<u64>,
@@ -159,10 +165,14 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "no Python image: set REFLOW_PYTHON_IMAGE or --python-image (./dev.sh setup builds one)"
             )
         })?;
+    let node = args
+        .node_image
+        .or_else(|| config.image(Language::JavaScript).map(Into::into));
     let images = GuestImages {
         kernel: args.kernel,
         initramfs: args.initramfs,
         python,
+        node,
     };
     images.check()?;
     let url = args.state.as_deref().or(config.redis_url());
@@ -184,12 +194,27 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(ns) = args.namespace {
         bridge_config.namespace = ns;
     }
-    let sizes = (
-        config.python_memory_mib().unwrap_or(setup::PYTHON_MEM_MIB),
-        config.region_mib().unwrap_or(setup::PYTHON_SHM_MIB),
-    );
+    let languages: Vec<(Language, Sizes)> = graph
+        .languages()
+        .into_iter()
+        .map(|language| {
+            let default = Sizes::default_for(language);
+            let sizes = Sizes {
+                mem_mib: config.memory_mib(language).unwrap_or(default.mem_mib),
+                shm_mib: config.region_mib().unwrap_or(default.shm_mib),
+            };
+            (language, sizes)
+        })
+        .collect();
     let cache = reflow_guest_image::cache_root();
-    let bridge = setup::bridge_sized(&images, sizes, &cache, store, bridge_config, !args.quiet)?;
+    let bridge = setup::bridge_for(
+        &images,
+        &languages,
+        &cache,
+        store,
+        bridge_config,
+        !args.quiet,
+    )?;
     let options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
         ..RunOptions::default()

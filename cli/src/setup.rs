@@ -1,4 +1,4 @@
-//! Preparing a bridge: the runtime's golden snapshot (created on first use,
+//! Preparing a bridge: each runtime's golden snapshot (created on first use,
 //! with progress), the pool and the state store.
 
 use std::path::Path;
@@ -12,6 +12,10 @@ use reflow_host_bridge::{Bridge, BridgeConfig, GuestImages, Language, Runtime, R
 pub const PYTHON_MEM_MIB: u32 = 256;
 /// Shared region of a Python actor VM: room for 16 MiB messages each way.
 pub const PYTHON_SHM_MIB: u32 = 40;
+/// Guest memory of a JavaScript actor VM.
+pub const NODE_MEM_MIB: u32 = 256;
+/// Shared region of a JavaScript actor VM: as for Python.
+pub const NODE_SHM_MIB: u32 = 40;
 
 /// Why a bridge cannot be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,29 @@ pub async fn state_store(url: Option<&str>) -> Result<StateStore, StateError> {
     }
 }
 
+/// VM sizes of one language's actors: guest memory and shared region, MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub mem_mib: u32,
+    pub shm_mib: u32,
+}
+
+impl Sizes {
+    /// The defaults of `language`.
+    pub fn default_for(language: Language) -> Sizes {
+        match language {
+            Language::Python => Sizes {
+                mem_mib: PYTHON_MEM_MIB,
+                shm_mib: PYTHON_SHM_MIB,
+            },
+            Language::JavaScript => Sizes {
+                mem_mib: NODE_MEM_MIB,
+                shm_mib: NODE_SHM_MIB,
+            },
+        }
+    }
+}
+
 /// A bridge with a Python runtime over `images`, its golden snapshot under
 /// `cache_root` (created on first use: a spinner shows what happens when
 /// `progress` is set). Call within a tokio runtime.
@@ -40,9 +67,10 @@ pub fn bridge(
     config: BridgeConfig,
     progress: bool,
 ) -> Result<Bridge, SetupError> {
-    bridge_sized(
+    let sizes = Sizes::default_for(Language::Python);
+    bridge_for(
         images,
-        (PYTHON_MEM_MIB, PYTHON_SHM_MIB),
+        &[(Language::Python, sizes)],
         cache_root,
         store,
         config,
@@ -50,18 +78,17 @@ pub fn bridge(
     )
 }
 
-/// [`bridge`] with Python VMs of `(memory, shared region)` MiB (a size
-/// other than the defaults gets a golden snapshot of its own, created on
-/// first use).
-pub fn bridge_sized(
+/// A bridge with a runtime for each of `languages`, VMs of the sizes given
+/// (a size other than the defaults gets a golden snapshot of its own,
+/// created on first use, as is each runtime's first golden).
+pub fn bridge_for(
     images: &GuestImages,
-    (mem_mib, shm_mib): (u32, u32),
+    languages: &[(Language, Sizes)],
     cache_root: &Path,
     store: StateStore,
     config: BridgeConfig,
     progress: bool,
 ) -> Result<Bridge, SetupError> {
-    let runtime = Runtime::python(images, mem_mib, shm_mib);
     let spinner = progress.then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -69,7 +96,6 @@ pub fn bridge_sized(
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        bar.set_message("preparing the python runtime");
         bar
     });
     let report = |m: &str| match &spinner {
@@ -77,9 +103,25 @@ pub fn bridge_sized(
         Some(bar) => bar.set_message(m.to_string()),
         None => tracing::info!("{m}"),
     };
-    let spec = runtime.golden(cache_root, &report);
+    let mut runtimes = Vec::new();
+    for &(language, sizes) in languages {
+        report(&format!("preparing the {language} runtime"));
+        let runtime = match language {
+            Language::Python => Runtime::python(images, sizes.mem_mib, sizes.shm_mib),
+            Language::JavaScript => Runtime::javascript(images, sizes.mem_mib, sizes.shm_mib)?,
+        };
+        match runtime.golden(cache_root, &report) {
+            Ok(spec) => runtimes.push((language, spec)),
+            Err(e) => {
+                if let Some(bar) = &spinner {
+                    bar.finish_and_clear();
+                }
+                return Err(e.into());
+            }
+        }
+    }
     if let Some(bar) = &spinner {
         bar.finish_and_clear();
     }
-    Ok(Bridge::new(vec![(Language::Python, spec?)], store, config))
+    Ok(Bridge::new(runtimes, store, config))
 }

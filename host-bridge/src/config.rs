@@ -148,10 +148,23 @@ fn looks_like_path(p: &Path) -> bool {
     s.contains('/') || s.ends_with(".ext4") || s.ends_with(".img")
 }
 
-/// The Python root image, when the file sets one.
 impl Config {
+    /// The settings of `language`'s sandbox, when the file has them.
+    fn sandbox(&self, language: crate::Language) -> Option<&Language> {
+        match language {
+            crate::Language::Python => self.workspace.sandbox.python.as_ref(),
+            crate::Language::JavaScript => self.workspace.sandbox.javascript.as_ref(),
+        }
+    }
+
+    /// The Python root image, when the file sets one.
     pub fn python_image(&self) -> Option<&Path> {
-        let image = self.workspace.sandbox.python.as_ref()?.image.as_deref()?;
+        self.image(crate::Language::Python)
+    }
+
+    /// The root image of `language`, when the file sets one.
+    pub fn image(&self, language: crate::Language) -> Option<&Path> {
+        let image = self.sandbox(language)?.image.as_deref()?;
         looks_like_path(image).then_some(image)
     }
 }
@@ -314,7 +327,7 @@ impl Config {
             if !l.packages.is_empty() {
                 notes.push(format!(
                     "workspace.sandbox.{lang}.packages: packages are baked into the image when it is \
-                     built (guest-image/python/requirements.txt), not installed at run time"
+                     built (guest-image/python/requirements.txt, guest-image/node/npm-packages.txt), not installed at run time"
                 ));
             }
             if l.cpu.is_some() {
@@ -322,9 +335,6 @@ impl Config {
                     "workspace.sandbox.{lang}.cpu: CPU shares are not enforced yet (each VM has one vCPU)"
                 ));
             }
-        }
-        if w.sandbox.javascript.is_some() {
-            notes.push("workspace.sandbox.javascript: JavaScript actors are discovered but cannot run yet (no Node image)".into());
         }
         if let Some(r) = &w.redis {
             if r.ttl.is_some() {
@@ -362,7 +372,12 @@ impl Config {
 
     /// Guest memory of Python VMs in MiB, when set.
     pub fn python_memory_mib(&self) -> Option<u32> {
-        let m = self.workspace.sandbox.python.as_ref()?.memory.as_ref()?;
+        self.memory_mib(crate::Language::Python)
+    }
+
+    /// Guest memory of `language`'s VMs in MiB, when set.
+    pub fn memory_mib(&self, language: crate::Language) -> Option<u32> {
+        let m = self.sandbox(language)?.memory.as_ref()?;
         parse_size(m).ok().map(|b| (b >> 20) as u32)
     }
 

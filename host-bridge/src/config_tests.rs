@@ -76,7 +76,8 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
         "sandbox.python.image",
         "sandbox.python.packages",
         "sandbox.python.cpu",
-        "sandbox.javascript:",
+        "sandbox.javascript.image",
+        "sandbox.javascript.packages",
         "redis.ttl",
         "redis.max_connections",
         "websocket",
@@ -84,6 +85,7 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
     ] {
         assert!(notes.contains(key), "no note for {key}:\n{notes}");
     }
+    assert_eq!(c.memory_mib(crate::Language::JavaScript), Some(512));
     let d = c.discovery(Path::new("/w"));
     assert_eq!(d.include, ["**/*.actor.py", "**/*.actor.js"]);
 }

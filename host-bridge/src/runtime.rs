@@ -23,13 +23,13 @@ const WARMUP_LIMIT: Duration = Duration::from_secs(900);
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Python,
-    /// Discovered, not yet runnable (no Node image yet).
+    /// JavaScript on Node.
     JavaScript,
 }
 
 impl Language {
     /// The language a script file is written in, from its name
-    /// (`*.py`).
+    /// (`*.py`, `*.js`).
     pub fn of_file(path: &Path) -> Option<Language> {
         match path.extension()?.to_str()? {
             "py" => Some(Language::Python),
@@ -44,6 +44,24 @@ impl Language {
             "python" | "python3" => Some(Language::Python),
             "nodejs" | "node" | "javascript" => Some(Language::JavaScript),
             _ => None,
+        }
+    }
+}
+
+impl Language {
+    /// The program in the language's image that runs its scripts.
+    pub fn interpreter(self) -> &'static str {
+        match self {
+            Language::Python => "/usr/bin/python3",
+            Language::JavaScript => "/usr/bin/node",
+        }
+    }
+
+    /// The worker script under `/opt/reflow` the agent starts.
+    pub fn worker(self) -> &'static str {
+        match self {
+            Language::Python => "run_worker.py",
+            Language::JavaScript => "run_worker.js",
         }
     }
 }
@@ -64,6 +82,11 @@ pub enum RuntimeError {
     Unset { var: &'static str },
     #[error("{what} {} does not exist", path.display())]
     Missing { what: &'static str, path: PathBuf },
+    #[error("no {language} image: set {var} (./dev.sh setup builds one and prints its path)")]
+    NoImage {
+        language: Language,
+        var: &'static str,
+    },
     #[error(transparent)]
     Golden(#[from] GoldenError),
 }
@@ -74,11 +97,14 @@ pub struct GuestImages {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub python: PathBuf,
+    /// The Node image; without it JavaScript actors cannot run.
+    pub node: Option<PathBuf>,
 }
 
 impl GuestImages {
-    /// The images named by `REFLOW_KERNEL`, `REFLOW_INITRAMFS` and
-    /// `REFLOW_PYTHON_IMAGE` (what `./dev.sh` exports).
+    /// The images named by `REFLOW_KERNEL`, `REFLOW_INITRAMFS`,
+    /// `REFLOW_PYTHON_IMAGE` and (optionally) `REFLOW_NODE_IMAGE` (what
+    /// `./dev.sh` exports).
     pub fn from_env() -> Result<GuestImages, RuntimeError> {
         let var = |var: &'static str| {
             std::env::var_os(var)
@@ -89,6 +115,7 @@ impl GuestImages {
             kernel: var("REFLOW_KERNEL")?,
             initramfs: var("REFLOW_INITRAMFS")?,
             python: var("REFLOW_PYTHON_IMAGE")?,
+            node: std::env::var_os("REFLOW_NODE_IMAGE").map(PathBuf::from),
         };
         images.check()?;
         Ok(images)
@@ -96,11 +123,13 @@ impl GuestImages {
 
     /// Fails clearly when an image is missing.
     pub fn check(&self) -> Result<(), RuntimeError> {
-        for (what, path) in [
-            ("the guest kernel", &self.kernel),
-            ("the initramfs", &self.initramfs),
-            ("the Python image", &self.python),
-        ] {
+        let images = [
+            ("the guest kernel", Some(&self.kernel)),
+            ("the initramfs", Some(&self.initramfs)),
+            ("the Python image", Some(&self.python)),
+            ("the Node image", self.node.as_ref()),
+        ];
+        for (what, path) in images.into_iter().filter_map(|(w, p)| Some((w, p?))) {
             if !path.is_file() {
                 return Err(RuntimeError::Missing {
                     what,
@@ -123,17 +152,44 @@ impl Runtime {
     /// The Python runtime: the Python image as the guest's root, `mem_mib`
     /// of RAM and a `shm_mib` shared region for the rings.
     pub fn python(images: &GuestImages, mem_mib: u32, shm_mib: u32) -> Runtime {
+        Runtime::with_root(images, Language::Python, &images.python, mem_mib, shm_mib)
+    }
+
+    /// The JavaScript runtime: the Node image as the guest's root (an
+    /// error without one), `mem_mib` of RAM, a `shm_mib` shared region.
+    pub fn javascript(
+        images: &GuestImages,
+        mem_mib: u32,
+        shm_mib: u32,
+    ) -> Result<Runtime, RuntimeError> {
+        let node = images.node.as_ref().ok_or(RuntimeError::NoImage {
+            language: Language::JavaScript,
+            var: "REFLOW_NODE_IMAGE",
+        })?;
+        Ok(Runtime::with_root(
+            images,
+            Language::JavaScript,
+            node,
+            mem_mib,
+            shm_mib,
+        ))
+    }
+
+    fn with_root(
+        images: &GuestImages,
+        language: Language,
+        root: &Path,
+        mem_mib: u32,
+        shm_mib: u32,
+    ) -> Runtime {
         let mut config = VmConfig::new(&images.kernel);
         config.initrd = Some(images.initramfs.clone());
-        config.disks = vec![images.python.clone()];
+        config.disks = vec![root.to_path_buf()];
         config.mem_mib = mem_mib;
         config.shm_mib = shm_mib;
         config.timeout = None;
         config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
-        Runtime {
-            language: Language::Python,
-            config,
-        }
+        Runtime { language, config }
     }
 
     /// The golden snapshot of this runtime with its actor worker started
@@ -144,7 +200,7 @@ impl Runtime {
         cache_root: &Path,
         progress: &dyn Fn(&str),
     ) -> Result<VmSpec, RuntimeError> {
-        self.golden_running("run_worker.py", "worker.ready", cache_root, progress)
+        self.golden_running(self.language.worker(), "worker.ready", cache_root, progress)
     }
 
     /// The golden snapshot of this runtime with `/opt/reflow/<script>`
@@ -159,7 +215,8 @@ impl Runtime {
     ) -> Result<VmSpec, RuntimeError> {
         let shm_mib = self.config.shm_mib;
         let tag = format!("{}:{script}:{ready}", self.language);
-        let run = |c: &mut ControlChannel| start_script(c, script, shm_mib, ready);
+        let language = self.language;
+        let run = |c: &mut ControlChannel| start_script(c, language, script, shm_mib, ready);
         let warmup = Warmup {
             tag: &tag,
             run: &run,
@@ -173,15 +230,17 @@ impl Runtime {
 }
 
 /// Starts `/opt/reflow/<script> <region address> <size>` with the image's
-/// python3 and waits until it writes `/run/reflow/<ready>`.
+/// interpreter of `language` and waits until it writes
+/// `/run/reflow/<ready>`.
 pub fn start_script(
     c: &mut ControlChannel,
+    language: Language,
     script: &str,
     shm_mib: u32,
     ready: &str,
 ) -> Result<(), String> {
     let spawn = Request::Spawn {
-        program: "/usr/bin/python3".into(),
+        program: language.interpreter().into(),
         args: vec![
             format!("/opt/reflow/{script}"),
             format!("{SHM_ADDR:#x}"),

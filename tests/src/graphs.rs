@@ -3,8 +3,9 @@
 //! test images.
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig, GuestImages};
-use reflow_sandbox::{setup, GraphFile, Outcome};
+use reflow_host_bridge::{Bridge, BridgeConfig, Language};
+use reflow_sandbox::setup::{self, Sizes};
+use reflow_sandbox::{GraphFile, Outcome};
 use serde_json::{json, Map, Value};
 
 fn edge(node: &str, port: &str) -> Value {
@@ -40,9 +41,51 @@ impl GraphBuilder {
         config: Value,
         timeout_seconds: Option<u32>,
     ) -> &mut Self {
-        let file = format!("{component}.actor.py");
+        let node = ScriptNode {
+            id,
+            component,
+            source,
+            config,
+            timeout_seconds,
+        };
+        self.script_node(Language::Python, node)
+    }
+
+    /// A JavaScript script node, as [`GraphBuilder::script`]
+    /// (`<component>.actor.js`).
+    pub fn js_script(
+        &mut self,
+        id: &str,
+        component: &str,
+        source: &str,
+        config: Value,
+        timeout_seconds: Option<u32>,
+    ) -> &mut Self {
+        let node = ScriptNode {
+            id,
+            component,
+            source,
+            config,
+            timeout_seconds,
+        };
+        self.script_node(Language::JavaScript, node)
+    }
+
+    fn script_node(&mut self, language: Language, node: ScriptNode<'_>) -> &mut Self {
+        let ScriptNode {
+            id,
+            component,
+            source,
+            config,
+            timeout_seconds,
+        } = node;
+        let ext = match language {
+            Language::Python => "py",
+            Language::JavaScript => "js",
+        };
+        let file = format!("{component}.actor.{ext}");
         std::fs::write(self.dir.path().join(&file), source).expect("script written");
-        let mut script = json!({"runtime": "python", "source": "file", "path": file});
+        let mut script = json!({"runtime": language.to_string(), "source": "file", "path": file});
         if let Some(t) = timeout_seconds {
             script["timeoutSeconds"] = json!(t);
         }
@@ -90,17 +133,30 @@ impl GraphBuilder {
     }
 }
 
-/// A bridge over the test images (the Python runtime's golden is the one
-/// the actor tests use). Call within a tokio runtime.
+/// A script node's parts.
+struct ScriptNode<'a> {
+    id: &'a str,
+    component: &'a str,
+    source: &'a str,
+    config: Value,
+    timeout_seconds: Option<u32>,
+}
+
+/// A bridge over the test images with a Python runtime (its golden is the
+/// one the actor tests use). Call within a tokio runtime.
 pub fn bridge(store: StateStore, config: BridgeConfig) -> Bridge {
-    let images = crate::guest_images();
-    let images = GuestImages {
-        kernel: images.kernel,
-        initramfs: images.initramfs,
-        python: crate::python_image(),
-    };
-    setup::bridge(
-        &images,
+    bridge_for(&[Language::Python], store, config)
+}
+
+/// A bridge with a runtime for each of `languages`, default sizes.
+pub fn bridge_for(languages: &[Language], store: StateStore, config: BridgeConfig) -> Bridge {
+    let languages: Vec<(Language, Sizes)> = languages
+        .iter()
+        .map(|&l| (l, Sizes::default_for(l)))
+        .collect();
+    setup::bridge_for(
+        &crate::bridge_images(),
+        &languages,
         &reflow_guest_image::cache_root(),
         store,
         config,

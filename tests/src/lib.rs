@@ -3,8 +3,10 @@
 //! driven over the agent's control channel.
 //!
 //! `./dev.sh test` builds them (cached) and exports their paths as
-//! `REFLOW_KERNEL`, `REFLOW_INITRAMFS` and `REFLOW_PYTHON_IMAGE`.
+//! `REFLOW_KERNEL`, `REFLOW_INITRAMFS`, `REFLOW_PYTHON_IMAGE` and
+//! `REFLOW_NODE_IMAGE`.
 
+pub mod calls;
 pub mod graphs;
 pub mod redis_server;
 
@@ -55,6 +57,23 @@ pub fn guest_images() -> GuestImages {
 /// as [`guest_images`].
 pub fn python_image() -> PathBuf {
     from_env("REFLOW_PYTHON_IMAGE")
+}
+
+/// The Node root filesystem image (`REFLOW_NODE_IMAGE`, built by
+/// `guest-image/build-node.sh`), as [`python_image`].
+pub fn node_image() -> PathBuf {
+    from_env("REFLOW_NODE_IMAGE")
+}
+
+/// Every image, as the host bridge takes them.
+pub fn bridge_images() -> reflow_host_bridge::GuestImages {
+    let images = guest_images();
+    reflow_host_bridge::GuestImages {
+        kernel: images.kernel,
+        initramfs: images.initramfs,
+        python: python_image(),
+        node: Some(node_image()),
+    }
 }
 
 /// Whether /dev/kvm exists. Tests that need it print a loud message and
@@ -199,13 +218,12 @@ pub fn python_vm_config(shm_mib: u32) -> VmConfig {
 
 /// The host bridge's Python runtime over the test images.
 pub fn python_runtime(shm_mib: u32) -> Runtime {
-    let images = guest_images();
-    let images = reflow_host_bridge::runtime::GuestImages {
-        kernel: images.kernel,
-        initramfs: images.initramfs,
-        python: python_image(),
-    };
-    Runtime::python(&images, 256, shm_mib)
+    Runtime::python(&bridge_images(), 256, shm_mib)
+}
+
+/// The host bridge's JavaScript runtime over the test images.
+pub fn node_runtime(shm_mib: u32) -> Runtime {
+    Runtime::javascript(&bridge_images(), 256, shm_mib).expect("the Node image")
 }
 
 /// Guest address of the shared region of [`python_vm_config`] VMs.
@@ -219,13 +237,29 @@ pub fn start_python(
     shm_mib: u32,
     ready: &str,
 ) -> Result<(), String> {
-    reflow_host_bridge::runtime::start_script(c, script, shm_mib, ready)
+    reflow_host_bridge::runtime::start_script(
+        c,
+        reflow_host_bridge::Language::Python,
+        script,
+        shm_mib,
+        ready,
+    )
 }
 
 /// The golden snapshot of [`python_vm_config`] with `script` already
 /// running (see [`start_python`]), and the config to restore it with.
 pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, VmConfig) {
-    let spec = python_runtime(shm_mib)
+    warm_golden(&python_runtime(shm_mib), script, ready)
+}
+
+/// The golden snapshot of the JavaScript runtime with its worker running
+/// and warm, and the config to restore it with.
+pub fn warm_node_golden(shm_mib: u32) -> (PathBuf, VmConfig) {
+    warm_golden(&node_runtime(shm_mib), "run_worker.js", "worker.ready")
+}
+
+fn warm_golden(runtime: &Runtime, script: &str, ready: &str) -> (PathBuf, VmConfig) {
+    let spec = runtime
         .golden_running(script, ready, &reflow_guest_image::cache_root(), &|m| {
             eprintln!("[golden] {m}")
         })
