@@ -1,26 +1,11 @@
-//! Python actors on clones of the warm worker golden (the worker started
-//! and numpy imported before the snapshot), driven through the host
-//! bridge's worker client, as the host bridge will drive them.
-//!
-//! Reported, medians unless said otherwise:
-//! - first message on a freshly restored clone: restore to the identity
-//!   actor's first answer (restore, agent handshake, LOAD, INVOKE), and its
-//!   parts: restore-to-ready and load + first invocation on a ready clone
-//!   (what a pre-warmed pool pays);
-//! - identity round trip, 64 B and 4 KiB payloads, p50/p99;
-//! - sequential identity invocations per second (64 B).
-//!
-//! Side by side with the seed's targets (message processing < 5 ms,
-//! 10,000 msg/s). Run with `./dev.sh bench`.
+//! Python actors: the actor bench (benches/src/actor_bench.rs) on the
+//! Python worker golden (numpy imported before the snapshot). Run with
+//! `./dev.sh bench`.
 
-use std::time::{Duration, Instant};
-
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::{criterion_group, criterion_main, Criterion};
+use reflow_benches::actor_bench::{self, Language};
 use reflow_benches::kvm_available;
-use reflow_benches::report::{self, record, Better, Target};
-use reflow_host_bridge::{InvokeHandler, StateRequest, WorkerClient};
-use reflow_integration_tests::{percentile, warm_python_golden, TestVm, LIMIT};
-use reflow_ring::Value;
+use reflow_integration_tests::warm_python_golden;
 
 /// The actor tests' region size, so both share one golden snapshot.
 const SHM_MIB: u32 = 40;
@@ -31,201 +16,16 @@ def identity(context):
     context.send_output_sync("output", context.get_input("input"))
 "#;
 
-/// Counts outputs; refuses state (the identity actor has none).
-#[derive(Default)]
-struct Sink(usize);
-
-impl InvokeHandler for Sink {
-    fn output(&mut self, _: &str, _: Value) {
-        self.0 += 1;
-    }
-    fn state(&mut self, _: StateRequest) -> Result<Value, String> {
-        Err("no state in this bench".into())
-    }
-}
-
-fn input(len: usize) -> Value {
-    Value::Map(vec![("input".into(), Value::Bytes(vec![7; len]))])
-}
-
-/// One identity invocation; panics unless exactly one output came back.
-fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
-    let mut sink = Sink::default();
-    c.invoke("id", payload.clone(), Value::Map(vec![]), LIMIT, &mut sink)
-        .expect("identity invocation");
-    assert_eq!(sink.0, 1, "one output per invocation");
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Restores a clone, loads the identity actor and invokes it once; returns
-/// (restore to ready, load + first invocation).
-fn first_message(dir: &std::path::Path, config: &reflow_vmm::VmConfig) -> (Duration, Duration) {
-    let vm = TestVm::restore(dir, config.clone(), Box::new(std::io::sink()));
-    let ready = vm.ready_after;
-    let t = Instant::now();
-    {
-        let shared = vm.shared.clone().expect("a shared region");
-        let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
-        c.load("id", "id.actor.py", IDENTITY, LIMIT).expect("load");
-        identity(&mut c, &input(64));
-    }
-    let first = t.elapsed();
-    vm.power_off();
-    (ready, first)
-}
-
 fn python(c: &mut Criterion) {
     if !kvm_available() {
         return;
     }
-    let (dir, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
-    let mut group = c.benchmark_group("python");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(5));
-
-    let mut readies = Vec::new();
-    let mut firsts = Vec::new();
-    let mut totals = Vec::new();
-    group.bench_function("restore_to_first_answer", |b| {
-        b.iter_custom(|iters| {
-            let mut sum = Duration::ZERO;
-            for _ in 0..iters {
-                let (ready, first) = first_message(&dir, &config);
-                readies.push(ready);
-                firsts.push(first);
-                totals.push(ready + first);
-                sum += ready + first;
-            }
-            sum
-        })
-    });
-
-    // Steady state on one clone.
-    let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
-    let shared = vm.shared.clone().expect("a shared region");
-    let mut client = WorkerClient::attach(shared.ring_region(), &shared.layout());
-    client
-        .load("id", "id.actor.py", IDENTITY, LIMIT)
-        .expect("load");
-    let mut rtts = Vec::new();
-    for len in [64usize, 4096] {
-        let payload = input(len);
-        for _ in 0..50 {
-            identity(&mut client, &payload);
-        }
-        let mut times = Vec::new();
-        group.bench_function(format!("identity_round_trip_{len}B"), |b| {
-            b.iter_custom(|iters| {
-                let mut sum = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    identity(&mut client, &payload);
-                    let d = t.elapsed();
-                    times.push(d);
-                    sum += d;
-                }
-                sum
-            })
-        });
-        times.sort();
-        rtts.push((len, times));
-    }
-    group.finish();
-
-    let payload = input(64);
-    let n = 5000;
-    let t = Instant::now();
-    for _ in 0..n {
-        identity(&mut client, &payload);
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    vm.power_off();
-
-    for v in [&mut readies, &mut firsts, &mut totals] {
-        v.sort();
-    }
-    let med = |v: &[Duration]| ms(percentile(v, 0.5));
-    report::reset("python");
-    let age = report::golden_age(&dir);
-    record(
-        "python",
-        "restore to first answer (fresh clone, identity actor)",
-        med(&totals),
-        "ms",
-        None,
-        &format!("restore + handshake + load + first invocation; {age}"),
-    );
-    record(
-        "python",
-        "restore to agent ready (Python worker golden)",
-        med(&readies),
-        "ms",
-        Target::ours(100.0, Better::Lower),
-        &age,
-    );
-    record(
-        "python",
-        "pre-warmed instantiation: load + first answer on a ready clone",
-        med(&firsts),
-        "ms",
-        Target::seed(100.0, Better::Lower),
-        "what a pool's ready clone pays",
-    );
-    for (len, times) in &rtts {
-        record(
-            "python",
-            &format!("identity round trip {len} B, p50"),
-            ms(percentile(times, 0.5)),
-            "ms",
-            Target::seed(5.0, Better::Lower),
-            "message processing",
-        );
-        record(
-            "python",
-            &format!("identity round trip {len} B, p99"),
-            ms(percentile(times, 0.99)),
-            "ms",
-            None,
-            "",
-        );
-    }
-    record(
-        "python",
-        "sequential 64 B invocations (unbatched)",
-        rate,
-        "msg/s",
-        Target::seed(10_000.0, Better::Higher),
-        "one at a time",
-    );
-    println!(
-        "python: first message on a freshly restored clone: restore to first answer {:.0} ms \
-         (restore-to-ready {:.0} ms + load and first invocation {:.1} ms; {} clones)",
-        med(&totals),
-        med(&readies),
-        med(&firsts),
-        totals.len()
-    );
-    for (len, times) in &rtts {
-        let p50 = ms(percentile(times, 0.5));
-        println!(
-            "python: identity round trip {len} B: p50 {p50:.3} ms, p99 {:.3} ms ({} samples); \
-             seed target < 5 ms: {:.0}x under",
-            ms(percentile(times, 0.99)),
-            times.len(),
-            5.0 / p50
-        );
-    }
-    println!(
-        "python: sequential 64 B identity invocations: {rate:.0} msg/s ({n} messages); \
-         seed target 10,000 msg/s: ratio {:.2}",
-        rate / 10_000.0
-    );
+    let lang = Language {
+        name: "python",
+        golden: warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready"),
+        identity: ("id.actor.py", IDENTITY),
+    };
+    actor_bench::run(c, &lang);
 }
 
 criterion_group!(benches, python);

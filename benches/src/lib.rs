@@ -1,5 +1,6 @@
 //! Shared pieces of the Reflow sandbox benchmarks (see `benches/*.rs`).
 
+pub mod actor_bench;
 pub mod report;
 
 pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages, TestVm};

@@ -6,7 +6,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const { Region, layoutForSize, REGION_MAGIC, LAYOUT_VERSION } = require('../sdk/reflow/ring');
+const { Region, writeLayout } = require('../sdk/reflow/ring');
 
 let addon = null;
 
@@ -24,15 +24,7 @@ function shm() {
 
 /** A SharedArrayBuffer laid out as a ring region of `size` bytes. */
 function regionBuffer(size = 1 << 20) {
-  const sab = new SharedArrayBuffer(size);
-  const b = Buffer.from(sab);
-  REGION_MAGIC.copy(b, 0);
-  b.writeUInt32LE(LAYOUT_VERSION, 8);
-  b.writeBigUInt64LE(BigInt(size), 16);
-  const [h2g, g2h] = layoutForSize(size);
-  [h2g.control, h2g.data, h2g.capacity, g2h.control, g2h.data, g2h.capacity].forEach((v, i) =>
-    b.writeBigUInt64LE(BigInt(v), 24 + 8 * i));
-  return sab;
+  return writeLayout(new SharedArrayBuffer(size));
 }
 
 function region(buffer = regionBuffer()) {

@@ -4,6 +4,7 @@ const test = require('node:test');
 
 const { ActorFailure, invoke, loadScript } = require('../sdk/reflow/invoke');
 const { freshMathRandom, warmUp } = require('../sdk/reflow/worker');
+const { shm } = require('./helpers');
 
 class FakeTransport {
   constructor() {
@@ -127,7 +128,7 @@ test('require finds Node\'s modules; Math.random gets a fresh source', async () 
   assert.ok(Math.abs(xs.reduce((s, x) => s + x, 0) / xs.length - 0.5) < 0.05);
 });
 
-test('the warm-up runs the whole path in process', async () => {
-  const outputs = await warmUp(2);
-  assert.deepStrictEqual(outputs.map(([port]) => port), ['output', 'output', '', 'output', 'output', '']);
+test('the warm-up serves a stateful actor through a worker on an in-memory ring', async () => {
+  // OUTPUT, STATE, OUTPUT, OUTPUT, DONE: the state round trip is answered.
+  assert.deepStrictEqual(await warmUp(shm().crc32, 7), [6, 4, 4, 5]);
 });

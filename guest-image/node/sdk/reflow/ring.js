@@ -99,6 +99,18 @@ function readLayout(region) {
   return [h2g, g2h];
 }
 
+/** Writes the region header the host writes into `buffer` (tests, warm-up). */
+function writeLayout(buffer) {
+  const b = Buffer.from(buffer);
+  REGION_MAGIC.copy(b, 0);
+  b.writeUInt32LE(LAYOUT_VERSION, 8);
+  b.writeBigUInt64LE(BigInt(b.length), 16);
+  const [h2g, g2h] = layoutForSize(b.length);
+  [h2g.control, h2g.data, h2g.capacity, g2h.control, g2h.data, g2h.capacity].forEach((v, i) =>
+    b.writeBigUInt64LE(BigInt(v), 24 + 8 * i));
+  return buffer;
+}
+
 class Metadata {
   constructor(messageId = 0n, timestampNs = 0n, actorId = '', port = '', kind = 0) {
     this.messageId = BigInt(messageId);
@@ -139,31 +151,41 @@ class Metadata {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-// Polls of an empty ring before sleeping: a count, not a clock (a clone's
-// clock may differ from the one the worker read before the snapshot; see
-// ring.py).
-const SPIN_POLLS = 2000;
+// Polls of an empty ring before sleeping: about 2 ms warm (a poll costs
+// ~0.5 us), the time Python's 2000 polls take. A count, not a clock: a
+// clock read is a system call where the guest kernel is emulated (15-50 us
+// here), and a clone's clock may differ from the one read before the
+// snapshot (see ring.py). The clock is read only once sleeping.
+const SPIN_POLLS = 4000;
 // Longest sleep between polls of an idle ring, in milliseconds (every
 // wake-up is guest kernel work; see ring.py).
 const MAX_SLEEP_MS = 10;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
+/** Spins, then sleeps growing; `wait()` is false once `timeoutMs` passed. */
 class Backoff {
-  constructor() {
+  constructor(timeoutMs) {
+    this.timeoutMs = timeoutMs;
     this.polls = 0;
+    this.started = -1;
     this.sleepMs = 0.02;
   }
 
   wait() {
-    this.polls += 1;
-    if (this.polls < SPIN_POLLS) return;
+    if (this.polls < SPIN_POLLS) {
+      this.polls += 1;
+      return true;
+    }
+    const now = performance.now();
+    if (this.started < 0) this.started = now;
+    const elapsed = now - this.started;
+    // A clock that went backwards (a restored clone) restarts the count.
+    if (elapsed < 0) this.started = now;
+    else if (elapsed > this.timeoutMs) return false;
     Atomics.wait(sleeper, 0, 0, this.sleepMs);
     this.sleepMs = Math.min(this.sleepMs * 2, MAX_SLEEP_MS);
+    return true;
   }
-}
-
-function nowMs() {
-  return performance.now();
 }
 
 class Producer {
@@ -232,14 +254,12 @@ class Producer {
 
   /** `trySendParts`, waiting with back-off while the ring is full. */
   sendParts(meta, parts, timeoutMs = 60000) {
-    const started = nowMs();
-    const backoff = new Backoff();
+    const backoff = new Backoff(timeoutMs);
     for (;;) {
       try {
         return this.trySendParts(meta, parts);
       } catch (e) {
-        if (!(e instanceof Full) || nowMs() - started > timeoutMs) throw e;
-        backoff.wait();
+        if (!(e instanceof Full) || !backoff.wait()) throw e;
       }
     }
   }
@@ -336,13 +356,11 @@ class Consumer {
 
   /** The next record, waiting with back-off; null after `timeoutMs`. */
   recv(timeoutMs = 60000) {
-    const started = nowMs();
-    const backoff = new Backoff();
+    const backoff = new Backoff(timeoutMs);
     for (;;) {
       const r = this.tryRecv();
       if (r !== null) return r;
-      if (nowMs() - started > timeoutMs) return null;
-      backoff.wait();
+      if (!backoff.wait()) return null;
     }
   }
 }
@@ -354,6 +372,7 @@ function hex(n) {
 module.exports = {
   Region,
   readLayout,
+  writeLayout,
   layoutForSize,
   Metadata,
   Producer,
