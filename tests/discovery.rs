@@ -1,6 +1,6 @@
-//! Discovery against the real SDK: the metadata read on the host from each
-//! good Python fixture (without running it) is exactly what the guest's
-//! `@actor` reports when the script loads in a VM. And discovered actors
+//! Discovery against the real SDKs: the metadata read on the host from each
+//! good Python and JavaScript fixture (without running it) is exactly what
+//! the guest's SDK reports when the script loads in a VM. And discovered actors
 //! register into a Reflow network.
 
 use std::path::PathBuf;
@@ -10,7 +10,9 @@ use reflow_host_bridge::registry::register_script_actors;
 use reflow_host_bridge::state::json::to_json;
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::{Bridge, BridgeConfig, Language, PoolConfig, VmSpec, WorkerClient};
-use reflow_integration_tests::{kvm_available, warm_python_golden, TestVm, LIMIT};
+use reflow_integration_tests::{
+    kvm_available, warm_node_golden, warm_python_golden, TestVm, LIMIT,
+};
 use serde_json::{json, Value};
 
 fn workspace() -> PathBuf {
@@ -34,28 +36,36 @@ fn host_metadata_matches_what_the_guest_sdk_reports() {
         return;
     }
     let found = discover(&DiscoveryConfig::new(&workspace())).unwrap();
-    let python: Vec<_> = found
-        .components
-        .iter()
-        .filter(|c| c.metadata.runtime == Language::Python)
-        .collect();
-    assert_eq!(python.len(), 3);
-    let (dir, config) = warm_python_golden(40, "run_worker.py", "worker.ready");
-    let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
-    let shared = vm.shared.clone().expect("a shared region");
-    let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
-    for component in python {
-        let m = &component.metadata;
-        let source = std::fs::read_to_string(&component.path).unwrap();
-        let loaded = c.load(&m.component, &m.file, &source, LIMIT).unwrap();
-        let guest: Value = serde_json::from_str(&to_json(&loaded.metadata).unwrap()).unwrap();
-        let host = json!({
-            "component": m.component, "description": m.description,
-            "inports": m.inports, "outports": m.outports, "tags": m.tags, "config": m.config,
-        });
-        assert_eq!(normalized(guest), host, "{}", m.file);
+    for (language, count, (dir, config)) in [
+        (
+            Language::Python,
+            3,
+            warm_python_golden(40, "run_worker.py", "worker.ready"),
+        ),
+        (Language::JavaScript, 2, warm_node_golden(40)),
+    ] {
+        let components: Vec<_> = found
+            .components
+            .iter()
+            .filter(|c| c.metadata.runtime == language)
+            .collect();
+        assert_eq!(components.len(), count, "{language}");
+        let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
+        let shared = vm.shared.clone().expect("a shared region");
+        let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
+        for component in components {
+            let m = &component.metadata;
+            let source = std::fs::read_to_string(&component.path).unwrap();
+            let loaded = c.load(&m.component, &m.file, &source, LIMIT).unwrap();
+            let guest: Value = serde_json::from_str(&to_json(&loaded.metadata).unwrap()).unwrap();
+            let host = json!({
+                "component": m.component, "description": m.description,
+                "inports": m.inports, "outports": m.outports, "tags": m.tags, "config": m.config,
+            });
+            assert_eq!(normalized(guest), host, "{}", m.file);
+        }
+        vm.power_off();
     }
-    vm.power_off();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
