@@ -1,9 +1,10 @@
 //! Sandboxed actors inside real Reflow networks, side by side in one run:
 //!
-//! - one message end to end through `native -> Python -> native` (a
-//!   `reflow_network::Network`, the Python node in its own clone), next to
-//!   the same graph with a native actor in the Python node's place, so the
-//!   sandbox's share is a ratio measured in the same run;
+//! - one message end to end through `native -> Python -> native` and
+//!   `native -> JavaScript -> native` (a `reflow_network::Network`, the
+//!   script node in its own clone), next to the same graph with a native
+//!   actor in the script node's place, so the sandbox's share is a ratio
+//!   measured in the same run;
 //! - a state `get` and `set` round trip from guest code, with the embedded
 //!   store and with a real Redis server: the median invocation of an actor
 //!   doing one operation minus the median invocation of the same actor
@@ -22,7 +23,7 @@ use reflow_benches::kvm_available;
 use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::{BridgeConfig, Language, Script};
-use reflow_integration_tests::graphs::bridge;
+use reflow_integration_tests::graphs::{bridge, bridge_for};
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_network::connector::{ConnectionPoint, Connector};
@@ -34,6 +35,14 @@ const INC: &str = r#"
 @actor(name="Inc", inports=["input"], outports=["output"])
 async def inc(context):
     await context.send_output("output", context.get_input("input") + 1)
+"#;
+
+const INC_JS: &str = r#"
+const metadata = { name: "Inc", inports: ["input"], outports: ["output"] };
+async function process(context) {
+  await context.sendOutput("output", context.getInput("input") + 1);
+}
+module.exports = { metadata, process };
 "#;
 
 const STATE_OPS: &str = r#"
@@ -140,10 +149,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let bridge = rt.block_on(async { bridge(StateStore::embedded(), BridgeConfig::default()) });
+    let bridge = rt.block_on(async {
+        bridge_for(
+            &[Language::Python, Language::JavaScript],
+            StateStore::embedded(),
+            BridgeConfig::default(),
+        )
+    });
     bridge.wait_ready(Duration::from_secs(120));
     let inc = bridge
         .actor(Script::inline(Language::Python, "inc.actor.py", INC))
+        .unwrap();
+    let inc_js = bridge
+        .actor(Script::inline(Language::JavaScript, "inc.actor.js", INC_JS))
         .unwrap();
     let mut group = c.benchmark_group("graph");
     group
@@ -163,6 +181,12 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             "native_middle",
             Arc::new(native("Add").unwrap()) as Arc<dyn Actor>,
             ("in", "out"),
+        ),
+        (
+            "native -> JavaScript -> native",
+            "javascript_middle",
+            Arc::new(inc_js) as Arc<dyn Actor>,
+            ("input", "output"),
         ),
     ] {
         let _guard = rt.enter();
@@ -234,11 +258,38 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         None,
         "the sandbox's share",
     );
+    record(
+        "graph",
+        "one message native -> JavaScript -> native, p50",
+        p50(2) * 1e3,
+        "ms",
+        Target::seed(5.0, Better::Lower),
+        "a real reflow_network graph",
+    );
+    record(
+        "graph",
+        "one message native -> JavaScript -> native, p99",
+        ms(percentile(&report[2].2, 0.99)),
+        "ms",
+        None,
+        "",
+    );
+    record(
+        "graph",
+        "JavaScript node / native node, p50 (same run)",
+        p50(2) / p50(1),
+        "x",
+        None,
+        "the sandbox's share",
+    );
     println!(
         "graph: p50 with the Python node / with a native node in its place (same run): {:.1}x; \
-         seed target for message processing < 5 ms: {:.0}x under",
+         with the JavaScript node: {:.1}x; seed target for message processing < 5 ms: {:.0}x \
+         (Python) and {:.0}x (JavaScript) under",
         p50(0) / p50(1),
-        5e-3 / p50(0)
+        p50(2) / p50(1),
+        5e-3 / p50(0),
+        5e-3 / p50(2)
     );
 }
 
