@@ -26,6 +26,7 @@ pub mod host;
 pub mod hostile;
 pub mod loader;
 pub mod memory;
+pub mod seccomp;
 pub mod shm;
 pub mod snapshot;
 pub mod vcpu;

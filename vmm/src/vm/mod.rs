@@ -49,6 +49,8 @@ use devices::{DeviceRestore, Devices, Links};
 pub enum VmError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(
         "/dev/kvm does not exist: this machine has no KVM (enable virtualization, load the \
          kvm_intel or kvm_amd module, or run on a host that exposes /dev/kvm)"

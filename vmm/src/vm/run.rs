@@ -15,6 +15,7 @@ use super::kvm::{self as vmkvm, kvm_err};
 use super::{Vm, VmError, VmOutcome};
 use crate::console::{AgentReady, ConsoleState};
 use crate::devices::bus::lock;
+use crate::seccomp::{self, ThreadKind};
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::exit::StopReason;
@@ -67,8 +68,10 @@ impl Vm {
         self.gate.clone()
     }
 
-    /// Starts the vCPU threads.
+    /// Starts the vCPU threads, each under the vCPU seccomp filter
+    /// ([`crate::seccomp`]).
     pub fn start(mut self) -> Result<RunningVm, VmError> {
+        let seccomp_mode = seccomp::Mode::from_env()?;
         vcpu::install_kick_handler().map_err(VmError::Signal)?;
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
@@ -86,6 +89,11 @@ impl Vm {
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
+                    if let Err(e) = seccomp::install(ThreadKind::Vcpu, seccomp_mode) {
+                        let _ = tx.send(StopReason::Fatal(e.to_string()));
+                        let _ = wake.write(1);
+                        return vcpu;
+                    }
                     gate.enter();
                     let reason = vcpu.run(buses.as_ref(), &flag, &gate);
                     gate.leave();
@@ -113,9 +121,16 @@ impl Vm {
     }
 
     /// Runs the guest until it powers off, resets, crashes, times out or is
-    /// stopped.
+    /// stopped. The calling thread becomes the VM's event loop and takes
+    /// the `vmm` seccomp filter for good: give it a thread of its own.
     pub fn run(self) -> Result<VmOutcome, VmError> {
-        self.start()?.wait()
+        let mode = seccomp::Mode::from_env()?;
+        let running = self.start()?;
+        if let Err(e) = seccomp::install(ThreadKind::Vmm, mode) {
+            running.finish(StopReason::Stopped);
+            return Err(e.into());
+        }
+        running.wait()
     }
 }
 

@@ -1,0 +1,91 @@
+//! Seccomp allowlists for the monitor's threads. The guest is hostile: a
+//! bug in a device model or the exit handling must not hand it the host's
+//! whole system call surface. Each kind of monitor thread gets its own
+//! allowlist, kept as data in `vmm/seccomp/x86_64.json` and compiled into
+//! BPF at build time (`build.rs`), installed by the thread itself before
+//! it handles anything from the guest:
+//!
+//! - `vcpu`: each vCPU thread, before its first `KVM_RUN` (exits are
+//!   handled on it: port and MMIO accesses reach the device models);
+//! - `vmm`: the thread that runs [`crate::Vm::run`]'s event loop (virtio
+//!   queues, the disk, vsock, the console), once the vCPUs are started.
+//!
+//! A system call outside the allowlist kills the whole process (a monitor
+//! thread doing something unexpected may be a compromised one). The debug
+//! switch `REFLOW_SECCOMP=log` allows such calls instead and has the kernel
+//! log each (`dmesg`, audit type 1326, with the thread's name and the
+//! call's number), which is how the allowlists were drawn up.
+
+use seccompiler::{apply_filter, sock_filter, BpfProgram};
+
+mod filters {
+    include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
+}
+
+/// The environment variable of the debug switch.
+pub const ENV: &str = "REFLOW_SECCOMP";
+
+/// A kind of monitor thread, with its own allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    Vcpu,
+    Vmm,
+}
+
+/// What a system call outside the allowlist does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Kills the process.
+    #[default]
+    Enforce,
+    /// Allowed, and logged by the kernel (debugging).
+    Log,
+}
+
+/// Why a filter was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("{ENV}={0:?} is not a seccomp mode (enforce, or log while developing)")]
+    BadMode(String),
+    #[error("installing the {kind:?} thread's seccomp filter: {source}")]
+    Install {
+        kind: ThreadKind,
+        source: seccompiler::Error,
+    },
+}
+
+impl Mode {
+    /// The mode `REFLOW_SECCOMP` asks for (unset: enforce).
+    pub fn from_env() -> Result<Mode, SeccompError> {
+        match std::env::var(ENV) {
+            Err(_) => Ok(Mode::Enforce),
+            Ok(v) => match v.as_str() {
+                "" | "enforce" => Ok(Mode::Enforce),
+                "log" => Ok(Mode::Log),
+                _ => Err(SeccompError::BadMode(v)),
+            },
+        }
+    }
+}
+
+fn program(kind: ThreadKind, mode: Mode) -> BpfProgram {
+    let table = match (kind, mode) {
+        (ThreadKind::Vcpu, Mode::Enforce) => filters::VCPU_ENFORCE,
+        (ThreadKind::Vcpu, Mode::Log) => filters::VCPU_LOG,
+        (ThreadKind::Vmm, Mode::Enforce) => filters::VMM_ENFORCE,
+        (ThreadKind::Vmm, Mode::Log) => filters::VMM_LOG,
+    };
+    table
+        .iter()
+        .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+        .collect()
+}
+
+/// Installs `kind`'s filter on the calling thread (for good: a thread
+/// cannot shed its filter, and the threads it starts inherit it).
+pub fn install(kind: ThreadKind, mode: Mode) -> Result<(), SeccompError> {
+    apply_filter(&program(kind, mode)).map_err(|source| SeccompError::Install { kind, source })
+}
+
+#[cfg(test)]
+mod tests;

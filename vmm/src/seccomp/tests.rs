@@ -1,0 +1,87 @@
+//! The filters on real threads. A refused call kills its whole process, so
+//! each case runs in a child process: this test binary again, running only
+//! [`probe`] with `REFLOW_SECCOMP_PROBE=<thread kind>:<what to do>`.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+
+use super::*;
+
+const PROBE: &str = "REFLOW_SECCOMP_PROBE";
+
+fn child(what: &str, mode: &str) -> ExitStatus {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "seccomp::tests::probe", "--test-threads=1"])
+        .env(PROBE, what)
+        .env(ENV, mode)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the child runs")
+}
+
+/// The child's half of the tests below: installs a filter on a fresh
+/// thread and makes one kind of call there. Without `REFLOW_SECCOMP_PROBE`
+/// (the parent's run) it does nothing.
+#[test]
+fn probe() {
+    let Ok(what) = std::env::var(PROBE) else {
+        return;
+    };
+    let mode = Mode::from_env().unwrap();
+    let (kind, call) = what.split_once(':').unwrap();
+    let kind = if kind == "vcpu" {
+        ThreadKind::Vcpu
+    } else {
+        ThreadKind::Vmm
+    };
+    let event = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let call = call.to_string();
+    std::thread::spawn(move || {
+        install(kind, mode).unwrap();
+        match call.as_str() {
+            // What a monitor thread does all day: memory, locks, eventfds.
+            "allowed" => {
+                let v = vec![7u8; 4 << 20];
+                let m = std::sync::Mutex::new(v.len());
+                event.write(*m.lock().unwrap() as u64).unwrap();
+                assert_eq!(event.read().unwrap(), 4 << 20);
+            }
+            // SAFETY: plain system calls with valid arguments; the fd, if
+            // any, is closed at once.
+            "socket" => unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                libc::close(fd);
+            },
+            "execve" => {
+                let _ = Command::new("/bin/true").status();
+            }
+            other => panic!("unknown probe {other}"),
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn calls_outside_each_allowlist_kill_the_process() {
+    for what in ["vcpu:socket", "vcpu:execve", "vmm:execve"] {
+        let status = child(what, "enforce");
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{what}: {status:?}");
+    }
+}
+
+#[test]
+fn allowed_calls_go_through() {
+    for what in ["vcpu:allowed", "vmm:allowed"] {
+        let status = child(what, "enforce");
+        assert!(status.success(), "{what}: {status:?}");
+    }
+}
+
+#[test]
+fn the_debug_switch_allows_and_logs_instead() {
+    assert!(child("vcpu:socket", "log").success());
+    let status = child("vcpu:allowed", "kill-everything");
+    assert!(!status.success(), "a bad mode is refused");
+}
