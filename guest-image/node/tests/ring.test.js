@@ -3,7 +3,7 @@ const assert = require('assert');
 const test = require('node:test');
 const zlib = require('zlib');
 
-const { Consumer, Metadata, Producer, RingError, readLayout, HEADER_LEN, METADATA_LEN } = require('../sdk/reflow/ring');
+const { Consumer, Metadata, Producer, RingError, calibrateSpin, readLayout, HEADER_LEN, METADATA_LEN } = require('../sdk/reflow/ring');
 const { region, shm } = require('./helpers');
 
 test('the addon computes zlib CRC-32 over any TypedArray', () => {
@@ -77,4 +77,14 @@ test('hostile records are refused', () => {
   assert.throws(() => new Consumer(r, ring).tryRecv(), /out of range/);
   r.bytes[0] = 0;
   assert.throws(() => readLayout(r), /bad magic/);
+});
+
+test('the idle spin is calibrated from the cost of a poll', () => {
+  const r = region();
+  const [ring] = readLayout(r);
+  const rx = new Consumer(r, ring);
+  const polls = calibrateSpin(rx, 100000);
+  assert.ok(polls >= 2000 && polls <= 5e7, String(polls));
+  new Producer(r, ring).trySendParts(new Metadata(), [Buffer.from('x')]);
+  assert.throws(() => calibrateSpin(rx, 10), /not empty/);
 });

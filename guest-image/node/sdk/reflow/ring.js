@@ -151,12 +151,16 @@ class Metadata {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-// Polls of an empty ring before sleeping: about 2 ms warm (a poll costs
-// ~0.5 us), the time Python's 2000 polls take. A count, not a clock: a
-// clock read is a system call where the guest kernel is emulated (15-50 us
-// here), and a clone's clock may differ from the one read before the
-// snapshot (see ring.py). The clock is read only once sleeping.
-const SPIN_POLLS = 4000;
+// Polls of an empty ring before sleeping: about SPIN_MS, so a worker stays
+// awake between the messages of a busy node (a sleep costs at least 4 ms
+// where the guest kernel is emulated: every timed wait is emulated kernel
+// work). A count, not a clock: a clock read is a system call there
+// (15-50 us), and a restored clone's wall clock jumps when the agent sets
+// it (a spin bounded by `Date.now()` ended early in clones of an older
+// golden). `calibrateSpin` sets the count from the measured cost of a poll
+// (the worker calibrates during its warm-up, before the golden snapshot).
+const SPIN_MS = 5;
+let spinPolls = 20000;
 // Longest sleep between polls of an idle ring, in milliseconds (every
 // wake-up is guest kernel work; see ring.py).
 const MAX_SLEEP_MS = 10;
@@ -172,20 +176,32 @@ class Backoff {
   }
 
   wait() {
-    if (this.polls < SPIN_POLLS) {
+    if (this.polls < spinPolls) {
       this.polls += 1;
       return true;
     }
+    // Sleeping: the monotonic clock (not the wall clock the agent sets).
     const now = performance.now();
     if (this.started < 0) this.started = now;
-    const elapsed = now - this.started;
-    // A clock that went backwards (a restored clone) restarts the count.
-    if (elapsed < 0) this.started = now;
-    else if (elapsed > this.timeoutMs) return false;
+    if (now - this.started > this.timeoutMs) return false;
     Atomics.wait(sleeper, 0, 0, this.sleepMs);
     this.sleepMs = Math.min(this.sleepMs * 2, MAX_SLEEP_MS);
     return true;
   }
+}
+
+/**
+ * Sets how many polls of an empty ring make SPIN_MS, timing `polls` polls
+ * of `consumer` (whose ring must be empty). Returns the count.
+ */
+function calibrateSpin(consumer, polls = 200000) {
+  const started = performance.now();
+  for (let i = 0; i < polls; i++) {
+    if (consumer.tryRecv() !== null) throw new RingError('calibrating on a ring that is not empty');
+  }
+  const ms = performance.now() - started;
+  spinPolls = Math.round(Math.min(Math.max((polls * SPIN_MS) / Math.max(ms, 1e-3), 2000), 5e7));
+  return spinPolls;
 }
 
 class Producer {
@@ -379,6 +395,7 @@ module.exports = {
   Consumer,
   RingError,
   Full,
+  calibrateSpin,
   recordLen,
   HEADER_LEN,
   METADATA_LEN,
