@@ -149,47 +149,49 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let bridge = rt.block_on(async {
-        bridge_for(
-            &[Language::Python, Language::JavaScript],
-            StateStore::embedded(),
-            BridgeConfig::default(),
-        )
-    });
-    bridge.wait_ready(Duration::from_secs(120));
-    let inc = bridge
-        .actor(Script::inline(Language::Python, "inc.actor.py", INC))
-        .unwrap();
-    let inc_js = bridge
-        .actor(Script::inline(Language::JavaScript, "inc.actor.js", INC_JS))
-        .unwrap();
     let mut group = c.benchmark_group("graph");
     group
         .sample_size(20)
         .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(5));
     let mut report = Vec::new();
-    for (label, name, actor, ports) in [
+    // Each script graph gets a bridge of its own, shut down after it: an
+    // idle VM left running by one measurement (its worker polling, every
+    // wake-up emulated kernel work here) would slow the next one.
+    for (label, name, script, ports) in [
         (
             "native -> Python -> native",
             "python_middle",
-            Arc::new(inc) as Arc<dyn Actor>,
+            Some(Script::inline(Language::Python, "inc.actor.py", INC)),
             ("input", "output"),
         ),
         (
             "native -> native -> native",
             "native_middle",
-            Arc::new(native("Add").unwrap()) as Arc<dyn Actor>,
+            None,
             ("in", "out"),
         ),
         (
             "native -> JavaScript -> native",
             "javascript_middle",
-            Arc::new(inc_js) as Arc<dyn Actor>,
+            Some(Script::inline(Language::JavaScript, "inc.actor.js", INC_JS)),
             ("input", "output"),
         ),
     ] {
         let _guard = rt.enter();
+        let (bridge, actor) = match script {
+            Some(script) => {
+                let bridge = bridge_for(
+                    &[script.language],
+                    StateStore::embedded(),
+                    BridgeConfig::default(),
+                );
+                bridge.wait_ready(Duration::from_secs(120));
+                let actor = Arc::new(bridge.actor(script).unwrap()) as Arc<dyn Actor>;
+                (Some(bridge), actor)
+            }
+            None => (None, Arc::new(native("Add").unwrap()) as Arc<dyn Actor>),
+        };
         let (tx, rx) = flume::unbounded();
         let n = network(actor, ports, tx);
         // The first message takes the node's VM and loads the script.
@@ -210,11 +212,13 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             })
         });
         n.shutdown();
+        if let Some(bridge) = bridge {
+            bridge.shutdown();
+        }
         times.sort();
         report.push((label, first, times));
     }
     group.finish();
-    bridge.shutdown();
     for (label, first, times) in &report {
         println!(
             "graph: one message {label}: p50 {:.3} ms, p99 {:.3} ms ({} samples; the node's \

@@ -28,6 +28,8 @@ pub enum ActorFailure {
     Died,
     #[error("the sandbox broke the protocol ({0}); its VM was discarded")]
     Hostile(String),
+    #[error("the actor went past a limit ({0}); its VM was discarded")]
+    Limit(String),
     #[error("cannot pass the input on port {port:?}: {reason}")]
     Input { port: String, reason: String },
     #[error("the sandbox failed ({0}); its VM was discarded")]
@@ -41,6 +43,7 @@ impl ActorFailure {
             WorkerError::Timeout(t) => ActorFailure::Timeout(t),
             WorkerError::Died => ActorFailure::Died,
             WorkerError::Hostile(h) => ActorFailure::Hostile(h),
+            WorkerError::Limit(l) => ActorFailure::Limit(l),
             other => ActorFailure::Sandbox(other),
         }
     }

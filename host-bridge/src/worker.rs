@@ -29,6 +29,8 @@ pub enum WorkerError {
     Poisoned,
     #[error("the VM stopped while the worker was busy")]
     Died,
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl WorkerError {
@@ -88,6 +90,11 @@ pub struct WorkerClient<'a> {
     poisoned: bool,
     alive: Option<&'a dyn Fn() -> bool>,
 }
+
+/// Most outputs and state operations one invocation may make; past it the
+/// invocation fails and its VM is discarded (a flood would otherwise fill
+/// the graph's queues without bound).
+pub const MAX_RECORDS_PER_INVOCATION: usize = 10_000;
 
 /// How often a waiting client asks whether its VM is still running.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
@@ -197,7 +204,15 @@ impl<'a> WorkerClient<'a> {
         handler: &mut dyn InvokeHandler,
     ) -> Result<Value, WorkerError> {
         let body = Value::Map(vec![("inputs".into(), inputs), ("config".into(), config)]);
+        let mut records = 0usize;
         self.call(Kind::Invoke, actor_id, &body, timeout, |tx, got| {
+            records += 1;
+            if records > MAX_RECORDS_PER_INVOCATION {
+                return Err(WorkerError::Limit(format!(
+                    "more than {MAX_RECORDS_PER_INVOCATION} outputs and state operations in one \
+                     invocation"
+                )));
+            }
             match got.kind {
                 Kind::Output => handler.output(&got.port, got.value),
                 Kind::State => {

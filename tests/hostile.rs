@@ -1,0 +1,283 @@
+//! Hostile actors, Python and JavaScript, in real Reflow graphs: each case
+//! is a node that behaves on messages 1 and 3 and attacks on message 2. In
+//! every case the host process stays up, message 2 is answered with one
+//! `Message::Error` on the node's `error` port whose reason says what
+//! happened, the VM is replaced where it cannot be trusted any more, and
+//! message 3 succeeds.
+
+use std::time::Duration;
+
+use reflow_host_bridge::state::StateStore;
+use reflow_host_bridge::{Bridge, BridgeConfig, Language, PoolConfig};
+use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
+use reflow_integration_tests::kvm_available;
+use reflow_sandbox::{run, RunOptions};
+use serde_json::json;
+
+/// Seconds a message may run (the attacks that never end run into it).
+const LIMIT_S: u32 = 5;
+
+/// One attack: its name, the statements run on message 2 and what the
+/// error must say (any of these).
+struct Case {
+    name: &'static str,
+    /// Seconds a message may run (a flood needs time to reach its limit).
+    limit_s: u32,
+    attack: &'static str,
+    reason: &'static [&'static str],
+}
+
+const TIMED_OUT: &str = "ran past its 5s limit";
+const STOPPED: &str = "VM stopped while running it";
+const RING: &str = "ring positions are inconsistent";
+const FLOOD: &str = "more than 10000 outputs and state operations";
+
+const PYTHON: &[Case] = &[
+    Case {
+        name: "endless_loop",
+        limit_s: LIMIT_S,
+        attack: "while True:\n        pass",
+        reason: &[TIMED_OUT],
+    },
+    Case {
+        name: "fork_bomb",
+        limit_s: LIMIT_S,
+        attack: "import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
+        reason: &[TIMED_OUT, STOPPED],
+    },
+    Case {
+        name: "memory_hog",
+        limit_s: LIMIT_S,
+        attack: "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
+        reason: &["MemoryError", TIMED_OUT, STOPPED],
+    },
+    Case {
+        name: "ring_garbage",
+        limit_s: LIMIT_S,
+        attack: "import mmap, os, struct\n    fd = os.open('/dev/mem', os.O_RDWR | os.O_SYNC)\n    \
+                 head = mmap.mmap(fd, 4096, offset=1 << 32)\n    size = struct.unpack_from('<Q', head, 16)[0]\n    \
+                 g2h = struct.unpack_from('<Q', head, 48)[0]\n    m = mmap.mmap(fd, size, offset=1 << 32)\n    \
+                 struct.pack_into('<Q', m, g2h, 1 << 40)\n    m[g2h + 4096 : g2h + 4160] = b'garbage!' * 8",
+        reason: &[RING],
+    },
+    // Our guest kernel has no magic SysRq (`echo c > /proc/sysrq-trigger`
+    // finds no file): the worker, root in the guest, stops the guest
+    // kernel with reboot(2) instead.
+    Case {
+        name: "powers_the_guest_off",
+        limit_s: LIMIT_S,
+        attack: "import ctypes\n    ctypes.CDLL(None).reboot(0x01234567)",
+        reason: &[STOPPED],
+    },
+    Case {
+        name: "no_sysrq",
+        limit_s: LIMIT_S,
+        attack: "open('/proc/sysrq-trigger', 'w').write('c')",
+        reason: &["No such file or directory: '/proc/sysrq-trigger'"],
+    },
+    Case {
+        name: "kills_its_worker",
+        limit_s: LIMIT_S,
+        attack: "import os\n    os.kill(os.getpid(), 9)",
+        reason: &[TIMED_OUT],
+    },
+    Case {
+        name: "network",
+        limit_s: LIMIT_S,
+        attack: "import socket\n    socket.create_connection(('10.0.2.2', 80), timeout=2)",
+        reason: &["Network is unreachable"],
+    },
+    Case {
+        name: "writes_the_root_image",
+        limit_s: LIMIT_S,
+        attack: "open('/usr/lib/evil', 'w')",
+        reason: &["Read-only file system"],
+    },
+    Case {
+        name: "floods_outputs",
+        limit_s: 60,
+        attack: "while True:\n        context.send_output_sync('output', 0)",
+        reason: &[FLOOD],
+    },
+    Case {
+        name: "floods_state",
+        limit_s: 60,
+        attack: "while True:\n        context.state.increment_sync('n')",
+        reason: &[FLOOD],
+    },
+];
+
+const JAVASCRIPT: &[Case] = &[
+    Case {
+        name: "endless_loop",
+        limit_s: LIMIT_S,
+        attack: "for (;;) {}",
+        reason: &[TIMED_OUT],
+    },
+    Case {
+        name: "fork_bomb",
+        limit_s: LIMIT_S,
+        attack: "const cp = require('child_process');\n    for (;;) { try { cp.spawn('/usr/bin/node', ['-e', 'for(;;){}']); } catch (e) {} }",
+        reason: &[TIMED_OUT, STOPPED],
+    },
+    Case {
+        name: "memory_hog",
+        limit_s: LIMIT_S,
+        attack: "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
+        reason: &["RangeError", "memory", TIMED_OUT, STOPPED],
+    },
+    Case {
+        name: "ring_garbage",
+        limit_s: LIMIT_S,
+        attack: "const shm = require('/opt/reflow/reflow_shm.node');\n    \
+                 const head = Buffer.from(shm.map(2 ** 32, 4096));\n    \
+                 const g2h = Number(head.readBigUInt64LE(48));\n    \
+                 const m = Buffer.from(shm.map(2 ** 32, Number(head.readBigUInt64LE(16))));\n    \
+                 m.writeBigUInt64LE(1n << 40n, g2h);\n    m.fill('garbage!', g2h + 4096, g2h + 4160);",
+        reason: &[RING],
+    },
+    Case {
+        name: "no_sysrq",
+        limit_s: LIMIT_S,
+        attack: "require('fs').writeFileSync('/proc/sysrq-trigger', 'c');",
+        reason: &["ENOENT: no such file or directory, open '/proc/sysrq-trigger'"],
+    },
+    Case {
+        name: "kills_its_worker",
+        limit_s: LIMIT_S,
+        attack: "globalThis.process.kill(globalThis.process.pid, 'SIGKILL');",
+        reason: &[TIMED_OUT],
+    },
+    Case {
+        name: "network",
+        limit_s: LIMIT_S,
+        attack: "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",
+        reason: &["ENETUNREACH"],
+    },
+    Case {
+        name: "writes_the_root_image",
+        limit_s: LIMIT_S,
+        attack: "require('fs').writeFileSync('/usr/lib/evil', 'x');",
+        reason: &["EROFS"],
+    },
+    Case {
+        name: "floods_outputs",
+        limit_s: 60,
+        attack: "for (;;) context.sendOutputSync('output', 0);",
+        reason: &[FLOOD],
+    },
+    Case {
+        name: "floods_state",
+        limit_s: 60,
+        attack: "for (;;) context.state.incrementSync('n');",
+        reason: &[FLOOD],
+    },
+];
+
+fn python_script(case: &Case) -> String {
+    format!(
+        "@actor(name=\"Hostile\", inports=[\"input\"], outports=[\"output\"])\n\
+         def hostile(context):\n    x = context.get_input(\"input\")\n    if x != 2:\n        \
+         return {{\"output\": x * 100}}\n    {}\n",
+        case.attack
+    )
+}
+
+fn js_script(case: &Case) -> String {
+    format!(
+        "const metadata = {{ name: \"Hostile\", inports: [\"input\"], outports: [\"output\"] }};\n\
+         async function process(context) {{\n  const x = context.getInput(\"input\");\n  \
+         if (x !== 2) return {{ output: x * 100 }};\n  {{\n    {}\n  }}\n}}\n\
+         module.exports = {{ metadata, process }};\n",
+        case.attack
+    )
+}
+
+fn config() -> BridgeConfig {
+    BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 1,
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+        namespace: "hostile".into(),
+        ..BridgeConfig::default()
+    }
+}
+
+async fn attack(bridge: &Bridge, language: Language, case: &Case) {
+    let mut g = GraphBuilder::default();
+    g.native("numbers", "Range", json!({}));
+    match language {
+        Language::Python => g.script(
+            "h",
+            "Hostile",
+            &python_script(case),
+            json!({}),
+            Some(case.limit_s),
+        ),
+        Language::JavaScript => g.js_script(
+            "h",
+            "Hostile",
+            &js_script(case),
+            json!({}),
+            Some(case.limit_s),
+        ),
+    };
+    g.native("ok", "Format", json!({}))
+        .native("failed", "Format", json!({}))
+        .connect("numbers", "out", "h", "input")
+        .connect("h", "output", "ok", "in")
+        .connect("h", "error", "failed", "in")
+        .initial("numbers", "count", json!(3));
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(300)),
+        ..RunOptions::default()
+    };
+    let outcome = run(&g.load(), bridge, &options, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{language} {}: {e}", case.name));
+    let what = format!("{language} {}", case.name);
+    let mut ok = shown(&outcome, "ok", "out");
+    // What a flood got out before its limit.
+    ok.retain(|o| o != "\"0\"");
+    assert_eq!(
+        ok,
+        ["\"100\"", "\"300\""],
+        "{what}: messages 1 and 3 go through"
+    );
+    let failed = shown(&outcome, "failed", "out");
+    assert_eq!(failed.len(), 1, "{what}: {failed:?}");
+    assert!(
+        case.reason.iter().any(|r| failed[0].contains(r)),
+        "{what}: the error should say one of {:?}: {}",
+        case.reason,
+        failed[0]
+    );
+    assert_eq!(outcome.failures, 1, "{what}");
+    eprintln!("{what}: {}", failed[0].lines().next().unwrap_or(""));
+}
+
+async fn suite(language: Language, cases: &[Case]) {
+    let bridge = bridge_for(&[language], StateStore::embedded(), config());
+    for case in cases {
+        attack(&bridge, language, case).await;
+    }
+    bridge.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_python_actors_get_errors_and_the_host_goes_on() {
+    if !kvm_available() {
+        return;
+    }
+    suite(Language::Python, PYTHON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_javascript_actors_get_errors_and_the_host_goes_on() {
+    if !kvm_available() {
+        return;
+    }
+    suite(Language::JavaScript, JAVASCRIPT).await;
+}
