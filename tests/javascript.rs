@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use reflow_host_bridge::state::{Scope, StateStore};
 use reflow_host_bridge::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
-use reflow_integration_tests::calls::{get, invoke, map, runtime, text};
-use reflow_integration_tests::redis_server::RedisServer;
+use reflow_integration_tests::calls::{
+    check_ledger, get, invoke, map, returned_by_two_clones, runtime, text,
+};
 use reflow_integration_tests::{kvm_available, warm_node_golden, TestVm, LIMIT};
 use reflow_ring::Value;
 
@@ -254,24 +255,7 @@ fn javascript_clones_draw_different_random_numbers() {
         return;
     }
     let (dir, config) = warm_node_golden(SHM_MIB);
-    let rolls: Vec<Value> = (0..2)
-        .map(|_| {
-            let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
-            let shared = vm.shared.clone().expect("a shared region");
-            let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
-            c.load("dice", "dice.actor.js", RANDOM, LIMIT).unwrap();
-            let (_, done) = invoke(
-                &mut c,
-                &StateStore::embedded(),
-                "dice",
-                map(vec![]),
-                map(vec![]),
-            )
-            .unwrap();
-            vm.power_off();
-            done
-        })
-        .collect();
+    let rolls = returned_by_two_clones(&dir, &config, "dice.actor.js", RANDOM);
     for key in ["math", "crypto", "uuid"] {
         let (a, b) = (get(&rolls[0], key), get(&rolls[1], key));
         assert!(a.is_some(), "{rolls:?}");
@@ -304,46 +288,5 @@ fn javascript_state_operations_reach_the_embedded_store_and_redis() {
         return;
     }
     let (dir, config) = warm_node_golden(SHM_MIB);
-    let vm = TestVm::restore(&dir, config, Box::new(std::io::sink()));
-    let shared = vm.shared.clone().expect("a shared region");
-    let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
-    c.load("ledger", "ledger.actor.js", LEDGER, LIMIT).unwrap();
-    let redis = RedisServer::start();
-    let stores = [
-        ("embedded", StateStore::embedded()),
-        (
-            "redis",
-            runtime().block_on(StateStore::redis(&redis.url())).unwrap(),
-        ),
-    ];
-    let item = |qty| map(vec![("qty", Value::Int(qty))]);
-    for (name, store) in &stores {
-        let mut run = |qty: i64| {
-            let inputs = map(vec![("item", item(qty))]);
-            invoke(&mut c, store, "ledger", inputs, map(vec![])).map(|(_, done)| done)
-        };
-        let mut last = None;
-        for qty in 1..=3 {
-            last = Some(run(qty).unwrap_or_else(|e| panic!("{name}: {e}")));
-        }
-        assert_eq!(
-            last.unwrap(),
-            map(vec![
-                ("last", item(3)),
-                ("n", Value::Int(3)),
-                ("total", Value::Int(6)),
-                ("first", item(1)),
-                ("kept", Value::Bool(true)),
-            ]),
-            "{name}"
-        );
-        match run(0) {
-            Err(WorkerError::Actor(e)) => {
-                assert_eq!(e.kind, ErrorKind::Run, "{name}");
-                assert!(e.message.contains("not an integer"), "{name}: {e}");
-            }
-            other => panic!("{name}: {other:?}"),
-        }
-    }
-    vm.power_off();
+    check_ledger(&dir, &config, "ledger.actor.js", LEDGER);
 }

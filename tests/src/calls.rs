@@ -1,13 +1,16 @@
 //! Driving a worker's actors from a test: values, one tokio runtime for
 //! the state stores, and invocations with state in a store.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{StoreHandler, WorkerClient, WorkerError};
+use reflow_host_bridge::{ErrorKind, StoreHandler, WorkerClient, WorkerError};
 use reflow_ring::Value;
+use reflow_vmm::VmConfig;
 
-use crate::LIMIT;
+use crate::redis_server::RedisServer;
+use crate::{TestVm, LIMIT};
 
 /// A map value from `(key, value)` pairs.
 pub fn map(pairs: Vec<(&str, Value)>) -> Value {
@@ -55,4 +58,83 @@ pub fn invoke(
     };
     let done = c.invoke(actor, inputs, config, LIMIT, &mut handler)?;
     Ok((outputs, done))
+}
+
+/// Loads the script `(file, source)` in two clones of the golden `dir` and
+/// returns what one invocation of it returned in each (for showing clones
+/// do not share random state).
+pub fn returned_by_two_clones(
+    dir: &Path,
+    config: &VmConfig,
+    file: &str,
+    source: &str,
+) -> Vec<Value> {
+    (0..2)
+        .map(|_| {
+            let vm = TestVm::restore(dir, config.clone(), Box::new(std::io::sink()));
+            let shared = vm.shared.clone().expect("a shared region");
+            let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
+            c.load("dice", file, source, LIMIT).unwrap();
+            let (_, done) = invoke(
+                &mut c,
+                &StateStore::embedded(),
+                "dice",
+                map(vec![]),
+                map(vec![]),
+            )
+            .unwrap();
+            vm.power_off();
+            done
+        })
+        .collect()
+}
+
+/// Runs the ledger actor `(file, source)` (each SDK's twin: all six state
+/// operations on an `item` input with a `qty`, returning `last`, `n`,
+/// `total`, `first` and `kept`; a `qty` of 0 increments a map, which must
+/// fail) in a clone of `dir`, against the embedded store and a real Redis
+/// server: the same results from both.
+pub fn check_ledger(dir: &Path, config: &VmConfig, file: &str, source: &str) {
+    let vm = TestVm::restore(dir, config.clone(), Box::new(std::io::sink()));
+    let shared = vm.shared.clone().expect("a shared region");
+    let mut c = WorkerClient::attach(shared.ring_region(), &shared.layout());
+    c.load("ledger", file, source, LIMIT).unwrap();
+    let redis = RedisServer::start();
+    let stores = [
+        ("embedded", StateStore::embedded()),
+        (
+            "redis",
+            runtime().block_on(StateStore::redis(&redis.url())).unwrap(),
+        ),
+    ];
+    let item = |qty| map(vec![("qty", Value::Int(qty))]);
+    for (name, store) in &stores {
+        let mut run = |qty: i64| {
+            let inputs = map(vec![("item", item(qty))]);
+            invoke(&mut c, store, "ledger", inputs, map(vec![])).map(|(_, done)| done)
+        };
+        let mut last = None;
+        for qty in 1..=3 {
+            last = Some(run(qty).unwrap_or_else(|e| panic!("{name}: {e}")));
+        }
+        assert_eq!(
+            last.unwrap(),
+            map(vec![
+                ("last", item(3)),
+                ("n", Value::Int(3)),
+                ("total", Value::Int(6)),
+                ("first", item(1)),
+                ("kept", Value::Bool(true)),
+            ]),
+            "{name}"
+        );
+        match run(0) {
+            Err(WorkerError::Actor(e)) => {
+                assert_eq!(e.kind, ErrorKind::Run, "{name}");
+                assert!(e.message.contains("not an integer"), "{name}: {e}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    vm.power_off();
 }
