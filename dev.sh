@@ -2,7 +2,7 @@
 # One entry point for newcomers, CI and performance work.
 #
 #   ./dev.sh demo    set everything up, then run examples/pipeline: a Reflow graph of native
-#                    Rust actors and a Python actor in its own microVM, with state
+#                    Rust actors, a Python and a JavaScript actor, each in its own microVM
 #   ./dev.sh vm-demo set everything up, boot a microVM, talk to its agent, restore a clone
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, run every benchmark, write target/bench-report.md
@@ -57,8 +57,8 @@ setup() {
 
 demo() {
     setup
-    step "running examples/pipeline/graph.json: Range (native) -> Scale (Python, in a microVM) -> Add -> Format (native)"
-    echo "(the first run creates the Python worker's golden snapshot once: about a minute where the guest kernel is emulated)" >&2
+    step "running examples/pipeline/graph.json: Range (native) -> Scale (Python, in a microVM) -> Offset (JavaScript, in a microVM) -> Format (native)"
+    echo "(the first run creates the Python and Node workers' golden snapshots once: a minute or two each where the guest kernel is emulated)" >&2
     target/release/reflow-sandbox run examples/pipeline/graph.json
 }
 
