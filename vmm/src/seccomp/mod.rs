@@ -10,11 +10,15 @@
 //! - `vmm`: the thread that runs [`crate::Vm::run`]'s event loop (virtio
 //!   queues, the disk, vsock, the console), once the vCPUs are started.
 //!
-//! A system call outside the allowlist kills the whole process (a monitor
-//! thread doing something unexpected may be a compromised one). The debug
-//! switch `REFLOW_SECCOMP=log` allows such calls instead and has the kernel
-//! log each (`dmesg`, audit type 1326, with the thread's name and the
-//! call's number), which is how the allowlists were drawn up.
+//! A system call outside the allowlist is refused: it fails with EPERM and
+//! the kernel logs it (`dmesg`, audit type 1326, with the thread's name and
+//! the call's number). Refused rather than fatal by default because the
+//! threads share the host bridge's process with every other VM and the
+//! Reflow network: a call some rare path makes (a panic's backtrace opens
+//! the executable) must not take them all down. `REFLOW_SECCOMP=kill`
+//! kills the process instead (Firecracker's choice, for a monitor process
+//! of its own); `REFLOW_SECCOMP=log` allows and logs (while developing:
+//! that is how the allowlists were drawn up).
 
 use seccompiler::{apply_filter, sock_filter, BpfProgram};
 
@@ -35,9 +39,11 @@ pub enum ThreadKind {
 /// What a system call outside the allowlist does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// Kills the process.
+    /// Fails with EPERM (and the kernel logs it).
     #[default]
     Enforce,
+    /// Kills the process.
+    Kill,
     /// Allowed, and logged by the kernel (debugging).
     Log,
 }
@@ -45,7 +51,7 @@ pub enum Mode {
 /// Why a filter was not installed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("{ENV}={0:?} is not a seccomp mode (enforce, or log while developing)")]
+    #[error("{ENV}={0:?} is not a seccomp mode (enforce, kill, or log while developing)")]
     BadMode(String),
     #[error("installing the {kind:?} thread's seccomp filter: {source}")]
     Install {
@@ -61,6 +67,7 @@ impl Mode {
             Err(_) => Ok(Mode::Enforce),
             Ok(v) => match v.as_str() {
                 "" | "enforce" => Ok(Mode::Enforce),
+                "kill" => Ok(Mode::Kill),
                 "log" => Ok(Mode::Log),
                 _ => Err(SeccompError::BadMode(v)),
             },
@@ -71,8 +78,10 @@ impl Mode {
 fn program(kind: ThreadKind, mode: Mode) -> BpfProgram {
     let table = match (kind, mode) {
         (ThreadKind::Vcpu, Mode::Enforce) => filters::VCPU_ENFORCE,
+        (ThreadKind::Vcpu, Mode::Kill) => filters::VCPU_KILL,
         (ThreadKind::Vcpu, Mode::Log) => filters::VCPU_LOG,
         (ThreadKind::Vmm, Mode::Enforce) => filters::VMM_ENFORCE,
+        (ThreadKind::Vmm, Mode::Kill) => filters::VMM_KILL,
         (ThreadKind::Vmm, Mode::Log) => filters::VMM_LOG,
     };
     table

@@ -1,6 +1,8 @@
-//! The filters on real threads. A refused call kills its whole process, so
-//! each case runs in a child process: this test binary again, running only
-//! [`probe`] with `REFLOW_SECCOMP_PROBE=<thread kind>:<what to do>`.
+//! The filters on real threads. A filter stays on its thread and a killed
+//! call ends the whole process, so each case runs in a child process: this
+//! test binary again, running only [`probe`] with
+//! `REFLOW_SECCOMP_PROBE=<thread kind>:<what to do>`; the child exits 0
+//! when the call went through, 3 when it was refused with EPERM.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -47,14 +49,24 @@ fn probe() {
                 event.write(*m.lock().unwrap() as u64).unwrap();
                 assert_eq!(event.read().unwrap(), 4 << 20);
             }
-            // SAFETY: plain system calls with valid arguments; the fd, if
-            // any, is closed at once.
-            "socket" => unsafe {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-                libc::close(fd);
-            },
+            "socket" => {
+                // SAFETY: a plain system call; the fd, if any, is closed.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                let refused =
+                    fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+                if fd >= 0 {
+                    // SAFETY: closes the fd just made.
+                    unsafe { libc::close(fd) };
+                }
+                if refused {
+                    std::process::exit(3);
+                }
+            }
             "execve" => {
-                let _ = Command::new("/bin/true").status();
+                let e = Command::new("/bin/true").status().unwrap_err();
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    std::process::exit(3);
+                }
             }
             other => panic!("unknown probe {other}"),
         }
@@ -64,9 +76,11 @@ fn probe() {
 }
 
 #[test]
-fn calls_outside_each_allowlist_kill_the_process() {
+fn calls_outside_each_allowlist_are_refused() {
     for what in ["vcpu:socket", "vcpu:execve", "vmm:execve"] {
         let status = child(what, "enforce");
+        assert_eq!(status.code(), Some(3), "{what}: {status:?}");
+        let status = child(what, "kill");
         assert_eq!(status.signal(), Some(libc::SIGSYS), "{what}: {status:?}");
     }
 }
@@ -74,8 +88,10 @@ fn calls_outside_each_allowlist_kill_the_process() {
 #[test]
 fn allowed_calls_go_through() {
     for what in ["vcpu:allowed", "vmm:allowed"] {
-        let status = child(what, "enforce");
-        assert!(status.success(), "{what}: {status:?}");
+        for mode in ["enforce", "kill"] {
+            let status = child(what, mode);
+            assert!(status.success(), "{what} ({mode}): {status:?}");
+        }
     }
 }
 
