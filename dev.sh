@@ -104,7 +104,7 @@ bench() {
 }
 
 fuzz() {
-    local targets=(ring_consumer vsock_packet control_frame value_decode)
+    local targets=(ring_consumer vsock_packet control_frame value_decode descriptor_chain)
     local only="${1:-}" seconds="${2:-60}"
     if [ -n "$only" ]; then
         printf '%s\n' "${targets[@]}" | grep -qx "$only" || die "unknown fuzz target $only (${targets[*]})"

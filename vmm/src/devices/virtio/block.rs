@@ -259,6 +259,24 @@ mod tests {
         assert!(got[512..].iter().all(|&x| x == 3));
     }
 
+    /// An available index far ahead of the device's (more than a queue's
+    /// worth) is an error, not an endless loop on the event loop thread.
+    #[test]
+    fn an_available_index_far_ahead_is_an_error_not_a_hang() {
+        let (_f, mut b) = disk(4);
+        let m = mem();
+        let vq = MockSplitQueue::create(&m, GuestAddress(0x80_000), 16);
+        vq.build_desc_chain(&read_request(512)).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        // The available ring's idx: 2048 entries published on a 16-entry queue.
+        m.write_obj(2048u16, vq.avail_addr().unchecked_add(2))
+            .unwrap();
+        let err = b
+            .process_queue(0, std::slice::from_mut(&mut q), &m)
+            .unwrap_err();
+        assert!(matches!(err, super::super::QueueError::Stuck), "{err}");
+    }
+
     #[test]
     fn read_past_the_end_is_an_io_error() {
         let (_f, mut b) = disk(4);

@@ -25,6 +25,11 @@ pub const TYPE_VSOCK: u32 = 19;
 pub enum QueueError {
     #[error("virtio queue: {0}")]
     Queue(#[from] virtio_queue::Error),
+    #[error(
+        "virtio queue: the driver says buffers are available but none can be taken (an \
+         available index more than a queue's worth ahead)"
+    )]
+    Stuck,
 }
 
 /// A virtio device behind an [`MmioTransport`].
@@ -74,14 +79,23 @@ pub fn drain_queue(
     let mut used = false;
     loop {
         queue.disable_notification(mem)?;
+        let mut popped = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let len = handle(chain);
             queue.add_used(mem, head, len)?;
             used = true;
+            popped = true;
         }
         if !queue.enable_notification(mem)? {
             break;
+        }
+        // More is said to be available, yet nothing could be popped
+        // (`pop_descriptor_chain` hides why): looping again would spin
+        // forever on the event loop. Found by the descriptor_chain fuzz
+        // target.
+        if !popped {
+            return Err(QueueError::Stuck);
         }
     }
     Ok(used && queue.needs_notification(mem)?)
