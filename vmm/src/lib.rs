@@ -19,6 +19,7 @@
 //! ```
 
 pub mod arch;
+pub mod cgroup;
 pub mod config;
 pub mod console;
 pub mod devices;

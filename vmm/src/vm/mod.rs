@@ -49,6 +49,8 @@ use devices::{DeviceRestore, Devices, Links};
 pub enum VmError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot join the VM's cgroup: {0}")]
+    Cgroup(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(
@@ -157,6 +159,8 @@ pub struct Vm {
     stop_requested: Arc<AtomicBool>,
     gate: Arc<crate::vcpu::gate::Gate>,
     owner: OwnerLinks,
+    /// The cgroup the VM's threads join, when its CPU time is limited.
+    cpu_group: Option<Arc<crate::cgroup::CpuGroup>>,
 }
 
 /// What the VM's owner talks to it through: its vsock socket, the agent's
@@ -296,6 +300,7 @@ impl Vm {
             stop_requested: Arc::new(AtomicBool::new(false)),
             gate: Arc::default(),
             owner,
+            cpu_group: None,
         })
     }
 
@@ -411,6 +416,7 @@ impl Vm {
             stop_requested: Arc::new(AtomicBool::new(false)),
             gate: Arc::default(),
             owner,
+            cpu_group: None,
         })
     }
 

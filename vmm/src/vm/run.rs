@@ -13,6 +13,7 @@ use vmm_sys_util::signal::Killable;
 
 use super::kvm::{self as vmkvm, kvm_err};
 use super::{Vm, VmError, VmOutcome};
+use crate::cgroup::CpuGroup;
 use crate::console::{AgentReady, ConsoleState};
 use crate::devices::bus::lock;
 use crate::seccomp::{self, ThreadKind};
@@ -79,16 +80,26 @@ impl Vm {
         let mut threads = Vec::new();
         for mut vcpu in std::mem::take(&mut self.vcpus) {
             let id = vcpu.id();
-            let (buses, flag, tx, wake, gate) = (
+            let (buses, flag, tx, wake, gate, group) = (
                 self.devices.buses.clone(),
                 stop.clone(),
                 tx.clone(),
                 self.devices.wake.clone(),
                 self.gate.clone(),
+                self.cpu_group.clone(),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
+                    let joined = group.as_ref().map_or(Ok(()), |g| g.join_current_thread());
+                    drop(group);
+                    if let Err(e) = joined {
+                        let _ = tx.send(StopReason::Fatal(format!(
+                            "cannot join the VM's cgroup: {e}"
+                        )));
+                        let _ = wake.write(1);
+                        return vcpu;
+                    }
                     if let Err(e) = seccomp::install(ThreadKind::Vcpu, seccomp_mode) {
                         let _ = tx.send(StopReason::Fatal(e.to_string()));
                         let _ = wake.write(1);
@@ -120,11 +131,25 @@ impl Vm {
         })
     }
 
+    /// Limits the CPU time of the VM's threads (vCPUs and the event loop
+    /// of [`Vm::run`]) to `group`'s: each joins it as it starts. Keep a
+    /// clone of the group and drop it after the VM's thread has ended (a
+    /// group is removed when its last holder drops it, and the VM's own
+    /// threads cannot remove it under their seccomp filters).
+    pub fn confine_cpu(&mut self, group: Arc<CpuGroup>) {
+        self.cpu_group = Some(group);
+    }
+
     /// Runs the guest until it powers off, resets, crashes, times out or is
     /// stopped. The calling thread becomes the VM's event loop and takes
     /// the `vmm` seccomp filter for good: give it a thread of its own.
     pub fn run(self) -> Result<VmOutcome, VmError> {
         let mode = seccomp::Mode::from_env()?;
+        if let Some(group) = &self.cpu_group {
+            group
+                .join_current_thread()
+                .map_err(|e| VmError::Cgroup(e.to_string()))?;
+        }
         let running = self.start()?;
         if let Err(e) = seccomp::install(ThreadKind::Vmm, mode) {
             running.finish(StopReason::Stopped);

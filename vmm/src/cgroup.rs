@@ -1,0 +1,249 @@
+//! CPU time limits for one VM's threads with the cgroup cpu controller: a
+//! group of its own under this process's cgroup, allowing `cpus` CPUs' worth
+//! of time per period (`0.5`: half of one CPU), which the VM's vCPU and
+//! event-loop threads join before they take their seccomp filters.
+//!
+//! Both cgroup versions are handled:
+//! - v1 (a `cgroup` mount with the `cpu` controller): a child group with
+//!   `cpu.cfs_period_us`/`cpu.cfs_quota_us`; threads join by writing their
+//!   id to its `tasks`.
+//! - v2 (a `cgroup2` mount whose `cgroup.controllers` has `cpu`): a
+//!   `threaded` child with `cpu.max`, after `+cpu` in the parent's
+//!   `cgroup.subtree_control`; threads join through `cgroup.threads`.
+//!
+//! Where neither is there (or writable), [`CpuGroup::create`] fails with
+//! the reason; the caller decides whether to run without the limit.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The scheduling period, microseconds (the kernel's default).
+const PERIOD_US: u64 = 100_000;
+/// How long removing a group waits for its last threads to leave.
+const REMOVE_WAIT: Duration = Duration::from_millis(200);
+
+/// Why a VM's CPU time cannot be limited.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup cpu controller is mounted (neither cgroup v1 `cpu` nor cgroup v2 with `cpu` in cgroup.controllers)")]
+    NoController,
+    #[error("this process's cgroup in the cpu hierarchy is unknown (/proc/self/cgroup)")]
+    UnknownGroup,
+    #[error("{cpus} CPUs is not a CPU time limit (more than 0.01)")]
+    BadShare { cpus: f64 },
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which cgroup interface a hierarchy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// Where this process's cgroup of the cpu hierarchy is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuHierarchy {
+    pub version: Version,
+    /// This process's own group (a directory of the mounted hierarchy).
+    pub own: PathBuf,
+}
+
+/// One VM's group; removed when dropped (after the VM's threads ended).
+#[derive(Debug)]
+pub struct CpuGroup {
+    dir: PathBuf,
+    /// `tasks` (v1) or `cgroup.threads` (v2) of the group, opened before
+    /// any seccomp filter: joining is one `write`.
+    join: File,
+}
+
+impl CpuHierarchy {
+    /// The cpu hierarchy of this host and this process's group in it.
+    pub fn find() -> Result<CpuHierarchy, CgroupError> {
+        let read = |path: &str| {
+            std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
+                what: "read",
+                path: path.into(),
+                source,
+            })
+        };
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let cgroups = read("/proc/self/cgroup")?;
+        CpuHierarchy::parse(&mountinfo, &cgroups, |p| {
+            std::fs::read_to_string(p.join("cgroup.controllers")).ok()
+        })
+    }
+
+    /// The hierarchy described by a `mountinfo` and a `/proc/<pid>/cgroup`
+    /// (v1 preferred, as the kernel does when the `cpu` controller is bound
+    /// to it); `controllers` reads a v2 mount's `cgroup.controllers`.
+    pub fn parse(
+        mountinfo: &str,
+        cgroups: &str,
+        controllers: impl Fn(&Path) -> Option<String>,
+    ) -> Result<CpuHierarchy, CgroupError> {
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let fields: Vec<&str> = left.split(' ').collect();
+            let theirs: Vec<&str> = right.split(' ').collect();
+            let (Some(root), Some(point), Some(fstype)) =
+                (fields.get(3), fields.get(4), theirs.first())
+            else {
+                continue;
+            };
+            let options = theirs.get(2).copied().unwrap_or("");
+            if *fstype == "cgroup" && options.split(',').any(|o| o == "cpu") {
+                let path = group_of(cgroups, |c| c.split(',').any(|c| c == "cpu"))?;
+                return Ok(CpuHierarchy {
+                    version: Version::V1,
+                    own: under(Path::new(point), root, &path),
+                });
+            }
+            if *fstype == "cgroup2" && v2.is_none() {
+                let has_cpu = controllers(Path::new(point))
+                    .is_some_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+                if has_cpu {
+                    v2 = Some((point.to_string(), root.to_string()));
+                }
+            }
+        }
+        let (point, root) = v2.ok_or(CgroupError::NoController)?;
+        let path = group_of(cgroups, str::is_empty)?;
+        Ok(CpuHierarchy {
+            version: Version::V2,
+            own: under(Path::new(&point), &root, &path),
+        })
+    }
+}
+
+/// The group path of the hierarchy whose controller list satisfies `is`.
+fn group_of(cgroups: &str, is: impl Fn(&str) -> bool) -> Result<String, CgroupError> {
+    cgroups
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            is(controllers).then(|| path.to_string())
+        })
+        .next()
+        .ok_or(CgroupError::UnknownGroup)
+}
+
+/// The directory of group `path` in a hierarchy whose `root` is mounted at
+/// `point` (a container sees its own group as the mount's root).
+fn under(point: &Path, root: &str, path: &str) -> PathBuf {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    point.join(rel.trim_start_matches('/'))
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io {
+        what,
+        path: path.into(),
+        source,
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, text).map_err(io("write", path))
+}
+
+impl CpuGroup {
+    /// A new group for one VM on this host, allowing `cpus` CPUs of time.
+    pub fn create(cpus: f64) -> Result<CpuGroup, CgroupError> {
+        CpuGroup::create_in(&CpuHierarchy::find()?, cpus)
+    }
+
+    /// A new group under `hierarchy`'s own group.
+    pub fn create_in(hierarchy: &CpuHierarchy, cpus: f64) -> Result<CpuGroup, CgroupError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        if !(cpus >= 0.01 && cpus.is_finite()) {
+            return Err(CgroupError::BadShare { cpus });
+        }
+        let quota = (cpus * PERIOD_US as f64).round() as u64;
+        let name = format!(
+            "reflow-vm-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = hierarchy.own.join(name);
+        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+        let made = CpuGroup::configure(hierarchy, &dir, quota);
+        match made {
+            Ok(join) => Ok(CpuGroup { dir, join }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn configure(hierarchy: &CpuHierarchy, dir: &Path, quota: u64) -> Result<File, CgroupError> {
+        let join = match hierarchy.version {
+            Version::V1 => {
+                write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                dir.join("tasks")
+            }
+            Version::V2 => {
+                write(&dir.join("cgroup.type"), "threaded")?;
+                write(&hierarchy.own.join("cgroup.subtree_control"), "+cpu")?;
+                write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
+                dir.join("cgroup.threads")
+            }
+        };
+        // `create` only matters on a fake tree: cgroupfs has the file.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&join)
+            .map_err(io("open", &join))
+    }
+
+    /// Moves the calling thread into the group (one `write`).
+    pub fn join_current_thread(&self) -> std::io::Result<()> {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        (&self.join).write_all(tid.to_string().as_bytes())
+    }
+
+    /// The group's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        // A thread that was just joined may not have left the group yet.
+        let deadline = std::time::Instant::now() + REMOVE_WAIT;
+        loop {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a VM's cgroup");
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "cgroup_tests.rs"]
+mod tests;
