@@ -25,7 +25,7 @@ fn memory(_: &mut Criterion) {
     }
     report::reset(BENCH);
     let (golden, config) = warm_python_golden(40, "run_worker.py", "worker.ready");
-    let spec = VmSpec { golden, config };
+    let spec = VmSpec::new(golden, config);
     let available = meminfo_kib("MemAvailable:").unwrap_or(0);
     let (rss0, pss0) = memory_kib();
     let mut vms: Vec<SandboxVm> = Vec::new();

@@ -73,10 +73,10 @@ async fn discovered_actors_register_into_a_network() {
     let found = discover(&DiscoveryConfig::new(&workspace())).unwrap();
     // A Python runtime whose pool restores nothing until asked: nothing
     // here runs a VM.
-    let spec = VmSpec {
-        golden: "/nonexistent".into(),
-        config: reflow_vmm::VmConfig::new("/nonexistent"),
-    };
+    let spec = VmSpec::new(
+        "/nonexistent".into(),
+        reflow_vmm::VmConfig::new("/nonexistent"),
+    );
     let config = BridgeConfig {
         pool: PoolConfig {
             preload_count: 0,

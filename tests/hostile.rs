@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig, Language, PoolConfig};
+use reflow_host_bridge::{Bridge, BridgeConfig, Language, Limits, PoolConfig};
 use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
@@ -30,7 +30,10 @@ struct Case {
 const TIMED_OUT: &str = "ran past its 5s limit";
 const STOPPED: &str = "VM stopped while running it";
 const RING: &str = "ring positions are inconsistent";
-const FLOOD: &str = "more than 10000 outputs and state operations";
+const FLOOD_OUTPUTS: &str = "more than 1000 outputs in one invocation";
+const FLOOD_STATE: &str = "more than 1000 state operations in one invocation";
+const OUTPUT_SIZE: &str = "over the 1048576-byte limit (max_output_size)";
+const STATE_VALUE: &str = "over the 65536-byte limit (max_state_value_size)";
 
 const PYTHON: &[Case] = &[
     Case {
@@ -95,15 +98,27 @@ const PYTHON: &[Case] = &[
     },
     Case {
         name: "floods_outputs",
-        limit_s: 60,
+        limit_s: 20,
         attack: "while True:\n        context.send_output_sync('output', 0)",
-        reason: &[FLOOD],
+        reason: &[FLOOD_OUTPUTS],
     },
     Case {
         name: "floods_state",
-        limit_s: 60,
+        limit_s: 20,
         attack: "while True:\n        context.state.increment_sync('n')",
-        reason: &[FLOOD],
+        reason: &[FLOOD_STATE],
+    },
+    Case {
+        name: "huge_output",
+        limit_s: LIMIT_S,
+        attack: "context.send_output_sync('output', b'x' * (2 << 20))",
+        reason: &[OUTPUT_SIZE],
+    },
+    Case {
+        name: "huge_state_value",
+        limit_s: LIMIT_S,
+        attack: "context.state.set_sync('big', 'x' * (1 << 20))",
+        reason: &[STATE_VALUE],
     },
 ];
 
@@ -162,15 +177,27 @@ const JAVASCRIPT: &[Case] = &[
     },
     Case {
         name: "floods_outputs",
-        limit_s: 60,
+        limit_s: 20,
         attack: "for (;;) context.sendOutputSync('output', 0);",
-        reason: &[FLOOD],
+        reason: &[FLOOD_OUTPUTS],
     },
     Case {
         name: "floods_state",
-        limit_s: 60,
+        limit_s: 20,
         attack: "for (;;) context.state.incrementSync('n');",
-        reason: &[FLOOD],
+        reason: &[FLOOD_STATE],
+    },
+    Case {
+        name: "huge_output",
+        limit_s: LIMIT_S,
+        attack: "context.sendOutputSync('output', Buffer.alloc(2 << 20));",
+        reason: &[OUTPUT_SIZE],
+    },
+    Case {
+        name: "huge_state_value",
+        limit_s: LIMIT_S,
+        attack: "context.state.setSync('big', 'x'.repeat(1 << 20));",
+        reason: &[STATE_VALUE],
     },
 ];
 
@@ -201,6 +228,13 @@ fn config() -> BridgeConfig {
             ..PoolConfig::default()
         },
         namespace: "hostile".into(),
+        limits: Limits {
+            max_outputs: 1000,
+            max_state_ops: 1000,
+            max_output_bytes: 1 << 20,
+            max_state_value_bytes: 64 << 10,
+            ..Limits::default()
+        },
         ..BridgeConfig::default()
     }
 }

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_host_bridge::{
-    InvokeHandler, PoolConfig, PoolError, SandboxError, SandboxVm, StateRequest, VmPool, VmSpec,
-};
+use reflow_host_bridge::{Limits, PoolConfig, PoolError, SandboxError, SandboxVm, VmPool, VmSpec};
+use reflow_integration_tests::calls::NoState;
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_vmm::protocol::Request;
@@ -14,18 +13,9 @@ use reflow_vmm::protocol::Request;
 const SHM_MIB: u32 = 40;
 
 /// Outputs ignored; no state.
-struct NoState;
-
-impl InvokeHandler for NoState {
-    fn output(&mut self, _: &str, _: Value) {}
-    fn state(&mut self, _: StateRequest) -> Result<Value, String> {
-        Err("no state here".into())
-    }
-}
-
 fn spec() -> VmSpec {
     let (golden, config) = warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready");
-    VmSpec { golden, config }
+    VmSpec::new(golden, config)
 }
 
 fn config(preload_count: usize, max_size: usize) -> PoolConfig {
@@ -83,7 +73,15 @@ fn the_pool_preloads_caps_refills_and_lends_fresh_clones() {
         for i in 0..3 {
             let inputs = Value::Map(vec![("x".into(), Value::Int(i))]);
             let done = vm
-                .with_worker(|w| w.invoke("id", inputs, Value::Map(vec![]), LIMIT, &mut NoState))
+                .with_worker(|w| {
+                    w.invoke(
+                        "id",
+                        inputs,
+                        Value::Map(vec![]),
+                        &Limits::with_timeout(LIMIT),
+                        &mut NoState,
+                    )
+                })
                 .unwrap();
             assert_eq!(done, Value::Map(vec![("x".into(), Value::Int(i))]));
         }

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use reflow_host_bridge::{InvokeHandler, StateRequest, WorkerClient};
+use reflow_host_bridge::{InvokeHandler, Limits, StateRequest, WorkerClient};
 use reflow_integration_tests::{percentile, TestVm, LIMIT};
 use reflow_ring::Value;
 use reflow_vmm::VmConfig;
@@ -53,8 +53,14 @@ fn input(len: usize) -> Value {
 /// One identity invocation; panics unless exactly one output came back.
 fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
     let mut sink = Sink::default();
-    c.invoke("id", payload.clone(), Value::Map(vec![]), LIMIT, &mut sink)
-        .expect("identity invocation");
+    c.invoke(
+        "id",
+        payload.clone(),
+        Value::Map(vec![]),
+        &Limits::with_timeout(LIMIT),
+        &mut sink,
+    )
+    .expect("identity invocation");
     assert_eq!(sink.0, 1, "one output per invocation");
 }
 

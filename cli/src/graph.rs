@@ -269,7 +269,7 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
                 "`timeoutSeconds` must be at least 1".into(),
             ));
         }
-        script.timeout = Some(Duration::from_secs(s.into()));
+        script.limits.timeout = Some(Duration::from_secs(s.into()));
     }
     if spec.memory_mb.is_some() {
         tracing::warn!("`memoryMb` of a script is not applied yet: every VM of a runtime has the runtime's memory");

@@ -59,7 +59,7 @@ fn a_good_graph_loads_with_its_scripts_and_sinks() {
     let mul = &g.scripts["Mul"];
     assert_eq!(mul.name, "mul.actor.py");
     assert!(mul.source.starts_with("@actor"));
-    assert_eq!(mul.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(mul.limits.timeout, Some(std::time::Duration::from_secs(5)));
 }
 
 #[test]

@@ -67,7 +67,9 @@ struct RunArgs {
     /// workspace.sandbox.javascript.image when it is a file).
     #[arg(long, env = "REFLOW_NODE_IMAGE")]
     node_image: Option<PathBuf>,
-    /// Seconds one message may run before its VM is killed [default: 30].
+    /// Seconds one message may run before its VM is killed [default:
+    /// reflow.yaml's workspace.sandbox.limits.timeout, else 30]; a
+    /// language's, an actor's or a graph node's own timeout goes over it.
     #[arg(long)]
     exec_timeout: Option<u64>,
     /// Ready VMs kept per runtime [default: reflow.yaml, else 5].
@@ -141,7 +143,7 @@ fn discover(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (graph, config) = if args.graph.is_dir() {
+    let (mut graph, config) = if args.graph.is_dir() {
         let ws = Workspace::load(&args.graph)?;
         for note in ws.config.notes() {
             eprintln!("reflow-sandbox: note: {note}");
@@ -188,8 +190,12 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.idle_timeout {
         bridge_config.idle_timeout = Duration::from_secs(s);
     }
+    config.apply_limits(&mut bridge_config);
     if let Some(s) = args.exec_timeout {
-        bridge_config.exec_timeout = Duration::from_secs(s);
+        bridge_config.limits.timeout = Duration::from_secs(s);
+    }
+    for (component, script) in &mut graph.scripts {
+        script.limits = config.actor_limits(component).then(&script.limits);
     }
     if let Some(ns) = args.namespace {
         bridge_config.namespace = ns;
@@ -202,10 +208,20 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             let sizes = Sizes {
                 mem_mib: config.memory_mib(language).unwrap_or(default.mem_mib),
                 shm_mib: config.region_mib().unwrap_or(default.shm_mib),
+                vcpus: config.vcpus(language).unwrap_or(default.vcpus),
+                cpu: config.cpu(language),
             };
             (language, sizes)
         })
         .collect();
+    if languages.iter().any(|(_, s)| s.cpu.is_some()) {
+        if let Some(why) = reflow_host_bridge::sandbox::cpu_limit_unavailable() {
+            eprintln!(
+                "reflow-sandbox: note: workspace.sandbox.*.cpu is not enforced on this host ({why}); \
+                 VMs run without a CPU time limit"
+            );
+        }
+    }
     let cache = reflow_guest_image::cache_root();
     let bridge = setup::bridge_for(
         &images,

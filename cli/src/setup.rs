@@ -34,11 +34,15 @@ pub async fn state_store(url: Option<&str>) -> Result<StateStore, StateError> {
     }
 }
 
-/// VM sizes of one language's actors: guest memory and shared region, MiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// VM sizes of one language's actors: guest memory and shared region
+/// (MiB), vCPUs, and the CPU time each VM may use (in CPUs; `None`:
+/// unlimited).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sizes {
     pub mem_mib: u32,
     pub shm_mib: u32,
+    pub vcpus: u8,
+    pub cpu: Option<f64>,
 }
 
 impl Sizes {
@@ -48,10 +52,14 @@ impl Sizes {
             Language::Python => Sizes {
                 mem_mib: PYTHON_MEM_MIB,
                 shm_mib: PYTHON_SHM_MIB,
+                vcpus: 1,
+                cpu: None,
             },
             Language::JavaScript => Sizes {
                 mem_mib: NODE_MEM_MIB,
                 shm_mib: NODE_SHM_MIB,
+                vcpus: 1,
+                cpu: None,
             },
         }
     }
@@ -106,10 +114,9 @@ pub fn bridge_for(
     let mut runtimes = Vec::new();
     for &(language, sizes) in languages {
         report(&format!("preparing the {language} runtime"));
-        let runtime = match language {
-            Language::Python => Runtime::python(images, sizes.mem_mib, sizes.shm_mib),
-            Language::JavaScript => Runtime::javascript(images, sizes.mem_mib, sizes.shm_mib)?,
-        };
+        let mut runtime = Runtime::for_language(images, language, sizes.mem_mib, sizes.shm_mib)?;
+        runtime.config.vcpus = sizes.vcpus;
+        runtime.cpu = sizes.cpu;
         match runtime.golden(cache_root, &report) {
             Ok(spec) => runtimes.push((language, spec)),
             Err(e) => {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::actor::SandboxActor;
+use crate::limits::{LimitOverrides, Limits};
 use crate::node::Node;
 use crate::pool::{PoolConfig, VmPool};
 use crate::runtime::Language;
@@ -27,14 +28,28 @@ pub struct BridgeConfig {
     /// (it gets a fresh one on its next message; its state stays in the
     /// store).
     pub idle_timeout: Duration,
-    /// Longest one message may run; past it the VM is killed and the
-    /// message answered with an error. A script's own `timeoutSeconds`
-    /// overrides it.
-    pub exec_timeout: Duration,
+    /// What one message may do (time, sizes, counts), for every actor.
+    pub limits: Limits,
+    /// Each runtime's own limits, over `limits` (an actor's own, in its
+    /// [`Script`], go over these).
+    pub runtime_limits: HashMap<Language, LimitOverrides>,
     /// Longest a node waits for a VM when the pool is at `max_size`.
     pub acquire_timeout: Duration,
     /// First part of every state key: `{namespace}:{node id}:{key}`.
     pub namespace: String,
+}
+
+impl BridgeConfig {
+    /// The limits of one message of `script`: the bridge's, then its
+    /// runtime's, then its own.
+    pub fn limits_for(&self, script: &Script) -> Limits {
+        let runtime = self
+            .runtime_limits
+            .get(&script.language)
+            .copied()
+            .unwrap_or_default();
+        self.limits.with(&runtime.then(&script.limits))
+    }
 }
 
 impl Default for BridgeConfig {
@@ -42,7 +57,8 @@ impl Default for BridgeConfig {
         BridgeConfig {
             pool: PoolConfig::default(),
             idle_timeout: Duration::from_secs(300),
-            exec_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            runtime_limits: HashMap::new(),
             acquire_timeout: Duration::from_secs(120),
             namespace: "reflow".into(),
         }
@@ -168,6 +184,22 @@ impl Bridge {
     /// ready; returns how many are ready in all.
     pub fn wait_ready(&self, wait: Duration) -> usize {
         self.shared.pools.values().map(|p| p.wait_ready(wait)).sum()
+    }
+
+    /// Stops the VM of one node that holds one, chosen by `pick` (modulo
+    /// their number), as if it crashed: for chaos and soak testing. The
+    /// message it runs is answered with an error and the node's next
+    /// message gets a fresh VM. Returns whether a VM was stopped.
+    pub fn kill_vm(&self, pick: usize) -> bool {
+        let nodes: Vec<Arc<Node>> = {
+            let nodes = self.shared.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.iter().filter_map(Weak::upgrade).collect()
+        };
+        let held: Vec<&Arc<Node>> = nodes.iter().filter(|n| n.has_stop_handle()).collect();
+        match held.len() {
+            0 => false,
+            n => held[pick % n].kill_vm(),
+        }
     }
 
     /// Messages being run by sandboxed actors right now.

@@ -3,12 +3,14 @@
 //! that name something this sandbox does differently are accepted and
 //! reported by [`Config::notes`] instead of silently ignored.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::discovery::{DiscoveryConfig, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
+use crate::limits::LimitOverrides;
 
 /// The file name looked for in a workspace directory.
 pub const FILE_NAME: &str = "reflow.yaml";
@@ -29,7 +31,7 @@ pub enum ConfigError {
     #[error("{}: {key}: {message}", path.display())]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
 }
@@ -98,6 +100,96 @@ pub struct Sandbox {
     pub javascript: Option<Language>,
     #[serde(default)]
     pub pool: Option<Pool>,
+    /// Limits of every actor's messages.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+    /// Settings of single actors, by component name.
+    #[serde(default)]
+    pub actors: BTreeMap<String, ActorSandbox>,
+}
+
+/// One actor's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSandbox {
+    /// Limits of this actor's messages, over its language's.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// A `limits:` section (see [`crate::Limits`]): any of its keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Seconds one message may run.
+    pub timeout: Option<u64>,
+    pub max_message_size: Option<SizeText>,
+    pub max_output_size: Option<SizeText>,
+    pub max_outputs: Option<usize>,
+    pub max_state_ops: Option<usize>,
+    pub max_state_value_size: Option<SizeText>,
+}
+
+/// A size as written: `16MB`, or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Most of any count limit (outputs, state operations per message).
+const MAX_COUNT: usize = 10_000_000;
+/// Longest per-message timeout, seconds.
+const MAX_TIMEOUT_S: u64 = 24 * 3600;
+
+impl LimitsConfig {
+    /// The overrides it sets, checked; errors name the key under `at`.
+    fn overrides(&self, at: &str) -> Result<LimitOverrides, (String, String)> {
+        let key = |k: &str| format!("{at}.limits.{k}");
+        let size = |k: &str, s: &Option<SizeText>| -> Result<Option<usize>, (String, String)> {
+            let Some(s) = s else { return Ok(None) };
+            let bytes = match s {
+                SizeText::Bytes(n) => *n,
+                SizeText::Text(t) => parse_size(t).map_err(|e| (key(k), e))?,
+            };
+            if !(1..=1 << 30).contains(&bytes) {
+                return Err((key(k), format!("{bytes} bytes is outside 1B..1GB")));
+            }
+            Ok(Some(bytes as usize))
+        };
+        let count = |k: &str, n: Option<usize>| -> Result<Option<usize>, (String, String)> {
+            match n {
+                Some(n) if !(1..=MAX_COUNT).contains(&n) => {
+                    Err((key(k), format!("{n} is outside 1..{MAX_COUNT}")))
+                }
+                n => Ok(n),
+            }
+        };
+        let timeout = match self.timeout {
+            Some(s) if !(1..=MAX_TIMEOUT_S).contains(&s) => {
+                return Err((
+                    key("timeout"),
+                    format!("{s} is outside 1..{MAX_TIMEOUT_S} seconds"),
+                ))
+            }
+            s => s.map(Duration::from_secs),
+        };
+        Ok(LimitOverrides {
+            timeout,
+            max_message_bytes: size("max_message_size", &self.max_message_size)?,
+            max_output_bytes: size("max_output_size", &self.max_output_size)?,
+            max_outputs: count("max_outputs", self.max_outputs)?,
+            max_state_ops: count("max_state_ops", self.max_state_ops)?,
+            max_state_value_bytes: size("max_state_value_size", &self.max_state_value_size)?,
+        })
+    }
+}
+
+fn overrides(limits: &Option<LimitsConfig>, at: &str) -> Result<LimitOverrides, (String, String)> {
+    limits
+        .as_ref()
+        .map_or(Ok(LimitOverrides::default()), |l| l.overrides(at))
 }
 
 /// One language's sandbox.
@@ -111,7 +203,14 @@ pub struct Language {
     pub packages: Vec<String>,
     /// Guest memory: `256MB`, `1GB` (binary units).
     pub memory: Option<String>,
+    /// vCPUs of each VM.
+    pub vcpus: Option<u8>,
+    /// CPU time each VM may use, in CPUs (`0.5`: half of one), enforced
+    /// with the cgroup cpu controller where the host has one.
     pub cpu: Option<f64>,
+    /// Limits of this language's actors' messages, over the sandbox's.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -217,10 +316,51 @@ impl Config {
             .check()
             .map_err(|(key, message)| ConfigError::Invalid {
                 path: path.into(),
+                key: key.to_string(),
+                message,
+            })?;
+        config
+            .check_limits()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.into(),
                 key,
                 message,
             })?;
         Ok(config)
+    }
+
+    /// Checks every `limits:` section and each language's VM shape.
+    fn check_limits(&self) -> Result<(), (String, String)> {
+        let s = &self.workspace.sandbox;
+        overrides(&s.limits, "workspace.sandbox")?;
+        for language in [crate::Language::Python, crate::Language::JavaScript] {
+            let Some(l) = self.sandbox(language) else {
+                continue;
+            };
+            let at = format!("workspace.sandbox.{language}");
+            overrides(&l.limits, &at)?;
+            if let Some(n) = l.vcpus {
+                if !(1..=reflow_vmm::arch::layout::MAX_VCPUS).contains(&n) {
+                    return Err((
+                        format!("{at}.vcpus"),
+                        format!("{n} is outside 1..{}", reflow_vmm::arch::layout::MAX_VCPUS),
+                    ));
+                }
+            }
+            if let Some(cpu) = l.cpu {
+                let most = f64::from(l.vcpus.unwrap_or(1));
+                if !(cpu >= 0.01 && cpu <= most) {
+                    return Err((
+                        format!("{at}.cpu"),
+                        format!("{cpu} is outside 0.01..{most} (at most one CPU per vCPU)"),
+                    ));
+                }
+            }
+        }
+        for (name, actor) in &s.actors {
+            overrides(&actor.limits, &format!("workspace.sandbox.actors.{name}"))?;
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), (&'static str, String)> {
@@ -238,14 +378,6 @@ impl Config {
                     return Err((
                         "workspace.sandbox.python.memory",
                         format!("{m} is outside 64MB..3GB"),
-                    ));
-                }
-            }
-            if let Some(cpu) = py.cpu {
-                if !(cpu > 0.0 && cpu <= 64.0) {
-                    return Err((
-                        "workspace.sandbox.python.cpu",
-                        format!("{cpu} is outside (0, 64]"),
                     ));
                 }
             }
@@ -330,11 +462,6 @@ impl Config {
                      built (guest-image/python/requirements.txt, guest-image/node/npm-packages.txt), not installed at run time"
                 ));
             }
-            if l.cpu.is_some() {
-                notes.push(format!(
-                    "workspace.sandbox.{lang}.cpu: CPU shares are not enforced yet (each VM has one vCPU)"
-                ));
-            }
         }
         if let Some(r) = &w.redis {
             if r.ttl.is_some() {
@@ -381,6 +508,38 @@ impl Config {
         parse_size(m).ok().map(|b| (b >> 20) as u32)
     }
 
+    /// The limits the file sets for every actor.
+    pub fn limits(&self) -> LimitOverrides {
+        overrides(&self.workspace.sandbox.limits, "").unwrap_or_default()
+    }
+
+    /// The limits the file sets for `language`'s actors.
+    pub fn runtime_limits(&self, language: crate::Language) -> LimitOverrides {
+        self.sandbox(language)
+            .map(|l| overrides(&l.limits, "").unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The limits the file sets for the actor `component`.
+    pub fn actor_limits(&self, component: &str) -> LimitOverrides {
+        self.workspace
+            .sandbox
+            .actors
+            .get(component)
+            .map(|a| overrides(&a.limits, "").unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// vCPUs of `language`'s VMs, when set.
+    pub fn vcpus(&self, language: crate::Language) -> Option<u8> {
+        self.sandbox(language)?.vcpus
+    }
+
+    /// CPU time of each of `language`'s VMs (in CPUs), when set.
+    pub fn cpu(&self, language: crate::Language) -> Option<f64> {
+        self.sandbox(language)?.cpu
+    }
+
     /// Shared region per VM in MiB, when set.
     pub fn region_mib(&self) -> Option<u32> {
         let s = self
@@ -412,6 +571,18 @@ impl Config {
             .and_then(|r| r.namespace.clone())
         {
             base.namespace = ns;
+        }
+    }
+
+    /// The limits over `base`'s: the sandbox-wide ones over its defaults,
+    /// each language's as its runtime's.
+    pub fn apply_limits(&self, base: &mut crate::BridgeConfig) {
+        base.limits = base.limits.with(&self.limits());
+        for language in [crate::Language::Python, crate::Language::JavaScript] {
+            let own = self.runtime_limits(language);
+            if own != LimitOverrides::default() {
+                base.runtime_limits.insert(language, own);
+            }
         }
     }
 

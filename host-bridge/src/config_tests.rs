@@ -75,7 +75,6 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
     for key in [
         "sandbox.python.image",
         "sandbox.python.packages",
-        "sandbox.python.cpu",
         "sandbox.javascript.image",
         "sandbox.javascript.packages",
         "redis.ttl",
@@ -143,6 +142,30 @@ fn mistakes_name_their_key() {
             "workspace:\n  script_patterns: []\n",
             "workspace.script_patterns: is empty",
         ),
+        (
+            "workspace:\n  sandbox:\n    python:\n      cpu: 1.5\n",
+            "workspace.sandbox.python.cpu: 1.5 is outside 0.01..1",
+        ),
+        (
+            "workspace:\n  sandbox:\n    javascript:\n      vcpus: 40\n",
+            "workspace.sandbox.javascript.vcpus: 40 is outside 1..32",
+        ),
+        (
+            "workspace:\n  sandbox:\n    limits:\n      timeout: 0\n",
+            "workspace.sandbox.limits.timeout: 0 is outside",
+        ),
+        (
+            "workspace:\n  sandbox:\n    python:\n      limits:\n        max_output_size: 2TB\n",
+            "workspace.sandbox.python.limits.max_output_size: unknown unit",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Scale:\n        limits:\n          max_outputs: 0\n",
+            "workspace.sandbox.actors.Scale.limits.max_outputs: 0 is outside",
+        ),
+        (
+            "workspace:\n  sandbox:\n    limits:\n      max_outptus: 3\n",
+            "unknown field `max_outptus`",
+        ),
         ("workspace: [1, 2\n", "reflow.yaml"),
     ];
     for (text, want) in cases {
@@ -151,6 +174,40 @@ fn mistakes_name_their_key() {
             Err(e) => assert!(e.contains(want), "{text:?}: {e:?} does not say {want:?}"),
         }
     }
+}
+
+#[test]
+fn limits_come_from_the_sandbox_each_language_and_each_actor() {
+    let c = parse(
+        "workspace:\n  sandbox:\n    limits:\n      timeout: 10\n      max_outputs: 50\n    \
+         python:\n      vcpus: 2\n      cpu: 1.5\n      limits:\n        max_message_size: 1MB\n        \
+         timeout: 20\n    actors:\n      Scale:\n        limits:\n          max_state_value_size: 4096\n          \
+         max_state_ops: 7\n",
+    )
+    .unwrap();
+    let mut b = crate::BridgeConfig::default();
+    c.apply_limits(&mut b);
+    assert_eq!(b.limits.timeout.as_secs(), 10);
+    assert_eq!(b.limits.max_outputs, 50);
+    assert!(!b.runtime_limits.contains_key(&crate::Language::JavaScript));
+    let mut script = crate::Script::inline(crate::Language::Python, "s.py", "");
+    script.limits = c.actor_limits("Scale");
+    let l = b.limits_for(&script);
+    assert_eq!(
+        (
+            l.timeout.as_secs(),
+            l.max_message_bytes,
+            l.max_outputs,
+            l.max_state_ops,
+            l.max_state_value_bytes
+        ),
+        (20, 1 << 20, 50, 7, 4096)
+    );
+    let js = crate::Script::inline(crate::Language::JavaScript, "s.js", "");
+    assert_eq!(b.limits_for(&js).timeout.as_secs(), 10);
+    assert_eq!(c.vcpus(crate::Language::Python), Some(2));
+    assert_eq!(c.cpu(crate::Language::Python), Some(1.5));
+    assert_eq!(c.actor_limits("Other"), crate::LimitOverrides::default());
 }
 
 #[test]

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use reflow_ring::Value;
+use reflow_vmm::StopHandle;
 
 use crate::bridge::Shared;
 use crate::handler::StoreHandler;
+use crate::limits::Limits;
 use crate::pool::{PoolError, PooledVm};
 use crate::protocol::ActorError;
 use crate::script::Script;
@@ -30,6 +32,8 @@ pub enum ActorFailure {
     Hostile(String),
     #[error("the actor went past a limit ({0}); its VM was discarded")]
     Limit(String),
+    #[error("{0}")]
+    MessageTooLarge(WorkerError),
     #[error("cannot pass the input on port {port:?}: {reason}")]
     Input { port: String, reason: String },
     #[error("the sandbox failed ({0}); its VM was discarded")]
@@ -44,6 +48,7 @@ impl ActorFailure {
             WorkerError::Died => ActorFailure::Died,
             WorkerError::Hostile(h) => ActorFailure::Hostile(h),
             WorkerError::Limit(l) => ActorFailure::Limit(l),
+            e @ WorkerError::MessageTooLarge { .. } => ActorFailure::MessageTooLarge(e),
             other => ActorFailure::Sandbox(other),
         }
     }
@@ -60,6 +65,9 @@ pub(crate) struct Node {
     shared: Arc<Shared>,
     script: Arc<Script>,
     slot: Mutex<Slot>,
+    /// Stops the VM the node holds (or held last) without its slot's lock,
+    /// which a running message holds.
+    stop: Mutex<Option<StopHandle>>,
 }
 
 impl Node {
@@ -71,6 +79,7 @@ impl Node {
                 vm: None,
                 last_used: Instant::now(),
             }),
+            stop: Mutex::new(None),
         });
         shared.track(&node);
         node
@@ -92,17 +101,19 @@ impl Node {
     ) -> Result<Value, ActorFailure> {
         let _busy = self.shared.busy();
         let mut slot = self.lock();
-        let limit = self
-            .script
-            .timeout
-            .unwrap_or(self.shared.config.exec_timeout);
-        let result = self.run(&mut slot, node_id, inputs, config, limit, on_output);
+        let limits = self.shared.config.limits_for(&self.script);
+        let result = self.run(&mut slot, node_id, inputs, config, &limits, on_output);
         if let Err(e) = &result {
             let keep = matches!(e, ActorFailure::Actor(a) if a.kind == crate::ErrorKind::Run)
-                || matches!(e, ActorFailure::Input { .. } | ActorFailure::NoVm(_));
+                || matches!(
+                    e,
+                    ActorFailure::Input { .. }
+                        | ActorFailure::NoVm(_)
+                        | ActorFailure::MessageTooLarge(_)
+                );
             if !keep {
                 // Killed now, replaced from the pool on the next message.
-                slot.vm = None;
+                self.drop_vm(&mut slot);
             }
         }
         slot.last_used = Instant::now();
@@ -115,7 +126,7 @@ impl Node {
         node_id: &str,
         inputs: Value,
         config: Value,
-        limit: Duration,
+        limits: &Limits,
         mut on_output: impl FnMut(&str, Value),
     ) -> Result<Value, ActorFailure> {
         let vm = match &mut slot.vm {
@@ -124,9 +135,10 @@ impl Node {
                 *vm = None;
                 let pool = &self.shared.pools[&self.script.language];
                 let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
+                *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.stop_handle());
                 let script = &self.script;
                 fresh
-                    .with_worker(|c| c.load(node_id, &script.name, &script.source, limit))
+                    .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
                     .map_err(ActorFailure::from_worker)?;
                 vm.insert(fresh)
             }
@@ -138,7 +150,7 @@ impl Node {
             runtime: &self.shared.tokio,
             on_output: |port: &str, value: Value| on_output(port, value),
         };
-        vm.with_worker(|c| c.invoke(node_id, inputs, config, limit, &mut handler))
+        vm.with_worker(|c| c.invoke(node_id, inputs, config, limits, &mut handler))
             .map_err(ActorFailure::from_worker)
     }
 
@@ -152,8 +164,30 @@ impl Node {
         };
         if slot.vm.is_some() && slot.last_used.elapsed() >= idle {
             tracing::debug!(script = %self.script.name, "giving back an idle VM");
-            slot.vm = None;
+            self.drop_vm(&mut slot);
         }
+    }
+
+    /// Stops and forgets the node's VM.
+    fn drop_vm(&self, slot: &mut Slot) {
+        slot.vm = None;
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Stops the node's VM, if it has one, as if it crashed (a message it
+    /// runs gets an error; the next one gets a fresh VM). Returns whether
+    /// there was one to stop.
+    pub fn kill_vm(&self) -> bool {
+        let handle = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        handle.map(|h| h.stop()).is_some()
+    }
+
+    /// Whether the node has a VM it could stop.
+    pub fn has_stop_handle(&self) -> bool {
+        self.stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Whether the node holds a VM now.

@@ -158,6 +158,8 @@ impl GuestImages {
 pub struct Runtime {
     pub language: Language,
     pub config: VmConfig,
+    /// CPU time each VM may use, in CPUs; `None`: unlimited.
+    pub cpu: Option<f64>,
 }
 
 impl Runtime {
@@ -187,6 +189,20 @@ impl Runtime {
         ))
     }
 
+    /// The runtime of `language` (see [`Runtime::python`] and
+    /// [`Runtime::javascript`]).
+    pub fn for_language(
+        images: &GuestImages,
+        language: Language,
+        mem_mib: u32,
+        shm_mib: u32,
+    ) -> Result<Runtime, RuntimeError> {
+        match language {
+            Language::Python => Ok(Runtime::python(images, mem_mib, shm_mib)),
+            Language::JavaScript => Runtime::javascript(images, mem_mib, shm_mib),
+        }
+    }
+
     fn with_root(
         images: &GuestImages,
         language: Language,
@@ -201,7 +217,11 @@ impl Runtime {
         config.shm_mib = shm_mib;
         config.timeout = None;
         config.extra_cmdline = "reflow.root=/dev/vda reflow.quiet=1".into();
-        Runtime { language, config }
+        Runtime {
+            language,
+            config,
+            cpu: None,
+        }
     }
 
     /// The golden snapshot of this runtime with its actor worker started
@@ -238,6 +258,7 @@ impl Runtime {
         Ok(VmSpec {
             golden: golden.dir,
             config: self.config.clone(),
+            cpu: self.cpu,
         })
     }
 }

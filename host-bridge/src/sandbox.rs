@@ -3,10 +3,12 @@
 //! channel and its shared-memory rings.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::vcpu::gate::{Gate, GateError};
@@ -22,6 +24,47 @@ const HOLD_LIMIT: Duration = Duration::from_secs(5);
 pub struct VmSpec {
     pub golden: PathBuf,
     pub config: VmConfig,
+    /// CPU time each clone may use, in CPUs (a cgroup of its own; see
+    /// [`reflow_vmm::cgroup`]); `None`: unlimited.
+    pub cpu: Option<f64>,
+}
+
+impl VmSpec {
+    /// Clones of `golden` (taken with `config`) without a CPU limit.
+    pub fn new(golden: PathBuf, config: VmConfig) -> VmSpec {
+        VmSpec {
+            golden,
+            config,
+            cpu: None,
+        }
+    }
+}
+
+/// Whether a failure to limit a VM's CPU time was reported (once per
+/// process: every clone would fail the same way).
+static CPU_LIMIT_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Why this host cannot limit VMs' CPU time, if it cannot (no cgroup cpu
+/// controller): VMs given a limit then run without it.
+pub fn cpu_limit_unavailable() -> Option<String> {
+    reflow_vmm::cgroup::CpuHierarchy::find()
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// A group limiting a clone's CPU time to `cpus`, or `None` (with one
+/// warning per process) where this host cannot: the VM then runs without
+/// the limit.
+fn cpu_group(cpus: Option<f64>) -> Option<Arc<CpuGroup>> {
+    match CpuGroup::create(cpus?) {
+        Ok(group) => Some(Arc::new(group)),
+        Err(e) => {
+            if !CPU_LIMIT_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot limit sandbox VMs' CPU time; they run without the limit");
+            }
+            None
+        }
+    }
 }
 
 /// Why a sandbox VM could not be had.
@@ -49,6 +92,8 @@ pub struct SandboxVm {
     runner: Option<JoinHandle<Result<VmOutcome, VmError>>>,
     ready_after: Duration,
     worker: ClientState,
+    /// The VM's cgroup; dropped (removed) after its thread has ended.
+    cpu: Option<Arc<CpuGroup>>,
 }
 
 impl SandboxVm {
@@ -59,11 +104,15 @@ impl SandboxVm {
         let started = Instant::now();
         let mut config = spec.config.clone();
         config.vsock_uds = None;
-        let vm = Vm::restore(
+        let cpu = cpu_group(spec.cpu);
+        let mut vm = Vm::restore(
             &spec.golden,
             config,
             VmIo::console(Box::new(std::io::sink())),
         )?;
+        if let Some(group) = &cpu {
+            vm.confine_cpu(group.clone());
+        }
         let shared = vm.shared_region().ok_or(SandboxError::NoRing)?;
         let handle = vm.control();
         let hostile = vm.hostile();
@@ -105,6 +154,7 @@ impl SandboxVm {
             runner: Some(runner),
             ready_after: started.elapsed(),
             worker: ClientState::default(),
+            cpu,
         })
     }
 
@@ -159,6 +209,17 @@ impl SandboxVm {
     /// Host time from the start of the restore to the agent being ready.
     pub fn ready_after(&self) -> Duration {
         self.ready_after
+    }
+
+    /// A handle that stops this VM from any thread (as if it crashed: a
+    /// message it is running fails with "the VM stopped").
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The cgroup directory limiting the VM's CPU time, if any.
+    pub fn cpu_group(&self) -> Option<&std::path::Path> {
+        self.cpu.as_deref().map(CpuGroup::dir)
     }
 
     /// Stops the VM and returns how it ended.

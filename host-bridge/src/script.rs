@@ -1,10 +1,9 @@
 //! A script actor's code and what the host knows about it before running
 //! it.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
+use crate::limits::LimitOverrides;
 use crate::runtime::Language;
+use std::path::{Path, PathBuf};
 
 /// Largest script source accepted.
 pub const MAX_SOURCE_LEN: usize = 4 << 20;
@@ -36,8 +35,9 @@ pub struct Script {
     /// authoritative; these only inform Reflow).
     pub inports: Vec<String>,
     pub outports: Vec<String>,
-    /// Per-message limit overriding the bridge's.
-    pub timeout: Option<Duration>,
+    /// This actor's own limits, over its runtime's and the bridge's (a
+    /// graph's `timeoutSeconds` sets `limits.timeout`).
+    pub limits: LimitOverrides,
 }
 
 impl Script {
@@ -49,7 +49,7 @@ impl Script {
             source: source.into(),
             inports: Vec::new(),
             outports: Vec::new(),
-            timeout: None,
+            limits: LimitOverrides::default(),
         }
     }
 

@@ -9,7 +9,8 @@ use reflow_ring::{
     Consumer, Metadata, Position, Producer, Region, RegionLayout, RingError, Value, ValueError,
 };
 
-use crate::protocol::{into_map, ActorError, Kind, MessageError, StateRequest};
+use crate::limits::Limits;
+use crate::protocol::{into_map, ActorError, Kind, MessageError, StateOp, StateRequest};
 
 /// Why a call to the worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +32,23 @@ pub enum WorkerError {
     Died,
     #[error("{0}")]
     Limit(String),
+    /// The message was not sent: it is larger than the actor may get.
+    #[error("the message is {len} bytes, over the {max}-byte limit ({what}); it was not passed to the actor")]
+    MessageTooLarge {
+        len: usize,
+        max: usize,
+        /// Which limit: `max_message_size` or the ring's size.
+        what: &'static str,
+    },
 }
 
 impl WorkerError {
     /// Whether the worker can serve further calls after this error.
     pub fn worker_usable(&self) -> bool {
-        matches!(self, WorkerError::Actor(_) | WorkerError::Encode(_))
+        matches!(
+            self,
+            WorkerError::Actor(_) | WorkerError::Encode(_) | WorkerError::MessageTooLarge { .. }
+        )
     }
 }
 
@@ -91,17 +103,14 @@ pub struct WorkerClient<'a> {
     alive: Option<&'a dyn Fn() -> bool>,
 }
 
-/// Most outputs and state operations one invocation may make; past it the
-/// invocation fails and its VM is discarded (a flood would otherwise fill
-/// the graph's queues without bound).
-pub const MAX_RECORDS_PER_INVOCATION: usize = 10_000;
-
 /// How often a waiting client asks whether its VM is still running.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
 /// One record from the guest, checked and decoded.
 struct Incoming {
     kind: Kind,
+    /// The record's payload, bytes.
+    len: usize,
     port: String,
     value: Value,
 }
@@ -176,8 +185,13 @@ impl<'a> WorkerClient<'a> {
             ("name".into(), Value::Str(name.into())),
             ("source".into(), Value::Str(source.into())),
         ]);
-        self.call(Kind::Load, actor_id, &body, timeout, |_, got| {
-            match got.kind {
+        let payload = body.encode()?;
+        self.call(
+            Kind::Load,
+            actor_id,
+            &payload,
+            timeout,
+            |_, got| match got.kind {
                 Kind::Loaded => {
                     let mut fields = into_map(got.value)?;
                     match fields.iter().position(|(k, _)| k == "metadata") {
@@ -188,51 +202,69 @@ impl<'a> WorkerClient<'a> {
                     }
                 }
                 other => Err(unexpected(other, "LOADED or ERROR")),
-            }
-        })
+            },
+        )
     }
 
-    /// Runs the loaded actor once; outputs and state requests go to
-    /// `handler` as they come. Returns the outputs the actor returned (a
-    /// map, empty when it returned nothing).
+    /// Runs the loaded actor once within `limits`; outputs and state
+    /// requests go to `handler` as they come. Returns the outputs the actor
+    /// returned (a map, empty when it returned nothing).
     pub fn invoke(
         &mut self,
         actor_id: &str,
         inputs: Value,
         config: Value,
-        timeout: Duration,
+        limits: &Limits,
         handler: &mut dyn InvokeHandler,
     ) -> Result<Value, WorkerError> {
         let body = Value::Map(vec![("inputs".into(), inputs), ("config".into(), config)]);
-        let mut records = 0usize;
-        self.call(Kind::Invoke, actor_id, &body, timeout, |tx, got| {
-            records += 1;
-            if records > MAX_RECORDS_PER_INVOCATION {
-                return Err(WorkerError::Limit(format!(
-                    "more than {MAX_RECORDS_PER_INVOCATION} outputs and state operations in one \
-                     invocation"
-                )));
-            }
-            match got.kind {
-                Kind::Output => handler.output(&got.port, got.value),
-                Kind::State => {
-                    let reply = match handler.state(StateRequest::parse(got.value)?) {
-                        Ok(v) => StateRequest::ok(v),
-                        Err(e) => StateRequest::error(e),
-                    };
-                    tx(Kind::StateReply, &reply)?;
-                }
-                Kind::Done => {
-                    return match got.value {
-                        Value::None => Ok(Some(Value::Map(Vec::new()))),
-                        v @ Value::Map(_) => Ok(Some(v)),
-                        _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
+        let payload = body.encode()?;
+        if payload.len() > limits.max_message_bytes {
+            return Err(WorkerError::MessageTooLarge {
+                len: payload.len(),
+                max: limits.max_message_bytes,
+                what: "max_message_size",
+            });
+        }
+        let mut count = Counts::default();
+        self.call(
+            Kind::Invoke,
+            actor_id,
+            &payload,
+            limits.timeout,
+            |tx, got| {
+                match got.kind {
+                    Kind::Output => {
+                        count.output(limits, got.len, 1)?;
+                        handler.output(&got.port, got.value)
                     }
+                    Kind::State => {
+                        count.state(limits)?;
+                        let request = StateRequest::parse(got.value)?;
+                        let reply = match state_value_error(&request, got.len, limits) {
+                            Some(refused) => StateRequest::error(refused),
+                            None => match handler.state(request) {
+                                Ok(v) => StateRequest::ok(v),
+                                Err(e) => StateRequest::error(e),
+                            },
+                        };
+                        tx(Kind::StateReply, &reply)?;
+                    }
+                    Kind::Done => {
+                        return match got.value {
+                            Value::None => Ok(Some(Value::Map(Vec::new()))),
+                            Value::Map(m) => {
+                                count.output(limits, got.len, m.len())?;
+                                Ok(Some(Value::Map(m)))
+                            }
+                            _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
+                        }
+                    }
+                    other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
                 }
-                other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
-            }
-            Ok(None)
-        })
+                Ok(None)
+            },
+        )
     }
 
     /// Sends one message and feeds the answers to `step` until it returns
@@ -241,7 +273,7 @@ impl<'a> WorkerClient<'a> {
         &mut self,
         kind: Kind,
         actor_id: &str,
-        body: &Value,
+        payload: &[u8],
         timeout: Duration,
         mut step: impl FnMut(
             &mut dyn FnMut(Kind, &Value) -> Result<(), WorkerError>,
@@ -255,7 +287,17 @@ impl<'a> WorkerClient<'a> {
         let id = self.next_id;
         self.next_id += 1;
         let result = (|| {
-            send_on(&mut self.tx, id, actor_id, kind, body, deadline)?;
+            send_on(&mut self.tx, id, actor_id, kind, payload, deadline).map_err(|e| match e {
+                // Refused before anything was written: the ring is fine.
+                WorkerError::Ring(RingError::TooLarge { capacity, .. }) => {
+                    WorkerError::MessageTooLarge {
+                        len: payload.len(),
+                        max: usize::try_from(capacity).unwrap_or(usize::MAX),
+                        what: "the size of the shared ring",
+                    }
+                }
+                e => e,
+            })?;
             loop {
                 let got = self.receive(id, actor_id, deadline, timeout)?;
                 if got.kind == Kind::Error {
@@ -263,7 +305,7 @@ impl<'a> WorkerClient<'a> {
                 }
                 let tx = &mut self.tx;
                 let mut reply = |kind: Kind, value: &Value| -> Result<(), WorkerError> {
-                    send_on(tx, id, actor_id, kind, value, deadline)
+                    send_on(tx, id, actor_id, kind, &value.encode()?, deadline)
                 };
                 if let Some(done) = step(&mut reply, got)? {
                     return Ok(done);
@@ -314,6 +356,7 @@ impl<'a> WorkerClient<'a> {
             .map_err(|e| WorkerError::Hostile(format!("an undecodable {kind:?} record: {e}")))?;
         Ok(Incoming {
             kind,
+            len: bytes.len(),
             port: meta.port,
             value,
         })
@@ -325,7 +368,7 @@ fn send_on(
     id: u64,
     actor_id: &str,
     kind: Kind,
-    body: &Value,
+    payload: &[u8],
     deadline: Instant,
 ) -> Result<(), WorkerError> {
     let meta = Metadata {
@@ -334,10 +377,65 @@ fn send_on(
         kind: kind.wire(),
         ..Metadata::default()
     };
-    let payload = body.encode()?;
     let left = deadline.saturating_duration_since(Instant::now());
-    tx.send(&meta, &payload, left)?;
+    tx.send(&meta, payload, left)?;
     Ok(())
+}
+
+/// What one invocation has made so far, against its limits.
+#[derive(Default)]
+struct Counts {
+    outputs: usize,
+    state_ops: usize,
+}
+
+impl Counts {
+    /// Counts `n` outputs carried by a record of `len` bytes.
+    fn output(&mut self, limits: &Limits, len: usize, n: usize) -> Result<(), WorkerError> {
+        if len > limits.max_output_bytes {
+            return Err(WorkerError::Limit(format!(
+                "an output of {len} bytes, over the {}-byte limit (max_output_size)",
+                limits.max_output_bytes
+            )));
+        }
+        self.outputs += n;
+        if self.outputs > limits.max_outputs {
+            return Err(WorkerError::Limit(format!(
+                "more than {} outputs in one invocation (max_outputs)",
+                limits.max_outputs
+            )));
+        }
+        Ok(())
+    }
+
+    fn state(&mut self, limits: &Limits) -> Result<(), WorkerError> {
+        self.state_ops += 1;
+        if self.state_ops > limits.max_state_ops {
+            return Err(WorkerError::Limit(format!(
+                "more than {} state operations in one invocation (max_state_ops)",
+                limits.max_state_ops
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a `set` or `push` in a record of `len` bytes stores too large a
+/// value, if it does (raised in the actor; nothing is stored).
+fn state_value_error(request: &StateRequest, len: usize, limits: &Limits) -> Option<String> {
+    let max = limits.max_state_value_bytes;
+    // The value is part of the record: a record within the limit cannot
+    // carry a value over it.
+    if len <= max || !matches!(request.op, StateOp::Set | StateOp::Push) {
+        return None;
+    }
+    let size = request
+        .args
+        .first()
+        .map_or(0, |v| v.encode().map_or(usize::MAX, |b| b.len()));
+    (size > max).then(|| {
+        format!("a state value of {size} bytes is over the {max}-byte limit (max_state_value_size); nothing was stored")
+    })
 }
 
 fn unexpected(kind: Kind, wanted: &str) -> WorkerError {

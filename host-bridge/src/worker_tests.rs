@@ -5,11 +5,20 @@ use std::time::Duration;
 use reflow_ring::{Consumer, Metadata, Producer, Region, RegionLayout, Value};
 
 use super::{InvokeHandler, WorkerClient, WorkerError};
+use crate::limits::Limits;
 use crate::protocol::tests::map;
 use crate::protocol::{ErrorKind, Kind, StateOp, StateRequest};
 
 const SIZE: usize = 512 * 1024;
 const T: Duration = Duration::from_secs(10);
+
+/// The default limits with `timeout`.
+fn lim(timeout: Duration) -> Limits {
+    Limits {
+        timeout,
+        ..Limits::default()
+    }
+}
 
 /// An 8-aligned buffer to lay a region over.
 fn memory() -> Vec<u64> {
@@ -131,7 +140,9 @@ fn loads_invokes_streams_outputs_and_answers_state() {
                 map(&[("component", Value::Str("X".into()))])
             );
             let mut rec = Recorder::default();
-            let done = c.invoke("node1", map(&[]), map(&[]), T, &mut rec).unwrap();
+            let done = c
+                .invoke("node1", map(&[]), map(&[]), &lim(T), &mut rec)
+                .unwrap();
             assert_eq!(done, map(&[("n", Value::Int(2))]));
             assert_eq!(
                 rec.outputs,
@@ -168,7 +179,7 @@ fn an_actor_error_leaves_the_worker_usable() {
                 other => panic!("{other:?}"),
             }
             let done = c
-                .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+                .invoke("a", map(&[]), map(&[]), &lim(T), &mut Recorder::default())
                 .unwrap();
             assert_eq!(done, map(&[]), "nothing returned is an empty map");
         },
@@ -209,7 +220,7 @@ fn protocol_violations_poison_the_client() {
             },
             |c| {
                 let err = c
-                    .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+                    .invoke("a", map(&[]), map(&[]), &lim(T), &mut Recorder::default())
                     .unwrap_err();
                 assert!(
                     matches!(&err, WorkerError::Hostile(m) if m.contains(what)),
@@ -237,7 +248,7 @@ fn a_silent_worker_times_out() {
                     "a",
                     map(&[]),
                     map(&[]),
-                    Duration::from_millis(50),
+                    &lim(Duration::from_millis(50)),
                     &mut Recorder::default(),
                 )
                 .unwrap_err();
@@ -258,10 +269,137 @@ fn a_dead_vm_ends_the_wait_long_before_the_deadline() {
     let mut c = WorkerClient::attach(&region, &layout).with_liveness(&alive);
     let started = std::time::Instant::now();
     let err = c
-        .invoke("a", map(&[]), map(&[]), T, &mut Recorder::default())
+        .invoke("a", map(&[]), map(&[]), &lim(T), &mut Recorder::default())
         .unwrap_err();
     assert!(matches!(err, WorkerError::Died), "{err}");
     assert_eq!(checks.get(), 3, "asked until it said no");
     assert!(started.elapsed() < T / 2, "{:?}", started.elapsed());
     assert!(c.is_poisoned());
+}
+
+/// Limits small enough to reach in a test.
+fn small() -> Limits {
+    Limits {
+        timeout: T,
+        max_message_bytes: 100,
+        max_output_bytes: 64,
+        max_outputs: 3,
+        max_state_ops: 2,
+        max_state_value_bytes: 32,
+    }
+}
+
+#[test]
+fn a_message_over_the_limit_is_not_sent_and_the_worker_stays_usable() {
+    with_worker(
+        |w| {
+            let (m, body) = w.next();
+            // The first message to arrive is the small one.
+            assert_eq!(body, map(&[("inputs", map(&[])), ("config", map(&[]))]));
+            w.reply(&m, Kind::Done.wire(), "", &Value::None);
+        },
+        |c| {
+            let big = map(&[("in", Value::Bytes(vec![7; 200]))]);
+            let err = c
+                .invoke("a", big, map(&[]), &small(), &mut Recorder::default())
+                .unwrap_err();
+            assert!(
+                matches!(err, WorkerError::MessageTooLarge { max: 100, .. }),
+                "{err}"
+            );
+            assert!(!c.is_poisoned());
+            c.invoke("a", map(&[]), map(&[]), &small(), &mut Recorder::default())
+                .unwrap();
+        },
+    );
+}
+
+/// Runs one invocation under `small()` limits in which the fake worker
+/// sends `records` (kind, port, value) and then DONE, answering state
+/// requests' replies into `replies`.
+fn invoke_with(records: Vec<(Kind, Value)>) -> (Result<Value, WorkerError>, Vec<Value>, bool) {
+    let mut replies = Vec::new();
+    let mut result = None;
+    let mut poisoned = false;
+    with_worker(
+        |w| {
+            let (m, _) = w.next();
+            for (kind, value) in &records {
+                w.reply(&m, kind.wire(), "out", value);
+                if *kind == Kind::State {
+                    match w.rx.recv(Duration::from_secs(2)).unwrap() {
+                        Some(rec) => {
+                            replies.push(Value::decode(&rec.to_vec()).unwrap());
+                            w.rx.release(rec).unwrap();
+                        }
+                        None => return,
+                    }
+                }
+            }
+            w.reply(&m, Kind::Done.wire(), "", &Value::None);
+        },
+        |c| {
+            result = Some(c.invoke("a", map(&[]), map(&[]), &small(), &mut Recorder::default()));
+            poisoned = c.is_poisoned();
+        },
+    );
+    (result.unwrap(), replies, poisoned)
+}
+
+fn set(value: Value) -> Value {
+    map(&[
+        ("op", Value::Str("set".into())),
+        ("key", Value::Str("k".into())),
+        ("args", Value::List(vec![value])),
+    ])
+}
+
+#[test]
+fn an_output_over_the_size_limit_fails_the_invocation() {
+    let (result, _, poisoned) = invoke_with(vec![(Kind::Output, Value::Bytes(vec![1; 80]))]);
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("max_output_size"), "{err}");
+    assert!(poisoned);
+}
+
+#[test]
+fn outputs_past_the_count_limit_fail_the_invocation() {
+    let three = vec![(Kind::Output, Value::Int(1)); 3];
+    assert!(invoke_with(three).0.is_ok());
+    let (result, _, poisoned) = invoke_with(vec![(Kind::Output, Value::Int(1)); 4]);
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("more than 3 outputs"), "{err}");
+    assert!(poisoned);
+}
+
+#[test]
+fn state_operations_past_the_count_limit_fail_the_invocation() {
+    let get = map(&[
+        ("op", Value::Str("get".into())),
+        ("key", Value::Str("k".into())),
+    ]);
+    let (result, replies, _) = invoke_with(vec![(Kind::State, get.clone()); 2]);
+    assert!(result.is_ok());
+    assert_eq!(replies.len(), 2);
+    let (result, _, poisoned) = invoke_with(vec![(Kind::State, get); 3]);
+    let err = result.unwrap_err();
+    assert!(
+        err.to_string().contains("more than 2 state operations"),
+        "{err}"
+    );
+    assert!(poisoned);
+}
+
+#[test]
+fn a_state_value_over_the_limit_is_refused_in_the_actor() {
+    let (result, replies, poisoned) = invoke_with(vec![
+        (Kind::State, set(Value::Bytes(vec![1; 40]))),
+        (Kind::State, set(Value::Bytes(vec![1; 8]))),
+    ]);
+    assert!(result.is_ok(), "the invocation goes on");
+    assert!(!poisoned);
+    let refused = format!("{:?}", replies[0]);
+    assert!(refused.contains("max_state_value_size"), "{refused}");
+    // The second, small value reached the store (the recorder answers 1).
+    assert_eq!(replies[1], map(&[("ok", Value::Int(1))]));
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{ErrorKind, StoreHandler, WorkerClient, WorkerError};
+use reflow_host_bridge::{
+    ErrorKind, InvokeHandler, Limits, StateRequest, StoreHandler, WorkerClient, WorkerError,
+};
 use reflow_ring::Value;
 use reflow_vmm::VmConfig;
 
@@ -39,6 +41,16 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     RT.get_or_init(|| tokio::runtime::Runtime::new().expect("a tokio runtime"))
 }
 
+/// A handler that drops outputs and refuses state operations.
+pub struct NoState;
+
+impl InvokeHandler for NoState {
+    fn output(&mut self, _: &str, _: Value) {}
+    fn state(&mut self, _: StateRequest) -> Result<Value, String> {
+        Err("no state here".into())
+    }
+}
+
 /// Invokes `actor` with its state in `store` (scoped to the actor) and
 /// returns its streamed outputs and returned map.
 pub fn invoke(
@@ -56,7 +68,13 @@ pub fn invoke(
         runtime: runtime().handle(),
         on_output: |port: &str, value: Value| outputs.push((port.to_string(), value)),
     };
-    let done = c.invoke(actor, inputs, config, LIMIT, &mut handler)?;
+    let done = c.invoke(
+        actor,
+        inputs,
+        config,
+        &Limits::with_timeout(LIMIT),
+        &mut handler,
+    )?;
     Ok((outputs, done))
 }
 
