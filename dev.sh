@@ -7,6 +7,7 @@
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, run every benchmark, write target/bench-report.md
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
+#   ./dev.sh soak [messages] [ms]      the full soak test: 100000 messages, a VM killed every ~1500 ms
 #   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs,
 #                    Python and Node images, cargo build
 #
@@ -103,6 +104,14 @@ bench() {
     cargo run --quiet --release -p reflow-benches --bin bench-report
 }
 
+soak() {
+    setup
+    local messages="${1:-100000}" kill_every="${2:-1500}"
+    step "soak: $messages messages through native -> Python -> JavaScript -> native, a VM killed every ~$kill_every ms"
+    REFLOW_SOAK_MESSAGES="$messages" REFLOW_SOAK_KILL_EVERY_MS="$kill_every" \
+        cargo test --release -p reflow-integration-tests --test soak -- --nocapture
+}
+
 fuzz() {
     local targets=(ring_consumer vsock_packet control_frame value_decode descriptor_chain)
     local only="${1:-}" seconds="${2:-60}"
@@ -131,6 +140,7 @@ case "${1:-}" in
     test) test_all ;;
     bench) bench ;;
     fuzz) shift; fuzz "$@" ;;
+    soak) shift; soak "$@" ;;
     setup) setup ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

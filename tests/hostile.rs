@@ -29,6 +29,7 @@ struct Case {
 
 const TIMED_OUT: &str = "ran past its 5s limit";
 const STOPPED: &str = "VM stopped while running it";
+const WORKER_GONE: &str = "worker process ended while running it (its VM lived on)";
 const RING: &str = "ring positions are inconsistent";
 const FLOOD_OUTPUTS: &str = "more than 1000 outputs in one invocation";
 const FLOOD_STATE: &str = "more than 1000 state operations in one invocation";
@@ -52,7 +53,7 @@ const PYTHON: &[Case] = &[
         name: "memory_hog",
         limit_s: LIMIT_S,
         attack: "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
-        reason: &["MemoryError", TIMED_OUT, STOPPED],
+        reason: &["MemoryError", TIMED_OUT, STOPPED, WORKER_GONE],
     },
     Case {
         name: "ring_garbage",
@@ -70,7 +71,23 @@ const PYTHON: &[Case] = &[
         name: "powers_the_guest_off",
         limit_s: LIMIT_S,
         attack: "import ctypes\n    ctypes.CDLL(None).reboot(0x01234567)",
-        reason: &[STOPPED],
+        reason: &["VM stopped while running it (the guest reset itself)"],
+    },
+    // PID 1 is the agent: the worker (root in the guest) attaches to it
+    // with ptrace and sends it to address 0. The agent dies of SIGSEGV and
+    // the kernel panics ("Attempted to kill init!"), as `echo c >
+    // /proc/sysrq-trigger` would have it panic.
+    Case {
+        name: "crashes_the_agent_and_panics_the_kernel",
+        limit_s: LIMIT_S,
+        attack: "import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+                 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]\n    \
+                 if libc.ptrace(16, 1, None, None) != 0:\n        raise OSError(ctypes.get_errno(), 'PTRACE_ATTACH')\n    \
+                 os.waitpid(1, 0x40000000)\n    regs = (ctypes.c_ulonglong * 27)()\n    \
+                 libc.ptrace(12, 1, None, ctypes.byref(regs))\n    regs[16] = 0\n    \
+                 libc.ptrace(13, 1, None, ctypes.byref(regs))\n    libc.ptrace(17, 1, None, None)\n    \
+                 import time\n    time.sleep(10)",
+        reason: &["the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init!"],
     },
     Case {
         name: "no_sysrq",
@@ -82,7 +99,7 @@ const PYTHON: &[Case] = &[
         name: "kills_its_worker",
         limit_s: LIMIT_S,
         attack: "import os\n    os.kill(os.getpid(), 9)",
-        reason: &[TIMED_OUT],
+        reason: &[WORKER_GONE],
     },
     Case {
         name: "network",
@@ -139,7 +156,7 @@ const JAVASCRIPT: &[Case] = &[
         name: "memory_hog",
         limit_s: LIMIT_S,
         attack: "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
-        reason: &["RangeError", "memory", TIMED_OUT, STOPPED],
+        reason: &["RangeError", "memory", TIMED_OUT, STOPPED, WORKER_GONE],
     },
     Case {
         name: "ring_garbage",
@@ -161,7 +178,7 @@ const JAVASCRIPT: &[Case] = &[
         name: "kills_its_worker",
         limit_s: LIMIT_S,
         attack: "globalThis.process.kill(globalThis.process.pid, 'SIGKILL');",
-        reason: &[TIMED_OUT],
+        reason: &[WORKER_GONE],
     },
     Case {
         name: "network",

@@ -26,8 +26,11 @@ pub enum ActorFailure {
     Actor(ActorError),
     #[error("the actor ran past its {0:?} limit; its VM was killed and will be replaced")]
     Timeout(Duration),
-    #[error("the actor's VM stopped while running it; it will be replaced")]
-    Died,
+    /// The VM ended; why, as far as the monitor knows.
+    #[error("the actor's VM stopped while running it ({0}); it will be replaced")]
+    Died(String),
+    #[error("the actor's worker process ended while running it (its VM lived on); no answer came within {0:?}, and the VM was discarded")]
+    WorkerGone(Duration),
     #[error("the sandbox broke the protocol ({0}); its VM was discarded")]
     Hostile(String),
     #[error("the actor went past a limit ({0}); its VM was discarded")]
@@ -45,7 +48,7 @@ impl ActorFailure {
         match e {
             WorkerError::Actor(a) => ActorFailure::Actor(a),
             WorkerError::Timeout(t) => ActorFailure::Timeout(t),
-            WorkerError::Died => ActorFailure::Died,
+            WorkerError::Died => ActorFailure::Died("why is unknown".into()),
             WorkerError::Hostile(h) => ActorFailure::Hostile(h),
             WorkerError::Limit(l) => ActorFailure::Limit(l),
             e @ WorkerError::MessageTooLarge { .. } => ActorFailure::MessageTooLarge(e),
@@ -102,7 +105,22 @@ impl Node {
         let _busy = self.shared.busy();
         let mut slot = self.lock();
         let limits = self.shared.config.limits_for(&self.script);
-        let result = self.run(&mut slot, node_id, inputs, config, &limits, on_output);
+        let mut result = self.run(&mut slot, node_id, inputs, config, &limits, on_output);
+        if let Err(ActorFailure::Died(why)) = &mut result {
+            if let Some(outcome) = slot.vm.as_mut().and_then(|vm| vm.finish()) {
+                *why = outcome.to_string();
+            }
+        }
+        if let Err(ActorFailure::Timeout(t)) = &result {
+            let gone = slot
+                .vm
+                .as_mut()
+                .filter(|vm| vm.is_alive())
+                .and_then(|vm| vm.worker_gone());
+            if gone == Some(true) {
+                result = Err(ActorFailure::WorkerGone(*t));
+            }
+        }
         if let Err(e) = &result {
             let keep = matches!(e, ActorFailure::Actor(a) if a.kind == crate::ErrorKind::Run)
                 || matches!(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
+use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::vcpu::gate::{Gate, GateError};
 use reflow_vmm::{ControlChannel, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome};
@@ -217,9 +218,36 @@ impl SandboxVm {
         self.stop.clone()
     }
 
+    /// Whether the guest's script worker process has ended while the VM
+    /// lives on (asked of the agent: the pid in the worker's ready file,
+    /// then that pid in `/proc`). `None` when the agent cannot tell.
+    pub fn worker_gone(&mut self) -> Option<bool> {
+        const ASK: Duration = Duration::from_secs(2);
+        let ready = Request::ReadFile {
+            path: "/rootfs/run/reflow/worker.ready".into(),
+        };
+        let pid: u32 = self
+            .control
+            .request(&ready, ASK)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = Request::ReadFile {
+            path: format!("/proc/{pid}/stat"),
+        };
+        Some(self.control.request(&stat, ASK).is_err())
+    }
+
     /// The cgroup directory limiting the VM's CPU time, if any.
     pub fn cpu_group(&self) -> Option<&std::path::Path> {
         self.cpu.as_deref().map(CpuGroup::dir)
+    }
+
+    /// Stops the VM (if it still runs), waits for its thread and returns
+    /// how it ended; `None` once it has been asked before.
+    pub fn finish(&mut self) -> Option<VmOutcome> {
+        self.stop_and_join()
     }
 
     /// Stops the VM and returns how it ended.

@@ -50,6 +50,29 @@ impl VmOutcome {
     }
 }
 
+impl std::fmt::Display for VmOutcome {
+    /// Why the VM ended, in words (for a user's error message).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(panic) = &self.kernel_panic {
+            // Without the printk timestamp (`[   78.361415] `).
+            let line = panic.trim_start();
+            let line = match line.split_once("] ") {
+                Some((stamp, rest)) if stamp.starts_with('[') => rest,
+                _ => line,
+            };
+            return write!(f, "the guest kernel panicked: {line}");
+        }
+        match &self.stop {
+            StopReason::Reset => f.write_str("the guest reset itself"),
+            StopReason::PowerOff => f.write_str("the guest powered off"),
+            StopReason::GuestCrash(why) => write!(f, "the guest crashed: {why}"),
+            StopReason::Timeout => f.write_str("the VM ran past its time limit"),
+            StopReason::Stopped => f.write_str("the host stopped it"),
+            StopReason::Fatal(why) => write!(f, "the monitor could not run it: {why}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +87,25 @@ mod tests {
             elapsed: Duration::ZERO,
             hostile: vec![],
         }
+    }
+
+    #[test]
+    fn says_why_in_words() {
+        let panicked = outcome(StopReason::Reset, None, true);
+        assert_eq!(
+            panicked.to_string(),
+            "the guest kernel panicked: Kernel panic - not syncing"
+        );
+        let mut stamped = outcome(StopReason::Reset, None, true);
+        stamped.kernel_panic = Some("[   78.361415] Kernel panic - not syncing: x".into());
+        assert_eq!(
+            stamped.to_string(),
+            "the guest kernel panicked: Kernel panic - not syncing: x"
+        );
+        let reset = outcome(StopReason::Reset, None, false);
+        assert_eq!(reset.to_string(), "the guest reset itself");
+        let stopped = outcome(StopReason::Stopped, None, false);
+        assert_eq!(stopped.to_string(), "the host stopped it");
     }
 
     #[test]
