@@ -256,11 +256,8 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
                 .code
                 .as_deref()
                 .ok_or_else(|| Either::Message("an inline script needs its `code`".into()))?;
-            let name = match language {
-                Language::Python => "inline.actor.py",
-                Language::JavaScript => "inline.actor.js",
-            };
-            Script::inline(language, name, code)
+            let name = format!("inline.actor.{}", language.extension());
+            Script::inline(language, &name, code)
         }
     };
     if let Some(s) = spec.timeout_seconds {

@@ -161,7 +161,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let python = args
         .python_image
-        .or_else(|| config.python_image().map(Into::into))
+        .or_else(|| config.image(Language::Python).map(Into::into))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "no Python image: set REFLOW_PYTHON_IMAGE or --python-image (./dev.sh setup builds one)"

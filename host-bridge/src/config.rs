@@ -256,11 +256,6 @@ impl Config {
         }
     }
 
-    /// The Python root image, when the file sets one.
-    pub fn python_image(&self) -> Option<&Path> {
-        self.image(crate::Language::Python)
-    }
-
     /// The root image of `language`, when the file sets one.
     pub fn image(&self, language: crate::Language) -> Option<&Path> {
         let image = self.sandbox(language)?.image.as_deref()?;
@@ -495,11 +490,6 @@ impl Config {
             include: self.workspace.script_patterns.clone(),
             exclude: self.workspace.excluded_paths.clone(),
         }
-    }
-
-    /// Guest memory of Python VMs in MiB, when set.
-    pub fn python_memory_mib(&self) -> Option<u32> {
-        self.memory_mib(crate::Language::Python)
     }
 
     /// Guest memory of `language`'s VMs in MiB, when set.

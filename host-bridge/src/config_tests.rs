@@ -52,11 +52,11 @@ fn parse(text: &str) -> Result<Config, String> {
 #[test]
 fn the_seed_example_loads_with_notes_for_what_differs() {
     let c = parse(SEED_EXAMPLE).unwrap();
-    assert_eq!(c.python_memory_mib(), Some(1024));
+    assert_eq!(c.memory_mib(crate::Language::Python), Some(1024));
     assert_eq!(c.region_mib(), Some(100));
     assert_eq!(c.redis_url(), Some("redis://localhost:6379"));
     assert_eq!(
-        c.python_image(),
+        c.image(crate::Language::Python),
         None,
         "a container image name is not a file"
     );

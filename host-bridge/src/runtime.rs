@@ -31,10 +31,17 @@ impl Language {
     /// The language a script file is written in, from its name
     /// (`*.py`, `*.js`).
     pub fn of_file(path: &Path) -> Option<Language> {
-        match path.extension()?.to_str()? {
-            "py" => Some(Language::Python),
-            "js" => Some(Language::JavaScript),
-            _ => None,
+        let ext = path.extension()?.to_str()?;
+        [Language::Python, Language::JavaScript]
+            .into_iter()
+            .find(|l| l.extension() == ext)
+    }
+
+    /// The file name extension of the language's scripts (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Language::Python => "py",
+            Language::JavaScript => "js",
         }
     }
 

@@ -79,11 +79,7 @@ impl GraphBuilder {
             config,
             timeout_seconds,
         } = node;
-        let ext = match language {
-            Language::Python => "py",
-            Language::JavaScript => "js",
-        };
-        let file = format!("{component}.actor.{ext}");
+        let file = format!("{component}.actor.{}", language.extension());
         std::fs::write(self.dir.path().join(&file), source).expect("script written");
         let mut script = json!({"runtime": language.to_string(), "source": "file", "path": file});
         if let Some(t) = timeout_seconds {
