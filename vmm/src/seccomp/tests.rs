@@ -68,7 +68,32 @@ fn probe() {
                     std::process::exit(3);
                 }
             }
-            other => panic!("unknown probe {other}"),
+            other => {
+                // `ioctl=<request>` on the eventfd, `socket=<family>`.
+                let (call, n) = other.split_once('=').expect("a known probe");
+                let n: u64 = n.parse().unwrap();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&event);
+                let mut arg = 0i32;
+                // SAFETY: plain system calls with a valid fd and a valid
+                // pointer to an int (what FIONBIO reads; other requests fail
+                // on an eventfd before touching it); a socket made is closed.
+                let ret = unsafe {
+                    match call {
+                        "ioctl" => libc::ioctl(fd, n as libc::Ioctl, &mut arg),
+                        "socket" => {
+                            let s = libc::socket(n as i32, libc::SOCK_STREAM, 0);
+                            if s >= 0 {
+                                libc::close(s);
+                            }
+                            s
+                        }
+                        _ => panic!("unknown probe {other}"),
+                    }
+                };
+                if ret < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                    std::process::exit(3);
+                }
+            }
         }
     })
     .join()
@@ -92,6 +117,33 @@ fn allowed_calls_go_through() {
             let status = child(what, mode);
             assert!(status.success(), "{what} ({mode}): {status:?}");
         }
+    }
+}
+
+/// Request numbers of the ioctls probed.
+const KVM_RUN: u64 = 0xae80;
+const FIONBIO: u64 = 0x5421;
+const TCGETS: u64 = 0x5401;
+
+#[test]
+fn ioctl_and_socket_arguments_are_filtered() {
+    // A vCPU thread may only run the guest (KVM_RUN on an eventfd passes
+    // the filter and fails in the kernel: not EPERM).
+    let cases = [
+        (format!("vcpu:ioctl={KVM_RUN}"), true),
+        (format!("vcpu:ioctl={FIONBIO}"), false),
+        (format!("vcpu:ioctl={TCGETS}"), false),
+        (format!("vmm:ioctl={FIONBIO}"), true),
+        (format!("vmm:ioctl={KVM_RUN}"), false),
+        (format!("vmm:ioctl={TCGETS}"), false),
+        (format!("vmm:socket={}", libc::AF_UNIX), true),
+        (format!("vmm:socket={}", libc::AF_INET), false),
+        (format!("vmm:socket={}", libc::AF_NETLINK), false),
+    ];
+    for (what, allowed) in cases {
+        let status = child(&what, "enforce");
+        let want = if allowed { 0 } else { 3 };
+        assert_eq!(status.code(), Some(want), "{what}: {status:?}");
     }
 }
 
