@@ -112,13 +112,14 @@ impl Node {
             }
         }
         if let Err(ActorFailure::Timeout(t)) = &result {
-            let gone = slot
-                .vm
-                .as_mut()
-                .filter(|vm| vm.is_alive())
-                .and_then(|vm| vm.worker_gone());
-            if gone == Some(true) {
-                result = Err(ActorFailure::WorkerGone(*t));
+            if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.is_alive()) {
+                match vm.worker_gone() {
+                    Ok(true) => result = Err(ActorFailure::WorkerGone(*t)),
+                    Ok(false) => {}
+                    Err(why) => {
+                        tracing::warn!(%why, "cannot tell whether a timed-out worker lives")
+                    }
+                }
             }
         }
         if let Err(e) = &result {

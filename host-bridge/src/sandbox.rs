@@ -13,7 +13,9 @@ use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::vcpu::gate::{Gate, GateError};
-use reflow_vmm::{ControlChannel, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome};
+use reflow_vmm::{
+    ControlChannel, ControlError, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome,
+};
 
 use crate::worker::{ClientState, WorkerClient};
 
@@ -44,6 +46,23 @@ impl VmSpec {
 /// Whether a failure to limit a VM's CPU time was reported (once per
 /// process: every clone would fail the same way).
 static CPU_LIMIT_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a `/proc/<pid>/stat` line shows a process that has ended or
+/// is ending: a zombie (`Z`) or dead (`X`) one, or one with `PF_EXITING`
+/// among its flags (a killed process tearing down a large address space
+/// stays in that state for seconds where the guest kernel is emulated).
+fn exiting(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    // Fields after the command's name: state, ppid, pgrp, session, tty,
+    // tpgid, flags.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ended = matches!(fields.first(), Some(&("Z" | "X")));
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    ended || flags & PF_EXITING != 0
+}
 
 /// Why this host cannot limit VMs' CPU time, if it cannot (no cgroup cpu
 /// controller): VMs given a limit then run without it.
@@ -220,23 +239,31 @@ impl SandboxVm {
 
     /// Whether the guest's script worker process has ended while the VM
     /// lives on (asked of the agent: the pid in the worker's ready file,
-    /// then that pid in `/proc`). `None` when the agent cannot tell.
-    pub fn worker_gone(&mut self) -> Option<bool> {
-        const ASK: Duration = Duration::from_secs(2);
+    /// then that pid in `/proc`); `Err` says why the agent could not tell.
+    pub fn worker_gone(&mut self) -> Result<bool, String> {
+        // Generous: the guest may be busy (this runs after a timeout), and
+        // its kernel is emulated on some hosts.
+        const ASK: Duration = Duration::from_secs(10);
         let ready = Request::ReadFile {
             path: "/rootfs/run/reflow/worker.ready".into(),
         };
-        let pid: u32 = self
+        let text = self
             .control
             .request(&ready, ASK)
-            .ok()?
+            .map_err(|e| format!("the worker's ready file: {e}"))?;
+        let pid: u32 = text
             .trim()
             .parse()
-            .ok()?;
+            .map_err(|_| format!("the worker's ready file says {text:?}"))?;
         let stat = Request::ReadFile {
             path: format!("/proc/{pid}/stat"),
         };
-        Some(self.control.request(&stat, ASK).is_err())
+        match self.control.request(&stat, ASK) {
+            Ok(stat) => Ok(exiting(&stat)),
+            // The agent answered: no such process.
+            Err(ControlError::Refused { .. }) => Ok(true),
+            Err(e) => Err(format!("/proc/{pid}: {e}")),
+        }
     }
 
     /// The cgroup directory limiting the VM's CPU time, if any.
@@ -264,5 +291,21 @@ impl SandboxVm {
 impl Drop for SandboxVm {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dying_or_dead_process_is_exiting() {
+        let running = "24 (node) R 1 0 0 0 -1 4194560 9534 0 585";
+        let dying = "24 (node) R 1 0 0 0 -1 4195596 9533 0 586";
+        let zombie = "24 (python3) Z 1 0 0 0 -1 4194560 1 0 0";
+        let odd_name = "24 (a) b) S 1 0 0 0 -1 4194560 1 0 0";
+        assert!(!super::exiting(running));
+        assert!(super::exiting(dying));
+        assert!(super::exiting(zombie));
+        assert!(!super::exiting(odd_name));
+        assert!(!super::exiting("garbage"));
     }
 }
