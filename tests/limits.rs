@@ -96,3 +96,113 @@ fn a_cpu_limited_clone_runs_in_its_own_throttled_cgroup() {
     }
     assert!(!group.exists(), "the clone's cgroup is removed with it");
 }
+
+const PROBE: &str = "import os\n\
+@actor(name=\"PROBE\", inports=[\"go\"], outports=[\"vm\"])\n\
+def probe(context):\n    \
+mib = os.sysconf(\"SC_PHYS_PAGES\") * os.sysconf(\"SC_PAGE_SIZE\") >> 20\n    \
+return {\"vm\": [mib, len(os.sched_getaffinity(0))]}\n";
+
+/// An actor that asks for its own VM shape in reflow.yaml gets clones of
+/// that memory size and vCPU count (a golden snapshot of their own), next
+/// to an actor on its runtime's; one asking for a shape the bridge lacks
+/// is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_get_vms_of_the_shape_they_ask_for() {
+    use reflow_host_bridge::config::Config;
+    use reflow_host_bridge::state::StateStore;
+    use reflow_host_bridge::{BridgeConfig, Language, Script, ShapeOverrides};
+    use reflow_integration_tests::graphs::{shown, GraphBuilder};
+    use reflow_sandbox::setup::{self, Sizes};
+    use reflow_sandbox::{run, RunOptions};
+    use serde_json::json;
+
+    if !kvm_available() {
+        return;
+    }
+    let config = Config::parse(
+        "workspace:\n  sandbox:\n    actors:\n      Big:\n        memory: 320MB\n        \
+         vcpus: 2\n        cpu: 1.5\n",
+        Path::new("reflow.yaml"),
+    )
+    .unwrap();
+    let mut g = GraphBuilder::default();
+    g.native("go", "Range", json!({}))
+        .script(
+            "small",
+            "Small",
+            &PROBE.replace("PROBE", "Small"),
+            json!({}),
+            None,
+        )
+        .script(
+            "big",
+            "Big",
+            &PROBE.replace("PROBE", "Big"),
+            json!({}),
+            None,
+        )
+        .native("small_vm", "Format", json!({}))
+        .native("big_vm", "Format", json!({}))
+        .connect("go", "out", "small", "go")
+        .connect("go", "out", "big", "go")
+        .connect("small", "vm", "small_vm", "in")
+        .connect("big", "vm", "big_vm", "in")
+        .initial("go", "count", json!(1));
+    let mut graph = g.load();
+    for (component, script) in &mut graph.scripts {
+        script.shape = config.actor_shape(component).then(&script.shape);
+    }
+    let shapes = setup::shapes(&graph, Sizes::default_for);
+    assert_eq!(shapes.len(), 2, "{shapes:?}");
+    let bridge = setup::bridge_for(
+        &reflow_integration_tests::bridge_images(),
+        &shapes,
+        &reflow_guest_image::cache_root(),
+        StateStore::embedded(),
+        BridgeConfig::default(),
+        false,
+    )
+    .expect("a bridge");
+    let pools: Vec<String> = bridge.pools().map(|(_, s, _)| s.to_string()).collect();
+    assert_eq!(
+        pools,
+        [
+            "256 MiB, 1 vCPU, unlimited CPU",
+            "320 MiB, 2 vCPUs, 1.5 CPU"
+        ]
+    );
+    let mut huge = Script::inline(Language::Python, "huge.actor.py", "");
+    huge.shape = ShapeOverrides {
+        mem_mib: Some(1024),
+        ..ShapeOverrides::default()
+    };
+    let refused = bridge.actor(huge).err().expect("no pool of that shape");
+    assert!(
+        refused.to_string().contains("1024 MiB") && refused.to_string().contains("has none"),
+        "{refused}"
+    );
+
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(600)),
+        ..RunOptions::default()
+    };
+    let outcome = run(&graph, &bridge, &options, |_| {}).await.unwrap();
+    bridge.shutdown();
+    assert_eq!(outcome.failures, 0);
+    let vm = |node: &str| -> (i64, i64) {
+        let shown = shown(&outcome, node, "out");
+        let v: Vec<i64> = serde_json::from_str::<String>(&shown[0])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_else(|| panic!("{node}: {shown:?}"));
+        (v[0], v[1])
+    };
+    let (small, big) = (vm("small_vm"), vm("big_vm"));
+    eprintln!("guest memory (MiB) and CPUs: small {small:?}, big {big:?}");
+    assert_eq!((small.1, big.1), (1, 2), "vCPUs");
+    assert!(
+        (56..=72).contains(&(big.0 - small.0)),
+        "the big actor's guest has 64 MiB more: {small:?} {big:?}"
+    );
+}

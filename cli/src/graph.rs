@@ -268,8 +268,13 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
         }
         script.limits.timeout = Some(Duration::from_secs(s.into()));
     }
-    if spec.memory_mb.is_some() {
-        tracing::warn!("`memoryMb` of a script is not applied yet: every VM of a runtime has the runtime's memory");
+    if let Some(mb) = spec.memory_mb {
+        if !(64..=3072).contains(&mb) {
+            return Err(Either::Message(format!(
+                "`memoryMb` {mb} is outside 64..3072"
+            )));
+        }
+        script.shape.mem_mib = Some(mb);
     }
     if !spec.dependencies.is_empty() {
         tracing::warn!("`dependencies` of a script are not installed per script: packages are baked into the runtime image (guest-image/python/requirements.txt)");

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::GraphFile;
+use reflow_host_bridge::Language;
 
 /// A way to break the good graph, and what the error must say.
 type Case = (Box<dyn Fn(&mut Value)>, &'static str);
@@ -28,7 +29,7 @@ fn good() -> Value {
         "properties": {"name": "g"},
         "processes": {
             "n": {"id": "n", "component": "Range"},
-            "m": script_node("m", json!({"runtime": "python", "source": "file", "path": "mul.actor.py", "timeoutSeconds": 5})),
+            "m": script_node("m", json!({"runtime": "python", "source": "file", "path": "mul.actor.py", "timeoutSeconds": 5, "memoryMb": 320})),
             "f": {"id": "f", "component": "Format"},
         },
         "connections": [
@@ -60,6 +61,34 @@ fn a_good_graph_loads_with_its_scripts_and_sinks() {
     assert_eq!(mul.name, "mul.actor.py");
     assert!(mul.source.starts_with("@actor"));
     assert_eq!(mul.limits.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(mul.shape.mem_mib, Some(320));
+}
+
+#[test]
+fn a_script_of_its_own_size_gets_a_runtime_of_that_size_beside_the_default() {
+    use crate::setup::{shapes, Sizes};
+    let g = load(&good()).unwrap();
+    let default = Sizes::default_for(Language::Python);
+    let want = vec![
+        (Language::Python, default),
+        (
+            Language::Python,
+            Sizes {
+                mem_mib: 320,
+                ..default
+            },
+        ),
+    ];
+    assert_eq!(shapes(&g, Sizes::default_for), want);
+    // A runtime already of that size serves it: one VM size in all.
+    let big = |l| Sizes {
+        mem_mib: 320,
+        ..Sizes::default_for(l)
+    };
+    assert_eq!(
+        shapes(&g, big),
+        vec![(Language::Python, big(Language::Python))]
+    );
 }
 
 #[test]
@@ -119,6 +148,15 @@ fn bad_graphs_are_refused_with_the_reason() {
                 )
             }),
             "`timeoutSeconds` must be at least 1",
+        ),
+        (
+            Box::new(|g| {
+                g["processes"]["m"] = script_node(
+                    "m",
+                    json!({"runtime": "python", "code": "x", "memoryMb": 16}),
+                )
+            }),
+            "`memoryMb` 16 is outside 64..3072",
         ),
         (
             Box::new(|g| g["caseSensitive"] = json!("yes")),

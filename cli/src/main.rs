@@ -196,28 +196,24 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     for (component, script) in &mut graph.scripts {
         script.limits = config.actor_limits(component).then(&script.limits);
+        script.shape = config.actor_shape(component).then(&script.shape);
     }
     if let Some(ns) = args.namespace {
         bridge_config.namespace = ns;
     }
-    let languages: Vec<(Language, Sizes)> = graph
-        .languages()
-        .into_iter()
-        .map(|language| {
-            let default = Sizes::default_for(language);
-            let sizes = Sizes {
-                mem_mib: config.memory_mib(language).unwrap_or(default.mem_mib),
-                shm_mib: config.region_mib().unwrap_or(default.shm_mib),
-                vcpus: config.vcpus(language).unwrap_or(default.vcpus),
-                cpu: config.cpu(language),
-            };
-            (language, sizes)
-        })
-        .collect();
+    let languages = setup::shapes(&graph, |language| {
+        let default = Sizes::default_for(language);
+        Sizes {
+            mem_mib: config.memory_mib(language).unwrap_or(default.mem_mib),
+            shm_mib: config.region_mib().unwrap_or(default.shm_mib),
+            vcpus: config.vcpus(language).unwrap_or(default.vcpus),
+            cpu: config.cpu(language),
+        }
+    });
     if languages.iter().any(|(_, s)| s.cpu.is_some()) {
         if let Some(why) = reflow_host_bridge::sandbox::cpu_limit_unavailable() {
             eprintln!(
-                "reflow-sandbox: note: workspace.sandbox.*.cpu is not enforced on this host ({why}); \
+                "reflow-sandbox: note: the cpu keys of workspace.sandbox are not enforced on this host ({why}); \
                  VMs run without a CPU time limit"
             );
         }

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use reflow_host_bridge::state::{StateError, StateStore};
-use reflow_host_bridge::{Bridge, BridgeConfig, GuestImages, Language, Runtime, RuntimeError};
+use reflow_host_bridge::{
+    Bridge, BridgeConfig, GuestImages, Language, Runtime, RuntimeError, ShapeOverrides, VmShape,
+};
+
+use crate::graph::GraphFile;
 
 /// Guest memory of a Python actor VM.
 pub const PYTHON_MEM_MIB: u32 = 256;
@@ -46,6 +50,16 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// These sizes with what `o` sets in their place.
+    pub fn with(self, o: &ShapeOverrides) -> Sizes {
+        Sizes {
+            mem_mib: o.mem_mib.unwrap_or(self.mem_mib),
+            vcpus: o.vcpus.unwrap_or(self.vcpus),
+            cpu: o.cpu.or(self.cpu),
+            ..self
+        }
+    }
+
     /// The defaults of `language`.
     pub fn default_for(language: Language) -> Sizes {
         match language {
@@ -61,6 +75,39 @@ impl Sizes {
                 vcpus: 1,
                 cpu: None,
             },
+        }
+    }
+}
+
+/// The VM sizes `graph`'s scripts need: each of its languages' runtime
+/// (`runtime` gives its sizes) first, then each other size some of its
+/// scripts ask for (their [`ShapeOverrides`] over their runtime's), once.
+pub fn shapes(graph: &GraphFile, runtime: impl Fn(Language) -> Sizes) -> Vec<(Language, Sizes)> {
+    let mut out: Vec<(Language, Sizes)> = graph
+        .languages()
+        .into_iter()
+        .map(|l| (l, runtime(l)))
+        .collect();
+    let mut scripts: Vec<_> = graph.scripts.iter().collect();
+    scripts.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, script) in scripts {
+        let sizes = runtime(script.language).with(&script.shape);
+        let same = |(l, s): &(Language, Sizes)| {
+            *l == script.language && VmShape::from(*s).same(&VmShape::from(sizes))
+        };
+        if !out.iter().any(same) {
+            out.push((script.language, sizes));
+        }
+    }
+    out
+}
+
+impl From<Sizes> for VmShape {
+    fn from(s: Sizes) -> VmShape {
+        VmShape {
+            mem_mib: s.mem_mib,
+            vcpus: s.vcpus,
+            cpu: s.cpu,
         }
     }
 }
@@ -113,7 +160,10 @@ pub fn bridge_for(
     };
     let mut runtimes = Vec::new();
     for &(language, sizes) in languages {
-        report(&format!("preparing the {language} runtime"));
+        report(&format!(
+            "preparing the {language} runtime ({})",
+            VmShape::from(sizes)
+        ));
         let mut runtime = Runtime::for_language(images, language, sizes.mem_mib, sizes.shm_mib)?;
         runtime.config.vcpus = sizes.vcpus;
         runtime.cpu = sizes.cpu;

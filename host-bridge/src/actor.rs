@@ -35,9 +35,10 @@ pub struct SandboxActor {
 }
 
 impl SandboxActor {
-    pub(crate) fn new(shared: Arc<Shared>, script: Arc<Script>) -> SandboxActor {
+    /// An instance running `script` on VMs of `shared.pools[pool]`.
+    pub(crate) fn new(shared: Arc<Shared>, script: Arc<Script>, pool: usize) -> SandboxActor {
         SandboxActor {
-            node: Node::new(shared.clone(), script.clone()),
+            node: Node::new(shared.clone(), script.clone(), pool),
             shared,
             script,
             inports: flume::unbounded(),
@@ -182,7 +183,11 @@ impl Actor for SandboxActor {
     }
 
     fn create_instance(&self) -> Arc<dyn Actor> {
-        Arc::new(SandboxActor::new(self.shared.clone(), self.script.clone()))
+        Arc::new(SandboxActor::new(
+            self.shared.clone(),
+            self.script.clone(),
+            self.node.pool(),
+        ))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The services every sandboxed actor of one host process shares: a VM pool
-//! per language runtime, the state store, the limits, and the reaper that
-//! gives back VMs of nodes that stayed idle.
+//! per language runtime and VM shape, the state store, the limits, and the
+//! reaper that gives back VMs of nodes that stayed idle.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use crate::pool::{PoolConfig, VmPool};
 use crate::runtime::Language;
 use crate::sandbox::VmSpec;
 use crate::script::Script;
+use crate::shape::VmShape;
 use crate::state::StateStore;
 
 /// How often the reaper looks for idle nodes.
@@ -22,7 +23,8 @@ const REAP_EVERY: Duration = Duration::from_millis(500);
 /// Limits and sizes (defaults from the seed).
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// Per runtime: ready clones kept, most VMs alive, restore limit.
+    /// Per pool (a runtime, or a VM shape some actor asks for): ready
+    /// clones kept, most VMs alive, restore limit.
     pub pool: PoolConfig,
     /// A node whose VM served no message for this long gives the VM back
     /// (it gets a fresh one on its next message; its state stays in the
@@ -70,10 +72,29 @@ impl Default for BridgeConfig {
 pub enum BridgeError {
     #[error("no {0} runtime is configured in this bridge")]
     NoRuntime(Language),
+    #[error(
+        "{script} asks for {language} VMs of {shape}, and this bridge has none of that shape \
+         (it has {have}); give the bridge a runtime of that shape"
+    )]
+    NoShape {
+        script: String,
+        language: Language,
+        shape: VmShape,
+        have: String,
+    },
+}
+
+/// The pool of one runtime's VMs of one shape.
+pub(crate) struct ShapedPool {
+    pub language: Language,
+    pub shape: VmShape,
+    pub pool: VmPool,
 }
 
 pub(crate) struct Shared {
-    pub pools: HashMap<Language, VmPool>,
+    /// Each language's first pool is its runtime's (the shape actors get
+    /// unless they ask for another).
+    pub pools: Vec<ShapedPool>,
     pub store: StateStore,
     pub config: BridgeConfig,
     pub tokio: tokio::runtime::Handle,
@@ -129,18 +150,32 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// A bridge over `runtimes` (one golden snapshot per language) with
-    /// state in `store`. Must be called within a tokio runtime: state
-    /// operations run on it. The pools start filling at once.
+    /// A bridge over `runtimes` (a golden snapshot per language and VM
+    /// shape; a language's first one is its runtime's, the others serve
+    /// actors that ask for their shapes) with state in `store`. Two of one
+    /// language and shape make one pool. Must be called within a tokio
+    /// runtime: state operations run on it. The pools start filling at
+    /// once.
     pub fn new(
         runtimes: Vec<(Language, VmSpec)>,
         store: StateStore,
         config: BridgeConfig,
     ) -> Bridge {
-        let pools = runtimes
-            .into_iter()
-            .map(|(lang, spec)| (lang, VmPool::new(spec, config.pool.clone())))
-            .collect();
+        let mut pools: Vec<ShapedPool> = Vec::new();
+        for (language, spec) in runtimes {
+            let shape = VmShape::of(&spec);
+            if pools
+                .iter()
+                .any(|p| p.language == language && p.shape.same(&shape))
+            {
+                continue;
+            }
+            pools.push(ShapedPool {
+                language,
+                shape,
+                pool: VmPool::new(spec, config.pool.clone()),
+            });
+        }
         let shared = Arc::new(Shared {
             pools,
             store,
@@ -167,23 +202,63 @@ impl Bridge {
     }
 
     /// A sandboxed actor running `script`: a template whose every
-    /// instance (graph node) gets its own VM and state scope.
+    /// instance (graph node) gets its own VM and state scope, of the shape
+    /// the script asks for over its runtime's.
     pub fn actor(&self, script: Script) -> Result<SandboxActor, BridgeError> {
-        if !self.shared.pools.contains_key(&script.language) {
-            return Err(BridgeError::NoRuntime(script.language));
-        }
-        Ok(SandboxActor::new(self.shared.clone(), Arc::new(script)))
+        let shape = self
+            .shape(script.language)
+            .ok_or(BridgeError::NoRuntime(script.language))?
+            .with(&script.shape);
+        let pools = &self.shared.pools;
+        let Some(at) = pools
+            .iter()
+            .position(|p| p.language == script.language && p.shape.same(&shape))
+        else {
+            let have: Vec<String> = pools
+                .iter()
+                .filter(|p| p.language == script.language)
+                .map(|p| p.shape.to_string())
+                .collect();
+            return Err(BridgeError::NoShape {
+                script: script.name.clone(),
+                language: script.language,
+                shape,
+                have: have.join("; "),
+            });
+        };
+        Ok(SandboxActor::new(self.shared.clone(), Arc::new(script), at))
     }
 
-    /// The pool of `language`'s VMs.
+    /// The pool of `language`'s runtime (its first VM shape).
     pub fn pool(&self, language: Language) -> Option<&VmPool> {
-        self.shared.pools.get(&language)
+        self.shaped(language).map(|p| &p.pool)
+    }
+
+    /// The VM shape of `language`'s runtime.
+    pub fn shape(&self, language: Language) -> Option<VmShape> {
+        self.shaped(language).map(|p| p.shape)
+    }
+
+    /// Every pool: its language, VM shape and pool.
+    pub fn pools(&self) -> impl Iterator<Item = (Language, VmShape, &VmPool)> {
+        self.shared
+            .pools
+            .iter()
+            .map(|p| (p.language, p.shape, &p.pool))
+    }
+
+    fn shaped(&self, language: Language) -> Option<&ShapedPool> {
+        self.shared.pools.iter().find(|p| p.language == language)
     }
 
     /// Waits (at most `wait`) until every pool has its preloaded clones
     /// ready; returns how many are ready in all.
     pub fn wait_ready(&self, wait: Duration) -> usize {
-        self.shared.pools.values().map(|p| p.wait_ready(wait)).sum()
+        self.shared
+            .pools
+            .iter()
+            .map(|p| p.pool.wait_ready(wait))
+            .sum()
     }
 
     /// Stops the VM of one node that holds one, chosen by `pick` (modulo
@@ -215,8 +290,8 @@ impl Bridge {
     /// Stops every pool's waiting VMs; lent ones stop when their nodes
     /// end.
     pub fn shutdown(&self) {
-        for pool in self.shared.pools.values() {
-            pool.shutdown();
+        for p in &self.shared.pools {
+            p.pool.shutdown();
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::discovery::{DiscoveryConfig, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
 use crate::limits::LimitOverrides;
+use crate::shape::ShapeOverrides;
 
 /// The file name looked for in a workspace directory.
 pub const FILE_NAME: &str = "reflow.yaml";
@@ -112,9 +113,65 @@ pub struct Sandbox {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorSandbox {
+    /// This actor's VMs' guest memory (`512MB`), over its language's.
+    pub memory: Option<String>,
+    /// This actor's VMs' vCPUs, over its language's.
+    pub vcpus: Option<u8>,
+    /// CPU time each of this actor's VMs may use, in CPUs, over its
+    /// language's.
+    pub cpu: Option<f64>,
     /// Limits of this actor's messages, over its language's.
     #[serde(default)]
     pub limits: Option<LimitsConfig>,
+}
+
+/// Guest memory a VM may have, MiB.
+const MEMORY_MIB: std::ops::RangeInclusive<u64> = 64..=3072;
+
+/// The VM shape a section's `memory`, `vcpus` and `cpu` keys set, checked
+/// (`cpu` at most one CPU per vCPU: `vcpus`, else `cpu_most`); errors
+/// name the key under `at`.
+fn shape(
+    at: &str,
+    memory: &Option<String>,
+    vcpus: Option<u8>,
+    cpu: Option<f64>,
+    cpu_most: f64,
+) -> Result<ShapeOverrides, (String, String)> {
+    let mem_mib = match memory {
+        None => None,
+        Some(m) => {
+            let key = format!("{at}.memory");
+            let mib = parse_size(m).map_err(|e| (key.clone(), e))? >> 20;
+            if !MEMORY_MIB.contains(&mib) {
+                return Err((key, format!("{m} is outside 64MB..3GB")));
+            }
+            Some(mib as u32)
+        }
+    };
+    const MAX_VCPUS: u8 = reflow_vmm::arch::layout::MAX_VCPUS;
+    if let Some(n) = vcpus {
+        if !(1..=MAX_VCPUS).contains(&n) {
+            return Err((
+                format!("{at}.vcpus"),
+                format!("{n} is outside 1..{MAX_VCPUS}"),
+            ));
+        }
+    }
+    if let Some(c) = cpu {
+        let most = vcpus.map_or(cpu_most, f64::from);
+        if !(c >= 0.01 && c <= most) {
+            return Err((
+                format!("{at}.cpu"),
+                format!("{c} is outside 0.01..{most} (at most one CPU per vCPU)"),
+            ));
+        }
+    }
+    Ok(ShapeOverrides {
+        mem_mib,
+        vcpus,
+        cpu,
+    })
 }
 
 /// A `limits:` section (see [`crate::Limits`]): any of its keys.
@@ -334,26 +391,15 @@ impl Config {
             };
             let at = format!("workspace.sandbox.{language}");
             overrides(&l.limits, &at)?;
-            if let Some(n) = l.vcpus {
-                if !(1..=reflow_vmm::arch::layout::MAX_VCPUS).contains(&n) {
-                    return Err((
-                        format!("{at}.vcpus"),
-                        format!("{n} is outside 1..{}", reflow_vmm::arch::layout::MAX_VCPUS),
-                    ));
-                }
-            }
-            if let Some(cpu) = l.cpu {
-                let most = f64::from(l.vcpus.unwrap_or(1));
-                if !(cpu >= 0.01 && cpu <= most) {
-                    return Err((
-                        format!("{at}.cpu"),
-                        format!("{cpu} is outside 0.01..{most} (at most one CPU per vCPU)"),
-                    ));
-                }
-            }
+            shape(&at, &l.memory, l.vcpus, l.cpu, 1.0)?;
         }
-        for (name, actor) in &s.actors {
-            overrides(&actor.limits, &format!("workspace.sandbox.actors.{name}"))?;
+        for (name, a) in &s.actors {
+            let at = format!("workspace.sandbox.actors.{name}");
+            overrides(&a.limits, &at)?;
+            // Its language's vCPUs are not known here: a share over them
+            // is only as good as no limit.
+            let most = f64::from(reflow_vmm::arch::layout::MAX_VCPUS);
+            shape(&at, &a.memory, a.vcpus, a.cpu, most)?;
         }
         Ok(())
     }
@@ -367,15 +413,6 @@ impl Config {
             ));
         }
         if let Some(py) = &w.sandbox.python {
-            if let Some(m) = &py.memory {
-                let mib = parse_size(m).map_err(|e| ("workspace.sandbox.python.memory", e))? >> 20;
-                if !(64..=3072).contains(&mib) {
-                    return Err((
-                        "workspace.sandbox.python.memory",
-                        format!("{m} is outside 64MB..3GB"),
-                    ));
-                }
-            }
             if let Some(image) = &py.image {
                 if looks_like_path(image) && !image.is_file() {
                     return Err((
@@ -494,8 +531,18 @@ impl Config {
 
     /// Guest memory of `language`'s VMs in MiB, when set.
     pub fn memory_mib(&self, language: crate::Language) -> Option<u32> {
-        let m = self.sandbox(language)?.memory.as_ref()?;
-        parse_size(m).ok().map(|b| (b >> 20) as u32)
+        let l = self.sandbox(language)?;
+        shape("", &l.memory, None, None, 1.0).ok()?.mem_mib
+    }
+
+    /// The VM the actor `component` asks for, over its language's.
+    pub fn actor_shape(&self, component: &str) -> ShapeOverrides {
+        self.workspace
+            .sandbox
+            .actors
+            .get(component)
+            .and_then(|a| shape("", &a.memory, a.vcpus, a.cpu, f64::MAX).ok())
+            .unwrap_or_default()
     }
 
     /// The limits the file sets for every actor.

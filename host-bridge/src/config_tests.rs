@@ -163,6 +163,26 @@ fn mistakes_name_their_key() {
             "workspace.sandbox.actors.Scale.limits.max_outputs: 0 is outside",
         ),
         (
+            "workspace:\n  sandbox:\n    javascript:\n      memory: 16MB\n",
+            "workspace.sandbox.javascript.memory: 16MB is outside 64MB..3GB",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Big:\n        memory: 4GB\n",
+            "workspace.sandbox.actors.Big.memory: 4GB is outside",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Big:\n        vcpus: 0\n",
+            "workspace.sandbox.actors.Big.vcpus: 0 is outside 1..32",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Big:\n        vcpus: 2\n        cpu: 2.5\n",
+            "workspace.sandbox.actors.Big.cpu: 2.5 is outside 0.01..2",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Big:\n        cpus: 1\n",
+            "unknown field `cpus`",
+        ),
+        (
             "workspace:\n  sandbox:\n    limits:\n      max_outptus: 3\n",
             "unknown field `max_outptus`",
         ),
@@ -218,4 +238,25 @@ fn sizes_parse_in_binary_units() {
     assert_eq!(parse_size("4096"), Ok(4096));
     assert!(parse_size("MB").is_err());
     assert!(parse_size("99999999999999GB").is_err());
+}
+
+#[test]
+fn an_actor_may_ask_for_its_own_vm_shape() {
+    let c = parse(
+        "workspace:\n  sandbox:\n    python:\n      memory: 512MB\n    actors:\n      Big:\n        \
+         memory: 1GB\n        vcpus: 2\n        cpu: 1.5\n      Slow:\n        cpu: 0.25\n",
+    )
+    .unwrap();
+    assert_eq!(c.memory_mib(crate::Language::Python), Some(512));
+    let big = c.actor_shape("Big");
+    assert_eq!(
+        (big.mem_mib, big.vcpus, big.cpu),
+        (Some(1024), Some(2), Some(1.5))
+    );
+    let slow = c.actor_shape("Slow");
+    assert_eq!(
+        (slow.mem_mib, slow.vcpus, slow.cpu),
+        (None, None, Some(0.25))
+    );
+    assert!(c.actor_shape("Other").is_empty());
 }

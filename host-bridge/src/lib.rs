@@ -25,6 +25,7 @@ pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod script;
+pub mod shape;
 pub mod state;
 pub mod worker;
 
@@ -38,4 +39,5 @@ pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
 pub use runtime::{GuestImages, Language, Runtime, RuntimeError};
 pub use sandbox::{SandboxError, SandboxVm, VmSpec};
 pub use script::{Script, ScriptError};
+pub use shape::{ShapeOverrides, VmShape};
 pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};

@@ -67,6 +67,8 @@ struct Slot {
 pub(crate) struct Node {
     shared: Arc<Shared>,
     script: Arc<Script>,
+    /// Where its VMs come from: an index in `shared.pools`.
+    pool: usize,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
     /// which a running message holds.
@@ -74,10 +76,11 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub fn new(shared: Arc<Shared>, script: Arc<Script>) -> Arc<Node> {
+    pub fn new(shared: Arc<Shared>, script: Arc<Script>, pool: usize) -> Arc<Node> {
         let node = Arc::new(Node {
             shared: shared.clone(),
             script,
+            pool,
             slot: Mutex::new(Slot {
                 vm: None,
                 last_used: Instant::now(),
@@ -86,6 +89,11 @@ impl Node {
         });
         shared.track(&node);
         node
+    }
+
+    /// The index of its pool in `shared.pools`.
+    pub fn pool(&self) -> usize {
+        self.pool
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -152,7 +160,7 @@ impl Node {
             Some(vm) if vm.is_alive() => vm,
             vm => {
                 *vm = None;
-                let pool = &self.shared.pools[&self.script.language];
+                let pool = &self.shared.pools[self.pool].pool;
                 let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
                 *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.stop_handle());
                 let script = &self.script;

@@ -3,6 +3,7 @@
 
 use crate::limits::LimitOverrides;
 use crate::runtime::Language;
+use crate::shape::ShapeOverrides;
 use std::path::{Path, PathBuf};
 
 /// Largest script source accepted.
@@ -25,7 +26,7 @@ pub enum ScriptError {
 }
 
 /// A script actor's source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Script {
     pub language: Language,
     /// The name tracebacks show (the file name).
@@ -38,6 +39,10 @@ pub struct Script {
     /// This actor's own limits, over its runtime's and the bridge's (a
     /// graph's `timeoutSeconds` sets `limits.timeout`).
     pub limits: LimitOverrides,
+    /// The VM this actor asks for, over its runtime's (a graph's
+    /// `memoryMb` sets `shape.mem_mib`; reflow.yaml's
+    /// `workspace.sandbox.actors.<Name>` memory, vcpus and cpu).
+    pub shape: ShapeOverrides,
 }
 
 impl Script {
@@ -50,6 +55,7 @@ impl Script {
             inports: Vec::new(),
             outports: Vec::new(),
             limits: LimitOverrides::default(),
+            shape: ShapeOverrides::default(),
         }
     }
 

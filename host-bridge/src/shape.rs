@@ -1,0 +1,150 @@
+//! The shape of an actor's VM: guest memory, vCPUs and the CPU time it may
+//! use. Each runtime has one; an actor may ask for another
+//! ([`ShapeOverrides`] in its [`crate::Script`]), which the bridge serves
+//! from a pool of its own, cloned from a golden snapshot of that memory
+//! size and vCPU count (a CPU share alone reuses the runtime's snapshot).
+
+use std::fmt;
+
+use crate::sandbox::VmSpec;
+
+/// One VM shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmShape {
+    /// Guest memory in MiB.
+    pub mem_mib: u32,
+    pub vcpus: u8,
+    /// CPU time the VM may use, in CPUs; `None`: unlimited.
+    pub cpu: Option<f64>,
+}
+
+impl VmShape {
+    /// The shape of the clones of `spec`.
+    pub fn of(spec: &VmSpec) -> VmShape {
+        VmShape {
+            mem_mib: spec.config.mem_mib,
+            vcpus: spec.config.vcpus,
+            cpu: spec.cpu,
+        }
+    }
+
+    /// This shape with `o`'s set parts in their place.
+    pub fn with(self, o: &ShapeOverrides) -> VmShape {
+        VmShape {
+            mem_mib: o.mem_mib.unwrap_or(self.mem_mib),
+            vcpus: o.vcpus.unwrap_or(self.vcpus),
+            cpu: o.cpu.or(self.cpu),
+        }
+    }
+
+    /// Whether `self` and `other` are served by the same pool: the same
+    /// memory and vCPUs, and CPU shares equal to a thousandth of a CPU.
+    pub fn same(&self, other: &VmShape) -> bool {
+        let millis = |c: Option<f64>| c.map(|c| (c * 1000.0).round() as u64);
+        self.mem_mib == other.mem_mib
+            && self.vcpus == other.vcpus
+            && millis(self.cpu) == millis(other.cpu)
+    }
+}
+
+impl fmt::Display for VmShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} MiB, {} vCPU", self.mem_mib, self.vcpus)?;
+        if self.vcpus != 1 {
+            f.write_str("s")?;
+        }
+        match self.cpu {
+            Some(cpu) => write!(f, ", {cpu} CPU"),
+            None => f.write_str(", unlimited CPU"),
+        }
+    }
+}
+
+/// Parts of a shape an actor sets over its runtime's (`None`: the
+/// runtime's).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShapeOverrides {
+    pub mem_mib: Option<u32>,
+    pub vcpus: Option<u8>,
+    pub cpu: Option<f64>,
+}
+
+impl ShapeOverrides {
+    /// These overrides under `over` (whose set parts win).
+    pub fn then(&self, over: &ShapeOverrides) -> ShapeOverrides {
+        ShapeOverrides {
+            mem_mib: over.mem_mib.or(self.mem_mib),
+            vcpus: over.vcpus.or(self.vcpus),
+            cpu: over.cpu.or(self.cpu),
+        }
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ShapeOverrides::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: VmShape = VmShape {
+        mem_mib: 256,
+        vcpus: 1,
+        cpu: None,
+    };
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let o = ShapeOverrides {
+            mem_mib: Some(512),
+            ..Default::default()
+        };
+        assert_eq!(
+            BASE.with(&o),
+            VmShape {
+                mem_mib: 512,
+                vcpus: 1,
+                cpu: None
+            }
+        );
+        assert_eq!(BASE.with(&ShapeOverrides::default()), BASE);
+        let cpu = ShapeOverrides {
+            cpu: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(o.then(&cpu).mem_mib, Some(512));
+        assert_eq!(o.then(&cpu).cpu, Some(0.5));
+        let less = ShapeOverrides {
+            mem_mib: Some(128),
+            ..Default::default()
+        };
+        assert_eq!(o.then(&less).mem_mib, Some(128));
+        assert!(ShapeOverrides::default().is_empty() && !o.is_empty());
+    }
+
+    #[test]
+    fn shapes_match_to_a_thousandth_of_a_cpu() {
+        let a = VmShape {
+            cpu: Some(0.5),
+            ..BASE
+        };
+        let b = VmShape {
+            cpu: Some(0.5000001),
+            ..BASE
+        };
+        assert!(a.same(&b));
+        assert!(!a.same(&BASE));
+        assert!(!a.same(&VmShape { vcpus: 2, ..a }));
+        assert!(!BASE.same(&VmShape {
+            mem_mib: 257,
+            ..BASE
+        }));
+        assert_eq!(a.to_string(), "256 MiB, 1 vCPU, 0.5 CPU");
+        assert_eq!(
+            VmShape { vcpus: 2, ..BASE }.to_string(),
+            "256 MiB, 2 vCPUs, unlimited CPU"
+        );
+    }
+}
