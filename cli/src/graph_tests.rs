@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::GraphFile;
-use reflow_host_bridge::Language;
+use reflow_host_bridge::{Language, ShapeOverrides, VmShape};
 
 /// A way to break the good graph, and what the error must say.
 type Case = (Box<dyn Fn(&mut Value)>, &'static str);
@@ -74,16 +74,21 @@ fn a_script_of_its_own_size_gets_a_runtime_of_that_size_beside_the_default() {
         (
             Language::Python,
             Sizes {
-                mem_mib: 320,
+                shape: VmShape {
+                    mem_mib: 320,
+                    ..default.shape
+                },
                 ..default
             },
         ),
     ];
     assert_eq!(shapes(&g, Sizes::default_for), want);
     // A runtime already of that size serves it: one VM size in all.
-    let big = |l| Sizes {
-        mem_mib: 320,
-        ..Sizes::default_for(l)
+    let big = |l| {
+        Sizes::default_for(l).with(&ShapeOverrides {
+            mem_mib: Some(320),
+            ..ShapeOverrides::default()
+        })
     };
     assert_eq!(
         shapes(&g, big),

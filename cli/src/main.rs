@@ -202,15 +202,13 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         bridge_config.namespace = ns;
     }
     let languages = setup::shapes(&graph, |language| {
-        let default = Sizes::default_for(language);
-        Sizes {
-            mem_mib: config.memory_mib(language).unwrap_or(default.mem_mib),
-            shm_mib: config.region_mib().unwrap_or(default.shm_mib),
-            vcpus: config.vcpus(language).unwrap_or(default.vcpus),
-            cpu: config.cpu(language),
+        let mut sizes = Sizes::default_for(language).with(&config.runtime_shape(language));
+        if let Some(mib) = config.region_mib() {
+            sizes.shm_mib = mib;
         }
+        sizes
     });
-    if languages.iter().any(|(_, s)| s.cpu.is_some()) {
+    if languages.iter().any(|(_, s)| s.shape.cpu.is_some()) {
         if let Some(why) = reflow_host_bridge::sandbox::cpu_limit_unavailable() {
             eprintln!(
                 "reflow-sandbox: note: the cpu keys of workspace.sandbox are not enforced on this host ({why}); \

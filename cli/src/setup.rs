@@ -38,43 +38,36 @@ pub async fn state_store(url: Option<&str>) -> Result<StateStore, StateError> {
     }
 }
 
-/// VM sizes of one language's actors: guest memory and shared region
-/// (MiB), vCPUs, and the CPU time each VM may use (in CPUs; `None`:
-/// unlimited).
+/// VM sizes of one language's actors: the VM's shape (guest memory,
+/// vCPUs, CPU time) and its shared region (MiB).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sizes {
-    pub mem_mib: u32,
+    pub shape: VmShape,
     pub shm_mib: u32,
-    pub vcpus: u8,
-    pub cpu: Option<f64>,
 }
 
 impl Sizes {
     /// These sizes with what `o` sets in their place.
     pub fn with(self, o: &ShapeOverrides) -> Sizes {
         Sizes {
-            mem_mib: o.mem_mib.unwrap_or(self.mem_mib),
-            vcpus: o.vcpus.unwrap_or(self.vcpus),
-            cpu: o.cpu.or(self.cpu),
+            shape: self.shape.with(o),
             ..self
         }
     }
 
     /// The defaults of `language`.
     pub fn default_for(language: Language) -> Sizes {
-        match language {
-            Language::Python => Sizes {
-                mem_mib: PYTHON_MEM_MIB,
-                shm_mib: PYTHON_SHM_MIB,
+        let (mem_mib, shm_mib) = match language {
+            Language::Python => (PYTHON_MEM_MIB, PYTHON_SHM_MIB),
+            Language::JavaScript => (NODE_MEM_MIB, NODE_SHM_MIB),
+        };
+        Sizes {
+            shape: VmShape {
+                mem_mib,
                 vcpus: 1,
                 cpu: None,
             },
-            Language::JavaScript => Sizes {
-                mem_mib: NODE_MEM_MIB,
-                shm_mib: NODE_SHM_MIB,
-                vcpus: 1,
-                cpu: None,
-            },
+            shm_mib,
         }
     }
 }
@@ -92,24 +85,12 @@ pub fn shapes(graph: &GraphFile, runtime: impl Fn(Language) -> Sizes) -> Vec<(La
     scripts.sort_by(|a, b| a.0.cmp(b.0));
     for (_, script) in scripts {
         let sizes = runtime(script.language).with(&script.shape);
-        let same = |(l, s): &(Language, Sizes)| {
-            *l == script.language && VmShape::from(*s).same(&VmShape::from(sizes))
-        };
+        let same = |(l, s): &(Language, Sizes)| *l == script.language && s.shape.same(&sizes.shape);
         if !out.iter().any(same) {
             out.push((script.language, sizes));
         }
     }
     out
-}
-
-impl From<Sizes> for VmShape {
-    fn from(s: Sizes) -> VmShape {
-        VmShape {
-            mem_mib: s.mem_mib,
-            vcpus: s.vcpus,
-            cpu: s.cpu,
-        }
-    }
 }
 
 /// A bridge with a Python runtime over `images`, its golden snapshot under
@@ -162,11 +143,12 @@ pub fn bridge_for(
     for &(language, sizes) in languages {
         report(&format!(
             "preparing the {language} runtime ({})",
-            VmShape::from(sizes)
+            sizes.shape
         ));
-        let mut runtime = Runtime::for_language(images, language, sizes.mem_mib, sizes.shm_mib)?;
-        runtime.config.vcpus = sizes.vcpus;
-        runtime.cpu = sizes.cpu;
+        let shape = sizes.shape;
+        let mut runtime = Runtime::for_language(images, language, shape.mem_mib, sizes.shm_mib)?;
+        runtime.config.vcpus = shape.vcpus;
+        runtime.cpu = shape.cpu;
         match runtime.golden(cache_root, &report) {
             Ok(spec) => runtimes.push((language, spec)),
             Err(e) => {

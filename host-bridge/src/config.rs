@@ -529,10 +529,16 @@ impl Config {
         }
     }
 
+    /// The VM shape the file sets for `language`'s runtime.
+    pub fn runtime_shape(&self, language: crate::Language) -> ShapeOverrides {
+        self.sandbox(language)
+            .and_then(|l| shape("", &l.memory, l.vcpus, l.cpu, 1.0).ok())
+            .unwrap_or_default()
+    }
+
     /// Guest memory of `language`'s VMs in MiB, when set.
     pub fn memory_mib(&self, language: crate::Language) -> Option<u32> {
-        let l = self.sandbox(language)?;
-        shape("", &l.memory, None, None, 1.0).ok()?.mem_mib
+        self.runtime_shape(language).mem_mib
     }
 
     /// The VM the actor `component` asks for, over its language's.
@@ -569,12 +575,12 @@ impl Config {
 
     /// vCPUs of `language`'s VMs, when set.
     pub fn vcpus(&self, language: crate::Language) -> Option<u8> {
-        self.sandbox(language)?.vcpus
+        self.runtime_shape(language).vcpus
     }
 
     /// CPU time of each of `language`'s VMs (in CPUs), when set.
     pub fn cpu(&self, language: crate::Language) -> Option<f64> {
-        self.sandbox(language)?.cpu
+        self.runtime_shape(language).cpu
     }
 
     /// Shared region per VM in MiB, when set.
