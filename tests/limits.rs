@@ -151,7 +151,7 @@ async fn actors_get_vms_of_the_shape_they_ask_for() {
         .initial("go", "count", json!(1));
     let mut graph = g.load();
     for (component, script) in &mut graph.scripts {
-        script.shape = config.actor_shape(component).then(&script.shape);
+        config.apply_actor(component, script);
     }
     let shapes = setup::shapes(&graph, Sizes::default_for);
     assert_eq!(shapes.len(), 2, "{shapes:?}");

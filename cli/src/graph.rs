@@ -269,9 +269,12 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
         script.limits.timeout = Some(Duration::from_secs(s.into()));
     }
     if let Some(mb) = spec.memory_mb {
-        if !(64..=3072).contains(&mb) {
+        let range = reflow_host_bridge::shape::MEMORY_MIB;
+        if !range.contains(&mb) {
             return Err(Either::Message(format!(
-                "`memoryMb` {mb} is outside 64..3072"
+                "`memoryMb` {mb} is outside {}..{}",
+                range.start(),
+                range.end()
             )));
         }
         script.shape.mem_mib = Some(mb);

@@ -195,8 +195,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         bridge_config.limits.timeout = Duration::from_secs(s);
     }
     for (component, script) in &mut graph.scripts {
-        script.limits = config.actor_limits(component).then(&script.limits);
-        script.shape = config.actor_shape(component).then(&script.shape);
+        config.apply_actor(component, script);
     }
     if let Some(ns) = args.namespace {
         bridge_config.namespace = ns;

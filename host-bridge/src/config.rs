@@ -125,9 +125,6 @@ pub struct ActorSandbox {
     pub limits: Option<LimitsConfig>,
 }
 
-/// Guest memory a VM may have, MiB.
-const MEMORY_MIB: std::ops::RangeInclusive<u64> = 64..=3072;
-
 /// The VM shape a section's `memory`, `vcpus` and `cpu` keys set, checked
 /// (`cpu` at most one CPU per vCPU: `vcpus`, else `cpu_most`); errors
 /// name the key under `at`.
@@ -142,11 +139,12 @@ fn shape(
         None => None,
         Some(m) => {
             let key = format!("{at}.memory");
-            let mib = parse_size(m).map_err(|e| (key.clone(), e))? >> 20;
-            if !MEMORY_MIB.contains(&mib) {
-                return Err((key, format!("{m} is outside 64MB..3GB")));
-            }
-            Some(mib as u32)
+            let bytes = parse_size(m).map_err(|e| (key.clone(), e))?;
+            let mib = u32::try_from(bytes >> 20)
+                .ok()
+                .filter(|mib| crate::shape::MEMORY_MIB.contains(mib))
+                .ok_or_else(|| (key, format!("{m} is outside 64MB..3GB")))?;
+            Some(mib)
         }
     };
     const MAX_VCPUS: u8 = reflow_vmm::arch::layout::MAX_VCPUS;
@@ -172,6 +170,25 @@ fn shape(
         vcpus,
         cpu,
     })
+}
+
+impl Language {
+    /// The VM shape this section sets, checked (errors name keys under
+    /// `at`); `cpu` is at most `vcpus`, 1 when unset.
+    fn shape(&self, at: &str) -> Result<ShapeOverrides, (String, String)> {
+        shape(at, &self.memory, self.vcpus, self.cpu, 1.0)
+    }
+}
+
+impl ActorSandbox {
+    /// The VM shape this section sets, checked (errors name keys under
+    /// `at`). Its language's vCPUs are not known here: without `vcpus` of
+    /// its own, `cpu` may go up to the most vCPUs a VM may have (a share
+    /// over the VM's vCPUs is as good as no limit).
+    fn shape(&self, at: &str) -> Result<ShapeOverrides, (String, String)> {
+        let most = f64::from(reflow_vmm::arch::layout::MAX_VCPUS);
+        shape(at, &self.memory, self.vcpus, self.cpu, most)
+    }
 }
 
 /// A `limits:` section (see [`crate::Limits`]): any of its keys.
@@ -391,15 +408,12 @@ impl Config {
             };
             let at = format!("workspace.sandbox.{language}");
             overrides(&l.limits, &at)?;
-            shape(&at, &l.memory, l.vcpus, l.cpu, 1.0)?;
+            l.shape(&at)?;
         }
         for (name, a) in &s.actors {
             let at = format!("workspace.sandbox.actors.{name}");
             overrides(&a.limits, &at)?;
-            // Its language's vCPUs are not known here: a share over them
-            // is only as good as no limit.
-            let most = f64::from(reflow_vmm::arch::layout::MAX_VCPUS);
-            shape(&at, &a.memory, a.vcpus, a.cpu, most)?;
+            a.shape(&at)?;
         }
         Ok(())
     }
@@ -532,7 +546,7 @@ impl Config {
     /// The VM shape the file sets for `language`'s runtime.
     pub fn runtime_shape(&self, language: crate::Language) -> ShapeOverrides {
         self.sandbox(language)
-            .and_then(|l| shape("", &l.memory, l.vcpus, l.cpu, 1.0).ok())
+            .and_then(|l| l.shape("").ok())
             .unwrap_or_default()
     }
 
@@ -547,8 +561,16 @@ impl Config {
             .sandbox
             .actors
             .get(component)
-            .and_then(|a| shape("", &a.memory, a.vcpus, a.cpu, f64::MAX).ok())
+            .and_then(|a| a.shape("").ok())
             .unwrap_or_default()
+    }
+
+    /// `script`, the actor `component`, with the limits and VM shape the
+    /// file sets for that actor under its own (a graph node's
+    /// `timeoutSeconds` and `memoryMb` win).
+    pub fn apply_actor(&self, component: &str, script: &mut crate::Script) {
+        script.limits = self.actor_limits(component).then(&script.limits);
+        script.shape = self.actor_shape(component).then(&script.shape);
     }
 
     /// The limits the file sets for every actor.

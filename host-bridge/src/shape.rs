@@ -8,6 +8,10 @@ use std::fmt;
 
 use crate::sandbox::VmSpec;
 
+/// Guest memory a VM may have, MiB (reflow.yaml's `memory` keys and a
+/// graph node's `memoryMb`).
+pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 64..=3072;
+
 /// One VM shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VmShape {
