@@ -4,7 +4,8 @@
 //! The key hashes everything the snapshot depends on: the kernel, initrd and
 //! disk images (their bytes), memory size, vCPU count, shared-memory size,
 //! the whole guest command line the monitor builds (extra parameters
-//! included), host kind, the snapshot format version and this monitor's
+//! included), host kind, the host CPU's fingerprint (vendor, signature and
+//! feature words), the snapshot format version and this monitor's
 //! version. A
 //! changed input gets a new key and a new snapshot; nothing stale is reused.
 
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::FORMAT_VERSION;
 use super::{MEMORY_FILE, STATE_FILE};
+use crate::arch::host_cpu::CpuFingerprint;
 use crate::config::VmConfig;
 use crate::host::HostKind;
 use crate::vcpu::exit::StopReason;
@@ -40,8 +42,16 @@ pub enum GoldenError {
     Vm(#[from] VmError),
     #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
     NotReady { stop: StopReason, tail: String },
-    #[error("warming up the golden guest ({tag}): {message}")]
-    Warmup { tag: String, message: String },
+    #[error(
+        "warming up the golden guest ({tag}): {message}{}",
+        console_lines(console_tail)
+    )]
+    Warmup {
+        tag: String,
+        message: String,
+        /// The guest console's last lines (what the script printed).
+        console_tail: Vec<String>,
+    },
 }
 
 /// Work done in the guest before its golden snapshot is written (start a
@@ -64,6 +74,23 @@ pub struct GoldenSnapshot {
     pub key: String,
 }
 
+/// The console lines worth showing under an error (none: nothing).
+fn console_lines(tail: &[String]) -> String {
+    let lines: Vec<&str> = tail
+        .iter()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let from = lines.len().saturating_sub(20);
+    format!(
+        "\nlast guest console lines:\n  {}",
+        lines[from..].join("\n  ")
+    )
+}
+
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
     let err = |source| GoldenError::Hash {
         path: path.to_path_buf(),
@@ -74,10 +101,12 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
     Ok(())
 }
 
-/// The cache key of the snapshot for `config` on `host`, after the warm-up
-/// named `warmup` (empty: none).
+/// The cache key of the snapshot for `config` on `host` (with this host's
+/// CPU, see [`CpuFingerprint`]), after the warm-up named `warmup` (empty:
+/// none).
 pub fn key(config: &VmConfig, host: HostKind, warmup: &str) -> Result<String, GoldenError> {
     let mut h = Sha256::new();
+    h.update(format!("cpu={}\n", CpuFingerprint::detect().key()));
     if !warmup.is_empty() {
         h.update(format!("warmup={warmup}\n"));
     }
@@ -124,7 +153,7 @@ fn complete(dir: &Path) -> bool {
 pub fn ensure(
     config: &VmConfig,
     cache_root: &Path,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<GoldenSnapshot, GoldenError> {
     ensure_warm(config, cache_root, None, progress)
 }
@@ -135,7 +164,7 @@ pub fn ensure_warm(
     config: &VmConfig,
     cache_root: &Path,
     warmup: Option<&Warmup<'_>>,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<GoldenSnapshot, GoldenError> {
     let host = config.host.unwrap_or_else(HostKind::detect);
     let key = key(config, host, warmup.map_or("", |w| w.tag))?;
@@ -159,8 +188,13 @@ pub fn ensure_warm(
     }
     let started = Instant::now();
     progress(&format!(
-        "creating golden snapshot {key}: booting the guest once (seconds on bare-metal KVM, \
-         about a minute where the guest kernel is emulated)"
+        "creating golden snapshot {key} on {} ({}): booting the guest once (seconds on \
+         bare-metal KVM, a minute or more where the guest kernel is emulated)",
+        CpuFingerprint::detect(),
+        match host {
+            HostKind::Native => "hardware-assisted KVM",
+            HostKind::EmulatedKernel => "kvm_pvm, guest kernel emulated",
+        }
     ));
     let mut boot = config.clone();
     boot.host = Some(host);
@@ -207,10 +241,11 @@ pub fn ensure_warm(
             Ok(c) => _channel = Some(c),
             Err(message) => {
                 running.stop_handle().stop();
-                let _ = running.wait();
+                let console_tail = running.wait().map(|o| o.console_tail).unwrap_or_default();
                 return Err(GoldenError::Warmup {
                     tag: w.tag.to_string(),
                     message,
+                    console_tail,
                 });
             }
         }
