@@ -93,8 +93,7 @@ cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$work/root/opt/reflow/reflow_shm.
 # The image's node loads the SDK, the addon and the preloaded packages.
 check='const s = require("/opt/reflow/reflow_shm.node");
 const w = require("/opt/reflow/reflow/worker");
-const failed = w.preload(w.preloadList());
-if (failed.length) { console.error(JSON.stringify(failed)); process.exitCode = 1; }
+try { w.preload(w.preloadList()); } catch (e) { console.error(e.message); process.exitCode = 1; }
 if (s.crc32(Buffer.from("reflow"), 0) !== 3581869112) { console.error("crc32"); process.exitCode = 1; }
 console.log(process.version);'
 version="$(chroot "$work/root" /usr/bin/env -i /usr/bin/node -e "$check")" ||

@@ -132,3 +132,33 @@ test('the warm-up serves a stateful actor through a worker on an in-memory ring'
   // OUTPUT, STATE, OUTPUT, OUTPUT, DONE: the state round trip is answered.
   assert.deepStrictEqual(await warmUp(shm().crc32, 7), [6, 4, 4, 5]);
 });
+
+test('the warm-up reports its progress; a failed preload throws and names the module', async () => {
+  const fs = require('fs');
+  const os = require('os');
+  const path = require('path');
+  const { Progress } = require('../sdk/reflow/progress');
+  const { preload, PreloadError } = require('../sdk/reflow/worker');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reflow-progress-'));
+  let now = 0;
+  const p = new Progress(path.join(dir, 'run', 'progress'), () => now);
+  const read = () => JSON.parse(fs.readFileSync(p.file, 'utf8'));
+  p.step('warm-up');
+  now = 600;
+  await warmUp(shm().crc32, 100, p);
+  assert.deepStrictEqual(read().step, 'calibrate spin');
+  assert.deepStrictEqual(read().steps.map((s) => s.name), ['warm-up']);
+  assert.strictEqual(read().steps[0].secs, 0.6);
+  for (const k of ['user', 'sys', 'minflt', 'majflt']) assert.ok(read().steps[0][k] >= 0, k);
+  now = 700;
+  p.detail('ignored'); // within the throttle
+  assert.strictEqual(read().detail, '');
+  assert.throws(() => preload(['path', 'no-such-module-xyz'], p), (e) => e instanceof PreloadError
+    && e.module === 'no-such-module-xyz' && /cannot preload no-such-module-xyz: Error: Cannot find module/.test(e.message));
+  p.failed('boom');
+  assert.deepStrictEqual([read().state, read().error, read().detail], ['failed', 'boom', 'no-such-module-xyz']);
+  p.ready();
+  assert.strictEqual(read().state, 'ready');
+  assert.ok(!fs.existsSync(`${p.file}.tmp`));
+  fs.rmSync(dir, { recursive: true });
+});

@@ -9,10 +9,13 @@ Writes /run/reflow/ring_echo.ready once it is polling the ring.
 import os
 import sys
 
+from reflow.progress import Progress
 from reflow.ring import Consumer, Producer, map_region, read_layout
 
 
 def main():
+    progress = Progress()
+    progress.step("map region")
     addr, size = int(sys.argv[1], 0), int(sys.argv[2], 0)
     region = memoryview(map_region(addr, size))
     h2g, g2h = read_layout(region)
@@ -21,6 +24,7 @@ def main():
     os.makedirs("/run/reflow", exist_ok=True)
     with open("/run/reflow/ring_echo.ready", "w") as f:
         f.write(str(os.getpid()))
+    progress.ready()
     while True:
         record = rx.recv(timeout=3600.0)
         if record is None:

@@ -1,8 +1,16 @@
 """Starts the worker: `python3 /opt/reflow/run_worker.py <addr> <size>`
-(this file's directory, /opt/reflow, is then on the import path)."""
+(this file's directory, /opt/reflow, is then on the import path).
+
+Progress is reported from the first line on (the SDK's own imports take
+seconds where the guest kernel is emulated), so the host sees the step."""
 
 import sys
 
-from reflow.worker import main
+from reflow.progress import Progress
 
-main(sys.argv)
+progress = Progress()
+progress.step("import the SDK")
+
+from reflow.worker import main  # noqa: E402 - after the first report
+
+main(sys.argv, progress)

@@ -7,9 +7,10 @@ import unittest
 from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
 from reflow.worker import (
-    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, Worker, preload, preload_list,
-    warm_up,
+    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, PreloadError, Worker, preload,
+    preload_list, warm_up,
 )
+from reflow.progress import ImportCounter, Progress
 
 from test_ring import region
 
@@ -108,19 +109,79 @@ class WarmUpTest(unittest.TestCase):
 
 
 class PreloadTest(unittest.TestCase):
-    def test_modules_are_imported_and_failures_reported(self):
+    def test_modules_are_imported_with_progress_and_a_failure_raises(self):
+        import json
         import os
+        import sys
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "preload.txt")
             with open(path, "w") as f:
-                f.write("# comment\njson  # inline\n\nno_such_module_xyz\n")
+                f.write("# comment\nxml.dom.minidom  # inline\n\nno_such_module_xyz\n")
             names = preload_list(path)
-            self.assertEqual(names, ["json", "no_such_module_xyz"])
-            failed = preload(names)
-        self.assertEqual([n for n, _ in failed], ["no_such_module_xyz"])
-        self.assertIn("ModuleNotFoundError", failed[0][1])
+            self.assertEqual(names, ["xml.dom.minidom", "no_such_module_xyz"])
+            progress = Progress(os.path.join(d, "progress"))
+            progress.written = float("inf")  # only steps are written
+            for name in [n for n in list(sys.modules) if n.startswith("xml")]:
+                del sys.modules[name]
+            with self.assertRaises(PreloadError) as cm:
+                preload(names, progress)
+            self.assertIn("xml.dom.minidom", sys.modules)
+            self.assertEqual(cm.exception.name, "no_such_module_xyz")
+            self.assertIn("ModuleNotFoundError", str(cm.exception))
+            # The first preload counted the modules it imported.
+            self.assertEqual(progress.steps[0]["name"], "preload")
+            self.assertEqual(progress.step_name, "preload")
+            self.assertEqual(progress.detail_text, "no_such_module_xyz: 1 modules, no_such_module_xyz")
+            self.assertFalse(any(isinstance(f, ImportCounter) for f in sys.meta_path))
+            with open(progress.path) as f:
+                body = json.load(f)
+            self.assertEqual((body["state"], body["detail"]), ("step", "no_such_module_xyz"))
         self.assertEqual(preload_list("/nonexistent/preload.txt"), [])
+
+
+class ProgressTest(unittest.TestCase):
+    def test_steps_are_timed_and_the_end_is_written(self):
+        import json
+        import os
+        import tempfile
+        now = [10.0]
+        with tempfile.TemporaryDirectory() as d:
+            p = Progress(os.path.join(d, "run", "progress"), clock=lambda: now[0])
+
+            def read():
+                with open(p.path) as f:
+                    return json.load(f)
+
+            p.step("start")
+            self.assertEqual(read(), {"state": "step", "step": "start", "detail": "", "steps": []})
+            now[0] = 10.2
+            p.detail("a")  # under the throttle: not written yet
+            self.assertEqual(read()["detail"], "")
+            now[0] = 10.6
+            p.detail("b")
+            self.assertEqual(read()["detail"], "b")
+            now[0] = 12.0
+            p.step("warm-up")
+            body = read()
+            self.assertEqual([s["name"] for s in body["steps"]], ["start"])
+            self.assertEqual(body["steps"][0]["secs"], 2.0)
+            for key in ("user", "sys", "minflt", "majflt"):
+                self.assertGreaterEqual(body["steps"][0][key], 0)
+            p.failed("boom")
+            body = read()
+            self.assertEqual((body["state"], body["error"]), ("failed", "boom"))
+            self.assertEqual([s["name"] for s in body["steps"]], ["start", "warm-up"])
+            p.ready()
+            self.assertEqual(read()["state"], "ready")
+            self.assertFalse(os.path.exists(p.path + ".tmp"))
+
+
+class FpuTest(unittest.TestCase):
+    def test_the_control_word_is_read(self):
+        from reflow import fpu
+        self.assertEqual(fpu.x87_control_word(), fpu.DEFAULT_X87_CONTROL_WORD)
+        self.assertEqual(fpu.describe(), "x87 control word 0x37f")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ const { createRequire } = require('module');
 
 const { ActorFailure, invoke, loadScript } = require('./invoke');
 const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, writeLayout } = require('./ring');
+const { Progress } = require('./progress');
 const { ValueError, decode, encodeParts } = require('./value');
 
 const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR] = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -189,22 +190,31 @@ function preloadList(file = PRELOAD_FILE) {
   return text.split('\n').map((l) => l.split('#')[0].trim()).filter(Boolean);
 }
 
+class PreloadError extends Error {
+  constructor(name, why) {
+    super(`cannot preload ${name}: ${why}`);
+    this.name = 'PreloadError';
+    this.module = name;
+  }
+}
+
 /**
  * Requires the modules `names` now (the worker starts before the golden
- * snapshot, so clones find them loaded). Returns those that failed, with
- * why; a missing module is reported, never fatal.
+ * snapshot, so clones find them loaded), each a step of `progress`.
+ * Throws PreloadError for the first that fails: a golden whose preloads
+ * failed would make every clone load them again (or fail to), so it must
+ * not be written.
  */
-function preload(names) {
+function preload(names, progress) {
   const req = createRequire(path.join(MODULES_HOME, 'reflow-actor.js'));
-  const failed = [];
   for (const name of names) {
+    if (progress) progress.step('preload', name);
     try {
       req(name);
     } catch (e) {
-      failed.push([name, `${e.name}: ${e.message.split('\n')[0]}`]);
+      throw new PreloadError(name, `${e.name}: ${e.message.split('\n')[0]}`);
     }
   }
-  return failed;
 }
 
 const WARM_UP = `
@@ -227,7 +237,7 @@ module.exports = { metadata, process };
  * emulated, compiling costs milliseconds a message). Resolves to the kinds
  * of the records the last message produced (for tests).
  */
-async function warmUp(crc32, rounds = 4000) {
+async function warmUp(crc32, rounds = 4000, progress = undefined) {
   const region = new Region(writeLayout(new ArrayBuffer(1 << 20)), crc32);
   const worker = new Worker(region);
   const [h2g, g2h] = readLayout(region);
@@ -251,33 +261,45 @@ async function warmUp(crc32, rounds = 4000) {
   await serve(LOAD, 0, { name: '<warm-up>', source: WARM_UP });
   for (let i = 1; i <= rounds; i++) {
     await serve(INVOKE, i, { inputs: { input: inputs[i % inputs.length] }, config: { s: 'x' } }, i);
+    if (progress && i % 50 === 0) progress.detail(`${i}/${rounds} messages`);
   }
   // The polls are optimized code by now: time them for the idle spin.
+  if (progress) progress.step('calibrate spin');
   calibrateSpin(worker.rx, Math.max(rounds * 50, 1000));
   return kinds;
 }
 
-async function main(argv) {
+async function main(argv, progress = new Progress()) {
   // A script's stray timer or promise must not end the worker.
   process.on('uncaughtException', (e) => console.error(`reflow worker: uncaught: ${e && e.stack}`));
   process.on('unhandledRejection', (e) => console.error(`reflow worker: unhandled rejection: ${e && e.stack}`));
+  const exit = process.exit.bind(process);
   process.exit = (code) => {
     throw new Error(`process.exit(${code === undefined ? '' : code}) is not available to actors`);
   };
   // Keeps the event loop alive while an invocation awaits a promise that
   // nothing will settle (the host's time limit ends that one).
   setInterval(() => {}, 1 << 30);
-  for (const [name, why] of preload(preloadList())) {
-    console.error(`reflow worker: cannot preload ${name}: ${why}`);
+  let worker;
+  try {
+    preload(preloadList(), progress);
+    progress.step('map region');
+    const shm = require('../reflow_shm.node');
+    const addr = Number(argv[2]);
+    const size = Number(argv[3]);
+    worker = new Worker(new Region(shm.map(addr, size), shm.crc32), shm.reseed);
+    progress.step('warm-up');
+    await warmUp(shm.crc32, 4000, progress);
+  } catch (e) {
+    const message = e instanceof PreloadError ? e.message : `${e && e.stack}`;
+    console.error(`reflow worker: ${message}`);
+    progress.failed(message);
+    exit(1);
   }
-  const shm = require('../reflow_shm.node');
-  const addr = Number(argv[2]);
-  const size = Number(argv[3]);
-  const worker = new Worker(new Region(shm.map(addr, size), shm.crc32), shm.reseed);
-  await warmUp(shm.crc32);
   fs.mkdirSync(path.dirname(READY_FILE), { recursive: true });
   fs.writeFileSync(READY_FILE, String(process.pid));
+  progress.ready();
   await worker.run();
 }
 
-module.exports = { Worker, main, warmUp, preload, preloadList, freshMathRandom };
+module.exports = { Worker, main, warmUp, preload, preloadList, PreloadError, freshMathRandom };

@@ -25,8 +25,11 @@ import asyncio
 import os
 import random
 import sys
+import traceback
 
+from . import fpu
 from .invoke import ActorFailure, invoke, load_script
+from .progress import ImportCounter, Progress
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
 from .value import ValueError_, decode, encode_parts
 
@@ -146,17 +149,31 @@ class Worker:
 PRELOAD_FILE = "/opt/reflow/preload.txt"
 
 
-def preload(names):
+def preload(names, progress=None):
     """Imports the modules `names` now (the worker starts before the golden
-    snapshot, so clones find them imported). Returns those that failed,
-    with why; a missing module is reported, never fatal."""
-    failed = []
+    snapshot, so clones find them imported), reporting each module imported
+    on the way to `progress`. Raises PreloadError for the first that fails:
+    a golden whose preloads failed would make every clone import them again
+    (or fail to), so it must not be written."""
     for name in names:
+        counter = None
+        if progress is not None:
+            progress.step("preload", name)
+            counter = ImportCounter(progress, name)
+            sys.meta_path.insert(0, counter)
         try:
             __import__(name)
-        except Exception as e:  # noqa: BLE001 - any import failure is reported
-            failed.append((name, f"{type(e).__name__}: {e}"))
-    return failed
+        except BaseException as e:  # noqa: BLE001 - every failure is reported
+            raise PreloadError(name, f"{type(e).__name__}: {e}", traceback.format_exc()) from e
+        finally:
+            if counter is not None:
+                sys.meta_path.remove(counter)
+
+
+class PreloadError(Exception):
+    def __init__(self, name, why, trace=""):
+        super().__init__(f"cannot preload {name}: {why}")
+        self.name, self.why, self.trace = name, why, trace
 
 
 def preload_list(path=PRELOAD_FILE):
@@ -204,15 +221,26 @@ def warm_up(worker):
     return transport.outputs
 
 
-def main(argv):
-    for name, why in preload(preload_list()):
-        print(f"reflow worker: cannot preload {name}: {why}", file=sys.stderr)
-    addr, size = int(argv[1], 0), int(argv[2], 0)
-    worker = Worker(memoryview(map_region(addr, size)))
-    warm_up(worker)
+def main(argv, progress=None):
+    progress = progress or Progress()
+    try:
+        preload(preload_list(), progress)
+        progress.step("map region")
+        addr, size = int(argv[1], 0), int(argv[2], 0)
+        worker = Worker(memoryview(map_region(addr, size)))
+        progress.step("warm-up")
+        warm_up(worker)
+    except BaseException as e:  # noqa: BLE001 - the host must hear why
+        message = str(e) if isinstance(e, PreloadError) else f"{type(e).__name__}: {e}"
+        message += f" ({fpu.describe()})"
+        trace = e.trace if isinstance(e, PreloadError) else traceback.format_exc()
+        print(f"reflow worker: {message}\n{trace}", file=sys.stderr)
+        progress.failed(f"{message}\n{trace}")
+        sys.exit(1)
     os.makedirs(os.path.dirname(READY_FILE), exist_ok=True)
     with open(READY_FILE, "w") as f:
         f.write(str(os.getpid()))
+    progress.ready()
     worker.run()
 
 
