@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod script;
 pub mod shape;
 pub mod state;
+pub mod warmup;
 pub mod worker;
 
 pub use actor::{SandboxActor, ERROR_PORT};

@@ -3,20 +3,17 @@
 //! in the guest, and the warm golden snapshot every actor VM is cloned from.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use reflow_vmm::protocol::Request;
 use reflow_vmm::snapshot::golden::{self, GoldenError, Warmup};
 use reflow_vmm::{ControlChannel, VmConfig};
 
 use crate::sandbox::VmSpec;
+use crate::warmup::{self, AgentGuest, Started, WarmupError, WarmupPolicy};
 
 /// Guest address of the shared region: with at most 3 GiB of RAM the
 /// monitor puts it at 4 GiB.
 pub const SHM_ADDR: u64 = 1 << 32;
-
-/// How long the worker may take to start and warm up in the golden guest.
-const WARMUP_LIMIT: Duration = Duration::from_secs(900);
 
 /// The script languages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -108,6 +105,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Golden(#[from] GoldenError),
+    #[error(transparent)]
+    Warmup(#[from] WarmupError),
 }
 
 /// The boot images shared by every runtime, and each language's root.
@@ -167,6 +166,9 @@ pub struct Runtime {
     pub config: VmConfig,
     /// CPU time each VM may use, in CPUs; `None`: unlimited.
     pub cpu: Option<f64>,
+    /// How long the golden guest's worker may go without progress while it
+    /// starts; `None`: the default, or `REFLOW_GOLDEN_STALL_SECS` if set.
+    pub warmup: Option<WarmupPolicy>,
 }
 
 impl Runtime {
@@ -228,16 +230,17 @@ impl Runtime {
             language,
             config,
             cpu: None,
+            warmup: None,
         }
     }
 
     /// The golden snapshot of this runtime with its actor worker started
     /// and warm, created under `cache_root` on first use (minutes where the
-    /// guest kernel is emulated; `progress` hears about it).
+    /// guest kernel is emulated; `progress` hears each step).
     pub fn golden(
         &self,
         cache_root: &Path,
-        progress: &dyn Fn(&str),
+        progress: &(dyn Fn(&str) + Sync),
     ) -> Result<VmSpec, RuntimeError> {
         self.golden_running(self.language.worker(), "worker.ready", cache_root, progress)
     }
@@ -250,13 +253,28 @@ impl Runtime {
         script: &str,
         ready: &str,
         cache_root: &Path,
-        progress: &dyn Fn(&str),
+        progress: &(dyn Fn(&str) + Sync),
     ) -> Result<VmSpec, RuntimeError> {
         let shm_mib = self.config.shm_mib;
         let language = self.language;
         let flags = language.interpreter_flags().join(" ");
         let tag = format!("{language}:{flags}:{script}:{ready}");
-        let run = |c: &mut ControlChannel| start_script(c, language, script, shm_mib, ready);
+        let policy = match self.warmup {
+            Some(policy) => policy,
+            None => WarmupPolicy::from_env()?,
+        };
+        let run = |c: &mut ControlChannel| {
+            let started = start_script(c, language, script, shm_mib, ready, policy, progress)
+                .map_err(|e| e.to_string())?;
+            if !started.steps.is_empty() {
+                progress(&format!(
+                    "{script} ready after {:.1} s:{}",
+                    started.took.as_secs_f64(),
+                    warmup::describe_steps(&started.steps)
+                ));
+            }
+            Ok(())
+        };
         let warmup = Warmup {
             tag: &tag,
             run: &run,
@@ -271,15 +289,19 @@ impl Runtime {
 }
 
 /// Starts `/opt/reflow/<script> <region address> <size>` with the image's
-/// interpreter of `language` and waits until it writes
-/// `/run/reflow/<ready>`.
+/// interpreter of `language` and watches it (see [`warmup::watch`]) until
+/// its progress report says it is ready or, for a script that does not
+/// report, it writes `/run/reflow/<ready>`. Fails when it reports a
+/// failure, exits, or makes no progress for `policy.stall`.
 pub fn start_script(
     c: &mut ControlChannel,
     language: Language,
     script: &str,
     shm_mib: u32,
     ready: &str,
-) -> Result<(), String> {
+    policy: WarmupPolicy,
+    progress: &dyn Fn(&str),
+) -> Result<Started, WarmupError> {
     let mut args: Vec<String> = language
         .interpreter_flags()
         .iter()
@@ -294,16 +316,17 @@ pub fn start_script(
         program: language.interpreter().into(),
         args,
     };
-    c.request(&spawn, WARMUP_LIMIT).map_err(|e| e.to_string())?;
-    let ready = Request::ReadFile {
-        path: format!("/rootfs/run/reflow/{ready}"),
+    let pid = c
+        .request(&spawn, policy.stall)
+        .map_err(|source| WarmupError::Spawn {
+            script: script.to_string(),
+            source,
+        })?;
+    // The agent answers `pid=<n>`.
+    let pid = pid.strip_prefix("pid=").and_then(|p| p.parse().ok());
+    let mut guest = AgentGuest {
+        control: c,
+        timeout: policy.stall,
     };
-    let deadline = Instant::now() + WARMUP_LIMIT;
-    while c.request(&ready, WARMUP_LIMIT).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{script} never became ready"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
+    warmup::watch(&mut guest, script, pid, ready, policy, progress)
 }

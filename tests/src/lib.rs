@@ -78,10 +78,14 @@ pub fn bridge_images() -> reflow_host_bridge::GuestImages {
 
 /// Whether /dev/kvm exists. Tests that need it print a loud message and
 /// return early where it does not; every development and CI machine of this
-/// project has it.
+/// project has it, so under `CI=true` its absence fails the test instead:
+/// a CI run that booted no guest must not pass.
 pub fn kvm_available() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("/dev/kvm is absent and CI=true: this test boots real guests and cannot run here");
     }
     eprintln!("\n!!!!!!!!!! SKIPPED: /dev/kvm is absent on this machine; VM tests did not run !!!!!!!!!!\n");
     false
@@ -230,7 +234,8 @@ pub fn node_runtime(shm_mib: u32) -> Runtime {
 pub const PYTHON_SHM_ADDR: u64 = reflow_host_bridge::runtime::SHM_ADDR;
 
 /// Starts `/opt/reflow/<script> <region address> <size>` with the image's
-/// python3 and waits until it writes `/run/reflow/<ready>`.
+/// python3 and waits until it is ready (see
+/// `reflow_host_bridge::runtime::start_script`).
 pub fn start_python(
     c: &mut ControlChannel,
     script: &str,
@@ -243,7 +248,11 @@ pub fn start_python(
         script,
         shm_mib,
         ready,
+        reflow_host_bridge::warmup::WarmupPolicy::from_env().map_err(|e| e.to_string())?,
+        &|m| eprintln!("[start] {m}"),
     )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// The golden snapshot of [`python_vm_config`] with `script` already

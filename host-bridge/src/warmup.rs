@@ -1,0 +1,374 @@
+//! Watching a script start in a golden guest (the actor worker, or a test
+//! service) until it is ready: gives up when the script stops making
+//! progress, says it failed, or dies, never after a fixed time.
+//!
+//! How long a warm-up takes differs by host several times over (where the
+//! guest kernel is emulated, AMD hosts were several times slower than
+//! Intel ones on the same steps), so a wall-clock cliff is wrong on one of
+//! them. Instead the script reports its steps in `/run/reflow/progress`
+//! (JSON, see the SDKs' `reflow/progress.*`); the host polls that file over
+//! the agent's control channel, and a warm-up whose report has not changed
+//! for the stall limit (default [`DEFAULT_STALL`], `REFLOW_GOLDEN_STALL_SECS`)
+//! has stalled. A script that does not report progress must write its ready
+//! file within the stall limit.
+
+use std::time::{Duration, Instant};
+
+use reflow_vmm::protocol::Request;
+use reflow_vmm::{ControlChannel, ControlError};
+
+/// Where the agent mounts the language image (programs run chrooted there).
+const IMAGE_ROOT: &str = "/rootfs";
+/// The progress report, inside the image's `/run`.
+const PROGRESS_FILE: &str = "/run/reflow/progress";
+/// How long a warm-up may go without progress, unless configured.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
+/// The environment variable that sets the stall limit, in seconds.
+pub const STALL_ENV: &str = "REFLOW_GOLDEN_STALL_SECS";
+/// How often the host asks; each ask is a little guest kernel work.
+const POLL: Duration = Duration::from_millis(500);
+/// How often an unchanged step is reported again.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Longest error text kept from the guest's report.
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// Why a warm-up did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmupError {
+    #[error("{STALL_ENV}={value:?}: expected a number of seconds above 0")]
+    BadStall { value: String },
+    #[error("starting {script}: {source}")]
+    Spawn {
+        script: String,
+        source: ControlError,
+    },
+    #[error("asking the guest agent how {script} is doing: {source}")]
+    Control {
+        script: String,
+        source: ControlError,
+    },
+    #[error("{script} failed in step `{step}` after {elapsed:.1} s: {error}{steps}")]
+    Failed {
+        script: String,
+        step: String,
+        elapsed: f64,
+        error: String,
+        steps: String,
+    },
+    #[error(
+        "{script} exited in step `{step}` after {elapsed:.1} s without becoming ready \
+         (what it printed is on the guest console){steps}"
+    )]
+    Died {
+        script: String,
+        step: String,
+        elapsed: f64,
+        steps: String,
+    },
+    #[error(
+        "{script} stalled in step `{step}`{detail}: no progress for {stalled:.0} s \
+         (after {elapsed:.1} s in all; the limit is {limit:.0} s, set {STALL_ENV} to change it){steps}"
+    )]
+    Stalled {
+        script: String,
+        step: String,
+        detail: String,
+        stalled: f64,
+        elapsed: f64,
+        limit: f64,
+        steps: String,
+    },
+    #[error("{script} wrote a progress report that is not valid ({why}): {text:?}")]
+    BadReport {
+        script: String,
+        why: String,
+        text: String,
+    },
+}
+
+/// How patient to be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmupPolicy {
+    /// Longest time without progress.
+    pub stall: Duration,
+    /// Time between two looks.
+    pub poll: Duration,
+}
+
+impl Default for WarmupPolicy {
+    fn default() -> Self {
+        WarmupPolicy {
+            stall: DEFAULT_STALL,
+            poll: POLL,
+        }
+    }
+}
+
+impl WarmupPolicy {
+    /// The default policy with the stall limit from `REFLOW_GOLDEN_STALL_SECS`
+    /// when it is set.
+    pub fn from_env() -> Result<WarmupPolicy, WarmupError> {
+        let value = std::env::var(STALL_ENV).ok();
+        WarmupPolicy::with_stall(value.as_deref())
+    }
+
+    /// The default policy with the stall limit `value` (seconds), if any.
+    pub fn with_stall(value: Option<&str>) -> Result<WarmupPolicy, WarmupError> {
+        let mut policy = WarmupPolicy::default();
+        if let Some(value) = value {
+            let secs: f64 = value.trim().parse().unwrap_or(f64::NAN);
+            if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+                return Err(WarmupError::BadStall {
+                    value: value.to_string(),
+                });
+            }
+            policy.stall = Duration::from_secs_f64(secs);
+        }
+        Ok(policy)
+    }
+}
+
+/// One finished step of a warm-up, as the script measured it in the guest.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct StepTime {
+    pub name: String,
+    /// Guest time the step took.
+    pub secs: f64,
+    /// The script's user CPU time during it.
+    pub user: f64,
+    /// Its system CPU time (guest kernel work).
+    pub sys: f64,
+    pub minflt: u64,
+    pub majflt: u64,
+}
+
+impl std::fmt::Display for StepTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:.1} s (user {:.1} s, sys {:.1} s, {} page faults, {} from disk)",
+            self.name,
+            self.secs,
+            self.user,
+            self.sys,
+            self.minflt + self.majflt,
+            self.majflt
+        )
+    }
+}
+
+/// One line per step, for messages (empty without steps).
+pub fn describe_steps(steps: &[StepTime]) -> String {
+    steps.iter().map(|s| format!("\n  - {s}")).collect()
+}
+
+/// The script's report.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct Report {
+    state: String,
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    detail: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    steps: Vec<StepTime>,
+}
+
+/// A warm-up that completed.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The steps the script reported (none if it does not report).
+    pub steps: Vec<StepTime>,
+    /// Host time from the start of the watch to ready.
+    pub took: Duration,
+}
+
+/// What the watch asks of the guest.
+pub trait Guest {
+    /// The text of the guest file `path` (in the agent's view), or `None`
+    /// when it does not exist.
+    fn read(&mut self, path: &str) -> Result<Option<String>, ControlError>;
+    /// Waits `d` before the next look.
+    fn sleep(&mut self, d: Duration);
+    /// The current time.
+    fn now(&self) -> Instant;
+}
+
+/// The real guest, over the agent's control channel.
+pub struct AgentGuest<'a> {
+    pub control: &'a mut ControlChannel,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+}
+
+impl Guest for AgentGuest<'_> {
+    fn read(&mut self, path: &str) -> Result<Option<String>, ControlError> {
+        let request = Request::ReadFile { path: path.into() };
+        match self.control.request(&request, self.timeout) {
+            Ok(text) => Ok(Some(text)),
+            // The agent refuses to read a file that is not there.
+            Err(ControlError::Refused { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// Whether `/proc/<pid>/stat` says the process still runs.
+fn alive(stat: Option<&str>) -> bool {
+    let Some(stat) = stat else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | Some("x"))
+}
+
+fn cut(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Watches `script` (process `pid`, when known) until it is ready: its
+/// progress report says so or, for a script that does not report, its
+/// ready file `ready` (under the image's `/run/reflow`) exists. `progress`
+/// hears each step as it starts and a heartbeat while it lasts.
+pub fn watch(
+    guest: &mut dyn Guest,
+    script: &str,
+    pid: Option<u32>,
+    ready: &str,
+    policy: WarmupPolicy,
+    progress: &dyn Fn(&str),
+) -> Result<Started, WarmupError> {
+    let started = guest.now();
+    let progress_path = format!("{IMAGE_ROOT}{PROGRESS_FILE}");
+    let ready_path = format!("{IMAGE_ROOT}/run/reflow/{ready}");
+    let control = |source| WarmupError::Control {
+        script: script.to_string(),
+        source,
+    };
+    let mut last_text: Option<String> = None;
+    let mut report = Report {
+        state: "step".into(),
+        step: "starting the interpreter".into(),
+        ..Report::default()
+    };
+    let mut changed = started;
+    let mut said: Option<(String, Instant)> = None;
+    loop {
+        let text = guest.read(&progress_path).map_err(control)?;
+        let now = guest.now();
+        if text != last_text {
+            changed = now;
+            if let Some(t) = &text {
+                report = serde_json::from_str(t).map_err(|e| WarmupError::BadReport {
+                    script: script.to_string(),
+                    why: e.to_string(),
+                    text: cut(t, 200),
+                })?;
+            }
+            last_text = text;
+        }
+        let elapsed = now.duration_since(started);
+        let steps = describe_steps(&report.steps);
+        match report.state.as_str() {
+            "ready" => {
+                return Ok(Started {
+                    steps: report.steps,
+                    took: elapsed,
+                })
+            }
+            "failed" => {
+                return Err(WarmupError::Failed {
+                    script: script.to_string(),
+                    step: report.step,
+                    elapsed: elapsed.as_secs_f64(),
+                    error: cut(
+                        report.error.as_deref().unwrap_or("(no reason given)"),
+                        MAX_ERROR_CHARS,
+                    ),
+                    steps,
+                })
+            }
+            "step" => {}
+            other => {
+                return Err(WarmupError::BadReport {
+                    script: script.to_string(),
+                    why: format!("unknown state {:?}", cut(other, 40)),
+                    text: cut(last_text.as_deref().unwrap_or(""), 200),
+                })
+            }
+        }
+        // A script that does not report says it is ready by its file alone.
+        if last_text.is_none() && guest.read(&ready_path).map_err(control)?.is_some() {
+            return Ok(Started {
+                steps: Vec::new(),
+                took: elapsed,
+            });
+        }
+        let quiet = now.duration_since(changed);
+        if let Some(pid) = pid.filter(|_| quiet >= policy.poll) {
+            let stat = guest.read(&format!("/proc/{pid}/stat")).map_err(control)?;
+            if !alive(stat.as_deref()) {
+                return Err(WarmupError::Died {
+                    script: script.to_string(),
+                    step: report.step,
+                    elapsed: elapsed.as_secs_f64(),
+                    steps,
+                });
+            }
+        }
+        if quiet > policy.stall {
+            return Err(WarmupError::Stalled {
+                script: script.to_string(),
+                step: report.step,
+                detail: if report.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", cut(&report.detail, 200))
+                },
+                stalled: quiet.as_secs_f64(),
+                elapsed: elapsed.as_secs_f64(),
+                limit: policy.stall.as_secs_f64(),
+                steps,
+            });
+        }
+        let due = match &said {
+            Some((step, at)) => *step != report.step || now.duration_since(*at) >= HEARTBEAT,
+            None => true,
+        };
+        if due {
+            let detail = if report.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", cut(&report.detail, 120))
+            };
+            progress(&format!(
+                "{script}: {}{detail} ({:.0} s)",
+                report.step,
+                elapsed.as_secs_f64()
+            ));
+            said = Some((report.step.clone(), now));
+        }
+        guest.sleep(policy.poll);
+    }
+}
+
+#[cfg(test)]
+#[path = "warmup_tests.rs"]
+mod tests;
