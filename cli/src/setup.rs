@@ -134,8 +134,11 @@ pub fn bridge_for(
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
+    // One-line news replaces the spinner's message; a multi-line summary
+    // (a golden's step timings) is printed above it and stays.
     let report = |m: &str| match &spinner {
         Some(bar) if bar.is_hidden() => eprintln!("[reflow-sandbox] {m}"),
+        Some(bar) if m.contains('\n') => bar.println(format!("[reflow-sandbox] {m}")),
         Some(bar) => bar.set_message(m.to_string()),
         None => tracing::info!("{m}"),
     };
