@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_host_bridge::warmup::{self, AgentGuest, WarmupPolicy};
+use reflow_host_bridge::warmup::{self, WarmupPolicy};
 use reflow_integration_tests::{kvm_available, python_runtime};
-use reflow_vmm::protocol::Request;
 use reflow_vmm::snapshot::golden::{self, GoldenError, GoldenSnapshot, Warmup};
 use reflow_vmm::ControlChannel;
 
@@ -35,17 +34,8 @@ fn golden_after(
         ..WarmupPolicy::default()
     };
     let run = |c: &mut ControlChannel| {
-        let spawn = Request::Spawn {
-            program: program.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        let pid = c.request(&spawn, stall).map_err(|e| e.to_string())?;
-        let pid = pid.strip_prefix("pid=").and_then(|p| p.parse().ok());
-        let mut guest = AgentGuest {
-            control: c,
-            timeout: stall,
-        };
-        warmup::watch(&mut guest, tag, pid, "probe.ready", policy, &|m| {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        warmup::spawn_and_watch(c, program, args, tag, "probe.ready", policy, &|m| {
             eprintln!("[{tag}] {m}")
         })
         .map(|_| ())
@@ -139,5 +129,5 @@ fn a_worker_whose_preload_fails_writes_no_golden_and_says_why() {
     // The finished step (json's import) is timed, and the console's
     // traceback comes along.
     assert!(text.contains("  - preload "), "{text}");
-    assert!(text.contains("last guest console lines:"), "{text}");
+    assert!(text.contains("last console lines:"), "{text}");
 }

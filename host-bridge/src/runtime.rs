@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use reflow_vmm::protocol::Request;
 use reflow_vmm::snapshot::golden::{self, GoldenError, Warmup};
 use reflow_vmm::{ControlChannel, VmConfig};
 
 use crate::sandbox::VmSpec;
-use crate::warmup::{self, AgentGuest, Started, WarmupError, WarmupPolicy};
+use crate::warmup::{self, Started, WarmupError, WarmupPolicy};
 
 /// Guest address of the shared region: with at most 3 GiB of RAM the
 /// monitor puts it at 4 GiB.
@@ -312,21 +311,13 @@ pub fn start_script(
         format!("{SHM_ADDR:#x}"),
         format!("{:#x}", u64::from(shm_mib) << 20),
     ]);
-    let spawn = Request::Spawn {
-        program: language.interpreter().into(),
+    warmup::spawn_and_watch(
+        c,
+        language.interpreter(),
         args,
-    };
-    let pid = c
-        .request(&spawn, policy.stall)
-        .map_err(|source| WarmupError::Spawn {
-            script: script.to_string(),
-            source,
-        })?;
-    // The agent answers `pid=<n>`.
-    let pid = pid.strip_prefix("pid=").and_then(|p| p.parse().ok());
-    let mut guest = AgentGuest {
-        control: c,
-        timeout: policy.stall,
-    };
-    warmup::watch(&mut guest, script, pid, ready, policy, progress)
+        script,
+        ready,
+        policy,
+        progress,
+    )
 }

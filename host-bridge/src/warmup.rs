@@ -243,6 +243,36 @@ fn cut(text: &str, max: usize) -> String {
     out
 }
 
+/// Starts `program args` in the guest's language image through the agent
+/// and [`watch`]es it, by the name `script`, until it is ready.
+pub fn spawn_and_watch(
+    c: &mut ControlChannel,
+    program: &str,
+    args: Vec<String>,
+    script: &str,
+    ready: &str,
+    policy: WarmupPolicy,
+    progress: &dyn Fn(&str),
+) -> Result<Started, WarmupError> {
+    let spawn = Request::Spawn {
+        program: program.into(),
+        args,
+    };
+    let pid = c
+        .request(&spawn, policy.stall)
+        .map_err(|source| WarmupError::Spawn {
+            script: script.to_string(),
+            source,
+        })?;
+    // The agent answers `pid=<n>`.
+    let pid = pid.strip_prefix("pid=").and_then(|p| p.parse().ok());
+    let mut guest = AgentGuest {
+        control: c,
+        timeout: policy.stall,
+    };
+    watch(&mut guest, script, pid, ready, policy, progress)
+}
+
 /// Watches `script` (process `pid`, when known) until it is ready: its
 /// progress report says so or, for a script that does not report, its
 /// ready file `ready` (under the image's `/run/reflow`) exists. `progress`
@@ -285,7 +315,6 @@ pub fn watch(
             last_text = text;
         }
         let elapsed = now.duration_since(started);
-        let steps = describe_steps(&report.steps);
         match report.state.as_str() {
             "ready" => {
                 return Ok(Started {
@@ -302,7 +331,7 @@ pub fn watch(
                         report.error.as_deref().unwrap_or("(no reason given)"),
                         MAX_ERROR_CHARS,
                     ),
-                    steps,
+                    steps: describe_steps(&report.steps),
                 })
             }
             "step" => {}
@@ -327,9 +356,9 @@ pub fn watch(
             if !alive(stat.as_deref()) {
                 return Err(WarmupError::Died {
                     script: script.to_string(),
+                    steps: describe_steps(&report.steps),
                     step: report.step,
                     elapsed: elapsed.as_secs_f64(),
-                    steps,
                 });
             }
         }
@@ -345,7 +374,7 @@ pub fn watch(
                 stalled: quiet.as_secs_f64(),
                 elapsed: elapsed.as_secs_f64(),
                 limit: policy.stall.as_secs_f64(),
-                steps,
+                steps: describe_steps(&report.steps),
             });
         }
         let due = match &said {

@@ -233,30 +233,9 @@ pub fn node_runtime(shm_mib: u32) -> Runtime {
 /// Guest address of the shared region of [`python_vm_config`] VMs.
 pub const PYTHON_SHM_ADDR: u64 = reflow_host_bridge::runtime::SHM_ADDR;
 
-/// Starts `/opt/reflow/<script> <region address> <size>` with the image's
-/// python3 and waits until it is ready (see
-/// `reflow_host_bridge::runtime::start_script`).
-pub fn start_python(
-    c: &mut ControlChannel,
-    script: &str,
-    shm_mib: u32,
-    ready: &str,
-) -> Result<(), String> {
-    reflow_host_bridge::runtime::start_script(
-        c,
-        reflow_host_bridge::Language::Python,
-        script,
-        shm_mib,
-        ready,
-        reflow_host_bridge::warmup::WarmupPolicy::from_env().map_err(|e| e.to_string())?,
-        &|m| eprintln!("[start] {m}"),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
 /// The golden snapshot of [`python_vm_config`] with `script` already
-/// running (see [`start_python`]), and the config to restore it with.
+/// running (see `reflow_host_bridge::runtime::start_script`), and the
+/// config to restore it with.
 pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, VmConfig) {
     warm_golden(&python_runtime(shm_mib), script, ready)
 }

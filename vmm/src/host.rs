@@ -68,6 +68,14 @@ impl HostKind {
         }
     }
 
+    /// The kind in a few words, for progress lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HostKind::Native => "hardware-assisted KVM",
+            HostKind::EmulatedKernel => "kvm_pvm, guest kernel emulated",
+        }
+    }
+
     /// Guest command-line switches this host needs.
     pub fn cmdline_switches(self) -> String {
         match self {

@@ -20,7 +20,7 @@ use crate::arch::host_cpu::CpuFingerprint;
 use crate::config::VmConfig;
 use crate::host::HostKind;
 use crate::vcpu::exit::StopReason;
-use crate::vm::{ControlChannel, Vm, VmError, VmIo};
+use crate::vm::{ControlChannel, Vm, VmError, VmIo, VmOutcome};
 
 /// Longest a golden boot may take before we give up.
 const BOOT_LIMIT: Duration = Duration::from_secs(1800);
@@ -42,15 +42,12 @@ pub enum GoldenError {
     Vm(#[from] VmError),
     #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
     NotReady { stop: StopReason, tail: String },
-    #[error(
-        "warming up the golden guest ({tag}): {message}{}",
-        console_lines(console_tail)
-    )]
+    #[error("warming up the golden guest ({tag}): {message}\nlast console lines:\n{tail}")]
     Warmup {
         tag: String,
         message: String,
         /// The guest console's last lines (what the script printed).
-        console_tail: Vec<String>,
+        tail: String,
     },
 }
 
@@ -74,23 +71,6 @@ pub struct GoldenSnapshot {
     pub key: String,
 }
 
-/// The console lines worth showing under an error (none: nothing).
-fn console_lines(tail: &[String]) -> String {
-    let lines: Vec<&str> = tail
-        .iter()
-        .map(|l| l.trim_end())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let from = lines.len().saturating_sub(20);
-    format!(
-        "\nlast guest console lines:\n  {}",
-        lines[from..].join("\n  ")
-    )
-}
-
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
     let err = |source| GoldenError::Hash {
         path: path.to_path_buf(),
@@ -101,12 +81,16 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), GoldenError> {
     Ok(())
 }
 
-/// The cache key of the snapshot for `config` on `host` (with this host's
-/// CPU, see [`CpuFingerprint`]), after the warm-up named `warmup` (empty:
-/// none).
-pub fn key(config: &VmConfig, host: HostKind, warmup: &str) -> Result<String, GoldenError> {
+/// The cache key of the snapshot for `config` on `host` with CPU `cpu`,
+/// after the warm-up named `warmup` (empty: none).
+pub fn key(
+    config: &VmConfig,
+    host: HostKind,
+    cpu: &CpuFingerprint,
+    warmup: &str,
+) -> Result<String, GoldenError> {
     let mut h = Sha256::new();
-    h.update(format!("cpu={}\n", CpuFingerprint::detect().key()));
+    h.update(format!("cpu={}\n", cpu.key()));
     if !warmup.is_empty() {
         h.update(format!("warmup={warmup}\n"));
     }
@@ -133,12 +117,17 @@ pub fn key(config: &VmConfig, host: HostKind, warmup: &str) -> Result<String, Go
     Ok(hex::encode(&h.finalize()[..8]))
 }
 
+/// A VM's last console lines, as errors show them.
+fn console_tail(outcome: &VmOutcome) -> String {
+    outcome.console_tail.join("\n")
+}
+
 /// Ends a golden boot that stopped early, with its last console lines.
 fn not_ready(running: crate::vm::RunningVm, stop: StopReason) -> GoldenError {
     let outcome = running.finish(stop.clone());
     GoldenError::NotReady {
         stop,
-        tail: outcome.console_tail.join("\n"),
+        tail: console_tail(&outcome),
     }
 }
 
@@ -167,7 +156,8 @@ pub fn ensure_warm(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<GoldenSnapshot, GoldenError> {
     let host = config.host.unwrap_or_else(HostKind::detect);
-    let key = key(config, host, warmup.map_or("", |w| w.tag))?;
+    let cpu = CpuFingerprint::detect();
+    let key = key(config, host, &cpu, warmup.map_or("", |w| w.tag))?;
     let dir = cache_root.join("snapshots").join(&key);
     if complete(&dir) {
         return Ok(GoldenSnapshot {
@@ -188,13 +178,9 @@ pub fn ensure_warm(
     }
     let started = Instant::now();
     progress(&format!(
-        "creating golden snapshot {key} on {} ({}): booting the guest once (seconds on \
+        "creating golden snapshot {key} on {cpu} ({}): booting the guest once (seconds on \
          bare-metal KVM, a minute or more where the guest kernel is emulated)",
-        CpuFingerprint::detect(),
-        match host {
-            HostKind::Native => "hardware-assisted KVM",
-            HostKind::EmulatedKernel => "kvm_pvm, guest kernel emulated",
-        }
+        host.describe()
     ));
     let mut boot = config.clone();
     boot.host = Some(host);
@@ -241,11 +227,11 @@ pub fn ensure_warm(
             Ok(c) => _channel = Some(c),
             Err(message) => {
                 running.stop_handle().stop();
-                let console_tail = running.wait().map(|o| o.console_tail).unwrap_or_default();
+                let tail = running.wait().map(|o| console_tail(&o)).unwrap_or_default();
                 return Err(GoldenError::Warmup {
                     tag: w.tag.to_string(),
                     message,
-                    console_tail,
+                    tail,
                 });
             }
         }
