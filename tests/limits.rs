@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reflow_host_bridge::{Limits, SandboxVm, VmSpec};
 use reflow_integration_tests::calls::NoState;
-use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
+use reflow_integration_tests::{kvm_available, missing, warm_python_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_vmm::cgroup::CpuHierarchy;
 
@@ -43,7 +43,7 @@ fn a_cpu_limited_clone_runs_in_its_own_throttled_cgroup() {
         return;
     }
     if let Err(e) = CpuHierarchy::find() {
-        eprintln!("skipped: this host has no cgroup cpu controller: {e}");
+        missing(&format!("this host has no cgroup cpu controller: {e}"));
         return;
     }
     let (golden, config) = warm_python_golden(40, "run_worker.py", "worker.ready");

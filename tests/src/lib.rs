@@ -78,17 +78,24 @@ pub fn bridge_images() -> reflow_host_bridge::GuestImages {
 
 /// Whether /dev/kvm exists. Tests that need it print a loud message and
 /// return early where it does not; every development and CI machine of this
-/// project has it, so under `CI=true` its absence fails the test instead:
-/// a CI run that booted no guest must not pass.
+/// project has it, so under `CI=true` its absence fails the test instead
+/// (see [`missing`]).
 pub fn kvm_available() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("/dev/kvm is absent and CI=true: this test boots real guests and cannot run here");
-    }
-    eprintln!("\n!!!!!!!!!! SKIPPED: /dev/kvm is absent on this machine; VM tests did not run !!!!!!!!!!\n");
+    missing("/dev/kvm is absent on this machine; VM tests did not run");
     false
+}
+
+/// Reports a prerequisite a test lacks, before the test returns early:
+/// loudly, and under `CI=true` as a failure (a CI run that skipped what it
+/// claims to test must not pass).
+pub fn missing(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and a prerequisite is missing: {why}");
+    }
+    eprintln!("\n!!!!!!!!!! SKIPPED: {why} !!!!!!!!!!\n");
 }
 
 /// Generous: a boot takes ~10-30 s on nested kvm_pvm hosts, ~0.1 s on bare
