@@ -44,7 +44,8 @@ setup() {
     local agent
     agent="$(guest-image/build-agent.sh | tail -n 1)"
     cargo build --quiet --release -p reflow-guest-image -p reflow-vmm -p reflow-sandbox
-    REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" | tail -n 1)"
+    REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" \
+        --cache-dir "${REFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox}" | tail -n 1)"
     step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
     REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
     step "Node root filesystem (Debian's nodejs, npm packages, our addon and JS SDK; cached by the hash of its inputs)"

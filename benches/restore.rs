@@ -48,7 +48,7 @@ fn restore(c: &mut Criterion) {
         return;
     }
     let config = config();
-    let cache = reflow_guest_image::cache_root();
+    let cache = reflow_vmm::cache_root();
     let golden = golden::ensure(&config, &cache, &|m| eprintln!("[golden] {m}")).expect("golden");
 
     let mut times = Vec::new();

@@ -14,12 +14,12 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use reflow_agent_protocol::request::Request;
 use reflow_benches::kvm_available;
 use reflow_benches::report::{self, record, Better, Target};
 use reflow_integration_tests::EchoVm;
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Metadata, Producer, Region};
-use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::GuestDoorbell;
 use reflow_vmm::ControlChannel;
 

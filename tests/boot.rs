@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use reflow_agent_protocol::request::{encode_hex, SHM_PROBE_MARKER};
 use reflow_integration_tests::{guest_images, kvm_available, TestVm, LIMIT};
-use reflow_vmm::protocol::{encode_hex, SHM_PROBE_MARKER};
 use reflow_vmm::{ControlError, StopReason, Vm, VmConfig, VmError, VmIo};
 use vm_memory::Bytes;
 

@@ -158,7 +158,7 @@ async fn actors_get_vms_of_the_shape_they_ask_for() {
     let bridge = setup::bridge_for(
         &reflow_integration_tests::bridge_images(),
         &shapes,
-        &reflow_guest_image::cache_root(),
+        &reflow_vmm::cache_root(),
         StateStore::embedded(),
         BridgeConfig::default(),
         false,

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use reflow_agent_protocol::request::Request;
 use reflow_host_bridge::{Limits, PoolConfig, PoolError, SandboxError, SandboxVm, VmPool, VmSpec};
 use reflow_integration_tests::calls::NoState;
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
 use reflow_ring::Value;
-use reflow_vmm::protocol::Request;
 
 const SHM_MIB: u32 = 40;
 

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use reflow_ring::{Consumer, Metadata, Producer};
 
+use reflow_agent_protocol::request::Request;
 use reflow_integration_tests::{
     kvm_available, percentile, python_vm_config, timed_round_trips, warm_python_golden, TestVm,
     LIMIT, PYTHON_SHM_ADDR,
 };
-use reflow_vmm::protocol::Request;
 use reflow_vmm::ControlError;
 
 fn run(vm: &mut TestVm, program: &str, args: &[&str]) -> Result<String, ControlError> {

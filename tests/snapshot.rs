@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use reflow_agent_protocol::request::encode_hex;
 use reflow_integration_tests::{guest_images, kvm_available, TestVm, LIMIT};
-use reflow_vmm::protocol::encode_hex;
 use reflow_vmm::snapshot::{golden, MEMORY_FILE, STATE_FILE};
 use reflow_vmm::{StopReason, Vm, VmConfig, VmIo};
 const MARKER: &[u8] = b"REFLOW-SNAPSHOT-DISK";

@@ -215,7 +215,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let cache = reflow_guest_image::cache_root();
+    let cache = reflow_vmm::cache_root();
     let bridge = setup::bridge_for(
         &images,
         &languages,

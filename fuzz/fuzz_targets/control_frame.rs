@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reflow_guest_agent::control::{read_frame, FrameBuffer, GuestMessage};
+use reflow_agent_protocol::control::{read_frame, FrameBuffer, GuestMessage};
 
 fuzz_target!(|data: &[u8]| {
     let mut frames = FrameBuffer::default();

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::time::Duration;
 
-use reflow_guest_agent::control::{
+use reflow_agent_protocol::control::{
     read_frame, write_frame, FrameError, GuestMessage, HostMessage, Outcome, CONTROL_PORT,
     HOST_CID, PROTOCOL_VERSION,
 };

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use reflow_guest_agent::protocol::AgentLine;
+use reflow_agent_protocol::console::AgentLine;
 
 /// Prints one agent line on the console. Agent lines start on a fresh line so
 /// that kernel messages printed meanwhile cannot glue onto the marker.

@@ -4,7 +4,7 @@
 //! `/proc/cmdline`, mount the language image and map the shared region if
 //! there are any, run the boot requests, then connect to the host over
 //! vsock and serve its control requests until told to power off (see
-//! `reflow_guest_agent::control`). PID 1 must never exit (the kernel would
+//! `reflow_agent_protocol::control`). PID 1 must never exit (the kernel would
 //! panic), so every failure ends in a reported power-off.
 
 mod channel;
@@ -17,7 +17,7 @@ mod serve;
 mod shm;
 mod vsock;
 
-use reflow_guest_agent::{cmdline, protocol::AgentLine};
+use reflow_agent_protocol::{cmdline, console::AgentLine};
 
 fn main() {
     let status = match run() {

@@ -1,6 +1,6 @@
 //! Guest uptime and power-off.
 
-use reflow_guest_agent::protocol::AgentLine;
+use reflow_agent_protocol::console::AgentLine;
 
 use crate::console;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::mounts::mount;
 
 /// Where the image is mounted.
-pub const ROOT: &str = "/rootfs";
+pub const ROOT: &str = reflow_agent_protocol::paths::IMAGE_ROOT;
 
 /// Mounts the ext4 image on `device` read-only at [`ROOT`].
 pub fn mount_image(device: &str) -> Result<(), String> {

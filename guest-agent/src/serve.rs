@@ -4,10 +4,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 
-use reflow_guest_agent::control::Outcome;
-use reflow_guest_agent::protocol::{
-    encode_hex, AgentLine, Request, MAX_READ_BLOCK_LEN, MAX_RUN_OUTPUT,
-};
+use reflow_agent_protocol::console::AgentLine;
+use reflow_agent_protocol::control::Outcome;
+use reflow_agent_protocol::paths::ACTORS_DIR;
+use reflow_agent_protocol::request::{encode_hex, Request, MAX_READ_BLOCK_LEN, MAX_RUN_OUTPUT};
 
 use crate::shm::Shm;
 use crate::{console, entropy, power};
@@ -214,9 +214,6 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
     })
 }
-
-/// Where `load` puts actor sources.
-const ACTORS_DIR: &str = "/run/reflow/actors";
 
 fn load(name: &str, source: &str) -> Result<String, String> {
     std::fs::create_dir_all(ACTORS_DIR).map_err(|e| format!("{ACTORS_DIR}: {e}"))?;

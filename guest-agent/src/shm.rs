@@ -7,7 +7,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use reflow_guest_agent::protocol::{AgentLine, SHM_PROBE_MARKER};
+use reflow_agent_protocol::console::AgentLine;
+use reflow_agent_protocol::request::SHM_PROBE_MARKER;
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Doorbell, Fault, Producer, Region};
 

@@ -6,8 +6,6 @@
 //! from, so an unchanged input never rebuilds and a changed one never reuses
 //! a stale image.
 
-pub mod cache;
 pub mod initramfs;
 
-pub use cache::cache_root;
 pub use initramfs::{build_initramfs, Built, InitramfsError};

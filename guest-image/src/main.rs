@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about = "Build and cache Reflow sandbox guest images")]
 struct Cli {
-    /// Cache directory (default: $REFLOW_CACHE_DIR, else
-    /// ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox).
-    #[arg(long, global = true)]
-    cache_dir: Option<PathBuf>,
+    /// Cache directory (`dev.sh` passes
+    /// ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox, the monitor's default).
+    #[arg(long, global = true, env = "REFLOW_CACHE_DIR")]
+    cache_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,7 +29,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cache = cli.cache_dir.unwrap_or_else(reflow_guest_image::cache_root);
+    let cache = cli.cache_dir;
     match cli.command {
         Command::Initramfs { agent } => match reflow_guest_image::build_initramfs(&agent, &cache) {
             Ok(built) => {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_agent_protocol::request::Request;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
-use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::vcpu::gate::{Gate, GateError};
 use reflow_vmm::{

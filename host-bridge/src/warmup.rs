@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_vmm::protocol::Request;
+use reflow_agent_protocol::request::Request;
 use reflow_vmm::{ControlChannel, ControlError};
 
 /// Where the agent mounts the language image (programs run chrooted there).

@@ -153,7 +153,7 @@ pub fn bridge_for(languages: &[Language], store: StateStore, config: BridgeConfi
     setup::bridge_for(
         &crate::bridge_images(),
         &languages,
-        &reflow_guest_image::cache_root(),
+        &reflow_vmm::cache_root(),
         store,
         config,
         false,

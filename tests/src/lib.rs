@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_agent_protocol::request::Request;
 use reflow_host_bridge::runtime::Runtime;
 use reflow_ring::{Consumer, Metadata, Producer};
 use reflow_vmm::hostile::HostileLog;
-use reflow_vmm::protocol::Request;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{ControlChannel, ControlError, Vm, VmConfig, VmError, VmIo, VmOutcome};
@@ -212,7 +212,7 @@ pub fn golden_agent_vm(shm_mib: u32) -> (PathBuf, VmConfig) {
     config.initrd = Some(images.initramfs);
     config.timeout = Some(Duration::from_secs(3600));
     config.shm_mib = shm_mib;
-    let cache = reflow_guest_image::cache_root();
+    let cache = reflow_vmm::cache_root();
     let golden =
         golden::ensure(&config, &cache, &|m| eprintln!("[golden] {m}")).expect("golden snapshot");
     (golden.dir, config)
@@ -255,7 +255,7 @@ pub fn warm_node_golden(shm_mib: u32) -> (PathBuf, VmConfig) {
 
 fn warm_golden(runtime: &Runtime, script: &str, ready: &str) -> (PathBuf, VmConfig) {
     let spec = runtime
-        .golden_running(script, ready, &reflow_guest_image::cache_root(), &|m| {
+        .golden_running(script, ready, &reflow_vmm::cache_root(), &|m| {
             eprintln!("[golden] {m}")
         })
         .expect("warm golden snapshot");

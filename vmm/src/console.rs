@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reflow_guest_agent::protocol::AgentLine;
+use reflow_agent_protocol::console::AgentLine;
 
 use crate::devices::bus::lock;
 

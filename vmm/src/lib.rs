@@ -19,6 +19,7 @@
 //! ```
 
 pub mod arch;
+pub mod cache;
 pub mod cgroup;
 pub mod config;
 pub mod console;
@@ -33,10 +34,11 @@ pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 
+pub use cache::cache_root;
 pub use config::{ConfigError, VmConfig};
 pub use console::{AgentReady, GuestEvent};
 pub use host::HostKind;
-pub use reflow_guest_agent::protocol;
+
 pub use vcpu::exit::StopReason;
 pub use vm::{
     AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm, StopHandle, Vm,

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use reflow_vmm::protocol::Request;
+use reflow_agent_protocol::request::Request;
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
 
@@ -160,10 +160,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         events: Some(tx),
     };
     let vm = if cli.golden {
-        let cache = cli
-            .cache_dir
-            .clone()
-            .unwrap_or_else(reflow_guest_image::cache_root);
+        let cache = cli.cache_dir.clone().unwrap_or_else(reflow_vmm::cache_root);
         let golden = golden::ensure(&config, &cache, &|m| eprintln!("[vmm] {m}"))?;
         let started = Instant::now();
         let vm = Vm::restore(&golden.dir, config, io)?;

@@ -1,5 +1,5 @@
 //! The host end of the agent's control channel (see
-//! `reflow_guest_agent::control`).
+//! `reflow_agent_protocol::control`).
 //!
 //! The monitor listens on `<vsock uds>_1024`, where guest connections to
 //! host port 1024 arrive. An event-loop subscriber accepts the agent's
@@ -20,11 +20,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use reflow_guest_agent::control::{
+use reflow_agent_protocol::control::{
     encode_frame, read_frame, FrameBuffer, FrameError, GuestMessage, HostMessage, Outcome,
     CONTROL_PORT, ENTROPY_LEN, PROTOCOL_VERSION,
 };
-use reflow_guest_agent::protocol::Request;
+use reflow_agent_protocol::request::Request;
 
 use crate::console::{AgentReady, ConsoleState, GuestEvent};
 use crate::devices::bus::lock;

@@ -6,7 +6,7 @@
 //! `reflow.cmd="read-block /dev/vda 0 64; poweroff 0"`.
 //!
 //! Keys:
-//! - `reflow.cmd=<requests>`: requests (see [`crate::protocol::Request`]) run
+//! - `reflow.cmd=<requests>`: requests (see [`crate::request::Request`]) run
 //!   in order once the agent is ready, separated by `;`. Without a `poweroff`
 //!   among them the agent goes on serving the console afterwards.
 //! - `reflow.quiet=1`: do not echo requests on the console.

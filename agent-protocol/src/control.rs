@@ -21,7 +21,7 @@ use std::io::{ErrorKind, Read, Write};
 
 use bitcode::{Decode, Encode};
 
-use crate::protocol::Request;
+use crate::request::Request;
 
 /// The vsock port the host listens on for the agent.
 pub const CONTROL_PORT: u32 = 1024;
@@ -39,23 +39,36 @@ pub const ENTROPY_LEN: usize = 32;
 pub enum GuestMessage {
     /// First frame on every connection.
     Hello {
+        /// The agent's [`PROTOCOL_VERSION`].
         protocol: u32,
+        /// The agent's crate version.
         agent_version: String,
+        /// Milliseconds since the guest booted.
         uptime_ms: u64,
         /// How many times this agent has connected (1 after boot; more in a
         /// clone restored from a snapshot).
         connection: u64,
     },
     /// The welcome is applied; requests may follow.
-    Ready { uptime_ms: u64 },
+    Ready {
+        /// Milliseconds since the guest booted.
+        uptime_ms: u64,
+    },
     /// The answer to request `id`.
-    Reply { id: u64, outcome: Outcome },
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// How it went.
+        outcome: Outcome,
+    },
 }
 
 /// How a request went.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum Outcome {
+    /// It succeeded with this answer.
     Ok(String),
+    /// It failed for this reason.
     Err(String),
 }
 
@@ -63,20 +76,34 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum HostMessage {
     /// Answer to a hello: entropy for the kernel RNG and the host's clock.
-    Welcome { entropy: Vec<u8>, unix_ns: u64 },
+    Welcome {
+        /// [`ENTROPY_LEN`] bytes to mix into the kernel RNG.
+        entropy: Vec<u8>,
+        /// The host's wall clock, in nanoseconds since the Unix epoch.
+        unix_ns: u64,
+    },
     /// A request to execute.
-    Request { id: u64, request: Request },
+    Request {
+        /// Echoed in the reply.
+        id: u64,
+        /// What to do.
+        request: Request,
+    },
 }
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// Reading or writing the connection failed.
     #[error("control connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer closed the connection.
     #[error("the peer closed the control connection")]
     Closed,
+    /// A frame announced more than [`MAX_FRAME`] bytes.
     #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
+    /// A frame's body is not a valid message.
     #[error("undecodable frame: {0}")]
     Decode(String),
 }

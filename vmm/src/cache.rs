@@ -1,4 +1,7 @@
-//! Where images are cached.
+//! Where the kernel, images and golden snapshots are cached on the host.
+//!
+//! The image build scripts (`guest-image/build-*.sh`, `kernels/build.sh`)
+//! follow the same rule in shell.
 
 use std::path::PathBuf;
 

@@ -1,25 +1,11 @@
-//! The agent's requests and its console lines.
+//! The agent's requests.
 //!
 //! [`Request`] is what the host asks of the agent. It travels in frames on
 //! the vsock control channel ([`crate::control`]); it also has a one-line
 //! text form, used for `reflow.cmd=` boot requests, the monitor's
 //! `--request` flag and logs.
-//!
-//! The serial console carries logs only, and a few marker lines the host
-//! scans for (everything else there is ignored):
-//! - `REFLOW-AGENT-OK <command> <result...>`: a boot request succeeded.
-//! - `REFLOW-AGENT-ERR <command> <message>`: a boot request or the agent
-//!   failed.
-//! - `REFLOW-AGENT-EXIT status=<n>`: the agent is powering the guest off.
 
 use std::fmt;
-
-/// Marker for a successful reply.
-pub const OK: &str = "REFLOW-AGENT-OK";
-/// Marker for a failed request.
-pub const ERR: &str = "REFLOW-AGENT-ERR";
-/// Marker for the line the agent prints right before powering off.
-pub const EXIT: &str = "REFLOW-AGENT-EXIT";
 
 /// Longest request line the agent accepts.
 pub const MAX_REQUEST_LEN: usize = 4096;
@@ -29,57 +15,6 @@ pub const MAX_READ_BLOCK_LEN: u64 = 4096;
 pub const MAX_RUN_OUTPUT: usize = 64 * 1024;
 /// Most entropy bytes one `reseed` request may carry.
 pub const MAX_RESEED_LEN: usize = 512;
-
-/// A line the agent printed, as the host sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentLine {
-    /// A request succeeded.
-    Ok { command: String, result: String },
-    /// A request failed.
-    Err { command: String, message: String },
-    /// The agent is about to power the guest off with this status.
-    Exit { status: i32 },
-}
-
-impl fmt::Display for AgentLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentLine::Ok { command, result } => write!(f, "{OK} {command} {result}"),
-            AgentLine::Err { command, message } => write!(f, "{ERR} {command} {message}"),
-            AgentLine::Exit { status } => write!(f, "{EXIT} status={status}"),
-        }
-    }
-}
-
-impl AgentLine {
-    /// Parses one console line. Returns `None` for lines that are not agent
-    /// lines or are malformed (the console carries untrusted guest output, so
-    /// a malformed marker line is treated as ordinary output).
-    pub fn parse(line: &str) -> Option<AgentLine> {
-        let line = line.trim_end_matches(['\r', '\n']);
-        let (marker, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match marker {
-            OK => {
-                let (command, result) = rest.split_once(' ').unwrap_or((rest, ""));
-                (!command.is_empty()).then(|| AgentLine::Ok {
-                    command: command.to_string(),
-                    result: result.to_string(),
-                })
-            }
-            ERR => {
-                let (command, message) = rest.split_once(' ').unwrap_or((rest, ""));
-                (!command.is_empty()).then(|| AgentLine::Err {
-                    command: command.to_string(),
-                    message: message.to_string(),
-                })
-            }
-            EXIT => Some(AgentLine::Exit {
-                status: field(rest, "status")?.parse().ok()?,
-            }),
-            _ => None,
-        }
-    }
-}
 
 /// What follows the leading `words` of `line` (each followed by
 /// whitespace), verbatim but for surrounding whitespace.
@@ -102,11 +37,6 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
-    rest.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-}
-
 /// A request from the host: a frame on the control channel, or a line of
 /// text (from `reflow.cmd=` on the kernel command line, several separated
 /// by `;`).
@@ -118,44 +48,88 @@ pub enum Request {
     Uptime,
     /// `echo <text>`: answers the text (the rest of the line): a control
     /// channel round trip with a payload, for benchmarks.
-    Echo { text: String },
+    Echo {
+        /// Sent back verbatim.
+        text: String,
+    },
     /// `read-block <device> <offset> <len>`: reads `len` bytes (at most
     /// [`MAX_READ_BLOCK_LEN`]) at `offset` and answers them in hex.
     ReadBlock {
+        /// The block device, e.g. `/dev/vda`.
         device: String,
+        /// Byte offset to read at.
         offset: u64,
+        /// Bytes to read.
         len: u64,
     },
     /// `exec <program> [args...]`: runs a program, answers its exit status.
-    Exec { program: String, args: Vec<String> },
+    Exec {
+        /// The program to run.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
     /// `spawn <program> [args...]`: starts a long-running program (a language
     /// worker) in the background, its output on the console; answers
     /// `pid=<n>`.
-    Spawn { program: String, args: Vec<String> },
+    Spawn {
+        /// The program to start.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
     /// `run <program> [args...]`: runs a program and answers what it wrote
     /// on stdout (at most [`MAX_RUN_OUTPUT`] bytes, lossy UTF-8); fails with
     /// its status and the end of its stderr if it does not exit 0. Programs
     /// run inside the language image when one is mounted.
-    Run { program: String, args: Vec<String> },
+    Run {
+        /// The program to run.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
     /// `poweroff [status]`: reports `status` (default 0) and powers off.
-    Poweroff { status: i32 },
+    Poweroff {
+        /// The status the guest reports.
+        status: i32,
+    },
     /// `reseed <hex>`: mixes host entropy into the kernel RNG and reseeds
     /// it at once (sent to every VM restored from a snapshot, before
     /// anything else runs).
-    Reseed { entropy: Vec<u8> },
+    Reseed {
+        /// 1 to [`MAX_RESEED_LEN`] bytes of host entropy.
+        entropy: Vec<u8>,
+    },
     /// `settime <unix_ns>`: sets the guest wall clock.
-    SetTime { unix_ns: u64 },
+    SetTime {
+        /// Nanoseconds since the Unix epoch.
+        unix_ns: u64,
+    },
     /// `random <n>`: answers `n` bytes from the kernel RNG in hex.
-    Random { len: u64 },
+    Random {
+        /// Bytes wanted (at most [`MAX_READ_BLOCK_LEN`]).
+        len: u64,
+    },
     /// `write-file <path> <text>`: writes the rest of the line to a file.
-    WriteFile { path: String, text: String },
+    WriteFile {
+        /// The file to write.
+        path: String,
+        /// Its new contents.
+        text: String,
+    },
     /// `read-file <path>`: answers the file's contents (at most
     /// [`MAX_READ_BLOCK_LEN`] bytes, lossy UTF-8 on one line).
-    ReadFile { path: String },
+    ReadFile {
+        /// The file to read.
+        path: String,
+    },
     /// `shm-probe <byte>`: maps the shared-memory region from user space,
     /// fills it with `byte` (then [`SHM_PROBE_MARKER`] at offset 0) and
     /// answers its size and the write/read bandwidth measured in the guest.
-    ShmProbe { byte: u8 },
+    ShmProbe {
+        /// The fill byte.
+        byte: u8,
+    },
     /// `ring-echo`: starts a service that sends every message arriving on
     /// the host->guest ring back, unchanged, on the guest->host ring.
     RingEcho,
@@ -166,11 +140,19 @@ pub enum Request {
     MapRing,
     /// `load <name> <source>`: stores an actor's source (the rest of the
     /// line) under `/run/reflow/actors/<name>` for the language worker.
-    Load { name: String, source: String },
+    Load {
+        /// The actor's file name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Its source.
+        source: String,
+    },
     /// `ring-fault <magic|version|checksum|length|position>`: publishes one
     /// deliberately broken record on the guest->host ring. For tests that
     /// prove the host survives a hostile guest.
-    RingFault { fault: String },
+    RingFault {
+        /// Which field to break.
+        fault: String,
+    },
 }
 
 /// What `shm-probe` leaves at the start of the shared region.
@@ -195,16 +177,22 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// Why a request line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// Nothing but whitespace.
     #[error("empty request")]
     Empty,
+    /// Over [`MAX_REQUEST_LEN`] bytes.
     #[error("request longer than {MAX_REQUEST_LEN} bytes")]
     TooLong,
+    /// Not a command the agent knows.
     #[error("unknown command {0:?} (known: ping, uptime, echo, health, read-block, exec, run, spawn, poweroff, reseed, settime, random, write-file, read-file, load, shm-probe, map-ring, ring-echo, ring-fault)")]
     Unknown(String),
+    /// Wrong arguments for the command; carries its usage.
     #[error("usage: {0}")]
     Usage(&'static str),
+    /// A read over [`MAX_READ_BLOCK_LEN`] bytes.
     #[error("read length {0} is over the limit of {MAX_READ_BLOCK_LEN} bytes")]
     ReadTooLong(u64),
+    /// Entropy that is not 1 to [`MAX_RESEED_LEN`] bytes of hex.
     #[error("reseed needs 1 to {MAX_RESEED_LEN} bytes of hex entropy")]
     BadEntropy,
 }
@@ -387,40 +375,6 @@ impl fmt::Display for Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn agent_lines_round_trip() {
-        let lines = [
-            AgentLine::Ok {
-                command: "read-block".into(),
-                result: "00ff".into(),
-            },
-            AgentLine::Err {
-                command: "exec".into(),
-                message: "no such file".into(),
-            },
-            AgentLine::Exit { status: -3 },
-        ];
-        for line in lines {
-            assert_eq!(AgentLine::parse(&line.to_string()), Some(line));
-        }
-    }
-
-    #[test]
-    fn agent_line_tolerates_crlf_and_rejects_garbage() {
-        assert_eq!(
-            AgentLine::parse("REFLOW-AGENT-EXIT status=7\r\n"),
-            Some(AgentLine::Exit { status: 7 })
-        );
-        assert_eq!(
-            AgentLine::parse("[    1.0] Run /init as init process"),
-            None
-        );
-        assert_eq!(AgentLine::parse("REFLOW-AGENT-EXIT status=x"), None);
-        assert_eq!(AgentLine::parse("REFLOW-AGENT-READY uptime_ms=5"), None);
-        assert_eq!(AgentLine::parse("REFLOW-AGENT-OK"), None);
-        assert_eq!(AgentLine::parse("REFLOW-AGENT-EXITstatus=1"), None);
-    }
 
     #[test]
     fn requests_round_trip() {
