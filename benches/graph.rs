@@ -22,7 +22,7 @@ use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
 use reflow_benches::kvm_available;
 use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{BridgeConfig, Language, Script};
+use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::{bridge, bridge_for};
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
@@ -30,6 +30,7 @@ use reflow_network::connector::{ConnectionPoint, Connector};
 use reflow_network::network::Network;
 use reflow_sandbox::natives::native;
 use reflow_sandbox::run::network_config;
+use reflow_sandbox_core::{Language, Script};
 
 const INC: &str = r#"
 @actor(name="Inc", inports=["input"], outports=["output"])

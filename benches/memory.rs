@@ -13,8 +13,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::kvm_available;
 use reflow_benches::report::{self, meminfo_kib, memory_kib, record, Better, Target};
-use reflow_host_bridge::{SandboxVm, VmSpec};
 use reflow_integration_tests::{warm_python_golden, LIMIT};
+use reflow_sandbox_core::{SandboxVm, VmSpec};
 
 const BENCH: &str = "memory";
 const STEPS: [usize; 3] = [1, 10, 100];

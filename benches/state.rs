@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{StateOp, StateRequest};
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_ring::Value;
+use reflow_sandbox_core::{StateOp, StateRequest};
 
 /// Timings kept per operation for the percentiles (criterion runs the
 /// fast embedded operations millions of times).

@@ -5,14 +5,15 @@
 
 use std::path::PathBuf;
 
-use reflow_host_bridge::discovery::{discover, DiscoveryConfig};
 use reflow_host_bridge::registry::register_script_actors;
 use reflow_host_bridge::state::json::to_json;
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig, Language, PoolConfig, VmSpec, WorkerClient};
+use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::{
     kvm_available, warm_node_golden, warm_python_golden, TestVm, LIMIT,
 };
+use reflow_sandbox_core::{Language, PoolConfig, VmSpec, WorkerClient};
+use reflow_workspace::discovery::{discover, DiscoveryConfig};
 use serde_json::{json, Value};
 
 fn workspace() -> PathBuf {
@@ -89,7 +90,7 @@ async fn discovered_actors_register_into_a_network() {
         StateStore::embedded(),
         config,
     );
-    let python_only = reflow_host_bridge::discovery::Discovery {
+    let python_only = reflow_workspace::discovery::Discovery {
         components: found
             .components
             .iter()

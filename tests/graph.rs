@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::Language;
-use reflow_host_bridge::{BridgeConfig, PoolConfig};
+use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::{bridge, bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_sandbox::{run, RunOptions};
+use reflow_sandbox_core::Language;
+use reflow_sandbox_core::PoolConfig;
 use serde_json::json;
 
 fn config() -> BridgeConfig {

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig, Language, Limits, PoolConfig};
+use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
+use reflow_sandbox_core::{Language, Limits, PoolConfig};
 use serde_json::json;
 
 /// Seconds a message may run (the attacks that never end run into it).

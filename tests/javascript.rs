@@ -6,12 +6,12 @@
 use std::time::Instant;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
 use reflow_integration_tests::calls::{
     check_ledger, get, invoke, map, returned_by_two_clones, runtime, text,
 };
 use reflow_integration_tests::{kvm_available, warm_node_golden, TestVm, LIMIT};
 use reflow_ring::Value;
+use reflow_sandbox_core::{ErrorKind, StateOp, StateRequest, WorkerClient, WorkerError};
 
 /// Room for a 16 MiB message each way.
 const SHM_MIB: u32 = 40;

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reflow_host_bridge::{Limits, SandboxVm, VmSpec};
 use reflow_integration_tests::calls::NoState;
 use reflow_integration_tests::{kvm_available, missing, warm_python_golden, LIMIT};
 use reflow_ring::Value;
+use reflow_sandbox_core::{Limits, SandboxVm, VmSpec};
 use reflow_vmm::cgroup::CpuHierarchy;
 
 /// `nr_throttled` of a v1 or v2 group's `cpu.stat`.
@@ -109,12 +109,13 @@ return {\"vm\": [mib, len(os.sched_getaffinity(0))]}\n";
 /// is refused by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_get_vms_of_the_shape_they_ask_for() {
-    use reflow_host_bridge::config::Config;
     use reflow_host_bridge::state::StateStore;
-    use reflow_host_bridge::{BridgeConfig, Language, Script, ShapeOverrides};
+    use reflow_host_bridge::BridgeConfig;
     use reflow_integration_tests::graphs::{shown, GraphBuilder};
     use reflow_sandbox::setup::{self, Sizes};
     use reflow_sandbox::{run, RunOptions};
+    use reflow_sandbox_core::{Language, Script, ShapeOverrides};
+    use reflow_workspace::config::Config;
     use serde_json::json;
 
     if !kvm_available() {

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::request::Request;
-use reflow_host_bridge::{Limits, PoolConfig, PoolError, SandboxError, SandboxVm, VmPool, VmSpec};
 use reflow_integration_tests::calls::NoState;
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
 use reflow_ring::Value;
+use reflow_sandbox_core::{Limits, PoolConfig, PoolError, SandboxError, SandboxVm, VmPool, VmSpec};
 
 const SHM_MIB: u32 = 40;
 

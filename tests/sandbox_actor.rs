@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{BridgeConfig, Language, PoolConfig, SandboxActor, Script};
+use reflow_host_bridge::{BridgeConfig, SandboxActor};
 use reflow_integration_tests::graphs::bridge;
 use reflow_integration_tests::kvm_available;
+use reflow_sandbox_core::{Language, PoolConfig, Script};
 
 const ECHO: &str = r#"
 import math

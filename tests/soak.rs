@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{BridgeConfig, Language, Limits, PoolConfig};
+use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
+use reflow_sandbox_core::{Language, Limits, PoolConfig};
 use serde_json::json;
 
 const DOUBLE: &str = "@actor(name=\"Double\", inports=[\"x\"], outports=[\"y\"])\n\

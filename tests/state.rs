@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use reflow_host_bridge::state::{Scope, StateError, StateStore};
-use reflow_host_bridge::{StateOp, StateRequest};
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_ring::Value;
+use reflow_sandbox_core::{StateOp, StateRequest};
 
 fn req(op: StateOp, key: &str, args: Vec<Value>) -> StateRequest {
     StateRequest {

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_host_bridge::warmup::{self, WarmupPolicy};
 use reflow_integration_tests::{kvm_available, python_runtime};
+use reflow_sandbox_core::warmup::{self, WarmupPolicy};
 use reflow_vmm::snapshot::golden::{self, GoldenError, GoldenSnapshot, Warmup};
 use reflow_vmm::ControlChannel;
 
@@ -111,7 +111,7 @@ fn a_worker_whose_preload_fails_writes_no_golden_and_says_why() {
     let script = format!(
         "printf 'json\\nno_such_module_xyz\\n' > /tmp/preload.txt && \
          exec /usr/bin/python3 -c \"{code}\" {:#x} {:#x}",
-        reflow_host_bridge::runtime::SHM_ADDR,
+        reflow_agent_protocol::paths::SHM_ADDR,
         16u64 << 20
     );
     let (result, _cache) = golden_after(

@@ -16,9 +16,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use reflow_host_bridge::{InvokeHandler, Limits, StateRequest, WorkerClient};
 use reflow_integration_tests::{percentile, TestVm, LIMIT};
 use reflow_ring::Value;
+use reflow_sandbox_core::{InvokeHandler, Limits, StateRequest, WorkerClient};
 use reflow_vmm::VmConfig;
 
 use crate::report::{self, record, Better, Target};

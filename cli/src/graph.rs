@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reflow_graph::types::{ComponentSpec, GraphExport, ScriptSourceType, ScriptSpec};
-use reflow_host_bridge::{Language, Script, ScriptError};
+use reflow_sandbox_core::{Language, Script, ScriptError};
 
 use crate::natives::{inport, NATIVES};
 use crate::run::port_of;
@@ -269,7 +269,7 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
         script.limits.timeout = Some(Duration::from_secs(s.into()));
     }
     if let Some(mb) = spec.memory_mb {
-        let range = reflow_host_bridge::shape::MEMORY_MIB;
+        let range = reflow_sandbox_core::shape::MEMORY_MIB;
         if !range.contains(&mb) {
             return Err(Either::Message(format!(
                 "`memoryMb` {mb} is outside {}..{}",

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::GraphFile;
-use reflow_host_bridge::{Language, ShapeOverrides, VmShape};
+use reflow_sandbox_core::{Language, ShapeOverrides, VmShape};
 
 /// A way to break the good graph, and what the error must say.
 type Case = (Box<dyn Fn(&mut Value)>, &'static str);

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use reflow_host_bridge::{BridgeConfig, GuestImages, Language};
+use reflow_host_bridge::BridgeConfig;
 use reflow_sandbox::setup::Sizes;
 use reflow_sandbox::workspace::{self, Workspace};
 use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
+use reflow_sandbox_core::{GuestImages, Language};
 
 #[derive(Parser)]
 #[command(
@@ -180,7 +181,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     let url = args.state.as_deref().or(config.redis_url());
     let store = setup::state_store(url).await?;
     let mut bridge_config = BridgeConfig::default();
-    config.apply_pool(&mut bridge_config);
+    bridge_config.apply_pool(&config);
     if let Some(n) = args.preload {
         bridge_config.pool.preload_count = n;
     }
@@ -190,7 +191,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.idle_timeout {
         bridge_config.idle_timeout = Duration::from_secs(s);
     }
-    config.apply_limits(&mut bridge_config);
+    bridge_config.apply_limits(&config);
     if let Some(s) = args.exec_timeout {
         bridge_config.limits.timeout = Duration::from_secs(s);
     }
@@ -208,7 +209,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         sizes
     });
     if languages.iter().any(|(_, s)| s.shape.cpu.is_some()) {
-        if let Some(why) = reflow_host_bridge::sandbox::cpu_limit_unavailable() {
+        if let Some(why) = reflow_sandbox_core::sandbox::cpu_limit_unavailable() {
             eprintln!(
                 "reflow-sandbox: note: the cpu keys of workspace.sandbox are not enforced on this host ({why}); \
                  VMs run without a CPU time limit"

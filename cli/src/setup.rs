@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use reflow_host_bridge::state::{StateError, StateStore};
-use reflow_host_bridge::{
-    Bridge, BridgeConfig, GuestImages, Language, Runtime, RuntimeError, ShapeOverrides, VmShape,
-};
+use reflow_host_bridge::{Bridge, BridgeConfig};
+use reflow_sandbox_core::{GuestImages, Language, Runtime, RuntimeError, ShapeOverrides, VmShape};
 
 use crate::graph::GraphFile;
 

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use reflow_host_bridge::config::{Config, ConfigError, FILE_NAME};
-use reflow_host_bridge::discovery::{discover, Discovery, WalkError};
-use reflow_host_bridge::Script;
+use reflow_sandbox_core::Script;
+use reflow_workspace::config::{Config, ConfigError, FILE_NAME};
+use reflow_workspace::discovery::{discover, Discovery, WalkError};
 
 /// Why a workspace cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum WorkspaceError {
     #[error("{component}: {source}")]
     Script {
         component: String,
-        source: reflow_host_bridge::ScriptError,
+        source: reflow_sandbox_core::ScriptError,
     },
 }
 
@@ -87,7 +87,7 @@ pub fn table(discovery: &Discovery) -> String {
         .iter()
         .map(|c| {
             let m = &c.metadata;
-            let ports = |ps: &[reflow_host_bridge::discovery::Port]| {
+            let ports = |ps: &[reflow_workspace::discovery::Port]| {
                 ps.iter()
                     .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()

@@ -12,8 +12,8 @@ use reflow_ring::Value;
 use crate::bridge::Shared;
 use crate::convert::{to_message, to_value};
 use crate::node::{ActorFailure, Node};
-use crate::script::Script;
 use crate::state::json::from_json_value;
+use reflow_sandbox_core::Script;
 
 /// The outport every sandboxed actor has: each failed message puts one
 /// `Message::Error` on it.

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::actor::SandboxActor;
-use crate::limits::{LimitOverrides, Limits};
 use crate::node::Node;
-use crate::pool::{PoolConfig, VmPool};
-use crate::runtime::Language;
-use crate::sandbox::VmSpec;
-use crate::script::Script;
-use crate::shape::VmShape;
 use crate::state::StateStore;
+use reflow_sandbox_core::limits::{LimitOverrides, Limits};
+use reflow_sandbox_core::pool::{PoolConfig, VmPool};
+use reflow_sandbox_core::Language;
+use reflow_sandbox_core::Script;
+use reflow_sandbox_core::VmShape;
+use reflow_sandbox_core::VmSpec;
 
 /// How often the reaper looks for idle nodes.
 const REAP_EVERY: Duration = Duration::from_millis(500);

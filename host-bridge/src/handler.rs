@@ -3,9 +3,9 @@
 
 use reflow_ring::Value;
 
-use crate::protocol::StateRequest;
 use crate::state::{Scope, StateStore};
-use crate::worker::InvokeHandler;
+use reflow_sandbox_core::protocol::StateRequest;
+use reflow_sandbox_core::worker::InvokeHandler;
 
 /// Serves one invocation. The worker client blocks its thread on the ring,
 /// so that thread must not be one of the async runtime's workers (run it

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use reflow_ring::Value;
-use reflow_vmm::StopHandle;
+use reflow_sandbox_core::StopHandle;
 
 use crate::bridge::Shared;
 use crate::handler::StoreHandler;
-use crate::limits::Limits;
-use crate::pool::{PoolError, PooledVm};
-use crate::protocol::ActorError;
-use crate::script::Script;
 use crate::state::Scope;
-use crate::worker::WorkerError;
+use reflow_sandbox_core::limits::Limits;
+use reflow_sandbox_core::pool::{PoolError, PooledVm};
+use reflow_sandbox_core::protocol::ActorError;
+use reflow_sandbox_core::worker::WorkerError;
+use reflow_sandbox_core::Script;
 
 /// Why a message got an error instead of (all of) its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ impl Node {
             }
         }
         if let Err(e) = &result {
-            let keep = matches!(e, ActorFailure::Actor(a) if a.kind == crate::ErrorKind::Run)
+            let keep = matches!(e, ActorFailure::Actor(a) if a.kind == reflow_sandbox_core::ErrorKind::Run)
                 || matches!(
                     e,
                     ActorFailure::Input { .. }

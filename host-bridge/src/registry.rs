@@ -5,8 +5,8 @@
 use reflow_network::network::Network;
 
 use crate::bridge::{Bridge, BridgeError};
-use crate::discovery::Discovery;
-use crate::script::ScriptError;
+use reflow_sandbox_core::ScriptError;
+use reflow_workspace::Discovery;
 
 /// Why a discovered actor could not be registered.
 #[derive(Debug, thiserror::Error)]

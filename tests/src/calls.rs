@@ -5,10 +5,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use reflow_host_bridge::state::{Scope, StateStore};
-use reflow_host_bridge::{
-    ErrorKind, InvokeHandler, Limits, StateRequest, StoreHandler, WorkerClient, WorkerError,
-};
+use reflow_host_bridge::StoreHandler;
 use reflow_ring::Value;
+use reflow_sandbox_core::{
+    ErrorKind, InvokeHandler, Limits, StateRequest, WorkerClient, WorkerError,
+};
 use reflow_vmm::VmConfig;
 
 use crate::redis_server::RedisServer;

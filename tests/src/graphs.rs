@@ -3,9 +3,10 @@
 //! test images.
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig, Language};
+use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_sandbox::setup::{self, Sizes};
 use reflow_sandbox::{GraphFile, Outcome};
+use reflow_sandbox_core::Language;
 use serde_json::{json, Map, Value};
 
 fn edge(node: &str, port: &str) -> Value {

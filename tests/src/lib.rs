@@ -17,8 +17,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::request::Request;
-use reflow_host_bridge::runtime::Runtime;
 use reflow_ring::{Consumer, Metadata, Producer};
+use reflow_sandbox_core::runtime::Runtime;
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::snapshot::golden;
@@ -66,9 +66,9 @@ pub fn node_image() -> PathBuf {
 }
 
 /// Every image, as the host bridge takes them.
-pub fn bridge_images() -> reflow_host_bridge::GuestImages {
+pub fn bridge_images() -> reflow_sandbox_core::GuestImages {
     let images = guest_images();
-    reflow_host_bridge::GuestImages {
+    reflow_sandbox_core::GuestImages {
         kernel: images.kernel,
         initramfs: images.initramfs,
         python: python_image(),
@@ -238,10 +238,10 @@ pub fn node_runtime(shm_mib: u32) -> Runtime {
 }
 
 /// Guest address of the shared region of [`python_vm_config`] VMs.
-pub const PYTHON_SHM_ADDR: u64 = reflow_host_bridge::runtime::SHM_ADDR;
+pub const PYTHON_SHM_ADDR: u64 = reflow_agent_protocol::paths::SHM_ADDR;
 
 /// The golden snapshot of [`python_vm_config`] with `script` already
-/// running (see `reflow_host_bridge::runtime::start_script`), and the
+/// running (see `reflow_sandbox_core::runtime::start_script`), and the
 /// config to restore it with.
 pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, VmConfig) {
     warm_golden(&python_runtime(shm_mib), script, ready)

@@ -17,8 +17,8 @@ pub use redis_store::RedisStore;
 
 use reflow_ring::Value;
 
-use crate::protocol::{StateOp, StateRequest};
 use json::JsonError;
+use reflow_sandbox_core::protocol::{StateOp, StateRequest};
 
 /// Largest JSON text one state value may take.
 pub const MAX_VALUE_LEN: usize = 1 << 20;

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::runtime::Language;
+use reflow_sandbox_core::Language;
 
 /// A literal value read from a script's source, with the line it is on.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,8 @@
 //! A script actor's code and what the host knows about it before running
 //! it.
 
+use crate::language::Language;
 use crate::limits::LimitOverrides;
-use crate::runtime::Language;
 use crate::shape::ShapeOverrides;
 use std::path::{Path, PathBuf};
 

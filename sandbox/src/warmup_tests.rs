@@ -55,7 +55,7 @@ fn run<F: Fn(f64, &str) -> Option<String>>(
         g,
         "run_worker.py",
         Some(7),
-        "worker.ready",
+        reflow_agent_protocol::paths::WORKER_READY,
         policy(stall),
         &|m| said.borrow_mut().push(m.to_string()),
     );

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::discovery::{DiscoveryConfig, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
-use crate::limits::LimitOverrides;
-use crate::shape::ShapeOverrides;
+use reflow_sandbox_core::LimitOverrides;
+use reflow_sandbox_core::ShapeOverrides;
 
 /// The file name looked for in a workspace directory.
 pub const FILE_NAME: &str = "reflow.yaml";
@@ -142,12 +142,12 @@ fn shape(
             let bytes = parse_size(m).map_err(|e| (key.clone(), e))?;
             let mib = u32::try_from(bytes >> 20)
                 .ok()
-                .filter(|mib| crate::shape::MEMORY_MIB.contains(mib))
+                .filter(|mib| reflow_sandbox_core::shape::MEMORY_MIB.contains(mib))
                 .ok_or_else(|| (key, format!("{m} is outside 64MB..3GB")))?;
             Some(mib)
         }
     };
-    const MAX_VCPUS: u8 = reflow_vmm::arch::layout::MAX_VCPUS;
+    const MAX_VCPUS: u8 = reflow_sandbox_core::shape::MAX_VCPUS;
     if let Some(n) = vcpus {
         if !(1..=MAX_VCPUS).contains(&n) {
             return Err((
@@ -186,12 +186,12 @@ impl ActorSandbox {
     /// its own, `cpu` may go up to the most vCPUs a VM may have (a share
     /// over the VM's vCPUs is as good as no limit).
     fn shape(&self, at: &str) -> Result<ShapeOverrides, (String, String)> {
-        let most = f64::from(reflow_vmm::arch::layout::MAX_VCPUS);
+        let most = f64::from(reflow_sandbox_core::shape::MAX_VCPUS);
         shape(at, &self.memory, self.vcpus, self.cpu, most)
     }
 }
 
-/// A `limits:` section (see [`crate::Limits`]): any of its keys.
+/// A `limits:` section (see [`reflow_sandbox_core::Limits`]): any of its keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -323,15 +323,15 @@ fn looks_like_path(p: &Path) -> bool {
 
 impl Config {
     /// The settings of `language`'s sandbox, when the file has them.
-    fn sandbox(&self, language: crate::Language) -> Option<&Language> {
+    fn sandbox(&self, language: reflow_sandbox_core::Language) -> Option<&Language> {
         match language {
-            crate::Language::Python => self.workspace.sandbox.python.as_ref(),
-            crate::Language::JavaScript => self.workspace.sandbox.javascript.as_ref(),
+            reflow_sandbox_core::Language::Python => self.workspace.sandbox.python.as_ref(),
+            reflow_sandbox_core::Language::JavaScript => self.workspace.sandbox.javascript.as_ref(),
         }
     }
 
     /// The root image of `language`, when the file sets one.
-    pub fn image(&self, language: crate::Language) -> Option<&Path> {
+    pub fn image(&self, language: reflow_sandbox_core::Language) -> Option<&Path> {
         let image = self.sandbox(language)?.image.as_deref()?;
         looks_like_path(image).then_some(image)
     }
@@ -402,7 +402,10 @@ impl Config {
     fn check_limits(&self) -> Result<(), (String, String)> {
         let s = &self.workspace.sandbox;
         overrides(&s.limits, "workspace.sandbox")?;
-        for language in [crate::Language::Python, crate::Language::JavaScript] {
+        for language in [
+            reflow_sandbox_core::Language::Python,
+            reflow_sandbox_core::Language::JavaScript,
+        ] {
             let Some(l) = self.sandbox(language) else {
                 continue;
             };
@@ -544,14 +547,14 @@ impl Config {
     }
 
     /// The VM shape the file sets for `language`'s runtime.
-    pub fn runtime_shape(&self, language: crate::Language) -> ShapeOverrides {
+    pub fn runtime_shape(&self, language: reflow_sandbox_core::Language) -> ShapeOverrides {
         self.sandbox(language)
             .and_then(|l| l.shape("").ok())
             .unwrap_or_default()
     }
 
     /// Guest memory of `language`'s VMs in MiB, when set.
-    pub fn memory_mib(&self, language: crate::Language) -> Option<u32> {
+    pub fn memory_mib(&self, language: reflow_sandbox_core::Language) -> Option<u32> {
         self.runtime_shape(language).mem_mib
     }
 
@@ -568,7 +571,7 @@ impl Config {
     /// `script`, the actor `component`, with the limits and VM shape the
     /// file sets for that actor under its own (a graph node's
     /// `timeoutSeconds` and `memoryMb` win).
-    pub fn apply_actor(&self, component: &str, script: &mut crate::Script) {
+    pub fn apply_actor(&self, component: &str, script: &mut reflow_sandbox_core::Script) {
         script.limits = self.actor_limits(component).then(&script.limits);
         script.shape = self.actor_shape(component).then(&script.shape);
     }
@@ -579,7 +582,7 @@ impl Config {
     }
 
     /// The limits the file sets for `language`'s actors.
-    pub fn runtime_limits(&self, language: crate::Language) -> LimitOverrides {
+    pub fn runtime_limits(&self, language: reflow_sandbox_core::Language) -> LimitOverrides {
         self.sandbox(language)
             .map(|l| overrides(&l.limits, "").unwrap_or_default())
             .unwrap_or_default()
@@ -596,12 +599,12 @@ impl Config {
     }
 
     /// vCPUs of `language`'s VMs, when set.
-    pub fn vcpus(&self, language: crate::Language) -> Option<u8> {
+    pub fn vcpus(&self, language: reflow_sandbox_core::Language) -> Option<u8> {
         self.runtime_shape(language).vcpus
     }
 
     /// CPU time of each of `language`'s VMs (in CPUs), when set.
-    pub fn cpu(&self, language: crate::Language) -> Option<f64> {
+    pub fn cpu(&self, language: reflow_sandbox_core::Language) -> Option<f64> {
         self.runtime_shape(language).cpu
     }
 
@@ -614,41 +617,6 @@ impl Config {
             .region_size
             .as_ref()?;
         parse_size(s).ok().map(|b| (b >> 20) as u32)
-    }
-
-    /// The pool settings, over `base`.
-    pub fn apply_pool(&self, base: &mut crate::BridgeConfig) {
-        if let Some(p) = &self.workspace.sandbox.pool {
-            if let Some(n) = p.preload_count {
-                base.pool.preload_count = n;
-            }
-            if let Some(n) = p.max_size {
-                base.pool.max_size = n;
-            }
-            if let Some(s) = p.idle_timeout {
-                base.idle_timeout = Duration::from_secs(s);
-            }
-        }
-        if let Some(ns) = self
-            .workspace
-            .redis
-            .as_ref()
-            .and_then(|r| r.namespace.clone())
-        {
-            base.namespace = ns;
-        }
-    }
-
-    /// The limits over `base`'s: the sandbox-wide ones over its defaults,
-    /// each language's as its runtime's.
-    pub fn apply_limits(&self, base: &mut crate::BridgeConfig) {
-        base.limits = base.limits.with(&self.limits());
-        for language in [crate::Language::Python, crate::Language::JavaScript] {
-            let own = self.runtime_limits(language);
-            if own != LimitOverrides::default() {
-                base.runtime_limits.insert(language, own);
-            }
-        }
     }
 
     /// The Redis URL, when set.

@@ -52,24 +52,21 @@ fn parse(text: &str) -> Result<Config, String> {
 #[test]
 fn the_seed_example_loads_with_notes_for_what_differs() {
     let c = parse(SEED_EXAMPLE).unwrap();
-    assert_eq!(c.memory_mib(crate::Language::Python), Some(1024));
+    assert_eq!(
+        c.memory_mib(reflow_sandbox_core::Language::Python),
+        Some(1024)
+    );
     assert_eq!(c.region_mib(), Some(100));
     assert_eq!(c.redis_url(), Some("redis://localhost:6379"));
     assert_eq!(
-        c.image(crate::Language::Python),
+        c.image(reflow_sandbox_core::Language::Python),
         None,
         "a container image name is not a file"
     );
-    let mut b = crate::BridgeConfig::default();
-    b.pool.preload_count = 0;
-    c.apply_pool(&mut b);
+    let pool = c.workspace.sandbox.pool.as_ref().unwrap();
     assert_eq!(
-        (
-            b.pool.preload_count,
-            b.pool.max_size,
-            b.idle_timeout.as_secs()
-        ),
-        (5, 20, 300)
+        (pool.preload_count, pool.max_size, pool.idle_timeout),
+        (Some(5), Some(20), Some(300))
     );
     let notes = c.notes().join("\n");
     for key in [
@@ -84,7 +81,10 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
     ] {
         assert!(notes.contains(key), "no note for {key}:\n{notes}");
     }
-    assert_eq!(c.memory_mib(crate::Language::JavaScript), Some(512));
+    assert_eq!(
+        c.memory_mib(reflow_sandbox_core::Language::JavaScript),
+        Some(512)
+    );
     let d = c.discovery(Path::new("/w"));
     assert_eq!(d.include, ["**/*.actor.py", "**/*.actor.js"]);
 }
@@ -205,29 +205,28 @@ fn limits_come_from_the_sandbox_each_language_and_each_actor() {
          max_state_ops: 7\n",
     )
     .unwrap();
-    let mut b = crate::BridgeConfig::default();
-    c.apply_limits(&mut b);
-    assert_eq!(b.limits.timeout.as_secs(), 10);
-    assert_eq!(b.limits.max_outputs, 50);
-    assert!(!b.runtime_limits.contains_key(&crate::Language::JavaScript));
-    let mut script = crate::Script::inline(crate::Language::Python, "s.py", "");
-    script.limits = c.actor_limits("Scale");
-    let l = b.limits_for(&script);
+    assert_eq!(c.limits().timeout, Some(std::time::Duration::from_secs(10)));
+    assert_eq!(c.limits().max_outputs, Some(50));
     assert_eq!(
-        (
-            l.timeout.as_secs(),
-            l.max_message_bytes,
-            l.max_outputs,
-            l.max_state_ops,
-            l.max_state_value_bytes
-        ),
-        (20, 1 << 20, 50, 7, 4096)
+        c.runtime_limits(reflow_sandbox_core::Language::JavaScript),
+        reflow_sandbox_core::LimitOverrides::default()
     );
-    let js = crate::Script::inline(crate::Language::JavaScript, "s.js", "");
-    assert_eq!(b.limits_for(&js).timeout.as_secs(), 10);
-    assert_eq!(c.vcpus(crate::Language::Python), Some(2));
-    assert_eq!(c.cpu(crate::Language::Python), Some(1.5));
-    assert_eq!(c.actor_limits("Other"), crate::LimitOverrides::default());
+    let own = c.runtime_limits(reflow_sandbox_core::Language::Python);
+    assert_eq!(
+        (own.timeout, own.max_message_bytes),
+        (Some(std::time::Duration::from_secs(20)), Some(1 << 20))
+    );
+    let actor = c.actor_limits("Scale");
+    assert_eq!(
+        (actor.max_state_ops, actor.max_state_value_bytes),
+        (Some(7), Some(4096))
+    );
+    assert_eq!(c.vcpus(reflow_sandbox_core::Language::Python), Some(2));
+    assert_eq!(c.cpu(reflow_sandbox_core::Language::Python), Some(1.5));
+    assert_eq!(
+        c.actor_limits("Other"),
+        reflow_sandbox_core::LimitOverrides::default()
+    );
 }
 
 #[test]
@@ -247,7 +246,10 @@ fn an_actor_may_ask_for_its_own_vm_shape() {
          memory: 1GB\n        vcpus: 2\n        cpu: 1.5\n      Slow:\n        cpu: 0.25\n",
     )
     .unwrap();
-    assert_eq!(c.memory_mib(crate::Language::Python), Some(512));
+    assert_eq!(
+        c.memory_mib(reflow_sandbox_core::Language::Python),
+        Some(512)
+    );
     let big = c.actor_shape("Big");
     assert_eq!(
         (big.mem_mib, big.vcpus, big.cpu),

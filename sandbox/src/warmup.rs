@@ -14,13 +14,10 @@
 
 use std::time::{Duration, Instant};
 
+use reflow_agent_protocol::paths::{self, PROGRESS_FILE};
 use reflow_agent_protocol::request::Request;
 use reflow_vmm::{ControlChannel, ControlError};
 
-/// Where the agent mounts the language image (programs run chrooted there).
-const IMAGE_ROOT: &str = "/rootfs";
-/// The progress report, inside the image's `/run`.
-const PROGRESS_FILE: &str = "/run/reflow/progress";
 /// How long a warm-up may go without progress, unless configured.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
 /// The environment variable that sets the stall limit, in seconds.
@@ -286,8 +283,8 @@ pub fn watch(
     progress: &dyn Fn(&str),
 ) -> Result<Started, WarmupError> {
     let started = guest.now();
-    let progress_path = format!("{IMAGE_ROOT}{PROGRESS_FILE}");
-    let ready_path = format!("{IMAGE_ROOT}/run/reflow/{ready}");
+    let progress_path = paths::in_image(PROGRESS_FILE);
+    let ready_path = paths::ready_file(ready);
     let control = |source| WarmupError::Control {
         script: script.to_string(),
         source,

@@ -7,88 +7,11 @@ use std::path::{Path, PathBuf};
 use reflow_vmm::snapshot::golden::{self, GoldenError, Warmup};
 use reflow_vmm::{ControlChannel, VmConfig};
 
+use reflow_agent_protocol::paths::{SHM_ADDR, WORKER_READY};
+
+pub use crate::language::Language;
 use crate::sandbox::VmSpec;
 use crate::warmup::{self, Started, WarmupError, WarmupPolicy};
-
-/// Guest address of the shared region: with at most 3 GiB of RAM the
-/// monitor puts it at 4 GiB.
-pub const SHM_ADDR: u64 = 1 << 32;
-
-/// The script languages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    Python,
-    /// JavaScript on Node.
-    JavaScript,
-}
-
-impl Language {
-    /// The language a script file is written in, from its name
-    /// (`*.py`, `*.js`).
-    pub fn of_file(path: &Path) -> Option<Language> {
-        let ext = path.extension()?.to_str()?;
-        [Language::Python, Language::JavaScript]
-            .into_iter()
-            .find(|l| l.extension() == ext)
-    }
-
-    /// The file name extension of the language's scripts (without the dot).
-    pub fn extension(self) -> &'static str {
-        match self {
-            Language::Python => "py",
-            Language::JavaScript => "js",
-        }
-    }
-
-    /// The language named `name` as Reflow's `ScriptSpec.runtime` says it.
-    pub fn named(name: &str) -> Option<Language> {
-        match name {
-            "python" | "python3" => Some(Language::Python),
-            "nodejs" | "node" | "javascript" => Some(Language::JavaScript),
-            _ => None,
-        }
-    }
-}
-
-impl Language {
-    /// The program in the language's image that runs its scripts.
-    pub fn interpreter(self) -> &'static str {
-        match self {
-            Language::Python => "/usr/bin/python3",
-            Language::JavaScript => "/usr/bin/node",
-        }
-    }
-
-    /// The interpreter's flags before the script. Node runs V8 without
-    /// background threads (`--single-threaded`: no concurrent compiler or
-    /// parallel GC): with one vCPU they only add thread wake-ups, each
-    /// emulated guest kernel work where the kernel is emulated (a warm
-    /// message's guest-side work measured 31 us with it, 124 us without).
-    pub fn interpreter_flags(self) -> &'static [&'static str] {
-        match self {
-            Language::Python => &[],
-            Language::JavaScript => &["--single-threaded"],
-        }
-    }
-
-    /// The worker script under `/opt/reflow` the agent starts.
-    pub fn worker(self) -> &'static str {
-        match self {
-            Language::Python => "run_worker.py",
-            Language::JavaScript => "run_worker.js",
-        }
-    }
-}
-
-impl std::fmt::Display for Language {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Language::Python => "python",
-            Language::JavaScript => "javascript",
-        })
-    }
-}
 
 /// Why a runtime cannot be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +164,7 @@ impl Runtime {
         cache_root: &Path,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<VmSpec, RuntimeError> {
-        self.golden_running(self.language.worker(), "worker.ready", cache_root, progress)
+        self.golden_running(self.language.worker(), WORKER_READY, cache_root, progress)
     }
 
     /// The golden snapshot of this runtime with `/opt/reflow/<script>`

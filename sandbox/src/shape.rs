@@ -11,6 +11,8 @@ use crate::sandbox::VmSpec;
 /// Guest memory a VM may have, MiB (reflow.yaml's `memory` keys and a
 /// graph node's `memoryMb`).
 pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 64..=3072;
+/// Most vCPUs a sandbox VM may have (the monitor's limit).
+pub const MAX_VCPUS: u8 = reflow_vmm::arch::layout::MAX_VCPUS;
 
 /// One VM shape.
 #[derive(Debug, Clone, Copy, PartialEq)]

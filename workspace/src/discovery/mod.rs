@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 pub use metadata::{ComponentMetadata, Lit, Port, KEYS};
 pub use walk::{DiscoveryConfig, WalkError, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
 
-use crate::runtime::Language;
-use crate::script::Script;
+use reflow_sandbox_core::Language;
+use reflow_sandbox_core::Script;
 
 /// A script discovery could not use, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +45,10 @@ pub struct Component {
 }
 
 impl Component {
-    /// The component's script, ready for [`crate::Bridge::actor`] (read
+    /// The component's script, ready for the host bridge's `Bridge::actor` (read
     /// again now, so it is what the metadata was read from unless it
     /// changed since).
-    pub fn script(&self) -> Result<Script, crate::ScriptError> {
+    pub fn script(&self) -> Result<Script, reflow_sandbox_core::ScriptError> {
         let mut script = Script::from_file(&self.path, Some(self.metadata.runtime))?;
         script.inports = self
             .metadata

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reflow_agent_protocol::paths;
 use reflow_agent_protocol::request::Request;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
@@ -245,7 +246,7 @@ impl SandboxVm {
         // its kernel is emulated on some hosts.
         const ASK: Duration = Duration::from_secs(10);
         let ready = Request::ReadFile {
-            path: "/rootfs/run/reflow/worker.ready".into(),
+            path: paths::ready_file(paths::WORKER_READY),
         };
         let text = self
             .control

@@ -1,0 +1,109 @@
+//! A workspace's `reflow.yaml` applied to a [`BridgeConfig`].
+
+use std::time::Duration;
+
+use reflow_sandbox_core::{Language, LimitOverrides};
+use reflow_workspace::Config;
+
+use crate::BridgeConfig;
+
+impl BridgeConfig {
+    /// The pool settings and the Redis namespace of `config`, over these.
+    pub fn apply_pool(&mut self, config: &Config) {
+        if let Some(p) = &config.workspace.sandbox.pool {
+            if let Some(n) = p.preload_count {
+                self.pool.preload_count = n;
+            }
+            if let Some(n) = p.max_size {
+                self.pool.max_size = n;
+            }
+            if let Some(s) = p.idle_timeout {
+                self.idle_timeout = Duration::from_secs(s);
+            }
+        }
+        if let Some(ns) = config
+            .workspace
+            .redis
+            .as_ref()
+            .and_then(|r| r.namespace.clone())
+        {
+            self.namespace = ns;
+        }
+    }
+
+    /// The limits of `config` over these: the sandbox-wide ones over the
+    /// defaults, each language's as its runtime's.
+    pub fn apply_limits(&mut self, config: &Config) {
+        self.limits = self.limits.with(&config.limits());
+        for language in [Language::Python, Language::JavaScript] {
+            let own = config.runtime_limits(language);
+            if own != LimitOverrides::default() {
+                self.runtime_limits.insert(language, own);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use reflow_sandbox_core::{Language, Script};
+    use reflow_workspace::Config;
+
+    use crate::BridgeConfig;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("reflow.yaml")).unwrap()
+    }
+
+    #[test]
+    fn pool_settings_and_namespace_come_from_the_workspace() {
+        let c = parse(
+            "workspace:\n  sandbox:\n    pool:\n      preload_count: 5\n      max_size: 20\n      \
+             idle_timeout: 300\n  redis:\n    namespace: team\n",
+        );
+        let mut b = BridgeConfig::default();
+        b.pool.preload_count = 0;
+        b.apply_pool(&c);
+        assert_eq!(
+            (
+                b.pool.preload_count,
+                b.pool.max_size,
+                b.idle_timeout.as_secs(),
+                b.namespace.as_str()
+            ),
+            (5, 20, 300, "team")
+        );
+    }
+
+    #[test]
+    fn limits_come_from_the_sandbox_each_language_and_each_actor() {
+        let c = parse(
+            "workspace:\n  sandbox:\n    limits:\n      timeout: 10\n      max_outputs: 50\n    \
+             python:\n      vcpus: 2\n      cpu: 1.5\n      limits:\n        max_message_size: 1MB\n        \
+             timeout: 20\n    actors:\n      Scale:\n        limits:\n          max_state_value_size: 4096\n          \
+             max_state_ops: 7\n",
+        );
+        let mut b = BridgeConfig::default();
+        b.apply_limits(&c);
+        assert_eq!(b.limits.timeout.as_secs(), 10);
+        assert_eq!(b.limits.max_outputs, 50);
+        assert!(!b.runtime_limits.contains_key(&Language::JavaScript));
+        let mut script = Script::inline(Language::Python, "s.py", "");
+        script.limits = c.actor_limits("Scale");
+        let l = b.limits_for(&script);
+        assert_eq!(
+            (
+                l.timeout.as_secs(),
+                l.max_message_bytes,
+                l.max_outputs,
+                l.max_state_ops,
+                l.max_state_value_bytes
+            ),
+            (20, 1 << 20, 50, 7, 4096)
+        );
+        let js = Script::inline(Language::JavaScript, "s.js", "");
+        assert_eq!(b.limits_for(&js).timeout.as_secs(), 10);
+    }
+}
