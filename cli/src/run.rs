@@ -1,9 +1,10 @@
 //! Running a checked graph in a Reflow `Network` until it has nothing left
 //! to do, handing the outputs of its sink nodes to the caller as they come.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_graph::types::GraphEdge;
@@ -107,10 +108,6 @@ pub(crate) fn port_of(edge: &GraphEdge) -> String {
     }
 }
 
-fn lock(network: &Mutex<Network>) -> MutexGuard<'_, Network> {
-    network.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The network configuration we run with: Reflow's tracing (which dials
 /// ws://localhost:8080) off.
 pub fn network_config() -> NetworkConfig {
@@ -131,7 +128,7 @@ pub async fn run(
     let activity = Arc::new(Activity::default());
     let network = Mutex::new(Network::new(network_config()));
     {
-        let mut n = lock(&network);
+        let mut n = network.lock();
         let mut registered = std::collections::HashSet::new();
         for node in graph.export.processes.values() {
             if !registered.insert(node.component.clone()) {
@@ -160,7 +157,7 @@ pub async fn run(
         tokio::time::sleep(POLL).await;
         let mut got = false;
         {
-            let n = lock(&network);
+            let n = network.lock();
             for sink in &graph.sinks {
                 for (port, message) in n.read_actor_output(sink) {
                     if matches!(message, Message::Optional(None)) {
@@ -189,7 +186,7 @@ pub async fn run(
         }
     };
     activity.mark_all_busy();
-    lock(&network).shutdown();
+    network.lock().shutdown();
     outcome.failures = bridge.failures() - failed_before;
     result.map(|()| outcome)
 }

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
 
@@ -23,7 +24,7 @@ impl Activity {
     /// on their way between Reflow's forwarders are not visible: callers
     /// ask again after a moment).
     pub fn idle(&self) -> bool {
-        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let queues = self.queues.lock();
         self.running.load(Ordering::SeqCst) == 0 && queues.iter().all(|q| q.is_empty())
     }
 }
@@ -34,7 +35,7 @@ impl Activity {
     /// them all; idle ones would otherwise live on until their channels
     /// close and then print "[INPORT CLOSED]".
     pub fn mark_all_busy(&self) {
-        for load in self.loads.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for load in self.loads.lock().iter() {
             load.inc();
         }
     }
@@ -98,16 +99,8 @@ impl Actor for Tracked {
 
     fn create_instance(&self) -> Arc<dyn Actor> {
         let instance = self.inner.create_instance();
-        self.activity
-            .queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(instance.get_inports().1);
-        self.activity
-            .loads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(instance.load_count());
+        self.activity.queues.lock().push(instance.get_inports().1);
+        self.activity.loads.lock().push(instance.load_count());
         Arc::new(Tracked::new(instance, self.activity.clone()))
     }
 }

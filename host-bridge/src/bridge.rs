@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::actor::SandboxActor;
 use crate::node::Node;
@@ -106,7 +108,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Registers a node with the reaper.
     pub fn track(&self, node: &Arc<Node>) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nodes = self.nodes.lock();
         nodes.retain(|n| n.strong_count() > 0);
         nodes.push(Arc::downgrade(node));
     }
@@ -124,7 +126,7 @@ impl Shared {
 
     fn reap(&self) {
         let nodes: Vec<Arc<Node>> = {
-            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let nodes = self.nodes.lock();
             nodes.iter().filter_map(Weak::upgrade).collect()
         };
         for node in nodes {
@@ -267,7 +269,7 @@ impl Bridge {
     /// message gets a fresh VM. Returns whether a VM was stopped.
     pub fn kill_vm(&self, pick: usize) -> bool {
         let nodes: Vec<Arc<Node>> = {
-            let nodes = self.shared.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let nodes = self.shared.nodes.lock();
             nodes.iter().filter_map(Weak::upgrade).collect()
         };
         let held: Vec<&Arc<Node>> = nodes.iter().filter(|n| n.has_stop_handle()).collect();

@@ -2,9 +2,10 @@
 //! pool on first use, with the script loaded), one message at a time
 //! through it, and what happens to the VM when something goes wrong.
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use reflow_ring::Value;
 use reflow_sandbox_core::StopHandle;
 
@@ -96,10 +97,6 @@ impl Node {
         self.pool
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Runs one message as node `node_id`: `on_output` gets each output as
     /// the actor sends it; returns the outputs it returned. Blocks: call it
     /// from a blocking thread.
@@ -111,7 +108,7 @@ impl Node {
         on_output: impl FnMut(&str, Value),
     ) -> Result<Value, ActorFailure> {
         let _busy = self.shared.busy();
-        let mut slot = self.lock();
+        let mut slot = self.slot.lock();
         let limits = self.shared.config.limits_for(&self.script);
         let mut result = self.run(&mut slot, node_id, inputs, config, &limits, on_output);
         if let Err(ActorFailure::Died(why)) = &mut result {
@@ -162,7 +159,7 @@ impl Node {
                 *vm = None;
                 let pool = &self.shared.pools[self.pool].pool;
                 let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
-                *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.stop_handle());
+                *self.stop.lock() = Some(fresh.stop_handle());
                 let script = &self.script;
                 fresh
                     .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
@@ -184,10 +181,8 @@ impl Node {
     /// Gives the VM back if the node has been idle for `idle`; a node
     /// that is running a message is left alone.
     pub fn release_if_idle(&self, idle: Duration) {
-        let mut slot = match self.slot.try_lock() {
-            Ok(slot) => slot,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
+        let Some(mut slot) = self.slot.try_lock() else {
+            return;
         };
         if slot.vm.is_some() && slot.last_used.elapsed() >= idle {
             tracing::debug!(script = %self.script.name, "giving back an idle VM");
@@ -198,27 +193,24 @@ impl Node {
     /// Stops and forgets the node's VM.
     fn drop_vm(&self, slot: &mut Slot) {
         slot.vm = None;
-        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.stop.lock() = None;
     }
 
     /// Stops the node's VM, if it has one, as if it crashed (a message it
     /// runs gets an error; the next one gets a fresh VM). Returns whether
     /// there was one to stop.
     pub fn kill_vm(&self) -> bool {
-        let handle = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self.stop.lock().take();
         handle.map(|h| h.stop()).is_some()
     }
 
     /// Whether the node has a VM it could stop.
     pub fn has_stop_handle(&self) -> bool {
-        self.stop
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.stop.lock().is_some()
     }
 
     /// Whether the node holds a VM now.
     pub fn has_vm(&self) -> bool {
-        self.lock().vm.is_some()
+        self.slot.lock().vm.is_some()
     }
 }

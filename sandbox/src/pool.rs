@@ -5,8 +5,10 @@
 //! is given back or dropped, so nothing of one actor reaches another.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::sandbox::{SandboxError, SandboxVm, VmSpec};
 
@@ -87,7 +89,7 @@ impl std::ops::DerefMut for PooledVm {
 impl Drop for PooledVm {
     fn drop(&mut self) {
         drop(self.vm.take());
-        let mut s = self.pool.lock();
+        let mut s = self.pool.state.lock();
         s.live -= 1;
         drop(s);
         self.pool.changed.notify_all();
@@ -96,14 +98,10 @@ impl Drop for PooledVm {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Starts background restores until `preload_count` clones are ready
     /// or on their way (within `max_size`).
     fn refill(self: &Arc<Self>) {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         while !s.closed
             && s.ready.len() + s.refilling < self.config.preload_count
             && s.live < self.config.max_size
@@ -131,7 +129,7 @@ impl Inner {
                 tracing::warn!(error = %e, "VM pool: a ready clone keeps running");
             }
         }
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         s.refilling -= 1;
         match result {
             Ok(vm) if !s.closed => s.ready.push_back(vm),
@@ -178,7 +176,7 @@ impl VmPool {
     pub fn acquire(&self, wait: Duration) -> Result<PooledVm, PoolError> {
         let deadline = Instant::now() + wait;
         let inner = &self.inner;
-        let mut s = inner.lock();
+        let mut s = inner.state.lock();
         loop {
             if s.closed {
                 return Err(PoolError::Closed);
@@ -202,7 +200,7 @@ impl VmPool {
                 return match result {
                     Ok(vm) => Ok(self.lend(vm)),
                     Err(e) => {
-                        inner.lock().live -= 1;
+                        inner.state.lock().live -= 1;
                         inner.changed.notify_all();
                         Err(e.into())
                     }
@@ -215,11 +213,7 @@ impl VmPool {
                     waited: wait,
                 });
             }
-            s = inner
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            inner.changed.wait_for(&mut s, left);
         }
     }
 
@@ -232,20 +226,20 @@ impl VmPool {
 
     /// (ready, live) counts, for monitoring and tests.
     pub fn counts(&self) -> (usize, usize) {
-        let s = self.inner.lock();
+        let s = self.inner.state.lock();
         (s.ready.len(), s.live)
     }
 
     /// The last background restore failure, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.inner.lock().last_error.clone()
+        self.inner.state.lock().last_error.clone()
     }
 
     /// Waits until `preload_count` clones are ready (or `wait` passes);
     /// returns how many are.
     pub fn wait_ready(&self, wait: Duration) -> usize {
         let deadline = Instant::now() + wait;
-        let mut s = self.inner.lock();
+        let mut s = self.inner.state.lock();
         loop {
             let want = self
                 .inner
@@ -259,19 +253,14 @@ impl VmPool {
             {
                 return s.ready.len();
             }
-            s = self
-                .inner
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.inner.changed.wait_for(&mut s, left);
         }
     }
 
     /// Stops the waiting clones; lent ones stop when dropped.
     pub fn shutdown(&self) {
         let ready: Vec<SandboxVm> = {
-            let mut s = self.inner.lock();
+            let mut s = self.inner.state.lock();
             s.closed = true;
             let ready: Vec<SandboxVm> = s.ready.drain(..).collect();
             s.live -= ready.len();

@@ -7,12 +7,11 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use reflow_agent_protocol::console::AgentLine;
-
-use crate::devices::bus::lock;
 
 /// Longest console line we scan; the rest of a longer line is still passed
 /// to the sink but not kept.
@@ -86,7 +85,7 @@ impl ConsoleSink {
             .trim_end_matches('\r')
             .to_string();
         self.line.clear();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if state.tail.len() == TAIL_LINES {
             state.tail.pop_front();
         }
@@ -146,7 +145,7 @@ mod tests {
         s.write_all(b"[ 1.0] booting\nREFLOW-AGENT-O").unwrap();
         s.write_all(b"K ping pong\r\nREFLOW-AGENT-EXIT status=3\n")
             .unwrap();
-        let st = lock(&state).clone();
+        let st = state.lock().clone();
         assert_eq!(st.exit_status, Some(3));
         assert_eq!(st.tail.len(), 3);
         assert!(
@@ -168,7 +167,7 @@ mod tests {
         let (mut s, state, rx) = sink();
         s.write_all(b"Kernel panic - not syncing: Attempted to kill init!\n")
             .unwrap();
-        assert!(lock(&state).panic.as_deref().unwrap().contains("kill init"));
+        assert!(state.lock().panic.as_deref().unwrap().contains("kill init"));
         assert!(matches!(rx.try_recv().unwrap(), GuestEvent::KernelPanic(_)));
     }
 
@@ -177,11 +176,11 @@ mod tests {
         let (mut s, state, _rx) = sink();
         s.write_all(&vec![b'x'; MAX_LINE * 3]).unwrap();
         s.write_all(b"\n").unwrap();
-        assert_eq!(lock(&state).tail[0].len(), MAX_LINE);
+        assert_eq!(state.lock().tail[0].len(), MAX_LINE);
         for i in 0..TAIL_LINES * 2 {
             writeln!(s, "line {i}").unwrap();
         }
-        let st = lock(&state);
+        let st = state.lock();
         assert_eq!(st.tail.len(), TAIL_LINES);
         assert_eq!(
             st.tail.back().unwrap(),

@@ -5,9 +5,9 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::devices::bus::lock;
+use parking_lot::Mutex;
 
 /// Most recent reports kept (the count covers all).
 pub const KEPT: usize = 16;
@@ -27,7 +27,7 @@ impl HostileLog {
     pub fn report(&self, source: &str, what: impl Display) {
         let text = format!("{source}: {what}");
         tracing::warn!(%text, "hostile guest input");
-        let mut inner = lock(&self.0);
+        let mut inner = self.0.lock();
         inner.count += 1;
         if inner.recent.len() == KEPT {
             inner.recent.pop_front();
@@ -37,12 +37,12 @@ impl HostileLog {
 
     /// Violations so far.
     pub fn count(&self) -> u64 {
-        lock(&self.0).count
+        self.0.lock().count
     }
 
     /// The latest reports, oldest first.
     pub fn recent(&self) -> Vec<String> {
-        lock(&self.0).recent.iter().cloned().collect()
+        self.0.lock().recent.iter().cloned().collect()
     }
 }
 

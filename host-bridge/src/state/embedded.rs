@@ -2,9 +2,9 @@
 //! the six operations (see the module docs of `state`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use reflow_ring::Value;
 
 use super::json::from_json;
@@ -38,7 +38,7 @@ pub struct Embedded {
 impl Embedded {
     /// Performs `op` on `key`.
     pub fn apply(&self, key: &str, op: Op) -> Result<Value, StateError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         let now = Instant::now();
         inner.ops += 1;
         if inner.ops.is_multiple_of(SWEEP_EVERY) {

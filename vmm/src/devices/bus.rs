@@ -1,7 +1,9 @@
 //! An address-range bus (one for port I/O, one for MMIO) dispatching guest
 //! accesses to the device that owns the range.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Something a device asks of the VM as a result of a guest write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +74,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((dev, offset)) => {
-                lock(dev).read(offset, data);
+                dev.lock().read(offset, data);
                 true
             }
             None => false,
@@ -82,15 +84,9 @@ impl Bus {
     /// Dispatches a write. Returns None when no device owns the access.
     pub fn write(&self, addr: u64, data: &[u8]) -> Option<Option<DeviceEvent>> {
         let (dev, offset) = self.find(addr, data.len())?;
-        let event = lock(dev).write(offset, data);
+        let event = dev.lock().write(offset, data);
         Some(event)
     }
-}
-
-/// Locks a device, recovering from poisoning: a panic elsewhere must not take
-/// every later guest access down with it.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -126,7 +122,7 @@ mod tests {
             bus.write(0x64, &[0xfe]),
             Some(Some(DeviceEvent::ResetRequested))
         );
-        assert_eq!(lock(&b).last_write, Some((4, vec![0xfe])));
+        assert_eq!(b.lock().last_write, Some((4, vec![0xfe])));
         assert_eq!(bus.write(0x3f8, b"x"), Some(None));
     }
 

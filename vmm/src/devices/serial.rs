@@ -6,14 +6,15 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use parking_lot::Mutex;
 use vm_superio::serial::SerialEvents;
 use vm_superio::Serial;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::bus::{lock, BusDevice, DeviceEvent};
+use super::bus::{BusDevice, DeviceEvent};
 use super::trigger::EventFdTrigger;
 use crate::console::ConsoleSink;
 use crate::snapshot::state::SerialSnapshot;
@@ -137,7 +138,7 @@ impl SerialInput {
     }
 
     fn flush(&mut self) {
-        let n = lock(&self.device).enqueue_input(&self.pending);
+        let n = self.device.lock().enqueue_input(&self.pending);
         self.pending.drain(..n);
     }
 

@@ -45,8 +45,8 @@ fn probe() {
             // What a monitor thread does all day: memory, locks, eventfds.
             "allowed" => {
                 let v = vec![7u8; 4 << 20];
-                let m = std::sync::Mutex::new(v.len());
-                event.write(*m.lock().unwrap() as u64).unwrap();
+                let m = parking_lot::Mutex::new(v.len());
+                event.write(*m.lock() as u64).unwrap();
                 assert_eq!(event.read().unwrap(), 4 << 20);
             }
             "socket" => {

@@ -132,7 +132,8 @@ mod tests {
     use super::*;
     use crate::devices::i8042::I8042;
     use crate::devices::BusDevice;
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
 
     struct Buses {
         pio: Bus,

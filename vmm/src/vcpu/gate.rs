@@ -6,8 +6,9 @@
 //! running; on release the guest goes on and sees the time that passed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use super::kick_signal;
 
@@ -44,22 +45,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers the calling vCPU thread; [`Gate::leave`] before it ends.
     pub(crate) fn enter(&self) {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
-        self.lock().threads.push(me);
+        self.state.lock().threads.push(me);
     }
 
     /// Deregisters the calling vCPU thread.
     pub(crate) fn leave(&self) {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         if let Some(at) = s.threads.iter().position(|t| *t == me) {
             s.threads.swap_remove(at);
         }
@@ -73,15 +70,11 @@ impl Gate {
         if !self.held.load(Ordering::SeqCst) {
             return;
         }
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         s.parked += 1;
         self.changed.notify_all();
         while self.held.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-            s = self
-                .changed
-                .wait_timeout(s, STOP_POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.changed.wait_for(&mut s, STOP_POLL);
         }
         s.parked -= 1;
     }
@@ -91,7 +84,7 @@ impl Gate {
     pub fn hold(&self, timeout: Duration) -> Result<(), GateError> {
         self.held.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         loop {
             let running = s.threads.len();
             if running == 0 {
@@ -118,18 +111,14 @@ impl Gate {
                 // handler that does nothing but interrupt KVM_RUN.
                 unsafe { libc::pthread_kill(*t, kick_signal()) };
             }
-            s = self
-                .changed
-                .wait_timeout(s, Duration::from_millis(1))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.changed.wait_for(&mut s, Duration::from_millis(1));
         }
     }
 
     /// Lets the vCPUs run the guest again.
     pub fn release(&self) {
         self.held.store(false, Ordering::SeqCst);
-        let _s = self.lock();
+        let _s = self.state.lock();
         self.changed.notify_all();
     }
 
@@ -168,7 +157,7 @@ mod tests {
                 })
             })
             .collect();
-        while gate.lock().threads.len() < 2 {
+        while gate.state.lock().threads.len() < 2 {
             std::thread::yield_now();
         }
         let t = Instant::now();

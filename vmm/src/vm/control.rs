@@ -16,10 +16,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use parking_lot::{Condvar, Mutex};
 use reflow_agent_protocol::control::{
     encode_frame, read_frame, FrameBuffer, FrameError, GuestMessage, HostMessage, Outcome,
     CONTROL_PORT, ENTROPY_LEN, PROTOCOL_VERSION,
@@ -27,7 +28,6 @@ use reflow_agent_protocol::control::{
 use reflow_agent_protocol::request::Request;
 
 use crate::console::{AgentReady, ConsoleState, GuestEvent};
-use crate::devices::bus::lock;
 use crate::hostile::HostileLog;
 
 /// Errors on the control channel.
@@ -128,7 +128,7 @@ pub struct ControlHandle(Arc<(Mutex<Slot>, Condvar)>);
 impl ControlHandle {
     fn put(&self, channel: ControlChannel) {
         let (slot, cv) = &*self.0;
-        lock(slot).channel = Some(channel);
+        slot.lock().channel = Some(channel);
         cv.notify_all();
     }
 
@@ -137,7 +137,7 @@ impl ControlHandle {
     pub fn wait(&self, timeout: Duration) -> Result<ControlChannel, ControlError> {
         let (slot, cv) = &*self.0;
         let deadline = Instant::now() + timeout;
-        let mut guard = lock(slot);
+        let mut guard = slot.lock();
         loop {
             if let Some(c) = guard.channel.take() {
                 return Ok(c);
@@ -146,10 +146,7 @@ impl ControlHandle {
             if left.is_zero() {
                 return Err(ControlError::NotConnected(timeout));
             }
-            guard = cv
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            cv.wait_for(&mut guard, left);
         }
     }
 }
@@ -246,7 +243,7 @@ impl ControlServer {
             Step::Wait => return,
             Step::Drop => {}
             Step::Ready(hello) => {
-                let mut console = lock(&self.console);
+                let mut console = self.console.lock();
                 let first = console.ready.is_none();
                 let ready = AgentReady {
                     guest_uptime: Duration::from_millis(hello.ready_uptime_ms),

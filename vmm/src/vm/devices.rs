@@ -3,11 +3,12 @@
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::{IoEventAddress, VmFd};
+use parking_lot::Mutex;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -17,7 +18,7 @@ use super::{VmError, VmIo};
 use crate::arch::layout::{SERIAL_IRQ, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
 use crate::config::GUEST_CID;
 use crate::console::{ConsoleSink, ConsoleState};
-use crate::devices::bus::{lock, Bus};
+use crate::devices::bus::Bus;
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{SerialDevice, SerialInput, COM1_BASE, COM1_LEN};
 use crate::devices::trigger::EventFdTrigger;
@@ -74,7 +75,7 @@ impl MutEventSubscriber for QueueNotifier {
         let index = events.data() as usize;
         if let Some(evt) = self.evts.get(index) {
             let _ = evt.read();
-            lock(&self.transport).process_queue(index);
+            self.transport.lock().process_queue(index);
         }
     }
 }
@@ -92,7 +93,7 @@ impl MutEventSubscriber for BackendNotifier {
         }
     }
     fn process(&mut self, _: Events, _: &mut EventOps) {
-        lock(&self.transport).process_backend();
+        self.transport.lock().process_backend();
     }
 }
 
@@ -306,6 +307,6 @@ impl Devices {
     /// lands before `KVM_SET_LAPIC` is overwritten, which left the guest
     /// waiting for the reset forever.
     pub fn deliver_pending(&self) {
-        lock(&self.vsock).process_backend();
+        self.vsock.lock().process_backend();
     }
 }

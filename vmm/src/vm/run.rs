@@ -15,7 +15,6 @@ use super::kvm::{self as vmkvm, kvm_err};
 use super::{Vm, VmError, VmOutcome};
 use crate::cgroup::CpuGroup;
 use crate::console::{AgentReady, ConsoleState};
-use crate::devices::bus::lock;
 use crate::seccomp::{self, ThreadKind};
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
@@ -190,7 +189,7 @@ impl RunningVm {
             if self.vm.stop_requested.load(Ordering::SeqCst) {
                 return Ok(Some(StopReason::Stopped));
             }
-            if done(&lock(&self.vm.devices.console)) {
+            if done(&self.vm.devices.console.lock()) {
                 return Ok(None);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -214,7 +213,7 @@ impl RunningVm {
 
     /// When the agent was ready, if it was yet.
     pub fn ready(&self) -> Option<AgentReady> {
-        lock(&self.vm.devices.console).ready
+        self.vm.devices.console.lock().ready
     }
 
     /// Where the agent's control channel appears.
@@ -230,7 +229,7 @@ impl RunningVm {
     /// Stops every vCPU and reports the outcome with `reason`.
     pub fn finish(mut self, reason: StopReason) -> VmOutcome {
         let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads), &self.vm.gate);
-        let console = lock(&self.vm.devices.console).clone();
+        let console = self.vm.devices.console.lock().clone();
         VmOutcome {
             stop: reason,
             ready: console.ready,
@@ -282,14 +281,14 @@ impl PausedVm {
             cmdline: vm.cmdline.clone(),
             vcpus,
             vm: vmkvm::save_state(&vm.vm_fd)?,
-            serial: lock(&vm.devices.serial).snapshot(),
+            serial: vm.devices.serial.lock().snapshot(),
             transports: vm
                 .devices
                 .disks
                 .iter()
-                .map(|d| lock(&d.transport).snapshot(d.sectors))
+                .map(|d| d.transport.lock().snapshot(d.sectors))
                 .collect(),
-            vsock: lock(&vm.devices.vsock).snapshot(0),
+            vsock: vm.devices.vsock.lock().snapshot(0),
             shm_size: vm.shared.as_ref().map_or(0, |r| r.size()),
             shm_addr: vm.shared.as_ref().map_or(0, |r| r.guest_addr()),
         };
