@@ -33,6 +33,23 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# Packs the agent binary $1 into an initramfs (cached) and prints its path.
+initramfs() {
+    target/release/reflow-guest-image \
+        --cache-dir "${REFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox}" \
+        initramfs --agent "$1" | tail -n 1
+}
+
+# After setup: tests and benches boot an agent with its test hooks; the
+# release initramfs stays in REFLOW_RELEASE_INITRAMFS (a test checks it has none).
+with_test_hooks() {
+    step "guest agent with test hooks (ring-fault) and its initramfs, for tests and benches"
+    REFLOW_RELEASE_INITRAMFS="$REFLOW_INITRAMFS"
+    REFLOW_INITRAMFS="$(initramfs "$(guest-image/build-agent.sh --testing | tail -n 1)")"
+    export REFLOW_INITRAMFS REFLOW_RELEASE_INITRAMFS
+    echo "initramfs with test hooks: $REFLOW_INITRAMFS" >&2
+}
+
 setup() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
     # redis-server: the state service's tests start a private one.
@@ -44,8 +61,7 @@ setup() {
     local agent
     agent="$(guest-image/build-agent.sh | tail -n 1)"
     cargo build --quiet --release -p reflow-guest-image -p reflow-vmm -p reflow-sandbox
-    REFLOW_INITRAMFS="$(target/release/reflow-guest-image initramfs --agent "$agent" \
-        --cache-dir "${REFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox}" | tail -n 1)"
+    REFLOW_INITRAMFS="$(initramfs "$agent")"
     step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
     REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
     step "Node root filesystem (Debian's nodejs, npm packages, our addon and JS SDK; cached by the hash of its inputs)"
@@ -82,6 +98,7 @@ vm_demo() {
 
 test_all() {
     setup
+    with_test_hooks
     step "cargo fmt --check"
     cargo fmt --all -- --check
     step "cargo clippy --all-targets -- -D warnings"
@@ -99,6 +116,7 @@ test_all() {
 
 bench() {
     setup
+    with_test_hooks
     step "cargo bench (every bench; each records its figures under target/bench-metrics/)"
     cargo bench -p reflow-benches
     step "comparison report: target/bench-report.md"

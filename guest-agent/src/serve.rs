@@ -203,7 +203,12 @@ fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<S
         )),
         Request::MapRing => crate::shm::map_ring(&*shm.mapping()?),
         Request::Load { name, source } => load(&name, &source),
+        #[cfg(feature = "testing")]
         Request::RingFault { fault } => crate::shm::inject_fault(&*shm.mapping()?, &fault),
+        #[cfg(not(feature = "testing"))]
+        Request::RingFault { .. } => {
+            Err("ring-fault: this agent was built without the testing feature".into())
+        }
         Request::Spawn { .. } => unreachable!("handled by the caller"),
     }
 }

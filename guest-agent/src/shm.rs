@@ -10,7 +10,9 @@ use std::time::Instant;
 use reflow_agent_protocol::console::AgentLine;
 use reflow_agent_protocol::request::SHM_PROBE_MARKER;
 use reflow_ring::layout::RegionLayout;
-use reflow_ring::{Backoff, Consumer, Doorbell, Fault, Producer, Region};
+#[cfg(feature = "testing")]
+use reflow_ring::Fault;
+use reflow_ring::{Backoff, Consumer, Doorbell, Producer, Region};
 
 /// A mapping of the region.
 pub struct Mapping {
@@ -193,7 +195,9 @@ pub fn map_ring(m: &Mapping) -> Result<String, String> {
 }
 
 /// Publishes one broken record on the guest->host ring (a fresh ring: no
-/// echo service may be running).
+/// echo service may be running). Only in agents built with the `testing`
+/// feature.
+#[cfg(feature = "testing")]
 pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, String> {
     let fault: Fault = fault.parse()?;
     let shared = m.region();

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// Cache directory (`dev.sh` passes
     /// ${XDG_CACHE_HOME:-~/.cache}/reflow-sandbox, the monitor's default).
-    #[arg(long, global = true, env = "REFLOW_CACHE_DIR")]
+    #[arg(long, env = "REFLOW_CACHE_DIR")]
     cache_dir: PathBuf,
     #[command(subcommand)]
     command: Command,

@@ -52,6 +52,12 @@ pub fn guest_images() -> GuestImages {
     }
 }
 
+/// The initramfs with the release agent (`REFLOW_RELEASE_INITRAMFS`, set
+/// by `./dev.sh test`, whose `REFLOW_INITRAMFS` has the test hooks).
+pub fn release_initramfs() -> PathBuf {
+    from_env("REFLOW_RELEASE_INITRAMFS")
+}
+
 /// The Python root filesystem image (`REFLOW_PYTHON_IMAGE`, built by
 /// `guest-image/build-python.sh`), with the same panic-with-instructions
 /// as [`guest_images`].
