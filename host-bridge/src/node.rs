@@ -16,7 +16,7 @@ use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
 use reflow_sandbox_core::protocol::ActorError;
 use reflow_sandbox_core::worker::WorkerError;
-use reflow_sandbox_core::Script;
+use reflow_sandbox_core::{Fate, Script};
 
 /// Why a message got an error instead of (all of) its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,9 @@ pub enum ActorFailure {
     Limit(String),
     #[error("{0}")]
     MessageTooLarge(WorkerError),
+    /// The message could not be encoded for the ring; it was not sent.
+    #[error("{0}; it was not sent")]
+    Unsendable(WorkerError),
     #[error("cannot pass the input on port {port:?}: {reason}")]
     Input { port: String, reason: String },
     #[error("the sandbox failed ({0}); its VM was discarded")]
@@ -53,7 +56,27 @@ impl ActorFailure {
             WorkerError::Hostile(h) => ActorFailure::Hostile(h),
             WorkerError::Limit(l) => ActorFailure::Limit(l),
             e @ WorkerError::MessageTooLarge { .. } => ActorFailure::MessageTooLarge(e),
+            e @ WorkerError::Encode(_) => ActorFailure::Unsendable(e),
             other => ActorFailure::Sandbox(other),
+        }
+    }
+
+    /// The VM's fate after this failure: the sandbox core's rule
+    /// ([`WorkerError::fate`]) for what the worker reported, and for the
+    /// node's own failures: no VM or an input that could not be converted
+    /// leave it as it was; a worker gone quiet kills it.
+    pub fn fate(&self) -> Fate {
+        match self {
+            ActorFailure::Actor(a) => a.fate(),
+            ActorFailure::MessageTooLarge(e)
+            | ActorFailure::Unsendable(e)
+            | ActorFailure::Sandbox(e) => e.fate(),
+            ActorFailure::Timeout(_)
+            | ActorFailure::Died(_)
+            | ActorFailure::WorkerGone(_)
+            | ActorFailure::Hostile(_)
+            | ActorFailure::Limit(_) => Fate::Kill,
+            ActorFailure::NoVm(_) | ActorFailure::Input { .. } => Fate::Keep,
         }
     }
 }
@@ -128,14 +151,7 @@ impl Node {
             }
         }
         if let Err(e) = &result {
-            let keep = matches!(e, ActorFailure::Actor(a) if a.kind == reflow_sandbox_core::ErrorKind::Run)
-                || matches!(
-                    e,
-                    ActorFailure::Input { .. }
-                        | ActorFailure::NoVm(_)
-                        | ActorFailure::MessageTooLarge(_)
-                );
-            if !keep {
+            if !e.fate().keeps_vm() {
                 // Killed now, replaced from the pool on the next message.
                 self.drop_vm(&mut slot);
             }
@@ -212,5 +228,55 @@ impl Node {
     /// Whether the node holds a VM now.
     pub fn has_vm(&self) -> bool {
         self.slot.lock().vm.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reflow_sandbox_core::{ErrorKind, Fate};
+
+    use super::*;
+
+    #[test]
+    fn a_worker_error_has_the_same_fate_as_the_failure_it_becomes() {
+        let actor = |kind| {
+            WorkerError::Actor(ActorError {
+                kind,
+                message: "m".into(),
+                traceback: String::new(),
+            })
+        };
+        let errors = [
+            actor(ErrorKind::Run),
+            actor(ErrorKind::Load),
+            actor(ErrorKind::Protocol),
+            WorkerError::Timeout(Duration::from_secs(1)),
+            WorkerError::Hostile("h".into()),
+            WorkerError::Encode(reflow_ring::ValueError::TooDeep),
+            WorkerError::Poisoned,
+            WorkerError::Died,
+            WorkerError::Limit("l".into()),
+            WorkerError::MessageTooLarge {
+                len: 2,
+                max: 1,
+                what: "max_message_size",
+            },
+        ];
+        for e in errors {
+            let fate = e.fate();
+            let text = e.to_string();
+            assert_eq!(ActorFailure::from_worker(e).fate(), fate, "{text}");
+        }
+        let input = ActorFailure::Input {
+            port: "in".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(input.fate(), Fate::Keep);
+        assert_eq!(
+            ActorFailure::WorkerGone(Duration::from_secs(1)).fate(),
+            Fate::Kill
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! input. [`Limits`] bound what a worker may do, [`VmShape`] what its VM
 //! gets, and a [`Script`] is what to run.
 
+pub mod fate;
 pub mod language;
 pub mod limits;
 pub mod pool;
@@ -21,6 +22,7 @@ pub mod shape;
 pub mod warmup;
 pub mod worker;
 
+pub use fate::Fate;
 pub use language::Language;
 pub use limits::{LimitOverrides, Limits};
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};

@@ -1,7 +1,7 @@
 //! The host end of a script worker's ring: loads scripts, invokes actors,
 //! streams their outputs and answers their state requests. Everything read
 //! from the guest is checked; a worker that breaks the protocol or misses
-//! its deadline leaves the client poisoned (its VM should be replaced).
+//! its deadline leaves the client poisoned (see [`Fate::Kill`]).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use reflow_ring::{
     Consumer, Metadata, Position, Producer, Region, RegionLayout, RingError, Value, ValueError,
 };
 
+use crate::fate::Fate;
 use crate::limits::Limits;
 use crate::protocol::{into_map, ActorError, Kind, MessageError, StateOp, StateRequest};
 
@@ -40,16 +41,6 @@ pub enum WorkerError {
         /// Which limit: `max_message_size` or the ring's size.
         what: &'static str,
     },
-}
-
-impl WorkerError {
-    /// Whether the worker can serve further calls after this error.
-    pub fn worker_usable(&self) -> bool {
-        matches!(
-            self,
-            WorkerError::Actor(_) | WorkerError::Encode(_) | WorkerError::MessageTooLarge { .. }
-        )
-    }
 }
 
 impl From<MessageError> for WorkerError {
@@ -313,7 +304,7 @@ impl<'a> WorkerClient<'a> {
             }
         })();
         if let Err(e) = &result {
-            self.poisoned |= !e.worker_usable();
+            self.poisoned |= e.fate() == Fate::Kill;
         }
         result
     }

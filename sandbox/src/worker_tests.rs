@@ -226,7 +226,7 @@ fn protocol_violations_poison_the_client() {
                     matches!(&err, WorkerError::Hostile(m) if m.contains(what)),
                     "{what}: {err}"
                 );
-                assert!(!err.worker_usable());
+                assert_eq!(err.fate(), crate::Fate::Kill);
                 assert!(matches!(
                     c.load("a", "a", "", T),
                     Err(WorkerError::Poisoned)
