@@ -56,7 +56,7 @@ enum SessionError {
     #[error("the host sent {0} where a welcome was due")]
     NoWelcome(&'static str),
     #[error("applying the host's welcome: {0}")]
-    Welcome(String),
+    Welcome(entropy::EntropyError),
 }
 
 fn session(sock: &mut File, server: &mut Server, connection: u64) -> Result<i32, SessionError> {

@@ -59,17 +59,17 @@ fn run() -> Result<i32, AgentError> {
     // 100 MiB where the guest kernel is emulated). A restored region sits at
     // the same guest address, so the mappings stay valid.
     if let Some(device) = &params.root {
-        if let Err(message) = server.mount_image(device) {
+        if let Err(e) = server.mount_image(device) {
             console::say(&AgentLine::Err {
                 command: "root".into(),
-                message,
+                message: e.to_string(),
             });
         }
     }
-    if let Err(message) = server.premap() {
+    if let Err(e) = server.premap() {
         console::say(&AgentLine::Err {
             command: "map-ring".into(),
-            message,
+            message: e.to_string(),
         });
     }
     for line in &params.boot_requests {

@@ -12,15 +12,40 @@ use crate::mounts::mount;
 /// Where the image is mounted.
 pub const ROOT: &str = reflow_agent_protocol::paths::IMAGE_ROOT;
 
+/// Why the image could not be mounted (`source` carries the errno).
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{ROOT}: {0}")]
+    MountPoint(std::io::Error),
+    #[error("mounting {device}: {source}")]
+    Image {
+        device: String,
+        source: std::io::Error,
+    },
+    /// A tmpfs or a bind mount inside the image.
+    #[error("{target}: {source}")]
+    Inner {
+        target: String,
+        source: std::io::Error,
+    },
+}
+
 /// Mounts the ext4 image on `device` read-only at [`ROOT`].
-pub fn mount_image(device: &str) -> Result<(), String> {
-    std::fs::create_dir_all(ROOT).map_err(|e| format!("{ROOT}: {e}"))?;
+pub fn mount_image(device: &str) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(ROOT).map_err(RootfsError::MountPoint)?;
     let ro = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
-    mount(device, ROOT, "ext4", ro, "").map_err(|e| format!("mounting {device}: {e}"))?;
+    mount(device, ROOT, "ext4", ro, "").map_err(|source| RootfsError::Image {
+        device: device.into(),
+        source,
+    })?;
+    let inner = |target: &str| {
+        let target = target.to_string();
+        move |source| RootfsError::Inner { target, source }
+    };
     let tmpfs = libc::MS_NOSUID | libc::MS_NODEV;
     for (dir, data) in [("tmp", "mode=1777,size=64m"), ("run", "mode=0755,size=16m")] {
         let target = format!("{ROOT}/{dir}");
-        mount("tmpfs", &target, "tmpfs", tmpfs, data).map_err(|e| format!("{target}: {e}"))?;
+        mount("tmpfs", &target, "tmpfs", tmpfs, data).map_err(inner(&target))?;
     }
     for dir in ["dev", "proc", "sys"] {
         let target = format!("{ROOT}/{dir}");
@@ -31,7 +56,7 @@ pub fn mount_image(device: &str) -> Result<(), String> {
             libc::MS_BIND | libc::MS_REC,
             "",
         )
-        .map_err(|e| format!("{target}: {e}"))?;
+        .map_err(inner(&target))?;
     }
     Ok(())
 }

@@ -9,8 +9,49 @@ use reflow_agent_protocol::control::Outcome;
 use reflow_agent_protocol::paths::ACTORS_DIR;
 use reflow_agent_protocol::request::{encode_hex, Request, MAX_READ_BLOCK_LEN, MAX_RUN_OUTPUT};
 
-use crate::shm::Shm;
-use crate::{console, entropy, power};
+use crate::entropy::{self, EntropyError};
+use crate::rootfs::RootfsError;
+use crate::shm::{Shm, ShmError};
+use crate::{console, power};
+
+/// Why a request failed; its text is the error the host gets.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the echo service is already running")]
+    EchoRunning,
+    /// A file or block device could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A program could not be started.
+    #[error("{program}: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    /// A program `run` started failed; `stderr` is the end of what it said.
+    #[error("{program} exited with status {status}: {stderr}")]
+    Exited {
+        program: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    #[cfg(not(feature = "testing"))]
+    #[error("ring-fault: this agent was built without the testing feature")]
+    NoTestHooks,
+}
+
+/// Makes an I/O error on `path` a [`ServeError::File`].
+fn file(path: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let path = path.into();
+    move |source| ServeError::File { path, source }
+}
 
 /// What a request asks of the caller.
 pub enum Action {
@@ -44,14 +85,14 @@ impl Server {
 
     /// Mounts the language image on `device`; programs run inside it from
     /// now on.
-    pub fn mount_image(&mut self, device: &str) -> Result<(), String> {
+    pub fn mount_image(&mut self, device: &str) -> Result<(), RootfsError> {
         crate::rootfs::mount_image(device)?;
         self.image = true;
         Ok(())
     }
 
     /// Maps the shared region and the doorbell, if the VM has them.
-    pub fn premap(&mut self) -> Result<(), String> {
+    pub fn premap(&mut self) -> Result<(), ShmError> {
         if self.shm.configured() {
             self.shm.mapping()?;
             self.shm.doorbell()?;
@@ -72,32 +113,37 @@ impl Server {
         if let Request::Poweroff { status } = request {
             return Action::PowerOff(status);
         }
+        Action::Reply(match self.answer(request) {
+            Ok(r) => Outcome::Ok(r),
+            Err(e) => Outcome::Err(e.to_string()),
+        })
+    }
+
+    /// The answer to any request but `poweroff`.
+    fn answer(&mut self, request: Request) -> Result<String, ServeError> {
         if request == Request::RingEcho && self.echo_running {
-            return Action::Reply(Outcome::Err("the echo service is already running".into()));
+            return Err(ServeError::EchoRunning);
         }
         // Reap spawned programs that ended (PID 1 must not collect zombies).
         self.children
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
         if let Request::Spawn { program, args } = &request {
-            let mut c = command(program, args, self.image);
-            return Action::Reply(match c.spawn() {
-                Ok(child) => {
-                    let pid = child.id();
-                    self.children.push(child);
-                    Outcome::Ok(format!("pid={pid}"))
-                }
-                Err(e) => Outcome::Err(format!("{program}: {e}")),
-            });
+            let child = command(program, args, self.image)
+                .spawn()
+                .map_err(|source| ServeError::Start {
+                    program: program.clone(),
+                    source,
+                })?;
+            let pid = child.id();
+            self.children.push(child);
+            return Ok(format!("pid={pid}"));
         }
         let echo = request == Request::RingEcho;
         let result = execute(request, &mut self.shm, self.echo_running, self.image);
         if echo && result.is_ok() {
             self.echo_running = true;
         }
-        Action::Reply(match result {
-            Ok(r) => Outcome::Ok(r),
-            Err(e) => Outcome::Err(e),
-        })
+        result
     }
 
     /// Handles one request line from the kernel command line and reports
@@ -153,8 +199,9 @@ fn command(program: &str, args: &[String], image: bool) -> Command {
     c
 }
 
-fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<String, String> {
+fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<String, ServeError> {
     let command = |program: &str, args: &[String]| command(program, args, image);
+    let start = |program: String| move |source| ServeError::Start { program, source };
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
@@ -163,37 +210,47 @@ fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<S
             device,
             offset,
             len,
-        } => read_block(&device, offset, len).map_err(|e| format!("{device}: {e}")),
-        Request::Exec { program, args } => match command(&program, &args).status() {
-            Ok(status) => Ok(format!("status={}", exit_code(status))),
-            Err(e) => Err(format!("{program}: {e}")),
-        },
-        Request::Run { program, args } => match command(&program, &args).output() {
-            Ok(out) if out.status.success() => {
+        } => read_block(&device, offset, len).map_err(file(device)),
+        Request::Exec { program, args } => {
+            let status = command(&program, &args).status().map_err(start(program))?;
+            Ok(format!("status={}", exit_code(status)))
+        }
+        Request::Run { program, args } => {
+            let out = command(&program, &args)
+                .output()
+                .map_err(start(program.clone()))?;
+            if out.status.success() {
                 let n = out.stdout.len().min(MAX_RUN_OUTPUT);
-                Ok(String::from_utf8_lossy(&out.stdout[..n]).into_owned())
+                return Ok(String::from_utf8_lossy(&out.stdout[..n]).into_owned());
             }
-            Ok(out) => {
-                let from = out.stderr.len().saturating_sub(2048);
-                Err(format!(
-                    "{program} exited with status {}: {}",
-                    exit_code(out.status),
-                    String::from_utf8_lossy(&out.stderr[from..]).trim_end()
-                ))
-            }
-            Err(e) => Err(format!("{program}: {e}")),
-        },
+            let from = out.stderr.len().saturating_sub(2048);
+            Err(ServeError::Exited {
+                program,
+                status: exit_code(out.status),
+                stderr: String::from_utf8_lossy(&out.stderr[from..])
+                    .trim_end()
+                    .to_string(),
+            })
+        }
         Request::Poweroff { .. } => unreachable!("handled by the caller"),
-        Request::Reseed { entropy } => entropy::reseed(&entropy).map(|()| "ok".into()),
-        Request::SetTime { unix_ns } => entropy::set_time(unix_ns).map(|()| "ok".into()),
-        Request::Random { len } => entropy::random(len as usize).map(|b| encode_hex(&b)),
-        Request::WriteFile { path, text } => std::fs::write(&path, text)
-            .map(|()| "ok".into())
-            .map_err(|e| format!("{path}: {e}")),
-        Request::ReadFile { path } => read_file(&path).map_err(|e| format!("{path}: {e}")),
-        Request::ShmProbe { byte } => crate::shm::probe(&*shm.mapping()?, byte),
+        Request::Reseed { entropy } => {
+            entropy::reseed(&entropy)?;
+            Ok("ok".into())
+        }
+        Request::SetTime { unix_ns } => {
+            entropy::set_time(unix_ns)?;
+            Ok("ok".into())
+        }
+        Request::Random { len } => Ok(encode_hex(&entropy::random(len as usize)?)),
+        Request::WriteFile { path, text } => {
+            std::fs::write(&path, text).map_err(file(path))?;
+            Ok("ok".into())
+        }
+        Request::ReadFile { path } => read_file(&path).map_err(file(path)),
+        Request::ShmProbe { byte } => Ok(crate::shm::probe(&*shm.mapping()?, byte)?),
         Request::RingEcho => {
-            crate::shm::start_echo(shm.mapping()?, shm.doorbell()?).map(|()| "started".into())
+            crate::shm::start_echo(shm.mapping()?, shm.doorbell()?)?;
+            Ok("started".into())
         }
         Request::Health => Ok(format!(
             "uptime_ms={} mem_available_kb={} ring={}",
@@ -201,14 +258,12 @@ fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<S
             mem_available_kb().unwrap_or(0),
             if echo { "echo" } else { "idle" }
         )),
-        Request::MapRing => crate::shm::map_ring(&*shm.mapping()?),
+        Request::MapRing => Ok(crate::shm::map_ring(&*shm.mapping()?)?),
         Request::Load { name, source } => load(&name, &source),
         #[cfg(feature = "testing")]
-        Request::RingFault { fault } => crate::shm::inject_fault(&*shm.mapping()?, &fault),
+        Request::RingFault { fault } => Ok(crate::shm::inject_fault(&*shm.mapping()?, &fault)?),
         #[cfg(not(feature = "testing"))]
-        Request::RingFault { .. } => {
-            Err("ring-fault: this agent was built without the testing feature".into())
-        }
+        Request::RingFault { .. } => Err(ServeError::NoTestHooks),
         Request::Spawn { .. } => unreachable!("handled by the caller"),
     }
 }
@@ -220,10 +275,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     })
 }
 
-fn load(name: &str, source: &str) -> Result<String, String> {
-    std::fs::create_dir_all(ACTORS_DIR).map_err(|e| format!("{ACTORS_DIR}: {e}"))?;
+fn load(name: &str, source: &str) -> Result<String, ServeError> {
+    std::fs::create_dir_all(ACTORS_DIR).map_err(file(ACTORS_DIR))?;
     let path = format!("{ACTORS_DIR}/{name}");
-    std::fs::write(&path, source).map_err(|e| format!("{path}: {e}"))?;
+    std::fs::write(&path, source).map_err(file(path.clone()))?;
     Ok(format!("stored {} bytes in {path}", source.len()))
 }
 
@@ -251,4 +306,48 @@ fn read_block(device: &str, offset: u64, len: u64) -> std::io::Result<String> {
     let mut buf = Vec::with_capacity(len as usize);
     f.take(len).read_to_end(&mut buf)?;
     Ok(encode_hex(&buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(request: Request) -> Outcome {
+        match Server::new(true, None, None).handle(request) {
+            Action::Reply(outcome) => outcome,
+            Action::PowerOff(status) => panic!("powered off with {status}"),
+        }
+    }
+
+    /// The host sees the text of each error, as it did when errors were
+    /// strings.
+    #[test]
+    fn failures_answer_with_their_text() {
+        let err = |text: &str| Outcome::Err(text.into());
+        assert_eq!(
+            reply(Request::MapRing),
+            err("no shared-memory region (reflow.shm= not set)")
+        );
+        assert_eq!(
+            reply(Request::ReadFile {
+                path: "/nonexistent/reflow".into()
+            }),
+            err("/nonexistent/reflow: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            reply(Request::Exec {
+                program: "/nonexistent/program".into(),
+                args: vec![],
+            }),
+            err("/nonexistent/program: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            reply(Request::Run {
+                program: "sh".into(),
+                args: vec!["-c".into(), "echo oops >&2; exit 3".into()],
+            }),
+            err("sh exited with status 3: oops")
+        );
+        assert_eq!(reply(Request::Ping), Outcome::Ok("pong".into()));
+    }
 }

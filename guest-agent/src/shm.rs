@@ -9,10 +9,39 @@ use std::time::Instant;
 
 use reflow_agent_protocol::console::AgentLine;
 use reflow_agent_protocol::request::SHM_PROBE_MARKER;
-use reflow_ring::layout::RegionLayout;
+use reflow_ring::layout::{LayoutError, RegionLayout};
 #[cfg(feature = "testing")]
 use reflow_ring::Fault;
 use reflow_ring::{Backoff, Consumer, Doorbell, Producer, Region};
+
+/// Why the region could not be mapped or used (`source` carries the
+/// errno where a system call failed).
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    #[error("no shared-memory region (reflow.shm= not set)")]
+    NotConfigured,
+    #[error("/dev/mem: {0}")]
+    DevMem(std::io::Error),
+    #[error("region too large")]
+    TooLarge,
+    #[error("mmap /dev/mem at {addr:#x}: {source}")]
+    Mmap { addr: u64, source: std::io::Error },
+    #[error("read back something other than what was written")]
+    ReadBack,
+    /// The ring layout the host wrote is not one we can use.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The echo service's thread could not start.
+    #[error("{0}")]
+    Thread(std::io::Error),
+    /// `ring-fault` named no fault we know.
+    #[cfg(feature = "testing")]
+    #[error("{0}")]
+    UnknownFault(String),
+    #[cfg(feature = "testing")]
+    #[error(transparent)]
+    Ring(#[from] reflow_ring::RingError),
+}
 
 /// A mapping of the region.
 pub struct Mapping {
@@ -74,7 +103,7 @@ impl Shm {
     }
 
     /// The doorbell, mapped on first use; `None` without `reflow.doorbell=`.
-    pub fn doorbell(&mut self) -> Result<Option<Arc<MmioDoorbell>>, String> {
+    pub fn doorbell(&mut self) -> Result<Option<Arc<MmioDoorbell>>, ShmError> {
         if let Some(d) = &self.doorbell {
             return Ok(Some(d.clone()));
         }
@@ -87,13 +116,11 @@ impl Shm {
     }
 
     /// The mapping, created on first use.
-    pub fn mapping(&mut self) -> Result<Arc<Mapping>, String> {
+    pub fn mapping(&mut self) -> Result<Arc<Mapping>, ShmError> {
         if let Some(m) = &self.mapping {
             return Ok(m.clone());
         }
-        let (addr, size) = self
-            .region
-            .ok_or("no shared-memory region (reflow.shm= not set)")?;
+        let (addr, size) = self.region.ok_or(ShmError::NotConfigured)?;
         let m = Arc::new(map(addr, size)?);
         self.mapping = Some(m.clone());
         Ok(m)
@@ -107,13 +134,13 @@ impl Drop for Mapping {
     }
 }
 
-fn map(addr: u64, size: u64) -> Result<Mapping, String> {
+fn map(addr: u64, size: u64) -> Result<Mapping, ShmError> {
     let mem = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/mem")
-        .map_err(|e| format!("/dev/mem: {e}"))?;
-    let len = usize::try_from(size).map_err(|_| "region too large".to_string())?;
+        .map_err(ShmError::DevMem)?;
+    let len = usize::try_from(size).map_err(|_| ShmError::TooLarge)?;
     // SAFETY: a fresh shared mapping of a device file; the kernel validates
     // the physical range.
     let ptr = unsafe {
@@ -127,10 +154,10 @@ fn map(addr: u64, size: u64) -> Result<Mapping, String> {
         )
     };
     if ptr == libc::MAP_FAILED {
-        return Err(format!(
-            "mmap /dev/mem at {addr:#x}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ShmError::Mmap {
+            addr,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(Mapping {
         ptr: ptr.cast(),
@@ -145,7 +172,7 @@ fn mb_per_s(bytes: usize, secs: f64) -> u64 {
 /// Touches the region once (first-touch faults are not bandwidth), then
 /// fills it with `byte` four times and reads it back four times, timing
 /// both, then writes the marker at offset 0.
-pub fn probe(m: &Mapping, byte: u8) -> Result<String, String> {
+pub fn probe(m: &Mapping, byte: u8) -> Result<String, ShmError> {
     let size = m.len;
     const PASSES: usize = 4;
     // SAFETY: the mapping is `m.len` bytes long and writable.
@@ -170,7 +197,7 @@ pub fn probe(m: &Mapping, byte: u8) -> Result<String, String> {
     let read = t.elapsed().as_secs_f64();
     let expected = u64::from_ne_bytes([byte; 8]).wrapping_mul((words * PASSES) as u64);
     if sum != expected {
-        return Err("read back something other than what was written".into());
+        return Err(ShmError::ReadBack);
     }
     // SAFETY: the marker is shorter than the mapping (at least 2 MiB).
     unsafe {
@@ -185,9 +212,9 @@ pub fn probe(m: &Mapping, byte: u8) -> Result<String, String> {
 
 /// Maps the region and checks the ring layout the host wrote; answers its
 /// geometry.
-pub fn map_ring(m: &Mapping) -> Result<String, String> {
+pub fn map_ring(m: &Mapping) -> Result<String, ShmError> {
     let shared = m.region();
-    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
+    let layout = RegionLayout::read(&shared)?;
     Ok(format!(
         "bytes={} capacity={}",
         layout.size, layout.guest_to_host.capacity
@@ -198,13 +225,11 @@ pub fn map_ring(m: &Mapping) -> Result<String, String> {
 /// echo service may be running). Only in agents built with the `testing`
 /// feature.
 #[cfg(feature = "testing")]
-pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, String> {
-    let fault: Fault = fault.parse()?;
+pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, ShmError> {
+    let fault: Fault = fault.parse().map_err(ShmError::UnknownFault)?;
     let shared = m.region();
-    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
-    Producer::new(&shared, layout.guest_to_host)
-        .send_faulty(fault)
-        .map_err(|e| e.to_string())?;
+    let layout = RegionLayout::read(&shared)?;
+    Producer::new(&shared, layout.guest_to_host).send_faulty(fault)?;
     Ok(format!("published a record with a bad {}", fault.name()))
 }
 
@@ -212,9 +237,9 @@ pub fn inject_fault(m: &Mapping, fault: &str) -> Result<String, String> {
 /// host->guest ring goes back unchanged on the guest->host ring, copied
 /// region to region. It polls with back-off and stops (reporting why on the
 /// console) if the host breaks the ring protocol.
-pub fn start_echo(m: Arc<Mapping>, doorbell: Option<Arc<MmioDoorbell>>) -> Result<(), String> {
+pub fn start_echo(m: Arc<Mapping>, doorbell: Option<Arc<MmioDoorbell>>) -> Result<(), ShmError> {
     let shared = m.region();
-    let layout = RegionLayout::read(&shared).map_err(|e| e.to_string())?;
+    let layout = RegionLayout::read(&shared)?;
     std::thread::Builder::new()
         .name("ring-echo".into())
         .spawn(move || {
@@ -245,6 +270,6 @@ pub fn start_echo(m: Arc<Mapping>, doorbell: Option<Arc<MmioDoorbell>>) -> Resul
                 });
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(ShmError::Thread)?;
     Ok(())
 }

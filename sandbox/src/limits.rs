@@ -1,7 +1,7 @@
 //! What one message of a sandboxed actor may do: how long it may run, how
 //! big its input, each output and each stored value may be, and how many
 //! outputs and state operations it may make. The bridge has defaults
-//! ([`Limits::default`], the documented security model), each runtime and
+//! ([`Limits::default`], the seed's "Security Model"), each runtime and
 //! each actor may override any of them ([`LimitOverrides`]), most specific
 //! last.
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::discovery::{DiscoveryConfig, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
+use reflow_sandbox_core::shape::MAX_VCPUS;
 use reflow_sandbox_core::LimitOverrides;
 use reflow_sandbox_core::ShapeOverrides;
 
@@ -29,12 +30,82 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_yaml_ng::Error,
     },
-    #[error("{}: {key}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    #[error("{}: {error}", path.display())]
+    Invalid { path: PathBuf, error: KeyError },
+}
+
+/// A key whose value cannot be used: which key (`workspace.sandbox.pool`
+/// and so on), and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct KeyError {
+    pub key: String,
+    pub problem: KeyProblem,
+}
+
+/// What is wrong with a key's value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyProblem {
+    #[error(transparent)]
+    Size(#[from] SizeError),
+    /// Guest memory (as written) outside what a VM may have.
+    #[error("{0} is outside 64MB..3GB")]
+    Memory(String),
+    #[error("{0} is outside 1..{MAX_VCPUS}")]
+    Vcpus(u8),
+    /// CPU time outside 0.01..`most` CPUs.
+    #[error("{cpu} is outside 0.01..{most} (at most one CPU per vCPU)")]
+    Cpu { cpu: f64, most: f64 },
+    /// A message size limit, in bytes.
+    #[error("{0} bytes is outside 1B..1GB")]
+    LimitSize(u64),
+    /// A count limit (outputs, state operations).
+    #[error("{0} is outside 1..{MAX_COUNT}")]
+    Count(usize),
+    /// A per-message timeout, in seconds.
+    #[error("{0} is outside 1..{MAX_TIMEOUT_S} seconds")]
+    Timeout(u64),
+    #[error("is empty: nothing would be found")]
+    NoPatterns,
+    /// A root image path that is not a file.
+    #[error(
+        "{} is not a file (give the root image built by guest-image/build-python.sh, \
+         or leave the key out)",
+        .0.display()
+    )]
+    NoImage(PathBuf),
+    #[error("must be at least 1")]
+    EmptyPool,
+    #[error("{preload} is more than max_size {max}")]
+    PreloadOverMax { preload: usize, max: usize },
+    #[error("{0:?} is not a redis:// URL")]
+    NotRedis(String),
+    #[error("cannot be false: every message crosses the shared-memory ring")]
+    RingOff,
+    /// A shared region size (as written) outside 4MB..1GB.
+    #[error("{0} is outside 4MB..1GB")]
+    RegionSize(String),
+}
+
+impl KeyProblem {
+    /// This problem, found at `key`.
+    fn at(self, key: impl Into<String>) -> KeyError {
+        KeyError {
+            key: key.into(),
+            problem: self,
+        }
+    }
+}
+
+/// Why a text is not a size (see [`parse_size`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0:?} is not a size like 512MB")]
+    NotASize(String),
+    #[error("unknown unit {unit:?} in {text:?} (B, KB, MB, GB)")]
+    UnknownUnit { unit: String, text: String },
+    #[error("{0:?} is too large")]
+    TooLarge(String),
 }
 
 /// The whole file.
@@ -134,35 +205,28 @@ fn shape(
     vcpus: Option<u8>,
     cpu: Option<f64>,
     cpu_most: f64,
-) -> Result<ShapeOverrides, (String, String)> {
+) -> Result<ShapeOverrides, KeyError> {
     let mem_mib = match memory {
         None => None,
         Some(m) => {
             let key = format!("{at}.memory");
-            let bytes = parse_size(m).map_err(|e| (key.clone(), e))?;
+            let bytes = parse_size(m).map_err(|e| KeyProblem::from(e).at(&key))?;
             let mib = u32::try_from(bytes >> 20)
                 .ok()
                 .filter(|mib| reflow_sandbox_core::shape::MEMORY_MIB.contains(mib))
-                .ok_or_else(|| (key, format!("{m} is outside 64MB..3GB")))?;
+                .ok_or_else(|| KeyProblem::Memory(m.clone()).at(key))?;
             Some(mib)
         }
     };
-    const MAX_VCPUS: u8 = reflow_sandbox_core::shape::MAX_VCPUS;
     if let Some(n) = vcpus {
         if !(1..=MAX_VCPUS).contains(&n) {
-            return Err((
-                format!("{at}.vcpus"),
-                format!("{n} is outside 1..{MAX_VCPUS}"),
-            ));
+            return Err(KeyProblem::Vcpus(n).at(format!("{at}.vcpus")));
         }
     }
     if let Some(c) = cpu {
         let most = vcpus.map_or(cpu_most, f64::from);
         if !(c >= 0.01 && c <= most) {
-            return Err((
-                format!("{at}.cpu"),
-                format!("{c} is outside 0.01..{most} (at most one CPU per vCPU)"),
-            ));
+            return Err(KeyProblem::Cpu { cpu: c, most }.at(format!("{at}.cpu")));
         }
     }
     Ok(ShapeOverrides {
@@ -175,7 +239,7 @@ fn shape(
 impl Language {
     /// The VM shape this section sets, checked (errors name keys under
     /// `at`); `cpu` is at most `vcpus`, 1 when unset.
-    fn shape(&self, at: &str) -> Result<ShapeOverrides, (String, String)> {
+    fn shape(&self, at: &str) -> Result<ShapeOverrides, KeyError> {
         shape(at, &self.memory, self.vcpus, self.cpu, 1.0)
     }
 }
@@ -185,7 +249,7 @@ impl ActorSandbox {
     /// `at`). Its language's vCPUs are not known here: without `vcpus` of
     /// its own, `cpu` may go up to the most vCPUs a VM may have (a share
     /// over the VM's vCPUs is as good as no limit).
-    fn shape(&self, at: &str) -> Result<ShapeOverrides, (String, String)> {
+    fn shape(&self, at: &str) -> Result<ShapeOverrides, KeyError> {
         let most = f64::from(reflow_sandbox_core::shape::MAX_VCPUS);
         shape(at, &self.memory, self.vcpus, self.cpu, most)
     }
@@ -219,33 +283,28 @@ const MAX_TIMEOUT_S: u64 = 24 * 3600;
 
 impl LimitsConfig {
     /// The overrides it sets, checked; errors name the key under `at`.
-    fn overrides(&self, at: &str) -> Result<LimitOverrides, (String, String)> {
+    fn overrides(&self, at: &str) -> Result<LimitOverrides, KeyError> {
         let key = |k: &str| format!("{at}.limits.{k}");
-        let size = |k: &str, s: &Option<SizeText>| -> Result<Option<usize>, (String, String)> {
+        let size = |k: &str, s: &Option<SizeText>| -> Result<Option<usize>, KeyError> {
             let Some(s) = s else { return Ok(None) };
             let bytes = match s {
                 SizeText::Bytes(n) => *n,
-                SizeText::Text(t) => parse_size(t).map_err(|e| (key(k), e))?,
+                SizeText::Text(t) => parse_size(t).map_err(|e| KeyProblem::from(e).at(key(k)))?,
             };
             if !(1..=1 << 30).contains(&bytes) {
-                return Err((key(k), format!("{bytes} bytes is outside 1B..1GB")));
+                return Err(KeyProblem::LimitSize(bytes).at(key(k)));
             }
             Ok(Some(bytes as usize))
         };
-        let count = |k: &str, n: Option<usize>| -> Result<Option<usize>, (String, String)> {
+        let count = |k: &str, n: Option<usize>| -> Result<Option<usize>, KeyError> {
             match n {
-                Some(n) if !(1..=MAX_COUNT).contains(&n) => {
-                    Err((key(k), format!("{n} is outside 1..{MAX_COUNT}")))
-                }
+                Some(n) if !(1..=MAX_COUNT).contains(&n) => Err(KeyProblem::Count(n).at(key(k))),
                 n => Ok(n),
             }
         };
         let timeout = match self.timeout {
             Some(s) if !(1..=MAX_TIMEOUT_S).contains(&s) => {
-                return Err((
-                    key("timeout"),
-                    format!("{s} is outside 1..{MAX_TIMEOUT_S} seconds"),
-                ))
+                return Err(KeyProblem::Timeout(s).at(key("timeout")))
             }
             s => s.map(Duration::from_secs),
         };
@@ -260,7 +319,7 @@ impl LimitsConfig {
     }
 }
 
-fn overrides(limits: &Option<LimitsConfig>, at: &str) -> Result<LimitOverrides, (String, String)> {
+fn overrides(limits: &Option<LimitsConfig>, at: &str) -> Result<LimitOverrides, KeyError> {
     limits
         .as_ref()
         .map_or(Ok(LimitOverrides::default()), |l| l.overrides(at))
@@ -339,26 +398,27 @@ impl Config {
 
 /// A size like `512MB`, `1GB`, `64KiB` or `4096` (bytes), in bytes; `KB`,
 /// `MB` and `GB` are binary units, as VM memory sizes usually are.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a size like 512MB"))?;
+        .map_err(|_| SizeError::NotASize(text.into()))?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (B, KB, MB, GB)"
-            ))
+            return Err(SizeError::UnknownUnit {
+                unit: other.into(),
+                text: text.into(),
+            })
         }
     };
     n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.into()))
 }
 
 impl Config {
@@ -381,25 +441,17 @@ impl Config {
                 source,
             })?
         };
-        config
-            .check()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                path: path.into(),
-                key: key.to_string(),
-                message,
-            })?;
-        config
-            .check_limits()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                path: path.into(),
-                key,
-                message,
-            })?;
+        let invalid = |error| ConfigError::Invalid {
+            path: path.into(),
+            error,
+        };
+        config.check().map_err(invalid)?;
+        config.check_limits().map_err(invalid)?;
         Ok(config)
     }
 
     /// Checks every `limits:` section and each language's VM shape.
-    fn check_limits(&self) -> Result<(), (String, String)> {
+    fn check_limits(&self) -> Result<(), KeyError> {
         let s = &self.workspace.sandbox;
         overrides(&s.limits, "workspace.sandbox")?;
         for language in [
@@ -421,67 +473,45 @@ impl Config {
         Ok(())
     }
 
-    fn check(&self) -> Result<(), (&'static str, String)> {
+    fn check(&self) -> Result<(), KeyError> {
         let w = &self.workspace;
         if w.script_patterns.is_empty() {
-            return Err((
-                "workspace.script_patterns",
-                "is empty: nothing would be found".into(),
-            ));
+            return Err(KeyProblem::NoPatterns.at("workspace.script_patterns"));
         }
         if let Some(py) = &w.sandbox.python {
             if let Some(image) = &py.image {
                 if looks_like_path(image) && !image.is_file() {
-                    return Err((
-                        "workspace.sandbox.python.image",
-                        format!(
-                            "{} is not a file (give the root image built by \
-                             guest-image/build-python.sh, or leave the key out)",
-                            image.display()
-                        ),
-                    ));
+                    return Err(
+                        KeyProblem::NoImage(image.clone()).at("workspace.sandbox.python.image")
+                    );
                 }
             }
         }
         if let Some(pool) = &w.sandbox.pool {
             if pool.max_size == Some(0) {
-                return Err((
-                    "workspace.sandbox.pool.max_size",
-                    "must be at least 1".into(),
-                ));
+                return Err(KeyProblem::EmptyPool.at("workspace.sandbox.pool.max_size"));
             }
-            if let (Some(p), Some(m)) = (pool.preload_count, pool.max_size) {
-                if p > m {
-                    return Err((
-                        "workspace.sandbox.pool.preload_count",
-                        format!("{p} is more than max_size {m}"),
-                    ));
+            if let (Some(preload), Some(max)) = (pool.preload_count, pool.max_size) {
+                if preload > max {
+                    return Err(KeyProblem::PreloadOverMax { preload, max }
+                        .at("workspace.sandbox.pool.preload_count"));
                 }
             }
         }
         if let Some(url) = w.redis.as_ref().and_then(|r| r.url.as_deref()) {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err((
-                    "workspace.redis.url",
-                    format!("{url:?} is not a redis:// URL"),
-                ));
+                return Err(KeyProblem::NotRedis(url.into()).at("workspace.redis.url"));
             }
         }
         if let Some(shm) = &w.shared_memory {
             if shm.enabled == Some(false) {
-                return Err((
-                    "workspace.shared_memory.enabled",
-                    "cannot be false: every message crosses the shared-memory ring".into(),
-                ));
+                return Err(KeyProblem::RingOff.at("workspace.shared_memory.enabled"));
             }
             if let Some(size) = &shm.region_size {
-                let mib =
-                    parse_size(size).map_err(|e| ("workspace.shared_memory.region_size", e))? >> 20;
+                let key = "workspace.shared_memory.region_size";
+                let mib = parse_size(size).map_err(|e| KeyProblem::from(e).at(key))? >> 20;
                 if !(4..=1024).contains(&mib) {
-                    return Err((
-                        "workspace.shared_memory.region_size",
-                        format!("{size} is outside 4MB..1GB"),
-                    ));
+                    return Err(KeyProblem::RegionSize(size.clone()).at(key));
                 }
             }
         }

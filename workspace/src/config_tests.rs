@@ -235,8 +235,39 @@ fn sizes_parse_in_binary_units() {
     assert_eq!(parse_size("1GB"), Ok(1 << 30));
     assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
     assert_eq!(parse_size("4096"), Ok(4096));
-    assert!(parse_size("MB").is_err());
-    assert!(parse_size("99999999999999GB").is_err());
+    assert_eq!(parse_size("MB"), Err(SizeError::NotASize("MB".into())));
+    assert!(matches!(
+        parse_size("99999999999999GB"),
+        Err(SizeError::TooLarge(_))
+    ));
+    assert_eq!(
+        parse_size("2TB").unwrap_err().to_string(),
+        "unknown unit \"TB\" in \"2TB\" (B, KB, MB, GB)"
+    );
+}
+
+#[test]
+fn a_bad_value_is_a_typed_error_at_its_key() {
+    let text =
+        "workspace:\n  sandbox:\n    actors:\n      Big:\n        vcpus: 2\n        cpu: 2.5\n";
+    match Config::parse(text, Path::new("reflow.yaml")) {
+        Err(ConfigError::Invalid { error, .. }) => assert_eq!(
+            error,
+            KeyError {
+                key: "workspace.sandbox.actors.Big.cpu".into(),
+                problem: KeyProblem::Cpu {
+                    cpu: 2.5,
+                    most: 2.0
+                },
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    let e = parse("workspace:\n  sandbox:\n    python:\n      memory: 10XB\n").unwrap_err();
+    assert_eq!(
+        e,
+        "reflow.yaml: workspace.sandbox.python.memory: unknown unit \"XB\" in \"10XB\" (B, KB, MB, GB)"
+    );
 }
 
 #[test]

@@ -129,7 +129,7 @@ class ActorContext {
     }
   }
 
-  /** Alias of `sendOutputSync`, the name the documented API uses. */
+  /** Seed-compatible alias of `sendOutputSync`. */
   send(port, message) {
     this.sendOutputSync(port, message);
   }
