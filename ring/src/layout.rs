@@ -12,11 +12,15 @@
 
 use crate::region::{OutOfBounds, Region};
 
+/// The magic bytes that start the region header.
 pub const REGION_MAGIC: &[u8; 8] = b"RFLWSHM1";
+/// The region header's layout version, checked by the guest.
 pub const LAYOUT_VERSION: u32 = 1;
+/// Page size in bytes: the unit of the header, control pages and capacities.
 pub const PAGE: u64 = 4096;
 /// Offsets of the positions inside a control page (own cache lines).
 pub const HEAD_OFFSET: u64 = 0;
+/// Offset of the consumer's `tail` inside a control page.
 pub const TAIL_OFFSET: u64 = 64;
 /// Set by a consumer that is about to park (see `Consumer::with_parker`).
 pub const WAITING_OFFSET: u64 = 128;
@@ -26,14 +30,20 @@ pub const MIN_CAPACITY: u64 = 16 * PAGE;
 /// Errors laying out or validating a region.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// The region (of this many bytes) cannot hold two rings of
+    /// [`MIN_CAPACITY`].
     #[error("a {0}-byte region is too small for two rings (need {min})", min = PAGE * 5 + 2 * MIN_CAPACITY)]
     TooSmall(u64),
+    /// The header does not start with [`REGION_MAGIC`].
     #[error("not a ring region (bad magic)")]
     BadMagic,
+    /// The header's layout version (given) is not [`LAYOUT_VERSION`].
     #[error("ring layout version {0} is not supported (expected {LAYOUT_VERSION})")]
     Version(u32),
+    /// The header or region disagrees with the computed layout (the reason).
     #[error("ring header does not match the region: {0}")]
     Mismatch(&'static str),
+    /// An access fell outside the shared region.
     #[error(transparent)]
     OutOfBounds(#[from] OutOfBounds),
 }
@@ -52,8 +62,11 @@ pub struct RingLayout {
 /// Both rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionLayout {
+    /// Size of the whole shared region in bytes.
     pub size: u64,
+    /// The ring the host produces into and the guest consumes.
     pub host_to_guest: RingLayout,
+    /// The ring the guest produces into and the host consumes.
     pub guest_to_host: RingLayout,
 }
 

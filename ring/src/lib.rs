@@ -25,6 +25,8 @@
 //! sides), [`wait`] (doorbells, parkers, back-off), [`position`], [`error`];
 //! with the `testing` feature, `fault` (deliberately broken records).
 
+#![warn(missing_docs)]
+
 pub mod consumer;
 pub mod error;
 #[cfg(feature = "testing")]

@@ -54,7 +54,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Rings `doorbell` after publishing whenever the consumer has said it
-    /// is parked (see [`Consumer::with_parker`]).
+    /// is parked (see [`Consumer::with_parker`](crate::Consumer::with_parker)).
     pub fn with_doorbell(mut self, doorbell: &'a dyn Doorbell) -> Self {
         self.doorbell = Some(doorbell);
         self

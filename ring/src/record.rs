@@ -16,37 +16,70 @@
 
 use crate::region::Region;
 
+/// The magic bytes that start every record header.
 pub const MAGIC: [u8; 4] = *b"RFLW";
+/// The record format version written into every header.
 pub const VERSION: u8 = 1;
+/// Header flag marking a padding record (no payload; fills the ring's end).
 pub const FLAG_PADDING: u8 = 1;
+/// Size of a record header in bytes.
 pub const HEADER_LEN: u64 = 64;
+/// Size of a record's metadata block in bytes.
 pub const METADATA_LEN: u64 = 256;
+/// Alignment (and length granularity) of records in bytes.
 pub const ALIGN: u64 = 64;
+/// Longest actor id or port name in bytes of UTF-8.
 pub const NAME_MAX: usize = 111;
 
 /// Errors building or parsing records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
+    /// An actor id or port to encode is longer than [`NAME_MAX`] bytes.
     #[error("{field} is {len} bytes, over the {NAME_MAX}-byte limit")]
-    NameTooLong { field: &'static str, len: usize },
+    NameTooLong {
+        /// Which field: `"actor id"` or `"port"`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The header does not start with [`MAGIC`] (the bytes found).
     #[error("bad record magic {0:02x?}")]
     BadMagic([u8; 4]),
+    /// The header's format version (given) is not [`VERSION`].
     #[error("record version {0} is not supported (expected {VERSION})")]
     Version(u8),
+    /// The header's record length, payload size or flags are inconsistent.
     #[error("record length {len} is invalid for a {size}-byte payload")]
-    Length { len: u64, size: u64 },
+    Length {
+        /// The record length the header states, in bytes.
+        len: u64,
+        /// The payload size the header states, in bytes.
+        size: u64,
+    },
+    /// A metadata name (the field named) is too long or not UTF-8.
     #[error("metadata field {0} is malformed")]
     Metadata(&'static str),
+    /// The CRC-32 of metadata and payload does not match the header's.
     #[error("record checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// The checksum in the header.
+        stored: u32,
+        /// The checksum of the bytes actually in the ring.
+        computed: u32,
+    },
 }
 
 /// Routing information carried with every message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
+    /// The message's id, chosen by the sender (replies carry the id of the
+    /// request they answer).
     pub message_id: u64,
+    /// A timestamp in nanoseconds, chosen by the sender (0 when unset).
     pub timestamp_ns: u64,
+    /// The actor the message concerns (at most [`NAME_MAX`] bytes).
     pub actor_id: String,
+    /// The port the message concerns (at most [`NAME_MAX`] bytes).
     pub port: String,
     /// What the payload is (defined by the protocols above the ring).
     pub kind: u32,
@@ -103,14 +136,20 @@ pub fn record_len(size: u64) -> Option<u64> {
 /// A parsed record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Flag bits; only [`FLAG_PADDING`] is defined.
     pub flags: u8,
+    /// Payload size in bytes (0 for padding).
     pub size: u64,
+    /// CRC-32 of the metadata block and the payload (0 for padding).
     pub checksum: u32,
+    /// Whole record length in bytes, a multiple of [`ALIGN`].
     pub record_len: u64,
+    /// The record's sequence number on its ring (0 for padding).
     pub sequence: u64,
 }
 
 impl Header {
+    /// Encodes into the fixed 64-byte header block.
     pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
         let mut h = [0u8; HEADER_LEN as usize];
         h[0..4].copy_from_slice(&MAGIC);
@@ -161,7 +200,9 @@ impl Header {
 #[derive(Debug)]
 pub struct RecordView<'a> {
     pub(crate) region: &'a Region,
+    /// The record's decoded metadata.
     pub metadata: Metadata,
+    /// The record's sequence number on its ring.
     pub sequence: u64,
     pub(crate) payload_offset: u64,
     pub(crate) size: u64,

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("access of {len} bytes at offset {offset} is outside the {size}-byte region")]
 pub struct OutOfBounds {
+    /// Byte offset of the attempted access from the region's start.
     pub offset: u64,
+    /// Length of the attempted access in bytes.
     pub len: u64,
+    /// The region's size in bytes.
     pub size: u64,
 }
 

@@ -31,12 +31,19 @@ const MAP: u8 = 8;
 /// A message value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// No value (tag 0x00).
     None,
+    /// A boolean (tags 0x01 and 0x02).
     Bool(bool),
+    /// A signed 64-bit integer (tag 0x03).
     Int(i64),
+    /// A 64-bit float, NaN and infinities included (tag 0x04).
     Float(f64),
+    /// A UTF-8 string (tag 0x05).
     Str(String),
+    /// Raw bytes (tag 0x06).
     Bytes(Vec<u8>),
+    /// A list of values (tag 0x07).
     List(Vec<Value>),
     /// Keys in order (duplicates are refused when decoding).
     Map(Vec<(String, Value)>),
@@ -45,18 +52,31 @@ pub enum Value {
 /// Why bytes are not a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    /// The input ends before the value does (at the byte offset given).
     #[error("value ends early at byte {0}")]
     Truncated(usize),
+    /// A byte that is not a known tag where a value should start.
     #[error("unknown value tag {tag:#04x} at byte {at}")]
-    Tag { tag: u8, at: usize },
+    Tag {
+        /// The unknown tag byte.
+        tag: u8,
+        /// Its offset in the input.
+        at: usize,
+    },
+    /// A string or map key (starting at the byte offset given) is not UTF-8.
     #[error("string at byte {0} is not UTF-8")]
     Utf8(usize),
+    /// Lists and maps nest deeper than [`MAX_DEPTH`].
     #[error("values nest deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// A map has the same key twice (the key given).
     #[error("map key {0:?} appears twice")]
     DuplicateKey(String),
+    /// Bytes (this many) remain after the value ends.
     #[error("{0} bytes follow the value")]
     Trailing(usize),
+    /// A string, byte string, list or map of this many items or bytes is
+    /// longer than a `u32` length can state.
     #[error("a string or byte string of {0} bytes does not fit the format")]
     TooLong(usize),
 }

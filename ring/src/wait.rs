@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 /// Wakes the other side's consumer when it has parked (for example a write
 /// to an MMIO doorbell that KVM turns into an eventfd signal).
 pub trait Doorbell: Sync {
+    /// Signals the parked consumer to wake up.
     fn ring(&self);
 }
 
 /// Blocks a consumer until its doorbell rings or `timeout` passes
 /// (spurious and early wake-ups are fine).
 pub trait Parker: Sync {
+    /// Blocks until the doorbell rings or `timeout` passes.
     fn park(&self, timeout: Duration);
 }
 
@@ -21,7 +23,9 @@ pub trait Parker: Sync {
 /// is emulated), spin longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// How long to spin (re-checking without sleeping) before sleeping.
     pub spin: Duration,
+    /// The longest single sleep; sleeps double from 20 µs up to it.
     pub max_sleep: Duration,
 }
 
