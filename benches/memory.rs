@@ -3,7 +3,7 @@
 //! and 100 of them, with this process's RSS and PSS measured after each
 //! step (the clones' guest memory maps the snapshot file copy-on-write, so
 //! PSS shares the common pages out among them; RSS counts them in every
-//! clone). Seed figure: ~50 MB per actor. How many fit, by memory alone:
+//! clone). Design figure: ~50 MB per actor. How many fit, by memory alone:
 //! the memory available before the first clone over the PSS of one more
 //! VM, measured from 10 to 100 (KVM's kernel memory per VM is not in any
 //! process's PSS; a MemAvailable drop was tried and drowned in noise).
@@ -77,7 +77,7 @@ fn memory(_: &mut Criterion) {
         "one more idle Python VM (10 -> 100), process PSS",
         marginal,
         "MiB",
-        Target::seed(50.0, Better::Lower),
+        Target::design(50.0, Better::Lower),
         "KVM's kernel memory per VM not included",
     );
     record(

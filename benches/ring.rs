@@ -183,7 +183,7 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
         &format!("{name}: small messages echoed, pipelined"),
         rate,
         "msg/s",
-        Target::seed(10_000.0, Better::Higher),
+        Target::design(10_000.0, Better::Higher),
         "batched: many in flight",
     );
     path.id = first + N;

@@ -1,6 +1,6 @@
 //! The state service: `get` and `set` through the embedded store and
 //! through a real Redis server (a private `redis-server` on this host,
-//! persistence off), side by side in one run, against the seed's target
+//! persistence off), side by side in one run, against the design's target
 //! (state get/set < 2 ms with Redis). Host side only: a guest's state call
 //! adds a ring round trip each way (see `benches/python.rs`).
 
@@ -89,11 +89,11 @@ fn state(c: &mut Criterion) {
             &format!("{name} {op}, host side, p50"),
             p50.as_secs_f64() * 1e6,
             "us",
-            Target::seed(2000.0, Better::Lower),
+            Target::design(2000.0, Better::Lower),
             "",
         );
         println!(
-            "state: {name} {op}: p50 {:.1} us, p99 {:.1} us ({} samples); seed target < 2 ms: {:.0}x under",
+            "state: {name} {op}: p50 {:.1} us, p99 {:.1} us ({} samples); design target < 2 ms: {:.0}x under",
             p50.as_secs_f64() * 1e6,
             percentile(times, 0.99).as_secs_f64() * 1e6,
             times.len(),

@@ -162,7 +162,7 @@ async fn the_redis_store_passes_the_same_checks() {
     let url = server.url();
     let store = StateStore::redis(&url).await.expect("connect");
     conformance(&store, "test").await;
-    // The keys are where the seed puts them, with JSON values.
+    // The keys are where the documented Redis layout puts them, with JSON values.
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -10,7 +10,7 @@
 //! - identity round trip, 64 B and 4 KiB payloads, p50/p99;
 //! - sequential identity invocations per second (64 B).
 //!
-//! Side by side with the seed's targets (message processing < 5 ms,
+//! Side by side with the design's targets (message processing < 5 ms,
 //! 10,000 msg/s).
 
 use std::time::{Duration, Instant};
@@ -183,7 +183,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         "pre-warmed instantiation: load + first answer on a ready clone",
         med(&firsts),
         "ms",
-        Target::seed(100.0, Better::Lower),
+        Target::design(100.0, Better::Lower),
         "what a pool's ready clone pays",
     );
     for (len, times) in &rtts {
@@ -192,7 +192,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
             &format!("identity round trip {len} B, p50"),
             ms(percentile(times, 0.5)),
             "ms",
-            Target::seed(5.0, Better::Lower),
+            Target::design(5.0, Better::Lower),
             "message processing",
         );
         record(
@@ -209,7 +209,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         "sequential 64 B invocations (unbatched)",
         rate,
         "msg/s",
-        Target::seed(10_000.0, Better::Higher),
+        Target::design(10_000.0, Better::Higher),
         "one at a time",
     );
     println!(
@@ -224,7 +224,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         let p50 = ms(percentile(times, 0.5));
         println!(
             "{name}: identity round trip {len} B: p50 {p50:.3} ms, p99 {:.3} ms ({} samples); \
-             seed target < 5 ms: {:.0}x under",
+             design target < 5 ms: {:.0}x under",
             ms(percentile(times, 0.99)),
             times.len(),
             5.0 / p50
@@ -232,7 +232,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
     }
     println!(
         "{name}: sequential 64 B identity invocations: {rate:.0} msg/s ({n} messages); \
-         seed target 10,000 msg/s: ratio {:.2}",
+         design target 10,000 msg/s: ratio {:.2}",
         rate / 10_000.0
     );
 }

@@ -16,21 +16,21 @@ pub enum Better {
     Higher,
 }
 
-/// A figure's target: the seed's, or one of ours.
+/// A figure's target: the design's performance table, or one of ours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub value: f64,
     pub better: Better,
-    /// "seed" or "ours".
+    /// "design" or "ours".
     pub source: String,
 }
 
 impl Target {
-    pub fn seed(value: f64, better: Better) -> Option<Target> {
+    pub fn design(value: f64, better: Better) -> Option<Target> {
         Some(Target {
             value,
             better,
-            source: "seed".into(),
+            source: "design".into(),
         })
     }
 
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn ratios_say_how_far_past_the_target() {
-        assert_eq!(Target::seed(5.0, Better::Lower).unwrap().ratio(1.0), 5.0);
-        assert_eq!(Target::seed(10.0, Better::Higher).unwrap().ratio(5.0), 0.5);
+        assert_eq!(Target::design(5.0, Better::Lower).unwrap().ratio(1.0), 5.0);
+        assert_eq!(Target::design(10.0, Better::Higher).unwrap().ratio(5.0), 0.5);
     }
 }

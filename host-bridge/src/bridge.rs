@@ -22,7 +22,7 @@ use reflow_sandbox_core::VmSpec;
 /// How often the reaper looks for idle nodes.
 const REAP_EVERY: Duration = Duration::from_millis(500);
 
-/// Limits and sizes (defaults from the seed).
+/// Limits and sizes (defaults as documented in docs/configuration.md).
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// Per pool (a runtime, or a VM shape some actor asks for): ready

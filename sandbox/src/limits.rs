@@ -1,7 +1,7 @@
 //! What one message of a sandboxed actor may do: how long it may run, how
 //! big its input, each output and each stored value may be, and how many
 //! outputs and state operations it may make. The bridge has defaults
-//! ([`Limits::default`], the seed's "Security Model"), each runtime and
+//! ([`Limits::default`], the documented security model), each runtime and
 //! each actor may override any of them ([`LimitOverrides`]), most specific
 //! last.
 
@@ -50,11 +50,17 @@ impl Default for Limits {
 /// Some limits, over others (`None`: keep the one below).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitOverrides {
+    /// Replaces [`Limits::timeout`] when set.
     pub timeout: Option<Duration>,
+    /// Replaces [`Limits::max_message_bytes`] when set.
     pub max_message_bytes: Option<usize>,
+    /// Replaces [`Limits::max_output_bytes`] when set.
     pub max_output_bytes: Option<usize>,
+    /// Replaces [`Limits::max_outputs`] when set.
     pub max_outputs: Option<usize>,
+    /// Replaces [`Limits::max_state_ops`] when set.
     pub max_state_ops: Option<usize>,
+    /// Replaces [`Limits::max_state_value_bytes`] when set.
     pub max_state_value_bytes: Option<usize>,
 }
 

@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::sandbox::{SandboxError, SandboxVm, VmSpec};
 
-/// Pool sizes and limits (defaults from the seed: 5, 20).
+/// Pool sizes and limits (defaults: 5 preloaded, at most 20).
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     /// Ready clones kept waiting.

@@ -33,7 +33,7 @@ async function process(context) {
 module.exports = { metadata, process };
 `;
 
-test('the issue\'s greeter loads and runs', async () => {
+test('the documented greeter loads and runs', async () => {
   const actor = loadScript(GREETER, 'greeter.actor.js');
   assert.deepStrictEqual(actor.metadata, {
     component: 'Greeter', description: 'Greets',

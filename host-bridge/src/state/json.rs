@@ -1,4 +1,4 @@
-//! State values are JSON (as in the seed's Redis layout): conversions
+//! State values are JSON (as in the documented Redis layout): conversions
 //! between guest [`Value`]s and JSON text, refusing what JSON cannot carry.
 
 use reflow_ring::Value;

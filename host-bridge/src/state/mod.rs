@@ -1,6 +1,6 @@
 //! The state service: actors' `state.get/set/increment/push/pop/expire`,
 //! performed by the host in a store the guest never reaches. Keys are
-//! `{namespace}:{actor_id}:{key}` with JSON values, as in the seed's Redis
+//! `{namespace}:{actor_id}:{key}` with JSON values, as in the documented Redis
 //! layout, in an embedded in-process store (the default; it outlives VMs,
 //! not the host process) or in Redis. Both follow Redis's semantics, so an
 //! actor sees the same behaviour on either: `set` clears a TTL, a list

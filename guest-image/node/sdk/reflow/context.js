@@ -129,7 +129,7 @@ class ActorContext {
     }
   }
 
-  /** Seed-compatible alias of `sendOutputSync`. */
+  /** Alias of `sendOutputSync`, the name the documented API uses. */
   send(port, message) {
     this.sendOutputSync(port, message);
   }

@@ -116,5 +116,5 @@ class ActorContext:
         self.send_output_sync(port, value)
 
     def send(self, port, message):
-        """Seed-compatible alias of `send_output_sync`."""
+        """Alias of `send_output_sync`, the name the documented API uses."""
         self.send_output_sync(port, message)
