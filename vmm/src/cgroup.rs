@@ -28,16 +28,26 @@ const REMOVE_WAIT: Duration = Duration::from_millis(200);
 /// Why a VM's CPU time cannot be limited.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// No mounted cgroup hierarchy offers the cpu controller.
     #[error("no cgroup cpu controller is mounted (neither cgroup v1 `cpu` nor cgroup v2 with `cpu` in cgroup.controllers)")]
     NoController,
+    /// `/proc/self/cgroup` names no group of this process in the cpu hierarchy.
     #[error("this process's cgroup in the cpu hierarchy is unknown (/proc/self/cgroup)")]
     UnknownGroup,
+    /// The CPU time limit is below 0.01 CPUs or not a finite number.
     #[error("{cpus} CPUs is not a CPU time limit (more than 0.01)")]
-    BadShare { cpus: f64 },
+    BadShare {
+        /// The CPU count asked for.
+        cpus: f64,
+    },
+    /// A cgroup file or directory could not be read, written, created or opened.
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
+        /// The operation that failed ("read", "write", "create", "open").
         what: &'static str,
+        /// The file or directory it was done on.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -45,13 +55,16 @@ pub enum CgroupError {
 /// Which cgroup interface a hierarchy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// cgroup v1: a `cgroup` mount with the `cpu` controller.
     V1,
+    /// cgroup v2: a `cgroup2` mount with `cpu` in `cgroup.controllers`.
     V2,
 }
 
 /// Where this process's cgroup of the cpu hierarchy is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuHierarchy {
+    /// Which interface the hierarchy speaks.
     pub version: Version,
     /// This process's own group (a directory of the mounted hierarchy).
     pub own: PathBuf,

@@ -72,14 +72,20 @@ impl VmConfig {
 /// A config that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// Guest memory (MiB, given) is below [`MIN_MEM_MIB`].
     #[error("guest memory of {0} MiB is too small: at least {MIN_MEM_MIB} MiB is needed")]
     MemoryTooSmall(u32),
+    /// Guest memory (MiB, given) is above [`MAX_MEM_MIB`].
     #[error("guest memory of {0} MiB is over the limit of {MAX_MEM_MIB} MiB")]
     MemoryTooLarge(u32),
+    /// The vCPU count (given) is zero or above [`MAX_VCPUS`].
     #[error("{0} vCPUs requested: a VM has 1 to {MAX_VCPUS}")]
     VcpuCount(u8),
+    /// The shared-memory region (MiB, given) is above [`MAX_SHM_MIB`].
     #[error("a shared-memory region of {0} MiB is over the limit of {MAX_SHM_MIB} MiB")]
     ShmTooLarge(u32),
+    /// More disks (count given) than the virtio device limit (given) leaves
+    /// beside the vsock device.
     #[error("{0} disks requested: at most {max} fit the interrupt lines beside the vsock device", max = .1 - 1)]
     TooManyDisks(usize, usize),
 }

@@ -43,9 +43,15 @@ pub enum GuestEvent {
 /// What the console learnt, for the VM's outcome.
 #[derive(Debug, Default, Clone)]
 pub struct ConsoleState {
+    /// The agent's readiness, once its control handshake is done; None
+    /// before.
     pub ready: Option<AgentReady>,
+    /// The status from the agent's exit marker line; None until it prints
+    /// one.
     pub exit_status: Option<i32>,
+    /// The first kernel panic line, if the guest kernel panicked.
     pub panic: Option<String>,
+    /// The last [`TAIL_LINES`] console lines, oldest first.
     pub tail: VecDeque<String>,
 }
 

@@ -9,11 +9,21 @@ use crate::arch::bootparams::ram_regions;
 /// Errors setting up guest memory.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
+    /// Guest RAM could not be mapped, or a region's host address was not
+    /// found.
     #[error("mapping {size} bytes of guest memory: {reason}")]
-    Map { size: u64, reason: String },
+    Map {
+        /// Size in bytes of the memory (or the region) concerned.
+        size: u64,
+        /// The mapping error, as text.
+        reason: String,
+    },
+    /// KVM refused a memory slot.
     #[error("registering guest memory slot {slot} with KVM: {source}")]
     Register {
+        /// The slot number.
         slot: u32,
+        /// The KVM error.
         source: kvm_ioctls::Error,
     },
 }

@@ -32,16 +32,27 @@ pub const SHM_ALIGN: u64 = 2 << 20;
 /// Errors setting up the shared region.
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
+    /// Creating or sizing the memfd behind the region failed.
     #[error("creating the shared-memory memfd: {0}")]
     Memfd(std::io::Error),
+    /// Mapping the memfd into this process failed.
     #[error("mapping {size} bytes of shared memory: {reason}")]
-    Map { size: u64, reason: String },
+    Map {
+        /// Size of the region in bytes (rounded up to [`SHM_ALIGN`]).
+        size: u64,
+        /// The mapping error, as text.
+        reason: String,
+    },
+    /// KVM refused the region's memory slot.
     #[error("registering the shared-memory slot with KVM: {0}")]
     Register(kvm_ioctls::Error),
+    /// Creating the doorbell's eventfd failed.
     #[error("creating the doorbell eventfd: {0}")]
     Doorbell(std::io::Error),
+    /// KVM refused the doorbell's ioeventfd.
     #[error("registering the doorbell ioeventfd with KVM: {0}")]
     RegisterDoorbell(kvm_ioctls::Error),
+    /// The region is too small to lay out the message rings in.
     #[error("laying out the message rings: {0}")]
     Layout(#[from] LayoutError),
 }

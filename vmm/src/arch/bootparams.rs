@@ -20,12 +20,19 @@ const MAX_E820_ENTRIES: usize = 128;
 /// Errors filling the zero page.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BootParamsError {
+    /// Guest memory of this many bytes ends at or below 1 MiB, the start of
+    /// high memory.
     #[error("guest memory of {0} bytes ends below high memory (1 MiB)")]
     MemoryTooSmall(u64),
+    /// A boot structure's address or size does not fit the zero page's
+    /// 32-bit fields.
     #[error("{what} at {addr:#x} (+{len:#x}) does not fit the 32-bit boot protocol field")]
     Above4G {
+        /// Which structure (such as "initrd").
         what: &'static str,
+        /// Its guest physical address.
         addr: u64,
+        /// Its length in bytes.
         len: u64,
     },
 }
@@ -70,7 +77,9 @@ pub fn e820_map(mem_size: u64) -> Result<Vec<boot_e820_entry>, BootParamsError> 
 /// Where the initrd sits and how big it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitrdPlacement {
+    /// Guest physical address of the initrd's first byte.
     pub addr: u64,
+    /// Size of the initrd in bytes.
     pub size: u64,
 }
 

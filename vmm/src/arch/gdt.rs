@@ -21,7 +21,9 @@ pub const BOOT_GDT: [u64; 4] = [
 ];
 /// GDT indexes of the code, data and TSS entries.
 pub const CODE_INDEX: u16 = 1;
+/// GDT index of the data segment entry.
 pub const DATA_INDEX: u16 = 2;
+/// GDT index of the TSS entry.
 pub const TSS_INDEX: u16 = 3;
 
 fn base(entry: u64) -> u64 {

@@ -14,8 +14,11 @@ pub type Regs = (u32, u32, u32, u32);
 /// The CPU's maker, from leaf 0's vendor string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vendor {
+    /// "GenuineIntel".
     Intel,
+    /// "AuthenticAMD".
     Amd,
+    /// Any other vendor string, as the CPU reports it.
     Other(String),
 }
 
@@ -32,6 +35,7 @@ impl std::fmt::Display for Vendor {
 /// What identifies a host CPU for snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuFingerprint {
+    /// Who made the CPU.
     pub vendor: Vendor,
     /// Leaf 1 EAX: family, model and stepping as encoded there.
     pub signature: u32,

@@ -20,7 +20,9 @@ pub const ZERO_PAGE_START: u64 = 0x7000;
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 /// Identity page tables: PML4, then one PDPT, then one PD (2 MiB pages).
 pub const PML4_START: u64 = 0x9000;
+/// The page-directory-pointer table, right after the PML4.
 pub const PDPTE_START: u64 = 0xa000;
+/// The page directory (2 MiB pages), right after the PDPT.
 pub const PDE_START: u64 = 0xb000;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
@@ -38,20 +40,24 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First virtio-mmio device; each takes one [`VIRTIO_MMIO_SIZE`] window.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// Size of each virtio-mmio device's register window (4 KiB).
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// The guest->host doorbell page (see `shm`): in the MMIO gap, past the
 /// last virtio window, claimed by no device and no memory slot.
 pub const DOORBELL_ADDR: u64 = 0xd008_0000;
 /// IOAPIC and local APIC (both emulated in the kernel by KVM).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+/// The local APIC's MMIO base.
 pub const APIC_ADDR: u32 = 0xfee0_0000;
 /// Where KVM puts its TSS and identity map (required on Intel), just below
 /// the IOAPIC, inside the gap.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+/// KVM's identity-map page, one page below its TSS.
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 /// Legacy IRQ lines: serial (COM1) and the first virtio-mmio device; further
 /// virtio devices take the lines after it.
 pub const SERIAL_IRQ: u32 = 4;
+/// IRQ line of the first virtio-mmio device.
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Highest IRQ line the IOAPIC we declare has.
 pub const IOAPIC_MAX_IRQ: u32 = 23;

@@ -31,6 +31,7 @@ const HEADER_LEN: usize = 44;
 /// Errors building an MP table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MpTableError {
+    /// The vCPU count (given) is zero or above [`MAX_VCPUS`].
     #[error("an MP table needs 1 to {MAX_VCPUS} CPUs, not {0}")]
     CpuCount(u8),
 }

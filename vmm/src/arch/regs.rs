@@ -22,9 +22,12 @@ const PAGE_SIZE_2M: u64 = 0x80;
 /// Errors writing boot structures into guest memory.
 #[derive(Debug, thiserror::Error)]
 pub enum RegsError {
+    /// Writing a boot structure into guest memory failed.
     #[error("writing {what} to guest memory: {source}")]
     Write {
+        /// Which structure (such as "GDT").
         what: &'static str,
+        /// The guest memory error.
         source: vm_memory::GuestMemoryError,
     },
 }

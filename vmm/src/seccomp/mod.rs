@@ -32,7 +32,9 @@ pub const ENV: &str = "REFLOW_SECCOMP";
 /// A kind of monitor thread, with its own allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadKind {
+    /// A vCPU thread, which runs the guest and handles its exits.
     Vcpu,
+    /// The VM's event-loop thread, which serves device I/O.
     Vmm,
 }
 
@@ -51,11 +53,15 @@ pub enum Mode {
 /// Why a filter was not installed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// `REFLOW_SECCOMP` names no [`Mode`]; holds the value given.
     #[error("{ENV}={0:?} is not a seccomp mode (enforce, kill, or log while developing)")]
     BadMode(String),
+    /// Installing the filter on the calling thread failed.
     #[error("installing the {kind:?} thread's seccomp filter: {source}")]
     Install {
+        /// The thread kind the filter was for.
         kind: ThreadKind,
+        /// The error from seccompiler.
         source: seccompiler::Error,
     },
 }
