@@ -26,8 +26,15 @@ pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 /// Errors building a bus.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
+    /// The range is empty, wraps around, or overlaps a device already on
+    /// the bus.
     #[error("device range {base:#x}+{len:#x} is empty or overlaps another device")]
-    Overlap { base: u64, len: u64 },
+    Overlap {
+        /// First address of the range.
+        base: u64,
+        /// Length of the range in bytes.
+        len: u64,
+    },
 }
 
 struct Range {
@@ -43,6 +50,7 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// An empty bus.
     pub fn new() -> Bus {
         Bus::default()
     }

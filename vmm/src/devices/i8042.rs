@@ -11,6 +11,7 @@ use super::bus::{BusDevice, DeviceEvent};
 
 /// Base port and length of the controller's range (data 0x60, command 0x64).
 pub const I8042_BASE: u64 = 0x60;
+/// Length of the controller's port range.
 pub const I8042_LEN: u64 = 5;
 
 /// Records that the guest pulled the reset line.
@@ -33,6 +34,7 @@ pub struct I8042 {
 }
 
 impl I8042 {
+    /// A controller whose reset line has not been pulled.
     pub fn new() -> I8042 {
         let reset = ResetLine::default();
         I8042 {

@@ -26,6 +26,7 @@ pub struct SerialRestoreError(String);
 
 /// Base port and length of COM1.
 pub const COM1_BASE: u64 = 0x3f8;
+/// Length of COM1's port range.
 pub const COM1_LEN: u64 = 8;
 
 /// Signals the input subscriber when the guest emptied the receive FIFO.
@@ -121,6 +122,8 @@ pub struct SerialInput {
 }
 
 impl SerialInput {
+    /// Feeds `device` `typeahead`, then what arrives on `input` (None: no
+    /// input); `room` fires when the guest has emptied the receive FIFO.
     pub fn new(
         device: Arc<Mutex<SerialDevice>>,
         input: Option<OwnedFd>,

@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub struct EventFdTrigger(pub Arc<EventFd>);
 
 impl EventFdTrigger {
+    /// A trigger writing to `fd`.
     pub fn new(fd: EventFd) -> EventFdTrigger {
         EventFdTrigger(Arc::new(fd))
     }

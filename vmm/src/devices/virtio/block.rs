@@ -20,6 +20,8 @@ use super::{
 
 /// `VIRTIO_BLK_F_RO`: the device is read-only.
 pub const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+/// Size of a virtio-blk sector in bytes; a trailing partial sector of the
+/// image is not exposed.
 pub const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZE: u16 = 256;
 const ID_LEN: usize = 20;
@@ -27,24 +29,37 @@ const HEADER_LEN: u32 = 16;
 
 /// Request types.
 pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Write request; this read-only device fails it with
+/// [`VIRTIO_BLK_S_IOERR`].
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Flush request; succeeds at once (nothing is ever written).
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Request for the device's serial (the `id` given to [`Block::open`]).
 pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
 /// Status codes.
 pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// The request failed or was malformed.
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// The request type is not supported.
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 
 /// Errors opening a disk image.
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
+    /// The image could not be opened or its size read.
     #[error("opening disk image {path}: {source}")]
     Open {
+        /// The image's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The image holds no whole sector.
     #[error("disk image {path} is smaller than one {SECTOR_SIZE}-byte sector")]
-    TooSmall { path: PathBuf },
+    TooSmall {
+        /// The image's path.
+        path: PathBuf,
+    },
 }
 
 /// The read-only block device.

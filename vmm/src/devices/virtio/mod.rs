@@ -17,18 +17,22 @@ pub use vsock::Vsock;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// Virtio device IDs.
 pub const TYPE_BLOCK: u32 = 2;
+/// Virtio device ID of a socket (vsock) device.
 pub const TYPE_VSOCK: u32 = 19;
 
 /// Errors a device reports while processing a queue. The guest controls the
 /// queue memory, so these are guest bugs or attacks, never host bugs.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The queue's descriptors or rings are malformed.
     #[error("virtio queue: {0}")]
     Queue(#[from] virtio_queue::Error),
     #[error(
         "virtio queue: the driver says buffers are available but none can be taken (an \
          available index more than a queue's worth ahead)"
     )]
+    /// The driver's available index runs ahead of any buffer that can be
+    /// popped (looping on it would spin the event loop).
     Stuck,
 }
 
