@@ -10,6 +10,8 @@
 //! input. [`Limits`] bound what a worker may do, [`VmShape`] what its VM
 //! gets, and a [`Script`] is what to run.
 
+#![warn(missing_docs)]
+
 pub mod fate;
 pub mod language;
 pub mod limits;

@@ -36,10 +36,18 @@ impl Default for PoolConfig {
 /// Why the pool could not lend a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// The pool is at its size limit and no VM became free in time.
     #[error("all {max} VMs of the pool are in use and none was freed within {waited:?}")]
-    Exhausted { max: usize, waited: Duration },
+    Exhausted {
+        /// The pool's [`PoolConfig::max_size`].
+        max: usize,
+        /// How long the caller waited (the `wait` given to `acquire`).
+        waited: Duration,
+    },
+    /// Restoring a VM for the caller failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The pool has been shut down and lends no more VMs.
     #[error("the pool is shut down")]
     Closed,
 }

@@ -50,18 +50,28 @@ impl Kind {
 /// Why the guest's message is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
+    /// The message is not a map (the kind of value it is instead).
     #[error("expected a map, got {0}")]
     NotAMap(&'static str),
+    /// A required string field (the one named) is absent or not a string.
     #[error("field {0:?} is missing or not a string")]
     Field(&'static str),
+    /// A state request names an operation the host does not know (cut to
+    /// 64 bytes).
     #[error("unknown state operation {0:?}")]
     UnknownOp(String),
+    /// An error report names a kind the host does not know (cut to 64
+    /// bytes).
     #[error("unknown error kind {0:?}")]
     UnknownErrorKind(String),
+    /// A field is longer than the host accepts.
     #[error("a {what} of {len} bytes is over the {max}-byte limit")]
     TooLong {
+        /// What the field is (for example `"state key"`).
         what: &'static str,
+        /// Its length in bytes.
         len: usize,
+        /// The limit in bytes.
         max: usize,
     },
 }
@@ -74,11 +84,17 @@ pub const MAX_ERROR_TEXT: usize = 64 * 1024;
 /// The state operations a guest may request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateOp {
+    /// Reads the key's value (`"get"`).
     Get,
+    /// Stores a value under the key (`"set"`).
     Set,
+    /// Adds an integer (1 by default) to the key's value (`"increment"`).
     Increment,
+    /// Appends a value to the list at the key (`"push"`).
     Push,
+    /// Removes and returns the first item of the list at the key (`"pop"`).
     Pop,
+    /// Sets the key's time to live in seconds (`"expire"`).
     Expire,
 }
 
@@ -99,8 +115,11 @@ impl StateOp {
 /// A state request from an actor (its namespace is the host's to add).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateRequest {
+    /// The operation.
     pub op: StateOp,
+    /// The actor's key (at most [`MAX_KEY_LEN`] bytes).
     pub key: String,
+    /// The operation's arguments (empty when the guest sent none).
     pub args: Vec<Value>,
 }
 
@@ -149,8 +168,12 @@ pub enum ErrorKind {
 /// An actor's failure, as the worker reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorError {
+    /// Where the actor failed.
     pub kind: ErrorKind,
+    /// The error message (cut to [`MAX_ERROR_TEXT`] bytes).
     pub message: String,
+    /// The guest's traceback (cut to [`MAX_ERROR_TEXT`] bytes; empty when
+    /// the worker sent none).
     pub traceback: String,
 }
 

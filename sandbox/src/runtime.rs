@@ -16,17 +16,32 @@ use crate::warmup::{self, Started, WarmupError, WarmupPolicy};
 /// Why a runtime cannot be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// An environment variable naming a required image is not set.
     #[error("{var} is not set: run `./dev.sh setup`, which builds the guest images (cached) and prints their paths, or pass the path on the command line")]
-    Unset { var: &'static str },
-    #[error("{what} {} does not exist", path.display())]
-    Missing { what: &'static str, path: PathBuf },
-    #[error("no {language} image: set {var} (./dev.sh setup builds one and prints its path)")]
-    NoImage {
-        language: Language,
+    Unset {
+        /// The variable's name.
         var: &'static str,
     },
+    /// An image path does not name an existing file.
+    #[error("{what} {} does not exist", path.display())]
+    Missing {
+        /// Which image (for example `"the guest kernel"`).
+        what: &'static str,
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// A language's runtime was asked for without its root image.
+    #[error("no {language} image: set {var} (./dev.sh setup builds one and prints its path)")]
+    NoImage {
+        /// The language whose image is missing.
+        language: Language,
+        /// The environment variable that names the image.
+        var: &'static str,
+    },
+    /// Creating or loading the golden snapshot failed.
     #[error(transparent)]
     Golden(#[from] GoldenError),
+    /// The warm-up policy is invalid or the worker did not start.
     #[error(transparent)]
     Warmup(#[from] WarmupError),
 }
@@ -34,8 +49,11 @@ pub enum RuntimeError {
 /// The boot images shared by every runtime, and each language's root.
 #[derive(Debug, Clone)]
 pub struct GuestImages {
+    /// The guest kernel every VM boots.
     pub kernel: PathBuf,
+    /// The initramfs holding the guest agent.
     pub initramfs: PathBuf,
+    /// The Python root image (the guest's `/dev/vda` for Python actors).
     pub python: PathBuf,
     /// The Node image; without it JavaScript actors cannot run.
     pub node: Option<PathBuf>,
@@ -84,7 +102,10 @@ impl GuestImages {
 /// One language's VM: what it boots and how big it is.
 #[derive(Debug, Clone)]
 pub struct Runtime {
+    /// The script language this runtime runs.
     pub language: Language,
+    /// The VM's configuration (kernel, initramfs, root disk, memory, shared
+    /// region).
     pub config: VmConfig,
     /// CPU time each VM may use, in CPUs; `None`: unlimited.
     pub cpu: Option<f64>,

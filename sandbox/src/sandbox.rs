@@ -26,7 +26,9 @@ const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// What to restore: a golden snapshot and the config it was taken with.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
+    /// Path of the golden snapshot each clone is restored from.
     pub golden: PathBuf,
+    /// The VM config the snapshot was taken with.
     pub config: VmConfig,
     /// CPU time each clone may use, in CPUs (a cgroup of its own; see
     /// [`reflow_vmm::cgroup`]); `None`: unlimited.
@@ -91,14 +93,19 @@ fn cpu_group(cpus: Option<f64>) -> Option<Arc<CpuGroup>> {
 /// Why a sandbox VM could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// Restoring the snapshot failed.
     #[error("cannot restore the VM: {0}")]
     Restore(#[from] VmError),
+    /// The VM stopped before its agent connected (how it stopped).
     #[error("the VM stopped before its agent connected: {0}")]
     Died(String),
+    /// The agent did not connect within the restore timeout (given).
     #[error("the VM's agent did not connect within {0:?}")]
     Timeout(Duration),
+    /// The VM has no shared-memory region to carry the rings.
     #[error("the VM has no shared-memory region (its config sets shm_mib = 0)")]
     NoRing,
+    /// The thread that runs the VM could not be spawned.
     #[error("cannot start the VM's thread: {0}")]
     Thread(std::io::Error),
 }

@@ -12,29 +12,50 @@ pub const MAX_SOURCE_LEN: usize = 4 << 20;
 /// Why a script cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
+    /// The script file could not be read.
     #[error("cannot read script {}: {source}", path.display())]
     Read {
+        /// The script's path.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The script is larger than [`MAX_SOURCE_LEN`].
     #[error("script {} is {len} bytes; the limit is {MAX_SOURCE_LEN}", path.display())]
-    TooLarge { path: PathBuf, len: u64 },
+    TooLarge {
+        /// The script's path.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+    },
+    /// The script is not UTF-8 text.
     #[error("script {} is not valid UTF-8", path.display())]
-    NotUtf8 { path: PathBuf },
+    NotUtf8 {
+        /// The script's path.
+        path: PathBuf,
+    },
+    /// No language was given and the file's extension names none.
     #[error("cannot tell the language of {}: script actors are `.py` files", path.display())]
-    UnknownLanguage { path: PathBuf },
+    UnknownLanguage {
+        /// The script's path.
+        path: PathBuf,
+    },
 }
 
 /// A script actor's source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Script {
+    /// The language the script is written in.
     pub language: Language,
     /// The name tracebacks show (the file name).
     pub name: String,
+    /// The script's source text (at most [`MAX_SOURCE_LEN`] bytes when read
+    /// from a file).
     pub source: String,
     /// Declared ports, where the host knows them (the guest's metadata is
     /// authoritative; these only inform Reflow).
     pub inports: Vec<String>,
+    /// Declared output ports, where the host knows them (as for `inports`).
     pub outports: Vec<String>,
     /// This actor's own limits, over its runtime's and the bridge's (a
     /// graph's `timeoutSeconds` sets `limits.timeout`).

@@ -19,6 +19,7 @@ pub const MAX_VCPUS: u8 = reflow_vmm::arch::layout::MAX_VCPUS;
 pub struct VmShape {
     /// Guest memory in MiB.
     pub mem_mib: u32,
+    /// Number of virtual CPUs.
     pub vcpus: u8,
     /// CPU time the VM may use, in CPUs; `None`: unlimited.
     pub cpu: Option<f64>,
@@ -70,8 +71,12 @@ impl fmt::Display for VmShape {
 /// runtime's).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ShapeOverrides {
+    /// Replaces [`VmShape::mem_mib`] when set.
     pub mem_mib: Option<u32>,
+    /// Replaces [`VmShape::vcpus`] when set.
     pub vcpus: Option<u8>,
+    /// Replaces [`VmShape::cpu`] when set (a limit; an override cannot
+    /// remove the runtime's limit).
     pub cpu: Option<f64>,
 }
 

@@ -32,53 +32,86 @@ const MAX_ERROR_CHARS: usize = 2000;
 /// Why a warm-up did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum WarmupError {
+    /// [`STALL_ENV`] is set to something other than a positive number.
     #[error("{STALL_ENV}={value:?}: expected a number of seconds above 0")]
-    BadStall { value: String },
+    BadStall {
+        /// The variable's value.
+        value: String,
+    },
+    /// The guest agent did not start the script.
     #[error("starting {script}: {source}")]
     Spawn {
+        /// The script's name.
         script: String,
+        /// Why the agent's spawn request failed.
         source: ControlError,
     },
+    /// Reading the script's progress or status through the agent failed.
     #[error("asking the guest agent how {script} is doing: {source}")]
     Control {
+        /// The script's name.
         script: String,
+        /// Why the agent's request failed.
         source: ControlError,
     },
+    /// The script reported that it failed.
     #[error("{script} failed in step `{step}` after {elapsed:.1} s: {error}{steps}")]
     Failed {
+        /// The script's name.
         script: String,
+        /// The step it was in.
         step: String,
+        /// Host seconds since the watch began.
         elapsed: f64,
+        /// The error it reported (cut to 2000 characters).
         error: String,
+        /// Its finished steps, one line each (empty without steps).
         steps: String,
     },
+    /// The script's process exited before it was ready.
     #[error(
         "{script} exited in step `{step}` after {elapsed:.1} s without becoming ready \
          (what it printed is on the guest console){steps}"
     )]
     Died {
+        /// The script's name.
         script: String,
+        /// The step it last reported.
         step: String,
+        /// Host seconds since the watch began.
         elapsed: f64,
+        /// Its finished steps, one line each (empty without steps).
         steps: String,
     },
+    /// The script's report did not change for longer than the stall limit.
     #[error(
         "{script} stalled in step `{step}`{detail}: no progress for {stalled:.0} s \
          (after {elapsed:.1} s in all; the limit is {limit:.0} s, set {STALL_ENV} to change it){steps}"
     )]
     Stalled {
+        /// The script's name.
         script: String,
+        /// The step it last reported.
         step: String,
+        /// The step's reported detail as ` (detail)`, or empty.
         detail: String,
+        /// Host seconds since the report last changed.
         stalled: f64,
+        /// Host seconds since the watch began.
         elapsed: f64,
+        /// The stall limit in seconds.
         limit: f64,
+        /// Its finished steps, one line each (empty without steps).
         steps: String,
     },
+    /// The script's progress report is not valid JSON of the expected shape.
     #[error("{script} wrote a progress report that is not valid ({why}): {text:?}")]
     BadReport {
+        /// The script's name.
         script: String,
+        /// What is wrong with it.
         why: String,
+        /// The report's text (cut to 200 characters).
         text: String,
     },
 }
@@ -128,6 +161,7 @@ impl WarmupPolicy {
 /// One finished step of a warm-up, as the script measured it in the guest.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct StepTime {
+    /// The step's name.
     pub name: String,
     /// Guest time the step took.
     pub secs: f64,
@@ -135,7 +169,9 @@ pub struct StepTime {
     pub user: f64,
     /// Its system CPU time (guest kernel work).
     pub sys: f64,
+    /// Minor page faults during it (served from memory).
     pub minflt: u64,
+    /// Major page faults during it (read from disk).
     pub majflt: u64,
 }
 
@@ -195,6 +231,7 @@ pub trait Guest {
 
 /// The real guest, over the agent's control channel.
 pub struct AgentGuest<'a> {
+    /// The control channel to the guest agent.
     pub control: &'a mut ControlChannel,
     /// Longest wait for one answer.
     pub timeout: Duration,

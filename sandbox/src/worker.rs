@@ -19,24 +19,33 @@ pub enum WorkerError {
     /// The actor failed (load error or exception); the worker is fine.
     #[error(transparent)]
     Actor(ActorError),
+    /// The worker did not finish within the call's timeout (given).
     #[error("no answer from the worker within {0:?}")]
     Timeout(Duration),
+    /// The worker sent something the protocol does not allow (what).
     #[error("the worker broke the protocol: {0}")]
     Hostile(String),
+    /// A ring operation failed (a full ring, or a corrupt one).
     #[error("the ring failed: {0}")]
     Ring(#[from] RingError),
+    /// The host's message could not be encoded as a [`Value`].
     #[error("cannot encode the message: {0}")]
     Encode(#[from] ValueError),
+    /// An earlier failure left this client unusable.
     #[error("the worker was abandoned after an earlier failure")]
     Poisoned,
+    /// The VM stopped while a call was waiting for the worker.
     #[error("the VM stopped while the worker was busy")]
     Died,
+    /// The actor went over one of its [`Limits`] (which, and by how much).
     #[error("{0}")]
     Limit(String),
     /// The message was not sent: it is larger than the actor may get.
     #[error("the message is {len} bytes, over the {max}-byte limit ({what}); it was not passed to the actor")]
     MessageTooLarge {
+        /// The encoded message's size in bytes.
         len: usize,
+        /// The limit it is over, in bytes.
         max: usize,
         /// Which limit: `max_message_size` or the ring's size.
         what: &'static str,
@@ -52,6 +61,7 @@ impl From<MessageError> for WorkerError {
 /// A loaded actor's metadata (as the SDK's `@actor` produced it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The metadata map the worker sent in its `LOADED` record.
     pub metadata: Value,
 }
 
