@@ -17,10 +17,19 @@ use crate::snapshot::state::TransportSnapshot;
 /// A transport snapshot that does not fit this device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestoreError {
+    /// The snapshot is of another kind of virtio device.
     #[error("snapshot holds virtio device type {found}, this slot has type {expected}")]
-    DeviceType { expected: u32, found: u32 },
+    DeviceType {
+        /// The device type of this slot's device.
+        expected: u32,
+        /// The device type the snapshot holds.
+        found: u32,
+    },
+    /// The snapshot's queue count (given), or a queue's maximum size, differs
+    /// from the device's.
     #[error("snapshot holds {0} virtio queues that do not match the device")]
     QueueCount(usize),
+    /// A snapshot queue's state is invalid (the reason).
     #[error("snapshot virtio queue is invalid: {0}")]
     Queue(String),
 }
@@ -33,36 +42,78 @@ const VENDOR_ID: u32 = 0x5246_4c57; // "RFLW"
 
 /// Register offsets.
 pub const REG_MAGIC: u64 = 0x000;
+/// `Version` (read-only): the register layout version, 2.
 pub const REG_VERSION: u64 = 0x004;
+/// `DeviceID` (read-only): the virtio device type.
 pub const REG_DEVICE_ID: u64 = 0x008;
+/// `VendorID` (read-only): "RFLW".
 pub const REG_VENDOR_ID: u64 = 0x00c;
+/// `DeviceFeatures` (read-only): the 32 feature bits that
+/// `DeviceFeaturesSel` selects.
 pub const REG_DEVICE_FEATURES: u64 = 0x010;
+/// `DeviceFeaturesSel`: which 32 device feature bits to read (0: low, 1: high).
 pub const REG_DEVICE_FEATURES_SEL: u64 = 0x014;
+/// `DriverFeatures` (write-only): the 32 feature bits the driver accepts,
+/// per `DriverFeaturesSel`.
 pub const REG_DRIVER_FEATURES: u64 = 0x020;
+/// `DriverFeaturesSel`: which 32 driver feature bits to write (0: low, 1: high).
 pub const REG_DRIVER_FEATURES_SEL: u64 = 0x024;
+/// `QueueSel` (write-only): the queue the queue registers address.
 pub const REG_QUEUE_SEL: u64 = 0x030;
+/// `QueueNumMax` (read-only): the selected queue's maximum size (0: no such
+/// queue).
 pub const REG_QUEUE_NUM_MAX: u64 = 0x034;
+/// `QueueNum` (write-only): the selected queue's size.
 pub const REG_QUEUE_NUM: u64 = 0x038;
+/// `QueueReady`: whether the selected queue is in use.
 pub const REG_QUEUE_READY: u64 = 0x044;
+/// `QueueNotify` (write-only): the driver has new buffers in the queue
+/// whose index it writes.
 pub const REG_QUEUE_NOTIFY: u64 = 0x050;
+/// `InterruptStatus` (read-only): pending interrupt causes, such as
+/// [`INT_VRING`].
 pub const REG_INTERRUPT_STATUS: u64 = 0x060;
+/// `InterruptACK` (write-only): clears the interrupt causes written.
 pub const REG_INTERRUPT_ACK: u64 = 0x064;
+/// `Status`: the device status bits (`STATUS_*`); writing 0 resets the
+/// device.
 pub const REG_STATUS: u64 = 0x070;
+/// `QueueDescLow` (write-only): low 32 bits of the descriptor table's
+/// address.
 pub const REG_QUEUE_DESC_LOW: u64 = 0x080;
+/// `QueueDescHigh` (write-only): high 32 bits of the descriptor table's
+/// address.
 pub const REG_QUEUE_DESC_HIGH: u64 = 0x084;
+/// `QueueDriverLow` (write-only): low 32 bits of the available ring's
+/// address.
 pub const REG_QUEUE_AVAIL_LOW: u64 = 0x090;
+/// `QueueDriverHigh` (write-only): high 32 bits of the available ring's
+/// address.
 pub const REG_QUEUE_AVAIL_HIGH: u64 = 0x094;
+/// `QueueDeviceLow` (write-only): low 32 bits of the used ring's address.
 pub const REG_QUEUE_USED_LOW: u64 = 0x0a0;
+/// `QueueDeviceHigh` (write-only): high 32 bits of the used ring's address.
 pub const REG_QUEUE_USED_HIGH: u64 = 0x0a4;
+/// `ConfigGeneration` (read-only): the configuration space's generation
+/// (our devices' configuration never changes, so neither does it).
 pub const REG_CONFIG_GENERATION: u64 = 0x0fc;
+/// Start of the device-specific configuration space.
 pub const REG_CONFIG: u64 = 0x100;
 
 /// Device status bits.
 pub const STATUS_ACKNOWLEDGE: u32 = 1;
+/// `DRIVER`: the guest has a driver for the device.
 pub const STATUS_DRIVER: u32 = 2;
+/// `DRIVER_OK`: the driver is set up; the device may be used.
 pub const STATUS_DRIVER_OK: u32 = 4;
+/// `FEATURES_OK`: feature negotiation is done (refused to drivers without
+/// `VIRTIO_F_VERSION_1`).
 pub const STATUS_FEATURES_OK: u32 = 8;
+/// `DEVICE_NEEDS_RESET`: set by the device when the driver broke a queue
+/// or set it up wrong.
 pub const STATUS_NEEDS_RESET: u32 = 0x40;
+/// `FAILED`: the driver gave up on the device (also set by the device when
+/// the driver clears status bits).
 pub const STATUS_FAILED: u32 = 0x80;
 
 /// Interrupt status bit: used buffers were added.
