@@ -182,6 +182,9 @@ mod tests {
     #[test]
     fn ratios_say_how_far_past_the_target() {
         assert_eq!(Target::design(5.0, Better::Lower).unwrap().ratio(1.0), 5.0);
-        assert_eq!(Target::design(10.0, Better::Higher).unwrap().ratio(5.0), 0.5);
+        assert_eq!(
+            Target::design(10.0, Better::Higher).unwrap().ratio(5.0),
+            0.5
+        );
     }
 }

@@ -9,9 +9,9 @@ use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
 use reflow_ring::Value;
 
-use crate::bridge::Shared;
 use crate::convert::{to_message, to_value};
 use crate::node::{ActorFailure, Node};
+use crate::shared::Shared;
 use crate::state::json::from_json_value;
 use reflow_sandbox_core::Script;
 

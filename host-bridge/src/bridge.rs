@@ -1,73 +1,21 @@
-//! The services every sandboxed actor of one host process shares: a VM pool
-//! per language runtime and VM shape, the state store, the limits, and the
-//! reaper that gives back VMs of nodes that stayed idle.
+//! The bridge: one host process's sandboxed actors, made from scripts,
+//! sharing a VM pool per language runtime and VM shape, the state store,
+//! the limits, and the reaper that gives back VMs of nodes that stayed
+//! idle.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use reflow_sandbox_core::pool::VmPool;
+use reflow_sandbox_core::{Language, Script, VmShape, VmSpec};
 
 use crate::actor::SandboxActor;
-use crate::node::Node;
+use crate::config::BridgeConfig;
+use crate::shared::{ShapedPool, Shared};
 use crate::state::StateStore;
-use reflow_sandbox_core::limits::{LimitOverrides, Limits};
-use reflow_sandbox_core::pool::{PoolConfig, VmPool};
-use reflow_sandbox_core::Language;
-use reflow_sandbox_core::Script;
-use reflow_sandbox_core::VmShape;
-use reflow_sandbox_core::VmSpec;
 
 /// How often the reaper looks for idle nodes.
 const REAP_EVERY: Duration = Duration::from_millis(500);
-
-/// Limits and sizes (defaults as documented in docs/configuration.md).
-#[derive(Debug, Clone)]
-pub struct BridgeConfig {
-    /// Per pool (a runtime, or a VM shape some actor asks for): ready
-    /// clones kept, most VMs alive, restore limit.
-    pub pool: PoolConfig,
-    /// A node whose VM served no message for this long gives the VM back
-    /// (it gets a fresh one on its next message; its state stays in the
-    /// store).
-    pub idle_timeout: Duration,
-    /// What one message may do (time, sizes, counts), for every actor.
-    pub limits: Limits,
-    /// Each runtime's own limits, over `limits` (an actor's own, in its
-    /// [`Script`], go over these).
-    pub runtime_limits: HashMap<Language, LimitOverrides>,
-    /// Longest a node waits for a VM when the pool is at `max_size`.
-    pub acquire_timeout: Duration,
-    /// First part of every state key: `{namespace}:{node id}:{key}`.
-    pub namespace: String,
-}
-
-impl BridgeConfig {
-    /// The limits of one message of `script`: the bridge's, then its
-    /// runtime's, then its own.
-    pub fn limits_for(&self, script: &Script) -> Limits {
-        let runtime = self
-            .runtime_limits
-            .get(&script.language)
-            .copied()
-            .unwrap_or_default();
-        self.limits.with(&runtime.then(&script.limits))
-    }
-}
-
-impl Default for BridgeConfig {
-    fn default() -> BridgeConfig {
-        BridgeConfig {
-            pool: PoolConfig::default(),
-            idle_timeout: Duration::from_secs(300),
-            limits: Limits::default(),
-            runtime_limits: HashMap::new(),
-            acquire_timeout: Duration::from_secs(120),
-            namespace: "reflow".into(),
-        }
-    }
-}
 
 /// Why a sandboxed actor cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -84,63 +32,6 @@ pub enum BridgeError {
         shape: VmShape,
         have: String,
     },
-}
-
-/// The pool of one runtime's VMs of one shape.
-pub(crate) struct ShapedPool {
-    pub language: Language,
-    pub shape: VmShape,
-    pub pool: VmPool,
-}
-
-pub(crate) struct Shared {
-    /// Each language's first pool is its runtime's (the shape actors get
-    /// unless they ask for another).
-    pub pools: Vec<ShapedPool>,
-    pub store: StateStore,
-    pub config: BridgeConfig,
-    pub tokio: tokio::runtime::Handle,
-    nodes: Mutex<Vec<Weak<Node>>>,
-    busy: AtomicUsize,
-    failed: AtomicUsize,
-}
-
-impl Shared {
-    /// Registers a node with the reaper.
-    pub fn track(&self, node: &Arc<Node>) {
-        let mut nodes = self.nodes.lock();
-        nodes.retain(|n| n.strong_count() > 0);
-        nodes.push(Arc::downgrade(node));
-    }
-
-    /// Counts a message answered with an error.
-    pub fn count_failure(&self) {
-        self.failed.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Counts a message in flight until the guard drops.
-    pub fn busy(&self) -> BusyGuard<'_> {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        BusyGuard(&self.busy)
-    }
-
-    fn reap(&self) {
-        let nodes: Vec<Arc<Node>> = {
-            let nodes = self.nodes.lock();
-            nodes.iter().filter_map(Weak::upgrade).collect()
-        };
-        for node in nodes {
-            node.release_if_idle(self.config.idle_timeout);
-        }
-    }
-}
-
-pub(crate) struct BusyGuard<'a>(&'a AtomicUsize);
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// The bridge: makes [`SandboxActor`]s that share its pools and store.
@@ -178,15 +69,7 @@ impl Bridge {
                 pool: VmPool::new(spec, config.pool.clone()),
             });
         }
-        let shared = Arc::new(Shared {
-            pools,
-            store,
-            config,
-            tokio: tokio::runtime::Handle::current(),
-            nodes: Mutex::new(Vec::new()),
-            busy: AtomicUsize::new(0),
-            failed: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(pools, store, config));
         let weak = Arc::downgrade(&shared);
         let reaper = std::thread::Builder::new()
             .name("sandbox-reaper".into())
@@ -267,26 +150,19 @@ impl Bridge {
     /// their number), as if it crashed: for chaos and soak testing. The
     /// message it runs is answered with an error and the node's next
     /// message gets a fresh VM. Returns whether a VM was stopped.
+    #[cfg(feature = "testing")]
     pub fn kill_vm(&self, pick: usize) -> bool {
-        let nodes: Vec<Arc<Node>> = {
-            let nodes = self.shared.nodes.lock();
-            nodes.iter().filter_map(Weak::upgrade).collect()
-        };
-        let held: Vec<&Arc<Node>> = nodes.iter().filter(|n| n.has_stop_handle()).collect();
-        match held.len() {
-            0 => false,
-            n => held[pick % n].kill_vm(),
-        }
+        self.shared.kill_vm(pick)
     }
 
     /// Messages being run by sandboxed actors right now.
     pub fn busy(&self) -> usize {
-        self.shared.busy.load(Ordering::SeqCst)
+        self.shared.busy_count()
     }
 
     /// Messages answered with an error (on the `error` outport) so far.
     pub fn failures(&self) -> usize {
-        self.shared.failed.load(Ordering::SeqCst)
+        self.shared.failures()
     }
 
     /// Stops every pool's waiting VMs; lent ones stop when their nodes

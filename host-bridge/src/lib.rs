@@ -9,15 +9,17 @@
 
 pub mod actor;
 pub mod bridge;
+pub mod config;
 pub mod convert;
 pub mod handler;
 mod node;
 #[cfg(feature = "network")]
 pub mod registry;
+mod shared;
 pub mod state;
-mod workspace_config;
 
 pub use actor::{SandboxActor, ERROR_PORT};
-pub use bridge::{Bridge, BridgeConfig, BridgeError};
+pub use bridge::{Bridge, BridgeError};
+pub use config::BridgeConfig;
 pub use handler::StoreHandler;
 pub use node::ActorFailure;

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reflow_ring::Value;
+#[cfg(feature = "testing")]
 use reflow_sandbox_core::StopHandle;
 
-use crate::bridge::Shared;
 use crate::handler::StoreHandler;
+use crate::shared::{Shared, Tracked};
 use crate::state::Scope;
 use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
@@ -95,7 +96,8 @@ pub(crate) struct Node {
     pool: usize,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
-    /// which a running message holds.
+    /// which a running message holds (for [`Tracked::kill_vm`]).
+    #[cfg(feature = "testing")]
     stop: Mutex<Option<StopHandle>>,
 }
 
@@ -109,9 +111,11 @@ impl Node {
                 vm: None,
                 last_used: Instant::now(),
             }),
+            #[cfg(feature = "testing")]
             stop: Mutex::new(None),
         });
-        shared.track(&node);
+        let tracked: std::sync::Weak<dyn Tracked> = Arc::downgrade(&node) as _;
+        shared.track(tracked);
         node
     }
 
@@ -175,7 +179,10 @@ impl Node {
                 *vm = None;
                 let pool = &self.shared.pools[self.pool].pool;
                 let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
-                *self.stop.lock() = Some(fresh.stop_handle());
+                #[cfg(feature = "testing")]
+                {
+                    *self.stop.lock() = Some(fresh.stop_handle());
+                }
                 let script = &self.script;
                 fresh
                     .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
@@ -194,9 +201,25 @@ impl Node {
             .map_err(ActorFailure::from_worker)
     }
 
+    /// Stops and forgets the node's VM.
+    fn drop_vm(&self, slot: &mut Slot) {
+        slot.vm = None;
+        #[cfg(feature = "testing")]
+        {
+            *self.stop.lock() = None;
+        }
+    }
+
+    /// Whether the node holds a VM now.
+    pub fn has_vm(&self) -> bool {
+        self.slot.lock().vm.is_some()
+    }
+}
+
+impl Tracked for Node {
     /// Gives the VM back if the node has been idle for `idle`; a node
     /// that is running a message is left alone.
-    pub fn release_if_idle(&self, idle: Duration) {
+    fn release_if_idle(&self, idle: Duration) {
         let Some(mut slot) = self.slot.try_lock() else {
             return;
         };
@@ -206,28 +229,19 @@ impl Node {
         }
     }
 
-    /// Stops and forgets the node's VM.
-    fn drop_vm(&self, slot: &mut Slot) {
-        slot.vm = None;
-        *self.stop.lock() = None;
-    }
-
     /// Stops the node's VM, if it has one, as if it crashed (a message it
     /// runs gets an error; the next one gets a fresh VM). Returns whether
     /// there was one to stop.
-    pub fn kill_vm(&self) -> bool {
+    #[cfg(feature = "testing")]
+    fn kill_vm(&self) -> bool {
         let handle = self.stop.lock().take();
         handle.map(|h| h.stop()).is_some()
     }
 
     /// Whether the node has a VM it could stop.
-    pub fn has_stop_handle(&self) -> bool {
+    #[cfg(feature = "testing")]
+    fn has_stop_handle(&self) -> bool {
         self.stop.lock().is_some()
-    }
-
-    /// Whether the node holds a VM now.
-    pub fn has_vm(&self) -> bool {
-        self.slot.lock().vm.is_some()
     }
 }
 

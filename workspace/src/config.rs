@@ -1,4 +1,4 @@
-//! `reflow.yaml`: a workspace's configuration (the seed's "Complete
+//! `reflow.yaml`: a workspace's configuration (the documented "Complete
 //! Configuration Example"), parsed with serde, every key checked. Keys
 //! that name something this sandbox does differently are accepted and
 //! reported by [`Config::notes`] instead of silently ignored.
@@ -373,7 +373,7 @@ pub struct SharedMemory {
     pub region_size: Option<String>,
 }
 
-/// Whether an image setting names a file (rather than, as in the seed's
+/// Whether an image setting names a file (rather than, as in the documented
 /// example, a container image such as `python:3.11-slim`).
 fn looks_like_path(p: &Path) -> bool {
     let s = p.to_string_lossy();

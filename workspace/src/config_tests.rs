@@ -1,4 +1,4 @@
-//! `reflow.yaml`: the seed's complete example, defaults, and errors that
+//! `reflow.yaml`: the documented complete example, defaults, and errors that
 //! name the key.
 
 use std::path::Path;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobSet, GlobSetBuilder};
 
-/// The seed's default patterns.
+/// The default patterns (`reflow.yaml`'s `script_patterns` and `excluded_paths`).
 pub const DEFAULT_INCLUDE: &[&str] = &[
     "**/*.actor.py",
     "**/*.actor.js",

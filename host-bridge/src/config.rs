@@ -1,11 +1,60 @@
-//! A workspace's `reflow.yaml` applied to a [`BridgeConfig`].
+//! The bridge's settings: pools, idle timeout, limits, state namespace;
+//! and how a workspace's `reflow.yaml` sets them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use reflow_sandbox_core::{Language, LimitOverrides};
+use reflow_sandbox_core::limits::{LimitOverrides, Limits};
+use reflow_sandbox_core::pool::PoolConfig;
+use reflow_sandbox_core::{Language, Script};
 use reflow_workspace::Config;
 
-use crate::BridgeConfig;
+/// Limits and sizes (defaults as documented in docs/configuration.md).
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Per pool (a runtime, or a VM shape some actor asks for): ready
+    /// clones kept, most VMs alive, restore limit.
+    pub pool: PoolConfig,
+    /// A node whose VM served no message for this long gives the VM back
+    /// (it gets a fresh one on its next message; its state stays in the
+    /// store).
+    pub idle_timeout: Duration,
+    /// What one message may do (time, sizes, counts), for every actor.
+    pub limits: Limits,
+    /// Each runtime's own limits, over `limits` (an actor's own, in its
+    /// [`Script`], go over these).
+    pub runtime_limits: HashMap<Language, LimitOverrides>,
+    /// Longest a node waits for a VM when the pool is at `max_size`.
+    pub acquire_timeout: Duration,
+    /// First part of every state key: `{namespace}:{node id}:{key}`.
+    pub namespace: String,
+}
+
+impl BridgeConfig {
+    /// The limits of one message of `script`: the bridge's, then its
+    /// runtime's, then its own.
+    pub fn limits_for(&self, script: &Script) -> Limits {
+        let runtime = self
+            .runtime_limits
+            .get(&script.language)
+            .copied()
+            .unwrap_or_default();
+        self.limits.with(&runtime.then(&script.limits))
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> BridgeConfig {
+        BridgeConfig {
+            pool: PoolConfig::default(),
+            idle_timeout: Duration::from_secs(300),
+            limits: Limits::default(),
+            runtime_limits: HashMap::new(),
+            acquire_timeout: Duration::from_secs(120),
+            namespace: "reflow".into(),
+        }
+    }
+}
 
 impl BridgeConfig {
     /// The pool settings and the Redis namespace of `config`, over these.
@@ -51,7 +100,7 @@ mod tests {
     use reflow_sandbox_core::{Language, Script};
     use reflow_workspace::Config;
 
-    use crate::BridgeConfig;
+    use super::BridgeConfig;
 
     fn parse(text: &str) -> Config {
         Config::parse(text, Path::new("reflow.yaml")).unwrap()
