@@ -13,18 +13,34 @@ const LAYOUT_VERSION: &str = "initramfs-v1";
 /// Errors building an initramfs.
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
+    /// The guest agent binary could not be read.
     #[error("reading the agent binary {path}: {source}")]
     ReadAgent {
+        /// The agent binary's path.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The agent binary does not start with the ELF magic.
     #[error("{path} is not an ELF executable; build the agent with guest-image/build-agent.sh")]
-    NotElf { path: PathBuf },
+    NotElf {
+        /// The agent binary's path.
+        path: PathBuf,
+    },
+    /// The agent binary is too large for a newc cpio member (4 GiB).
     #[error("the agent binary {path} is {size} bytes, over the 4 GiB cpio limit")]
-    TooLarge { path: PathBuf, size: usize },
+    TooLarge {
+        /// The agent binary's path.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// Creating the cache directory or writing the archive failed.
     #[error("writing {path}: {source}")]
     Write {
+        /// The path of the initramfs being produced.
         path: PathBuf,
+        /// Why writing failed.
         source: std::io::Error,
     },
 }

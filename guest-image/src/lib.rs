@@ -7,6 +7,8 @@
 //! from, so an unchanged input never rebuilds and a changed one never reuses
 //! a stale image.
 
+#![warn(missing_docs)]
+
 pub mod initramfs;
 
 pub use initramfs::{build_initramfs, Built, InitramfsError};
