@@ -31,7 +31,7 @@ pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
 pub use reflow_vmm::StopHandle;
 pub use runtime::{GuestImages, Runtime, RuntimeError};
-pub use sandbox::{SandboxError, SandboxVm, VmSpec};
+pub use sandbox::{SandboxError, SandboxVm, VmSpec, WorkerCheckError};
 pub use script::{Script, ScriptError};
 pub use shape::{ShapeOverrides, VmShape};
 pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};

@@ -110,6 +110,25 @@ pub enum SandboxError {
     Thread(std::io::Error),
 }
 
+/// Why the agent could not tell whether the worker process lives.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerCheckError {
+    /// Reading the worker's ready file failed.
+    #[error("the worker's ready file: {0}")]
+    ReadyFile(ControlError),
+    /// The ready file does not hold a pid.
+    #[error("the worker's ready file says {0:?}")]
+    BadPid(String),
+    /// Reading the process's `/proc/<pid>/stat` failed.
+    #[error("/proc/{pid}: {source}")]
+    Proc {
+        /// The worker's pid.
+        pid: u32,
+        /// What the control channel said.
+        source: ControlError,
+    },
+}
+
 /// A running clone. Dropping it stops the VM.
 pub struct SandboxVm {
     control: ControlChannel,
@@ -248,7 +267,7 @@ impl SandboxVm {
     /// Whether the guest's script worker process has ended while the VM
     /// lives on (asked of the agent: the pid in the worker's ready file,
     /// then that pid in `/proc`); `Err` says why the agent could not tell.
-    pub fn worker_gone(&mut self) -> Result<bool, String> {
+    pub fn worker_gone(&mut self) -> Result<bool, WorkerCheckError> {
         // Generous: the guest may be busy (this runs after a timeout), and
         // its kernel is emulated on some hosts.
         const ASK: Duration = Duration::from_secs(10);
@@ -258,11 +277,11 @@ impl SandboxVm {
         let text = self
             .control
             .request(&ready, ASK)
-            .map_err(|e| format!("the worker's ready file: {e}"))?;
+            .map_err(WorkerCheckError::ReadyFile)?;
         let pid: u32 = text
             .trim()
             .parse()
-            .map_err(|_| format!("the worker's ready file says {text:?}"))?;
+            .map_err(|_| WorkerCheckError::BadPid(text.clone()))?;
         let stat = Request::ReadFile {
             path: format!("/proc/{pid}/stat"),
         };
@@ -270,7 +289,7 @@ impl SandboxVm {
             Ok(stat) => Ok(exiting(&stat)),
             // The agent answered: no such process.
             Err(ControlError::Refused { .. }) => Ok(true),
-            Err(e) => Err(format!("/proc/{pid}: {e}")),
+            Err(source) => Err(WorkerCheckError::Proc { pid, source }),
         }
     }
 
