@@ -23,40 +23,74 @@ const PAGE_SIZE: u64 = 4096;
 /// Errors loading the boot images.
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
+    /// A boot image could not be opened, or the kernel's first bytes read.
     #[error("opening {what} {path}: {source}")]
     Open {
+        /// Which image ("kernel" or "initrd").
         what: &'static str,
+        /// Its path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is neither an x86_64 ELF vmlinux nor a bzImage.
     #[error("{path} is not a kernel: neither an x86_64 ELF vmlinux nor a bzImage")]
-    NotAKernel { path: PathBuf },
+    NotAKernel {
+        /// The file's path.
+        path: PathBuf,
+    },
+    /// linux-loader refused the kernel image.
     #[error("loading kernel {path}: {reason}")]
-    Kernel { path: PathBuf, reason: String },
+    Kernel {
+        /// The kernel's path.
+        path: PathBuf,
+        /// linux-loader's error, as text.
+        reason: String,
+    },
+    /// The initrd file is empty.
     #[error("initrd {path} is empty")]
-    EmptyInitrd { path: PathBuf },
+    EmptyInitrd {
+        /// The initrd's path.
+        path: PathBuf,
+    },
+    /// The initrd does not fit between the kernel's end and the end of low
+    /// memory (guest memory is too small).
     #[error(
         "guest memory too small: the initrd ({initrd_size} bytes) does not fit between the \
          kernel end ({kernel_end:#x}) and the end of low memory ({low_end:#x}); give the VM more memory"
     )]
     InitrdDoesNotFit {
+        /// Size of the initrd in bytes.
         initrd_size: u64,
+        /// Guest address of the first byte after the kernel.
         kernel_end: u64,
+        /// Where the initrd must end by: the end of RAM, of the space below the
+        /// MMIO gap, or 2 GiB, whichever is lowest.
         low_end: u64,
     },
+    /// The initrd's size could not be read.
     #[error("reading initrd {path}: {source}")]
     ReadInitrd {
+        /// The initrd's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Copying the initrd into guest memory failed.
     #[error("writing initrd into guest memory: {0}")]
     WriteInitrd(vm_memory::GuestMemoryError),
+    /// The kernel command line is longer than the boot protocol allows.
     #[error("kernel command line is {len} bytes, over the limit of {max}: {reason}")]
     CmdlineTooLong {
+        /// Its length in bytes (with a separator per part).
         len: usize,
+        /// The longest command line allowed, in bytes.
         max: usize,
+        /// linux-loader's error, as text.
         reason: String,
     },
+    /// The command line is invalid (linux-loader's reason), or writing it
+    /// into guest memory failed.
     #[error("invalid kernel command line: {0}")]
     Cmdline(String),
 }
@@ -64,13 +98,16 @@ pub enum LoaderError {
 /// Kernel image formats we boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelFormat {
+    /// An uncompressed ELF `vmlinux`.
     Elf,
+    /// A compressed `bzImage` with a setup header.
     BzImage,
 }
 
 /// Where the kernel went.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadedKernel {
+    /// The image's format.
     pub format: KernelFormat,
     /// 64-bit entry point.
     pub entry: u64,

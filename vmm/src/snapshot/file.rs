@@ -13,6 +13,7 @@
 
 use super::state::SnapshotState;
 
+/// The first eight bytes of every state file.
 pub const MAGIC: &[u8; 8] = b"RFLWSNAP";
 /// Bumped whenever [`SnapshotState`] or the memory layout changes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -23,18 +24,41 @@ const MAX_BODY_LEN: u64 = 64 << 20;
 /// A state file that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotFileError {
+    /// The file is shorter than the header.
     #[error("snapshot state file is truncated ({len} bytes; the header alone is {HEADER_LEN})")]
-    TruncatedHeader { len: usize },
+    TruncatedHeader {
+        /// The file's length in bytes.
+        len: usize,
+    },
+    /// The file does not start with [`MAGIC`].
     #[error("not a Reflow snapshot (bad magic)")]
     BadMagic,
+    /// The file's format version is not [`FORMAT_VERSION`].
     #[error("snapshot format version {found} is not supported (this monitor reads version {FORMAT_VERSION}); recreate the snapshot")]
-    Version { found: u32 },
+    Version {
+        /// The version the file has.
+        found: u32,
+    },
+    /// The body's length differs from the header's (or is over 64 MiB).
     #[error("snapshot state body is {found} bytes, the header says {expected}: truncated or padded file")]
-    Length { expected: u64, found: u64 },
+    Length {
+        /// The body length the header gives, in bytes.
+        expected: u64,
+        /// The body's actual length in bytes.
+        found: u64,
+    },
+    /// The body's CRC-32 differs from the header's.
     #[error("snapshot state checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupted")]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// The CRC-32 the header holds.
+        stored: u32,
+        /// The CRC-32 of the body as read.
+        computed: u32,
+    },
+    /// The body does not decode as a [`SnapshotState`] (the reason).
     #[error("snapshot state does not decode: {0}")]
     Decode(String),
+    /// The state could not be encoded (the reason).
     #[error("snapshot state does not encode: {0}")]
     Encode(String),
 }

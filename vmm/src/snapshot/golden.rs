@@ -28,23 +28,43 @@ const BOOT_LIMIT: Duration = Duration::from_secs(1800);
 /// Errors producing a golden snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum GoldenError {
+    /// An input file (kernel, initrd or disk image) could not be read for
+    /// the cache key.
     #[error("hashing snapshot input {path}: {source}")]
     Hash {
+        /// The file's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The cache directory, its lock file or the finished snapshot's
+    /// directory could not be created or written.
     #[error("cache directory {path}: {source}")]
     Cache {
+        /// The path concerned.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Booting, running, pausing or snapshotting the golden VM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The guest stopped before its agent was ready (or before the warm-up
+    /// was done).
     #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
-    NotReady { stop: StopReason, tail: String },
+    NotReady {
+        /// Why the guest stopped.
+        stop: StopReason,
+        /// The guest console's last lines.
+        tail: String,
+    },
+    /// The warm-up failed: it returned an error, found no control channel
+    /// or panicked.
     #[error("warming up the golden guest ({tag}): {message}\nlast console lines:\n{tail}")]
     Warmup {
+        /// The warm-up's tag.
         tag: String,
+        /// What the warm-up reported.
         message: String,
         /// The guest console's last lines (what the script printed).
         tail: String,
@@ -56,7 +76,10 @@ pub enum GoldenError {
 /// there. `tag` names the work in the cache key: change it whenever `run`
 /// changes what it does.
 pub struct Warmup<'a> {
+    /// Names the warm-up in the cache key (part of the snapshot's identity).
     pub tag: &'a str,
+    /// Does the work over the agent's control channel; an `Err` fails the
+    /// golden boot with its message.
     pub run: &'a (dyn Fn(&mut ControlChannel) -> Result<(), String> + Sync),
 }
 

@@ -17,26 +17,43 @@ const PAGE: usize = 4096;
 /// Errors saving or mapping guest memory.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotMemoryError {
+    /// Creating or writing the memory file failed.
     #[error("writing memory file {path}: {source}")]
     Write {
+        /// The memory file's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Reading guest memory to save it failed.
     #[error("reading guest memory: {0}")]
     Read(vm_memory::GuestMemoryError),
+    /// The memory file could not be opened or its size read.
     #[error("opening memory file {path}: {source}")]
     Open {
+        /// The memory file's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The memory file's size differs from the guest memory size.
     #[error("memory file {path} is {found} bytes, the snapshot's guest memory is {expected}: truncated or wrong file")]
     Size {
+        /// The memory file's path.
         path: PathBuf,
+        /// The guest memory size in bytes.
         expected: u64,
+        /// The file's size in bytes.
         found: u64,
     },
+    /// Mapping the memory file as guest memory failed.
     #[error("mapping memory file {path}: {reason}")]
-    Map { path: PathBuf, reason: String },
+    Map {
+        /// The memory file's path.
+        path: PathBuf,
+        /// The mapping error, as text.
+        reason: String,
+    },
 }
 
 /// Writes every region of `mem`, in address order, to `path`. All-zero

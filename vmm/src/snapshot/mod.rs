@@ -21,4 +21,6 @@ pub use state::SnapshotState;
 
 /// File names inside a snapshot directory.
 pub const STATE_FILE: &str = "state.bin";
+/// Name of the guest RAM file: its regions in address order, all-zero pages
+/// left as holes.
 pub const MEMORY_FILE: &str = "memory.bin";

@@ -27,12 +27,12 @@ pub enum QueueError {
     /// The queue's descriptors or rings are malformed.
     #[error("virtio queue: {0}")]
     Queue(#[from] virtio_queue::Error),
+    /// The driver's available index runs ahead of any buffer that can be
+    /// popped (looping on it would spin the event loop).
     #[error(
         "virtio queue: the driver says buffers are available but none can be taken (an \
          available index more than a queue's worth ahead)"
     )]
-    /// The driver's available index runs ahead of any buffer that can be
-    /// popped (looping on it would spin the event loop).
     Stuck,
 }
 
