@@ -8,15 +8,52 @@ use crate::devices::bus::{Bus, DeviceEvent};
 /// A vCPU exit, decoupled from kvm-ioctls so tests can build one.
 #[derive(Debug)]
 pub enum Exit<'a> {
-    IoIn { port: u16, data: &'a mut [u8] },
-    IoOut { port: u16, data: &'a [u8] },
-    MmioRead { addr: u64, data: &'a mut [u8] },
-    MmioWrite { addr: u64, data: &'a [u8] },
+    /// The guest read from an I/O port.
+    IoIn {
+        /// The port.
+        port: u16,
+        /// Where the device's answer goes (its length is the access size).
+        data: &'a mut [u8],
+    },
+    /// The guest wrote to an I/O port.
+    IoOut {
+        /// The port.
+        port: u16,
+        /// The bytes written (their length is the access size).
+        data: &'a [u8],
+    },
+    /// The guest read from an MMIO address no memory slot backs.
+    MmioRead {
+        /// The guest physical address.
+        addr: u64,
+        /// Where the device's answer goes (its length is the access size).
+        data: &'a mut [u8],
+    },
+    /// The guest wrote to an MMIO address no memory slot backs.
+    MmioWrite {
+        /// The guest physical address.
+        addr: u64,
+        /// The bytes written (their length is the access size).
+        data: &'a [u8],
+    },
+    /// The vCPU halted (never seen with the in-kernel LAPIC).
     Hlt,
+    /// The guest triple-faulted.
     Shutdown,
-    SystemEvent { kind: u32 },
-    FailEntry { reason: u64 },
+    /// The guest raised a KVM system event (shutdown, reset or crash).
+    SystemEvent {
+        /// The event type (`KVM_SYSTEM_EVENT_*`).
+        kind: u32,
+    },
+    /// KVM could not enter the guest.
+    FailEntry {
+        /// The hardware's entry failure reason.
+        reason: u64,
+    },
+    /// KVM hit an internal error (typically an instruction it could not
+    /// emulate).
     InternalError,
+    /// Any other exit, as kvm-ioctls prints it.
     Other(String),
 }
 
@@ -58,13 +95,17 @@ pub enum StopReason {
 /// What the run loop does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitAction {
+    /// Enter the guest again.
     Continue,
+    /// Stop the VM for this reason.
     Stop(StopReason),
 }
 
 /// The two buses a vCPU exit can be dispatched to.
 pub trait ExitBus {
+    /// The port-I/O bus.
     fn pio(&self) -> &Bus;
+    /// The MMIO bus.
     fn mmio(&self) -> &Bus;
 }
 

@@ -18,12 +18,17 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// Why the vCPUs could not be held.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
+    /// No vCPU thread is running the guest.
     #[error("the VM has no running vCPUs")]
     NotRunning,
+    /// Not every vCPU left the guest in time; they were released again.
     #[error("{parked} of {running} vCPUs left the guest within {0:?}", .waited)]
     Stuck {
+        /// vCPUs that did leave the guest.
         parked: usize,
+        /// vCPU threads running.
         running: usize,
+        /// How long the hold waited.
         waited: Duration,
     },
 }

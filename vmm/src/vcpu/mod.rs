@@ -16,20 +16,45 @@ use exit::{handle_exit, ExitAction, ExitBus, StopReason};
 /// Errors creating or configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
+    /// A KVM vCPU ioctl failed.
     #[error("vCPU {id}: {op}: {source}")]
     Kvm {
+        /// The vCPU's index.
         id: u8,
+        /// The operation (such as "set regs").
         op: &'static str,
+        /// The KVM error.
         source: kvm_ioctls::Error,
     },
+    /// KVM set only some of the boot MSRs.
     #[error("vCPU {id}: KVM accepted only {set} of {wanted} boot MSRs")]
-    Msrs { id: u8, set: usize, wanted: usize },
+    Msrs {
+        /// The vCPU's index.
+        id: u8,
+        /// MSRs KVM set.
+        set: usize,
+        /// MSRs we asked it to set.
+        wanted: usize,
+    },
+    /// Writing the boot page tables, GDT or IDT failed.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
+    /// A saved or restored CPUID or MSR list is longer than KVM takes.
     #[error("vCPU {id}: {msg}")]
-    State { id: u8, msg: &'static str },
+    State {
+        /// The vCPU's index.
+        id: u8,
+        /// What is wrong.
+        msg: &'static str,
+    },
+    /// KVM refused an MSR from the snapshot.
     #[error("vCPU {id}: KVM refused to restore MSR {index:#x} from the snapshot")]
-    MsrRestore { id: u8, index: u32 },
+    MsrRestore {
+        /// The vCPU's index.
+        id: u8,
+        /// The MSR's index.
+        index: u32,
+    },
 }
 
 const APIC_LVT_LINT0: usize = 0x350;
