@@ -20,16 +20,22 @@ const REAP_EVERY: Duration = Duration::from_millis(500);
 /// Why a sandboxed actor cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
+    /// The bridge has no runtime for the script's language (given).
     #[error("no {0} runtime is configured in this bridge")]
     NoRuntime(Language),
+    /// The bridge has no pool of the VM shape the script asks for.
     #[error(
         "{script} asks for {language} VMs of {shape}, and this bridge has none of that shape \
          (it has {have}); give the bridge a runtime of that shape"
     )]
     NoShape {
+        /// The script's name.
         script: String,
+        /// The script's language.
         language: Language,
+        /// The shape it asks for (its runtime's, with its overrides).
         shape: VmShape,
+        /// The shapes the bridge has for that language, `; `-separated.
         have: String,
     },
 }

@@ -23,8 +23,10 @@ const MAX_ENCODED_DEPTH: usize = 8;
 /// Why a message cannot be given to a script actor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
+    /// The message is of a kind script actors cannot receive (which kind).
     #[error("a {0} cannot be passed to a script actor")]
     Unsupported(&'static str),
+    /// An `Encoded` message does not decode, or nests too deep (why).
     #[error("an Encoded message does not decode: {0}")]
     Encoded(String),
 }

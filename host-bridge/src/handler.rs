@@ -12,9 +12,13 @@ use reflow_sandbox_core::worker::InvokeHandler;
 /// under `spawn_blocking` or on a thread of its own); state operations are
 /// driven on `runtime` from there.
 pub struct StoreHandler<'a, F: FnMut(&str, Value)> {
+    /// The store state requests are performed in.
     pub store: &'a StateStore,
+    /// Whose keys the actor's requests may touch.
     pub scope: &'a Scope,
+    /// The async runtime state operations are driven on.
     pub runtime: &'a tokio::runtime::Handle,
+    /// Called with the port and value of each output as it is sent.
     pub on_output: F,
 }
 

@@ -7,6 +7,8 @@
 //! `registry` registers the script actors `reflow_workspace` discovers into
 //! a `reflow_network::Network`.
 
+#![warn(missing_docs)]
+
 pub mod actor;
 pub mod bridge;
 pub mod config;

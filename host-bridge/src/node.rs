@@ -22,28 +22,46 @@ use reflow_sandbox_core::{Fate, Script};
 /// Why a message got an error instead of (all of) its outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum ActorFailure {
+    /// The pool could not lend the node a VM.
     #[error("no sandbox VM for the actor: {0}")]
     NoVm(#[from] PoolError),
+    /// The actor failed to load or raised; its VM is fine.
     #[error("{0}")]
     Actor(ActorError),
+    /// The message ran past the actor's timeout (given); its VM is killed.
     #[error("the actor ran past its {0:?} limit; its VM was killed and will be replaced")]
     Timeout(Duration),
     /// The VM ended; why, as far as the monitor knows.
     #[error("the actor's VM stopped while running it ({0}); it will be replaced")]
     Died(String),
+    /// The message timed out (after the duration given) because the
+    /// worker process had ended while its VM lived on.
     #[error("the actor's worker process ended while running it (its VM lived on); no answer came within {0:?}, and the VM was discarded")]
     WorkerGone(Duration),
+    /// The guest broke the worker protocol (how); its VM is discarded.
     #[error("the sandbox broke the protocol ({0}); its VM was discarded")]
     Hostile(String),
+    /// The actor went over one of its limits (which); its VM is discarded.
     #[error("the actor went past a limit ({0}); its VM was discarded")]
     Limit(String),
+    /// The message is larger than the actor may get; it was not sent (a
+    /// [`WorkerError::MessageTooLarge`]).
     #[error("{0}")]
     MessageTooLarge(WorkerError),
     /// The message could not be encoded for the ring; it was not sent.
     #[error("{0}; it was not sent")]
     Unsendable(WorkerError),
+    /// An input message cannot be converted for the actor; nothing was
+    /// sent.
     #[error("cannot pass the input on port {port:?}: {reason}")]
-    Input { port: String, reason: String },
+    Input {
+        /// The input port the message arrived on.
+        port: String,
+        /// Why it cannot be converted.
+        reason: String,
+    },
+    /// Any other worker failure (ring, poisoned client, VM stopped); its
+    /// fate follows the worker error's.
     #[error("the sandbox failed ({0}); its VM was discarded")]
     Sandbox(WorkerError),
 }

@@ -11,19 +11,28 @@ use reflow_workspace::Discovery;
 /// Why a discovered actor could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The component's script cannot be used (unreadable, too large, ...).
     #[error("{component}: {source}")]
     Script {
+        /// The component's name.
         component: String,
+        /// Why its script cannot be used.
         source: ScriptError,
     },
+    /// The bridge could not make an actor of the component.
     #[error("{component}: {source}")]
     Bridge {
+        /// The component's name.
         component: String,
+        /// Why the bridge refused it.
         source: BridgeError,
     },
+    /// The network refused to register the actor.
     #[error("{component}: {source}")]
     Network {
+        /// The component's name.
         component: String,
+        /// The network's error.
         source: anyhow::Error,
     },
 }

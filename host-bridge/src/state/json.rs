@@ -7,8 +7,10 @@ use serde_json::Number;
 /// Why a value cannot be stored or read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
+    /// The value has no JSON form (what it is: a byte string, NaN, ...).
     #[error("{0} cannot be stored as JSON")]
     NotJson(&'static str),
+    /// Stored text does not parse as JSON (the parser's error).
     #[error("the stored value is not JSON: {0}")]
     Stored(String),
 }

@@ -32,6 +32,7 @@ pub enum StateError {
     /// The key holds a list where a string is needed, or the reverse.
     #[error("WRONGTYPE: key {0:?} holds a value of another kind")]
     WrongType(String),
+    /// A value has no JSON form, or stored text is not JSON.
     #[error(transparent)]
     Json(#[from] JsonError),
     /// The store itself failed (Redis unreachable, ...).
@@ -65,12 +66,15 @@ impl Scope {
 /// One operation, its arguments checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
+    /// Reads the key's value.
     Get,
     /// JSON text.
     Set(String),
+    /// Adds this amount to the key's integer value.
     Increment(i64),
     /// JSON text.
     Push(String),
+    /// Removes and returns the list's first item.
     Pop,
     /// Seconds; 0 or less deletes.
     Expire(i64),
@@ -123,7 +127,9 @@ impl Op {
 
 /// Where state lives.
 pub enum StateStore {
+    /// The in-process store (outlives VMs, not the host process).
     Embedded(Embedded),
+    /// A Redis server.
     Redis(RedisStore),
 }
 
