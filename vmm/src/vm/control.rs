@@ -33,19 +33,34 @@ use crate::hostile::HostileLog;
 /// Errors on the control channel.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The control socket could not be created (an old one removed, bound or
+    /// made non-blocking).
     #[error("binding the control socket {path}: {source}")]
     Bind {
+        /// The socket's path (the vsock socket's path plus `_` and the control
+        /// port).
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The agent did not complete its handshake within this long.
     #[error("the agent did not connect within {0:?}")]
     NotConnected(Duration),
+    /// Reading or writing a frame failed, or the guest sent a malformed one.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Setting the control socket's read timeout failed.
     #[error("setting the control socket's timeout: {0}")]
     Socket(std::io::Error),
+    /// The agent answered a request with an error.
     #[error("the agent refused `{request}`: {message}")]
-    Refused { request: String, message: String },
+    Refused {
+        /// The request, as text.
+        request: String,
+        /// The agent's error message.
+        message: String,
+    },
+    /// The agent sent something the protocol does not allow there (what).
     #[error("the agent broke the control protocol: {0}")]
     Protocol(String),
 }
@@ -53,6 +68,7 @@ pub enum ControlError {
 /// What the agent said when it connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentHello {
+    /// The agent's version string, as the guest sent it (untrusted).
     pub agent_version: String,
     /// Guest uptime at the hello.
     pub uptime_ms: u64,

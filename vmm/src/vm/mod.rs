@@ -47,78 +47,121 @@ use devices::{DeviceRestore, Devices, Links};
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// The config is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The event-loop thread could not join the VM's CPU group (the reason).
     #[error("cannot join the VM's cgroup: {0}")]
     Cgroup(String),
+    /// The seccomp mode is invalid or a filter could not be installed.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// `/dev/kvm` does not exist.
     #[error(
         "/dev/kvm does not exist: this machine has no KVM (enable virtualization, load the \
          kvm_intel or kvm_amd module, or run on a host that exposes /dev/kvm)"
     )]
     NoKvm,
+    /// This user may not open `/dev/kvm`.
     #[error(
         "/dev/kvm is not accessible to this user ({0}): add the user to the owning group \
          (e.g. `sudo usermod -aG kvm $USER`, then log in again), or run as root"
     )]
     KvmPermission(kvm_ioctls::Error),
+    /// A KVM operation failed: opening `/dev/kvm` (for another reason), or
+    /// an ioctl on the system or VM fd.
     #[error("KVM {op}: {source}")]
     Kvm {
+        /// The operation (such as "create VM").
         op: &'static str,
+        /// The KVM error.
         source: kvm_ioctls::Error,
     },
+    /// Guest memory could not be mapped or registered.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The kernel, initrd or command line could not be loaded.
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    /// The zero page could not be filled.
     #[error(transparent)]
     BootParams(#[from] bootparams::BootParamsError),
+    /// The MP table could not be built.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    /// Writing a boot structure into guest memory failed.
     #[error("writing {what} into guest memory: {source}")]
     GuestWrite {
+        /// Which structure ("zero page" or "MP table").
         what: &'static str,
+        /// The guest memory error.
         source: vm_memory::GuestMemoryError,
     },
+    /// A vCPU could not be created, configured, saved or restored.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A disk image could not be opened.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// Device address ranges overlap.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Creating an eventfd failed.
     #[error("creating an eventfd: {0}")]
     EventFd(std::io::Error),
+    /// The event loop could not be created or run, or a subscriber added.
     #[error("event loop: {0:?}")]
     EventManager(event_manager::Error),
+    /// Installing the signal handler that kicks vCPUs out of `KVM_RUN` failed.
     #[error("installing the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
+    /// A vCPU thread could not be spawned.
     #[error("starting vCPU thread {id}: {source}")]
-    Thread { id: u8, source: std::io::Error },
-    #[error("a vCPU thread did not stop within 5 s")]
-    VcpuStuck,
-    #[error("reading snapshot {path}: {source}")]
-    SnapshotIo {
-        path: std::path::PathBuf,
+    Thread {
+        /// The vCPU's index.
+        id: u8,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A vCPU thread did not stop within 5 s of being asked to; it was left
+    /// behind.
+    #[error("a vCPU thread did not stop within 5 s")]
+    VcpuStuck,
+    /// A snapshot directory or file could not be created, read or written.
+    #[error("reading snapshot {path}: {source}")]
+    SnapshotIo {
+        /// The path concerned.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A snapshot's state file could not be encoded or decoded.
     #[error("snapshot {path}: {source}")]
     SnapshotFile {
+        /// The state file's path.
         path: std::path::PathBuf,
+        /// What is wrong with it.
         source: SnapshotFileError,
     },
+    /// A snapshot's memory file could not be written, opened or mapped.
     #[error(transparent)]
     SnapshotMemory(#[from] SnapshotMemoryError),
+    /// The snapshot was taken of another kind of VM or host (what differs).
     #[error("snapshot does not match this VM: {0}")]
     SnapshotMismatch(String),
+    /// The UART refused the snapshot's serial state.
     #[error(transparent)]
     SerialRestore(#[from] SerialRestoreError),
+    /// A virtio-mmio transport refused the snapshot's state.
     #[error(transparent)]
     TransportRestore(#[from] RestoreError),
+    /// The shared-memory region could not be set up.
     #[error(transparent)]
     Shm(#[from] ShmError),
+    /// The vsock device could not be set up or restored.
     #[error(transparent)]
     Vsock(#[from] MuxerError),
+    /// The control channel failed.
     #[error(transparent)]
     Control(#[from] ControlError),
 }

@@ -26,8 +26,11 @@ pub struct VmOutcome {
 
 /// Exit codes of [`VmOutcome::exit_code`] that are not the guest's own.
 pub const EXIT_KERNEL_PANIC: i32 = 70;
+/// The guest crashed (triple fault or crash event).
 pub const EXIT_GUEST_CRASH: i32 = 71;
+/// The monitor could not run the guest (KVM failed).
 pub const EXIT_MONITOR_ERROR: i32 = 72;
+/// The VM ran past its time limit (as `timeout(1)` reports it).
 pub const EXIT_TIMEOUT: i32 = 124;
 
 impl VmOutcome {
