@@ -38,11 +38,16 @@ const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Errors setting up the muxer.
 #[derive(Debug, thiserror::Error)]
 pub enum MuxerError {
+    /// The host's vsock socket could not be set up (an old one removed, bound
+    /// or made non-blocking).
     #[error("binding the vsock socket {path}: {source}")]
     Bind {
+        /// The socket's path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Creating the muxer's epoll set or adding the listener to it failed.
     #[error("vsock epoll: {0}")]
     Epoll(std::io::Error),
 }
