@@ -20,18 +20,30 @@ pub const FILE_NAME: &str = "reflow.yaml";
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// The file's path.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The file is not YAML of the expected shape (or has an unknown key).
     #[error("{}: {source}", path.display())]
     Parse {
+        /// The file's path.
         path: PathBuf,
+        /// The YAML parser's error.
         source: serde_yaml_ng::Error,
     },
+    /// A key's value cannot be used.
     #[error("{}: {error}", path.display())]
-    Invalid { path: PathBuf, error: KeyError },
+    Invalid {
+        /// The file's path.
+        path: PathBuf,
+        /// Which key, and what is wrong with it.
+        error: KeyError,
+    },
 }
 
 /// A key whose value cannot be used: which key (`workspace.sandbox.pool`
@@ -39,23 +51,32 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{key}: {problem}")]
 pub struct KeyError {
+    /// The key's dotted path, such as `workspace.sandbox.pool.max_size`.
     pub key: String,
+    /// What is wrong with its value.
     pub problem: KeyProblem,
 }
 
 /// What is wrong with a key's value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KeyProblem {
+    /// A size text does not parse.
     #[error(transparent)]
     Size(#[from] SizeError),
     /// Guest memory (as written) outside what a VM may have.
     #[error("{0} is outside 64MB..3GB")]
     Memory(String),
+    /// A vCPU count outside 1..[`MAX_VCPUS`].
     #[error("{0} is outside 1..{MAX_VCPUS}")]
     Vcpus(u8),
     /// CPU time outside 0.01..`most` CPUs.
     #[error("{cpu} is outside 0.01..{most} (at most one CPU per vCPU)")]
-    Cpu { cpu: f64, most: f64 },
+    Cpu {
+        /// The CPU time given, in CPUs.
+        cpu: f64,
+        /// The most allowed: the section's vCPUs, else its default.
+        most: f64,
+    },
     /// A message size limit, in bytes.
     #[error("{0} bytes is outside 1B..1GB")]
     LimitSize(u64),
@@ -65,6 +86,7 @@ pub enum KeyProblem {
     /// A per-message timeout, in seconds.
     #[error("{0} is outside 1..{MAX_TIMEOUT_S} seconds")]
     Timeout(u64),
+    /// `script_patterns` is empty.
     #[error("is empty: nothing would be found")]
     NoPatterns,
     /// A root image path that is not a file.
@@ -74,12 +96,21 @@ pub enum KeyProblem {
         .0.display()
     )]
     NoImage(PathBuf),
+    /// A pool `max_size` of 0.
     #[error("must be at least 1")]
     EmptyPool,
+    /// A pool's `preload_count` is over its `max_size`.
     #[error("{preload} is more than max_size {max}")]
-    PreloadOverMax { preload: usize, max: usize },
+    PreloadOverMax {
+        /// The `preload_count` given.
+        preload: usize,
+        /// The `max_size` given.
+        max: usize,
+    },
+    /// A Redis URL (given) that is not `redis://` or `rediss://`.
     #[error("{0:?} is not a redis:// URL")]
     NotRedis(String),
+    /// `shared_memory.enabled: false`, which this sandbox cannot do.
     #[error("cannot be false: every message crosses the shared-memory ring")]
     RingOff,
     /// A shared region size (as written) outside 4MB..1GB.
@@ -100,10 +131,18 @@ impl KeyProblem {
 /// Why a text is not a size (see [`parse_size`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
+    /// The text (given) has no number (fitting 64 bits) before its unit.
     #[error("{0:?} is not a size like 512MB")]
     NotASize(String),
+    /// The number is followed by an unknown unit.
     #[error("unknown unit {unit:?} in {text:?} (B, KB, MB, GB)")]
-    UnknownUnit { unit: String, text: String },
+    UnknownUnit {
+        /// The unit as written (upper-cased).
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// The size (given as text) overflows 64 bits of bytes.
     #[error("{0:?} is too large")]
     TooLarge(String),
 }
@@ -112,6 +151,7 @@ pub enum SizeError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The `workspace:` section.
     #[serde(default)]
     pub workspace: Workspace,
     /// The graph a workspace runs (relative to the file; default
@@ -120,21 +160,30 @@ pub struct Config {
     pub graph: Option<PathBuf>,
 }
 
+/// The `workspace:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workspace {
+    /// Whether to discover script actors in the workspace (default true).
     #[serde(default = "yes")]
     pub discover_scripts: bool,
+    /// Globs of the script files to discover (default [`DEFAULT_INCLUDE`];
+    /// must not be empty).
     #[serde(default = "include")]
     pub script_patterns: Vec<String>,
+    /// Globs of paths never searched (default [`DEFAULT_EXCLUDE`]).
     #[serde(default = "exclude")]
     pub excluded_paths: Vec<String>,
+    /// The `sandbox:` section.
     #[serde(default)]
     pub sandbox: Sandbox,
+    /// The `redis:` section, where state is kept in Redis.
     #[serde(default)]
     pub redis: Option<Redis>,
+    /// The `websocket:` section: accepted and ignored (see [`Config::notes`]).
     #[serde(default)]
     pub websocket: Option<serde_yaml_ng::Value>,
+    /// The `shared_memory:` section.
     #[serde(default)]
     pub shared_memory: Option<SharedMemory>,
 }
@@ -163,13 +212,17 @@ fn exclude() -> Vec<String> {
     DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect()
 }
 
+/// The `workspace.sandbox:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sandbox {
+    /// Settings of the Python runtime.
     #[serde(default)]
     pub python: Option<Language>,
+    /// Settings of the JavaScript runtime.
     #[serde(default)]
     pub javascript: Option<Language>,
+    /// Settings of every VM pool.
     #[serde(default)]
     pub pool: Option<Pool>,
     /// Limits of every actor's messages.
@@ -261,10 +314,15 @@ impl ActorSandbox {
 pub struct LimitsConfig {
     /// Seconds one message may run.
     pub timeout: Option<u64>,
+    /// Largest message passed to the actor (1B..1GB).
     pub max_message_size: Option<SizeText>,
+    /// Largest single output (1B..1GB).
     pub max_output_size: Option<SizeText>,
+    /// Most outputs one message may make.
     pub max_outputs: Option<usize>,
+    /// Most state operations one message may make.
     pub max_state_ops: Option<usize>,
+    /// Largest value one state `set` or `push` may store (1B..1GB).
     pub max_state_value_size: Option<SizeText>,
 }
 
@@ -272,7 +330,9 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SizeText {
+    /// A number of bytes.
     Bytes(u64),
+    /// A size with a unit, read by [`parse_size`].
     Text(String),
 }
 
@@ -332,6 +392,8 @@ pub struct Language {
     /// A root filesystem image file (built by `guest-image/`), not a
     /// container image name.
     pub image: Option<PathBuf>,
+    /// Packages to install: accepted, but packages are baked into the image
+    /// when it is built (see [`Config::notes`]).
     #[serde(default)]
     pub packages: Vec<String>,
     /// Guest memory: `256MB`, `1GB` (binary units).
@@ -346,28 +408,39 @@ pub struct Language {
     pub limits: Option<LimitsConfig>,
 }
 
+/// The `workspace.sandbox.pool:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
+    /// Ready clones each pool keeps waiting.
     pub preload_count: Option<usize>,
+    /// Most VMs of one pool alive at once (at least 1).
     pub max_size: Option<usize>,
     /// Seconds.
     pub idle_timeout: Option<u64>,
 }
 
+/// The `workspace.redis:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redis {
+    /// The server's `redis://` or `rediss://` URL; unset: the embedded store.
     pub url: Option<String>,
+    /// First part of every state key (`{namespace}:{node}:{key}`).
     pub namespace: Option<String>,
+    /// A default key TTL: accepted and ignored (see [`Config::notes`]).
     pub ttl: Option<u64>,
+    /// A connection limit: accepted and ignored (see [`Config::notes`]).
     pub max_connections: Option<u32>,
 }
 
+/// The `workspace.shared_memory:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedMemory {
+    /// Must not be `false`: every message crosses the shared-memory ring.
     pub enabled: Option<bool>,
+    /// A region count limit: accepted and ignored (see [`Config::notes`]).
     pub max_regions: Option<u32>,
     /// Shared region per VM: `40MB`.
     pub region_size: Option<String>,

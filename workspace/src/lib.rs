@@ -3,6 +3,8 @@
 //! (ruff's Python parser, oxc's JavaScript parser); [`config`] reads its
 //! `reflow.yaml` into the sandbox core's settings.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod discovery;
 

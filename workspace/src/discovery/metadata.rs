@@ -10,11 +10,17 @@ use reflow_sandbox_core::Language;
 /// A literal value read from a script's source, with the line it is on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lit {
+    /// A string.
     Str(String),
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// `True`/`False` (Python) or `true`/`false` (JavaScript).
     Bool(bool),
+    /// `None` (Python) or `null` (JavaScript).
     None,
+    /// A list; each item with its 1-based line.
     List(Vec<(Lit, usize)>),
     /// Keys are strings (anything else is refused while reading).
     Dict(Vec<(String, Lit, usize)>),
@@ -55,7 +61,9 @@ impl Lit {
 /// A metadata mistake at a line of the script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mistake {
+    /// The 1-based line of the script the mistake is on.
     pub line: usize,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -69,10 +77,16 @@ pub(crate) fn mistake(line: usize, message: impl Into<String>) -> Mistake {
 /// One port of a component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Port {
+    /// The port's name (not empty, unique among the component's ports of
+    /// its direction).
     pub name: String,
+    /// The port's declared type (`"any"` unless given).
     #[serde(rename = "type")]
     pub port_type: String,
+    /// Whether the port must have a message (default: true for inports,
+    /// false for outports).
     pub required: bool,
+    /// The port's description, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -80,13 +94,20 @@ pub struct Port {
 /// A discovered component, as Reflow describes components.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComponentMetadata {
+    /// The component's name (`name` or `component`, else the Python
+    /// function's name).
     pub component: String,
+    /// The description (else the Python docstring, else empty).
     pub description: String,
+    /// The input ports.
     pub inports: Vec<Port>,
+    /// The output ports.
     pub outports: Vec<Port>,
+    /// The tags.
     pub tags: Vec<String>,
     /// Config defaults.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The script's language.
     pub runtime: Language,
     /// The script, relative to the workspace root.
     pub file: String,

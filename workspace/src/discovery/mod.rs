@@ -25,6 +25,7 @@ pub struct Problem {
     pub file: String,
     /// The line, where there is one.
     pub line: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -40,7 +41,9 @@ impl std::fmt::Display for Problem {
 /// A discovered component: its metadata and where its script is.
 #[derive(Debug, Clone)]
 pub struct Component {
+    /// The metadata read from the script.
     pub metadata: ComponentMetadata,
+    /// The script's path (under the discovery root).
     pub path: PathBuf,
 }
 
@@ -69,7 +72,9 @@ impl Component {
 /// What discovery found: components (sorted by name) and problems.
 #[derive(Debug, Default)]
 pub struct Discovery {
+    /// The components found, sorted by name.
     pub components: Vec<Component>,
+    /// The scripts that could not be used, and why.
     pub problems: Vec<Problem>,
 }
 

@@ -13,13 +13,18 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
     "**/actors/*.py",
     "**/actors/*.js",
 ];
+/// The default exclude patterns (`excluded_paths`): dependency and cache
+/// directories.
 pub const DEFAULT_EXCLUDE: &[&str] = &["**/node_modules/**", "**/__pycache__/**"];
 
 /// Where and what to discover.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
+    /// The workspace directory to search.
     pub root: PathBuf,
+    /// Globs (relative to `root`, `/`-separated) of the files to read.
     pub include: Vec<String>,
+    /// Globs of files and directories to skip (directories are not read).
     pub exclude: Vec<String>,
 }
 
@@ -37,19 +42,28 @@ impl DiscoveryConfig {
 /// Why a workspace cannot be walked.
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
+    /// An include or exclude pattern is not a valid glob.
     #[error("pattern {pattern:?}: {source}")]
     Pattern {
+        /// The pattern (or the set's patterns, `, `-joined).
         pattern: String,
+        /// The glob parser's error.
         source: globset::Error,
     },
+    /// The root is not a directory.
     #[error("workspace {}: {source}", root.display())]
     Root {
+        /// The workspace root.
         root: PathBuf,
+        /// Why it cannot be used.
         source: std::io::Error,
     },
+    /// Reading a directory under the root failed.
     #[error("walking {}: {source}", root.display())]
     Walk {
+        /// The workspace root.
         root: PathBuf,
+        /// The directory walker's error.
         source: walkdir::Error,
     },
 }
