@@ -35,7 +35,7 @@ pub enum ScriptError {
         path: PathBuf,
     },
     /// No language was given and the file's extension names none.
-    #[error("cannot tell the language of {}: script actors are `.py` files", path.display())]
+    #[error("cannot tell the language of {}: script actors are `.py` (Python) or `.js` (JavaScript) files", path.display())]
     UnknownLanguage {
         /// The script's path.
         path: PathBuf,
