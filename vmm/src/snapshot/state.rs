@@ -11,39 +11,64 @@ use vm_superio::serial::SerialState;
 /// One vCPU's architectural and KVM state.
 #[derive(Serialize, Deserialize)]
 pub struct VcpuState {
+    /// The vCPU's index.
     pub id: u8,
+    /// The CPUID table the guest saw.
     pub cpuid: Vec<kvm_cpuid_entry2>,
+    /// Multiprocessing state (runnable, halted, waiting for INIT or SIPI).
     pub mp_state: kvm_mp_state,
+    /// General-purpose registers, RIP and RFLAGS.
     pub regs: kvm_regs,
+    /// Segment, control and descriptor-table registers, EFER and the APIC
+    /// base.
     pub sregs: kvm_sregs,
+    /// FPU and vector register state (the XSAVE area).
     pub xsave: kvm_xsave,
+    /// Extended control registers (XCR0).
     pub xcrs: kvm_xcrs,
+    /// Debug registers DR0-DR3, DR6 and DR7.
     pub debug_regs: kvm_debugregs,
+    /// The in-kernel local APIC's registers.
     pub lapic: kvm_lapic_state,
+    /// The MSRs KVM let us read, with their values.
     pub msrs: Vec<kvm_msr_entry>,
+    /// Pending exceptions, interrupts, NMIs and SMIs.
     pub vcpu_events: kvm_vcpu_events,
 }
 
 /// In-kernel VM devices: PIC (master, slave), IOAPIC, PIT, kvmclock.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct KvmVmState {
+    /// The PIC master, PIC slave and IOAPIC, in that order.
     pub irqchips: Vec<kvm_irqchip>,
+    /// The in-kernel PIT (i8254).
     pub pit: kvm_pit_state2,
+    /// The kvmclock (guest time) when the snapshot was taken.
     pub clock: kvm_clock_data,
 }
 
 /// The UART's registers and receive FIFO.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialSnapshot {
+    /// Divisor latch, low byte (DLL).
     pub baud_divisor_low: u8,
+    /// Divisor latch, high byte (DLM).
     pub baud_divisor_high: u8,
+    /// Interrupt enable register (IER).
     pub interrupt_enable: u8,
+    /// Interrupt identification register (IIR).
     pub interrupt_identification: u8,
+    /// Line control register (LCR).
     pub line_control: u8,
+    /// Line status register (LSR).
     pub line_status: u8,
+    /// Modem control register (MCR).
     pub modem_control: u8,
+    /// Modem status register (MSR).
     pub modem_status: u8,
+    /// Scratch register (SCR).
     pub scratch: u8,
+    /// Received bytes the guest has not read yet (the receive FIFO).
     pub in_buffer: Vec<u8>,
 }
 
@@ -84,14 +109,23 @@ impl From<&SerialSnapshot> for SerialState {
 /// A virtio queue's position and layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSnapshot {
+    /// Largest queue size the device allows.
     pub max_size: u16,
+    /// Next available-ring index the device will read.
     pub next_avail: u16,
+    /// Next used-ring index the device will write.
     pub next_used: u16,
+    /// Whether `VIRTIO_RING_F_EVENT_IDX` was negotiated.
     pub event_idx_enabled: bool,
+    /// Queue size the driver set.
     pub size: u16,
+    /// Whether the driver marked the queue ready.
     pub ready: bool,
+    /// Guest address of the descriptor table.
     pub desc_table: u64,
+    /// Guest address of the available ring.
     pub avail_ring: u64,
+    /// Guest address of the used ring.
     pub used_ring: u64,
 }
 
@@ -130,14 +164,23 @@ impl From<QueueSnapshot> for QueueState {
 /// A virtio-mmio transport's registers and queues.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportSnapshot {
+    /// Virtio device ID (checked on restore).
     pub device_type: u32,
+    /// Device status bits (`STATUS_*`).
     pub status: u32,
+    /// The `DeviceFeaturesSel` register.
     pub device_features_sel: u32,
+    /// The `DriverFeaturesSel` register.
     pub driver_features_sel: u32,
+    /// Features the driver accepted.
     pub acked_features: u64,
+    /// The `QueueSel` register.
     pub queue_sel: u32,
+    /// Pending interrupt causes (`InterruptStatus`).
     pub interrupt_status: u32,
+    /// The `ConfigGeneration` register.
     pub config_generation: u32,
+    /// The device's queues, in index order.
     pub queues: Vec<QueueSnapshot>,
     /// For block devices: the disk size in sectors, checked on restore.
     pub disk_sectors: u64,
@@ -154,8 +197,11 @@ pub struct SnapshotState {
     pub tsc_khz: u32,
     /// The guest's kernel command line (for reference and checks).
     pub cmdline: String,
+    /// Each vCPU's state, in index order.
     pub vcpus: Vec<VcpuState>,
+    /// The in-kernel interrupt controllers, PIT and clock.
     pub vm: KvmVmState,
+    /// The UART (COM1).
     pub serial: SerialSnapshot,
     /// The disks' transports, in order.
     pub transports: Vec<TransportSnapshot>,
@@ -165,5 +211,6 @@ pub struct SnapshotState {
     /// Shared-memory region size in bytes (0: none) and guest address. Its
     /// contents are not kept: a restored region starts with empty rings.
     pub shm_size: u64,
+    /// Guest physical address of the shared-memory region (0: none).
     pub shm_addr: u64,
 }

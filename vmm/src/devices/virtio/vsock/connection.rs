@@ -35,6 +35,7 @@ pub enum State {
 /// What the muxer should do with a connection after a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// Keep the connection.
     Keep,
     /// Drop it without telling the guest (it reset the connection).
     Drop,
@@ -43,15 +44,28 @@ pub enum Verdict {
 /// A guest packet that breaks the protocol on this connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnError {
+    /// The guest sent more data than the buffer we advertised has room for.
     #[error("guest sent {len} bytes with only {credit} bytes of credit left")]
-    CreditExceeded { len: u32, credit: u32 },
+    CreditExceeded {
+        /// The payload length in bytes.
+        len: u32,
+        /// Bytes of buffer we had left for the guest.
+        credit: u32,
+    },
+    /// The operation is not valid in the connection's state.
     #[error("operation {op} is not valid while the connection is {state:?}")]
-    UnexpectedOp { op: u16, state: State },
+    UnexpectedOp {
+        /// The operation.
+        op: u16,
+        /// The connection's state when it arrived.
+        state: State,
+    },
 }
 
 /// One connection. `S` is the host end (a Unix stream; anything readable
 /// and writable in tests).
 pub struct Connection<S> {
+    /// The host end: the Unix stream the guest's bytes are written to and read from.
     pub stream: S,
     state: State,
     cid: u64,
@@ -140,6 +154,7 @@ impl<S: Read + Write> Connection<S> {
         c
     }
 
+    /// Where the connection stands.
     pub fn state(&self) -> State {
         self.state
     }

@@ -16,31 +16,49 @@ pub const MAX_PAYLOAD: u32 = 64 * 1024;
 
 /// Packet operations.
 pub mod op {
+    /// Asks to open a connection to `dst_port`.
     pub const REQUEST: u16 = 1;
+    /// Accepts a connection request.
     pub const RESPONSE: u16 = 2;
+    /// Refuses a request or ends a connection at once.
     pub const RST: u16 = 3;
+    /// The sender will receive or send no more (see `flags`).
     pub const SHUTDOWN: u16 = 4;
+    /// Carries stream data (the only operation with a payload).
     pub const RW: u16 = 5;
+    /// Tells the peer the sender's `buf_alloc` and `fwd_cnt`.
     pub const CREDIT_UPDATE: u16 = 6;
+    /// Asks the peer for a credit update.
     pub const CREDIT_REQUEST: u16 = 7;
 }
 
 /// `SHUTDOWN` flags: the sender will receive / send no more.
 pub const SHUTDOWN_RCV: u32 = 1;
+/// `SHUTDOWN` flag: the sender will send no more.
 pub const SHUTDOWN_SEND: u32 = 2;
 
 /// One decoded header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Header {
+    /// CID of the sender.
     pub src_cid: u64,
+    /// CID of the receiver.
     pub dst_cid: u64,
+    /// The sender's port.
     pub src_port: u32,
+    /// The receiver's port.
     pub dst_port: u32,
+    /// Payload length in bytes (after the header).
     pub len: u32,
+    /// Socket type (only [`TYPE_STREAM`] is carried).
     pub kind: u16,
+    /// The operation, one of [`op`].
     pub op: u16,
+    /// Operation flags (the `SHUTDOWN_*` bits of a `SHUTDOWN`).
     pub flags: u32,
+    /// Bytes of receive buffer the sender has for this connection.
     pub buf_alloc: u32,
+    /// Bytes the sender has received and passed on so far (wrapping).
     pub fwd_cnt: u32,
 }
 
@@ -111,22 +129,45 @@ impl Header {
 /// Why a guest packet was refused. Every one is a guest bug or an attack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
+    /// The buffer (this many bytes) is shorter than a header.
     #[error("packet of {0} bytes is shorter than the {HDR_LEN}-byte header")]
     Short(usize),
+    /// The source CID is not the guest's.
     #[error("source CID {found} is not the guest's CID {expected}")]
-    SourceCid { expected: u64, found: u64 },
+    SourceCid {
+        /// The guest's CID.
+        expected: u64,
+        /// The CID the packet gives.
+        found: u64,
+    },
+    /// The destination CID (given) is not the host's.
     #[error("destination CID {0} is not the host (2)")]
     DestinationCid(u64),
+    /// The socket type (given) is not [`TYPE_STREAM`].
     #[error("socket type {0} is not a stream (1)")]
     Type(u16),
+    /// The operation (given) is none of [`op`].
     #[error("unknown operation {0}")]
     Op(u16),
+    /// The payload length (given) is over [`MAX_PAYLOAD`].
     #[error("payload of {0} bytes is over the {MAX_PAYLOAD}-byte limit")]
     TooLong(u32),
+    /// The guest's buffers hold fewer payload bytes than the header says.
     #[error("header says {len} payload bytes but the buffers hold {available}")]
-    Truncated { len: u32, available: usize },
+    Truncated {
+        /// The payload length the header gives.
+        len: u32,
+        /// Payload bytes the buffers hold.
+        available: usize,
+    },
+    /// An operation other than `RW` carries payload.
     #[error("operation {op} carries {len} payload bytes; only RW may carry data")]
-    DataOnControl { op: u16, len: u32 },
+    DataOnControl {
+        /// The operation.
+        op: u16,
+        /// Its payload length in bytes.
+        len: u32,
+    },
 }
 
 /// Checks a header the guest put on the TX queue; `available` is how many
