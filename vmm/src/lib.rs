@@ -18,6 +18,8 @@
 //! # Ok::<(), reflow_vmm::VmError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod cache;
 pub mod cgroup;

@@ -1,7 +1,7 @@
 //! Snapshots: pause a VM, write its state and memory, restore clones.
 //!
 //! A snapshot is a directory with two files:
-//! - `state.bin`: the versioned, checksummed state ([`file`]): vCPUs, the
+//! - `state.bin`: the versioned, checksummed state ([`file`](mod@file)): vCPUs, the
 //!   in-kernel interrupt controllers, PIT and clock, device state;
 //! - `memory.bin`: guest RAM, region after region, zero pages left as holes.
 //!
