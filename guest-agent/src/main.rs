@@ -10,6 +10,8 @@
 mod channel;
 mod console;
 mod entropy;
+#[cfg(feature = "testing")]
+mod hooks;
 mod mounts;
 mod power;
 mod rootfs;

@@ -42,9 +42,10 @@ pub enum ServeError {
     Entropy(#[from] EntropyError),
     #[error(transparent)]
     Shm(#[from] ShmError),
+    /// A test hook asked of an agent built without them.
     #[cfg(not(feature = "testing"))]
-    #[error("ring-fault: this agent was built without the testing feature")]
-    NoTestHooks,
+    #[error("{0}: this agent was built without the testing feature")]
+    NoTestHooks(&'static str),
 }
 
 /// Makes an I/O error on `path` a [`ServeError::File`].
@@ -200,12 +201,14 @@ fn command(program: &str, args: &[String], image: bool) -> Command {
 }
 
 fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<String, ServeError> {
+    // Only the test hooks use the region from here; premap maps it.
+    #[cfg(not(feature = "testing"))]
+    let _ = shm;
     let command = |program: &str, args: &[String]| command(program, args, image);
     let start = |program: String| move |source| ServeError::Start { program, source };
     match request {
         Request::Ping => Ok("pong".into()),
         Request::Uptime => Ok(power::uptime_ms().to_string()),
-        Request::Echo { text } => Ok(text),
         Request::ReadBlock {
             device,
             offset,
@@ -247,23 +250,25 @@ fn execute(request: Request, shm: &mut Shm, echo: bool, image: bool) -> Result<S
             Ok("ok".into())
         }
         Request::ReadFile { path } => read_file(&path).map_err(file(path)),
-        Request::ShmProbe { byte } => Ok(crate::shm::probe(&*shm.mapping()?, byte)?),
-        Request::RingEcho => {
-            crate::shm::start_echo(shm.mapping()?, shm.doorbell()?)?;
-            Ok("started".into())
-        }
         Request::Health => Ok(format!(
             "uptime_ms={} mem_available_kb={} ring={}",
             power::uptime_ms(),
             mem_available_kb().unwrap_or(0),
             if echo { "echo" } else { "idle" }
         )),
-        Request::MapRing => Ok(crate::shm::map_ring(&*shm.mapping()?)?),
         Request::Load { name, source } => load(&name, &source),
         #[cfg(feature = "testing")]
-        Request::RingFault { fault } => Ok(crate::shm::inject_fault(&*shm.mapping()?, &fault)?),
+        hook @ (Request::Echo { .. }
+        | Request::ShmProbe { .. }
+        | Request::MapRing
+        | Request::RingEcho
+        | Request::RingFault { .. }) => Ok(crate::hooks::execute(hook, shm)?),
         #[cfg(not(feature = "testing"))]
-        Request::RingFault { .. } => Err(ServeError::NoTestHooks),
+        hook @ (Request::Echo { .. }
+        | Request::ShmProbe { .. }
+        | Request::MapRing
+        | Request::RingEcho
+        | Request::RingFault { .. }) => Err(ServeError::NoTestHooks(hook.name())),
         Request::Spawn { .. } => unreachable!("handled by the caller"),
     }
 }
@@ -324,9 +329,15 @@ mod tests {
     #[test]
     fn failures_answer_with_their_text() {
         let err = |text: &str| Outcome::Err(text.into());
+        #[cfg(feature = "testing")]
         assert_eq!(
             reply(Request::MapRing),
             err("no shared-memory region (reflow.shm= not set)")
+        );
+        #[cfg(not(feature = "testing"))]
+        assert_eq!(
+            reply(Request::MapRing),
+            err("map-ring: this agent was built without the testing feature")
         );
         assert_eq!(
             reply(Request::ReadFile {
