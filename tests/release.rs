@@ -58,7 +58,13 @@ fn the_release_agent_has_no_test_hooks() {
     let dir = tempfile::tempdir().unwrap();
     config.vsock_uds = Some(dir.path().join("vm.vsock"));
     let mut vm = TestVm::boot(config, Box::new(std::io::sink()));
-    for hook in ["ring-fault magic", "ring-echo", "map-ring", "shm-probe 1", "echo hi"] {
+    for hook in [
+        "ring-fault magic",
+        "ring-echo",
+        "map-ring",
+        "shm-probe 1",
+        "echo hi",
+    ] {
         let refused = vm
             .request(hook)
             .expect_err("a release agent has no test hooks");
