@@ -6,6 +6,7 @@
 //! `REFLOW_KERNEL`, `REFLOW_INITRAMFS`, `REFLOW_PYTHON_IMAGE` and
 //! `REFLOW_NODE_IMAGE`.
 
+pub mod actor_suite;
 pub mod calls;
 pub mod graphs;
 pub mod redis_server;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use reflow_agent_protocol::request::Request;
 use reflow_ring::{Consumer, Metadata, Producer};
 use reflow_sandbox_core::runtime::Runtime;
+use reflow_sandbox_core::Language;
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::snapshot::golden;
@@ -257,6 +259,16 @@ pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, 
 /// and warm, and the config to restore it with.
 pub fn warm_node_golden(shm_mib: u32) -> (PathBuf, VmConfig) {
     warm_golden(&node_runtime(shm_mib), "run_worker.js", "worker.ready")
+}
+
+/// The golden snapshot of `language`'s runtime with its worker running and
+/// warm (as the host bridge's pool starts it), and the config to restore
+/// it with.
+pub fn warm_worker_golden(language: Language, shm_mib: u32) -> (PathBuf, VmConfig) {
+    match language {
+        Language::Python => warm_python_golden(shm_mib, "run_worker.py", "worker.ready"),
+        Language::JavaScript => warm_node_golden(shm_mib),
+    }
 }
 
 fn warm_golden(runtime: &Runtime, script: &str, ready: &str) -> (PathBuf, VmConfig) {
