@@ -28,6 +28,26 @@ struct Case {
     reason: &'static [&'static str],
 }
 
+/// A case whose message may run [`LIMIT_S`] seconds.
+const fn case(name: &'static str, attack: &'static str, reason: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        limit_s: LIMIT_S,
+        attack,
+        reason,
+    }
+}
+
+/// A flood, whose message needs time to reach its limit.
+const fn flood(name: &'static str, attack: &'static str, reason: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        limit_s: 20,
+        attack,
+        reason,
+    }
+}
+
 const TIMED_OUT: &str = "ran past its 5s limit";
 const STOPPED: &str = "VM stopped while running it";
 const WORKER_GONE: &str = "worker process ended while running it (its VM lived on)";
@@ -38,185 +58,111 @@ const OUTPUT_SIZE: &str = "over the 1048576-byte limit (max_output_size)";
 const STATE_VALUE: &str = "over the 65536-byte limit (max_state_value_size)";
 
 const PYTHON: &[Case] = &[
-    Case {
-        name: "endless_loop",
-        limit_s: LIMIT_S,
-        attack: "while True:\n        pass",
-        reason: &[TIMED_OUT],
-    },
-    Case {
-        name: "fork_bomb",
-        limit_s: LIMIT_S,
-        attack: "import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
-        reason: &[TIMED_OUT, STOPPED],
-    },
-    Case {
-        name: "memory_hog",
-        limit_s: LIMIT_S,
-        attack: "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
-        reason: &["MemoryError", TIMED_OUT, STOPPED, WORKER_GONE],
-    },
-    Case {
-        name: "ring_garbage",
-        limit_s: LIMIT_S,
-        attack: "import mmap, os, struct\n    fd = os.open('/dev/mem', os.O_RDWR | os.O_SYNC)\n    \
-                 head = mmap.mmap(fd, 4096, offset=1 << 32)\n    size = struct.unpack_from('<Q', head, 16)[0]\n    \
-                 g2h = struct.unpack_from('<Q', head, 48)[0]\n    m = mmap.mmap(fd, size, offset=1 << 32)\n    \
-                 struct.pack_into('<Q', m, g2h, 1 << 40)\n    m[g2h + 4096 : g2h + 4160] = b'garbage!' * 8",
-        reason: &[RING],
-    },
+    case("endless_loop", "while True:\n        pass", &[TIMED_OUT]),
+    case(
+        "fork_bomb",
+        "import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
+        &[TIMED_OUT, STOPPED],
+    ),
+    case(
+        "memory_hog",
+        "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
+        &["MemoryError", TIMED_OUT, STOPPED, WORKER_GONE],
+    ),
+    case(
+        "ring_garbage",
+        "import mmap, os, struct\n    fd = os.open('/dev/mem', os.O_RDWR | os.O_SYNC)\n    \
+         head = mmap.mmap(fd, 4096, offset=1 << 32)\n    size = struct.unpack_from('<Q', head, 16)[0]\n    \
+         g2h = struct.unpack_from('<Q', head, 48)[0]\n    m = mmap.mmap(fd, size, offset=1 << 32)\n    \
+         struct.pack_into('<Q', m, g2h, 1 << 40)\n    m[g2h + 4096 : g2h + 4160] = b'garbage!' * 8",
+        &[RING],
+    ),
     // Our guest kernel has no magic SysRq (`echo c > /proc/sysrq-trigger`
     // finds no file): the worker, root in the guest, stops the guest
     // kernel with reboot(2) instead.
-    Case {
-        name: "powers_the_guest_off",
-        limit_s: LIMIT_S,
-        attack: "import ctypes\n    ctypes.CDLL(None).reboot(0x01234567)",
-        reason: &["VM stopped while running it (the guest reset itself)"],
-    },
+    case(
+        "powers_the_guest_off",
+        "import ctypes\n    ctypes.CDLL(None).reboot(0x01234567)",
+        &["VM stopped while running it (the guest reset itself)"],
+    ),
     // PID 1 is the agent: the worker (root in the guest) attaches to it
     // with ptrace and sends it to address 0. The agent dies of SIGSEGV and
     // the kernel panics ("Attempted to kill init!"), as `echo c >
     // /proc/sysrq-trigger` would have it panic.
-    Case {
-        name: "crashes_the_agent_and_panics_the_kernel",
-        limit_s: LIMIT_S,
-        attack: "import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
-                 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]\n    \
-                 if libc.ptrace(16, 1, None, None) != 0:\n        raise OSError(ctypes.get_errno(), 'PTRACE_ATTACH')\n    \
-                 os.waitpid(1, 0x40000000)\n    regs = (ctypes.c_ulonglong * 27)()\n    \
-                 libc.ptrace(12, 1, None, ctypes.byref(regs))\n    regs[16] = 0\n    \
-                 libc.ptrace(13, 1, None, ctypes.byref(regs))\n    libc.ptrace(17, 1, None, None)\n    \
-                 import time\n    time.sleep(10)",
-        reason: &["the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init!"],
-    },
-    Case {
-        name: "no_sysrq",
-        limit_s: LIMIT_S,
-        attack: "open('/proc/sysrq-trigger', 'w').write('c')",
-        reason: &["No such file or directory: '/proc/sysrq-trigger'"],
-    },
-    Case {
-        name: "kills_its_worker",
-        limit_s: LIMIT_S,
-        attack: "import os\n    os.kill(os.getpid(), 9)",
-        reason: &[WORKER_GONE],
-    },
-    Case {
-        name: "network",
-        limit_s: LIMIT_S,
-        attack: "import socket\n    socket.create_connection(('10.0.2.2', 80), timeout=2)",
-        reason: &["Network is unreachable"],
-    },
-    Case {
-        name: "writes_the_root_image",
-        limit_s: LIMIT_S,
-        attack: "open('/usr/lib/evil', 'w')",
-        reason: &["Read-only file system"],
-    },
-    Case {
-        name: "floods_outputs",
-        limit_s: 20,
-        attack: "while True:\n        context.send_output_sync('output', 0)",
-        reason: &[FLOOD_OUTPUTS],
-    },
-    Case {
-        name: "floods_state",
-        limit_s: 20,
-        attack: "while True:\n        context.state.increment_sync('n')",
-        reason: &[FLOOD_STATE],
-    },
-    Case {
-        name: "huge_output",
-        limit_s: LIMIT_S,
-        attack: "context.send_output_sync('output', b'x' * (2 << 20))",
-        reason: &[OUTPUT_SIZE],
-    },
-    Case {
-        name: "huge_state_value",
-        limit_s: LIMIT_S,
-        attack: "context.state.set_sync('big', 'x' * (1 << 20))",
-        reason: &[STATE_VALUE],
-    },
+    case(
+        "crashes_the_agent_and_panics_the_kernel",
+        "import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+         libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]\n    \
+         if libc.ptrace(16, 1, None, None) != 0:\n        raise OSError(ctypes.get_errno(), 'PTRACE_ATTACH')\n    \
+         os.waitpid(1, 0x40000000)\n    regs = (ctypes.c_ulonglong * 27)()\n    \
+         libc.ptrace(12, 1, None, ctypes.byref(regs))\n    regs[16] = 0\n    \
+         libc.ptrace(13, 1, None, ctypes.byref(regs))\n    libc.ptrace(17, 1, None, None)\n    \
+         import time\n    time.sleep(10)",
+        &["the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init!"],
+    ),
+    case(
+        "no_sysrq",
+        "open('/proc/sysrq-trigger', 'w').write('c')",
+        &["No such file or directory: '/proc/sysrq-trigger'"],
+    ),
+    case("kills_its_worker", "import os\n    os.kill(os.getpid(), 9)", &[WORKER_GONE]),
+    case(
+        "network",
+        "import socket\n    socket.create_connection(('10.0.2.2', 80), timeout=2)",
+        &["Network is unreachable"],
+    ),
+    case("writes_the_root_image", "open('/usr/lib/evil', 'w')", &["Read-only file system"]),
+    flood(
+        "floods_outputs",
+        "while True:\n        context.send_output_sync('output', 0)",
+        &[FLOOD_OUTPUTS],
+    ),
+    flood("floods_state", "while True:\n        context.state.increment_sync('n')", &[FLOOD_STATE]),
+    case("huge_output", "context.send_output_sync('output', b'x' * (2 << 20))", &[OUTPUT_SIZE]),
+    case("huge_state_value", "context.state.set_sync('big', 'x' * (1 << 20))", &[STATE_VALUE]),
 ];
 
 const JAVASCRIPT: &[Case] = &[
-    Case {
-        name: "endless_loop",
-        limit_s: LIMIT_S,
-        attack: "for (;;) {}",
-        reason: &[TIMED_OUT],
-    },
-    Case {
-        name: "fork_bomb",
-        limit_s: LIMIT_S,
-        attack: "const cp = require('child_process');\n    for (;;) { try { cp.spawn('/usr/bin/node', ['-e', 'for(;;){}']); } catch (e) {} }",
-        reason: &[TIMED_OUT, STOPPED],
-    },
-    Case {
-        name: "memory_hog",
-        limit_s: LIMIT_S,
-        attack: "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
-        reason: &["RangeError", "memory", TIMED_OUT, STOPPED, WORKER_GONE],
-    },
-    Case {
-        name: "ring_garbage",
-        limit_s: LIMIT_S,
-        attack: "const shm = require('/opt/reflow/reflow_shm.node');\n    \
-                 const head = Buffer.from(shm.map(2 ** 32, 4096));\n    \
-                 const g2h = Number(head.readBigUInt64LE(48));\n    \
-                 const m = Buffer.from(shm.map(2 ** 32, Number(head.readBigUInt64LE(16))));\n    \
-                 m.writeBigUInt64LE(1n << 40n, g2h);\n    m.fill('garbage!', g2h + 4096, g2h + 4160);",
-        reason: &[RING],
-    },
-    Case {
-        name: "no_sysrq",
-        limit_s: LIMIT_S,
-        attack: "require('fs').writeFileSync('/proc/sysrq-trigger', 'c');",
-        reason: &["ENOENT: no such file or directory, open '/proc/sysrq-trigger'"],
-    },
-    Case {
-        name: "kills_its_worker",
-        limit_s: LIMIT_S,
-        attack: "globalThis.process.kill(globalThis.process.pid, 'SIGKILL');",
-        reason: &[WORKER_GONE],
-    },
-    Case {
-        name: "network",
-        limit_s: LIMIT_S,
-        attack: "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",
-        reason: &["ENETUNREACH"],
-    },
-    Case {
-        name: "writes_the_root_image",
-        limit_s: LIMIT_S,
-        attack: "require('fs').writeFileSync('/usr/lib/evil', 'x');",
-        reason: &["EROFS"],
-    },
-    Case {
-        name: "floods_outputs",
-        limit_s: 20,
-        attack: "for (;;) context.sendOutputSync('output', 0);",
-        reason: &[FLOOD_OUTPUTS],
-    },
-    Case {
-        name: "floods_state",
-        limit_s: 20,
-        attack: "for (;;) context.state.incrementSync('n');",
-        reason: &[FLOOD_STATE],
-    },
-    Case {
-        name: "huge_output",
-        limit_s: LIMIT_S,
-        attack: "context.sendOutputSync('output', Buffer.alloc(2 << 20));",
-        reason: &[OUTPUT_SIZE],
-    },
-    Case {
-        name: "huge_state_value",
-        limit_s: LIMIT_S,
-        attack: "context.state.setSync('big', 'x'.repeat(1 << 20));",
-        reason: &[STATE_VALUE],
-    },
+    case("endless_loop", "for (;;) {}", &[TIMED_OUT]),
+    case(
+        "fork_bomb",
+        "const cp = require('child_process');\n    for (;;) { try { cp.spawn('/usr/bin/node', ['-e', 'for(;;){}']); } catch (e) {} }",
+        &[TIMED_OUT, STOPPED],
+    ),
+    case(
+        "memory_hog",
+        "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
+        &["RangeError", "memory", TIMED_OUT, STOPPED, WORKER_GONE],
+    ),
+    case(
+        "ring_garbage",
+        "const shm = require('/opt/reflow/reflow_shm.node');\n    \
+         const head = Buffer.from(shm.map(2 ** 32, 4096));\n    \
+         const g2h = Number(head.readBigUInt64LE(48));\n    \
+         const m = Buffer.from(shm.map(2 ** 32, Number(head.readBigUInt64LE(16))));\n    \
+         m.writeBigUInt64LE(1n << 40n, g2h);\n    m.fill('garbage!', g2h + 4096, g2h + 4160);",
+        &[RING],
+    ),
+    case(
+        "no_sysrq",
+        "require('fs').writeFileSync('/proc/sysrq-trigger', 'c');",
+        &["ENOENT: no such file or directory, open '/proc/sysrq-trigger'"],
+    ),
+    case(
+        "kills_its_worker",
+        "globalThis.process.kill(globalThis.process.pid, 'SIGKILL');",
+        &[WORKER_GONE],
+    ),
+    case(
+        "network",
+        "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",
+        &["ENETUNREACH"],
+    ),
+    case("writes_the_root_image", "require('fs').writeFileSync('/usr/lib/evil', 'x');", &["EROFS"]),
+    flood("floods_outputs", "for (;;) context.sendOutputSync('output', 0);", &[FLOOD_OUTPUTS]),
+    flood("floods_state", "for (;;) context.state.incrementSync('n');", &[FLOOD_STATE]),
+    case("huge_output", "context.sendOutputSync('output', Buffer.alloc(2 << 20));", &[OUTPUT_SIZE]),
+    case("huge_state_value", "context.state.setSync('big', 'x'.repeat(1 << 20));", &[STATE_VALUE]),
 ];
 
 fn python_script(case: &Case) -> String {
@@ -260,22 +206,18 @@ fn config() -> BridgeConfig {
 async fn attack(bridge: &Bridge, language: Language, case: &Case) {
     let mut g = GraphBuilder::default();
     g.native("numbers", "Range", json!({}));
-    match language {
-        Language::Python => g.script(
-            "h",
-            "Hostile",
-            &python_script(case),
-            json!({}),
-            Some(case.limit_s),
-        ),
-        Language::JavaScript => g.js_script(
-            "h",
-            "Hostile",
-            &js_script(case),
-            json!({}),
-            Some(case.limit_s),
-        ),
+    let source = match language {
+        Language::Python => python_script(case),
+        Language::JavaScript => js_script(case),
     };
+    g.script_in(
+        language,
+        "h",
+        "Hostile",
+        &source,
+        json!({}),
+        Some(case.limit_s),
+    );
     g.native("ok", "Format", json!({}))
         .native("failed", "Format", json!({}))
         .connect("numbers", "out", "h", "input")

@@ -32,54 +32,18 @@ impl Default for GraphBuilder {
 }
 
 impl GraphBuilder {
-    /// A Python script node: `source` is written to `<component>.actor.py`;
-    /// `config` (an object) is the node's config.
-    pub fn script(
+    /// A script node in `language`: `source` is written to
+    /// `<component>.actor.<extension>`; `config` (an object) is the node's
+    /// config.
+    pub fn script_in(
         &mut self,
+        language: Language,
         id: &str,
         component: &str,
         source: &str,
         config: Value,
         timeout_seconds: Option<u32>,
     ) -> &mut Self {
-        let node = ScriptNode {
-            id,
-            component,
-            source,
-            config,
-            timeout_seconds,
-        };
-        self.script_node(Language::Python, node)
-    }
-
-    /// A JavaScript script node, as [`GraphBuilder::script`]
-    /// (`<component>.actor.js`).
-    pub fn js_script(
-        &mut self,
-        id: &str,
-        component: &str,
-        source: &str,
-        config: Value,
-        timeout_seconds: Option<u32>,
-    ) -> &mut Self {
-        let node = ScriptNode {
-            id,
-            component,
-            source,
-            config,
-            timeout_seconds,
-        };
-        self.script_node(Language::JavaScript, node)
-    }
-
-    fn script_node(&mut self, language: Language, node: ScriptNode<'_>) -> &mut Self {
-        let ScriptNode {
-            id,
-            component,
-            source,
-            config,
-            timeout_seconds,
-        } = node;
         let file = format!("{component}.actor.{}", language.extension());
         std::fs::write(self.dir.path().join(&file), source).expect("script written");
         let mut script = json!({"runtime": language.to_string(), "source": "file", "path": file});
@@ -96,6 +60,44 @@ impl GraphBuilder {
             json!({"id": id, "component": component, "metadata": metadata}),
         );
         self
+    }
+
+    /// A Python script node, as [`GraphBuilder::script_in`].
+    pub fn script(
+        &mut self,
+        id: &str,
+        component: &str,
+        source: &str,
+        config: Value,
+        timeout_seconds: Option<u32>,
+    ) -> &mut Self {
+        self.script_in(
+            Language::Python,
+            id,
+            component,
+            source,
+            config,
+            timeout_seconds,
+        )
+    }
+
+    /// A JavaScript script node, as [`GraphBuilder::script_in`].
+    pub fn js_script(
+        &mut self,
+        id: &str,
+        component: &str,
+        source: &str,
+        config: Value,
+        timeout_seconds: Option<u32>,
+    ) -> &mut Self {
+        self.script_in(
+            Language::JavaScript,
+            id,
+            component,
+            source,
+            config,
+            timeout_seconds,
+        )
     }
 
     /// A built-in native node.
@@ -128,15 +130,6 @@ impl GraphBuilder {
         std::fs::write(&path, serde_json::to_vec_pretty(&graph).unwrap()).unwrap();
         GraphFile::load(&path).unwrap_or_else(|e| panic!("{e}"))
     }
-}
-
-/// A script node's parts.
-struct ScriptNode<'a> {
-    id: &'a str,
-    component: &'a str,
-    source: &'a str,
-    config: Value,
-    timeout_seconds: Option<u32>,
 }
 
 /// A bridge over the test images with a Python runtime (its golden is the
