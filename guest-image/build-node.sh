@@ -24,51 +24,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-packages_file="$here/node/packages.txt"
-npm_file="$here/node/npm-packages.txt"
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
-tag=node-image
-# shellcheck source=rootfs.sh
-. "$here/rootfs.sh"
-log() { rootfs_log "$@"; }
-die() { rootfs_die "$@"; }
+lang=node
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+image_options --packages "npm package list" "$here/node/npm-packages.txt" "$@"
+npm_packages="$listed"
+image_key sdk addon -type f
+image_exit_if_built
 
-path_only=false
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --path-only) path_only=true ;;
-        --packages)
-            [ $# -ge 2 ] || die "--packages needs a file"
-            npm_file="$2"; shift ;;
-        *) die "unknown argument: $1 (see the usage at the top of $0)" ;;
-    esac
-    shift
-done
-[ -f "$npm_file" ] || die "no npm package list at $npm_file"
-npm_packages="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$npm_file" | grep -v '^$' || true)"
-
-key="$( {
-    cat "$here/build-node.sh" "$here/rootfs.sh" "$packages_file" "$here/node/preload.txt"
-    printf '%s\n' "$npm_packages"
-    (cd "$here/node" && find sdk addon -type f | LC_ALL=C sort | xargs sha256sum)
-} | sha256sum | cut -c1-16)"
-out_dir="$cache_root/node-$key"
-image="$out_dir/rootfs.ext4"
-
-if $path_only; then
-    [ -f "$image" ] || exit 1
-    echo "$image"
-    exit 0
-fi
-if [ -f "$image" ]; then
-    log "cached: $image ($(du -h --apparent-size "$image" | cut -f1))"
-    echo "$image"
-    exit 0
-fi
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/reflow-node-image.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-started=$(date +%s)
+image_build_start
 rootfs_host_packages gcc libc6-dev
 rootfs_debian "$packages_file" "$work/root"
 rootfs_prune "$work/root"
@@ -99,6 +63,4 @@ console.log(process.version);'
 version="$(chroot "$work/root" /usr/bin/env -i /usr/bin/node -e "$check")" ||
     die "the image's node cannot load the SDK, the addon or a preloaded package"
 rootfs_pack "$work/root" reflow-node "$out_dir"
-log "built in $(( $(date +%s) - started )) s: $image ($(du -h --apparent-size "$image" | cut -f1) image, \
-$(du -sh "$work/root" | cut -f1) of files, node $version)"
-echo "$image"
+image_built "node $version"

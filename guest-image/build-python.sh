@@ -27,51 +27,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-packages_file="$here/python/packages.txt"
-requirements="$here/python/requirements.txt"
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/reflow-sandbox/images"
-tag=python-image
-# shellcheck source=rootfs.sh
-. "$here/rootfs.sh"
-log() { rootfs_log "$@"; }
-die() { rootfs_die "$@"; }
+lang=python
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+image_options --requirements "requirements file" "$here/python/requirements.txt" "$@"
+pip_packages="$listed"
+image_key sdk -type f ! -name '*.pyc'
+image_exit_if_built
 
-path_only=false
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --path-only) path_only=true ;;
-        --requirements)
-            [ $# -ge 2 ] || die "--requirements needs a file"
-            requirements="$2"; shift ;;
-        *) die "unknown argument: $1 (see the usage at the top of $0)" ;;
-    esac
-    shift
-done
-[ -f "$requirements" ] || die "no requirements file at $requirements"
-pip_packages="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$requirements" | grep -v '^$' || true)"
-
-key="$( {
-    cat "$here/build-python.sh" "$here/rootfs.sh" "$packages_file" "$here/python/preload.txt"
-    printf '%s\n' "$pip_packages"
-    (cd "$here/python" && find sdk -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum)
-} | sha256sum | cut -c1-16)"
-out_dir="$cache_root/python-$key"
-image="$out_dir/rootfs.ext4"
-
-if $path_only; then
-    [ -f "$image" ] || exit 1
-    echo "$image"
-    exit 0
-fi
-if [ -f "$image" ]; then
-    log "cached: $image ($(du -h --apparent-size "$image" | cut -f1))"
-    echo "$image"
-    exit 0
-fi
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/reflow-python-image.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-started=$(date +%s)
+image_build_start
 rootfs_debian "$packages_file" "$work/root"
 log "adding the SDK and packing"
 rootfs_prune "$work/root"
@@ -110,6 +74,4 @@ chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 "${compile_dirs[@]}" 
     chroot "$work/root" /usr/bin/python3 --version >/dev/null ||
     die "the image's python3 does not run"
 rootfs_pack "$work/root" reflow-python "$out_dir"
-log "built in $(( $(date +%s) - started )) s: $image ($(du -h --apparent-size "$image" | cut -f1) image, \
-$(du -sh "$work/root" | cut -f1) of files, python $(chroot "$work/root" /usr/bin/python3 -c 'import sys; print(sys.version.split()[0])'))"
-echo "$image"
+image_built "python $(chroot "$work/root" /usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')"
