@@ -8,6 +8,28 @@ use serde::{Deserialize, Serialize};
 use virtio_queue::QueueState;
 use vm_superio::serial::SerialState;
 
+/// `From` both ways between `$theirs` (another crate's state type, without
+/// serde) and `$ours`, its serde mirror here, copying the fields by name
+/// (the ones after `clone` cloned): between references (`&A <-> &B`) or
+/// values (`A <-> B`).
+macro_rules! mirror {
+    (&$theirs:ident <-> &$ours:ident { $($f:ident),*; clone $($c:ident),* }) => {
+        mirror!(@from &$theirs => $ours { $($f),*; $($c),* });
+        mirror!(@from &$ours => $theirs { $($f),*; $($c),* });
+    };
+    ($theirs:ident <-> $ours:ident { $($f:ident),* }) => {
+        mirror!(@from $theirs => $ours { $($f),*; });
+        mirror!(@from $ours => $theirs { $($f),*; });
+    };
+    (@from $from:ty => $to:ident { $($f:ident),*; $($c:ident),* }) => {
+        impl From<$from> for $to {
+            fn from(s: $from) -> Self {
+                $to { $($f: s.$f,)* $($c: s.$c.clone(),)* }
+            }
+        }
+    };
+}
+
 /// One vCPU's architectural and KVM state.
 #[derive(Serialize, Deserialize)]
 pub struct VcpuState {
@@ -72,39 +94,10 @@ pub struct SerialSnapshot {
     pub in_buffer: Vec<u8>,
 }
 
-impl From<&SerialState> for SerialSnapshot {
-    fn from(s: &SerialState) -> Self {
-        SerialSnapshot {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer.clone(),
-        }
-    }
-}
-
-impl From<&SerialSnapshot> for SerialState {
-    fn from(s: &SerialSnapshot) -> Self {
-        SerialState {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer.clone(),
-        }
-    }
-}
+mirror!(&SerialState <-> &SerialSnapshot {
+    baud_divisor_low, baud_divisor_high, interrupt_enable, interrupt_identification, line_control,
+    line_status, modem_control, modem_status, scratch; clone in_buffer
+});
 
 /// A virtio queue's position and layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,37 +122,10 @@ pub struct QueueSnapshot {
     pub used_ring: u64,
 }
 
-impl From<QueueState> for QueueSnapshot {
-    fn from(q: QueueState) -> Self {
-        QueueSnapshot {
-            max_size: q.max_size,
-            next_avail: q.next_avail,
-            next_used: q.next_used,
-            event_idx_enabled: q.event_idx_enabled,
-            size: q.size,
-            ready: q.ready,
-            desc_table: q.desc_table,
-            avail_ring: q.avail_ring,
-            used_ring: q.used_ring,
-        }
-    }
-}
-
-impl From<QueueSnapshot> for QueueState {
-    fn from(q: QueueSnapshot) -> Self {
-        QueueState {
-            max_size: q.max_size,
-            next_avail: q.next_avail,
-            next_used: q.next_used,
-            event_idx_enabled: q.event_idx_enabled,
-            size: q.size,
-            ready: q.ready,
-            desc_table: q.desc_table,
-            avail_ring: q.avail_ring,
-            used_ring: q.used_ring,
-        }
-    }
-}
+mirror!(QueueState <-> QueueSnapshot {
+    max_size, next_avail, next_used, event_idx_enabled, size, ready, desc_table, avail_ring,
+    used_ring
+});
 
 /// A virtio-mmio transport's registers and queues.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

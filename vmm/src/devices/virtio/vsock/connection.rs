@@ -369,10 +369,8 @@ impl<S: Read + Write> Connection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::vsock::packet::{HOST_CID, TYPE_STREAM};
+    use crate::devices::virtio::vsock::packet::from_guest::{guest_packet, CID};
     use std::io::Cursor;
-
-    const CID: u64 = 3;
 
     /// A host end that records writes and serves reads from a buffer.
     #[derive(Default)]
@@ -407,22 +405,8 @@ mod tests {
         }
     }
 
-    fn guest(op: u16, len: u32) -> Header {
-        Header {
-            src_cid: CID,
-            dst_cid: HOST_CID,
-            src_port: 5000,
-            dst_port: 1024,
-            len,
-            kind: TYPE_STREAM,
-            op,
-            buf_alloc: 65536,
-            ..Header::default()
-        }
-    }
-
     fn accepted(pipe: Pipe) -> Connection<Pipe> {
-        let mut c = Connection::accept_from_guest(pipe, CID, &guest(op::REQUEST, 0));
+        let mut c = Connection::accept_from_guest(pipe, CID, &guest_packet(op::REQUEST, 0));
         let (h, _) = c.next_packet(&mut [0; 16]).unwrap();
         assert_eq!((h.op, h.src_port, h.dst_port), (op::RESPONSE, 1024, 5000));
         c
@@ -434,7 +418,7 @@ mod tests {
         let (h, _) = c.next_packet(&mut []).unwrap();
         assert_eq!((h.op, h.dst_port, h.dst_cid), (op::REQUEST, 52, CID));
         assert_eq!(c.state(), State::Connecting);
-        let mut resp = guest(op::RESPONSE, 0);
+        let mut resp = guest_packet(op::RESPONSE, 0);
         (resp.src_port, resp.dst_port) = (52, 1 << 30);
         assert_eq!(c.on_packet(&resp, &[]), Ok(Verdict::Keep));
         assert_eq!(c.stream.output, format!("OK {}\n", 1u32 << 30).as_bytes());
@@ -448,7 +432,7 @@ mod tests {
             ..Pipe::default()
         };
         let mut c = accepted(pipe);
-        c.on_packet(&guest(op::RW, 5), b"hello").unwrap();
+        c.on_packet(&guest_packet(op::RW, 5), b"hello").unwrap();
         assert_eq!(c.stream.output, b"hello");
         c.set_readable();
         let mut buf = [0u8; 4];
@@ -456,7 +440,7 @@ mod tests {
         assert_eq!((h.op, n, &buf[..n]), (op::RW, 4, &b"hell"[..]));
         assert_eq!(h.fwd_cnt, 5, "our forward count rides on every packet");
         // The guest's credit ends the flow: 4 bytes in flight of 6 allowed.
-        let mut small = guest(op::CREDIT_UPDATE, 0);
+        let mut small = guest_packet(op::CREDIT_UPDATE, 0);
         small.buf_alloc = 6;
         c.on_packet(&small, &[]).unwrap();
         let (_, n) = c.next_packet(&mut buf).unwrap();
@@ -473,11 +457,11 @@ mod tests {
         let mut c = accepted(pipe);
         let chunk = vec![7u8; 64 * 1024];
         for _ in 0..4 {
-            c.on_packet(&guest(op::RW, chunk.len() as u32), &chunk)
+            c.on_packet(&guest_packet(op::RW, chunk.len() as u32), &chunk)
                 .unwrap();
         }
         assert_eq!(
-            c.on_packet(&guest(op::RW, 1), &[1]),
+            c.on_packet(&guest_packet(op::RW, 1), &[1]),
             Err(ConnError::CreditExceeded { len: 1, credit: 0 })
         );
         // The host drains: the bytes arrive in order and credit comes back.
@@ -498,7 +482,10 @@ mod tests {
             (h.op, h.flags),
             (op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND)
         );
-        assert_eq!(c.on_packet(&guest(op::RST, 0), &[]), Ok(Verdict::Drop));
+        assert_eq!(
+            c.on_packet(&guest_packet(op::RST, 0), &[]),
+            Ok(Verdict::Drop)
+        );
     }
 
     #[test]
@@ -509,8 +496,8 @@ mod tests {
             ..Pipe::default()
         };
         let mut c = accepted(pipe);
-        c.on_packet(&guest(op::RW, 3), b"bye").unwrap();
-        let mut sd = guest(op::SHUTDOWN, 0);
+        c.on_packet(&guest_packet(op::RW, 3), b"bye").unwrap();
+        let mut sd = guest_packet(op::SHUTDOWN, 0);
         sd.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
         c.on_packet(&sd, &[]).unwrap();
         assert!(!c.has_rx_work(), "the RST waits for the pending bytes");
@@ -543,8 +530,8 @@ mod tests {
     #[test]
     fn protocol_errors_are_reported() {
         let mut c = accepted(Pipe::default());
-        assert!(c.on_packet(&guest(op::REQUEST, 0), &[]).is_err());
+        assert!(c.on_packet(&guest_packet(op::REQUEST, 0), &[]).is_err());
         let mut c = Connection::connect_to_guest(Pipe::default(), CID, 1 << 30, 52);
-        assert!(c.on_packet(&guest(op::RW, 1), &[1]).is_err());
+        assert!(c.on_packet(&guest_packet(op::RW, 1), &[1]).is_err());
     }
 }

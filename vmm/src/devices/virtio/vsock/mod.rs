@@ -239,7 +239,8 @@ impl Vsock {
 
 #[cfg(test)]
 mod tests {
-    use super::packet::{op, HOST_CID, TYPE_STREAM};
+    use super::packet::from_guest::{guest_packet, CID};
+    use super::packet::{op, HOST_CID};
     use super::*;
     use std::os::unix::net::UnixListener;
     use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -247,7 +248,6 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, Bytes, GuestAddress};
 
-    const CID: u64 = 3;
     const QSIZE: u16 = 16;
     const QUEUE_AT: [u64; 3] = [0x1000, 0x3000, 0x5000];
     const BUFS: u64 = 0x20_000;
@@ -331,20 +331,6 @@ mod tests {
             let mut b = [0u8; HDR_LEN];
             self.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
             Header::from_bytes(&b)
-        }
-    }
-
-    fn guest_packet(op: u16, len: u32) -> Header {
-        Header {
-            src_cid: CID,
-            dst_cid: HOST_CID,
-            src_port: 5000,
-            dst_port: 1024,
-            len,
-            kind: TYPE_STREAM,
-            op,
-            buf_alloc: 65536,
-            ..Header::default()
         }
     }
 

@@ -218,6 +218,32 @@ pub fn parse_tx(bytes: &[u8], guest_cid: u64) -> Result<(Header, &[u8]), PacketE
     Ok((h, &rest[..h.len as usize]))
 }
 
+/// Packets from the guest for the tests of the device and its
+/// connections.
+#[cfg(test)]
+pub(crate) mod from_guest {
+    use super::{Header, HOST_CID, TYPE_STREAM};
+
+    /// The tests' guest CID.
+    pub const CID: u64 = 3;
+
+    /// A stream packet `op` with `len` bytes of payload from guest port
+    /// 5000 to host port 1024, the guest offering a 64 KiB buffer.
+    pub fn guest_packet(op: u16, len: u32) -> Header {
+        Header {
+            src_cid: CID,
+            dst_cid: HOST_CID,
+            src_port: 5000,
+            dst_port: 1024,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            buf_alloc: 65536,
+            ..Header::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
