@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::RingError;
 use crate::layout::{RingLayout, HEAD_OFFSET, TAIL_OFFSET, WAITING_OFFSET};
-use crate::position::Position;
+use crate::position::{Position, Side};
 use crate::record::{
     Header, Metadata, RecordError, RecordView, FLAG_PADDING, HEADER_LEN, METADATA_LEN,
 };
@@ -15,11 +15,7 @@ use crate::wait::{Backoff, Parker, Waiter};
 
 /// Reads records from a ring.
 pub struct Consumer<'a> {
-    region: &'a Region,
-    ring: RingLayout,
-    tail: u64,
-    sequence: u64,
-    backoff: Backoff,
+    side: Side<'a>,
     parker: Option<&'a dyn Parker>,
 }
 
@@ -32,21 +28,14 @@ impl<'a> Consumer<'a> {
     /// A consumer that goes on from `at` (see [`Consumer::position`]).
     pub fn resume(region: &'a Region, ring: RingLayout, at: Position) -> Consumer<'a> {
         Consumer {
-            region,
-            ring,
-            tail: at.offset,
-            sequence: at.sequence,
-            backoff: Backoff::default(),
+            side: Side::at(region, ring, at),
             parker: None,
         }
     }
 
     /// Where this consumer has got to (records released so far).
     pub fn position(&self) -> Position {
-        Position {
-            offset: self.tail,
-            sequence: self.sequence,
-        }
+        self.side.position()
     }
 
     /// After spinning, [`Consumer::recv`] parks on `parker` (raising the
@@ -58,45 +47,50 @@ impl<'a> Consumer<'a> {
     }
 
     fn set_waiting(&self, waiting: bool) -> Result<(), RingError> {
-        self.region
-            .store_release(self.ring.control + WAITING_OFFSET, u64::from(waiting))?;
+        self.side
+            .region
+            .store_release(self.side.ring.control + WAITING_OFFSET, u64::from(waiting))?;
         Ok(())
     }
 
     /// Sets how [`Consumer::recv`] waits for records.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.side.backoff = backoff;
         self
     }
 
     fn set_tail(&mut self, tail: u64) -> Result<(), RingError> {
-        self.tail = tail;
-        self.region
-            .store_release(self.ring.control + TAIL_OFFSET, tail)?;
+        self.side.offset = tail;
+        self.side
+            .region
+            .store_release(self.side.ring.control + TAIL_OFFSET, tail)?;
         Ok(())
     }
 
     /// The next record, validated, without consuming it; `None` when the
     /// ring is empty. Release it with [`Consumer::release`].
     pub fn try_recv(&mut self) -> Result<Option<RecordView<'a>>, RingError> {
-        let cap = self.ring.capacity;
+        let cap = self.side.ring.capacity;
         loop {
-            let head = self.region.load_acquire(self.ring.control + HEAD_OFFSET)?;
-            if head < self.tail || head - self.tail > cap {
+            let head = self
+                .side
+                .region
+                .load_acquire(self.side.ring.control + HEAD_OFFSET)?;
+            if head < self.side.offset || head - self.side.offset > cap {
                 return Err(RingError::Corrupt("producer position out of range"));
             }
-            let avail = head - self.tail;
+            let avail = head - self.side.offset;
             if avail == 0 {
                 return Ok(None);
             }
-            let pos = self.tail % cap;
+            let pos = self.side.offset % cap;
             let to_end = cap - pos;
             if avail < HEADER_LEN {
                 return Err(RingError::Corrupt("partial record header published"));
             }
-            let at = self.ring.data + pos;
+            let at = self.side.ring.data + pos;
             let mut raw = [0u8; HEADER_LEN as usize];
-            self.region.read(at, &mut raw)?;
+            self.side.region.read(at, &mut raw)?;
             let header = Header::decode(&raw)?;
             if header.record_len > to_end || header.record_len > avail {
                 return Err(RingError::Corrupt(
@@ -107,20 +101,21 @@ impl<'a> Consumer<'a> {
                 if header.record_len != to_end {
                     return Err(RingError::Corrupt("padding does not reach the ring end"));
                 }
-                self.set_tail(self.tail + to_end)?;
+                self.set_tail(self.side.offset + to_end)?;
                 continue;
             }
-            if header.sequence != self.sequence {
+            if header.sequence != self.side.sequence {
                 return Err(RingError::Sequence {
-                    expected: self.sequence,
+                    expected: self.side.sequence,
                     found: header.sequence,
                 });
             }
             let mut meta_raw = [0u8; METADATA_LEN as usize];
-            self.region.read(at + HEADER_LEN, &mut meta_raw)?;
+            self.side.region.read(at + HEADER_LEN, &mut meta_raw)?;
             let mut crc = crc32fast::Hasher::new();
             crc.update(&meta_raw);
-            self.region
+            self.side
+                .region
                 .hash_into(at + HEADER_LEN + METADATA_LEN, header.size, &mut crc)?;
             let computed = crc.finalize();
             if computed != header.checksum {
@@ -132,7 +127,7 @@ impl<'a> Consumer<'a> {
             }
             let metadata = Metadata::decode(&meta_raw)?;
             return Ok(Some(RecordView {
-                region: self.region,
+                region: self.side.region,
                 metadata,
                 sequence: header.sequence,
                 payload_offset: at + HEADER_LEN + METADATA_LEN,
@@ -145,21 +140,21 @@ impl<'a> Consumer<'a> {
     /// Consumes `view` (the record `try_recv` returned last), giving its
     /// space back to the producer.
     pub fn release(&mut self, view: RecordView<'_>) -> Result<(), RingError> {
-        if view.sequence != self.sequence {
+        if view.sequence != self.side.sequence {
             return Err(RingError::Sequence {
-                expected: self.sequence,
+                expected: self.side.sequence,
                 found: view.sequence,
             });
         }
-        self.sequence += 1;
-        self.set_tail(self.tail + view.record_len)
+        self.side.sequence += 1;
+        self.set_tail(self.side.offset + view.record_len)
     }
 
     /// Waits for the next record with adaptive back-off, for at most
     /// `timeout`; `None` if none arrived.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<RecordView<'a>>, RingError> {
         let deadline = Instant::now() + timeout;
-        let mut waiter = Waiter::new(self.backoff);
+        let mut waiter = Waiter::new(self.side.backoff);
         loop {
             if let Some(v) = self.try_recv()? {
                 return Ok(Some(v));

@@ -6,18 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::RingError;
 use crate::layout::{RingLayout, HEAD_OFFSET, TAIL_OFFSET, WAITING_OFFSET};
-use crate::position::Position;
+use crate::position::{Position, Side};
 use crate::record::{self, Header, Metadata, RecordView, FLAG_PADDING, HEADER_LEN, METADATA_LEN};
 use crate::region::Region;
 use crate::wait::{Backoff, Doorbell, Waiter};
 
 /// Writes records into a ring.
 pub struct Producer<'a> {
-    region: &'a Region,
-    ring: RingLayout,
-    head: u64,
-    sequence: u64,
-    backoff: Backoff,
+    side: Side<'a>,
     doorbell: Option<&'a dyn Doorbell>,
 }
 
@@ -30,11 +26,7 @@ impl<'a> Producer<'a> {
     /// A producer that goes on from `at` (see [`Producer::position`]).
     pub fn resume(region: &'a Region, ring: RingLayout, at: Position) -> Producer<'a> {
         Producer {
-            region,
-            ring,
-            head: at.offset,
-            sequence: at.sequence,
-            backoff: Backoff::default(),
+            side: Side::at(region, ring, at),
             doorbell: None,
         }
     }
@@ -42,15 +34,12 @@ impl<'a> Producer<'a> {
     /// The ring's data capacity in bytes.
     #[cfg(feature = "testing")]
     pub(crate) fn capacity(&self) -> u64 {
-        self.ring.capacity
+        self.side.ring.capacity
     }
 
     /// Where this producer has got to.
     pub fn position(&self) -> Position {
-        Position {
-            offset: self.head,
-            sequence: self.sequence,
-        }
+        self.side.position()
     }
 
     /// Rings `doorbell` after publishing whenever the consumer has said it
@@ -64,13 +53,15 @@ impl<'a> Producer<'a> {
     /// the consumer's: either it sees the new head before parking, or we
     /// see its waiting flag and ring.
     fn publish(&mut self) -> Result<(), RingError> {
-        self.region
-            .store_release(self.ring.control + HEAD_OFFSET, self.head)?;
+        self.side
+            .region
+            .store_release(self.side.ring.control + HEAD_OFFSET, self.side.offset)?;
         if let Some(doorbell) = self.doorbell {
             fence(Ordering::SeqCst);
             if self
+                .side
                 .region
-                .load_acquire(self.ring.control + WAITING_OFFSET)?
+                .load_acquire(self.side.ring.control + WAITING_OFFSET)?
                 != 0
             {
                 doorbell.ring();
@@ -81,13 +72,16 @@ impl<'a> Producer<'a> {
 
     /// Sets how [`Producer::send`] waits for room.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.side.backoff = backoff;
         self
     }
 
     fn tail(&self) -> Result<u64, RingError> {
-        let tail = self.region.load_acquire(self.ring.control + TAIL_OFFSET)?;
-        if tail > self.head || self.head - tail > self.ring.capacity {
+        let tail = self
+            .side
+            .region
+            .load_acquire(self.side.ring.control + TAIL_OFFSET)?;
+        if tail > self.side.offset || self.side.offset - tail > self.side.ring.capacity {
             return Err(RingError::Corrupt("consumer position out of range"));
         }
         Ok(tail)
@@ -119,7 +113,7 @@ impl<'a> Producer<'a> {
         payload: Payload<'_>,
         tamper: impl FnOnce(&mut [u8; HEADER_LEN as usize], &mut u64),
     ) -> Result<(), RingError> {
-        let cap = self.ring.capacity;
+        let cap = self.side.ring.capacity;
         let size = payload.len();
         let len = record::record_len(size)
             .filter(|&l| l <= cap && size <= u64::from(u32::MAX))
@@ -128,8 +122,8 @@ impl<'a> Producer<'a> {
                 capacity: cap,
             })?;
         let meta_bytes = meta.encode()?;
-        let mut free = cap - (self.head - self.tail()?);
-        let pos = self.head % cap;
+        let mut free = cap - (self.side.offset - self.tail()?);
+        let pos = self.side.offset % cap;
         let to_end = cap - pos;
         if len > to_end {
             // The record does not fit before the ring's end: fill the end
@@ -148,28 +142,30 @@ impl<'a> Producer<'a> {
                 record_len: to_end,
                 sequence: 0,
             };
-            self.region.write(self.ring.data + pos, &pad.encode())?;
-            self.head += to_end;
+            self.side
+                .region
+                .write(self.side.ring.data + pos, &pad.encode())?;
+            self.side.offset += to_end;
             self.publish()?;
             free -= to_end;
         }
         if len > free {
             return Err(RingError::Full { needed: len, free });
         }
-        let at = self.ring.data + self.head % cap;
-        self.region.write(at + HEADER_LEN, &meta_bytes)?;
+        let at = self.side.ring.data + self.side.offset % cap;
+        self.side.region.write(at + HEADER_LEN, &meta_bytes)?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&meta_bytes);
         let dst = at + HEADER_LEN + METADATA_LEN;
         match payload {
             Payload::Bytes(b) => {
-                self.region.write(dst, b)?;
+                self.side.region.write(dst, b)?;
                 crc.update(b);
             }
             Payload::View(v) => {
                 v.region
                     .for_each_chunk(v.payload_offset, size, |done, chunk| {
-                        self.region.write(dst + done, chunk)?;
+                        self.side.region.write(dst + done, chunk)?;
                         crc.update(chunk);
                         Ok::<(), RingError>(())
                     })?;
@@ -180,13 +176,13 @@ impl<'a> Producer<'a> {
             size,
             checksum: crc.finalize(),
             record_len: len,
-            sequence: self.sequence,
+            sequence: self.side.sequence,
         };
         let mut raw = header.encode();
-        tamper(&mut raw, &mut self.head);
-        self.region.write(at, &raw)?;
-        self.head += len;
-        self.sequence += 1;
+        tamper(&mut raw, &mut self.side.offset);
+        self.side.region.write(at, &raw)?;
+        self.side.offset += len;
+        self.side.sequence += 1;
         self.publish()
     }
 
@@ -212,7 +208,7 @@ impl<'a> Producer<'a> {
         mut attempt: impl FnMut(&mut Self) -> Result<(), RingError>,
     ) -> Result<(), RingError> {
         let deadline = Instant::now() + timeout;
-        let mut waiter = Waiter::new(self.backoff);
+        let mut waiter = Waiter::new(self.side.backoff);
         loop {
             match attempt(self) {
                 Err(RingError::Full { .. }) if Instant::now() < deadline => waiter.wait(),
