@@ -58,10 +58,11 @@ const BROKEN: &str = "@actor(name=\"X\")\ndef f(context:\n";
 
 const RANDOM: &str = r#"
 import random
+import numpy as np
 
 @actor(name="Dice", outports=["roll"])
 def dice(context):
-    return {"roll": random.getrandbits(62)}
+    return {"roll": random.getrandbits(62), "numpy": float(np.random.rand())}
 "#;
 
 const LEDGER: &str = r#"
@@ -138,14 +139,14 @@ fn check_broken(e: &ActorError) {
     assert!(e.message.contains("SyntaxError"), "{e}");
 }
 
-/// Python's `random` state is not shared.
+/// Neither Python's `random` state nor numpy's global generator (seeded
+/// when the golden's preload imported numpy) is shared.
 fn check_draws(draws: &[Value]) {
-    let rolls: Vec<_> = draws
-        .iter()
-        .map(|done| get(done, "roll").cloned())
-        .collect();
-    assert!(matches!(rolls[0], Some(Value::Int(_))), "{rolls:?}");
-    assert_ne!(rolls[0], rolls[1], "two clones rolled the same number");
+    for key in ["roll", "numpy"] {
+        let (a, b) = (get(&draws[0], key), get(&draws[1], key));
+        assert!(matches!(a, Some(Value::Int(_) | Value::Float(_))), "{draws:?}");
+        assert_ne!(a, b, "two clones drew the same {key}");
+    }
 }
 
 #[test]

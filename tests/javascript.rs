@@ -62,9 +62,16 @@ const BROKEN: &str = "const metadata = { name: \"X\" };\nfunction process(contex
 
 const RANDOM: &str = r#"
 const crypto = require("crypto");
+const _ = require("lodash");
 const metadata = { name: "Dice", outports: ["roll"] };
 function process(context) {
-  return { math: Math.random(), crypto: crypto.randomBytes(16).toString("hex"), uuid: crypto.randomUUID() };
+  return {
+    math: Math.random(),
+    crypto: crypto.randomBytes(16).toString("hex"),
+    uuid: crypto.randomUUID(),
+    lodash: _.random(0, 2 ** 52),
+    shuffle: _.shuffle([...Array(20).keys()]).join(","),
+  };
 }
 module.exports = { metadata, process };
 "#;
@@ -147,9 +154,10 @@ fn check_broken(e: &ActorError) {
     assert!(e.message.contains("broken.actor.js, line 2"), "{e}");
 }
 
-/// Neither `Math.random` nor OpenSSL's stream is shared.
+/// Neither `Math.random` (also as lodash captured it when the golden's
+/// preload loaded it) nor OpenSSL's stream is shared.
 fn check_draws(rolls: &[Value]) {
-    for key in ["math", "crypto", "uuid"] {
+    for key in ["math", "crypto", "uuid", "lodash", "shuffle"] {
         let (a, b) = (get(&rolls[0], key), get(&rolls[1], key));
         assert!(a.is_some(), "{rolls:?}");
         assert_ne!(a, b, "two clones drew the same {key}");

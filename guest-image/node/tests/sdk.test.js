@@ -3,7 +3,7 @@ const assert = require('assert');
 const test = require('node:test');
 
 const { ActorFailure, invoke, loadScript } = require('../sdk/reflow/invoke');
-const { freshMathRandom, warmUp } = require('../sdk/reflow/worker');
+const { freshMathRandom, installMathRandom, reseedMathRandom, warmUp } = require('../sdk/reflow/worker');
 const { shm } = require('./helpers');
 
 class FakeTransport {
@@ -126,6 +126,21 @@ test('require finds Node\'s modules; Math.random gets a fresh source', async () 
   assert.ok(xs.every((x) => x >= 0 && x < 1));
   assert.notDeepStrictEqual(xs.slice(0, 4), Array.from({ length: 4 }, b));
   assert.ok(Math.abs(xs.reduce((s, x) => s + x, 0) / xs.length - 0.5) < 0.05);
+});
+
+test('a Math.random captured before LOAD draws from the fresh source after it', () => {
+  const crypto = require('crypto');
+  const [original, fill] = [Math.random, crypto.randomFillSync];
+  try {
+    installMathRandom();
+    const captured = Math.random; // as lodash keeps it when it loads
+    crypto.randomFillSync = (buf) => buf.fill(0); // the fresh source's bytes, made visible
+    reseedMathRandom();
+    assert.strictEqual(Math.random, captured);
+    assert.deepStrictEqual(Array.from({ length: 3 }, captured), [0, 0, 0]);
+  } finally {
+    [Math.random, crypto.randomFillSync] = [original, fill];
+  }
 });
 
 test('the warm-up serves a stateful actor through a worker on an in-memory ring', async () => {

@@ -17,7 +17,13 @@
 // <addr> <size>`) before the golden snapshot is taken, so clones start
 // warm. On every LOAD, OpenSSL's generator is reseeded from the kernel
 // (itself reseeded by the host when a clone connects) and Math.random gets
-// a fresh source, so clones do not share random streams. Input bytes arrive
+// a fresh source, so clones do not share random streams: Math.random is
+// one function for the worker's life, installed before anything is
+// preloaded, so a module that captured it when it loaded (lodash's
+// `_.random`, `_.shuffle`, `_.sample`) draws from the fresh source too.
+// Not covered (docs/images.md): a generator a preloaded module seeded
+// itself from Math.random or crypto at import, and `crypto.randomUUID`'s
+// entropy cache if something called it before the golden. Input bytes arrive
 // as Buffers over the ring slot (no copy), valid during the invocation.
 
 const crypto = require('crypto');
@@ -84,6 +90,25 @@ class RingTransport {
   }
 }
 
+/** Where Math.random draws from: V8's own until the first LOAD. */
+let mathSource = Math.random;
+
+/** The one Math.random: whoever captured it draws from `mathSource`. */
+function stableMathRandom() {
+  return mathSource();
+}
+
+/** Installs the stable Math.random (before anything is preloaded). */
+function installMathRandom() {
+  Math.random = stableMathRandom;
+}
+
+/** A fresh source behind Math.random (and behind every captured copy). */
+function reseedMathRandom() {
+  mathSource = freshMathRandom();
+  Math.random = stableMathRandom;
+}
+
 /** Math.random from OpenSSL's (reseeded) generator: 53 random bits a call. */
 function freshMathRandom() {
   const pool = new Uint32Array(1024);
@@ -137,7 +162,7 @@ class Worker {
       const name = String(body.name ?? '<actor>');
       this.rx.release(record);
       this.reseed();
-      Math.random = freshMathRandom();
+      reseedMathRandom();
       let actor;
       try {
         actor = loadScript(source, name);
@@ -281,6 +306,7 @@ async function main(argv, progress = new Progress()) {
   // nothing will settle (the host's time limit ends that one).
   setInterval(() => {}, 1 << 30);
   let worker;
+  installMathRandom();
   try {
     preload(preloadList(), progress);
     progress.step('map region');
@@ -302,4 +328,6 @@ async function main(argv, progress = new Progress()) {
   await worker.run();
 }
 
-module.exports = { Worker, main, warmUp, preload, preloadList, PreloadError, freshMathRandom };
+module.exports = {
+  Worker, main, warmUp, preload, preloadList, PreloadError, freshMathRandom, installMathRandom, reseedMathRandom,
+};

@@ -23,11 +23,10 @@ load or raises is answered with ERROR; the worker goes on.
 
 import asyncio
 import os
-import random
 import sys
 import traceback
 
-from . import fpu
+from . import entropy, fpu
 from .invoke import ActorFailure, invoke, load_script
 from .progress import ImportCounter, Progress
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
@@ -108,7 +107,7 @@ class Worker:
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
             self.rx.release(record)
-            random.seed(os.urandom(32))
+            entropy.reseed()
             try:
                 fn = load_script(source, name)
             except ActorFailure as f:
@@ -230,6 +229,8 @@ def main(argv, progress=None):
         worker = Worker(memoryview(map_region(addr, size)))
         progress.step("warm-up")
         warm_up(worker)
+        progress.step("find generators")
+        progress.detail(f"{entropy.find_generators()} to reseed in each clone")
     except BaseException as e:  # noqa: BLE001 - the host must hear why
         message = str(e) if isinstance(e, PreloadError) else f"{type(e).__name__}: {e}"
         message += f" ({fpu.describe()})"

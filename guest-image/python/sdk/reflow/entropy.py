@@ -1,0 +1,76 @@
+"""Per-clone randomness.
+
+A golden snapshot freezes every random generator that exists in it, so
+every clone restored from it would draw the same numbers: the `random`
+module's, numpy's global `np.random` (seeded when the preload imported
+numpy), and any generator object a preloaded module keeps. The rule is
+general rather than a list: when the golden is made, `find_generators()`
+walks every loaded module's top-level names and records each generator
+object it finds (`random.Random` and its subclasses, numpy's
+`RandomState` and `Generator`); at every LOAD, in the clone, `reseed()`
+gives each a fresh seed from the kernel, which the host reseeded when the
+clone connected. Generators created after LOAD seed themselves from that
+kernel (numpy's `default_rng()`, `random.Random()`), and `os.urandom`,
+`secrets` and `uuid.uuid4` read the kernel on every call.
+
+Not covered (documented in docs/images.md): generators held only inside
+other objects or closures of a preloaded module, and the interpreter's
+string hash seed (`PYTHONHASHSEED`), fixed when the golden's interpreter
+started.
+"""
+
+import os
+import random
+import struct
+import sys
+
+_found = []
+
+
+def _kind(obj):
+    """Which kind of generator `obj` is, or None."""
+    if isinstance(obj, random.Random):
+        return "random"
+    t = type(obj)
+    if str(getattr(t, "__module__", "")).startswith("numpy.random"):
+        if t.__name__ == "RandomState":
+            return "numpy-legacy"
+        if t.__name__ == "Generator":
+            return "numpy"
+    return None
+
+
+def find_generators(modules=None):
+    """Records every generator object held at top level by a loaded module
+    (each object once); returns how many."""
+    modules = list(sys.modules.values()) if modules is None else modules
+    seen, found = set(), []
+    for module in modules:
+        try:
+            values = list(vars(module).values())
+        except TypeError:
+            continue
+        for obj in values:
+            kind = _kind(obj)
+            if kind is not None and id(obj) not in seen:
+                seen.add(id(obj))
+                found.append((kind, obj))
+    _found[:] = found
+    return len(found)
+
+
+def _reseed(kind, obj):
+    if kind == "random":
+        obj.seed(os.urandom(32))
+    elif kind == "numpy-legacy":
+        obj.seed(list(struct.unpack("8I", os.urandom(32))))
+    elif kind == "numpy":
+        bits = obj.bit_generator
+        bits.state = type(bits)(int.from_bytes(os.urandom(32), "little")).state
+
+
+def reseed():
+    """Gives the `random` module and every recorded generator a fresh seed."""
+    random.seed(os.urandom(32))
+    for kind, obj in _found:
+        _reseed(kind, obj)
