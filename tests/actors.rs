@@ -144,7 +144,10 @@ fn check_broken(e: &ActorError) {
 fn check_draws(draws: &[Value]) {
     for key in ["roll", "numpy"] {
         let (a, b) = (get(&draws[0], key), get(&draws[1], key));
-        assert!(matches!(a, Some(Value::Int(_) | Value::Float(_))), "{draws:?}");
+        assert!(
+            matches!(a, Some(Value::Int(_) | Value::Float(_))),
+            "{draws:?}"
+        );
         assert_ne!(a, b, "two clones drew the same {key}");
     }
 }
