@@ -155,3 +155,33 @@ fn damaged_snapshots_are_refused(good: &Path, config: &VmConfig, work: &Path) {
     let e = restore_err(good, bigger);
     assert!(e.contains("MiB"), "{e}");
 }
+
+/// A clone's monotonic clock goes on from its golden snapshot: two clones
+/// restored seconds apart report (almost) the same uptime, rather than
+/// uptimes apart by the time between them (what a clock that kept running
+/// while the snapshot sat on disk would show, and what made restores slow
+/// down as goldens aged).
+#[test]
+fn a_clones_clock_continues_from_its_snapshot() {
+    if !kvm_available() {
+        return;
+    }
+    let (dir, config) = reflow_integration_tests::golden_agent_vm(0);
+    let uptime = || {
+        let vm = TestVm::restore(&dir, config.clone(), Box::new(std::io::sink()));
+        let ms = vm.control.hello().uptime_ms;
+        assert_eq!(vm.power_off().exit_code(), 0);
+        ms
+    };
+    let first = uptime();
+    let apart = std::time::Duration::from_secs(15);
+    std::thread::sleep(apart);
+    let second = uptime();
+    eprintln!("clones restored {apart:?} apart: guest uptime {first} ms and {second} ms");
+    // Each clone's uptime is the snapshot's plus its own restore and
+    // handshake; a clock that ran on would add the 15 s between them.
+    assert!(
+        second.abs_diff(first) < 3000,
+        "the guest clock jumped: {first} ms, then {second} ms {apart:?} later"
+    );
+}

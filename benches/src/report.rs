@@ -156,9 +156,9 @@ pub fn memory_kib() -> (u64, u64) {
     )
 }
 
-/// "golden snapshot N min old": restores get slower as their golden ages
-/// (the guest's clocks jump further; see the README), so figures that
-/// restore say how old theirs was.
+/// "golden snapshot N min old": restores used to slow down as their golden
+/// aged (docs/snapshots.md), so figures that restore say how old theirs
+/// was, to show they no longer do.
 pub fn golden_age(dir: &std::path::Path) -> String {
     let age = std::fs::metadata(dir.join("state.bin"))
         .and_then(|m| m.modified())
