@@ -117,6 +117,9 @@ test_all() {
 bench() {
     setup
     with_test_hooks
+    # One run id for every bench: the report shows figures of other runs as stale.
+    REFLOW_BENCH_RUN="$(date -u +%Y%m%dT%H%M%SZ)"
+    export REFLOW_BENCH_RUN
     step "cargo bench (every bench; each records its figures under target/bench-metrics/)"
     cargo bench -p reflow-benches
     step "comparison report: target/bench-report.md"

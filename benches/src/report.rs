@@ -61,6 +61,74 @@ pub struct Metric {
     pub target: Option<Target>,
     #[serde(default)]
     pub note: String,
+    /// When, from which tree and in which run it was measured (figures
+    /// written before stamps existed have none, and count as stale).
+    #[serde(default)]
+    pub stamp: Option<Stamp>,
+}
+
+/// Where a figure comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The bench run: `REFLOW_BENCH_RUN` (`./dev.sh bench` sets one for all
+    /// its benches), else one of this bench process's own.
+    pub run: String,
+    /// `git describe --always --dirty` of the tree measured.
+    pub commit: String,
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+}
+
+/// The environment variable that names the bench run.
+pub const RUN_ENV: &str = "REFLOW_BENCH_RUN";
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This process's stamp (computed once).
+pub fn stamp() -> Stamp {
+    static RUN: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (run, commit) = RUN.get_or_init(|| {
+        let run = std::env::var(RUN_ENV)
+            .unwrap_or_else(|_| format!("{}-{}", now_unix(), std::process::id()));
+        let commit = std::process::Command::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        (run, commit)
+    });
+    Stamp {
+        run: run.clone(),
+        commit: commit.clone(),
+        at_unix: now_unix(),
+    }
+}
+
+/// The run the report is about: `REFLOW_BENCH_RUN` when set, else the run
+/// of the most recently measured figure.
+pub fn current_run(metrics: &[Metric]) -> Option<String> {
+    std::env::var(RUN_ENV).ok().or_else(|| {
+        metrics
+            .iter()
+            .filter_map(|m| m.stamp.as_ref())
+            .max_by_key(|s| s.at_unix)
+            .map(|s| s.run.clone())
+    })
+}
+
+impl Metric {
+    /// Whether the figure was measured in `run` (a figure without a stamp
+    /// never was).
+    pub fn is_current(&self, run: Option<&str>) -> bool {
+        matches!((&self.stamp, run), (Some(s), Some(r)) if s.run == r)
+    }
 }
 
 /// Where the figures go: `$CARGO_TARGET_DIR/bench-metrics`, else the
@@ -94,6 +162,7 @@ pub fn record(
         unit: unit.into(),
         target,
         note: note.into(),
+        stamp: Some(stamp()),
     };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(dir())?;
@@ -178,6 +247,48 @@ pub fn meminfo_kib(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metric(run: Option<&str>, at_unix: u64) -> Metric {
+        Metric {
+            bench: "b".into(),
+            metric: "m".into(),
+            value: 1.0,
+            unit: "ms".into(),
+            target: None,
+            note: String::new(),
+            stamp: run.map(|run| Stamp {
+                run: run.into(),
+                commit: "abc".into(),
+                at_unix,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_figures_of_the_current_run_are_current() {
+        let figures = [
+            metric(Some("old"), 10),
+            metric(Some("new"), 20),
+            metric(None, 0),
+        ];
+        std::env::remove_var(RUN_ENV);
+        let run = current_run(&figures);
+        assert_eq!(run.as_deref(), Some("new"));
+        let current: Vec<bool> = figures
+            .iter()
+            .map(|m| m.is_current(run.as_deref()))
+            .collect();
+        assert_eq!(current, [false, true, false]);
+        assert!(!figures[1].is_current(None));
+    }
+
+    #[test]
+    fn old_lines_without_a_stamp_still_load() {
+        let line = r#"{"bench":"b","metric":"m","value":1.0,"unit":"ms","target":null}"#;
+        let m: Metric = serde_json::from_str(line).unwrap();
+        assert_eq!(m.stamp, None);
+        assert!(!m.is_current(Some("any")));
+    }
 
     #[test]
     fn ratios_say_how_far_past_the_target() {

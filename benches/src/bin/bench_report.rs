@@ -59,6 +59,15 @@ fn main() {
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = report::meminfo_kib("MemTotal:").unwrap_or(0) as f64 / (1 << 20) as f64;
+    let run = report::current_run(&metrics);
+    let (current, stale): (Vec<Metric>, Vec<Metric>) = metrics
+        .into_iter()
+        .partition(|m| m.is_current(run.as_deref()));
+    let metrics = current;
+    let commit = metrics
+        .iter()
+        .find_map(|m| m.stamp.as_ref().map(|s| s.commit.clone()))
+        .unwrap_or_else(|| "unknown".into());
     let mut md = String::new();
     let _ = writeln!(md, "# Reflow sandbox benchmark report\n");
     let _ = writeln!(
@@ -66,8 +75,10 @@ fn main() {
         "Machine: {} ({cores} cores, {mem_gib:.0} GiB); {host}.\n\nEvery figure is a median \
          unless its name says otherwise, measured by `./dev.sh bench` in one run; ratios are \
          target / ours for lower-is-better figures and ours / target for higher-is-better ones, \
-         so above 1 the target is met.\n",
-        cpu_model()
+         so above 1 the target is met.\n\nRun `{}`, commit `{commit}`; figures of earlier runs \
+         are listed apart, as stale.\n",
+        cpu_model(),
+        run.as_deref().unwrap_or("unknown")
     );
     let _ = writeln!(
         md,
@@ -107,6 +118,26 @@ fn main() {
             target_cell(m),
             t.ratio(m.value)
         );
+    }
+    if !stale.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Stale: figures of earlier runs, not measured in this one\n"
+        );
+        for m in &stale {
+            let from = m.stamp.as_ref().map_or("a run before stamps".into(), |st| {
+                let hours = report::stamp().at_unix.saturating_sub(st.at_unix) as f64 / 3600.0;
+                format!("commit {}, {hours:.1} h ago", st.commit)
+            });
+            let _ = writeln!(
+                md,
+                "- {} / {}: {} {} (stale: {from})",
+                m.bench,
+                m.metric,
+                fmt(m.value),
+                m.unit
+            );
+        }
     }
     let _ = writeln!(md, "\n## Not measured in this run\n");
     let recorded = |bench: &str| metrics.iter().any(|m| m.bench == bench);
