@@ -29,6 +29,7 @@ class EntropyTest(unittest.TestCase):
         preloaded.alias = shared
         preloaded.legacy = legacy
         preloaded.not_a_generator = 7
+        preloaded.system = random.SystemRandom()
         self.assertEqual(entropy.find_generators([preloaded]), 2)
         twin = random.Random(7)
         entropy.reseed()

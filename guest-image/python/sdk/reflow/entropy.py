@@ -28,7 +28,10 @@ _found = []
 
 
 def _kind(obj):
-    """Which kind of generator `obj` is, or None."""
+    """Which kind of generator `obj` is, or None (`SystemRandom` reads the
+    kernel on every call and has no state to reseed)."""
+    if isinstance(obj, random.SystemRandom):
+        return None
     if isinstance(obj, random.Random):
         return "random"
     t = type(obj)
@@ -59,18 +62,22 @@ def find_generators(modules=None):
     return len(found)
 
 
-def _reseed(kind, obj):
+def _reseed(kind, obj, seed):
     if kind == "random":
-        obj.seed(os.urandom(32))
+        obj.seed(seed)
     elif kind == "numpy-legacy":
-        obj.seed(list(struct.unpack("8I", os.urandom(32))))
+        obj.seed(list(struct.unpack("8I", seed)))
     elif kind == "numpy":
         bits = obj.bit_generator
-        bits.state = type(bits)(int.from_bytes(os.urandom(32), "little")).state
+        bits.state = type(bits)(int.from_bytes(seed, "little")).state
 
 
 def reseed():
-    """Gives the `random` module and every recorded generator a fresh seed."""
-    random.seed(os.urandom(32))
-    for kind, obj in _found:
-        _reseed(kind, obj)
+    """Gives the `random` module and every recorded generator a fresh seed,
+    32 bytes each from one read of the kernel's generator (every system
+    call is emulated kernel work on some hosts). The golden calls it once
+    too, so a clone's first call finds its code paths warm."""
+    pool = os.urandom(32 * (len(_found) + 1))
+    random.seed(pool[:32])
+    for i, (kind, obj) in enumerate(_found, 1):
+        _reseed(kind, obj, pool[32 * i : 32 * (i + 1)])

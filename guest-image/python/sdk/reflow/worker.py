@@ -231,6 +231,7 @@ def main(argv, progress=None):
         warm_up(worker)
         progress.step("find generators")
         progress.detail(f"{entropy.find_generators()} to reseed in each clone")
+        entropy.reseed()
     except BaseException as e:  # noqa: BLE001 - the host must hear why
         message = str(e) if isinstance(e, PreloadError) else f"{type(e).__name__}: {e}"
         message += f" ({fpu.describe()})"
