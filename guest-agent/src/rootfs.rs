@@ -63,11 +63,14 @@ pub fn mount_image(device: &str) -> Result<(), RootfsError> {
 
 /// Makes `command` run chrooted into the image.
 pub fn enter(command: &mut Command) {
+    // Made before the fork: the child must not allocate.
+    let root = std::ffi::CString::new(ROOT).expect("the image root has no NUL byte");
     // SAFETY: the closure runs between fork and exec and only makes the
-    // async-signal-safe calls chroot(2) and chdir(2) on static strings.
+    // async-signal-safe calls chroot(2) and chdir(2) on strings allocated
+    // before the fork (`root`, moved in) or static.
     unsafe {
-        command.pre_exec(|| {
-            if libc::chroot(c"/rootfs".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+        command.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
