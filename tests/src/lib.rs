@@ -258,17 +258,22 @@ pub fn warm_python_golden(shm_mib: u32, script: &str, ready: &str) -> (PathBuf, 
 /// The golden snapshot of the JavaScript runtime with its worker running
 /// and warm, and the config to restore it with.
 pub fn warm_node_golden(shm_mib: u32) -> (PathBuf, VmConfig) {
-    warm_golden(&node_runtime(shm_mib), "run_worker.js", "worker.ready")
+    warm_worker_golden(Language::JavaScript, shm_mib)
 }
 
 /// The golden snapshot of `language`'s runtime with its worker running and
 /// warm (as the host bridge's pool starts it), and the config to restore
 /// it with.
 pub fn warm_worker_golden(language: Language, shm_mib: u32) -> (PathBuf, VmConfig) {
-    match language {
-        Language::Python => warm_python_golden(shm_mib, "run_worker.py", "worker.ready"),
-        Language::JavaScript => warm_node_golden(shm_mib),
-    }
+    let runtime = match language {
+        Language::Python => python_runtime(shm_mib),
+        Language::JavaScript => node_runtime(shm_mib),
+    };
+    warm_golden(
+        &runtime,
+        language.worker(),
+        reflow_agent_protocol::paths::WORKER_READY,
+    )
 }
 
 fn warm_golden(runtime: &Runtime, script: &str, ready: &str) -> (PathBuf, VmConfig) {
