@@ -82,7 +82,8 @@ pub struct Stamp {
 /// The environment variable that names the bench run.
 pub const RUN_ENV: &str = "REFLOW_BENCH_RUN";
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -126,7 +126,7 @@ fn main() {
         );
         for m in &stale {
             let from = m.stamp.as_ref().map_or("a run before stamps".into(), |st| {
-                let hours = report::stamp().at_unix.saturating_sub(st.at_unix) as f64 / 3600.0;
+                let hours = report::now_unix().saturating_sub(st.at_unix) as f64 / 3600.0;
                 format!("commit {}, {hours:.1} h ago", st.commit)
             });
             let _ = writeln!(
