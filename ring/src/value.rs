@@ -12,11 +12,28 @@
 //! 0x08 map      u32 count, then (u32 length, UTF-8 key, value) pairs
 //! ```
 //! Decoding treats the bytes as hostile: every length is checked against
-//! what remains, counts cannot allocate beyond the input, nesting is
-//! bounded by [`MAX_DEPTH`], and a value must use its input exactly.
+//! what remains, nesting is bounded by [`MAX_DEPTH`], and a value must use
+//! its input exactly. It is linear in the input: duplicate map keys are
+//! found with a hash set (std's randomly keyed SipHash, so keys chosen to
+//! collide do not help), and memory grows with the items actually decoded,
+//! never with a count the input merely claims. Every item takes at least
+//! one input byte and becomes at most one [`Value`] (32 bytes) or one map
+//! entry (56 bytes for at least 5 input bytes), so a decoded value holds at
+//! most [`MAX_EXPANSION`] times its input's size, twice that while a list
+//! grows.
+
+use std::collections::HashSet;
 
 /// Deepest nesting of lists and maps.
 pub const MAX_DEPTH: usize = 64;
+
+/// Most bytes of decoded values per byte of input (a list of `None`s: one
+/// input byte, one 32-byte [`Value`]).
+pub const MAX_EXPANSION: usize = 32;
+
+/// Items reserved up front for a list or map, whatever count it claims;
+/// beyond this the vector grows as items actually decode.
+const RESERVE_LIMIT: usize = 256;
 
 const NONE: u8 = 0;
 const FALSE: u8 = 1;
@@ -154,8 +171,8 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], ValueError> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
         let end = self
             .at
             .checked_add(n)
@@ -178,11 +195,12 @@ impl Reader<'_> {
         Ok(w)
     }
 
-    fn string(&mut self) -> Result<String, ValueError> {
+    /// A length-prefixed UTF-8 string, borrowed from the input.
+    fn str(&mut self) -> Result<&'a str, ValueError> {
         let len = self.u32()?;
         let at = self.at;
         let b = self.take(len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| ValueError::Utf8(at))
+        std::str::from_utf8(b).map_err(|_| ValueError::Utf8(at))
     }
 
     /// A count of items, each at least one byte: never more than remain.
@@ -203,7 +221,7 @@ impl Reader<'_> {
             TRUE => Value::Bool(true),
             INT => Value::Int(i64::from_le_bytes(self.u64()?)),
             FLOAT => Value::Float(f64::from_le_bytes(self.u64()?)),
-            STR => Value::Str(self.string()?),
+            STR => Value::Str(self.str()?.to_owned()),
             BYTES => {
                 let len = self.u32()?;
                 Value::Bytes(self.take(len)?.to_vec())
@@ -211,7 +229,7 @@ impl Reader<'_> {
             LIST | MAP if depth >= MAX_DEPTH => return Err(ValueError::TooDeep),
             LIST => {
                 let n = self.count()?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(RESERVE_LIMIT));
                 for _ in 0..n {
                     items.push(self.value(depth + 1)?);
                 }
@@ -219,14 +237,17 @@ impl Reader<'_> {
             }
             MAP => {
                 let n = self.count()?;
-                let mut entries: Vec<(String, Value)> = Vec::with_capacity(n);
+                let mut entries: Vec<(String, Value)> = Vec::with_capacity(n.min(RESERVE_LIMIT));
+                // Keys borrow the input: the set costs a pointer and a
+                // length per key, no copies.
+                let mut seen: HashSet<&'a str> = HashSet::with_capacity(n.min(RESERVE_LIMIT));
                 for _ in 0..n {
-                    let k = self.string()?;
-                    if entries.iter().any(|(e, _)| *e == k) {
-                        return Err(ValueError::DuplicateKey(k));
+                    let k = self.str()?;
+                    if !seen.insert(k) {
+                        return Err(ValueError::DuplicateKey(k.to_owned()));
                     }
                     let v = self.value(depth + 1)?;
-                    entries.push((k, v));
+                    entries.push((k.to_owned(), v));
                 }
                 Value::Map(entries)
             }
