@@ -75,7 +75,13 @@ impl MutEventSubscriber for QueueNotifier {
         let index = events.data() as usize;
         if let Some(evt) = self.evts.get(index) {
             let _ = evt.read();
-            self.transport.lock().process_queue(index);
+            if self.transport.lock().process_queue(index) {
+                // Out of budget with buffers left: come back once the loop
+                // has seen its other events (a stop request among them).
+                if let Err(e) = evt.write(1) {
+                    tracing::error!(error = %e, "cannot re-arm a virtio queue eventfd");
+                }
+            }
         }
     }
 }

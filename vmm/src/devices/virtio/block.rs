@@ -15,7 +15,7 @@ use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestMemoryMmap};
 
 use super::{
-    drain_queue, read_config_bytes, QueueError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+    drain_queue, read_config_bytes, QueueError, VirtioDevice, Work, TYPE_BLOCK, VIRTIO_F_VERSION_1,
 };
 
 /// `VIRTIO_BLK_F_RO`: the device is read-only.
@@ -195,7 +195,7 @@ impl VirtioDevice for Block {
         index: usize,
         queues: &mut [Queue],
         mem: &GuestMemoryMmap,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Work, QueueError> {
         drain_queue(&mut queues[index], mem, |chain| {
             // The chain iterator stops at the queue size and on loops.
             let descs: Vec<Descriptor> = chain.collect();
@@ -248,7 +248,11 @@ mod tests {
         let vq = MockSplitQueue::create(m, GuestAddress(0x80_000), 16);
         vq.build_desc_chain(descs).unwrap();
         let mut q: Queue = vq.create_queue().unwrap();
-        assert!(b.process_queue(0, std::slice::from_mut(&mut q), m).unwrap());
+        assert!(
+            b.process_queue(0, std::slice::from_mut(&mut q), m)
+                .unwrap()
+                .interrupt
+        );
         let used_len: u32 = m.read_obj(vq.used_addr().unchecked_add(4 + 4)).unwrap();
         (m.read_obj(GuestAddress(STATUS)).unwrap(), used_len)
     }

@@ -36,6 +36,38 @@ pub enum QueueError {
     Stuck,
 }
 
+/// What handling a queue (or a device's backend) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Work {
+    /// Used buffers were added and the driver should be interrupted.
+    pub interrupt: bool,
+    /// The work budget ran out with buffers still available: the queue
+    /// must be handled again (after the event loop has seen its other
+    /// events).
+    pub more: bool,
+}
+
+impl Work {
+    /// Work that is finished, interrupting the driver if `interrupt`.
+    pub fn done(interrupt: bool) -> Work {
+        Work {
+            interrupt,
+            more: false,
+        }
+    }
+}
+
+impl std::ops::BitOr for Work {
+    type Output = Work;
+    fn bitor(self, other: Work) -> Work {
+        Work {
+            interrupt: self.interrupt || other.interrupt,
+            more: self.more || other.more,
+        }
+    }
+}
+
 /// A virtio device behind an [`MmioTransport`].
 pub trait VirtioDevice: Send {
     /// Virtio device ID.
@@ -47,14 +79,14 @@ pub trait VirtioDevice: Send {
     /// Reads device configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Handles available buffers on queue `index` (`queues` holds all of
-    /// the device's queues; `index` is in range). Returns whether used
-    /// buffers were added and the driver should be interrupted.
+    /// the device's queues; `index` is in range), within a bounded amount of
+    /// work ([`drain_queue`]'s budget).
     fn process_queue(
         &mut self,
         index: usize,
         queues: &mut [Queue],
         mem: &GuestMemoryMmap,
-    ) -> Result<bool, QueueError>;
+    ) -> Result<Work, QueueError>;
     /// A host-side fd the event loop should watch for this device, if any.
     fn backend_fd(&self) -> Option<RawFd> {
         None
@@ -70,26 +102,46 @@ pub trait VirtioDevice: Send {
     }
 }
 
-/// Pops every available chain of `queue`, lets `handle` consume it
-/// (returning the length it wrote), and marks it used. Notifications are
-/// off while draining and the queue is checked again after turning them
-/// back on, so a buffer added meanwhile is not missed. Returns whether the
-/// driver should be interrupted.
+/// Pops the available chains of `queue`, at most one queue's worth
+/// (`queue.size()` chains), lets `handle` consume each (returning the
+/// length it wrote), and marks it used. Notifications are off while
+/// draining and the queue is checked again after turning them back on, so
+/// a buffer added meanwhile is not missed.
+///
+/// The budget bounds what one event costs the event loop: a driver that
+/// keeps re-publishing chains (another vCPU racing the available index)
+/// would otherwise hold it here forever, and with it every other event of
+/// the VM, stopping included. A well-behaved driver never has more than a
+/// queue's worth available at once; when the budget runs out,
+/// [`Work::more`] says the queue must be handled again.
 pub fn drain_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
-) -> Result<bool, QueueError> {
+) -> Result<Work, QueueError> {
+    let mut budget = usize::from(queue.size()).max(1);
     let mut used = false;
     loop {
         queue.disable_notification(mem)?;
         let mut popped = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while budget > 0 {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = handle(chain);
             queue.add_used(mem, head, len)?;
             used = true;
             popped = true;
+            budget -= 1;
+        }
+        if budget == 0 {
+            // Notifications stay off: the caller comes back for the rest.
+            let interrupt = used && queue.needs_notification(mem)?;
+            return Ok(Work {
+                interrupt,
+                more: true,
+            });
         }
         if !queue.enable_notification(mem)? {
             break;
@@ -102,7 +154,7 @@ pub fn drain_queue(
             return Err(QueueError::Stuck);
         }
     }
-    Ok(used && queue.needs_notification(mem)?)
+    Ok(Work::done(used && queue.needs_notification(mem)?))
 }
 
 /// Copies `src[offset..]` into `data`, filling what lies beyond `src` with
@@ -115,5 +167,49 @@ pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
     if start < src.len() {
         let n = data.len().min(src.len() - start);
         data[..n].copy_from_slice(&src[start..start + n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Address, Bytes, GuestAddress};
+
+    /// A driver that re-publishes a chain every time the device takes one
+    /// (what a second vCPU racing the available index does) gets one
+    /// queue's worth handled per call, not an event loop that never
+    /// returns.
+    #[test]
+    fn a_driver_that_keeps_publishing_gets_a_bounded_drain() {
+        const SIZE: u16 = 8;
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_000)]).unwrap();
+        let vq = MockSplitQueue::create(&mem, GuestAddress(0x10_000), SIZE);
+        let chain = [RawDescriptor::from(Descriptor::new(0x40_000, 16, 0, 0))];
+        vq.build_desc_chain(&chain).unwrap();
+        let mut queue: Queue = vq.create_queue().unwrap();
+        let avail_idx = vq.avail_addr().unchecked_add(2);
+        let mut handled = 0u32;
+        let work = drain_queue(&mut queue, &mem, |_chain| {
+            handled += 1;
+            // Publish descriptor 0 again in the next available slot.
+            let idx: u16 = mem.read_obj(avail_idx).unwrap();
+            let slot = vq.avail_addr().unchecked_add(4 + 2 * u64::from(idx % SIZE));
+            mem.write_obj(0u16, slot).unwrap();
+            mem.write_obj(idx.wrapping_add(1), avail_idx).unwrap();
+            0
+        })
+        .unwrap();
+        assert!(work.more, "the budget must run out");
+        assert_eq!(handled, u32::from(SIZE));
+        // The next call goes on from where this one stopped.
+        let mut again = 0u32;
+        let work = drain_queue(&mut queue, &mem, |_chain| {
+            again += 1;
+            0
+        })
+        .unwrap();
+        assert_eq!((again, work.more), (1, false));
     }
 }

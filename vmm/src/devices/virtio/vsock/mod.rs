@@ -19,7 +19,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::{
-    drain_queue, read_config_bytes, QueueError, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1,
+    drain_queue, read_config_bytes, QueueError, VirtioDevice, Work, TYPE_VSOCK, VIRTIO_F_VERSION_1,
 };
 use crate::hostile::HostileLog;
 use muxer::{Muxer, MuxerError};
@@ -67,9 +67,20 @@ impl Vsock {
         self.cid
     }
 
-    fn fill_rx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, QueueError> {
+    /// Fills the guest's RX buffers with what the host has for it, at most
+    /// one queue's worth per call (a driver re-publishing malformed chains
+    /// must not hold the event loop; see [`drain_queue`]).
+    fn fill_rx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Work, QueueError> {
         let mut used = false;
+        let mut budget = usize::from(queue.size()).max(1);
         while self.muxer.has_rx_work() {
+            if budget == 0 {
+                return Ok(Work {
+                    interrupt: used && queue.needs_notification(mem)?,
+                    more: true,
+                });
+            }
+            budget -= 1;
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 break;
             };
@@ -108,7 +119,7 @@ impl Vsock {
             queue.add_used(mem, head, writer.bytes_written() as u32)?;
             used = true;
         }
-        Ok(used && queue.needs_notification(mem)?)
+        Ok(Work::done(used && queue.needs_notification(mem)?))
     }
 
     fn send_transport_reset(
@@ -185,15 +196,15 @@ impl VirtioDevice for Vsock {
         index: usize,
         queues: &mut [Queue],
         mem: &GuestMemoryMmap,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Work, QueueError> {
         match index {
             TX => {
                 let tx = self.process_tx_queue(&mut queues[TX], mem)?;
                 let rx = self.fill_rx(&mut queues[RX], mem)?;
-                Ok(tx || rx)
+                Ok(tx | rx)
             }
             RX => self.fill_rx(&mut queues[RX], mem),
-            _ => Ok(false),
+            _ => Ok(Work::default()),
         }
     }
 
@@ -212,7 +223,9 @@ impl VirtioDevice for Vsock {
             irq |= self.send_transport_reset(&mut queues[EVENT], mem)?;
         }
         self.muxer.process_host_events();
-        irq |= self.fill_rx(&mut queues[RX], mem)?;
+        // What is left beyond the budget goes out on the guest's next RX
+        // or TX notification (a driver adding RX buffers notifies).
+        irq |= self.fill_rx(&mut queues[RX], mem)?.interrupt;
         Ok(irq)
     }
 }
@@ -222,7 +235,7 @@ impl Vsock {
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Work, QueueError> {
         drain_queue(queue, mem, |chain| {
             let packet = chain
                 .reader(mem)
@@ -358,7 +371,11 @@ mod tests {
         let mut rw = guest_packet(op::RW, 5).to_bytes().to_vec();
         rw.extend_from_slice(b"hello");
         rig.offer(TX, &[(HDR_LEN as u32, false), (5, false)], &rw);
-        assert!(dev.process_queue(TX, &mut rig.queues, &mem).unwrap());
+        assert!(
+            dev.process_queue(TX, &mut rig.queues, &mem)
+                .unwrap()
+                .interrupt
+        );
         assert_eq!(rig.used(TX, 1).map(|u| u.1), Some(0));
         let (head, len) = rig.used(RX, 0).expect("a RESPONSE");
         assert_eq!((head, len), (0, HDR_LEN as u32));
@@ -409,7 +426,7 @@ mod tests {
         let bad = RawDescriptor::from(SplitDescriptor::new(0xdead_0000_0000, 64, 0, 0));
         rig.vqs[TX].add_desc_chains(&[bad], first).unwrap();
         rig.next_desc[TX] += 1;
-        dev.process_queue(TX, &mut rig.queues, &mem).unwrap();
+        let _ = dev.process_queue(TX, &mut rig.queues, &mem).unwrap();
         for i in 0..5 {
             assert!(
                 rig.used(TX, i).is_some(),
