@@ -27,6 +27,7 @@ use reflow_agent_protocol::control::{
 };
 use reflow_agent_protocol::request::Request;
 
+use super::deadline::Deadline;
 use crate::console::{AgentReady, ConsoleState, GuestEvent};
 use crate::hostile::HostileLog;
 
@@ -49,9 +50,6 @@ pub enum ControlError {
     /// Reading or writing a frame failed, or the guest sent a malformed one.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// Setting the control socket's read timeout failed.
-    #[error("setting the control socket's timeout: {0}")]
-    Socket(std::io::Error),
     /// The agent answered a request with an error.
     #[error("the agent refused `{request}`: {message}")]
     Refused {
@@ -106,12 +104,11 @@ impl ControlChannel {
             id,
             request: request.clone(),
         })?;
-        self.stream
-            .set_write_timeout(Some(timeout))
-            .and_then(|()| self.stream.set_read_timeout(Some(timeout)))
-            .map_err(ControlError::Socket)?;
-        self.stream.write_all(&frame).map_err(FrameError::Io)?;
-        match read_frame::<GuestMessage>(&mut self.stream)? {
+        // One deadline for the request and its whole reply: a guest that
+        // trickles bytes cannot stretch the wait.
+        let mut io = Deadline::new(&self.stream, timeout);
+        io.write_all(&frame).map_err(FrameError::Io)?;
+        match read_frame::<GuestMessage>(&mut io)? {
             GuestMessage::Reply { id: got, outcome } if got == id => match outcome {
                 Outcome::Ok(result) => Ok(result),
                 Outcome::Err(message) => Err(ControlError::Refused {
@@ -123,11 +120,6 @@ impl ControlChannel {
                 "expected the reply to request {id}, got {other:?}"
             ))),
         }
-    }
-
-    /// The socket, for callers that multiplex it themselves.
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
     }
 }
 

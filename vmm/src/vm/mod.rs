@@ -3,6 +3,7 @@
 //! give a [`Vm`] that [`Vm::start`]s into a [`RunningVm`].
 
 pub mod control;
+mod deadline;
 mod devices;
 mod kvm;
 mod outcome;
