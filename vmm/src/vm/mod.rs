@@ -107,6 +107,9 @@ pub enum VmError {
     /// Device address ranges overlap.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The private directory for the VM's sockets could not be made.
+    #[error("creating a private directory for the VM's sockets: {0}")]
+    SocketDir(std::io::Error),
     /// Creating an eventfd failed.
     #[error("creating an eventfd: {0}")]
     EventFd(std::io::Error),
@@ -211,17 +214,28 @@ pub struct Vm {
 /// control channel and the hostile-input log.
 struct OwnerLinks {
     vsock_uds: PathBuf,
+    /// The private directory holding the sockets when the config names
+    /// none; removed, sockets and all, with the VM.
+    _socket_dir: Option<tempfile::TempDir>,
     control: ControlHandle,
     hostile: HostileLog,
 }
 
 impl OwnerLinks {
-    fn new(config: &VmConfig) -> OwnerLinks {
-        OwnerLinks {
-            vsock_uds: config.vsock_uds.clone().unwrap_or_else(default_vsock_uds),
+    fn new(config: &VmConfig) -> Result<OwnerLinks, VmError> {
+        let (vsock_uds, socket_dir) = match &config.vsock_uds {
+            Some(path) => (path.clone(), None),
+            None => {
+                let dir = private_socket_dir().map_err(VmError::SocketDir)?;
+                (dir.path().join("vsock"), Some(dir))
+            }
+        };
+        Ok(OwnerLinks {
+            vsock_uds,
+            _socket_dir: socket_dir,
             control: ControlHandle::default(),
             hostile: HostileLog::default(),
-        }
+        })
     }
 
     fn links(&self, io: VmIo, started: Instant) -> Links<'_> {
@@ -252,18 +266,26 @@ pub fn cmdline_parts(config: &VmConfig, host: HostKind) -> Vec<String> {
     parts
 }
 
-/// A private vsock socket path for a VM without one configured: short
-/// (Unix socket paths hold 107 bytes, and `_<port>` is appended) and unique
-/// per process and VM.
-fn default_vsock_uds() -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+/// A fresh directory only this user can enter (0700, a random name, made
+/// with `mkdir`, so it cannot already exist or be a planted symlink), for
+/// the sockets of a VM without a configured path: no other user can
+/// connect to the agent's listener or take its name first. Short, because
+/// Unix socket paths hold 107 bytes and `_<port>` is appended to them.
+fn private_socket_dir() -> std::io::Result<tempfile::TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_dir() && d.as_os_str().len() < 60)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    dir.join(format!("reflow-vm-{}-{n}.vsock", std::process::id()))
+        .unwrap_or_else(std::env::temp_dir);
+    let base = if base.as_os_str().len() < 60 {
+        base
+    } else {
+        PathBuf::from("/tmp")
+    };
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("reflow-vm.")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(base)
 }
 
 impl Vm {
@@ -316,7 +338,7 @@ impl Vm {
                 source,
             })?;
 
-        let owner = OwnerLinks::new(&config);
+        let owner = OwnerLinks::new(&config)?;
         let links = owner.links(io, started);
         let devices = devices::build(&vm_fd, &mem, &config.disks, links, None)?;
         let supported = kvm::supported_cpuid(&kvm)?;
@@ -424,7 +446,7 @@ impl Vm {
             }
         };
         kvm::restore_state(&vm_fd, &state.vm)?;
-        let owner = OwnerLinks::new(&config);
+        let owner = OwnerLinks::new(&config)?;
         let links = owner.links(io, started);
         let devices = devices::build(
             &vm_fd,
@@ -519,5 +541,24 @@ mod tests {
             2
         );
         assert_eq!(parts.last().unwrap(), "reflow.quiet=1");
+    }
+
+    #[test]
+    fn sockets_without_a_configured_path_live_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = OwnerLinks::new(&VmConfig::new("k")).unwrap();
+        let b = OwnerLinks::new(&VmConfig::new("k")).unwrap();
+        let dir = a.vsock_uds.parent().unwrap().to_path_buf();
+        assert_ne!(dir, b.vsock_uds.parent().unwrap());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir:?}");
+        // Room for `_<port>` within a Unix socket path's 107 bytes.
+        assert!(a.vsock_uds.as_os_str().len() < 90, "{:?}", a.vsock_uds);
+        drop(a);
+        assert!(!dir.exists(), "{dir:?} outlived its VM");
+        let mut config = VmConfig::new("k");
+        config.vsock_uds = Some("/run/given.vsock".into());
+        let given = OwnerLinks::new(&config).unwrap();
+        assert_eq!(given.vsock_uds, PathBuf::from("/run/given.vsock"));
     }
 }
