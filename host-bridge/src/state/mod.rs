@@ -35,6 +35,10 @@ pub enum StateError {
     /// A value has no JSON form, or stored text is not JSON.
     #[error(transparent)]
     Json(#[from] JsonError),
+    /// The operation would take the actor over its quota in the embedded
+    /// store (raised in the actor; nothing was stored).
+    #[error("state quota: {0}")]
+    Quota(String),
     /// The store itself failed (Redis unreachable, ...).
     #[error("state store failed: {0}")]
     Backend(String),
@@ -125,6 +129,28 @@ impl Op {
     }
 }
 
+/// What one actor (one `{namespace}:{actor_id}` scope) may hold in the
+/// embedded store, which lives in the host process: keys, and bytes (keys,
+/// values' JSON text, 16 per list item). Redis enforces its own limits
+/// (`maxmemory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most keys.
+    pub max_keys: usize,
+    /// Most bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Quota {
+    /// 100,000 keys and 64 MiB per actor.
+    fn default() -> Quota {
+        Quota {
+            max_keys: 100_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Where state lives.
 pub enum StateStore {
     /// The in-process store (outlives VMs, not the host process).
@@ -134,9 +160,14 @@ pub enum StateStore {
 }
 
 impl StateStore {
-    /// The in-process store.
+    /// The in-process store, each actor's keys within [`Quota::default`].
     pub fn embedded() -> StateStore {
         StateStore::Embedded(Embedded::default())
+    }
+
+    /// The in-process store, each actor's keys within `quota`.
+    pub fn embedded_with(quota: Quota) -> StateStore {
+        StateStore::Embedded(Embedded::with_quota(quota))
     }
 
     /// Redis at `url` (`redis://host:port/db`), connected now.
