@@ -178,6 +178,16 @@ impl Node {
                 self.drop_vm(&mut slot);
             }
         }
+        if let Some(vm) = slot.vm.as_ref().filter(|vm| vm.misbehaved()) {
+            // The message's answer stands; the guest is not trusted again.
+            tracing::warn!(
+                node = node_id,
+                reports = vm.hostile().count(),
+                recent = ?vm.hostile().recent(),
+                "the guest sent hostile input to its devices; its VM was discarded"
+            );
+            self.drop_vm(&mut slot);
+        }
         slot.last_used = Instant::now();
         result
     }

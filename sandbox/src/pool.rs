@@ -190,7 +190,9 @@ impl VmPool {
                 return Err(PoolError::Closed);
             }
             while let Some(vm) = s.ready.pop_front() {
-                if vm.is_alive() {
+                // A held clone that sent its devices hostile input (it ran
+                // between restore and hold) is discarded, not lent.
+                if vm.is_alive() && !vm.misbehaved() {
                     drop(s);
                     vm.release();
                     inner.refill();

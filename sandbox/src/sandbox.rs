@@ -248,6 +248,12 @@ impl SandboxVm {
         &self.hostile
     }
 
+    /// Whether the guest has sent its devices input they had to refuse
+    /// ([`HostileLog`]): such a VM is discarded, never kept or lent again.
+    pub fn misbehaved(&self) -> bool {
+        self.hostile.count() > 0
+    }
+
     /// Whether the monitor is still running the guest.
     pub fn is_alive(&self) -> bool {
         self.runner.as_ref().is_some_and(|r| !r.is_finished())

@@ -12,6 +12,12 @@ use parking_lot::Mutex;
 /// Most recent reports kept (the count covers all).
 pub const KEPT: usize = 16;
 
+/// Longest report kept or logged, in bytes.
+pub const MAX_TEXT: usize = 512;
+
+/// Reports logged in full before only every power-of-two-th is.
+pub const LOGGED: u64 = 3;
+
 #[derive(Debug, Default)]
 struct Inner {
     count: u64,
@@ -23,12 +29,27 @@ struct Inner {
 pub struct HostileLog(Arc<Mutex<Inner>>);
 
 impl HostileLog {
-    /// Records a violation detected by `source` (a device name).
+    /// Records a violation detected by `source` (a device name). The guest
+    /// decides how often this happens, so what reaches the host's log is
+    /// bounded: each report is cut to [`MAX_TEXT`] bytes, and only the first
+    /// [`LOGGED`] and then every power-of-two-th are logged (all are
+    /// counted).
     pub fn report(&self, source: &str, what: impl Display) {
-        let text = format!("{source}: {what}");
-        tracing::warn!(%text, "hostile guest input");
+        let mut text = format!("{source}: {what}");
+        if text.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str("...");
+        }
         let mut inner = self.0.lock();
         inner.count += 1;
+        let count = inner.count;
+        if count <= LOGGED || count.is_power_of_two() {
+            tracing::warn!(%text, count, "hostile guest input");
+        }
         if inner.recent.len() == KEPT {
             inner.recent.pop_front();
         }
@@ -60,5 +81,14 @@ mod tests {
         let recent = log.recent();
         assert_eq!(recent.len(), KEPT);
         assert_eq!(recent.last().unwrap(), &format!("test: {}", KEPT + 3));
+    }
+
+    #[test]
+    fn long_reports_are_cut_on_a_character_boundary() {
+        let log = HostileLog::default();
+        log.report("vsock", "é".repeat(MAX_TEXT));
+        let text = &log.recent()[0];
+        assert!(text.len() <= MAX_TEXT + 3, "{}", text.len());
+        assert!(text.ends_with("..."));
     }
 }
