@@ -313,13 +313,8 @@ impl BuildLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(snapshots).map_err(cache_err)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(cache_err)?;
+        super::private::create_dir(snapshots).map_err(cache_err)?;
+        let file = super::private::open_lock(&path).map_err(cache_err)?;
         let fd = file.as_raw_fd();
         // SAFETY: flock on a descriptor this function owns; no memory is
         // passed.

@@ -1,6 +1,5 @@
 //! Guest RAM to and from the snapshot's memory file.
 
-use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -63,7 +62,7 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryErr
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::create(path).map_err(werr)?;
+    let mut file = super::private::create_file(path).map_err(werr)?;
     let mut page = vec![0u8; PAGE];
     let mut total = 0u64;
     for region in mem.iter() {
@@ -93,14 +92,10 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryErr
 /// every other clone's view are untouched, and unwritten pages are shared
 /// through the page cache.
 pub fn map_private(path: &Path, mem_size: u64) -> Result<GuestMemoryMmap, SnapshotMemoryError> {
-    let file =
-        OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(|source| SnapshotMemoryError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let file = super::private::open_read(path).map_err(|source| SnapshotMemoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let found = file
         .metadata()
         .map_err(|source| SnapshotMemoryError::Open {

@@ -8,11 +8,13 @@
 //! Restoring maps `memory.bin` `MAP_PRIVATE`, so every clone shares the pages
 //! it has not written and the snapshot itself is never modified
 //! ([`memory`]). [`golden`] keeps one snapshot per set of boot inputs in the
-//! cache directory and creates it on first use.
+//! cache directory and creates it on first use. Every file and directory
+//! of a snapshot is private to its user ([`private`]).
 
 pub mod file;
 pub mod golden;
 pub mod memory;
+pub mod private;
 pub mod state;
 
 pub use file::SnapshotFileError;

@@ -382,10 +382,11 @@ impl Vm {
         config.validate()?;
         let started = Instant::now();
         let state_path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&state_path).map_err(|source| VmError::SnapshotIo {
-            path: state_path.clone(),
-            source,
-        })?;
+        let bytes =
+            crate::snapshot::private::read(&state_path).map_err(|source| VmError::SnapshotIo {
+                path: state_path.clone(),
+                source,
+            })?;
         let state = snapfile::decode(&bytes).map_err(|source| VmError::SnapshotFile {
             path: state_path.clone(),
             source,

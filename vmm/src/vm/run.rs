@@ -264,7 +264,7 @@ impl PausedVm {
             let path = path.to_path_buf();
             move |source| VmError::SnapshotIo { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::snapshot::private::create_dir(dir).map_err(io_err(dir))?;
         let msr_list = vm
             .kvm
             .get_msr_index_list()
@@ -298,7 +298,7 @@ impl PausedVm {
         })?;
         snapmem::save(&vm.mem, &dir.join(MEMORY_FILE))?;
         let state_path = dir.join(STATE_FILE);
-        std::fs::write(&state_path, bytes).map_err(io_err(&state_path))?;
+        crate::snapshot::private::write(&state_path, &bytes).map_err(io_err(&state_path))?;
         Ok(())
     }
 }
