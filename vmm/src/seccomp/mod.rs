@@ -10,6 +10,11 @@
 //! - `vmm`: the thread that runs [`crate::Vm::run`]'s event loop (virtio
 //!   queues, the disk, vsock, the console), once the vCPUs are started.
 //!
+//! Arguments are filtered where the call allows more than the thread needs:
+//! `ioctl` requests, `socket` families, and `mmap`/`mprotect` never with
+//! `PROT_EXEC` (a thread that has been taken over cannot make itself new
+//! code to run).
+//!
 //! A system call outside the allowlist is refused: it fails with EPERM and
 //! the kernel logs it (`dmesg`, audit type 1326, with the thread's name and
 //! the call's number). Refused rather than fatal by default because the

@@ -62,6 +62,28 @@ fn probe() {
                     std::process::exit(3);
                 }
             }
+            "mmap-exec" | "mprotect-exec" => {
+                // SAFETY: an anonymous private mapping of one page, made
+                // and unmapped here; nothing else refers to it.
+                let refused = unsafe {
+                    let rw = libc::PROT_READ | libc::PROT_WRITE;
+                    let exec = libc::PROT_READ | libc::PROT_EXEC;
+                    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+                    let first = if call == "mmap-exec" { exec } else { rw };
+                    let p = libc::mmap(std::ptr::null_mut(), 4096, first, flags, -1, 0);
+                    let ok = if p == libc::MAP_FAILED {
+                        false
+                    } else {
+                        let ok = call == "mmap-exec" || libc::mprotect(p, 4096, exec) == 0;
+                        libc::munmap(p, 4096);
+                        ok
+                    };
+                    !ok && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+                };
+                if refused {
+                    std::process::exit(3);
+                }
+            }
             "execve" => {
                 let e = Command::new("/bin/true").status().unwrap_err();
                 if e.raw_os_error() == Some(libc::EPERM) {
@@ -102,7 +124,15 @@ fn probe() {
 
 #[test]
 fn calls_outside_each_allowlist_are_refused() {
-    for what in ["vcpu:socket", "vcpu:execve", "vmm:execve"] {
+    for what in [
+        "vcpu:socket",
+        "vcpu:execve",
+        "vmm:execve",
+        "vcpu:mmap-exec",
+        "vmm:mmap-exec",
+        "vcpu:mprotect-exec",
+        "vmm:mprotect-exec",
+    ] {
         let status = child(what, "enforce");
         assert_eq!(status.code(), Some(3), "{what}: {status:?}");
         let status = child(what, "kill");
