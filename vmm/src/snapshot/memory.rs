@@ -11,7 +11,16 @@ use vm_memory::{
 
 use crate::arch::bootparams::ram_regions;
 
-const PAGE: usize = 4096;
+use super::digest::{PageHasher, Sha256Digest, PAGE};
+
+/// What writing a memory file produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedMemory {
+    /// Bytes of guest RAM written.
+    pub size: u64,
+    /// The file's digest ([`super::digest`]).
+    pub digest: Sha256Digest,
+}
 
 /// Errors saving or mapping guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +54,12 @@ pub enum SnapshotMemoryError {
         /// The file's size in bytes.
         found: u64,
     },
+    /// The memory file's digest is not the one its snapshot recorded.
+    #[error("memory file {path} does not match the digest its snapshot recorded: it is damaged; delete the snapshot's directory to have it made again")]
+    Digest {
+        /// The memory file's path.
+        path: PathBuf,
+    },
     /// Mapping the memory file as guest memory failed.
     #[error("mapping memory file {path}: {reason}")]
     Map {
@@ -57,7 +72,7 @@ pub enum SnapshotMemoryError {
 
 /// Writes every region of `mem`, in address order, to `path`. All-zero
 /// pages are left as holes: a freshly booted guest's RAM is mostly zeros.
-pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryError> {
+pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<SavedMemory, SnapshotMemoryError> {
     let werr = |source| SnapshotMemoryError::Write {
         path: path.to_path_buf(),
         source,
@@ -65,6 +80,7 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryErr
     let mut file = super::private::create_file(path).map_err(werr)?;
     let mut page = vec![0u8; PAGE];
     let mut total = 0u64;
+    let mut hasher = PageHasher::default();
     for region in mem.iter() {
         let start = region.start_addr().0;
         let len = region.len();
@@ -73,6 +89,7 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryErr
             let n = (len - off).min(PAGE as u64) as usize;
             mem.read_slice(&mut page[..n], GuestAddress(start + off))
                 .map_err(SnapshotMemoryError::Read)?;
+            hasher.page(&page[..n]);
             if page[..n].iter().all(|&b| b == 0) {
                 file.seek(SeekFrom::Current(n as i64)).map_err(werr)?;
             } else {
@@ -84,14 +101,22 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, SnapshotMemoryErr
     }
     file.set_len(total).map_err(werr)?;
     file.sync_all().map_err(werr)?;
-    Ok(total)
+    Ok(SavedMemory {
+        size: total,
+        digest: hasher.finish(),
+    })
 }
 
 /// Maps `path` as guest RAM of `mem_size` bytes, copy-on-write
 /// (`MAP_PRIVATE`): the guest's writes stay in this process, the file and
 /// every other clone's view are untouched, and unwritten pages are shared
-/// through the page cache.
-pub fn map_private(path: &Path, mem_size: u64) -> Result<GuestMemoryMmap, SnapshotMemoryError> {
+/// through the page cache. The file must have `digest` (checked the first
+/// time this process maps this file; see [`super::digest`]).
+pub fn map_private(
+    path: &Path,
+    mem_size: u64,
+    digest: &Sha256Digest,
+) -> Result<GuestMemoryMmap, SnapshotMemoryError> {
     let file = super::private::open_read(path).map_err(|source| SnapshotMemoryError::Open {
         path: path.to_path_buf(),
         source,
@@ -108,6 +133,16 @@ pub fn map_private(path: &Path, mem_size: u64) -> Result<GuestMemoryMmap, Snapsh
             path: path.to_path_buf(),
             expected: mem_size,
             found,
+        });
+    }
+    let intact =
+        super::digest::matches(&file, digest).map_err(|source| SnapshotMemoryError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !intact {
+        return Err(SnapshotMemoryError::Digest {
+            path: path.to_path_buf(),
         });
     }
     let map_err = |reason: String| SnapshotMemoryError::Map {
@@ -144,12 +179,14 @@ mod tests {
         let mem = crate::memory::create(size).unwrap();
         mem.write_slice(b"hello", GuestAddress(0x1234)).unwrap();
         mem.write_slice(b"world", GuestAddress(size - 5)).unwrap();
-        assert_eq!(save(&mem, &path).unwrap(), size);
+        let saved = save(&mem, &path).unwrap();
+        assert_eq!(saved.size, size);
+        assert_eq!(super::super::digest::of_path(&path).unwrap(), saved.digest);
         let before = std::fs::read(&path).unwrap();
         assert_eq!(before.len() as u64, size);
 
-        let a = map_private(&path, size).unwrap();
-        let b = map_private(&path, size).unwrap();
+        let a = map_private(&path, size, &saved.digest).unwrap();
+        let b = map_private(&path, size, &saved.digest).unwrap();
         let mut buf = [0u8; 5];
         a.read_slice(&mut buf, GuestAddress(0x1234)).unwrap();
         assert_eq!(&buf, b"hello");
@@ -172,7 +209,7 @@ mod tests {
         let path = dir.path().join("memory.bin");
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
         assert!(matches!(
-            map_private(&path, 8192),
+            map_private(&path, 8192, &[0; 32]),
             Err(SnapshotMemoryError::Size {
                 expected: 8192,
                 found: 4096,
@@ -180,8 +217,30 @@ mod tests {
             })
         ));
         assert!(matches!(
-            map_private(&dir.path().join("none"), 8192),
+            map_private(&dir.path().join("none"), 8192, &[0; 32]),
             Err(SnapshotMemoryError::Open { .. })
         ));
+    }
+
+    #[test]
+    fn a_damaged_memory_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.bin");
+        let size = 1 << 20;
+        let mem = crate::memory::create(size).unwrap();
+        mem.write_slice(b"guest", GuestAddress(0x2000)).unwrap();
+        let saved = save(&mem, &path).unwrap();
+        // One flipped byte in a page that was a hole.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0x9_0000] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            map_private(&path, size, &saved.digest),
+            Err(SnapshotMemoryError::Digest { .. })
+        ));
+        // Mended (a new version of the file), it maps again.
+        bytes[0x9_0000] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        map_private(&path, size, &saved.digest).unwrap();
     }
 }

@@ -3,7 +3,8 @@
 //! A snapshot is a directory with two files:
 //! - `state.bin`: the versioned, checksummed state ([`file`](mod@file)): vCPUs, the
 //!   in-kernel interrupt controllers, PIT and clock, device state;
-//! - `memory.bin`: guest RAM, region after region, zero pages left as holes.
+//! - `memory.bin`: guest RAM, region after region, zero pages left as holes;
+//!   its [`digest`] is recorded in `state.bin` and checked on first use.
 //!
 //! Restoring maps `memory.bin` `MAP_PRIVATE`, so every clone shares the pages
 //! it has not written and the snapshot itself is never modified
@@ -11,6 +12,7 @@
 //! cache directory and creates it on first use. Every file and directory
 //! of a snapshot is private to its user ([`private`]).
 
+pub mod digest;
 pub mod file;
 pub mod golden;
 pub mod memory;

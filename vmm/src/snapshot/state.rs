@@ -179,4 +179,6 @@ pub struct SnapshotState {
     pub shm_size: u64,
     /// Guest physical address of the shared-memory region (0: none).
     pub shm_addr: u64,
+    /// The memory file's digest ([`super::digest`]).
+    pub memory_sha256: [u8; 32],
 }

@@ -431,7 +431,11 @@ impl Vm {
             )));
         }
         let vm_fd = kvm::create_vm(&kvm)?;
-        let mem = crate::snapshot::memory::map_private(&dir.join(MEMORY_FILE), mem_size)?;
+        let mem = crate::snapshot::memory::map_private(
+            &dir.join(MEMORY_FILE),
+            mem_size,
+            &state.memory_sha256,
+        )?;
         memory::register(&vm_fd, &mem)?;
         let shared = match shm_size {
             0 => None,

@@ -274,6 +274,8 @@ impl PausedVm {
             .iter()
             .map(|v| v.save_state(msr_list.as_slice()))
             .collect::<Result<Vec<_>, _>>()?;
+        // Memory first: the state records its digest.
+        let memory = snapmem::save(&vm.mem, &dir.join(MEMORY_FILE))?;
         let state = SnapshotState {
             mem_size: u64::from(vm.config.mem_mib) << 20,
             cpu_fingerprint: vm.cpu_fingerprint,
@@ -291,12 +293,12 @@ impl PausedVm {
             vsock: vm.devices.vsock.lock().snapshot(0),
             shm_size: vm.shared.as_ref().map_or(0, |r| r.size()),
             shm_addr: vm.shared.as_ref().map_or(0, |r| r.guest_addr()),
+            memory_sha256: memory.digest,
         };
         let bytes = snapfile::encode(&state).map_err(|source| VmError::SnapshotFile {
             path: dir.join(STATE_FILE),
             source,
         })?;
-        snapmem::save(&vm.mem, &dir.join(MEMORY_FILE))?;
         let state_path = dir.join(STATE_FILE);
         crate::snapshot::private::write(&state_path, &bytes).map_err(io_err(&state_path))?;
         Ok(())
