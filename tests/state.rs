@@ -189,8 +189,13 @@ async fn an_unreachable_redis_is_a_clear_error() {
         .local_addr()
         .unwrap()
         .port();
-    match StateStore::redis(&format!("redis://127.0.0.1:{port}/0")).await {
-        Err(StateError::Backend(m)) => assert!(m.contains("cannot connect to Redis"), "{m}"),
+    // The password in the URL never shows in the error.
+    match StateStore::redis(&format!("redis://:hunter2@127.0.0.1:{port}/0")).await {
+        Err(StateError::Backend(m)) => {
+            assert!(m.contains("cannot connect to Redis"), "{m}");
+            assert!(!m.contains("hunter2"), "{m}");
+            assert!(m.contains(":***@127.0.0.1"), "{m}");
+        }
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("connected to nothing"),
     }

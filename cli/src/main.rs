@@ -47,7 +47,13 @@ struct RunArgs {
     graph: PathBuf,
     /// Keep actor state in Redis at this URL instead of in this process
     /// (default: reflow.yaml's workspace.redis.url, else embedded).
-    #[arg(long, env = "REDIS_URL", value_name = "redis://HOST:PORT/DB")]
+    // hide_env_values: --help would otherwise print the URL, password and all.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_name = "redis://HOST:PORT/DB"
+    )]
     state: Option<String>,
     /// First part of every state key, {namespace}:{node}:{key} (default:
     /// reflow.yaml's workspace.redis.namespace, else "reflow").

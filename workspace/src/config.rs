@@ -573,7 +573,9 @@ impl Config {
         }
         if let Some(url) = w.redis.as_ref().and_then(|r| r.url.as_deref()) {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(KeyProblem::NotRedis(url.into()).at("workspace.redis.url"));
+                return Err(
+                    KeyProblem::NotRedis(crate::redact::redact_url(url)).at("workspace.redis.url")
+                );
             }
         }
         if let Some(shm) = &w.shared_memory {

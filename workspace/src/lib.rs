@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod redact;
 
 pub use config::{Config, ConfigError};
 pub use discovery::{discover, Discovery, DiscoveryConfig};

@@ -32,8 +32,10 @@ fn backend(e: redis::RedisError) -> StateError {
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`).
     pub async fn connect(url: &str) -> Result<RedisStore, StateError> {
+        // The URL may carry a password: errors show it redacted.
+        let shown = reflow_workspace::redact::redact_url(url);
         let client = redis::Client::open(url)
-            .map_err(|e| StateError::Backend(format!("bad Redis URL {url:?}: {e}")))?;
+            .map_err(|e| StateError::Backend(format!("bad Redis URL {shown:?}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(RETRY_MAX_DELAY_MS)
@@ -42,7 +44,7 @@ impl RedisStore {
         let conn = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| StateError::Backend(format!("cannot connect to Redis at {url}: {e}")))?;
+            .map_err(|e| StateError::Backend(format!("cannot connect to Redis at {shown}: {e}")))?;
         Ok(RedisStore { conn })
     }
 
