@@ -52,6 +52,9 @@ pub enum ShmError {
     /// KVM refused the doorbell's ioeventfd.
     #[error("registering the doorbell ioeventfd with KVM: {0}")]
     RegisterDoorbell(kvm_ioctls::Error),
+    /// A region handed over by another process is not one to map (why).
+    #[error("the monitor's shared region: {0}")]
+    Attach(String),
     /// The region is too small to lay out the message rings in.
     #[error("laying out the message rings: {0}")]
     Layout(#[from] LayoutError),
@@ -88,6 +91,11 @@ pub struct SharedRegion {
 pub struct GuestDoorbell(EventFd, AtomicU64);
 
 impl GuestDoorbell {
+    /// The eventfd's descriptor (to hand it to another process).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+
     /// How many times a park ended because the guest rang.
     pub fn wakeups(&self) -> u64 {
         self.1.load(Ordering::Relaxed)
@@ -121,13 +129,33 @@ impl SharedRegion {
     pub fn create(size: u64, guest_addr: u64) -> Result<SharedRegion, ShmError> {
         let size = size.next_multiple_of(SHM_ALIGN);
         // SAFETY: the name is a valid NUL-terminated string; flags are valid.
-        let fd = unsafe { libc::memfd_create(c"reflow-shm".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(
+                c"reflow-shm".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if fd < 0 {
             return Err(ShmError::Memfd(std::io::Error::last_os_error()));
         }
         // SAFETY: `fd` is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size).map_err(ShmError::Memfd)?;
+        // Sealed at this size: a process this memfd is handed to (the
+        // bridge, from a monitor process) can map it knowing no one can
+        // shrink it under its mapping (which would fault the bridge with
+        // SIGBUS).
+        // SAFETY: fcntl on a descriptor we own, with plain integer flags.
+        let sealed = unsafe {
+            libc::fcntl(
+                file.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            )
+        };
+        if sealed != 0 {
+            return Err(ShmError::Memfd(std::io::Error::last_os_error()));
+        }
         let mapping =
             MmapRegion::from_file(FileOffset::new(file, 0), size as usize).map_err(|e| {
                 ShmError::Map {
@@ -152,6 +180,59 @@ impl SharedRegion {
             guest_addr,
             doorbell,
         })
+    }
+
+    /// Maps a region another process made (a monitor process's, handed
+    /// over with its guest doorbell): `memfd` must be sealed against
+    /// shrinking and hold at least `size` bytes, where `size` is the
+    /// region the caller asked for (that process is not trusted to say).
+    /// The rings are laid out as [`SharedRegion::create`] laid them out;
+    /// their contents are the guest's, checked as they are read.
+    pub fn attach(
+        memfd: File,
+        doorbell: EventFd,
+        size: u64,
+        guest_addr: u64,
+    ) -> Result<SharedRegion, ShmError> {
+        let bad = |why: String| ShmError::Attach(why);
+        if size == 0 || size % SHM_ALIGN != 0 {
+            return Err(bad(format!("{size} bytes is not a region size")));
+        }
+        // SAFETY: fcntl on a descriptor we own.
+        let seals = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(bad("the memfd is not sealed against shrinking".into()));
+        }
+        let len = memfd.metadata().map_err(ShmError::Memfd)?.len();
+        if len < size {
+            return Err(bad(format!("the memfd holds {len} bytes, not {size}")));
+        }
+        let mapping =
+            MmapRegion::from_file(FileOffset::new(memfd, 0), size as usize).map_err(|e| {
+                ShmError::Map {
+                    size,
+                    reason: e.to_string(),
+                }
+            })?;
+        // SAFETY: as in `create`: the mapping is `size` bytes, readable and
+        // writable, and lives in the same struct as the region.
+        let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.size()) };
+        let layout = RegionLayout::for_size(size)?;
+        Ok(SharedRegion {
+            region,
+            layout,
+            mapping,
+            guest_addr,
+            doorbell: GuestDoorbell(doorbell, AtomicU64::new(0)),
+        })
+    }
+
+    /// The memfd behind the region (to hand it to another process).
+    pub fn memfd(&self) -> &File {
+        self.mapping
+            .file_offset()
+            .expect("the region is always mapped from its memfd")
+            .file()
     }
 
     /// The region for ring producers and consumers.
