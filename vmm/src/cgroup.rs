@@ -77,6 +77,8 @@ pub struct CpuGroup {
     /// `tasks` (v1) or `cgroup.threads` (v2) of the group, opened before
     /// any seccomp filter: joining is one `write`.
     join: File,
+    /// Made by this process, which removes it when dropped.
+    owned: bool,
 }
 
 impl CpuHierarchy {
@@ -195,7 +197,11 @@ impl CpuGroup {
         std::fs::create_dir(&dir).map_err(io("create", &dir))?;
         let made = CpuGroup::configure(hierarchy, &dir, quota);
         match made {
-            Ok(join) => Ok(CpuGroup { dir, join }),
+            Ok(join) => Ok(CpuGroup {
+                dir,
+                join,
+                owned: true,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
                 Err(e)
@@ -226,6 +232,24 @@ impl CpuGroup {
             .map_err(io("open", &join))
     }
 
+    /// A group another process made (at `dir`), for this process's threads
+    /// to join; it is left in place when dropped (its maker removes it).
+    pub fn attach(dir: &Path) -> Result<CpuGroup, CgroupError> {
+        // v2 threaded groups take threads through `cgroup.threads`, v1
+        // groups through `tasks`.
+        let v2 = dir.join("cgroup.threads");
+        let join = if v2.exists() { v2 } else { dir.join("tasks") };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&join)
+            .map_err(io("open", &join))?;
+        Ok(CpuGroup {
+            dir: dir.to_path_buf(),
+            join: file,
+            owned: false,
+        })
+    }
+
     /// Moves the calling thread into the group (one `write`).
     pub fn join_current_thread(&self) -> std::io::Result<()> {
         // SAFETY: gettid has no arguments and cannot fail.
@@ -241,6 +265,9 @@ impl CpuGroup {
 
 impl Drop for CpuGroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // A thread that was just joined may not have left the group yet.
         let deadline = std::time::Instant::now() + REMOVE_WAIT;
         loop {

@@ -54,6 +54,11 @@ pub struct VmConfig {
     /// port P go to `<path>_P`). `None`: a private path under the runtime
     /// directory, removed with the VM.
     pub vsock_uds: Option<PathBuf>,
+    /// Whether a restore checks the snapshot's memory file against the
+    /// digest its state recorded (once per process and file version). A
+    /// caller that checked it already (the bridge, before it starts a
+    /// monitor process) turns it off.
+    pub verify_memory: bool,
 }
 
 /// The guest's vsock CID (each VM has its own socket, so all can share it).
@@ -73,6 +78,7 @@ impl VmConfig {
             host: None,
             shm_mib: 0,
             vsock_uds: None,
+            verify_memory: true,
         }
     }
 }

@@ -22,6 +22,9 @@ pub const LOGGED: u64 = 3;
 struct Inner {
     count: u64,
     recent: VecDeque<String>,
+    /// Reports are not logged (a copy of another process's log, which
+    /// logged them there).
+    silent: bool,
 }
 
 /// Shared between the devices that detect violations and the VM's owner.
@@ -29,6 +32,14 @@ struct Inner {
 pub struct HostileLog(Arc<Mutex<Inner>>);
 
 impl HostileLog {
+    /// A log whose reports are counted and kept but not logged: the
+    /// bridge's copy of a monitor process's log, which logs its own.
+    pub fn silent() -> HostileLog {
+        let log = HostileLog::default();
+        log.0.lock().silent = true;
+        log
+    }
+
     /// Records a violation detected by `source` (a device name). The guest
     /// decides how often this happens, so what reaches the host's log is
     /// bounded: each report is cut to [`MAX_TEXT`] bytes, and only the first
@@ -47,7 +58,7 @@ impl HostileLog {
         let mut inner = self.0.lock();
         inner.count += 1;
         let count = inner.count;
-        if count <= LOGGED || count.is_power_of_two() {
+        if !inner.silent && (count <= LOGGED || count.is_power_of_two()) {
             tracing::warn!(%text, count, "hostile guest input");
         }
         if inner.recent.len() == KEPT {

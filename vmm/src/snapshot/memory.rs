@@ -110,12 +110,12 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<SavedMemory, SnapshotM
 /// Maps `path` as guest RAM of `mem_size` bytes, copy-on-write
 /// (`MAP_PRIVATE`): the guest's writes stay in this process, the file and
 /// every other clone's view are untouched, and unwritten pages are shared
-/// through the page cache. The file must have `digest` (checked the first
-/// time this process maps this file; see [`super::digest`]).
+/// through the page cache. The file must have `digest`, if given (checked
+/// the first time this process maps this file; see [`super::digest`]).
 pub fn map_private(
     path: &Path,
     mem_size: u64,
-    digest: &Sha256Digest,
+    digest: Option<&Sha256Digest>,
 ) -> Result<GuestMemoryMmap, SnapshotMemoryError> {
     let file = super::private::open_read(path).map_err(|source| SnapshotMemoryError::Open {
         path: path.to_path_buf(),
@@ -135,11 +135,15 @@ pub fn map_private(
             found,
         });
     }
-    let intact =
-        super::digest::matches(&file, digest).map_err(|source| SnapshotMemoryError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let intact = match digest {
+        Some(digest) => {
+            super::digest::matches(&file, digest).map_err(|source| SnapshotMemoryError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+        }
+        None => true,
+    };
     if !intact {
         return Err(SnapshotMemoryError::Digest {
             path: path.to_path_buf(),
@@ -185,8 +189,8 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         assert_eq!(before.len() as u64, size);
 
-        let a = map_private(&path, size, &saved.digest).unwrap();
-        let b = map_private(&path, size, &saved.digest).unwrap();
+        let a = map_private(&path, size, Some(&saved.digest)).unwrap();
+        let b = map_private(&path, size, Some(&saved.digest)).unwrap();
         let mut buf = [0u8; 5];
         a.read_slice(&mut buf, GuestAddress(0x1234)).unwrap();
         assert_eq!(&buf, b"hello");
@@ -209,7 +213,7 @@ mod tests {
         let path = dir.path().join("memory.bin");
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
         assert!(matches!(
-            map_private(&path, 8192, &[0; 32]),
+            map_private(&path, 8192, Some(&[0; 32])),
             Err(SnapshotMemoryError::Size {
                 expected: 8192,
                 found: 4096,
@@ -217,7 +221,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            map_private(&dir.path().join("none"), 8192, &[0; 32]),
+            map_private(&dir.path().join("none"), 8192, Some(&[0; 32])),
             Err(SnapshotMemoryError::Open { .. })
         ));
     }
@@ -235,12 +239,12 @@ mod tests {
         bytes[0x9_0000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            map_private(&path, size, &saved.digest),
+            map_private(&path, size, Some(&saved.digest)),
             Err(SnapshotMemoryError::Digest { .. })
         ));
         // Mended (a new version of the file), it maps again.
         bytes[0x9_0000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        map_private(&path, size, &saved.digest).unwrap();
+        map_private(&path, size, Some(&saved.digest)).unwrap();
     }
 }

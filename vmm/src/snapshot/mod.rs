@@ -28,3 +28,54 @@ pub const STATE_FILE: &str = "state.bin";
 /// Name of the guest RAM file: its regions in address order, all-zero pages
 /// left as holes.
 pub const MEMORY_FILE: &str = "memory.bin";
+
+/// Why a snapshot's memory file could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Reading the state or memory file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The state file is damaged or of another format.
+    #[error("{path}: {source}")]
+    State {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: SnapshotFileError,
+    },
+    /// The memory file's digest is not the one the state recorded.
+    #[error("memory file {0} does not match the digest its snapshot recorded: it is damaged; delete the snapshot's directory to have it made again")]
+    Damaged(std::path::PathBuf),
+}
+
+/// Checks the snapshot in `dir`: its state file, and its memory file
+/// against the digest the state recorded (hashed once per process and
+/// file version). What a bridge does before it has a monitor process
+/// restore the snapshot without checking it again.
+pub fn check_memory(dir: &std::path::Path) -> Result<(), CheckError> {
+    let state_path = dir.join(STATE_FILE);
+    let bytes = private::read(&state_path).map_err(|source| CheckError::Io {
+        path: state_path.clone(),
+        source,
+    })?;
+    let state = file::decode(&bytes).map_err(|source| CheckError::State {
+        path: state_path,
+        source,
+    })?;
+    let mem_path = dir.join(MEMORY_FILE);
+    let io = |source| CheckError::Io {
+        path: mem_path.clone(),
+        source,
+    };
+    let mem = private::open_read(&mem_path).map_err(io)?;
+    if digest::matches(&mem, &state.memory_sha256).map_err(io)? {
+        Ok(())
+    } else {
+        Err(CheckError::Damaged(mem_path))
+    }
+}

@@ -84,6 +84,22 @@ pub struct ControlChannel {
 }
 
 impl ControlChannel {
+    /// The connection and what the agent said on it (to hand it to
+    /// another process).
+    pub(crate) fn into_parts(self) -> (UnixStream, AgentHello) {
+        (self.stream, self.hello)
+    }
+
+    /// A channel over `stream`, whose agent finished its handshake saying
+    /// `hello` (in another process: no request was sent on it yet).
+    pub(crate) fn from_parts(stream: UnixStream, hello: AgentHello) -> ControlChannel {
+        ControlChannel {
+            stream,
+            next_id: 1,
+            hello,
+        }
+    }
+
     /// What the agent said when it connected.
     pub fn hello(&self) -> &AgentHello {
         &self.hello

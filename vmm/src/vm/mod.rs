@@ -434,7 +434,7 @@ impl Vm {
         let mem = crate::snapshot::memory::map_private(
             &dir.join(MEMORY_FILE),
             mem_size,
-            &state.memory_sha256,
+            config.verify_memory.then_some(&state.memory_sha256),
         )?;
         memory::register(&vm_fd, &mem)?;
         let shared = match shm_size {
