@@ -51,4 +51,32 @@ fn main() {
     }
     let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(dir.join("seccomp_filters.rs"), out).expect("write seccomp_filters.rs");
+    source_hash();
+}
+
+/// `REFLOW_VMM_SOURCES`: a hash of every file under `src/`, so a monitor
+/// process built from other sources than the bridge that starts it says
+/// so instead of misreading its messages (`monitor::wire`).
+fn source_hash() {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    println!("cargo:rerun-if-changed=src");
+    let mut files = Vec::new();
+    walk(Path::new("src"), &mut files);
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in &files {
+        f.hash(&mut h);
+        std::fs::read(f).expect("read a source file").hash(&mut h);
+    }
+    println!("cargo:rustc-env=REFLOW_VMM_SOURCES={:016x}", h.finish());
 }

@@ -30,6 +30,7 @@ pub mod host;
 pub mod hostile;
 pub mod loader;
 pub mod memory;
+pub mod monitor;
 pub mod seccomp;
 pub mod shm;
 pub mod snapshot;

@@ -4,6 +4,9 @@
 //! Exit codes: the status the guest agent reported before powering off (0
 //! for a reset without one); 70 kernel panic; 71 guest crash (triple fault);
 //! 72 monitor error while running; 124 timeout; 1 bad input or setup error.
+//!
+//! `reflow-vmm __monitor` (with a socket at descriptor 3) is how the sandbox
+//! bridge runs each VM in a process of its own (`reflow_vmm::monitor`).
 
 use std::fs::File;
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use reflow_agent_protocol::request::Request;
+use reflow_vmm::monitor::{child, MONITOR_ARG};
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
 
@@ -94,6 +98,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A bridge started this process to run one sandbox VM (see
+    // `reflow_vmm::monitor`); not a command for people.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(MONITOR_ARG)) {
+        return ExitCode::from(child::serve_inherited().clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,194 @@
+//! The monitor process's side: restore one VM, hand the bridge what it
+//! needs to talk to the guest (the shared region's memfd, the agent's
+//! control connection), obey hold, release and stop, report hostile input,
+//! and exit when the VM ends or the bridge goes away.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::wire::{self, FromMonitor, ToMonitor, WireOutcome, WIRE_VERSION};
+use crate::cgroup::CpuGroup;
+use crate::vm::{Vm, VmIo};
+
+/// The descriptor number the bridge hands the monitor its socket on.
+pub const IPC_FD: i32 = 3;
+
+/// How often the monitor looks for new hostile-input reports while it
+/// waits for the bridge.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Serves the bridge on descriptor [`IPC_FD`] until the VM ends; returns
+/// the process's exit code.
+pub fn serve_inherited() -> i32 {
+    // Whatever else the bridge's process had open without close-on-exec
+    // (another VM's eventfds, say) is not this monitor's business.
+    // SAFETY: a plain system call; nothing in this process uses
+    // descriptors above IPC_FD yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, IPC_FD as u32 + 1, u32::MAX, 0);
+    }
+    // SAFETY: the bridge spawned this process with its socket at IPC_FD;
+    // nothing else in this process owns that number.
+    let ipc = unsafe { UnixStream::from_raw_fd(IPC_FD) };
+    serve(ipc)
+}
+
+fn fail(ipc: &UnixStream, why: String) -> i32 {
+    tracing::debug!(%why, "monitor process failed");
+    let _ = wire::send(ipc, &FromMonitor::Failed(why), &[]);
+    1
+}
+
+/// Serves the bridge on `ipc` until the VM ends; returns the exit code.
+pub fn serve(ipc: UnixStream) -> i32 {
+    let start = match wire::recv::<ToMonitor>(&ipc) {
+        Ok((m, _)) => m,
+        Err(e) => return fail(&ipc, format!("no start message: {e}")),
+    };
+    let ToMonitor::Start {
+        version,
+        snapshot,
+        config,
+        memory_verified,
+        cpu_group,
+    } = start
+    else {
+        return fail(&ipc, "the first message was not Start".into());
+    };
+    if version != WIRE_VERSION {
+        let exe = std::env::current_exe().unwrap_or_default();
+        return fail(
+            &ipc,
+            format!(
+                "the monitor binary {} was built from other sources (protocol {WIRE_VERSION}) \
+                 than the bridge that started it ({version}): rebuild it (cargo build -p \
+                 reflow-vmm) or point {} at a current one",
+                exe.display(),
+                super::MONITOR_ENV
+            ),
+        );
+    }
+    let mut config = config.to_config();
+    config.verify_memory = !memory_verified;
+    let mut vm = match Vm::restore(
+        Path::new(&snapshot),
+        config,
+        VmIo::console(Box::new(std::io::sink())),
+    ) {
+        Ok(vm) => vm,
+        Err(e) => return fail(&ipc, e.to_string()),
+    };
+    if let Some(dir) = cpu_group {
+        match CpuGroup::attach(Path::new(&dir)) {
+            Ok(group) => vm.confine_cpu(Arc::new(group)),
+            Err(e) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
+        }
+    }
+    let Some(shared) = vm.shared_region() else {
+        return fail(&ipc, "the VM has no shared-memory region".into());
+    };
+    let restored = FromMonitor::Restored {
+        shm_size: shared.size(),
+        shm_addr: shared.guest_addr(),
+    };
+    let fds = [shared.memfd().as_raw_fd(), shared.guest_doorbell().raw_fd()];
+    if let Err(e) = wire::send(&ipc, &restored, &fds) {
+        return fail(&ipc, format!("sending the shared region: {e}"));
+    }
+    drop(shared);
+    // Before any guest code runs and before any other thread exists.
+    if let Err(e) = super::harden::harden() {
+        return fail(&ipc, e.to_string());
+    }
+    let control = vm.control();
+    let hostile = vm.hostile();
+    let stop = vm.stop_handle();
+    let gate = vm.gate();
+    let runner = match std::thread::Builder::new()
+        .name("sandbox-vm".into())
+        .spawn(move || vm.run())
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&ipc, format!("starting the VM's thread: {e}")),
+    };
+    let ipc = Arc::new(ipc);
+    // Hands every agent connection that finished its handshake to the
+    // bridge (the first makes the clone ready).
+    let forward = ipc.clone();
+    let _ = std::thread::Builder::new()
+        .name("ready".into())
+        .spawn(move || loop {
+            let Ok(channel) = control.wait(Duration::from_secs(3600)) else {
+                continue;
+            };
+            let (stream, hello) = channel.into_parts();
+            let ready = FromMonitor::Ready {
+                agent_version: hello.agent_version,
+                uptime_ms: hello.uptime_ms,
+                ready_uptime_ms: hello.ready_uptime_ms,
+                connection: hello.connection,
+            };
+            if wire::send(&forward, &ready, &[stream.as_raw_fd()]).is_err() {
+                return;
+            }
+        });
+    let mut reported = 0u64;
+    loop {
+        if runner.is_finished() {
+            let outcome = match runner.join() {
+                Ok(Ok(o)) => WireOutcome::from_outcome(&o),
+                Ok(Err(e)) => WireOutcome::fatal(e.to_string()),
+                Err(_) => WireOutcome::fatal("the VM's thread panicked".into()),
+            };
+            let _ = wire::send(&ipc, &FromMonitor::Exited(outcome), &[]);
+            return 0;
+        }
+        let count = hostile.count();
+        if count != reported {
+            reported = count;
+            let report = FromMonitor::Hostile {
+                count,
+                recent: hostile.recent(),
+            };
+            let _ = wire::send(&ipc, &report, &[]);
+        }
+        if !readable(&ipc, POLL) {
+            continue;
+        }
+        match wire::recv::<ToMonitor>(&ipc) {
+            Ok((ToMonitor::Hold { limit_ms }, _)) => {
+                let held = gate
+                    .hold(Duration::from_millis(limit_ms))
+                    .err()
+                    .map(|e| e.to_string());
+                let _ = wire::send(&ipc, &FromMonitor::Held(held), &[]);
+            }
+            Ok((ToMonitor::Release, _)) => gate.release(),
+            Ok((ToMonitor::Stop, _)) => stop.stop(),
+            Ok((ToMonitor::Start { .. }, _)) => stop.stop(),
+            // The bridge went away (or broke the protocol): nobody will
+            // talk to this guest again.
+            Err(_) => {
+                stop.stop();
+                gate.release();
+                let _ = runner.join();
+                return 0;
+            }
+        }
+    }
+}
+
+/// Whether `sock` has something to read (or was closed) within `timeout`.
+fn readable(sock: &UnixStream, timeout: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
+    n > 0
+}

@@ -1,0 +1,380 @@
+//! The bridge's side of a monitor process: spawn it, wait for its shared
+//! region and its agent, hold, release and stop its VM, and end it by
+//! force (`SIGKILL` through a pidfd, which cannot hit a recycled pid)
+//! whatever the guest does.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::child::IPC_FD;
+use super::wire::{self, FromMonitor, ToMonitor, WireConfig, WireError, WIRE_VERSION};
+use super::{MonitorError, MonitorProgram};
+use crate::config::VmConfig;
+use crate::hostile::HostileLog;
+use crate::shm::SharedRegion;
+use crate::vm::{ControlChannel, VmOutcome};
+
+/// Most new hostile reports one message may add (the count is the
+/// monitor's word, so it is not trusted to size a loop).
+const MAX_NEW_REPORTS: u64 = 64;
+
+#[derive(Default)]
+struct State {
+    restored: Option<Result<Arc<SharedRegion>, String>>,
+    ready: Option<ControlChannel>,
+    held: Option<Option<String>>,
+    exited: Option<VmOutcome>,
+    /// The monitor's socket closed: the process has ended (or is ending).
+    closed: bool,
+    hostile_seen: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    hostile: HostileLog,
+    /// The region size the bridge asked for, to check the monitor's.
+    shm_size: u64,
+}
+
+/// A VM running in a monitor process of its own.
+pub struct MonitorProcess {
+    ipc: Arc<UnixStream>,
+    shared: Arc<Shared>,
+    pidfd: OwnedFd,
+    pid: u32,
+    child: Mutex<Option<Child>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// `pidfd_open(2)`: a descriptor that names this very process, so a
+/// signal sent through it never reaches a later process with its pid.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: a plain system call with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+impl MonitorProcess {
+    /// Starts `program` to restore `snapshot` (taken with `config`, whose
+    /// shared region the bridge will map); its VM threads join the cgroup
+    /// at `cpu_group`. `memory_verified`: the caller checked the memory
+    /// file's digest.
+    pub fn spawn(
+        program: &MonitorProgram,
+        snapshot: &Path,
+        config: &VmConfig,
+        cpu_group: Option<&Path>,
+        memory_verified: bool,
+    ) -> Result<MonitorProcess, MonitorError> {
+        let text = |p: &Path| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| MonitorError::Wire(WireError::Malformed(format!("{p:?}"))))
+        };
+        let start = ToMonitor::Start {
+            version: WIRE_VERSION.to_string(),
+            snapshot: text(snapshot)?,
+            config: WireConfig::from_config(config).map_err(MonitorError::Wire)?,
+            memory_verified,
+            cpu_group: cpu_group.map(text).transpose()?,
+        };
+        let (ours, theirs) = wire::socket_pair().map_err(MonitorError::Socket)?;
+        let their_fd = theirs.as_raw_fd();
+        let mut command = Command::new(&program.path);
+        command
+            .args(&program.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: between fork and exec only dup2 runs, which is
+        // async-signal-safe; it puts the monitor's end of the socket at
+        // IPC_FD without close-on-exec (dup2 clears the flag).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(their_fd, IPC_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| MonitorError::Spawn {
+            program: program.path.display().to_string(),
+            source,
+        })?;
+        drop(theirs);
+        let pid = child.id();
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(MonitorError::Socket(e));
+            }
+        };
+        let ipc = Arc::new(ours);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            hostile: HostileLog::silent(),
+            shm_size: (u64::from(config.shm_mib) << 20).next_multiple_of(crate::shm::SHM_ALIGN),
+        });
+        let process = MonitorProcess {
+            ipc: ipc.clone(),
+            shared: shared.clone(),
+            pidfd,
+            pid,
+            child: Mutex::new(Some(child)),
+            reader: Mutex::new(None),
+        };
+        if let Err(e) = wire::send(&ipc, &start, &[]) {
+            process.kill();
+            return Err(MonitorError::Wire(e));
+        }
+        let reader = std::thread::Builder::new()
+            .name("monitor-ipc".into())
+            .spawn(move || read_loop(&ipc, &shared))
+            .map_err(MonitorError::Thread)?;
+        *process.reader.lock() = Some(reader);
+        Ok(process)
+    }
+
+    /// Waits until `deadline` for the monitor's shared region.
+    pub fn wait_restored(&self, deadline: Instant) -> Result<Arc<SharedRegion>, MonitorError> {
+        let mut s = self.shared.state.lock();
+        loop {
+            if let Some(r) = &s.restored {
+                return r.clone().map_err(MonitorError::Restore);
+            }
+            if s.closed {
+                return Err(self.ended(&mut s));
+            }
+            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
+                return Err(MonitorError::Timeout);
+            }
+        }
+    }
+
+    /// Waits until `deadline` for the agent's control channel.
+    pub fn wait_ready(&self, deadline: Instant) -> Result<ControlChannel, MonitorError> {
+        let mut s = self.shared.state.lock();
+        loop {
+            if let Some(c) = s.ready.take() {
+                return Ok(c);
+            }
+            if s.closed || s.exited.is_some() {
+                return Err(self.ended(&mut s));
+            }
+            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
+                return Err(MonitorError::Timeout);
+            }
+        }
+    }
+
+    fn ended(&self, s: &mut State) -> MonitorError {
+        match (&s.exited, &s.restored) {
+            (Some(o), _) => MonitorError::Ended(format!(
+                "{o}; console: {}",
+                o.console_tail.last().map_or("", String::as_str)
+            )),
+            (None, Some(Err(why))) => MonitorError::Restore(why.clone()),
+            _ => MonitorError::Ended("the monitor process ended".into()),
+        }
+    }
+
+    /// Holds the guest's vCPUs (they use no CPU until [`Self::release`]);
+    /// waits at most `limit` for them, plus a second for the answer.
+    pub fn hold(&self, limit: Duration) -> Result<(), MonitorError> {
+        self.shared.state.lock().held = None;
+        let hold = ToMonitor::Hold {
+            limit_ms: limit.as_millis() as u64,
+        };
+        wire::send(&self.ipc, &hold, &[]).map_err(MonitorError::Wire)?;
+        let deadline = Instant::now() + limit + Duration::from_secs(1);
+        let mut s = self.shared.state.lock();
+        loop {
+            if let Some(held) = s.held.take() {
+                return held.map_or(Ok(()), |why| Err(MonitorError::Hold(why)));
+            }
+            if s.closed {
+                return Err(self.ended(&mut s));
+            }
+            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
+                return Err(MonitorError::Hold("no answer from the monitor".into()));
+            }
+        }
+    }
+
+    /// The monitor process's id (for looking at it in `/proc`; to signal
+    /// it, use [`Self::kill`], which cannot reach a recycled pid).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Lets a held guest run again.
+    pub fn release(&self) {
+        let _ = wire::send(&self.ipc, &ToMonitor::Release, &[]);
+    }
+
+    /// Hostile input the monitor reported from this guest.
+    pub fn hostile(&self) -> &HostileLog {
+        &self.shared.hostile
+    }
+
+    /// Whether the monitor process still runs its VM.
+    pub fn is_alive(&self) -> bool {
+        let s = self.shared.state.lock();
+        !s.closed && s.exited.is_none()
+    }
+
+    /// Ends the process now (`SIGKILL`), whatever its guest is doing.
+    pub fn kill(&self) {
+        // SAFETY: a plain system call on a pidfd we own; no pointers but a
+        // null siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+
+    /// Asks the VM to stop and waits up to `grace` for it to say how it
+    /// ended; then (or if it does not) ends the process and reaps it.
+    /// `None` when the monitor never said.
+    pub fn finish(&self, grace: Duration) -> Option<VmOutcome> {
+        let _ = wire::send(&self.ipc, &ToMonitor::Stop, &[]);
+        let deadline = Instant::now() + grace;
+        let mut s = self.shared.state.lock();
+        while s.exited.is_none() && !s.closed {
+            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
+                break;
+            }
+        }
+        let outcome = s.exited.clone();
+        drop(s);
+        self.kill();
+        if let Some(mut child) = self.child.lock().take() {
+            let _ = child.wait();
+        }
+        if let Some(reader) = self.reader.lock().take() {
+            let _ = reader.join();
+        }
+        outcome
+    }
+}
+
+impl Drop for MonitorProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(mut child) = self.child.lock().take() {
+            let _ = child.wait();
+        }
+        if let Some(reader) = self.reader.lock().take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Receives the monitor's messages until its socket closes.
+fn read_loop(ipc: &UnixStream, shared: &Shared) {
+    loop {
+        let received = wire::recv::<FromMonitor>(ipc);
+        let mut s = shared.state.lock();
+        match received {
+            Ok((msg, fds)) => handle(msg, fds, &mut s, shared),
+            Err(WireError::Malformed(why)) => {
+                tracing::warn!(%why, "a monitor process sent a malformed message");
+                shared
+                    .hostile
+                    .report("monitor", format!("malformed message: {why}"));
+            }
+            Err(_) => {
+                s.closed = true;
+                shared.changed.notify_all();
+                return;
+            }
+        }
+        shared.changed.notify_all();
+    }
+}
+
+fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
+    match msg {
+        FromMonitor::Restored { shm_size, shm_addr } if s.restored.is_none() => {
+            let result = attach(fds, shm_size, shm_addr, shared.shm_size);
+            s.restored = Some(result.map(Arc::new));
+        }
+        FromMonitor::Failed(why) if s.restored.is_none() => s.restored = Some(Err(why)),
+        FromMonitor::Ready { .. } => {
+            let hello = msg.hello();
+            match (fds.into_iter().next(), hello) {
+                (Some(fd), Some(hello)) => {
+                    let stream = UnixStream::from(fd);
+                    s.ready = Some(ControlChannel::from_parts(stream, hello));
+                }
+                _ => shared
+                    .hostile
+                    .report("monitor", "a ready message without its connection"),
+            }
+        }
+        FromMonitor::Held(why) => s.held = Some(why),
+        FromMonitor::Hostile { count, recent } => {
+            let new = count.saturating_sub(s.hostile_seen).min(MAX_NEW_REPORTS);
+            s.hostile_seen = s.hostile_seen.max(count);
+            let shown = (new as usize).min(recent.len());
+            for r in &recent[recent.len() - shown..] {
+                shared.hostile.report("guest", r);
+            }
+            for _ in shown as u64..new {
+                shared
+                    .hostile
+                    .report("guest", "(a report the monitor no longer kept)");
+            }
+        }
+        FromMonitor::Exited(outcome) => s.exited = Some(outcome.to_outcome()),
+        other => shared
+            .hostile
+            .report("monitor", format!("unexpected message {other:?}")),
+    }
+}
+
+/// Maps the region a `Restored` message handed over, if it is the one
+/// asked for.
+fn attach(
+    fds: Vec<OwnedFd>,
+    size: u64,
+    guest_addr: u64,
+    expected: u64,
+) -> Result<SharedRegion, String> {
+    if size != expected {
+        return Err(format!(
+            "the monitor offered a {size}-byte region, the VM has {expected}"
+        ));
+    }
+    let mut fds = fds.into_iter();
+    let (Some(memfd), Some(doorbell)) = (fds.next(), fds.next()) else {
+        return Err("the monitor's region came without its descriptors".into());
+    };
+    // SAFETY: `doorbell` is a descriptor we own (received with the
+    // message); if it is not an eventfd, reads of it fail harmlessly.
+    let doorbell = unsafe { EventFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(doorbell)) };
+    SharedRegion::attach(File::from(memfd), doorbell, size, guest_addr).map_err(|e| e.to_string())
+}

@@ -1,0 +1,95 @@
+//! The monitor process as the bridge meets it: the real `reflow-vmm`
+//! binary started with `__monitor`. (Restoring real guests in monitor
+//! processes is what every sandbox test in `tests/` does.)
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reflow_vmm::monitor::wire::{self, FromMonitor, ToMonitor, WireConfig};
+use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
+use reflow_vmm::VmConfig;
+
+fn program() -> MonitorProgram {
+    MonitorProgram::at(env!("CARGO_BIN_EXE_reflow-vmm"))
+}
+
+#[test]
+fn a_missing_snapshot_is_an_error_from_the_monitor() {
+    let mut config = VmConfig::new("/nonexistent/vmlinux");
+    config.shm_mib = 2;
+    let monitor = MonitorProcess::spawn(
+        &program(),
+        Path::new("/nonexistent/snapshot"),
+        &config,
+        None,
+        false,
+    )
+    .expect("the monitor starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    match monitor.wait_restored(deadline) {
+        Err(MonitorError::Restore(why)) => assert!(why.contains("state.bin"), "{why}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("restored a snapshot that does not exist"),
+    }
+    assert!(monitor.finish(Duration::from_secs(5)).is_none());
+    assert!(!monitor.is_alive());
+}
+
+#[test]
+fn a_monitor_of_another_protocol_version_says_so() {
+    let (ours, theirs) = wire::socket_pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
+    command.arg("__monitor").stdin(Stdio::null());
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(theirs);
+    let start = ToMonitor::Start {
+        version: "other sources".into(),
+        snapshot: "/x".into(),
+        config: WireConfig::from_config(&VmConfig::new("/k")).unwrap(),
+        memory_verified: false,
+        cpu_group: None,
+    };
+    wire::send(&ours, &start, &[]).unwrap();
+    let (answer, fds) = wire::recv::<FromMonitor>(&ours).unwrap();
+    assert!(fds.is_empty());
+    match answer {
+        FromMonitor::Failed(why) => assert!(why.contains("other sources"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}
+
+#[test]
+fn a_monitor_whose_bridge_goes_away_ends() {
+    let (ours, theirs) = wire::socket_pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
+    command.arg("__monitor").stdin(Stdio::null());
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(theirs);
+    drop(ours);
+    // No start message will ever come: the monitor must not wait forever.
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}
