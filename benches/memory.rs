@@ -1,6 +1,7 @@
 //! Host memory per idle Python actor VM, and how many fit: clones of the
 //! warm worker golden restored and held (as the pool keeps them), 1, 10
-//! and 100 of them, with this process's RSS and PSS measured after each
+//! and 100 of them, with the RSS and PSS of this process and its monitor
+//! processes (one per VM) measured after each
 //! step (the clones' guest memory maps the snapshot file copy-on-write, so
 //! PSS shares the common pages out among them; RSS counts them in every
 //! clone). Design figure: ~50 MB per actor. How many fit, by memory alone:

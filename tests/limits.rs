@@ -54,11 +54,12 @@ fn a_cpu_limited_clone_runs_in_its_own_throttled_cgroup() {
         .cpu_group()
         .expect("a cgroup for the clone")
         .to_path_buf();
-    // The vCPU thread, the event loop and what they started.
+    // The vCPU thread, the event loop and what they started (in the
+    // clone's monitor process: /proc/<tid> reaches any thread).
     let names: Vec<String> = members(&group)
         .iter()
         .map(|tid| {
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+            std::fs::read_to_string(format!("/proc/{tid}/comm"))
                 .unwrap_or_default()
                 .trim()
                 .to_string()

@@ -117,7 +117,8 @@ fn a_failing_restore_is_an_error_and_frees_its_place() {
     assert_eq!(pool.wait_ready(LIMIT), 0);
     assert!(pool.last_error().is_some());
     match pool.acquire(LIMIT) {
-        Err(PoolError::Sandbox(SandboxError::Restore(_))) => {}
+        // The bridge checks the snapshot before it starts a monitor.
+        Err(PoolError::Sandbox(SandboxError::Snapshot(_))) => {}
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a VM from a missing snapshot"),
     }

@@ -217,13 +217,31 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Host RSS and PSS of this process, in KiB.
+/// Host RSS and PSS of this process and its children (each sandbox VM
+/// runs in a monitor process of its own), in KiB.
 pub fn memory_kib() -> (u64, u64) {
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    (
-        kib_field(&rollup, "Rss:").unwrap_or(0),
-        kib_field(&rollup, "Pss:").unwrap_or(0),
-    )
+    let me = std::process::id();
+    let mut pids = vec![me.to_string()];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the command's name: state, then the parent's pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            pids.push(name);
+        }
+    }
+    pids.iter().fold((0, 0), |(rss, pss), pid| {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        (
+            rss + kib_field(&rollup, "Rss:").unwrap_or(0),
+            pss + kib_field(&rollup, "Pss:").unwrap_or(0),
+        )
+    })
 }
 
 /// "golden snapshot N min old": restores used to slow down as their golden

@@ -105,6 +105,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Each sandbox VM runs in a monitor process of its own: this binary,
+    // started again with `__monitor` (so it always speaks its own
+    // protocol version and needs no second binary installed).
+    use reflow_vmm::monitor::{child, MonitorProgram, MONITOR_ARG};
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(MONITOR_ARG)) {
+        return ExitCode::from(child::serve_inherited().clamp(0, 255) as u8);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        MonitorProgram::set(MonitorProgram::at(exe));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Discover { dir, json } => discover(&dir, json),

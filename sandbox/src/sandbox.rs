@@ -1,27 +1,29 @@
 //! One running sandbox VM: a clone restored from a runtime's golden
-//! snapshot, its monitor on a thread of its own, its agent's control
+//! snapshot, its monitor in a process of its own, its agent's control
 //! channel and its shared-memory rings.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::paths;
 use reflow_agent_protocol::request::Request;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
+use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
 use reflow_vmm::shm::SharedRegion;
-use reflow_vmm::vcpu::gate::{Gate, GateError};
-use reflow_vmm::{
-    ControlChannel, ControlError, StopHandle, Vm, VmConfig, VmError, VmIo, VmOutcome,
-};
+use reflow_vmm::snapshot::CheckError;
+use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
 use crate::worker::{ClientState, WorkerClient};
 
 /// Longest wait for every vCPU to leave the guest when holding it.
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a stopped VM's monitor may take to say how it ended before
+/// its process is killed.
+const FINISH_GRACE: Duration = Duration::from_secs(5);
 
 /// What to restore: a golden snapshot and the config it was taken with.
 #[derive(Debug, Clone)]
@@ -93,21 +95,19 @@ fn cpu_group(cpus: Option<f64>) -> Option<Arc<CpuGroup>> {
 /// Why a sandbox VM could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// Restoring the snapshot failed.
+    /// The golden snapshot is damaged or unreadable.
+    #[error("the golden snapshot: {0}")]
+    Snapshot(#[from] CheckError),
+    /// The monitor process could not be started or could not restore the
+    /// VM.
     #[error("cannot restore the VM: {0}")]
-    Restore(#[from] VmError),
+    Restore(MonitorError),
     /// The VM stopped before its agent connected (how it stopped).
     #[error("the VM stopped before its agent connected: {0}")]
     Died(String),
     /// The agent did not connect within the restore timeout (given).
     #[error("the VM's agent did not connect within {0:?}")]
     Timeout(Duration),
-    /// The VM has no shared-memory region to carry the rings.
-    #[error("the VM has no shared-memory region (its config sets shm_mib = 0)")]
-    NoRing,
-    /// The thread that runs the VM could not be spawned.
-    #[error("cannot start the VM's thread: {0}")]
-    Thread(std::io::Error),
 }
 
 /// Why the agent could not tell whether the worker process lives.
@@ -129,79 +129,68 @@ pub enum WorkerCheckError {
     },
 }
 
-/// A running clone. Dropping it stops the VM.
+/// A running clone, its VM in a monitor process of its own
+/// ([`reflow_vmm::monitor`]). Dropping it ends that process.
 pub struct SandboxVm {
     control: ControlChannel,
     shared: Arc<SharedRegion>,
-    hostile: HostileLog,
-    stop: StopHandle,
-    gate: Arc<Gate>,
-    runner: Option<JoinHandle<Result<VmOutcome, VmError>>>,
+    monitor: Arc<MonitorProcess>,
     ready_after: Duration,
     worker: ClientState,
-    /// The VM's cgroup; dropped (removed) after its thread has ended.
+    /// The VM's cgroup; dropped (removed) after its process has ended.
     cpu: Option<Arc<CpuGroup>>,
+    outcome: Option<VmOutcome>,
+}
+
+/// Stops a sandbox VM from any thread, as if it crashed: its monitor
+/// process is killed, and a message it is running fails with "the VM
+/// stopped".
+#[derive(Clone)]
+pub struct StopHandle(Arc<MonitorProcess>);
+
+impl StopHandle {
+    /// Ends the VM's monitor process now.
+    pub fn stop(&self) {
+        self.0.kill();
+    }
 }
 
 impl SandboxVm {
-    /// Restores a clone of `spec` and waits (at most `timeout`) until its
-    /// agent has taken fresh entropy and time over the control channel:
-    /// only then may a script be loaded (the worker reseeds from it).
+    /// Restores a clone of `spec` in a monitor process of its own and
+    /// waits (at most `timeout`) until its agent has taken fresh entropy
+    /// and time over the control channel: only then may a script be
+    /// loaded (the worker reseeds from it).
     pub fn restore(spec: &VmSpec, timeout: Duration) -> Result<SandboxVm, SandboxError> {
         let started = Instant::now();
-        let mut config = spec.config.clone();
-        config.vsock_uds = None;
+        let deadline = started + timeout;
+        // Checked here, once per bridge process; the monitor trusts it.
+        reflow_vmm::snapshot::check_memory(&spec.golden)?;
+        let program = MonitorProgram::get().map_err(SandboxError::Restore)?;
         let cpu = cpu_group(spec.cpu);
-        let mut vm = Vm::restore(
+        let monitor = MonitorProcess::spawn(
+            &program,
             &spec.golden,
-            config,
-            VmIo::console(Box::new(std::io::sink())),
-        )?;
-        if let Some(group) = &cpu {
-            vm.confine_cpu(group.clone());
-        }
-        let shared = vm.shared_region().ok_or(SandboxError::NoRing)?;
-        let handle = vm.control();
-        let hostile = vm.hostile();
-        let stop = vm.stop_handle();
-        let gate = vm.gate();
-        let runner = std::thread::Builder::new()
-            .name("sandbox-vm".into())
-            .spawn(move || vm.run())
-            .map_err(SandboxError::Thread)?;
-        let control = loop {
-            match handle.wait(Duration::from_millis(50)) {
-                Ok(c) => break c,
-                Err(_) if runner.is_finished() => {
-                    let why = match runner.join() {
-                        Ok(Ok(o)) => format!(
-                            "{:?}; console: {}",
-                            o.stop,
-                            o.console_tail.last().map_or("", String::as_str)
-                        ),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "its monitor thread panicked".into(),
-                    };
-                    return Err(SandboxError::Died(why));
-                }
-                Err(_) if started.elapsed() > timeout => {
-                    stop.stop();
-                    let _ = runner.join();
-                    return Err(SandboxError::Timeout(timeout));
-                }
-                Err(_) => {}
-            }
+            &spec.config,
+            cpu.as_deref().map(CpuGroup::dir),
+            true,
+        )
+        .map_err(SandboxError::Restore)?;
+        let monitor = Arc::new(monitor);
+        let waited = |e: MonitorError| match e {
+            MonitorError::Timeout => SandboxError::Timeout(timeout),
+            MonitorError::Ended(how) => SandboxError::Died(how),
+            e => SandboxError::Restore(e),
         };
+        let shared = monitor.wait_restored(deadline).map_err(waited)?;
+        let control = monitor.wait_ready(deadline).map_err(waited)?;
         Ok(SandboxVm {
             control,
             shared,
-            hostile,
-            stop,
-            gate,
-            runner: Some(runner),
+            monitor,
             ready_after: started.elapsed(),
             worker: ClientState::default(),
             cpu,
+            outcome: None,
         })
     }
 
@@ -209,8 +198,8 @@ impl SandboxVm {
     /// from where the previous call left it, and its waits end early
     /// ([`crate::WorkerError::Died`]) if the VM stops.
     pub fn with_worker<R>(&mut self, f: impl FnOnce(&mut WorkerClient<'_>) -> R) -> R {
-        let runner = &self.runner;
-        let alive = || runner.as_ref().is_some_and(|r| !r.is_finished());
+        let monitor = &self.monitor;
+        let alive = || monitor.is_alive();
         let mut client = WorkerClient::resume(
             self.shared.ring_region(),
             &self.shared.layout(),
@@ -224,18 +213,18 @@ impl SandboxVm {
 
     /// Holds the guest's vCPUs (it uses no CPU until [`SandboxVm::release`];
     /// what a pool does with the clones it keeps ready).
-    pub fn hold(&self) -> Result<(), GateError> {
-        self.gate.hold(HOLD_LIMIT)
+    pub fn hold(&self) -> Result<(), MonitorError> {
+        self.monitor.hold(HOLD_LIMIT)
     }
 
     /// Lets a held guest run again.
     pub fn release(&self) {
-        self.gate.release();
+        self.monitor.release();
     }
 
-    /// The VM's hold gate, to release it from another thread.
-    pub fn gate(&self) -> Arc<Gate> {
-        self.gate.clone()
+    /// The VM's monitor, to release it from another thread.
+    pub fn gate(&self) -> Arc<MonitorProcess> {
+        self.monitor.clone()
     }
 
     /// The agent's control channel.
@@ -245,18 +234,23 @@ impl SandboxVm {
 
     /// Hostile input the monitor saw from this guest.
     pub fn hostile(&self) -> &HostileLog {
-        &self.hostile
+        self.monitor.hostile()
     }
 
     /// Whether the guest has sent its devices input they had to refuse
     /// ([`HostileLog`]): such a VM is discarded, never kept or lent again.
     pub fn misbehaved(&self) -> bool {
-        self.hostile.count() > 0
+        self.hostile().count() > 0
+    }
+
+    /// The id of the VM's monitor process.
+    pub fn monitor_pid(&self) -> u32 {
+        self.monitor.pid()
     }
 
     /// Whether the monitor is still running the guest.
     pub fn is_alive(&self) -> bool {
-        self.runner.as_ref().is_some_and(|r| !r.is_finished())
+        self.monitor.is_alive()
     }
 
     /// Host time from the start of the restore to the agent being ready.
@@ -267,7 +261,7 @@ impl SandboxVm {
     /// A handle that stops this VM from any thread (as if it crashed: a
     /// message it is running fails with "the VM stopped").
     pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
+        StopHandle(self.monitor.clone())
     }
 
     /// Whether the guest's script worker process has ended while the VM
@@ -304,8 +298,9 @@ impl SandboxVm {
         self.cpu.as_deref().map(CpuGroup::dir)
     }
 
-    /// Stops the VM (if it still runs), waits for its thread and returns
-    /// how it ended; `None` once it has been asked before.
+    /// Stops the VM (if it still runs), ends its process and returns how
+    /// it ended; `None` once it has been asked before, or if the monitor
+    /// never said.
     pub fn finish(&mut self) -> Option<VmOutcome> {
         self.stop_and_join()
     }
@@ -316,8 +311,20 @@ impl SandboxVm {
     }
 
     fn stop_and_join(&mut self) -> Option<VmOutcome> {
-        self.stop.stop();
-        self.runner.take()?.join().ok()?.ok()
+        if self.outcome.is_some() {
+            return None;
+        }
+        let outcome = self.monitor.finish(FINISH_GRACE);
+        self.outcome = Some(outcome.clone().unwrap_or_else(|| VmOutcome {
+            stop: reflow_vmm::StopReason::Stopped,
+            ready: None,
+            agent_exit_status: None,
+            kernel_panic: None,
+            console_tail: Vec::new(),
+            elapsed: Duration::ZERO,
+            hostile: Vec::new(),
+        }));
+        outcome
     }
 }
 

@@ -1,0 +1,116 @@
+//! Each sandbox VM in a monitor process of its own: the bridge holds no
+//! KVM descriptor of a clone, each monitor gave up what it does not need
+//! before running guest code, and a monitor that dies takes only its own
+//! clone with it.
+
+use std::time::{Duration, Instant};
+
+use reflow_agent_protocol::request::Request;
+use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
+use reflow_sandbox_core::{SandboxVm, VmSpec};
+
+fn spec() -> VmSpec {
+    let (golden, config) = warm_python_golden(40, "run_worker.py", "worker.ready");
+    VmSpec::new(golden, config)
+}
+
+/// The value of `field` in `/proc/<pid>/status`.
+fn status(pid: u32, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The soft and hard limits on the `/proc/<pid>/limits` line `name`.
+fn limits(pid: u32, name: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/limits"));
+    let mut values = line[name.len()..].split_whitespace();
+    (
+        values.next().unwrap().to_string(),
+        values.next().unwrap().to_string(),
+    )
+}
+
+/// Where this process's descriptors point.
+fn own_fd_targets() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+#[test]
+fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
+    if !kvm_available() {
+        return;
+    }
+    let spec = spec();
+    let mut a = SandboxVm::restore(&spec, LIMIT).expect("a clone");
+    let mut b = SandboxVm::restore(&spec, LIMIT).expect("another clone");
+    let me = std::process::id();
+    let pids = [a.monitor_pid(), b.monitor_pid()];
+    assert!(
+        pids[0] != pids[1] && !pids.contains(&me),
+        "{pids:?} (bridge {me})"
+    );
+    for pid in pids {
+        assert_eq!(status(pid, "NoNewPrivs:"), "1", "monitor {pid}");
+        for set in ["CapEff:", "CapPrm:", "CapInh:"] {
+            assert_eq!(status(pid, set), "0000000000000000", "monitor {pid} {set}");
+        }
+        assert_eq!(limits(pid, "Max core file size"), ("0".into(), "0".into()));
+        let (soft, hard) = limits(pid, "Max open files");
+        assert!(soft.parse::<u64>().unwrap() <= 512 && hard.parse::<u64>().unwrap() <= 512);
+    }
+    // The guests run in their monitors; the bridge has no KVM descriptor
+    // (the golden was built and closed before the clones).
+    let kvm: Vec<String> = own_fd_targets()
+        .into_iter()
+        .filter(|t| t.contains("kvm"))
+        .collect();
+    assert!(kvm.is_empty(), "the bridge holds {kvm:?}");
+    a.control()
+        .request(&Request::Uptime, LIMIT)
+        .expect("a answers");
+    b.control()
+        .request(&Request::Uptime, LIMIT)
+        .expect("b answers");
+}
+
+#[test]
+fn a_monitor_killed_from_outside_takes_only_its_clone() {
+    if !kvm_available() {
+        return;
+    }
+    let spec = spec();
+    let mut doomed = SandboxVm::restore(&spec, LIMIT).expect("a clone");
+    let mut other = SandboxVm::restore(&spec, LIMIT).expect("another clone");
+    let pid = doomed.monitor_pid() as i32;
+    // SAFETY: a plain kill(2) of a child process this test started.
+    let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(killed, 0);
+    let t = Instant::now();
+    while doomed.is_alive() && t.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !doomed.is_alive(),
+        "a killed monitor's clone still looks alive"
+    );
+    assert!(doomed.control().request(&Request::Uptime, LIMIT).is_err());
+    // Ending it now returns at once (nothing said how it ended).
+    assert!(doomed.finish().is_none());
+    other
+        .control()
+        .request(&Request::Uptime, LIMIT)
+        .expect("the other clone is untouched");
+    assert!(other.is_alive());
+}
