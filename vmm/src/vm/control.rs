@@ -374,12 +374,30 @@ fn step(p: &mut Pending, hostile: &HostileLog) -> Step {
     }
 }
 
-/// Fresh entropy and the wall clock for the agent.
+/// Fresh entropy (`getrandom(2)`: no file to open, so it works inside a
+/// jailed monitor's empty root) and the wall clock for the agent.
 fn welcome() -> Result<HostMessage, String> {
     let mut entropy = vec![0u8; ENTROPY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut entropy))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let mut filled = 0;
+    while filled < entropy.len() {
+        // SAFETY: writes at most the rest of `entropy`, which lives across
+        // the call.
+        let n = unsafe {
+            libc::getrandom(
+                entropy[filled..].as_mut_ptr().cast(),
+                entropy.len() - filled,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("getrandom: {e}"));
+        }
+        filled += n as usize;
+    }
     let unix_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
