@@ -1,7 +1,7 @@
 //! Each sandbox VM in a monitor process of its own: the bridge holds no
-//! KVM descriptor of a clone, each monitor gave up what it does not need
-//! before running guest code, and a monitor that dies takes only its own
-//! clone with it.
+//! KVM descriptor of a clone, each monitor is jailed (namespaces, a root
+//! of its own) and gave up what it does not need before running guest
+//! code, and a monitor that dies takes only its own clone with it.
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,40 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
         pids[0] != pids[1] && !pids.contains(&me),
         "{pids:?} (bridge {me})"
     );
+    let ns = |pid: &str, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
     for pid in pids {
+        // Namespaces of its own: no network device, no host IPC, its own
+        // mount table; and a root of its own (its socket directory).
+        for kind in ["net", "ipc", "uts", "mnt"] {
+            assert_ne!(
+                ns(&pid.to_string(), kind),
+                ns("self", kind),
+                "monitor {pid} {kind}"
+            );
+        }
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert_ne!(
+            root,
+            std::path::Path::new("/"),
+            "monitor {pid} kept the host's root"
+        );
+        let inside: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut sorted = inside.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            ["vsock", "vsock_1024"],
+            "monitor {pid}'s root holds {inside:?}"
+        );
         assert_eq!(status(pid, "NoNewPrivs:"), "1", "monitor {pid}");
         for set in ["CapEff:", "CapPrm:", "CapInh:"] {
             assert_eq!(status(pid, set), "0000000000000000", "monitor {pid} {set}");
@@ -83,6 +116,10 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
     b.control()
         .request(&Request::Uptime, LIMIT)
         .expect("b answers");
+    // The socket directory (the monitor's root) goes with the clone.
+    let root = std::fs::read_link(format!("/proc/{}/root", a.monitor_pid())).unwrap();
+    drop(a);
+    assert!(!root.exists(), "{root:?} outlived its clone");
 }
 
 #[test]
@@ -94,6 +131,7 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
     let mut doomed = SandboxVm::restore(&spec, LIMIT).expect("a clone");
     let mut other = SandboxVm::restore(&spec, LIMIT).expect("another clone");
     let pid = doomed.monitor_pid() as i32;
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     // SAFETY: a plain kill(2) of a child process this test started.
     let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(killed, 0);
@@ -106,8 +144,11 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
         "a killed monitor's clone still looks alive"
     );
     assert!(doomed.control().request(&Request::Uptime, LIMIT).is_err());
-    // Ending it now returns at once (nothing said how it ended).
+    // Ending it now returns at once (nothing said how it ended), and its
+    // socket directory goes, though its monitor could not clean up.
     assert!(doomed.finish().is_none());
+    drop(doomed);
+    assert!(!root.exists(), "{root:?} outlived its killed monitor");
     other
         .control()
         .request(&Request::Uptime, LIMIT)

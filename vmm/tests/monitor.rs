@@ -58,9 +58,10 @@ fn a_monitor_of_another_protocol_version_says_so() {
     let start = ToMonitor::Start {
         version: "other sources".into(),
         snapshot: "/x".into(),
-        config: WireConfig::from_config(&VmConfig::new("/k")).unwrap(),
+        config: Box::new(WireConfig::from_config(&VmConfig::new("/k")).unwrap()),
         memory_verified: false,
         cpu_group: None,
+        socket_dir: "/nonexistent".into(),
     };
     wire::send(&ours, &start, &[]).unwrap();
     let (answer, fds) = wire::recv::<FromMonitor>(&ours).unwrap();

@@ -54,6 +54,7 @@ pub fn serve(ipc: UnixStream) -> i32 {
         config,
         memory_verified,
         cpu_group,
+        socket_dir,
     } = start
     else {
         return fail(&ipc, "the first message was not Start".into());
@@ -73,6 +74,15 @@ pub fn serve(ipc: UnixStream) -> i32 {
     }
     let mut config = config.to_config();
     config.verify_memory = !memory_verified;
+    // The sockets are bound by relative names in the socket directory, so
+    // the same names work once it is this process's root.
+    if let Err(e) = std::env::set_current_dir(&socket_dir) {
+        return fail(
+            &ipc,
+            format!("entering the socket directory {socket_dir}: {e}"),
+        );
+    }
+    config.vsock_uds = Some("vsock".into());
     let mut vm = match Vm::restore(
         Path::new(&snapshot),
         config,
@@ -100,7 +110,8 @@ pub fn serve(ipc: UnixStream) -> i32 {
     }
     drop(shared);
     // Before any guest code runs and before any other thread exists.
-    if let Err(e) = super::harden::harden() {
+    let jailed = super::harden::jail(Path::new(&socket_dir));
+    if let Err(e) = jailed.and_then(|()| super::harden::harden()) {
         return fail(&ipc, e.to_string());
     }
     let control = vm.control();

@@ -1,8 +1,12 @@
 //! What a monitor process gives up once its VM is restored and before it
-//! runs any guest code: the first layer of its jail (the rest, namespaces,
-//! a private root and a uid of its own, is still to come; see
-//! `docs/security.md`).
+//! runs any guest code ([`jail`], then [`harden`]):
 //!
+//! - its own mount, network, IPC and UTS namespaces (no network device at
+//!   all, not even loopback; no System V IPC of the host), inside a user
+//!   namespace of its own when not run as root;
+//! - a root of its own: `chroot` into the VM's private socket directory,
+//!   which holds nothing but the VM's two sockets (everything else it
+//!   needs is open already);
 //! - `no_new_privs`: nothing it could exec gains privileges (and seccomp
 //!   filters need no capability);
 //! - not dumpable: no core dump of guest memory, and no other process of
@@ -15,6 +19,8 @@
 //! Capabilities are per thread: this runs on the monitor's main thread
 //! before it starts any other, so they inherit the empty sets.
 
+use std::path::Path;
+
 /// Most descriptors a monitor may hold: its VM (KVM, one per vCPU,
 /// eventfds per queue, the memfd, the epoll), the vsock connections its
 /// muxer allows, and its socket to the bridge, with room to spare.
@@ -24,7 +30,7 @@ pub const MAX_FILES: u64 = 512;
 #[derive(Debug, thiserror::Error)]
 #[error("hardening the monitor process: {step}: {source}")]
 pub struct HardenError {
-    step: &'static str,
+    step: String,
     source: std::io::Error,
 }
 
@@ -33,14 +39,96 @@ fn check(step: &'static str, rc: libc::c_int) -> Result<(), HardenError> {
         Ok(())
     } else {
         Err(HardenError {
-            step,
+            step: step.to_string(),
             source: std::io::Error::last_os_error(),
         })
     }
 }
 
-/// Applies every step above to this process, in order; the first failure
-/// is an error (the monitor then refuses to run its VM).
+/// Set to `1`, a monitor that cannot build its jail (namespaces and
+/// `chroot`; no user namespaces for a non-root user, say) runs its VM
+/// without it, after a warning, instead of refusing to.
+pub const UNJAILED_ENV: &str = "REFLOW_UNJAILED";
+
+/// Moves this process into namespaces of its own and `chroot`s it into
+/// `root`, its working directory already. Fails unless [`UNJAILED_ENV`]
+/// allows running without (then warns, loudly, once per monitor).
+pub fn jail(root: &Path) -> Result<(), HardenError> {
+    match enter(root) {
+        Ok(()) => Ok(()),
+        Err(e) if std::env::var(UNJAILED_ENV).is_ok_and(|v| v == "1") => {
+            tracing::warn!(
+                error = %e,
+                "{UNJAILED_ENV}=1: this sandbox VM's monitor runs WITHOUT its jail (no namespaces, \
+                 no private root): a guest that escapes its device emulation reaches this host as \
+                 this user"
+            );
+            Ok(())
+        }
+        Err(e) => Err(HardenError {
+            step: format!(
+                "the jail ({}; set {UNJAILED_ENV}=1 to run without it, not recommended)",
+                e.step
+            ),
+            source: e.source,
+        }),
+    }
+}
+
+fn enter(root: &Path) -> Result<(), HardenError> {
+    // SAFETY: geteuid has no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid != 0 {
+        // A user namespace gives this unprivileged process the rights to
+        // make the others; it keeps its own uid and gid inside.
+        // SAFETY: a plain system call.
+        check("a user namespace", unsafe {
+            libc::unshare(libc::CLONE_NEWUSER)
+        })?;
+        // Writing the maps needs /proc/self to be ours: a process whose
+        // credentials changed is not dumpable, which makes it root's.
+        // SAFETY: a plain system call.
+        check("dumpable for the id maps", unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0)
+        })?;
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|source| HardenError {
+                step: format!("writing {file}"),
+                source,
+            })
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // SAFETY: a plain system call.
+    check("namespaces", unsafe { libc::unshare(flags) })?;
+    // Nothing mounted here reaches the host's mount table, and back.
+    // SAFETY: null source, type and data are allowed for a propagation
+    // change; the target is a NUL-terminated literal.
+    check("a private mount tree", unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })?;
+    let root =
+        std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| HardenError {
+            step: "chroot".into(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+    // SAFETY: NUL-terminated paths that live across the calls.
+    check("chroot", unsafe { libc::chroot(root.as_ptr()) })?;
+    // SAFETY: as above.
+    check("chdir", unsafe { libc::chdir(c"/".as_ptr()) })
+}
+
+/// Applies the steps after the jail to this process, in order; the first
+/// failure is an error (the monitor then refuses to run its VM).
 pub fn harden() -> Result<(), HardenError> {
     // SAFETY: plain system calls with integer arguments or pointers to
     // locals that live across the call.
@@ -106,4 +194,141 @@ fn drop_capabilities() -> Result<(), HardenError> {
     // live locals of the layout the kernel expects.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
     check("dropping capabilities", rc as libc::c_int)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The jail on a real process: each case runs in a child (this test
+    //! binary again, running only [`probe`]), since namespaces, a root and
+    //! dropped capabilities cannot be undone.
+
+    use super::*;
+    use std::process::Command;
+
+    const PROBE: &str = "REFLOW_JAIL_PROBE";
+
+    /// The child's half: optionally becomes `nobody`, jails itself in the
+    /// directory named by the probe and checks what it can still reach;
+    /// exits 0 only if every check held, else with the number of the first
+    /// that failed. The parent's run does nothing. A user namespace can
+    /// only be made by a single-threaded process, which a test harness is
+    /// not: the checks run in a forked child (as in a monitor, where the
+    /// jail comes before any other thread).
+    #[test]
+    fn probe() {
+        let Ok(spec) = std::env::var(PROBE) else {
+            return;
+        };
+        let (who, rest) = spec.split_once(':').unwrap();
+        let (dir, port) = rest.rsplit_once(':').unwrap();
+        let port: u16 = port.parse().unwrap();
+        // SAFETY: fork in the harness's test thread; the child only runs
+        // the checks below and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = checks(who, Path::new(dir), port);
+            // SAFETY: ends the forked child without running the harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        std::process::exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            99
+        });
+    }
+
+    fn checks(who: &str, dir: &Path, port: u16) -> i32 {
+        if who == "nobody" {
+            // SAFETY: plain system calls; ids of the standard nobody user.
+            let dropped = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setgid(65534) == 0
+                    && libc::setuid(65534) == 0
+            };
+            if !dropped {
+                return 10;
+            }
+        }
+        if let Err(e) = jail(dir) {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("{e}: {:?}\n", e.source).as_bytes(),
+            );
+            return 11;
+        }
+        if harden().is_err() {
+            return 12;
+        }
+        // Only the jail's own directory is visible.
+        let names: Vec<String> = match std::fs::read_dir("/") {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => return 13,
+        };
+        if names != ["marker"] || std::fs::metadata("/etc/passwd").is_ok() {
+            return 14;
+        }
+        // No network: the host's loopback listener is out of reach.
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return 15;
+        }
+        // No way back: no chroot (no capability), no root for nobody.
+        // SAFETY: plain system calls with literal paths.
+        if unsafe { libc::chroot(c"/".as_ptr()) } == 0 {
+            return 16;
+        }
+        // SAFETY: as above.
+        if who == "nobody" && unsafe { libc::setuid(0) } == 0 {
+            return 17;
+        }
+        0
+    }
+
+    fn run(who: &str) -> std::process::ExitStatus {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("marker"), b"").unwrap();
+        // The nobody case enters it as another user.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "monitor::harden::tests::probe",
+                "--test-threads=1",
+            ])
+            .env(PROBE, format!("{who}:{}:{port}", dir.path().display()))
+            .status()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_jailed_process_sees_only_its_root_and_no_network() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let status = run("self");
+        assert!(
+            status.success(),
+            "as {}: {status:?}",
+            if root { "root" } else { "this user" }
+        );
+    }
+
+    /// Without root, the jail is built in a user namespace of its own.
+    #[test]
+    fn an_unprivileged_process_is_jailed_in_a_user_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Already unprivileged: the case above covered it.
+            return;
+        }
+        let status = run("nobody");
+        assert!(status.success(), "as nobody: {status:?}");
+    }
 }

@@ -55,6 +55,9 @@ pub struct MonitorProcess {
     pid: u32,
     child: Mutex<Option<Child>>,
     reader: Mutex<Option<JoinHandle<()>>>,
+    /// The VM's sockets (and the monitor's root): removed once the
+    /// process is gone, however it ended.
+    _socket_dir: tempfile::TempDir,
 }
 
 /// `pidfd_open(2)`: a descriptor that names this very process, so a
@@ -86,12 +89,14 @@ impl MonitorProcess {
                 .map(str::to_string)
                 .ok_or_else(|| MonitorError::Wire(WireError::Malformed(format!("{p:?}"))))
         };
+        let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
         let start = ToMonitor::Start {
             version: WIRE_VERSION.to_string(),
             snapshot: text(snapshot)?,
-            config: WireConfig::from_config(config).map_err(MonitorError::Wire)?,
+            config: Box::new(WireConfig::from_config(config).map_err(MonitorError::Wire)?),
             memory_verified,
             cpu_group: cpu_group.map(text).transpose()?,
+            socket_dir: text(socket_dir.path())?,
         };
         let (ours, theirs) = wire::socket_pair().map_err(MonitorError::Socket)?;
         let their_fd = theirs.as_raw_fd();
@@ -140,6 +145,7 @@ impl MonitorProcess {
             pid,
             child: Mutex::new(Some(child)),
             reader: Mutex::new(None),
+            _socket_dir: socket_dir,
         };
         if let Err(e) = wire::send(&ipc, &start, &[]) {
             process.kill();

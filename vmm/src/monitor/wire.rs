@@ -118,11 +118,14 @@ pub enum ToMonitor {
         /// The snapshot directory.
         snapshot: String,
         /// The VM config it was taken with.
-        config: WireConfig,
+        config: Box<WireConfig>,
         /// The bridge has checked the memory file's digest already.
         memory_verified: bool,
         /// A cgroup directory (made by the bridge) the VM's threads join.
         cpu_group: Option<String>,
+        /// A private, empty directory (made by the bridge, which removes
+        /// it) for the VM's sockets; the monitor's root once jailed.
+        socket_dir: String,
     },
     /// Hold the vCPUs out of the guest (answered by `Held`).
     Hold {

@@ -271,7 +271,7 @@ pub fn cmdline_parts(config: &VmConfig, host: HostKind) -> Vec<String> {
 /// the sockets of a VM without a configured path: no other user can
 /// connect to the agent's listener or take its name first. Short, because
 /// Unix socket paths hold 107 bytes and `_<port>` is appended to them.
-fn private_socket_dir() -> std::io::Result<tempfile::TempDir> {
+pub(crate) fn private_socket_dir() -> std::io::Result<tempfile::TempDir> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_dir() && d.as_os_str().len() < 60)
