@@ -37,6 +37,19 @@ fn limits(pid: u32, name: &str) -> (String, String) {
     )
 }
 
+/// The process that runs the VM: the one the bridge started forks it
+/// into a PID namespace of its own and waits for it.
+fn vm_process(started: u32) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{started}/task/{started}/children")).unwrap();
+    let pids: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "monitor {started} has children {pids:?}");
+    pids[0]
+}
+
 /// Where this process's descriptors point.
 fn own_fd_targets() -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
@@ -56,7 +69,7 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
     let mut a = SandboxVm::restore(&spec, LIMIT).expect("a clone");
     let mut b = SandboxVm::restore(&spec, LIMIT).expect("another clone");
     let me = std::process::id();
-    let pids = [a.monitor_pid(), b.monitor_pid()];
+    let pids = [vm_process(a.monitor_pid()), vm_process(b.monitor_pid())];
     assert!(
         pids[0] != pids[1] && !pids.contains(&me),
         "{pids:?} (bridge {me})"
@@ -70,7 +83,7 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
     for pid in pids {
         // Namespaces of its own: no network device, no host IPC, its own
         // mount table; and a root of its own (its socket directory).
-        for kind in ["net", "ipc", "uts", "mnt"] {
+        for kind in ["net", "ipc", "uts", "mnt", "pid"] {
             assert_ne!(
                 ns(&pid.to_string(), kind),
                 ns("self", kind),
@@ -117,7 +130,7 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
         .request(&Request::Uptime, LIMIT)
         .expect("b answers");
     // The socket directory (the monitor's root) goes with the clone.
-    let root = std::fs::read_link(format!("/proc/{}/root", a.monitor_pid())).unwrap();
+    let root = std::fs::read_link(format!("/proc/{}/root", pids[0])).unwrap();
     drop(a);
     assert!(!root.exists(), "{root:?} outlived its clone");
 }
@@ -131,7 +144,8 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
     let mut doomed = SandboxVm::restore(&spec, LIMIT).expect("a clone");
     let mut other = SandboxVm::restore(&spec, LIMIT).expect("another clone");
     let pid = doomed.monitor_pid() as i32;
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    let vm = vm_process(doomed.monitor_pid());
+    let root = std::fs::read_link(format!("/proc/{vm}/root")).unwrap();
     // SAFETY: a plain kill(2) of a child process this test started.
     let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(killed, 0);
@@ -149,6 +163,13 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
     assert!(doomed.finish().is_none());
     drop(doomed);
     assert!(!root.exists(), "{root:?} outlived its killed monitor");
+    // The VM's process went with the one the bridge started.
+    let gone = || !std::path::Path::new(&format!("/proc/{vm}")).exists();
+    let t = Instant::now();
+    while !gone() && t.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(gone(), "VM process {vm} lives on");
     other
         .control()
         .request(&Request::Uptime, LIMIT)

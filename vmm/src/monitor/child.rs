@@ -30,9 +30,17 @@ pub fn serve_inherited() -> i32 {
     unsafe {
         libc::syscall(libc::SYS_close_range, IPC_FD as u32 + 1, u32::MAX, 0);
     }
+    // First, while single-threaded and before any VM exists.
+    let pid_ns = super::harden::pid_namespace(IPC_FD);
+    if let Ok(super::harden::Side::Outer(code)) = pid_ns {
+        return code;
+    }
     // SAFETY: the bridge spawned this process with its socket at IPC_FD;
     // nothing else in this process owns that number.
     let ipc = unsafe { UnixStream::from_raw_fd(IPC_FD) };
+    if let Err(e) = pid_ns {
+        return fail(&ipc, e.to_string());
+    }
     serve(ipc)
 }
 

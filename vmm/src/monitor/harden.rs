@@ -75,32 +75,144 @@ pub fn jail(root: &Path) -> Result<(), HardenError> {
     }
 }
 
-fn enter(root: &Path) -> Result<(), HardenError> {
-    // SAFETY: geteuid has no preconditions.
+/// Which process [`pid_namespace`] returned in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The monitor, now PID 1 of a PID namespace of its own: go on.
+    Inner,
+    /// The process the bridge started, which only waited for the monitor:
+    /// exit with this code.
+    Outer(i32),
+}
+
+/// Puts the monitor in a PID namespace of its own, where it cannot name
+/// (so cannot signal or `ptrace`) the bridge or any other process of the
+/// host. A process cannot enter one itself, only its children: this forks
+/// (first thing, single-threaded, before any VM exists: KVM ties a VM to
+/// the process that made it). The child goes on as the monitor, killed if
+/// the parent dies (`PR_SET_PDEATHSIG`), so the bridge's `SIGKILL` of the
+/// process it started still ends the VM; the parent closes its copy of
+/// the bridge's socket and waits. When not run as root, a user namespace
+/// comes first (it gives the rights to make the others). Fails unless
+/// [`UNJAILED_ENV`] allows running without (then the caller goes on as
+/// [`Side::Inner`] in the host's namespaces).
+pub fn pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
+    match enter_pid_namespace(ipc_fd) {
+        Err(e) if std::env::var(UNJAILED_ENV).is_ok_and(|v| v == "1") => {
+            tracing::warn!(
+                error = %e,
+                "{UNJAILED_ENV}=1: this sandbox VM's monitor runs WITHOUT a PID namespace"
+            );
+            Ok(Side::Inner)
+        }
+        Err(e) => Err(HardenError {
+            step: format!(
+                "the jail ({}; set {UNJAILED_ENV}=1 to run without it, not recommended)",
+                e.step
+            ),
+            source: e.source,
+        }),
+        ok => ok,
+    }
+}
+
+fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
+    // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid != 0 {
-        // A user namespace gives this unprivileged process the rights to
-        // make the others; it keeps its own uid and gid inside.
-        // SAFETY: a plain system call.
-        check("a user namespace", unsafe {
-            libc::unshare(libc::CLONE_NEWUSER)
-        })?;
-        // Writing the maps needs /proc/self to be ours: a process whose
-        // credentials changed is not dumpable, which makes it root's.
-        // SAFETY: a plain system call.
-        check("dumpable for the id maps", unsafe {
-            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0)
-        })?;
-        let write = |file: &str, text: String| {
-            std::fs::write(file, text).map_err(|source| HardenError {
-                step: format!("writing {file}"),
-                source,
-            })
-        };
-        write("/proc/self/setgroups", "deny".into())?;
-        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+        user_namespace(uid, gid)?;
     }
+    // SAFETY: a plain system call.
+    check("a PID namespace", unsafe {
+        libc::unshare(libc::CLONE_NEWPID)
+    })?;
+    // The child learns that the parent is gone, should it die before the
+    // child asked to be killed with it, from the pipe's closing.
+    let mut pipe = [0; 2];
+    // SAFETY: `pipe` has room for the two descriptors.
+    check("a pipe", unsafe {
+        libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC)
+    })?;
+    // SAFETY: this process is single-threaded here (the monitor's first
+    // step), so the child is a complete copy.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(HardenError {
+            step: "fork into the PID namespace".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if pid > 0 {
+        // SAFETY: closes descriptors this process owns and no longer
+        // uses; the read end is the child's.
+        unsafe {
+            libc::close(ipc_fd);
+            libc::close(pipe[0]);
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for the child just forked.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if r == pid {
+                break;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Ok(Side::Outer(1));
+            }
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        };
+        return Ok(Side::Outer(code));
+    }
+    // SAFETY: plain system calls on descriptors and ids this process owns.
+    unsafe {
+        libc::close(pipe[1]);
+        check(
+            "dying with the parent",
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+        )?;
+        let mut fd = libc::pollfd {
+            fd: pipe[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // The write end closes only when the parent is gone.
+        if libc::poll(&mut fd, 1, 0) != 0 {
+            libc::_exit(1);
+        }
+        libc::close(pipe[0]);
+    }
+    Ok(Side::Inner)
+}
+
+/// A user namespace of this process's own, mapping only its uid and gid
+/// (as themselves).
+fn user_namespace(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), HardenError> {
+    // SAFETY: a plain system call.
+    check("a user namespace", unsafe {
+        libc::unshare(libc::CLONE_NEWUSER)
+    })?;
+    // Writing the maps needs /proc/self to be ours: a process whose
+    // credentials changed is not dumpable, which makes it root's.
+    // SAFETY: a plain system call.
+    check("dumpable for the id maps", unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0)
+    })?;
+    let write = |file: &str, text: String| {
+        std::fs::write(file, text).map_err(|source| HardenError {
+            step: format!("writing {file}"),
+            source,
+        })
+    };
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    write("/proc/self/gid_map", format!("{gid} {gid} 1"))
+}
+
+fn enter(root: &Path) -> Result<(), HardenError> {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     // SAFETY: a plain system call.
     check("namespaces", unsafe { libc::unshare(flags) })?;
@@ -251,6 +363,16 @@ mod tests {
             if !dropped {
                 return 10;
             }
+        }
+        match pid_namespace(-1) {
+            Ok(Side::Outer(code)) => return code,
+            Ok(Side::Inner) => {}
+            Err(_) => return 18,
+        }
+        // PID 1 of its own namespace: the host's processes are out of sight.
+        // SAFETY: getpid and getppid have no preconditions.
+        if unsafe { (libc::getpid(), libc::getppid()) } != (1, 0) {
+            return 19;
         }
         if let Err(e) = jail(dir) {
             let _ = std::io::Write::write_all(

@@ -280,6 +280,9 @@ impl MonitorProcess {
         if let Some(mut child) = self.child.lock().take() {
             let _ = child.wait();
         }
+        // The reader ends on its own once the monitor is gone; shutting our
+        // end makes sure of it should anything else still hold theirs.
+        let _ = self.ipc.shutdown(std::net::Shutdown::Both);
         if let Some(reader) = self.reader.lock().take() {
             let _ = reader.join();
         }
@@ -293,6 +296,9 @@ impl Drop for MonitorProcess {
         if let Some(mut child) = self.child.lock().take() {
             let _ = child.wait();
         }
+        // The reader ends on its own once the monitor is gone; shutting our
+        // end makes sure of it should anything else still hold theirs.
+        let _ = self.ipc.shutdown(std::net::Shutdown::Both);
         if let Some(reader) = self.reader.lock().take() {
             let _ = reader.join();
         }
