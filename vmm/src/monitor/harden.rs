@@ -408,6 +408,38 @@ mod tests {
         if who == "nobody" && unsafe { libc::setuid(0) } == 0 {
             return 17;
         }
+        // A Unix socket outside the jail, by its absolute path.
+        let outside = std::env::var("REFLOW_JAIL_PROBE_SOCKET").unwrap_or_default();
+        if std::os::unix::net::UnixStream::connect(&outside).is_ok() {
+            return 20;
+        }
+        // The process that started the test, by its host pid: not there.
+        let parent: i32 = std::env::var("REFLOW_JAIL_PROBE_PARENT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // SAFETY: plain system calls with integer arguments.
+        let (attached, signalled) = unsafe {
+            (
+                libc::ptrace(libc::PTRACE_ATTACH, parent, 0, 0),
+                libc::kill(parent, 0),
+            )
+        };
+        if parent == 0 || attached == 0 || signalled == 0 {
+            return 21;
+        }
+        // Nothing to execute, and no raising the descriptor limit.
+        if std::process::Command::new("/bin/sh").status().is_ok() {
+            return 22;
+        }
+        let more = libc::rlimit {
+            rlim_cur: MAX_FILES * 4,
+            rlim_max: MAX_FILES * 4,
+        };
+        // SAFETY: a plain system call with a pointer to a local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &more) } == 0 {
+            return 23;
+        }
         0
     }
 
@@ -419,6 +451,11 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let sockets = tempfile::tempdir().unwrap();
+        let socket = sockets.path().join("outside.sock");
+        let _unix = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -426,6 +463,8 @@ mod tests {
                 "--test-threads=1",
             ])
             .env(PROBE, format!("{who}:{}:{port}", dir.path().display()))
+            .env("REFLOW_JAIL_PROBE_SOCKET", &socket)
+            .env("REFLOW_JAIL_PROBE_PARENT", std::process::id().to_string())
             .status()
             .unwrap()
     }
