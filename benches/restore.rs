@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_benches::report;
 use reflow_benches::{guest_images, kvm_available, median};
+use reflow_integration_tests::{warm_python_golden, LIMIT};
+use reflow_sandbox_core::{SandboxVm, VmSpec};
 use reflow_vmm::snapshot::golden;
 use reflow_vmm::{RunningVm, Vm, VmConfig, VmIo};
 
@@ -110,5 +112,87 @@ fn restore(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, restore);
+/// Samples of each way of restoring a sandbox clone, interleaved.
+const SANDBOX_SAMPLES: usize = 30;
+
+/// The sandbox's restore, as a pool makes a clone: in a monitor process
+/// of its own (spawn, PID and other namespaces, chroot, restore, the
+/// agent's handshake, its connection handed over) against the same
+/// golden restored by a monitor on a thread of this process, as before
+/// the split; side by side, interleaved, on the warm Python worker golden.
+fn sandbox_restore(_: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let (golden, config) = warm_python_golden(40, "run_worker.py", "worker.ready");
+    let spec = VmSpec::new(golden.clone(), config.clone());
+    // The first restore in a process checks the golden's memory digest
+    // (once per bridge process): its own row, not a sample.
+    let first = SandboxVm::restore(&spec, LIMIT).expect("a clone in a monitor process");
+    let first_ms = first.ready_after().as_secs_f64() * 1e3;
+    drop(first);
+    let (warm, _) = ready_clone(&golden, &config);
+    warm.stop_handle().stop();
+    let _ = warm.wait();
+    let (mut process, mut thread) = (Vec::new(), Vec::new());
+    for _ in 0..SANDBOX_SAMPLES {
+        let vm = SandboxVm::restore(&spec, LIMIT).expect("a clone in a monitor process");
+        process.push(vm.ready_after());
+        drop(vm);
+        let started = Instant::now();
+        let (running, _) = ready_clone(&golden, &config);
+        thread.push(started.elapsed());
+        running.stop_handle().stop();
+        let _ = running.wait();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = |mut v: Vec<Duration>| {
+        v.sort();
+        v[(v.len() * 99).div_ceil(100) - 1]
+    };
+    let note = format!(
+        "warm Python golden; {SANDBOX_SAMPLES} of each, interleaved; {}",
+        report::golden_age(&golden)
+    );
+    report::record(
+        "restore",
+        "sandbox clone restore to agent ready, first in a process (digest check)",
+        first_ms,
+        "ms",
+        None,
+        &note,
+    );
+    for (what, times) in [("monitor process", &process), ("monitor thread", &thread)] {
+        report::record(
+            "restore",
+            &format!("sandbox clone restore to agent ready, {what} (median)"),
+            ms(median(times.clone())),
+            "ms",
+            None,
+            &note,
+        );
+        report::record(
+            "restore",
+            &format!("sandbox clone restore to agent ready, {what} (p99)"),
+            ms(p99(times.clone())),
+            "ms",
+            None,
+            &note,
+        );
+    }
+    println!(
+        "restore: first sandbox clone in this process (memory digest check): {first_ms:.1} ms"
+    );
+    println!(
+        "restore: sandbox clone to agent ready: monitor process median {:.1} ms (p99 {:.1}), \
+         monitor thread median {:.1} ms (p99 {:.1}); ratio {:.2}",
+        ms(median(process.clone())),
+        ms(p99(process.clone())),
+        ms(median(thread.clone())),
+        ms(p99(thread.clone())),
+        ms(median(process)) / ms(median(thread)).max(1e-9)
+    );
+}
+
+criterion_group!(benches, restore, sandbox_restore);
 criterion_main!(benches);

@@ -217,22 +217,36 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Host RSS and PSS of this process and its children (each sandbox VM
-/// runs in a monitor process of its own), in KiB.
+/// Host RSS and PSS of this process and its descendants (each sandbox VM
+/// runs in a monitor process of its own, which forks into a PID namespace),
+/// in KiB.
 pub fn memory_kib() -> (u64, u64) {
-    let me = std::process::id();
-    let mut pids = vec![me.to_string()];
+    let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // Fields after the command's name: state, then the parent's pid.
         let ppid = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
-            pids.push(name);
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
         }
+    }
+    let mut pids = vec![std::process::id()];
+    let mut at = 0;
+    while at < pids.len() {
+        let parent = pids[at];
+        pids.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        at += 1;
     }
     pids.iter().fold((0, 0), |(rss, pss), pid| {
         let rollup =
