@@ -109,6 +109,11 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
             "monitor {pid}'s root holds {inside:?}"
         );
         assert_eq!(status(pid, "NoNewPrivs:"), "1", "monitor {pid}");
+        // A filter over the whole process (2: filter mode), on every
+        // thread: the monitor's own and, on VM threads, theirs too.
+        assert_eq!(status(pid, "Seccomp:"), "2", "monitor {pid}");
+        let filters: u32 = status(pid, "Seccomp_filters:").parse().unwrap();
+        assert!(filters >= 2, "monitor {pid} has {filters} filters");
         for set in ["CapEff:", "CapPrm:", "CapInh:"] {
             assert_eq!(status(pid, set), "0000000000000000", "monitor {pid} {set}");
         }

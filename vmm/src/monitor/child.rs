@@ -122,6 +122,13 @@ pub fn serve(ipc: UnixStream) -> i32 {
     if let Err(e) = jailed.and_then(|()| super::harden::harden()) {
         return fail(&ipc, e.to_string());
     }
+    // One filter over the whole process, which every thread started from
+    // here on inherits (the vCPU and event-loop threads add their own,
+    // narrower ones).
+    let filtered = crate::seccomp::monitor_mode().and_then(crate::seccomp::install_monitor);
+    if let Err(e) = filtered {
+        return fail(&ipc, e.to_string());
+    }
     let control = vm.control();
     let hostile = vm.hostile();
     let stop = vm.stop_handle();

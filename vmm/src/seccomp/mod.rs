@@ -41,6 +41,9 @@ pub enum ThreadKind {
     Vcpu,
     /// The VM's event-loop thread, which serves device I/O.
     Vmm,
+    /// A whole monitor process (every thread, the union of the others
+    /// and what starting threads and talking to the bridge take).
+    Monitor,
 }
 
 /// What a system call outside the allowlist does.
@@ -94,11 +97,47 @@ fn program(kind: ThreadKind, mode: Mode) -> BpfProgram {
         (ThreadKind::Vmm, Mode::Enforce) => filters::VMM_ENFORCE,
         (ThreadKind::Vmm, Mode::Kill) => filters::VMM_KILL,
         (ThreadKind::Vmm, Mode::Log) => filters::VMM_LOG,
+        (ThreadKind::Monitor, Mode::Enforce) => filters::MONITOR_ENFORCE,
+        (ThreadKind::Monitor, Mode::Kill) => filters::MONITOR_KILL,
+        (ThreadKind::Monitor, Mode::Log) => filters::MONITOR_LOG,
     };
     table
         .iter()
         .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
         .collect()
+}
+
+/// The mode of a monitor process's own filter: `REFLOW_SECCOMP` as for
+/// threads, but unset means [`Mode::Kill`] (Firecracker's choice: the
+/// process holds one VM and nothing else, so a violation ends just it).
+pub fn monitor_mode() -> Result<Mode, SeccompError> {
+    if std::env::var_os(ENV).is_none() {
+        return Ok(Mode::Kill);
+    }
+    Mode::from_env()
+}
+
+/// Installs the filter of a whole monitor process on the calling thread,
+/// before it starts any other (they inherit it), in `mode`; and beneath
+/// it one that answers `clone3` with ENOSYS, whose flags (in memory) a
+/// filter cannot read: glibc then starts threads with `clone`, whose
+/// flags the monitor filter checks for `CLONE_THREAD` (no new process).
+pub fn install_monitor(mode: Mode) -> Result<(), SeccompError> {
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+    let kind = ThreadKind::Monitor;
+    let clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| SeccompError::Install {
+        kind,
+        source: seccompiler::Error::Backend(e),
+    })?;
+    apply_filter(&clone3).map_err(|source| SeccompError::Install { kind, source })?;
+    install(kind, mode)
 }
 
 /// Installs `kind`'s filter on the calling thread (for good: a thread

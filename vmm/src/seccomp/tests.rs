@@ -32,16 +32,39 @@ fn probe() {
     };
     let mode = Mode::from_env().unwrap();
     let (kind, call) = what.split_once(':').unwrap();
-    let kind = if kind == "vcpu" {
-        ThreadKind::Vcpu
-    } else {
-        ThreadKind::Vmm
+    let kind = match kind {
+        "vcpu" => ThreadKind::Vcpu,
+        "monitor" => ThreadKind::Monitor,
+        _ => ThreadKind::Vmm,
     };
     let event = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let call = call.to_string();
     std::thread::spawn(move || {
-        install(kind, mode).unwrap();
+        if kind == ThreadKind::Monitor {
+            install_monitor(mode).unwrap();
+        } else {
+            install(kind, mode).unwrap();
+        }
         match call.as_str() {
+            // A monitor starts its VM's threads under its filter.
+            "thread" => {
+                let t = std::thread::Builder::new()
+                    .name("under-filter".into())
+                    .spawn(|| vec![1u8; 1 << 20].len())
+                    .unwrap();
+                assert_eq!(t.join().unwrap(), 1 << 20);
+            }
+            "fork" => {
+                // SAFETY: the child, if any, leaves at once with _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                    std::process::exit(3);
+                }
+            }
             // What a monitor thread does all day: memory, locks, eventfds.
             "allowed" => {
                 let v = vec![7u8; 4 << 20];
@@ -133,6 +156,26 @@ fn calls_outside_each_allowlist_are_refused() {
         "vcpu:mprotect-exec",
         "vmm:mprotect-exec",
     ] {
+        let status = child(what, "enforce");
+        assert_eq!(status.code(), Some(3), "{what}: {status:?}");
+        let status = child(what, "kill");
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{what}: {status:?}");
+    }
+}
+
+/// A monitor process's own filter: it can start threads (through `clone`
+/// with `CLONE_THREAD`, after `clone3` is answered ENOSYS) and do what its
+/// threads do, but not make a process, run a program or open a network
+/// socket.
+#[test]
+fn a_monitor_process_starts_threads_but_no_process() {
+    for mode in ["enforce", "kill"] {
+        for what in ["monitor:allowed", "monitor:thread"] {
+            let status = child(what, mode);
+            assert!(status.success(), "{what} ({mode}): {status:?}");
+        }
+    }
+    for what in ["monitor:fork", "monitor:execve", "monitor:socket"] {
         let status = child(what, "enforce");
         assert_eq!(status.code(), Some(3), "{what}: {status:?}");
         let status = child(what, "kill");
