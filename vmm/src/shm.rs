@@ -156,8 +156,21 @@ impl SharedRegion {
         if sealed != 0 {
             return Err(ShmError::Memfd(std::io::Error::last_os_error()));
         }
+        let doorbell = EventFd::new(libc::EFD_NONBLOCK).map_err(ShmError::Doorbell)?;
+        let shared = SharedRegion::map(file, doorbell, size, guest_addr)?;
+        shared.layout.initialize(&shared.region)?;
+        Ok(shared)
+    }
+
+    /// Maps `size` bytes of `memfd` with the rings' layout for that size.
+    fn map(
+        memfd: File,
+        doorbell: EventFd,
+        size: u64,
+        guest_addr: u64,
+    ) -> Result<SharedRegion, ShmError> {
         let mapping =
-            MmapRegion::from_file(FileOffset::new(file, 0), size as usize).map_err(|e| {
+            MmapRegion::from_file(FileOffset::new(memfd, 0), size as usize).map_err(|e| {
                 ShmError::Map {
                     size,
                     reason: e.to_string(),
@@ -168,17 +181,12 @@ impl SharedRegion {
         // outlives it.
         let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.size()) };
         let layout = RegionLayout::for_size(size)?;
-        layout.initialize(&region)?;
-        let doorbell = GuestDoorbell(
-            EventFd::new(libc::EFD_NONBLOCK).map_err(ShmError::Doorbell)?,
-            AtomicU64::new(0),
-        );
         Ok(SharedRegion {
             region,
             layout,
             mapping,
             guest_addr,
-            doorbell,
+            doorbell: GuestDoorbell(doorbell, AtomicU64::new(0)),
         })
     }
 
@@ -207,24 +215,7 @@ impl SharedRegion {
         if len < size {
             return Err(bad(format!("the memfd holds {len} bytes, not {size}")));
         }
-        let mapping =
-            MmapRegion::from_file(FileOffset::new(memfd, 0), size as usize).map_err(|e| {
-                ShmError::Map {
-                    size,
-                    reason: e.to_string(),
-                }
-            })?;
-        // SAFETY: as in `create`: the mapping is `size` bytes, readable and
-        // writable, and lives in the same struct as the region.
-        let region = unsafe { Region::from_raw(mapping.as_ptr(), mapping.size()) };
-        let layout = RegionLayout::for_size(size)?;
-        Ok(SharedRegion {
-            region,
-            layout,
-            mapping,
-            guest_addr,
-            doorbell: GuestDoorbell(doorbell, AtomicU64::new(0)),
-        })
+        SharedRegion::map(memfd, doorbell, size, guest_addr)
     }
 
     /// The memfd behind the region (to hand it to another process).
@@ -343,5 +334,29 @@ mod tests {
             r.cmdline_param(),
             "reflow.shm=0x100000000:0x400000 reflow.doorbell=0xd0080000"
         );
+    }
+
+    #[test]
+    fn attach_maps_a_sealed_region_and_refuses_others() {
+        let made = SharedRegion::create(2 << 20, MMIO_GAP_END).unwrap();
+        made.as_slice().write_slice(b"ring", 64).unwrap();
+        let bell = || EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let fd = made.memfd().try_clone().unwrap();
+        let seen = SharedRegion::attach(fd, bell(), 2 << 20, MMIO_GAP_END).unwrap();
+        let mut b = [0u8; 4];
+        seen.as_slice().read_slice(&mut b, 64).unwrap();
+        assert_eq!(&b, b"ring", "both map the same memory");
+        assert_eq!(seen.layout(), made.layout());
+        // The sealed memfd cannot be shrunk under a mapping.
+        assert!(made.memfd().set_len(4096).is_err());
+        // Not the size asked for, or not sealed: refused.
+        let fd = made.memfd().try_clone().unwrap();
+        assert!(SharedRegion::attach(fd, bell(), 4 << 20, MMIO_GAP_END).is_err());
+        let plain = tempfile::tempfile().unwrap();
+        plain.set_len(2 << 20).unwrap();
+        match SharedRegion::attach(plain, bell(), 2 << 20, MMIO_GAP_END) {
+            Err(e) => assert!(e.to_string().contains("not sealed"), "{e}"),
+            Ok(_) => panic!("mapped an unsealed memfd"),
+        }
     }
 }

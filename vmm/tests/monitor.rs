@@ -16,6 +16,26 @@ fn program() -> MonitorProgram {
     MonitorProgram::at(env!("CARGO_BIN_EXE_reflow-vmm"))
 }
 
+/// The monitor binary, started by hand: our end of its socket, and it.
+fn start_raw() -> (std::os::unix::net::UnixStream, std::process::Child) {
+    let (ours, theirs) = wire::socket_pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
+    command.arg("__monitor").stdin(Stdio::null());
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(theirs);
+    (ours, child)
+}
+
 #[test]
 fn a_missing_snapshot_is_an_error_from_the_monitor() {
     let mut config = VmConfig::new("/nonexistent/vmlinux");
@@ -40,21 +60,7 @@ fn a_missing_snapshot_is_an_error_from_the_monitor() {
 
 #[test]
 fn a_monitor_of_another_protocol_version_says_so() {
-    let (ours, theirs) = wire::socket_pair().unwrap();
-    let fd = theirs.as_raw_fd();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
-    command.arg("__monitor").stdin(Stdio::null());
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    drop(theirs);
+    let (ours, mut child) = start_raw();
     let start = ToMonitor::Start {
         version: "other sources".into(),
         snapshot: "/x".into(),
@@ -75,21 +81,7 @@ fn a_monitor_of_another_protocol_version_says_so() {
 
 #[test]
 fn a_monitor_whose_bridge_goes_away_ends() {
-    let (ours, theirs) = wire::socket_pair().unwrap();
-    let fd = theirs.as_raw_fd();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
-    command.arg("__monitor").stdin(Stdio::null());
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    drop(theirs);
+    let (ours, mut child) = start_raw();
     drop(ours);
     // No start message will ever come: the monitor must not wait forever.
     assert_eq!(child.wait().unwrap().code(), Some(1));

@@ -276,6 +276,12 @@ impl MonitorProcess {
         }
         let outcome = s.exited.clone();
         drop(s);
+        self.end();
+        outcome
+    }
+
+    /// Kills the process, reaps it and joins the reader (at most once).
+    fn end(&self) {
         self.kill();
         if let Some(mut child) = self.child.lock().take() {
             let _ = child.wait();
@@ -286,22 +292,12 @@ impl MonitorProcess {
         if let Some(reader) = self.reader.lock().take() {
             let _ = reader.join();
         }
-        outcome
     }
 }
 
 impl Drop for MonitorProcess {
     fn drop(&mut self) {
-        self.kill();
-        if let Some(mut child) = self.child.lock().take() {
-            let _ = child.wait();
-        }
-        // The reader ends on its own once the monitor is gone; shutting our
-        // end makes sure of it should anything else still hold theirs.
-        let _ = self.ipc.shutdown(std::net::Shutdown::Both);
-        if let Some(reader) = self.reader.lock().take() {
-            let _ = reader.join();
-        }
+        self.end();
     }
 }
 
