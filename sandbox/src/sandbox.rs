@@ -139,7 +139,8 @@ pub struct SandboxVm {
     worker: ClientState,
     /// The VM's cgroup; dropped (removed) after its process has ended.
     cpu: Option<Arc<CpuGroup>>,
-    outcome: Option<VmOutcome>,
+    /// Its process has been ended (finish, kill or drop).
+    finished: bool,
 }
 
 /// Stops a sandbox VM from any thread, as if it crashed: its monitor
@@ -190,7 +191,7 @@ impl SandboxVm {
             ready_after: started.elapsed(),
             worker: ClientState::default(),
             cpu,
-            outcome: None,
+            finished: false,
         })
     }
 
@@ -311,20 +312,10 @@ impl SandboxVm {
     }
 
     fn stop_and_join(&mut self) -> Option<VmOutcome> {
-        if self.outcome.is_some() {
+        if std::mem::replace(&mut self.finished, true) {
             return None;
         }
-        let outcome = self.monitor.finish(FINISH_GRACE);
-        self.outcome = Some(outcome.clone().unwrap_or_else(|| VmOutcome {
-            stop: reflow_vmm::StopReason::Stopped,
-            ready: None,
-            agent_exit_status: None,
-            kernel_panic: None,
-            console_tail: Vec::new(),
-            elapsed: Duration::ZERO,
-            hostile: Vec::new(),
-        }));
-        outcome
+        self.monitor.finish(FINISH_GRACE)
     }
 }
 

@@ -60,6 +60,12 @@ pub enum ShmError {
     Layout(#[from] LayoutError),
 }
 
+/// Bytes of the region a VM config's `shm_mib` asks for, rounded up to
+/// [`SHM_ALIGN`] as [`SharedRegion::create`] makes it.
+pub fn region_size(shm_mib: u32) -> u64 {
+    (u64::from(shm_mib) << 20).next_multiple_of(SHM_ALIGN)
+}
+
 /// Where the region goes for a guest with `mem_size` bytes of RAM: the first
 /// aligned address above both 4 GiB and the end of RAM.
 pub fn guest_base(mem_size: u64) -> u64 {

@@ -2,10 +2,7 @@
 //! binary started with `__monitor`. (Restoring real guests in monitor
 //! processes is what every sandbox test in `tests/` does.)
 
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reflow_vmm::monitor::wire::{self, FromMonitor, ToMonitor, WireConfig};
@@ -18,22 +15,7 @@ fn program() -> MonitorProgram {
 
 /// The monitor binary, started by hand: our end of its socket, and it.
 fn start_raw() -> (std::os::unix::net::UnixStream, std::process::Child) {
-    let (ours, theirs) = wire::socket_pair().unwrap();
-    let fd = theirs.as_raw_fd();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-vmm"));
-    command.arg("__monitor").stdin(Stdio::null());
-    // SAFETY: only dup2 (async-signal-safe) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    drop(theirs);
-    (ours, child)
+    reflow_vmm::monitor::start(&program()).unwrap()
 }
 
 #[test]

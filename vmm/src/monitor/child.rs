@@ -151,12 +151,7 @@ pub fn serve(ipc: UnixStream) -> i32 {
                 continue;
             };
             let (stream, hello) = channel.into_parts();
-            let ready = FromMonitor::Ready {
-                agent_version: hello.agent_version,
-                uptime_ms: hello.uptime_ms,
-                ready_uptime_ms: hello.ready_uptime_ms,
-                connection: hello.connection,
-            };
+            let ready = FromMonitor::Ready(hello);
             if wire::send(&forward, &ready, &[stream.as_raw_fd()]).is_err() {
                 return;
             }

@@ -54,16 +54,29 @@ pub const UNJAILED_ENV: &str = "REFLOW_UNJAILED";
 /// `root`, its working directory already. Fails unless [`UNJAILED_ENV`]
 /// allows running without (then warns, loudly, once per monitor).
 pub fn jail(root: &Path) -> Result<(), HardenError> {
-    match enter(root) {
-        Ok(()) => Ok(()),
+    unless_unjailed(
+        enter(root),
+        (),
+        "its jail (no namespaces, no private root): a guest that escapes its device emulation \
+         reaches this host as this user",
+    )
+}
+
+/// `result`, or where it failed and [`UNJAILED_ENV`] allows, `instead`
+/// after a warning that the monitor runs without `what`; otherwise the
+/// error says how to allow that.
+fn unless_unjailed<T>(
+    result: Result<T, HardenError>,
+    instead: T,
+    what: &str,
+) -> Result<T, HardenError> {
+    match result {
         Err(e) if std::env::var(UNJAILED_ENV).is_ok_and(|v| v == "1") => {
             tracing::warn!(
                 error = %e,
-                "{UNJAILED_ENV}=1: this sandbox VM's monitor runs WITHOUT its jail (no namespaces, \
-                 no private root): a guest that escapes its device emulation reaches this host as \
-                 this user"
+                "{UNJAILED_ENV}=1: this sandbox VM's monitor runs WITHOUT {what}"
             );
-            Ok(())
+            Ok(instead)
         }
         Err(e) => Err(HardenError {
             step: format!(
@@ -72,6 +85,7 @@ pub fn jail(root: &Path) -> Result<(), HardenError> {
             ),
             source: e.source,
         }),
+        ok => ok,
     }
 }
 
@@ -97,23 +111,7 @@ pub enum Side {
 /// [`UNJAILED_ENV`] allows running without (then the caller goes on as
 /// [`Side::Inner`] in the host's namespaces).
 pub fn pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
-    match enter_pid_namespace(ipc_fd) {
-        Err(e) if std::env::var(UNJAILED_ENV).is_ok_and(|v| v == "1") => {
-            tracing::warn!(
-                error = %e,
-                "{UNJAILED_ENV}=1: this sandbox VM's monitor runs WITHOUT a PID namespace"
-            );
-            Ok(Side::Inner)
-        }
-        Err(e) => Err(HardenError {
-            step: format!(
-                "the jail ({}; set {UNJAILED_ENV}=1 to run without it, not recommended)",
-                e.step
-            ),
-            source: e.source,
-        }),
-        ok => ok,
-    }
+    unless_unjailed(enter_pid_namespace(ipc_fd), Side::Inner, "a PID namespace")
 }
 
 fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {

@@ -21,7 +21,7 @@ pub mod wire;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub use parent::MonitorProcess;
+pub use parent::{start, MonitorProcess};
 
 /// The first argument that makes `reflow-vmm` (or a binary that forwards
 /// to [`child::serve_inherited`]) a monitor process.

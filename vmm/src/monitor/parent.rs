@@ -39,6 +39,37 @@ struct State {
     hostile_seen: u64,
 }
 
+impl State {
+    /// Why the monitor ended, in the words it left.
+    fn ended(&self) -> MonitorError {
+        match (&self.exited, &self.restored) {
+            (Some(o), _) => MonitorError::Ended(format!(
+                "{o}; console: {}",
+                o.console_tail.last().map_or("", String::as_str)
+            )),
+            (None, Some(Err(why))) => MonitorError::Restore(why.clone()),
+            _ => MonitorError::Ended("the monitor process ended".into()),
+        }
+    }
+}
+
+/// How a wait for the monitor ended without what it waited for.
+enum Waited {
+    /// The monitor ended (why).
+    Ended(MonitorError),
+    /// The deadline passed.
+    Timeout,
+}
+
+impl Waited {
+    fn into_error(self) -> MonitorError {
+        match self {
+            Waited::Ended(e) => e,
+            Waited::Timeout => MonitorError::Timeout,
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
@@ -72,6 +103,36 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Starts `program` as a bare monitor process, its socket at
+/// [`IPC_FD`]: our end of the socket, and the process. (What
+/// [`MonitorProcess::spawn`] builds on; tests speak the protocol by hand
+/// over it.)
+pub fn start(program: &MonitorProgram) -> Result<(UnixStream, Child), MonitorError> {
+    let (ours, theirs) = wire::socket_pair().map_err(MonitorError::Socket)?;
+    let their_fd = theirs.as_raw_fd();
+    let mut command = Command::new(&program.path);
+    command
+        .args(&program.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: between fork and exec only dup2 runs, which is
+    // async-signal-safe; it puts the monitor's end of the socket at IPC_FD
+    // without close-on-exec (dup2 clears the flag).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(their_fd, IPC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|source| MonitorError::Spawn {
+        program: program.path.display().to_string(),
+        source,
+    })?;
+    Ok((ours, child))
+}
+
 impl MonitorProcess {
     /// Starts `program` to restore `snapshot` (taken with `config`, whose
     /// shared region the bridge will map); its VM threads join the cgroup
@@ -84,13 +145,9 @@ impl MonitorProcess {
         cpu_group: Option<&Path>,
         memory_verified: bool,
     ) -> Result<MonitorProcess, MonitorError> {
-        let text = |p: &Path| {
-            p.to_str()
-                .map(str::to_string)
-                .ok_or_else(|| MonitorError::Wire(WireError::Malformed(format!("{p:?}"))))
-        };
+        let text = |p: &Path| wire::path_text(p).map_err(MonitorError::Wire);
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
-        let start = ToMonitor::Start {
+        let first = ToMonitor::Start {
             version: WIRE_VERSION.to_string(),
             snapshot: text(snapshot)?,
             config: Box::new(WireConfig::from_config(config).map_err(MonitorError::Wire)?),
@@ -98,29 +155,7 @@ impl MonitorProcess {
             cpu_group: cpu_group.map(text).transpose()?,
             socket_dir: text(socket_dir.path())?,
         };
-        let (ours, theirs) = wire::socket_pair().map_err(MonitorError::Socket)?;
-        let their_fd = theirs.as_raw_fd();
-        let mut command = Command::new(&program.path);
-        command
-            .args(&program.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        // SAFETY: between fork and exec only dup2 runs, which is
-        // async-signal-safe; it puts the monitor's end of the socket at
-        // IPC_FD without close-on-exec (dup2 clears the flag).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(their_fd, IPC_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|source| MonitorError::Spawn {
-            program: program.path.display().to_string(),
-            source,
-        })?;
-        drop(theirs);
+        let (ours, child) = start(program)?;
         let pid = child.id();
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,
@@ -136,7 +171,7 @@ impl MonitorProcess {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             hostile: HostileLog::silent(),
-            shm_size: (u64::from(config.shm_mib) << 20).next_multiple_of(crate::shm::SHM_ALIGN),
+            shm_size: crate::shm::region_size(config.shm_mib),
         });
         let process = MonitorProcess {
             ipc: ipc.clone(),
@@ -147,7 +182,7 @@ impl MonitorProcess {
             reader: Mutex::new(None),
             _socket_dir: socket_dir,
         };
-        if let Err(e) = wire::send(&ipc, &start, &[]) {
+        if let Err(e) = wire::send(&ipc, &first, &[]) {
             process.kill();
             return Err(MonitorError::Wire(e));
         }
@@ -159,47 +194,39 @@ impl MonitorProcess {
         Ok(process)
     }
 
-    /// Waits until `deadline` for the monitor's shared region.
-    pub fn wait_restored(&self, deadline: Instant) -> Result<Arc<SharedRegion>, MonitorError> {
+    /// Waits until `deadline` for `take` to find what it waits for in the
+    /// state (it is asked first, and again after every message); the
+    /// monitor's end or the deadline end the wait without it.
+    fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut take: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T, Waited> {
         let mut s = self.shared.state.lock();
         loop {
-            if let Some(r) = &s.restored {
-                return r.clone().map_err(MonitorError::Restore);
+            if let Some(found) = take(&mut s) {
+                return Ok(found);
             }
-            if s.closed {
-                return Err(self.ended(&mut s));
+            if s.closed || s.exited.is_some() {
+                return Err(Waited::Ended(s.ended()));
             }
             if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
-                return Err(MonitorError::Timeout);
+                return Err(Waited::Timeout);
             }
         }
+    }
+
+    /// Waits until `deadline` for the monitor's shared region.
+    pub fn wait_restored(&self, deadline: Instant) -> Result<Arc<SharedRegion>, MonitorError> {
+        self.wait_for(deadline, |s| s.restored.clone())
+            .map_err(Waited::into_error)?
+            .map_err(MonitorError::Restore)
     }
 
     /// Waits until `deadline` for the agent's control channel.
     pub fn wait_ready(&self, deadline: Instant) -> Result<ControlChannel, MonitorError> {
-        let mut s = self.shared.state.lock();
-        loop {
-            if let Some(c) = s.ready.take() {
-                return Ok(c);
-            }
-            if s.closed || s.exited.is_some() {
-                return Err(self.ended(&mut s));
-            }
-            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
-                return Err(MonitorError::Timeout);
-            }
-        }
-    }
-
-    fn ended(&self, s: &mut State) -> MonitorError {
-        match (&s.exited, &s.restored) {
-            (Some(o), _) => MonitorError::Ended(format!(
-                "{o}; console: {}",
-                o.console_tail.last().map_or("", String::as_str)
-            )),
-            (None, Some(Err(why))) => MonitorError::Restore(why.clone()),
-            _ => MonitorError::Ended("the monitor process ended".into()),
-        }
+        self.wait_for(deadline, |s| s.ready.take())
+            .map_err(Waited::into_error)
     }
 
     /// Holds the guest's vCPUs (they use no CPU until [`Self::release`]);
@@ -211,17 +238,11 @@ impl MonitorProcess {
         };
         wire::send(&self.ipc, &hold, &[]).map_err(MonitorError::Wire)?;
         let deadline = Instant::now() + limit + Duration::from_secs(1);
-        let mut s = self.shared.state.lock();
-        loop {
-            if let Some(held) = s.held.take() {
-                return held.map_or(Ok(()), |why| Err(MonitorError::Hold(why)));
-            }
-            if s.closed {
-                return Err(self.ended(&mut s));
-            }
-            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
-                return Err(MonitorError::Hold("no answer from the monitor".into()));
-            }
+        match self.wait_for(deadline, |s| s.held.take()) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(MonitorError::Hold(why)),
+            Err(Waited::Ended(e)) => Err(e),
+            Err(Waited::Timeout) => Err(MonitorError::Hold("no answer from the monitor".into())),
         }
     }
 
@@ -267,15 +288,9 @@ impl MonitorProcess {
     /// `None` when the monitor never said.
     pub fn finish(&self, grace: Duration) -> Option<VmOutcome> {
         let _ = wire::send(&self.ipc, &ToMonitor::Stop, &[]);
-        let deadline = Instant::now() + grace;
-        let mut s = self.shared.state.lock();
-        while s.exited.is_none() && !s.closed {
-            if self.shared.changed.wait_until(&mut s, deadline).timed_out() {
-                break;
-            }
-        }
-        let outcome = s.exited.clone();
-        drop(s);
+        let outcome = self
+            .wait_for(Instant::now() + grace, |s| s.exited.clone())
+            .ok();
         self.end();
         outcome
     }
@@ -331,18 +346,15 @@ fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
             s.restored = Some(result.map(Arc::new));
         }
         FromMonitor::Failed(why) if s.restored.is_none() => s.restored = Some(Err(why)),
-        FromMonitor::Ready { .. } => {
-            let hello = msg.hello();
-            match (fds.into_iter().next(), hello) {
-                (Some(fd), Some(hello)) => {
-                    let stream = UnixStream::from(fd);
-                    s.ready = Some(ControlChannel::from_parts(stream, hello));
-                }
-                _ => shared
-                    .hostile
-                    .report("monitor", "a ready message without its connection"),
+        FromMonitor::Ready(hello) => match fds.into_iter().next() {
+            Some(fd) => {
+                let stream = UnixStream::from(fd);
+                s.ready = Some(ControlChannel::from_parts(stream, hello));
             }
-        }
+            None => shared
+                .hostile
+                .report("monitor", "a ready message without its connection"),
+        },
         FromMonitor::Held(why) => s.held = Some(why),
         FromMonitor::Hostile { count, recent } => {
             let new = count.saturating_sub(s.hostile_seen).min(MAX_NEW_REPORTS);

@@ -58,7 +58,8 @@ pub struct WireConfig {
     shm_mib: u32,
 }
 
-fn text(p: &std::path::Path) -> Result<String, WireError> {
+/// A path as it crosses: UTF-8 text, or an error naming it.
+pub fn path_text(p: &std::path::Path) -> Result<String, WireError> {
     p.to_str()
         .map(str::to_string)
         .ok_or_else(|| WireError::Malformed(format!("{} is not UTF-8", p.display())))
@@ -69,12 +70,12 @@ impl WireConfig {
     /// process makes a private one).
     pub fn from_config(config: &VmConfig) -> Result<WireConfig, WireError> {
         Ok(WireConfig {
-            kernel: text(&config.kernel)?,
-            initrd: config.initrd.as_deref().map(text).transpose()?,
+            kernel: path_text(&config.kernel)?,
+            initrd: config.initrd.as_deref().map(path_text).transpose()?,
             disks: config
                 .disks
                 .iter()
-                .map(|d| text(d))
+                .map(|d| path_text(d))
                 .collect::<Result<_, _>>()?,
             mem_mib: config.mem_mib,
             vcpus: config.vcpus,
@@ -151,17 +152,9 @@ pub enum FromMonitor {
     },
     /// The restore failed (why).
     Failed(String),
-    /// The agent finished its handshake; carries the control connection.
-    Ready {
-        /// The agent's version string (untrusted).
-        agent_version: String,
-        /// Guest uptime at the hello, ms.
-        uptime_ms: u64,
-        /// Guest uptime once it applied the welcome, ms.
-        ready_uptime_ms: u64,
-        /// Which connection of the agent this is.
-        connection: u64,
-    },
+    /// The agent finished its handshake, saying this; carries the control
+    /// connection.
+    Ready(AgentHello),
     /// The answer to `Hold`: `None` when held, else why not.
     Held(Option<String>),
     /// New hostile-input reports: the total count and the latest ones.
@@ -252,26 +245,6 @@ impl WireOutcome {
             console_tail: self.console_tail.clone(),
             elapsed: Duration::from_millis(self.elapsed_ms),
             hostile: self.hostile.clone(),
-        }
-    }
-}
-
-impl FromMonitor {
-    /// The hello a `Ready` message describes.
-    pub fn hello(&self) -> Option<AgentHello> {
-        match self {
-            FromMonitor::Ready {
-                agent_version,
-                uptime_ms,
-                ready_uptime_ms,
-                connection,
-            } => Some(AgentHello {
-                agent_version: agent_version.clone(),
-                uptime_ms: *uptime_ms,
-                ready_uptime_ms: *ready_uptime_ms,
-                connection: *connection,
-            }),
-            _ => None,
         }
     }
 }

@@ -107,6 +107,36 @@ pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<SavedMemory, SnapshotM
     })
 }
 
+/// Checks that the memory file at `path` has `digest` (hashed once per
+/// process and file version; see [`super::digest`]).
+pub fn verify(path: &Path, digest: &Sha256Digest) -> Result<(), SnapshotMemoryError> {
+    let file = super::private::open_read(path).map_err(|source| SnapshotMemoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_digest(&file, path, digest)
+}
+
+/// Checks that `file` (opened from `path`) has `digest`.
+fn check_digest(
+    file: &std::fs::File,
+    path: &Path,
+    digest: &Sha256Digest,
+) -> Result<(), SnapshotMemoryError> {
+    let intact =
+        super::digest::matches(file, digest).map_err(|source| SnapshotMemoryError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if intact {
+        Ok(())
+    } else {
+        Err(SnapshotMemoryError::Digest {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 /// Maps `path` as guest RAM of `mem_size` bytes, copy-on-write
 /// (`MAP_PRIVATE`): the guest's writes stay in this process, the file and
 /// every other clone's view are untouched, and unwritten pages are shared
@@ -135,19 +165,8 @@ pub fn map_private(
             found,
         });
     }
-    let intact = match digest {
-        Some(digest) => {
-            super::digest::matches(&file, digest).map_err(|source| SnapshotMemoryError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?
-        }
-        None => true,
-    };
-    if !intact {
-        return Err(SnapshotMemoryError::Digest {
-            path: path.to_path_buf(),
-        });
+    if let Some(digest) = digest {
+        check_digest(&file, path, digest)?;
     }
     let map_err = |reason: String| SnapshotMemoryError::Map {
         path: path.to_path_buf(),

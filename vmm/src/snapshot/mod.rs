@@ -32,7 +32,7 @@ pub const MEMORY_FILE: &str = "memory.bin";
 /// Why a snapshot's memory file could not be checked.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// Reading the state or memory file failed.
+    /// Reading the state file failed.
     #[error("reading {path}: {source}")]
     Io {
         /// The file.
@@ -48,9 +48,10 @@ pub enum CheckError {
         /// What is wrong with it.
         source: SnapshotFileError,
     },
-    /// The memory file's digest is not the one the state recorded.
-    #[error("memory file {0} does not match the digest its snapshot recorded: it is damaged; delete the snapshot's directory to have it made again")]
-    Damaged(std::path::PathBuf),
+    /// The memory file could not be read, or its digest is not the one
+    /// the state recorded.
+    #[error(transparent)]
+    Memory(#[from] memory::SnapshotMemoryError),
 }
 
 /// Checks the snapshot in `dir`: its state file, and its memory file
@@ -67,15 +68,8 @@ pub fn check_memory(dir: &std::path::Path) -> Result<(), CheckError> {
         path: state_path,
         source,
     })?;
-    let mem_path = dir.join(MEMORY_FILE);
-    let io = |source| CheckError::Io {
-        path: mem_path.clone(),
-        source,
-    };
-    let mem = private::open_read(&mem_path).map_err(io)?;
-    if digest::matches(&mem, &state.memory_sha256).map_err(io)? {
-        Ok(())
-    } else {
-        Err(CheckError::Damaged(mem_path))
-    }
+    Ok(memory::verify(
+        &dir.join(MEMORY_FILE),
+        &state.memory_sha256,
+    )?)
 }

@@ -63,8 +63,9 @@ pub enum ControlError {
     Protocol(String),
 }
 
-/// What the agent said when it connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the agent said when it connected (it crosses from a monitor
+/// process to the bridge as it is).
+#[derive(Debug, Clone, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
 pub struct AgentHello {
     /// The agent's version string, as the guest sent it (untrusted).
     pub agent_version: String,

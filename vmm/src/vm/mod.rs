@@ -258,7 +258,7 @@ pub fn cmdline_parts(config: &VmConfig, host: HostKind) -> Vec<String> {
         let mem_size = u64::from(config.mem_mib) << 20;
         parts.push(shm::cmdline_param(
             shm::guest_base(mem_size),
-            (u64::from(config.shm_mib) << 20).next_multiple_of(shm::SHM_ALIGN),
+            shm::region_size(config.shm_mib),
         ));
     }
     parts.extend(devices::virtio_cmdline(config.disks.len() + 1));
