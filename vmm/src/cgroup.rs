@@ -28,12 +28,13 @@ const REMOVE_WAIT: Duration = Duration::from_millis(200);
 /// Why a VM's CPU time cannot be limited.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    /// No mounted cgroup hierarchy offers the cpu controller.
-    #[error("no cgroup cpu controller is mounted (neither cgroup v1 `cpu` nor cgroup v2 with `cpu` in cgroup.controllers)")]
-    NoController,
-    /// `/proc/self/cgroup` names no group of this process in the cpu hierarchy.
-    #[error("this process's cgroup in the cpu hierarchy is unknown (/proc/self/cgroup)")]
-    UnknownGroup,
+    /// No mounted cgroup hierarchy offers the controller (named).
+    #[error("no cgroup {0} controller is mounted (neither cgroup v1 `{0}` nor cgroup v2 with `{0}` in cgroup.controllers)")]
+    NoController(&'static str),
+    /// `/proc/self/cgroup` names no group of this process in the
+    /// hierarchy of the controller (named).
+    #[error("this process's cgroup in the {0} hierarchy is unknown (/proc/self/cgroup)")]
+    UnknownGroup(&'static str),
     /// The CPU time limit is below 0.01 CPUs or not a finite number.
     #[error("{cpus} CPUs is not a CPU time limit (more than 0.01)")]
     BadShare {
@@ -55,15 +56,19 @@ pub enum CgroupError {
 /// Which cgroup interface a hierarchy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
-    /// cgroup v1: a `cgroup` mount with the `cpu` controller.
+    /// cgroup v1: a `cgroup` mount with the controller.
     V1,
-    /// cgroup v2: a `cgroup2` mount with `cpu` in `cgroup.controllers`.
+    /// cgroup v2: a `cgroup2` mount with the controller in
+    /// `cgroup.controllers`.
     V2,
 }
 
 /// Where this process's cgroup of the cpu hierarchy is.
+pub type CpuHierarchy = Hierarchy;
+
+/// Where this process's cgroup is in the hierarchy of one controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuHierarchy {
+pub struct Hierarchy {
     /// Which interface the hierarchy speaks.
     pub version: Version,
     /// This process's own group (a directory of the mounted hierarchy).
@@ -81,9 +86,15 @@ pub struct CpuGroup {
     owned: bool,
 }
 
-impl CpuHierarchy {
+impl Hierarchy {
     /// The cpu hierarchy of this host and this process's group in it.
-    pub fn find() -> Result<CpuHierarchy, CgroupError> {
+    pub fn find() -> Result<Hierarchy, CgroupError> {
+        Hierarchy::find_for("cpu")
+    }
+
+    /// The hierarchy of `controller` on this host and this process's group
+    /// in it.
+    pub fn find_for(controller: &'static str) -> Result<Hierarchy, CgroupError> {
         let read = |path: &str| {
             std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
                 what: "read",
@@ -93,19 +104,30 @@ impl CpuHierarchy {
         };
         let mountinfo = read("/proc/self/mountinfo")?;
         let cgroups = read("/proc/self/cgroup")?;
-        CpuHierarchy::parse(&mountinfo, &cgroups, |p| {
+        Hierarchy::parse_for(controller, &mountinfo, &cgroups, |p| {
             std::fs::read_to_string(p.join("cgroup.controllers")).ok()
         })
     }
 
-    /// The hierarchy described by a `mountinfo` and a `/proc/<pid>/cgroup`
-    /// (v1 preferred, as the kernel does when the `cpu` controller is bound
-    /// to it); `controllers` reads a v2 mount's `cgroup.controllers`.
+    /// [`Hierarchy::parse_for`] the cpu controller.
     pub fn parse(
         mountinfo: &str,
         cgroups: &str,
         controllers: impl Fn(&Path) -> Option<String>,
-    ) -> Result<CpuHierarchy, CgroupError> {
+    ) -> Result<Hierarchy, CgroupError> {
+        Hierarchy::parse_for("cpu", mountinfo, cgroups, controllers)
+    }
+
+    /// The hierarchy of `controller` described by a `mountinfo` and a
+    /// `/proc/<pid>/cgroup` (v1 preferred, as the kernel does when the
+    /// controller is bound to it); `controllers` reads a v2 mount's
+    /// `cgroup.controllers`.
+    pub fn parse_for(
+        controller: &'static str,
+        mountinfo: &str,
+        cgroups: &str,
+        controllers: impl Fn(&Path) -> Option<String>,
+    ) -> Result<Hierarchy, CgroupError> {
         let mut v2 = None;
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
@@ -119,24 +141,26 @@ impl CpuHierarchy {
                 continue;
             };
             let options = theirs.get(2).copied().unwrap_or("");
-            if *fstype == "cgroup" && options.split(',').any(|o| o == "cpu") {
-                let path = group_of(cgroups, |c| c.split(',').any(|c| c == "cpu"))?;
-                return Ok(CpuHierarchy {
+            if *fstype == "cgroup" && options.split(',').any(|o| o == controller) {
+                let path = group_of(cgroups, controller, |c| {
+                    c.split(',').any(|c| c == controller)
+                })?;
+                return Ok(Hierarchy {
                     version: Version::V1,
                     own: under(Path::new(point), root, &path),
                 });
             }
             if *fstype == "cgroup2" && v2.is_none() {
-                let has_cpu = controllers(Path::new(point))
-                    .is_some_and(|c| c.split_whitespace().any(|c| c == "cpu"));
-                if has_cpu {
+                let has = controllers(Path::new(point))
+                    .is_some_and(|c| c.split_whitespace().any(|c| c == controller));
+                if has {
                     v2 = Some((point.to_string(), root.to_string()));
                 }
             }
         }
-        let (point, root) = v2.ok_or(CgroupError::NoController)?;
-        let path = group_of(cgroups, str::is_empty)?;
-        Ok(CpuHierarchy {
+        let (point, root) = v2.ok_or(CgroupError::NoController(controller))?;
+        let path = group_of(cgroups, controller, str::is_empty)?;
+        Ok(Hierarchy {
             version: Version::V2,
             own: under(Path::new(&point), &root, &path),
         })
@@ -144,7 +168,11 @@ impl CpuHierarchy {
 }
 
 /// The group path of the hierarchy whose controller list satisfies `is`.
-fn group_of(cgroups: &str, is: impl Fn(&str) -> bool) -> Result<String, CgroupError> {
+fn group_of(
+    cgroups: &str,
+    controller: &'static str,
+    is: impl Fn(&str) -> bool,
+) -> Result<String, CgroupError> {
     cgroups
         .lines()
         .filter_map(|l| {
@@ -153,7 +181,7 @@ fn group_of(cgroups: &str, is: impl Fn(&str) -> bool) -> Result<String, CgroupEr
             is(controllers).then(|| path.to_string())
         })
         .next()
-        .ok_or(CgroupError::UnknownGroup)
+        .ok_or(CgroupError::UnknownGroup(controller))
 }
 
 /// The directory of group `path` in a hierarchy whose `root` is mounted at
@@ -163,7 +191,10 @@ fn under(point: &Path, root: &str, path: &str) -> PathBuf {
     point.join(rel.trim_start_matches('/'))
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io {
         what,
         path: path.into(),
@@ -171,7 +202,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), CgroupError> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), CgroupError> {
     std::fs::write(path, text).map_err(io("write", path))
 }
 
@@ -265,21 +296,25 @@ impl CpuGroup {
 
 impl Drop for CpuGroup {
     fn drop(&mut self) {
-        if !self.owned {
-            return;
+        if self.owned {
+            remove_group(&self.dir);
         }
-        // A thread that was just joined may not have left the group yet.
-        let deadline = std::time::Instant::now() + REMOVE_WAIT;
-        loop {
-            match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a VM's cgroup");
-                    return;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    }
+}
+
+/// Removes the group at `dir`, waiting a little for a thread or process
+/// that just left (or was reaped) to be gone from it; warns if it cannot.
+pub(crate) fn remove_group(dir: &Path) {
+    let deadline = std::time::Instant::now() + REMOVE_WAIT;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if std::time::Instant::now() > deadline => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a VM's cgroup");
+                return;
             }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
 }

@@ -43,10 +43,10 @@ fn finds_a_v2_hierarchy_with_cpu_relative_to_the_mount_root() {
 #[test]
 fn no_cpu_controller_is_an_error() {
     let e = CpuHierarchy::parse(V2, V2_CGROUP, controllers("memory pids")).unwrap_err();
-    assert!(matches!(e, CgroupError::NoController), "{e}");
+    assert!(matches!(e, CgroupError::NoController("cpu")), "{e}");
     let only_acct = "33 30 0:29 / /c rw - cgroup cgroup rw,cpuacct\n";
     let e = CpuHierarchy::parse(only_acct, HYBRID_CGROUP, controllers("")).unwrap_err();
-    assert!(matches!(e, CgroupError::NoController), "{e}");
+    assert!(matches!(e, CgroupError::NoController("cpu")), "{e}");
 }
 
 #[test]

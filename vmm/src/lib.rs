@@ -29,6 +29,7 @@ pub mod devices;
 pub mod host;
 pub mod hostile;
 pub mod loader;
+pub mod memcg;
 pub mod memory;
 pub mod monitor;
 pub mod seccomp;

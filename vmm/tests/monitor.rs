@@ -49,6 +49,7 @@ fn a_monitor_of_another_protocol_version_says_so() {
         config: Box::new(WireConfig::from_config(&VmConfig::new("/k")).unwrap()),
         memory_verified: false,
         cpu_group: None,
+        memory_group: None,
         socket_dir: "/nonexistent".into(),
     };
     wire::send(&ours, &start, &[]).unwrap();

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use super::wire::{self, FromMonitor, ToMonitor, WireConfig, WireError, WIRE_VERS
 use super::{MonitorError, MonitorProgram};
 use crate::config::VmConfig;
 use crate::hostile::HostileLog;
+use crate::memcg::{MemoryGroup, MONITOR_OVERHEAD};
 use crate::shm::SharedRegion;
 use crate::vm::{ControlChannel, VmOutcome};
 
@@ -89,6 +91,29 @@ pub struct MonitorProcess {
     /// The VM's sockets (and the monitor's root): removed once the
     /// process is gone, however it ended.
     _socket_dir: tempfile::TempDir,
+    /// The process's memory cgroup: removed once it has been reaped.
+    memory: Mutex<Option<MemoryGroup>>,
+}
+
+/// Whether this process warned that monitors run without a memory limit.
+static MEMORY_LIMIT_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// A memory group for a monitor whose VM has `config`'s RAM and shared
+/// region, or `None` (with one warning per process) where this host
+/// cannot make one: the monitor then runs without the limit.
+fn memory_group(config: &VmConfig) -> Option<MemoryGroup> {
+    let limit = (u64::from(config.mem_mib) << 20)
+        + crate::shm::region_size(config.shm_mib)
+        + MONITOR_OVERHEAD;
+    match MemoryGroup::create(limit) {
+        Ok(group) => Some(group),
+        Err(e) => {
+            if !MEMORY_LIMIT_WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot limit sandbox VM monitors' memory with a cgroup; they run without the limit");
+            }
+            None
+        }
+    }
 }
 
 /// `pidfd_open(2)`: a descriptor that names this very process, so a
@@ -147,12 +172,14 @@ impl MonitorProcess {
     ) -> Result<MonitorProcess, MonitorError> {
         let text = |p: &Path| wire::path_text(p).map_err(MonitorError::Wire);
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
+        let memory = memory_group(config);
         let first = ToMonitor::Start {
             version: WIRE_VERSION.to_string(),
             snapshot: text(snapshot)?,
             config: Box::new(WireConfig::from_config(config).map_err(MonitorError::Wire)?),
             memory_verified,
             cpu_group: cpu_group.map(text).transpose()?,
+            memory_group: memory.as_ref().map(|m| text(m.dir())).transpose()?,
             socket_dir: text(socket_dir.path())?,
         };
         let (ours, child) = start(program)?;
@@ -181,6 +208,7 @@ impl MonitorProcess {
             child: Mutex::new(Some(child)),
             reader: Mutex::new(None),
             _socket_dir: socket_dir,
+            memory: Mutex::new(memory),
         };
         if let Err(e) = wire::send(&ipc, &first, &[]) {
             process.kill();
@@ -301,6 +329,8 @@ impl MonitorProcess {
         if let Some(mut child) = self.child.lock().take() {
             let _ = child.wait();
         }
+        // Empty now: the process is gone.
+        drop(self.memory.lock().take());
         // The reader ends on its own once the monitor is gone; shutting our
         // end makes sure of it should anything else still hold theirs.
         let _ = self.ipc.shutdown(std::net::Shutdown::Both);

@@ -124,6 +124,9 @@ pub enum ToMonitor {
         memory_verified: bool,
         /// A cgroup directory (made by the bridge) the VM's threads join.
         cpu_group: Option<String>,
+        /// A memory cgroup directory (made by the bridge) the monitor
+        /// process joins before it maps guest memory.
+        memory_group: Option<String>,
         /// A private, empty directory (made by the bridge, which removes
         /// it) for the VM's sockets; the monitor's root once jailed.
         socket_dir: String,
