@@ -74,6 +74,7 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
         pids[0] != pids[1] && !pids.contains(&me),
         "{pids:?} (bridge {me})"
     );
+    let mut groups = Vec::new();
     let ns = |pid: &str, kind: &str| {
         std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
             .unwrap()
@@ -117,6 +118,43 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
         for set in ["CapEff:", "CapPrm:", "CapInh:"] {
             assert_eq!(status(pid, set), "0000000000000000", "monitor {pid} {set}");
         }
+        // Started by root, it runs as a uid and gid of its own.
+        if unsafe_euid() == 0 {
+            let started = if pid == pids[0] {
+                a.monitor_pid()
+            } else {
+                b.monitor_pid()
+            };
+            let id = (0x7000_0000 + started).to_string();
+            for field in ["Uid:", "Gid:"] {
+                let ids: Vec<String> = status(pid, field)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                assert_eq!(ids, [id.as_str(); 4], "monitor {pid} {field}");
+            }
+            assert_eq!(status(pid, "Groups:"), "", "monitor {pid}");
+        }
+        // In a memory cgroup of its own, limited to its guest's RAM, the
+        // shared region and the stated overhead.
+        if let Some(dir) = memory_group(pid) {
+            let limit: u64 = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(dir.join("memory.max")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let want = (u64::from(spec.config.mem_mib) << 20)
+                + reflow_vmm::shm::region_size(spec.config.shm_mib)
+                + reflow_vmm::memcg::MONITOR_OVERHEAD;
+            assert_eq!(limit, want, "monitor {pid}'s memory limit");
+            groups.push(dir);
+        } else {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "CI=true and monitor {pid} has no memory cgroup of its own"
+            );
+        }
         assert_eq!(limits(pid, "Max core file size"), ("0".into(), "0".into()));
         let (soft, hard) = limits(pid, "Max open files");
         assert!(soft.parse::<u64>().unwrap() <= 512 && hard.parse::<u64>().unwrap() <= 512);
@@ -138,6 +176,32 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
     let root = std::fs::read_link(format!("/proc/{}/root", pids[0])).unwrap();
     drop(a);
     assert!(!root.exists(), "{root:?} outlived its clone");
+    drop(b);
+    for dir in groups {
+        assert!(!dir.exists(), "memory cgroup {dir:?} outlived its clone");
+    }
+}
+
+fn unsafe_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The directory of `pid`'s memory cgroup, if it is one a bridge made
+/// for a monitor (`reflow-vm-mem-*`).
+fn memory_group(pid: u32) -> Option<std::path::PathBuf> {
+    let ours = reflow_vmm::cgroup::Hierarchy::find_for("memory").ok()?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let v1 = controllers.split(',').any(|c| c == "memory");
+        let v2 = controllers.is_empty() && ours.version == reflow_vmm::cgroup::Version::V2;
+        (v1 || v2).then(|| path.to_string())
+    })?;
+    let name = path.rsplit('/').next()?;
+    name.starts_with("reflow-vm-mem-")
+        .then(|| ours.own.join(name))
 }
 
 #[test]
@@ -151,6 +215,7 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
     let pid = doomed.monitor_pid() as i32;
     let vm = vm_process(doomed.monitor_pid());
     let root = std::fs::read_link(format!("/proc/{vm}/root")).unwrap();
+    let group = memory_group(vm);
     // SAFETY: a plain kill(2) of a child process this test started.
     let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(killed, 0);
@@ -175,6 +240,12 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(gone(), "VM process {vm} lives on");
+    if let Some(dir) = group {
+        assert!(
+            !dir.exists(),
+            "memory cgroup {dir:?} outlived its killed monitor"
+        );
+    }
     other
         .control()
         .request(&Request::Uptime, LIMIT)

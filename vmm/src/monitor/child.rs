@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::wire::{self, FromMonitor, ToMonitor, WireOutcome, WIRE_VERSION};
 use crate::cgroup::CpuGroup;
+use crate::memcg::MemoryGroup;
 use crate::vm::{Vm, VmIo};
 
 /// The descriptor number the bridge hands the monitor its socket on.
@@ -30,6 +31,9 @@ pub fn serve_inherited() -> i32 {
     unsafe {
         libc::syscall(libc::SYS_close_range, IPC_FD as u32 + 1, u32::MAX, 0);
     }
+    // The host's name for this monitor (the process the bridge started,
+    // which lives as long as it does), before the PID namespace hides it.
+    let host_pid = std::process::id();
     // First, while single-threaded and before any VM exists.
     let pid_ns = super::harden::pid_namespace(IPC_FD);
     if let Ok(super::harden::Side::Outer(code)) = pid_ns {
@@ -41,7 +45,7 @@ pub fn serve_inherited() -> i32 {
     if let Err(e) = pid_ns {
         return fail(&ipc, e.to_string());
     }
-    serve(ipc)
+    serve(ipc, host_pid)
 }
 
 fn fail(ipc: &UnixStream, why: String) -> i32 {
@@ -51,7 +55,8 @@ fn fail(ipc: &UnixStream, why: String) -> i32 {
 }
 
 /// Serves the bridge on `ipc` until the VM ends; returns the exit code.
-pub fn serve(ipc: UnixStream) -> i32 {
+/// `host_pid` picks the uid it runs as when started by root.
+fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     let start = match wire::recv::<ToMonitor>(&ipc) {
         Ok((m, _)) => m,
         Err(e) => return fail(&ipc, format!("no start message: {e}")),
@@ -62,6 +67,7 @@ pub fn serve(ipc: UnixStream) -> i32 {
         config,
         memory_verified,
         cpu_group,
+        memory_group,
         socket_dir,
     } = start
     else {
@@ -80,6 +86,21 @@ pub fn serve(ipc: UnixStream) -> i32 {
             ),
         );
     }
+    // Before any guest memory is mapped, so all of it is charged there.
+    if let Some(dir) = memory_group {
+        if let Err(e) = MemoryGroup::join(Path::new(&dir)) {
+            return fail(&ipc, format!("joining the monitor's memory cgroup: {e}"));
+        }
+    }
+    // This thread joins first: every thread it starts is born there.
+    let cpu = match cpu_group.map(|dir| CpuGroup::attach(Path::new(&dir))) {
+        None => None,
+        Some(Ok(group)) => match group.join_current_thread() {
+            Ok(()) => Some(Arc::new(group)),
+            Err(e) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
+        },
+        Some(Err(e)) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
+    };
     let mut config = config.to_config();
     config.verify_memory = !memory_verified;
     // The sockets are bound by relative names in the socket directory, so
@@ -99,11 +120,8 @@ pub fn serve(ipc: UnixStream) -> i32 {
         Ok(vm) => vm,
         Err(e) => return fail(&ipc, e.to_string()),
     };
-    if let Some(dir) = cpu_group {
-        match CpuGroup::attach(Path::new(&dir)) {
-            Ok(group) => vm.confine_cpu(Arc::new(group)),
-            Err(e) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
-        }
+    if let Some(group) = cpu {
+        vm.confine_cpu(group);
     }
     let Some(shared) = vm.shared_region() else {
         return fail(&ipc, "the VM has no shared-memory region".into());
@@ -118,8 +136,7 @@ pub fn serve(ipc: UnixStream) -> i32 {
     }
     drop(shared);
     // Before any guest code runs and before any other thread exists.
-    let jailed = super::harden::jail(Path::new(&socket_dir));
-    if let Err(e) = jailed.and_then(|()| super::harden::harden()) {
+    if let Err(e) = confine(Path::new(&socket_dir), host_pid) {
         return fail(&ipc, e.to_string());
     }
     // One filter over the whole process, which every thread started from
@@ -200,6 +217,18 @@ pub fn serve(ipc: UnixStream) -> i32 {
             }
         }
     }
+}
+
+/// The jail, a uid of its own when started by root, then the rest of the
+/// hardening ([`super::harden`]).
+fn confine(root: &Path, host_pid: u32) -> Result<(), super::harden::HardenError> {
+    use super::harden;
+    if harden::jail(root)? {
+        if let Some(id) = harden::dedicated_id(host_pid)? {
+            harden::become_id(id)?;
+        }
+    }
+    harden::harden()
 }
 
 /// Whether `sock` has something to read (or was closed) within `timeout`.

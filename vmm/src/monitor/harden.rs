@@ -13,6 +13,9 @@
 //!   the same user may `ptrace` it or read its memory through `/proc`;
 //! - every capability dropped (effective, permitted, inheritable), so a
 //!   monitor run as root keeps only what plain file ownership allows;
+//! - when started by root, a uid and gid of its own ([`dedicated_id`],
+//!   [`become_id`]): no other process of the host runs as it, so nothing
+//!   the file system or another monitor leaves to a user is in reach;
 //! - resource limits: no core files, at most [`MAX_FILES`] descriptors;
 //! - umask 077.
 //!
@@ -20,6 +23,7 @@
 //! before it starts any other, so they inherit the empty sets.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Most descriptors a monitor may hold: its VM (KVM, one per vCPU,
 /// eventfds per queue, the memfd, the epoll), the vsock connections its
@@ -51,15 +55,124 @@ fn check(step: &'static str, rc: libc::c_int) -> Result<(), HardenError> {
 pub const UNJAILED_ENV: &str = "REFLOW_UNJAILED";
 
 /// Moves this process into namespaces of its own and `chroot`s it into
-/// `root`, its working directory already. Fails unless [`UNJAILED_ENV`]
-/// allows running without (then warns, loudly, once per monitor).
-pub fn jail(root: &Path) -> Result<(), HardenError> {
+/// `root`, its working directory already: `true`. Fails unless
+/// [`UNJAILED_ENV`] allows running without (then warns, loudly, once per
+/// monitor, and returns `false`).
+pub fn jail(root: &Path) -> Result<bool, HardenError> {
     unless_unjailed(
-        enter(root),
-        (),
+        enter(root).map(|()| true),
+        false,
         "its jail (no namespaces, no private root): a guest that escapes its device emulation \
          reaches this host as this user",
     )
+}
+
+/// Environment variable: the first of the uids (and gids) monitors started
+/// by root run as, [`DEFAULT_ID_BASE`] if unset.
+pub const ID_BASE_ENV: &str = "REFLOW_JAIL_ID_BASE";
+
+/// Monitors started by root run as uid and gid `0x7000_0000 + pid` (the
+/// host pid of the process the bridge started, unique while the monitor
+/// lives), a range no distribution or systemd assigns (systemd's
+/// container ranges end below it, its foreign range starts above it).
+pub const DEFAULT_ID_BASE: u32 = 0x7000_0000;
+
+/// Host pids are below this (the kernel's largest `pid_max`, 2^22).
+const PID_SPAN: u32 = 1 << 22;
+
+/// The uid and gid of its own a monitor started by root as host process
+/// `host_pid` runs as once jailed; `None` when not run as root (a user
+/// namespace maps the caller's own ids instead).
+pub fn dedicated_id(host_pid: u32) -> Result<Option<u32>, HardenError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let bad = |why: String| HardenError {
+        step: format!("{ID_BASE_ENV}: {why}"),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    };
+    let base = match std::env::var(ID_BASE_ENV) {
+        Err(_) => DEFAULT_ID_BASE,
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| bad(format!("{text:?} is not a uid: {e}")))?,
+    };
+    // Ids from 2^31 up are ambiguous to software that keeps them signed.
+    if base < 1000
+        || base
+            .checked_add(PID_SPAN)
+            .is_none_or(|end| end > 0x8000_0000)
+    {
+        return Err(bad(format!(
+            "{base} must be at least 1000 and leave room for {PID_SPAN} ids below 2^31"
+        )));
+    }
+    Ok(Some(base + host_pid % PID_SPAN))
+}
+
+/// Lets `id` reach (not list, not change) this jailed process's root, the
+/// VM's socket directory, and use the sockets in it, then makes `id` its
+/// real, effective and saved uid and gid, with no supplementary groups:
+/// after that it holds no capability, cannot get root back, and can
+/// create no file anywhere. Only for a process [`jail`]ed as root.
+pub fn become_id(id: u32) -> Result<(), HardenError> {
+    let hand_over = |path: &std::ffi::CStr, uid: u32, mode: Option<libc::mode_t>| {
+        // SAFETY: a NUL-terminated path that lives across the calls.
+        unsafe {
+            check(
+                "handing over the jail's sockets",
+                libc::fchownat(
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    uid,
+                    id,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
+            )?;
+            match mode {
+                Some(mode) => check(
+                    "handing over the jail's root",
+                    libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), mode, 0),
+                ),
+                None => Ok(()),
+            }
+        }
+    };
+    // Root's still; the group may pass through it, nobody else.
+    hand_over(c"/", 0, Some(0o710))?;
+    let entries = std::fs::read_dir("/").map_err(|source| HardenError {
+        step: "listing the jail's root".into(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = std::ffi::CString::new(entry.file_name().as_encoded_bytes()).map_err(|_| {
+            HardenError {
+                step: "handing over the jail's sockets".into(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            }
+        })?;
+        hand_over(&name, id, None)?;
+    }
+    // SAFETY: plain system calls with integer arguments (and no groups).
+    unsafe {
+        check(
+            "dropping supplementary groups",
+            libc::setgroups(0, std::ptr::null()),
+        )?;
+        check("the jail's gid", libc::setresgid(id, id, id))?;
+        check("the jail's uid", libc::setresuid(id, id, id))?;
+        rearm_parent_death()?;
+        // No way back, whatever the above left.
+        if libc::setuid(0) == 0 {
+            return Err(HardenError {
+                step: "dropping root for good".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `result`, or where it failed and [`UNJAILED_ENV`] allows, `instead`
@@ -181,9 +294,42 @@ fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
         if libc::poll(&mut fd, 1, 0) != 0 {
             libc::_exit(1);
         }
-        libc::close(pipe[0]);
     }
+    // Kept for [`become_id`], whose change of credentials clears the
+    // parent-death signal.
+    PARENT_PIPE.store(pipe[0], Ordering::Relaxed);
     Ok(Side::Inner)
+}
+
+/// The read end of the pipe whose write end only the waiting parent of a
+/// PID namespace's monitor holds (-1: none).
+static PARENT_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// Asks again to be killed with the parent (a change of credentials
+/// cleared the request), and ends this process if the parent is gone
+/// already (it may have died in between).
+fn rearm_parent_death() -> Result<(), HardenError> {
+    let pipe = PARENT_PIPE.swap(-1, Ordering::Relaxed);
+    if pipe < 0 {
+        return Ok(());
+    }
+    // SAFETY: plain system calls on a descriptor this process owns.
+    unsafe {
+        check(
+            "dying with the parent",
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+        )?;
+        let mut fd = libc::pollfd {
+            fd: pipe,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut fd, 1, 0) != 0 {
+            libc::_exit(1);
+        }
+        libc::close(pipe);
+    }
+    Ok(())
 }
 
 /// A user namespace of this process's own, mapping only its uid and gid
@@ -240,6 +386,7 @@ fn enter(root: &Path) -> Result<(), HardenError> {
 /// Applies the steps after the jail to this process, in order; the first
 /// failure is an error (the monitor then refuses to run its VM).
 pub fn harden() -> Result<(), HardenError> {
+    rearm_parent_death()?;
     // SAFETY: plain system calls with integer arguments or pointers to
     // locals that live across the call.
     unsafe {
