@@ -18,6 +18,9 @@ pub mod harden;
 mod parent;
 pub mod wire;
 
+#[cfg(test)]
+mod jail_tests;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
