@@ -134,6 +134,7 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
                 assert_eq!(ids, [id.as_str(); 4], "monitor {pid} {field}");
             }
             assert_eq!(status(pid, "Groups:"), "", "monitor {pid}");
+            assert_eq!(limits(pid, "Max processes"), ("64".into(), "64".into()));
         }
         // In a memory cgroup of its own, limited to its guest's RAM, the
         // shared region and the stated overhead.

@@ -15,7 +15,8 @@
 //!   monitor run as root keeps only what plain file ownership allows;
 //! - when started by root, a uid and gid of its own ([`dedicated_id`],
 //!   [`become_id`]): no other process of the host runs as it, so nothing
-//!   the file system or another monitor leaves to a user is in reach;
+//!   the file system or another monitor leaves to a user is in reach, and
+//!   at most [`MAX_THREADS`] threads;
 //! - resource limits: no core files, at most [`MAX_FILES`] descriptors;
 //! - umask 077.
 //!
@@ -29,6 +30,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// eventfds per queue, the memfd, the epoll), the vsock connections its
 /// muxer allows, and its socket to the bridge, with room to spare.
 pub const MAX_FILES: u64 = 512;
+
+/// Most threads a monitor run as its own uid may have (`RLIMIT_NPROC`
+/// counts them per uid): one per vCPU (32 at most), the event loop and the
+/// monitor's own few, with room to spare.
+pub const MAX_THREADS: u64 = 64;
 
 /// Why hardening failed (which step, and the OS's error).
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +170,16 @@ pub fn become_id(id: u32) -> Result<(), HardenError> {
         check("the jail's gid", libc::setresgid(id, id, id))?;
         check("the jail's uid", libc::setresuid(id, id, id))?;
         rearm_parent_death()?;
+        // Nothing else runs as this id: its threads are all there is to
+        // count (one per vCPU, the event loop, a few of the monitor's own).
+        let threads = libc::rlimit {
+            rlim_cur: MAX_THREADS,
+            rlim_max: MAX_THREADS,
+        };
+        check(
+            "RLIMIT_NPROC",
+            libc::setrlimit(libc::RLIMIT_NPROC, &threads),
+        )?;
         // No way back, whatever the above left.
         if libc::setuid(0) == 0 {
             return Err(HardenError {
