@@ -26,6 +26,11 @@ pub struct Limits {
     /// message fails and the VM is discarded (a flood would otherwise fill
     /// the graph's queues without bound).
     pub max_outputs: usize,
+    /// Most bytes all of one message's outputs may add up to (encoded);
+    /// past it the message fails and the VM is discarded. With
+    /// [`Limits::max_outputs`] it bounds what one input can make a guest
+    /// queue toward a slow downstream node.
+    pub max_output_total_bytes: usize,
     /// Most state operations one message may make; past it the message
     /// fails and the VM is discarded.
     pub max_state_ops: usize,
@@ -41,6 +46,7 @@ impl Default for Limits {
             max_message_bytes: 32 << 20,
             max_output_bytes: 32 << 20,
             max_outputs: 10_000,
+            max_output_total_bytes: 128 << 20,
             max_state_ops: 10_000,
             max_state_value_bytes: 1 << 20,
         }
@@ -58,6 +64,8 @@ pub struct LimitOverrides {
     pub max_output_bytes: Option<usize>,
     /// Replaces [`Limits::max_outputs`] when set.
     pub max_outputs: Option<usize>,
+    /// Replaces [`Limits::max_output_total_bytes`] when set.
+    pub max_output_total_bytes: Option<usize>,
     /// Replaces [`Limits::max_state_ops`] when set.
     pub max_state_ops: Option<usize>,
     /// Replaces [`Limits::max_state_value_bytes`] when set.
@@ -80,6 +88,9 @@ impl Limits {
             max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
             max_output_bytes: o.max_output_bytes.unwrap_or(self.max_output_bytes),
             max_outputs: o.max_outputs.unwrap_or(self.max_outputs),
+            max_output_total_bytes: o
+                .max_output_total_bytes
+                .unwrap_or(self.max_output_total_bytes),
             max_state_ops: o.max_state_ops.unwrap_or(self.max_state_ops),
             max_state_value_bytes: o
                 .max_state_value_bytes
@@ -96,6 +107,7 @@ impl LimitOverrides {
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
             max_output_bytes: over.max_output_bytes.or(self.max_output_bytes),
             max_outputs: over.max_outputs.or(self.max_outputs),
+            max_output_total_bytes: over.max_output_total_bytes.or(self.max_output_total_bytes),
             max_state_ops: over.max_state_ops.or(self.max_state_ops),
             max_state_value_bytes: over.max_state_value_bytes.or(self.max_state_value_bytes),
         }

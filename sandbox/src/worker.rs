@@ -387,6 +387,7 @@ fn send_on(
 #[derive(Default)]
 struct Counts {
     outputs: usize,
+    output_bytes: usize,
     state_ops: usize,
 }
 
@@ -397,6 +398,13 @@ impl Counts {
             return Err(WorkerError::Limit(format!(
                 "an output of {len} bytes, over the {}-byte limit (max_output_size)",
                 limits.max_output_bytes
+            )));
+        }
+        self.output_bytes = self.output_bytes.saturating_add(len);
+        if self.output_bytes > limits.max_output_total_bytes {
+            return Err(WorkerError::Limit(format!(
+                "outputs of more than {} bytes in all in one invocation (max_output_total_size)",
+                limits.max_output_total_bytes
             )));
         }
         self.outputs += n;

@@ -284,6 +284,7 @@ fn small() -> Limits {
         max_message_bytes: 100,
         max_output_bytes: 64,
         max_outputs: 3,
+        max_output_total_bytes: 150,
         max_state_ops: 2,
         max_state_value_bytes: 32,
     }
@@ -359,6 +360,19 @@ fn an_output_over_the_size_limit_fails_the_invocation() {
     let (result, _, poisoned) = invoke_with(vec![(Kind::Output, Value::Bytes(vec![1; 80]))]);
     let err = result.unwrap_err();
     assert!(err.to_string().contains("max_output_size"), "{err}");
+    assert!(poisoned);
+}
+
+#[test]
+fn outputs_past_the_total_size_limit_fail_the_invocation() {
+    // Each under max_output_size (64), three within max_outputs, but 180
+    // encoded bytes in all, over 150.
+    let big = || (Kind::Output, Value::Bytes(vec![1; 55]));
+    let (ok, _, _) = invoke_with(vec![big(), big()]);
+    assert!(ok.is_ok(), "{ok:?}");
+    let (result, _, poisoned) = invoke_with(vec![big(), big(), big()]);
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("max_output_total_size"), "{err}");
     assert!(poisoned);
 }
 

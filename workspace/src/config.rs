@@ -320,6 +320,8 @@ pub struct LimitsConfig {
     pub max_output_size: Option<SizeText>,
     /// Most outputs one message may make.
     pub max_outputs: Option<usize>,
+    /// Most bytes all outputs of one message may add up to (1B..1GB).
+    pub max_output_total_size: Option<SizeText>,
     /// Most state operations one message may make.
     pub max_state_ops: Option<usize>,
     /// Largest value one state `set` or `push` may store (1B..1GB).
@@ -373,6 +375,7 @@ impl LimitsConfig {
             max_message_bytes: size("max_message_size", &self.max_message_size)?,
             max_output_bytes: size("max_output_size", &self.max_output_size)?,
             max_outputs: count("max_outputs", self.max_outputs)?,
+            max_output_total_bytes: size("max_output_total_size", &self.max_output_total_size)?,
             max_state_ops: count("max_state_ops", self.max_state_ops)?,
             max_state_value_bytes: size("max_state_value_size", &self.max_state_value_size)?,
         })

@@ -199,7 +199,8 @@ fn mistakes_name_their_key() {
 #[test]
 fn limits_come_from_the_sandbox_each_language_and_each_actor() {
     let c = parse(
-        "workspace:\n  sandbox:\n    limits:\n      timeout: 10\n      max_outputs: 50\n    \
+        "workspace:\n  sandbox:\n    limits:\n      timeout: 10\n      max_outputs: 50\n      \
+         max_output_total_size: 64MB\n    \
          python:\n      vcpus: 2\n      cpu: 1.5\n      limits:\n        max_message_size: 1MB\n        \
          timeout: 20\n    actors:\n      Scale:\n        limits:\n          max_state_value_size: 4096\n          \
          max_state_ops: 7\n",
@@ -207,6 +208,7 @@ fn limits_come_from_the_sandbox_each_language_and_each_actor() {
     .unwrap();
     assert_eq!(c.limits().timeout, Some(std::time::Duration::from_secs(10)));
     assert_eq!(c.limits().max_outputs, Some(50));
+    assert_eq!(c.limits().max_output_total_bytes, Some(64 << 20));
     assert_eq!(
         c.runtime_limits(reflow_sandbox_core::Language::JavaScript),
         reflow_sandbox_core::LimitOverrides::default()
