@@ -469,6 +469,31 @@ fn drop_capabilities() -> Result<(), HardenError> {
     check("dropping capabilities", rc as libc::c_int)
 }
 
+/// Runs `child` in a forked child of this test process and exits with its
+/// exit code, or 128 plus the signal that ended it. A user namespace and
+/// a thread-wide seccomp filter want a single-threaded process, which a
+/// test harness is not; its fork is (`child` must leave with `_exit` or
+/// by returning).
+#[cfg(test)]
+pub(crate) fn exit_after_forked(child: impl FnOnce() -> i32) -> ! {
+    // SAFETY: fork in the harness's test thread; the child only runs
+    // `child` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = child();
+        // SAFETY: ends the forked child without running the harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    std::process::exit(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     //! The jail on a real process: each case runs in a child (this test
@@ -495,22 +520,7 @@ mod tests {
         let (who, rest) = spec.split_once(':').unwrap();
         let (dir, port) = rest.rsplit_once(':').unwrap();
         let port: u16 = port.parse().unwrap();
-        // SAFETY: fork in the harness's test thread; the child only runs
-        // the checks below and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let code = checks(who, Path::new(dir), port);
-            // SAFETY: ends the forked child without running the harness.
-            unsafe { libc::_exit(code) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        std::process::exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            99
-        });
+        exit_after_forked(|| checks(who, Path::new(dir), port));
     }
 
     fn checks(who: &str, dir: &Path, port: u16) -> i32 {

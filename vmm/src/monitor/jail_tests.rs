@@ -94,29 +94,9 @@ fn attempt(name: &str, t: &Targets) -> bool {
                 t.parent,
                 libc::SIGCONT,
             )),
-            "map_executable" => {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                p != libc::MAP_FAILED
-            }
-            "make_executable" => {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                p != libc::MAP_FAILED
-                    && libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) == 0
-            }
+            "map_executable" => anonymous_page(libc::PROT_READ | libc::PROT_EXEC).is_some(),
+            "make_executable" => anonymous_page(libc::PROT_READ | libc::PROT_WRITE)
+                .is_some_and(|p| libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) == 0),
             "raise_rlimit" => {
                 let more = libc::rlimit {
                     rlim_cur: harden::MAX_FILES * 4,
@@ -130,6 +110,24 @@ fn attempt(name: &str, t: &Targets) -> bool {
             other => panic!("no attempt named {other}"),
         }
     }
+}
+
+/// A fresh private anonymous page mapped with `prot`, if the mapping
+/// worked.
+fn anonymous_page(prot: libc::c_int) -> Option<*mut libc::c_void> {
+    // SAFETY: a new anonymous mapping the kernel places; nothing else is
+    // touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p)
 }
 
 /// The child's half: confines itself as a monitor does, then makes the
@@ -152,22 +150,7 @@ fn probe() {
         abstract_name: next(),
         parent: next().parse().unwrap(),
     };
-    // SAFETY: fork in the harness's test thread; the child only confines
-    // itself, makes one attempt and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = confined(&name, Path::new(&root), &targets);
-        // SAFETY: ends the forked child without running the harness.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    std::process::exit(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    });
+    harden::exit_after_forked(|| confined(&name, Path::new(&root), &targets));
 }
 
 fn confined(name: &str, root: &Path, targets: &Targets) -> i32 {
