@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reflow_vmm::monitor::wire::{self, FromMonitor, ToMonitor, WireConfig};
+use reflow_vmm::monitor::wire::{self, FromMonitor};
 use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
 use reflow_vmm::VmConfig;
 
@@ -43,16 +43,11 @@ fn a_missing_snapshot_is_an_error_from_the_monitor() {
 #[test]
 fn a_monitor_of_another_protocol_version_says_so() {
     let (ours, mut child) = start_raw();
-    let start = ToMonitor::Start {
-        version: "other sources".into(),
-        snapshot: "/x".into(),
-        config: Box::new(WireConfig::from_config(&VmConfig::new("/k")).unwrap()),
-        memory_verified: false,
-        cpu_group: None,
-        memory_group: None,
-        socket_dir: "/nonexistent".into(),
-    };
-    wire::send(&ours, &start, &[]).unwrap();
+    // What a bridge of other sources says first; what it says next may
+    // not decode here at all, so the version alone must be enough.
+    use std::io::Write;
+    (&ours).write_all(b"other sources").unwrap();
+    (&ours).write_all(b"\xff\xfe not a message of this build").unwrap();
     let (answer, fds) = wire::recv::<FromMonitor>(&ours).unwrap();
     assert!(fds.is_empty());
     match answer {

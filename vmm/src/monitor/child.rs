@@ -57,21 +57,9 @@ fn fail(ipc: &UnixStream, why: String) -> i32 {
 /// Serves the bridge on `ipc` until the VM ends; returns the exit code.
 /// `host_pid` picks the uid it runs as when started by root.
 fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
-    let start = match wire::recv::<ToMonitor>(&ipc) {
-        Ok((m, _)) => m,
-        Err(e) => return fail(&ipc, format!("no start message: {e}")),
-    };
-    let ToMonitor::Start {
-        version,
-        snapshot,
-        config,
-        memory_verified,
-        cpu_group,
-        memory_group,
-        socket_dir,
-    } = start
-    else {
-        return fail(&ipc, "the first message was not Start".into());
+    let version = match wire::recv_version(&ipc) {
+        Ok(v) => v,
+        Err(e) => return fail(&ipc, format!("no version message: {e}")),
     };
     if version != WIRE_VERSION {
         let exe = std::env::current_exe().unwrap_or_default();
@@ -86,6 +74,21 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             ),
         );
     }
+    let start = match wire::recv::<ToMonitor>(&ipc) {
+        Ok((m, _)) => m,
+        Err(e) => return fail(&ipc, format!("no start message: {e}")),
+    };
+    let ToMonitor::Start {
+        snapshot,
+        config,
+        memory_verified,
+        cpu_group,
+        memory_group,
+        socket_dir,
+    } = start
+    else {
+        return fail(&ipc, "the first message was not Start".into());
+    };
     // Before any guest memory is mapped, so all of it is charged there.
     if let Some(dir) = memory_group {
         if let Err(e) = MemoryGroup::join(Path::new(&dir)) {

@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::child::IPC_FD;
-use super::wire::{self, FromMonitor, ToMonitor, WireConfig, WireError, WIRE_VERSION};
+use super::wire::{self, FromMonitor, ToMonitor, WireConfig, WireError};
 use super::{MonitorError, MonitorProgram};
 use crate::config::VmConfig;
 use crate::hostile::HostileLog;
@@ -174,7 +174,6 @@ impl MonitorProcess {
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
         let memory = memory_group(config);
         let first = ToMonitor::Start {
-            version: WIRE_VERSION.to_string(),
             snapshot: text(snapshot)?,
             config: Box::new(WireConfig::from_config(config).map_err(MonitorError::Wire)?),
             memory_verified,
@@ -210,7 +209,8 @@ impl MonitorProcess {
             _socket_dir: socket_dir,
             memory: Mutex::new(memory),
         };
-        if let Err(e) = wire::send(&ipc, &first, &[]) {
+        let sent = wire::send_version(&ipc).and_then(|()| wire::send(&ipc, &first, &[]));
+        if let Err(e) = sent {
             process.kill();
             return Err(MonitorError::Wire(e));
         }

@@ -112,10 +112,9 @@ impl WireConfig {
 /// From the bridge.
 #[derive(Debug, Clone, Encode, Decode)]
 pub enum ToMonitor {
-    /// The first message: restore `snapshot` with `config`.
+    /// The first message after the version ([`send_version`]): restore
+    /// `snapshot` with `config`.
     Start {
-        /// [`WIRE_VERSION`] of the sender.
-        version: String,
         /// The snapshot directory.
         snapshot: String,
         /// The VM config it was taken with.
@@ -275,6 +274,37 @@ pub fn socket_pair() -> std::io::Result<(UnixStream, UnixStream)> {
             UnixStream::from_raw_fd(fds[1]),
         )
     })
+}
+
+/// Sends this build's [`WIRE_VERSION`] as a plain datagram, not a
+/// bitcode message: the first thing the bridge says, which a monitor of
+/// any build reads alike, so one built from other sources says so instead
+/// of failing to decode what follows.
+pub fn send_version(sock: &UnixStream) -> Result<(), WireError> {
+    let sent = sock
+        .send_with_fds(&[WIRE_VERSION.as_bytes()], &[])
+        .map_err(|e| WireError::Io(std::io::Error::from_raw_os_error(e.errno())))?;
+    if sent != WIRE_VERSION.len() {
+        return Err(WireError::Malformed("the version was cut short".into()));
+    }
+    Ok(())
+}
+
+/// Receives the version datagram [`send_version`] sends (at most 256
+/// bytes, no descriptors), as text.
+pub fn recv_version(sock: &UnixStream) -> Result<String, WireError> {
+    let mut buf = [0u8; 257];
+    let (n, fds, flags) = recvmsg(sock.as_raw_fd(), &mut buf)?;
+    if n == 0 && fds.is_empty() {
+        return Err(WireError::Closed);
+    }
+    if n > 256 || !fds.is_empty() || flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(WireError::Malformed(format!(
+            "a version of {n} bytes with {} descriptors",
+            fds.len()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Sends `msg` with `fds` as one datagram.
