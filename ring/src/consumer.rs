@@ -153,6 +153,18 @@ impl<'a> Consumer<'a> {
     /// Waits for the next record with adaptive back-off, for at most
     /// `timeout`; `None` if none arrived.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<RecordView<'a>>, RingError> {
+        self.recv_while(timeout, &|| true)
+    }
+
+    /// [`Consumer::recv`], giving up early (`None`) once `go_on` says
+    /// waiting is pointless (the producer's VM is gone, say). It is asked
+    /// after every sleep or park of the back-off, never while spinning,
+    /// so a check that takes a lock costs nothing on the fast path.
+    pub fn recv_while(
+        &mut self,
+        timeout: Duration,
+        go_on: &dyn Fn() -> bool,
+    ) -> Result<Option<RecordView<'a>>, RingError> {
         let deadline = Instant::now() + timeout;
         let mut waiter = Waiter::new(self.side.backoff);
         loop {
@@ -168,6 +180,9 @@ impl<'a> Consumer<'a> {
             };
             let Some(parker) = self.parker else {
                 std::thread::sleep(sleep);
+                if !go_on() {
+                    return self.try_recv();
+                }
                 continue;
             };
             self.set_waiting(true)?;
@@ -179,6 +194,9 @@ impl<'a> Consumer<'a> {
             }
             parker.park(sleep.min(deadline - now));
             self.set_waiting(false)?;
+            if !go_on() {
+                return self.try_recv();
+            }
         }
     }
 }

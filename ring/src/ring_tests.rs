@@ -336,3 +336,27 @@ fn random_garbage_never_panics() {
         r.store_release(ring.control + HEAD_OFFSET, 0).unwrap();
     }
 }
+
+#[test]
+fn a_wait_ends_early_once_it_is_pointless_and_never_drops_a_record() {
+    let (mut m, l) = setup(256 * 1024);
+    let r = m.region();
+    let mut p = Producer::new(&r, l.guest_to_host);
+    let mut c = Consumer::new(&r, l.guest_to_host);
+    let asked = std::cell::Cell::new(0);
+    let go_on = || {
+        asked.set(asked.get() + 1);
+        asked.get() < 3
+    };
+    let started = std::time::Instant::now();
+    assert!(c
+        .recv_while(Duration::from_secs(30), &go_on)
+        .unwrap()
+        .is_none());
+    assert_eq!(asked.get(), 3, "asked until it said no");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A record already there is returned whatever `go_on` says.
+    p.try_send(&meta(1), b"late").unwrap();
+    let v = c.recv_while(Duration::from_secs(30), &|| false).unwrap();
+    assert_eq!(v.expect("the record").to_vec(), b"late");
+}
