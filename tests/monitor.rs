@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::request::Request;
+use reflow_integration_tests::calls::{map, NoState};
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
-use reflow_sandbox_core::{SandboxVm, VmSpec};
+use reflow_sandbox_core::{Limits, SandboxVm, VmSpec, WorkerError};
 
 fn spec() -> VmSpec {
     let (golden, config) = warm_python_golden(40, "run_worker.py", "worker.ready");
@@ -252,4 +253,76 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
         .request(&Request::Uptime, LIMIT)
         .expect("the other clone is untouched");
     assert!(other.is_alive());
+}
+
+/// An actor that takes far longer than the test waits.
+const SLEEPY: &str = r#"
+import time
+
+@actor(name="Sleepy", inports=[], outports=[])
+def sleepy(context):
+    time.sleep(60)
+    return {}
+"#;
+
+#[test]
+fn a_monitor_killed_mid_message_fails_it_at_once_and_leaves_nothing() {
+    if !kvm_available() {
+        return;
+    }
+    let spec = spec();
+    let mut vm = SandboxVm::restore(&spec, LIMIT).expect("a clone");
+    let started = vm.monitor_pid();
+    let inner = vm_process(started);
+    let root = std::fs::read_link(format!("/proc/{inner}/root")).unwrap();
+    let group = memory_group(inner);
+    vm.with_worker(|c| c.load("sleepy", "sleepy.actor.py", SLEEPY, LIMIT))
+        .expect("the actor loads");
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let at = Instant::now();
+        // SAFETY: a plain kill(2) of a child process this test started
+        // (not reaped yet, so its pid is still its own).
+        assert_eq!(unsafe { libc::kill(started as i32, libc::SIGKILL) }, 0);
+        at
+    });
+    let timeout = Duration::from_secs(120);
+    let result = vm.with_worker(|c| {
+        c.invoke(
+            "sleepy",
+            map(vec![]),
+            map(vec![]),
+            &Limits::with_timeout(timeout),
+            &mut NoState,
+        )
+    });
+    let answered = Instant::now();
+    let after = answered.saturating_duration_since(killer.join().unwrap());
+    assert!(
+        matches!(result, Err(WorkerError::Died)),
+        "the message on a killed VM: {result:?}"
+    );
+    eprintln!(
+        "a message whose monitor was killed failed {:.1} ms after the kill",
+        after.as_secs_f64() * 1e3
+    );
+    // It failed because the VM went, not at its deadline.
+    assert!(after < timeout / 8, "answered {after:?} after the kill");
+    drop(vm);
+    // Nothing left: neither process, nor the socket directory, nor the
+    // memory cgroup.
+    let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let t = Instant::now();
+    while !(gone(inner) && gone(started)) && t.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(gone(started), "monitor {started} lives on");
+    assert!(gone(inner), "VM process {inner} lives on");
+    assert!(!root.exists(), "{root:?} outlived its killed monitor");
+    if let Some(dir) = group {
+        assert!(
+            !dir.exists(),
+            "memory cgroup {dir:?} outlived its killed monitor"
+        );
+    }
 }

@@ -292,8 +292,22 @@ impl MonitorProcess {
 
     /// Whether the monitor process still runs its VM.
     pub fn is_alive(&self) -> bool {
-        let s = self.shared.state.lock();
-        !s.closed && s.exited.is_none()
+        {
+            let s = self.shared.state.lock();
+            if s.closed || s.exited.is_some() {
+                return false;
+            }
+        }
+        // The process the bridge started ends at once when killed; its VM
+        // (and the socket) only once the kernel has torn the guest down.
+        let mut fd = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout.
+        let exited = unsafe { libc::poll(&mut fd, 1, 0) } > 0;
+        !exited
     }
 
     /// Ends the process now (`SIGKILL`), whatever its guest is doing.
