@@ -47,7 +47,9 @@ fn a_monitor_of_another_protocol_version_says_so() {
     // not decode here at all, so the version alone must be enough.
     use std::io::Write;
     (&ours).write_all(b"other sources").unwrap();
-    (&ours).write_all(b"\xff\xfe not a message of this build").unwrap();
+    (&ours)
+        .write_all(b"\xff\xfe not a message of this build")
+        .unwrap();
     let (answer, fds) = wire::recv::<FromMonitor>(&ours).unwrap();
     assert!(fds.is_empty());
     match answer {
