@@ -2,6 +2,7 @@
 //! microVMs (see the README's "reflow-sandbox" section). The library half
 //! serves the binary and the integration tests.
 
+pub mod cache;
 pub mod graph;
 pub mod natives;
 pub mod run;

@@ -39,6 +39,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The host cache of guest kernels, initramfs, language images and
+    /// golden snapshots ($REFLOW_CACHE_DIR, else ~/.cache/reflow-sandbox):
+    /// list it, or remove what has not been used for a while (entries are
+    /// keyed by their inputs' hash, so those of older builds are never
+    /// used again).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// List every entry: kind, key, size on disk, when it was last used.
+    List,
+    /// Remove every entry not used for --unused-for.
+    Prune {
+        /// How long an entry must have gone unused: hours, days or weeks
+        /// (36h, 7d, 2w), at least a day (access times are only kept to
+        /// about a day).
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        unused_for: String,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,6 +144,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Discover { dir, json } => discover(&dir, json),
+        Command::Cache { action } => cache(action),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_graph(*args)),
             Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
@@ -130,6 +157,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cache(action: CacheAction) -> anyhow::Result<ExitCode> {
+    use reflow_sandbox::cache;
+    let root = reflow_vmm::cache::cache_root();
+    let now = std::time::SystemTime::now();
+    let all = cache::entries(&root)?;
+    println!("cache: {}", root.display());
+    match action {
+        CacheAction::List => println!("{}", cache::table(&all, now)),
+        CacheAction::Prune {
+            unused_for,
+            dry_run,
+        } => {
+            let unused_for = cache::parse_unused_for(&unused_for)?;
+            let stale = cache::stale(&all, unused_for, now);
+            let verb = if dry_run { "would remove" } else { "removed" };
+            let mut freed = 0;
+            for entry in &stale {
+                if !dry_run {
+                    cache::remove(entry)?;
+                }
+                freed += entry.bytes;
+                println!(
+                    "{verb} {} ({})",
+                    entry.path.display(),
+                    cache::human(entry.bytes)
+                );
+            }
+            let kept: u64 = all.iter().map(|e| e.bytes).sum::<u64>() - freed;
+            println!(
+                "{verb} {} of {} entries, {}; {} kept",
+                stale.len(),
+                all.len(),
+                cache::human(freed),
+                cache::human(kept)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn discover(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

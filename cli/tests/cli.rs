@@ -187,3 +187,53 @@ fn a_discovered_workspace_runs_end_to_end() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cache_lists_its_entries_and_prunes_only_old_ones() {
+    use std::fs::{File, FileTimes};
+    use std::time::{Duration, SystemTime};
+    let root = tempfile::tempdir().unwrap();
+    let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    for (path, when) in [
+        ("snapshots/old/state.bin", old),
+        ("snapshots/new/state.bin", SystemTime::now()),
+    ] {
+        let path = root.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"state").unwrap();
+        let times = FileTimes::new().set_accessed(when).set_modified(when);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+    }
+    let cache = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+            .arg("cache")
+            .args(args)
+            .env("REFLOW_CACHE_DIR", root.path())
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, listed, _) = cache(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains("old") && listed.contains("new") && listed.contains("2 entries"),
+        "{listed}"
+    );
+    let (code, dry, _) = cache(&["prune", "--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert!(dry.contains("would remove 1 of 2 entries"), "{dry}");
+    assert!(root.path().join("snapshots/old").exists());
+    let (code, _, err) = cache(&["prune", "--unused-for", "2h"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("at least 1d"), "{err}");
+    let (code, pruned, _) = cache(&["prune", "--unused-for", "1w"]);
+    assert_eq!(code, Some(0), "{pruned}");
+    assert!(pruned.contains("removed 1 of 2 entries"), "{pruned}");
+    assert!(!root.path().join("snapshots/old").exists());
+    assert!(root.path().join("snapshots/new/state.bin").exists());
+}
