@@ -326,3 +326,41 @@ fn a_monitor_killed_mid_message_fails_it_at_once_and_leaves_nothing() {
         );
     }
 }
+
+/// Context switches of every thread of process `pid` so far.
+fn switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let text = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn a_held_clone_s_monitor_sleeps_until_something_happens() {
+    if !kvm_available() {
+        return;
+    }
+    let spec = spec();
+    let mut vm = SandboxVm::restore(&spec, LIMIT).expect("a clone");
+    vm.hold().expect("held");
+    let pid = vm_process(vm.monitor_pid());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let woke = switches(pid) - before;
+    eprintln!("a held clone's monitor: {woke} context switches in 3 s");
+    // Any tick (the event loop, a held vCPU, the monitor's own loop, each
+    // at 20 Hz before) would be 60 or more.
+    assert!(woke <= 6, "{woke} context switches in 3 s while held");
+    vm.release();
+    vm.control()
+        .request(&Request::Uptime, LIMIT)
+        .expect("it answers once released");
+}

@@ -8,6 +8,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Most recent reports kept (the count covers all).
 pub const KEPT: usize = 16;
@@ -25,6 +26,8 @@ struct Inner {
     /// Reports are not logged (a copy of another process's log, which
     /// logged them there).
     silent: bool,
+    /// Signalled on every report (see [`HostileLog::notify`]).
+    notify: Option<Arc<EventFd>>,
 }
 
 /// Shared between the devices that detect violations and the VM's owner.
@@ -65,6 +68,15 @@ impl HostileLog {
             inner.recent.pop_front();
         }
         inner.recent.push_back(text);
+        if let Some(fd) = &inner.notify {
+            let _ = fd.write(1);
+        }
+    }
+
+    /// Signals `fd` on every report from now on, so its owner can wait
+    /// for reports instead of polling the count.
+    pub fn notify(&self, fd: Arc<EventFd>) {
+        self.0.lock().notify = Some(fd);
     }
 
     /// Violations so far.

@@ -6,8 +6,11 @@
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 use std::time::Duration;
+
+use vmm_sys_util::eventfd::EventFd;
 
 use super::wire::{self, FromMonitor, ToMonitor, WireOutcome, WIRE_VERSION};
 use crate::cgroup::CpuGroup;
@@ -16,10 +19,6 @@ use crate::vm::{Vm, VmIo};
 
 /// The descriptor number the bridge hands the monitor its socket on.
 pub const IPC_FD: i32 = 3;
-
-/// How often the monitor looks for new hostile-input reports while it
-/// waits for the bridge.
-const POLL: Duration = Duration::from_millis(50);
 
 /// Serves the bridge on descriptor [`IPC_FD`] until the VM ends; returns
 /// the process's exit code.
@@ -142,6 +141,14 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     if let Err(e) = confine(Path::new(&socket_dir), host_pid) {
         return fail(&ipc, e.to_string());
     }
+    // Rung when the VM's thread ends or a device reports hostile input:
+    // this thread sleeps until then or a message, never on a tick. Made
+    // before the filter, which has no eventfd2.
+    let events = match EventFd::new(libc::EFD_NONBLOCK) {
+        Ok(fd) => Arc::new(fd),
+        Err(e) => return fail(&ipc, format!("an eventfd: {e}")),
+    };
+    vm.hostile().notify(events.clone());
     // One filter over the whole process, which every thread started from
     // here on inherits (the vCPU and event-loop threads add their own,
     // narrower ones).
@@ -153,10 +160,17 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     let hostile = vm.hostile();
     let stop = vm.stop_handle();
     let gate = vm.gate();
+    // The outcome goes through a channel before the eventfd rings: the
+    // thread itself may not have finished when this one wakes.
+    let (ended, outcome) = std::sync::mpsc::channel();
+    let ring = events.clone();
     let runner = match std::thread::Builder::new()
         .name("sandbox-vm".into())
-        .spawn(move || vm.run())
-    {
+        .spawn(move || {
+            // Rings as the thread leaves, panicking or not.
+            let _ring = RingOnDrop(ring);
+            let _ = ended.send(vm.run());
+        }) {
         Ok(r) => r,
         Err(e) => return fail(&ipc, format!("starting the VM's thread: {e}")),
     };
@@ -178,13 +192,17 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         });
     let mut reported = 0u64;
     loop {
-        if runner.is_finished() {
-            let outcome = match runner.join() {
-                Ok(Ok(o)) => WireOutcome::from_outcome(&o),
-                Ok(Err(e)) => WireOutcome::fatal(e.to_string()),
-                Err(_) => WireOutcome::fatal("the VM's thread panicked".into()),
-            };
-            let _ = wire::send(&ipc, &FromMonitor::Exited(outcome), &[]);
+        let ran = match outcome.try_recv() {
+            Ok(Ok(o)) => Some(WireOutcome::from_outcome(&o)),
+            Ok(Err(e)) => Some(WireOutcome::fatal(e.to_string())),
+            Err(TryRecvError::Disconnected) => {
+                Some(WireOutcome::fatal("the VM's thread panicked".into()))
+            }
+            Err(TryRecvError::Empty) => None,
+        };
+        if let Some(ran) = ran {
+            let _ = runner.join();
+            let _ = wire::send(&ipc, &FromMonitor::Exited(ran), &[]);
             return 0;
         }
         let count = hostile.count();
@@ -196,7 +214,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             };
             let _ = wire::send(&ipc, &report, &[]);
         }
-        if !readable(&ipc, POLL) {
+        if !wait(&ipc, &events) {
             continue;
         }
         match wire::recv::<ToMonitor>(&ipc) {
@@ -222,6 +240,15 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     }
 }
 
+/// Rings its eventfd when dropped.
+struct RingOnDrop(Arc<EventFd>);
+
+impl Drop for RingOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.write(1);
+    }
+}
+
 /// The jail, a uid of its own when started by root, then the rest of the
 /// hardening ([`super::harden`]).
 fn confine(root: &Path, host_pid: u32) -> Result<(), super::harden::HardenError> {
@@ -234,14 +261,18 @@ fn confine(root: &Path, host_pid: u32) -> Result<(), super::harden::HardenError>
     harden::harden()
 }
 
-/// Whether `sock` has something to read (or was closed) within `timeout`.
-fn readable(sock: &UnixStream, timeout: Duration) -> bool {
-    let mut fd = libc::pollfd {
-        fd: sock.as_raw_fd(),
+/// Sleeps until `sock` has something to read (or was closed): `true`; or
+/// until `events` rang (then reset): `false`.
+fn wait(sock: &UnixStream, events: &EventFd) -> bool {
+    let mut fds = [sock.as_raw_fd(), events.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as i32) };
-    n > 0
+    });
+    // SAFETY: two valid pollfds; no timeout.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+    if n > 0 && fds[1].revents != 0 {
+        let _ = events.read();
+    }
+    n > 0 && fds[0].revents != 0
 }

@@ -12,9 +12,6 @@ use parking_lot::{Condvar, Mutex};
 
 use super::kick_signal;
 
-/// How often a held vCPU looks at the VM's stop flag.
-const STOP_POLL: Duration = Duration::from_millis(50);
-
 /// Why the vCPUs could not be held.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -78,8 +75,10 @@ impl Gate {
         let mut s = self.state.lock();
         s.parked += 1;
         self.changed.notify_all();
+        // No tick: a held vCPU sleeps until the gate is released, which
+        // whoever stops the VM does after setting `stop`.
         while self.held.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-            self.changed.wait_for(&mut s, STOP_POLL);
+            self.changed.wait(&mut s);
         }
         s.parked -= 1;
     }
@@ -180,9 +179,10 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(5), "never released");
             std::thread::yield_now();
         }
-        // Stopping wakes held threads too.
+        // Stopping (the flag, then a release) wakes held threads too.
         gate.hold(Duration::from_secs(5)).unwrap();
         stop.store(true, Ordering::SeqCst);
+        gate.release();
         for t in threads {
             t.join().unwrap();
         }

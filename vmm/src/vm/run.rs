@@ -158,6 +158,10 @@ impl Vm {
     }
 }
 
+/// How often, at most milliseconds apart, [`RunningVm::wait_until`] asks
+/// its console condition.
+const CONSOLE_POLL_MS: i32 = 50;
+
 impl RunningVm {
     /// A handle to stop the VM from another thread.
     pub fn stop_handle(&self) -> StopHandle {
@@ -172,16 +176,40 @@ impl RunningVm {
         mut done: impl FnMut(&ConsoleState) -> bool,
         deadline: Option<Instant>,
     ) -> Result<Option<StopReason>, VmError> {
+        self.pump(Some(&mut done), deadline)
+    }
+
+    /// The event loop: device events until `done` holds (asked every
+    /// [`CONSOLE_POLL_MS`] at least: the vCPUs write the console) or the VM
+    /// stops. Without `done` it sleeps until an event (a device, a stop
+    /// request, a vCPU that ended: all ring the wake eventfd) or the
+    /// deadline: an idle VM's event loop costs no wake-ups.
+    fn pump(
+        &mut self,
+        mut done: Option<&mut dyn FnMut(&ConsoleState) -> bool>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<StopReason>, VmError> {
         let vm_deadline = self.vm.config.timeout.map(|t| self.started + t);
         let deadline = match (deadline, vm_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         loop {
+            let until_deadline = deadline.map(|d| {
+                // Rounded up, so a wake-up is never a little early.
+                let left = d.saturating_duration_since(Instant::now());
+                left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32
+            });
+            let timeout = match (&done, until_deadline) {
+                (Some(_), Some(ms)) => ms.min(CONSOLE_POLL_MS),
+                (Some(_), None) => CONSOLE_POLL_MS,
+                (None, Some(ms)) => ms,
+                (None, None) => -1,
+            };
             self.vm
                 .devices
                 .events
-                .run_with_timeout(50)
+                .run_with_timeout(timeout)
                 .map_err(VmError::EventManager)?;
             if let Ok(reason) = self.stopped.try_recv() {
                 return Ok(Some(reason));
@@ -189,8 +217,10 @@ impl RunningVm {
             if self.vm.stop_requested.load(Ordering::SeqCst) {
                 return Ok(Some(StopReason::Stopped));
             }
-            if done(&self.vm.devices.console.lock()) {
-                return Ok(None);
+            if let Some(done) = done.as_mut() {
+                if done(&self.vm.devices.console.lock()) {
+                    return Ok(None);
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Some(StopReason::Timeout));
@@ -200,7 +230,7 @@ impl RunningVm {
 
     /// Runs until the VM stops, then stops every vCPU and reports.
     pub fn wait(mut self) -> Result<VmOutcome, VmError> {
-        let reason = match self.wait_until(|_| false, None) {
+        let reason = match self.pump(None, None) {
             Ok(Some(reason)) => reason,
             Ok(None) => unreachable!("the condition never holds"),
             Err(e) => {
