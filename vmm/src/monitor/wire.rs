@@ -281,29 +281,17 @@ pub fn socket_pair() -> std::io::Result<(UnixStream, UnixStream)> {
 /// any build reads alike, so one built from other sources says so instead
 /// of failing to decode what follows.
 pub fn send_version(sock: &UnixStream) -> Result<(), WireError> {
-    let sent = sock
-        .send_with_fds(&[WIRE_VERSION.as_bytes()], &[])
-        .map_err(|e| WireError::Io(std::io::Error::from_raw_os_error(e.errno())))?;
-    if sent != WIRE_VERSION.len() {
-        return Err(WireError::Malformed("the version was cut short".into()));
-    }
-    Ok(())
+    send_datagram(sock, WIRE_VERSION.as_bytes(), &[])
 }
 
-/// Receives the version datagram [`send_version`] sends (at most 256
-/// bytes, no descriptors), as text.
+/// Most bytes a version datagram may hold.
+const MAX_VERSION: usize = 256;
+
+/// Receives the version datagram [`send_version`] sends (at most
+/// [`MAX_VERSION`] bytes, no descriptors), as text.
 pub fn recv_version(sock: &UnixStream) -> Result<String, WireError> {
-    let mut buf = [0u8; 257];
-    let (n, fds, flags) = recvmsg(sock.as_raw_fd(), &mut buf)?;
-    if n == 0 && fds.is_empty() {
-        return Err(WireError::Closed);
-    }
-    if n > 256 || !fds.is_empty() || flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-        return Err(WireError::Malformed(format!(
-            "a version of {n} bytes with {} descriptors",
-            fds.len()
-        )));
-    }
+    let mut buf = [0u8; MAX_VERSION + 1];
+    let (n, _) = recv_datagram(sock, &mut buf, 0)?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
@@ -316,8 +304,13 @@ pub fn send<T: Encode>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> Result<(), 
             bytes.len()
         )));
     }
+    send_datagram(sock, &bytes, fds)
+}
+
+/// Sends `bytes` with `fds` as one datagram, whole.
+fn send_datagram(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
     let sent = sock
-        .send_with_fds(&[&bytes[..]], fds)
+        .send_with_fds(&[bytes], fds)
         .map_err(|e| WireError::Io(std::io::Error::from_raw_os_error(e.errno())))?;
     if sent != bytes.len() {
         return Err(WireError::Malformed("a message was cut short".into()));
@@ -332,18 +325,31 @@ pub fn send<T: Encode>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> Result<(), 
 /// (the descriptors are closed).
 pub fn recv<T: for<'a> Decode<'a>>(sock: &UnixStream) -> Result<(T, Vec<OwnedFd>), WireError> {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
-    let (n, fds, flags) = recvmsg(sock.as_raw_fd(), &mut buf)?;
+    let (n, fds) = recv_datagram(sock, &mut buf, MAX_FDS)?;
+    let msg = bitcode::decode(&buf[..n]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    Ok((msg, fds))
+}
+
+/// Receives one datagram into `buf`, whose last byte only detects one too
+/// long: its length and descriptors. More than `max_fds` descriptors, a
+/// datagram that fills `buf`, or a cut one is refused (the descriptors are
+/// closed); an empty one without descriptors is the peer closing.
+fn recv_datagram(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> Result<(usize, Vec<OwnedFd>), WireError> {
+    let (n, fds, flags) = recvmsg(sock.as_raw_fd(), buf)?;
     if n == 0 && fds.is_empty() {
         return Err(WireError::Closed);
     }
-    if n > MAX_MESSAGE || fds.len() > MAX_FDS || flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+    if n >= buf.len() || fds.len() > max_fds || flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(WireError::Malformed(format!(
             "{n} bytes with {} descriptors",
             fds.len()
         )));
     }
-    let msg = bitcode::decode(&buf[..n]).map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok((msg, fds))
+    Ok((n, fds))
 }
 
 /// One `recvmsg` into `buf`: bytes read, descriptors received, flags.
