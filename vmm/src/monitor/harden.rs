@@ -287,48 +287,31 @@ fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
                 return Ok(Side::Outer(1));
             }
         }
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        };
-        return Ok(Side::Outer(code));
+        return Ok(Side::Outer(exit_code(status)));
     }
-    // SAFETY: plain system calls on descriptors and ids this process owns.
-    unsafe {
-        libc::close(pipe[1]);
-        check(
-            "dying with the parent",
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
-        )?;
-        let mut fd = libc::pollfd {
-            fd: pipe[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // The write end closes only when the parent is gone.
-        if libc::poll(&mut fd, 1, 0) != 0 {
-            libc::_exit(1);
-        }
-    }
+    // SAFETY: closes the write end, which only the parent keeps.
+    unsafe { libc::close(pipe[1]) };
+    die_with_parent(pipe[0])?;
     // Kept for [`become_id`], whose change of credentials clears the
     // parent-death signal.
     PARENT_PIPE.store(pipe[0], Ordering::Relaxed);
     Ok(Side::Inner)
 }
 
-/// The read end of the pipe whose write end only the waiting parent of a
-/// PID namespace's monitor holds (-1: none).
-static PARENT_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-/// Asks again to be killed with the parent (a change of credentials
-/// cleared the request), and ends this process if the parent is gone
-/// already (it may have died in between).
-fn rearm_parent_death() -> Result<(), HardenError> {
-    let pipe = PARENT_PIPE.swap(-1, Ordering::Relaxed);
-    if pipe < 0 {
-        return Ok(());
+/// A `waitpid` status as an exit code: the process's own, or 128 plus
+/// the signal that ended it (as shells report it).
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
     }
+}
+
+/// Asks to be killed when the parent dies, and ends this process now if
+/// it has died already: `pipe` is the read end of a pipe whose write end
+/// only the parent holds, so it polls readable (closed) once it is gone.
+fn die_with_parent(pipe: libc::c_int) -> Result<(), HardenError> {
     // SAFETY: plain system calls on a descriptor this process owns.
     unsafe {
         check(
@@ -343,8 +326,25 @@ fn rearm_parent_death() -> Result<(), HardenError> {
         if libc::poll(&mut fd, 1, 0) != 0 {
             libc::_exit(1);
         }
-        libc::close(pipe);
     }
+    Ok(())
+}
+
+/// The read end of the pipe whose write end only the waiting parent of a
+/// PID namespace's monitor holds (-1: none).
+static PARENT_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// Asks again to be killed with the parent (a change of credentials
+/// cleared the request), and ends this process if the parent is gone
+/// already (it may have died in between).
+fn rearm_parent_death() -> Result<(), HardenError> {
+    let pipe = PARENT_PIPE.swap(-1, Ordering::Relaxed);
+    if pipe < 0 {
+        return Ok(());
+    }
+    die_with_parent(pipe)?;
+    // SAFETY: closes a descriptor this process owns and no longer needs.
+    unsafe { libc::close(pipe) };
     Ok(())
 }
 
@@ -487,11 +487,7 @@ pub(crate) fn exit_after_forked(child: impl FnOnce() -> i32) -> ! {
     let mut status = 0;
     // SAFETY: waits for the child just forked.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    std::process::exit(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    })
+    std::process::exit(exit_code(status))
 }
 
 #[cfg(test)]
