@@ -191,10 +191,7 @@ fn under(point: &Path, root: &str, path: &str) -> PathBuf {
     point.join(rel.trim_start_matches('/'))
 }
 
-pub(crate) fn io<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io {
         what,
         path: path.into(),
@@ -214,30 +211,18 @@ impl CpuGroup {
 
     /// A new group under `hierarchy`'s own group.
     pub fn create_in(hierarchy: &CpuHierarchy, cpus: f64) -> Result<CpuGroup, CgroupError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         if !(cpus >= 0.01 && cpus.is_finite()) {
             return Err(CgroupError::BadShare { cpus });
         }
         let quota = (cpus * PERIOD_US as f64).round() as u64;
-        let name = format!(
-            "reflow-vm-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = hierarchy.own.join(name);
-        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
-        let made = CpuGroup::configure(hierarchy, &dir, quota);
-        match made {
-            Ok(join) => Ok(CpuGroup {
-                dir,
-                join,
-                owned: true,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(e)
-            }
-        }
+        let (dir, join) = new_group(hierarchy, "reflow-vm", |dir| {
+            CpuGroup::configure(hierarchy, dir, quota)
+        })?;
+        Ok(CpuGroup {
+            dir,
+            join,
+            owned: true,
+        })
     }
 
     fn configure(hierarchy: &CpuHierarchy, dir: &Path, quota: u64) -> Result<File, CgroupError> {
@@ -298,6 +283,31 @@ impl Drop for CpuGroup {
     fn drop(&mut self) {
         if self.owned {
             remove_group(&self.dir);
+        }
+    }
+}
+
+/// Makes a group `<prefix>-<pid>-<n>` under `hierarchy`'s own group and
+/// sets it up with `configure`; a group that could not be set up is
+/// removed again.
+pub(crate) fn new_group<T>(
+    hierarchy: &Hierarchy,
+    prefix: &str,
+    configure: impl FnOnce(&Path) -> Result<T, CgroupError>,
+) -> Result<(PathBuf, T), CgroupError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = hierarchy.own.join(name);
+    std::fs::create_dir(&dir).map_err(io("create", &dir))?;
+    match configure(&dir) {
+        Ok(made) => Ok((dir, made)),
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            Err(e)
         }
     }
 }

@@ -19,9 +19,8 @@
 //! caller decides whether to run without the limit.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cgroup::{io, remove_group, write, CgroupError, Hierarchy, Version};
+use crate::cgroup::{new_group, remove_group, write, CgroupError, Hierarchy, Version};
 
 /// What a monitor process itself may use beyond its guest's RAM and the
 /// shared region: its code and heap, thread stacks, KVM's per-vCPU pages,
@@ -44,21 +43,10 @@ impl MemoryGroup {
 
     /// A new group under `hierarchy`'s own group allowing `limit` bytes.
     pub fn create_in(hierarchy: &Hierarchy, limit: u64) -> Result<MemoryGroup, CgroupError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "reflow-vm-mem-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = hierarchy.own.join(name);
-        std::fs::create_dir(&dir).map_err(io("create", &dir))?;
-        match configure(hierarchy, &dir, limit) {
-            Ok(()) => Ok(MemoryGroup { dir, limit }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(e)
-            }
-        }
+        let (dir, ()) = new_group(hierarchy, "reflow-vm-mem", |dir| {
+            configure(hierarchy, dir, limit)
+        })?;
+        Ok(MemoryGroup { dir, limit })
     }
 
     /// Moves the calling process (every thread of it, and every thread it
