@@ -94,15 +94,16 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             return fail(&ipc, format!("joining the monitor's memory cgroup: {e}"));
         }
     }
-    // This thread joins first: every thread it starts is born there.
-    let cpu = match cpu_group.map(|dir| CpuGroup::attach(Path::new(&dir))) {
-        None => None,
-        Some(Ok(group)) => match group.join_current_thread() {
-            Ok(()) => Some(Arc::new(group)),
-            Err(e) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
-        },
-        Some(Err(e)) => return fail(&ipc, format!("joining the VM's cgroup: {e}")),
-    };
+    // This thread joins before it starts any other: every thread of the
+    // VM is born there, so none has to join on its own.
+    if let Some(dir) = cpu_group {
+        let joined = CpuGroup::attach(Path::new(&dir))
+            .map_err(|e| e.to_string())
+            .and_then(|group| group.join_current_thread().map_err(|e| e.to_string()));
+        if let Err(e) = joined {
+            return fail(&ipc, format!("joining the VM's cgroup: {e}"));
+        }
+    }
     let mut config = config.to_config();
     config.verify_memory = !memory_verified;
     // The sockets are bound by relative names in the socket directory, so
@@ -114,7 +115,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         );
     }
     config.vsock_uds = Some("vsock".into());
-    let mut vm = match Vm::restore(
+    let vm = match Vm::restore(
         Path::new(&snapshot),
         config,
         VmIo::console(Box::new(std::io::sink())),
@@ -122,9 +123,6 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         Ok(vm) => vm,
         Err(e) => return fail(&ipc, e.to_string()),
     };
-    if let Some(group) = cpu {
-        vm.confine_cpu(group);
-    }
     let Some(shared) = vm.shared_region() else {
         return fail(&ipc, "the VM has no shared-memory region".into());
     };
