@@ -509,6 +509,7 @@ mod tests {
     /// not: the checks run in a forked child (as in a monitor, where the
     /// jail comes before any other thread).
     #[test]
+    #[ignore = "the child process's half, run by the test beside it"]
     fn probe() {
         let Ok(spec) = std::env::var(PROBE) else {
             return;
@@ -627,6 +628,7 @@ mod tests {
             .args([
                 "--exact",
                 "monitor::harden::tests::probe",
+                "--ignored",
                 "--test-threads=1",
             ])
             .env(PROBE, format!("{who}:{}:{port}", dir.path().display()))

@@ -137,6 +137,7 @@ fn anonymous_page(prot: libc::c_int) -> Option<*mut libc::c_void> {
 /// seccomp's thread-wide filter want a single-threaded process, which a
 /// test harness is not.
 #[test]
+#[ignore = "the child process's half, run by the test beside it"]
 fn probe() {
     let Ok(spec) = std::env::var(PROBE) else {
         return;
@@ -270,6 +271,7 @@ fn every_escape_from_a_confined_monitor_is_refused_or_killed() {
             .args([
                 "--exact",
                 "monitor::jail_tests::probe",
+                "--ignored",
                 "--test-threads=1",
                 "--quiet",
             ])
