@@ -110,12 +110,35 @@ impl RegionLayout {
 
     /// Writes the header and zeroes both rings' positions (host side).
     pub fn initialize(&self, region: &Region) -> Result<(), LayoutError> {
+        self.initialize_at(region, 0, 0)
+    }
+
+    /// Writes the header and leaves both rings empty at the given byte
+    /// positions (host to guest, guest to host): for a region restored
+    /// under a guest whose ring ends were already that far along when its
+    /// snapshot was taken (an empty ring has `head == tail`, wherever they
+    /// are). Positions must be multiples of [`crate::record::ALIGN`], as
+    /// every record boundary is.
+    pub fn initialize_at(
+        &self,
+        region: &Region,
+        host_to_guest: u64,
+        guest_to_host: u64,
+    ) -> Result<(), LayoutError> {
         if (region.size() as u64) < self.size {
             return Err(LayoutError::Mismatch("region smaller than its layout"));
         }
-        for r in [self.host_to_guest, self.guest_to_host] {
-            region.store_release(r.control + HEAD_OFFSET, 0)?;
-            region.store_release(r.control + TAIL_OFFSET, 0)?;
+        if host_to_guest % crate::record::ALIGN != 0 || guest_to_host % crate::record::ALIGN != 0 {
+            return Err(LayoutError::Mismatch(
+                "a ring position that is not a record boundary",
+            ));
+        }
+        for (r, at) in [
+            (self.host_to_guest, host_to_guest),
+            (self.guest_to_host, guest_to_host),
+        ] {
+            region.store_release(r.control + HEAD_OFFSET, at)?;
+            region.store_release(r.control + TAIL_OFFSET, at)?;
             region.store_release(r.control + WAITING_OFFSET, 0)?;
         }
         region.write(0, &self.encode())?;

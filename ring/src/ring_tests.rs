@@ -151,6 +151,44 @@ fn producers_and_consumers_resume_where_they_were() {
     assert_eq!(at_p.sequence, 600);
 }
 
+#[test]
+fn a_fresh_region_started_at_saved_positions_goes_on_from_them() {
+    // What a clone of a snapshot taken mid-conversation sees: a new,
+    // zeroed region whose empty rings start where the old ones stood.
+    let size = 256 * 1024;
+    let (mut old, l) = setup(size);
+    let r = old.region();
+    let mut p = Producer::new(&r, l.host_to_guest);
+    let mut c = Consumer::new(&r, l.host_to_guest);
+    for i in 0..300u64 {
+        p.try_send(&meta(i), &payload(i as usize, 900)).unwrap();
+        let v = c.try_recv().unwrap().expect("a record");
+        c.release(v).unwrap();
+    }
+    let (at_p, at_c) = (p.position(), c.position());
+    assert!(
+        at_p.offset > l.host_to_guest.capacity,
+        "wrapped at least once"
+    );
+    let mut fresh = TestMemory::new(size);
+    let fr = fresh.region();
+    l.initialize_at(&fr, at_p.offset, 0).unwrap();
+    let mut p = Producer::resume(&fr, l.host_to_guest, at_p);
+    let mut c = Consumer::resume(&fr, l.host_to_guest, at_c);
+    assert!(c.try_recv().unwrap().is_none(), "starts empty");
+    for i in 300..400u64 {
+        p.try_send(&meta(i), &payload(i as usize, 900)).unwrap();
+        let v = c.try_recv().unwrap().expect("a record");
+        assert_eq!(
+            (v.metadata.message_id, v.to_vec()),
+            (i, payload(i as usize, 900))
+        );
+        c.release(v).unwrap();
+    }
+    // A position inside a record is refused.
+    assert!(l.initialize_at(&fr, 8, 0).is_err());
+}
+
 #[cfg(feature = "testing")]
 #[test]
 fn every_injected_fault_is_an_error_for_the_consumer() {
