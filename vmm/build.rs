@@ -26,6 +26,7 @@ fn main() {
         let filters = doc
             .as_object_mut()
             .unwrap_or_else(|| panic!("{}: expected an object of filters", json.display()));
+        extend(filters, json);
         for filter in filters.values_mut() {
             filter["mismatch_action"] = action.clone();
         }
@@ -52,6 +53,50 @@ fn main() {
     let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(dir.join("seccomp_filters.rs"), out).expect("write seccomp_filters.rs");
     source_hash();
+}
+
+/// Resolves `"extends": "<base>"`: such a filter is its base's rules
+/// followed by its own, with the base's actions (one level: a base does
+/// not extend another). A filter's `comment` is dropped (seccompiler's
+/// format has none at that level).
+fn extend(filters: &mut serde_json::Map<String, serde_json::Value>, json: &Path) {
+    let names: Vec<String> = filters.keys().cloned().collect();
+    for name in names {
+        let filter = filters[&name]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("{}: filter {name} is not an object", json.display()));
+        filter.remove("comment");
+        let Some(base) = filter.remove("extends") else {
+            continue;
+        };
+        let base = base
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: {name}.extends is not a name", json.display()))
+            .to_string();
+        let own = filters[&name]["filter"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut merged = filters
+            .get(&base)
+            .filter(|b| b.get("extends").is_none())
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: {name} extends {base}, which is not a plain filter",
+                    json.display()
+                )
+            });
+        merged
+            .as_object_mut()
+            .expect("checked above")
+            .remove("comment");
+        merged["filter"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("{}: {base}.filter is not a list", json.display()))
+            .extend(own);
+        filters.insert(name, merged);
+    }
 }
 
 /// `REFLOW_VMM_SOURCES`: a hash of every file under `src/`, so a monitor

@@ -45,6 +45,6 @@ pub use host::HostKind;
 
 pub use vcpu::exit::StopReason;
 pub use vm::{
-    AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm, StopHandle, Vm,
-    VmError, VmIo, VmOutcome,
+    AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm, SnapshotFiles,
+    SnapshotHandle, StopHandle, Vm, VmError, VmIo, VmOutcome,
 };

@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
-use reflow_ring::layout::{LayoutError, RegionLayout};
+use reflow_ring::layout::{LayoutError, RegionLayout, HEAD_OFFSET, TAIL_OFFSET};
 use reflow_ring::{Parker, Region};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{FileOffset, VolatileMemory, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::layout::{DOORBELL_ADDR, MMIO_GAP_END};
+use crate::snapshot::state::{RingMark, RingMarks};
 
 /// Alignment of the region's guest address and size.
 pub const SHM_ALIGN: u64 = 2 << 20;
@@ -222,6 +223,30 @@ impl SharedRegion {
             return Err(bad(format!("the memfd holds {len} bytes, not {size}")));
         }
         SharedRegion::map(memfd, doorbell, size, guest_addr)
+    }
+
+    /// Leaves both rings empty at the positions a snapshot recorded (see
+    /// [`RingMarks`]): a guest restored from it goes on from there.
+    pub fn start_rings(&self, marks: &RingMarks) -> Result<(), ShmError> {
+        self.layout.initialize_at(
+            &self.region,
+            marks.host_to_guest.offset,
+            marks.guest_to_host.offset,
+        )?;
+        Ok(())
+    }
+
+    /// Whether both rings are empty with their ends at `marks` (what a
+    /// snapshot must see: a record in flight would be lost, and ends
+    /// elsewhere would not match the guest's).
+    pub fn rings_idle_at(&self, marks: &RingMarks) -> bool {
+        let idle = |ring: reflow_ring::layout::RingLayout, mark: RingMark| {
+            let head = self.region.load_acquire(ring.control + HEAD_OFFSET);
+            let tail = self.region.load_acquire(ring.control + TAIL_OFFSET);
+            matches!((head, tail), (Ok(h), Ok(t)) if h == mark.offset && t == mark.offset)
+        };
+        idle(self.layout.host_to_guest, marks.host_to_guest)
+            && idle(self.layout.guest_to_host, marks.guest_to_host)
     }
 
     /// The memfd behind the region (to hand it to another process).

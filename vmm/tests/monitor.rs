@@ -28,6 +28,7 @@ fn a_missing_snapshot_is_an_error_from_the_monitor() {
         &config,
         None,
         false,
+        false,
     )
     .expect("the monitor starts");
     let deadline = Instant::now() + Duration::from_secs(30);

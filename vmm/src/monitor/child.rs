@@ -15,7 +15,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::wire::{self, FromMonitor, ToMonitor, WireOutcome, WIRE_VERSION};
 use crate::cgroup::CpuGroup;
 use crate::memcg::MemoryGroup;
-use crate::vm::{Vm, VmIo};
+use crate::snapshot::state::RingMarks;
+use crate::vm::{SnapshotFiles, SnapshotHandle, Vm, VmIo};
 
 /// The descriptor number the bridge hands the monitor its socket on.
 pub const IPC_FD: i32 = 3;
@@ -84,6 +85,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         cpu_group,
         memory_group,
         socket_dir,
+        snapshots,
     } = start
     else {
         return fail(&ipc, "the first message was not Start".into());
@@ -115,7 +117,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         );
     }
     config.vsock_uds = Some("vsock".into());
-    let vm = match Vm::restore(
+    let mut vm = match Vm::restore(
         Path::new(&snapshot),
         config,
         VmIo::console(Box::new(std::io::sink())),
@@ -129,6 +131,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     let restored = FromMonitor::Restored {
         shm_size: shared.size(),
         shm_addr: shared.guest_addr(),
+        rings: vm.rings(),
     };
     let fds = [shared.memfd().as_raw_fd(), shared.guest_doorbell().raw_fd()];
     if let Err(e) = wire::send(&ipc, &restored, &fds) {
@@ -150,7 +153,9 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     // One filter over the whole process, which every thread started from
     // here on inherits (the vCPU and event-loop threads add their own,
     // narrower ones).
-    let filtered = crate::seccomp::monitor_mode().and_then(crate::seccomp::install_monitor);
+    let snapshot = snapshots.then(|| vm.allow_snapshots());
+    let filtered = crate::seccomp::monitor_mode()
+        .and_then(|mode| crate::seccomp::install_monitor(mode, snapshots));
     if let Err(e) = filtered {
         return fail(&ipc, e.to_string());
     }
@@ -224,6 +229,10 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
                 let _ = wire::send(&ipc, &FromMonitor::Held(held), &[]);
             }
             Ok((ToMonitor::Release, _)) => gate.release(),
+            Ok((ToMonitor::Snapshot { rings }, fds)) => {
+                let why = take_snapshot(snapshot.as_ref(), fds, rings).err();
+                let _ = wire::send(&ipc, &FromMonitor::Snapshotted(why), &[]);
+            }
             Ok((ToMonitor::Stop, _)) => stop.stop(),
             Ok((ToMonitor::Start { .. }, _)) => stop.stop(),
             // The bridge went away (or broke the protocol): nobody will
@@ -235,6 +244,32 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
                 return 0;
             }
         }
+    }
+}
+
+/// Longest a snapshot may take to write (guest RAM to a file; seconds).
+const SNAPSHOT_LIMIT: Duration = Duration::from_secs(600);
+
+/// Has the VM snapshot itself into the two files `fds` carries (state,
+/// memory) and waits for it; the VM ends either way.
+fn take_snapshot(
+    handle: Option<&SnapshotHandle>,
+    fds: Vec<std::os::fd::OwnedFd>,
+    rings: RingMarks,
+) -> Result<(), String> {
+    let Some(handle) = handle else {
+        return Err("this monitor was not started to take snapshots".into());
+    };
+    let mut fds = fds.into_iter().map(std::fs::File::from);
+    let (Some(state), Some(memory)) = (fds.next(), fds.next()) else {
+        return Err("the snapshot request came without its two files".into());
+    };
+    let answer = handle.request(SnapshotFiles { state, memory }, rings);
+    match answer.recv_timeout(SNAPSHOT_LIMIT) {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the VM did not write its snapshot within {SNAPSHOT_LIMIT:?}"
+        )),
     }
 }
 

@@ -175,7 +175,7 @@ fn confined(name: &str, root: &Path, targets: &Targets) -> i32 {
     if harden::harden().is_err() {
         return 15;
     }
-    if seccomp::install_monitor(Mode::Kill).is_err() {
+    if seccomp::install_monitor(Mode::Kill, false).is_err() {
         return 16;
     }
     i32::from(attempt(name, targets))

@@ -65,6 +65,9 @@ pub enum MonitorError {
     /// The vCPUs could not be held (why).
     #[error("holding the VM's vCPUs: {0}")]
     Hold(String),
+    /// The VM could not be snapshotted (why).
+    #[error("snapshotting the VM: {0}")]
+    Snapshot(String),
     /// What was waited for did not happen in time.
     #[error("the monitor process did not answer in time")]
     Timeout,

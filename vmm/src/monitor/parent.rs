@@ -24,7 +24,8 @@ use crate::config::VmConfig;
 use crate::hostile::HostileLog;
 use crate::memcg::{MemoryGroup, MONITOR_OVERHEAD};
 use crate::shm::SharedRegion;
-use crate::vm::{ControlChannel, VmOutcome};
+use crate::snapshot::state::RingMarks;
+use crate::vm::{ControlChannel, SnapshotFiles, VmOutcome};
 
 /// Most new hostile reports one message may add (the count is the
 /// monitor's word, so it is not trusted to size a loop).
@@ -35,6 +36,9 @@ struct State {
     restored: Option<Result<Arc<SharedRegion>, String>>,
     ready: Option<ControlChannel>,
     held: Option<Option<String>>,
+    snapshotted: Option<Option<String>>,
+    /// Where the restored region's rings start.
+    rings: RingMarks,
     exited: Option<VmOutcome>,
     /// The monitor's socket closed: the process has ended (or is ending).
     closed: bool,
@@ -162,13 +166,15 @@ impl MonitorProcess {
     /// Starts `program` to restore `snapshot` (taken with `config`, whose
     /// shared region the bridge will map); its VM threads join the cgroup
     /// at `cpu_group`. `memory_verified`: the caller checked the memory
-    /// file's digest.
+    /// file's digest. `snapshots`: the bridge may ask for a snapshot of
+    /// the VM ([`Self::snapshot`]).
     pub fn spawn(
         program: &MonitorProgram,
         snapshot: &Path,
         config: &VmConfig,
         cpu_group: Option<&Path>,
         memory_verified: bool,
+        snapshots: bool,
     ) -> Result<MonitorProcess, MonitorError> {
         let text = |p: &Path| wire::path_text(p).map_err(MonitorError::Wire);
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
@@ -180,6 +186,7 @@ impl MonitorProcess {
             cpu_group: cpu_group.map(text).transpose()?,
             memory_group: memory.as_ref().map(|m| text(m.dir())).transpose()?,
             socket_dir: text(socket_dir.path())?,
+            snapshots,
         };
         let (ours, child) = start(program)?;
         let pid = child.id();
@@ -249,6 +256,32 @@ impl MonitorProcess {
         self.wait_for(deadline, |s| s.restored.clone())
             .map_err(Waited::into_error)?
             .map_err(MonitorError::Restore)
+    }
+
+    /// Where the restored region's rings start (what the snapshot
+    /// recorded; zero before the region is restored).
+    pub fn rings(&self) -> RingMarks {
+        self.shared.state.lock().rings
+    }
+
+    /// Has the monitor pause the VM and write its snapshot into `files`
+    /// (empty, open for writing), recording that its rings' ends stand at
+    /// `rings`; waits until `deadline`. The VM ends either way. Only for a
+    /// monitor spawned with `snapshots`.
+    pub fn snapshot(
+        &self,
+        files: &SnapshotFiles,
+        rings: RingMarks,
+        deadline: Instant,
+    ) -> Result<(), MonitorError> {
+        self.shared.state.lock().snapshotted = None;
+        let fds = [files.state.as_raw_fd(), files.memory.as_raw_fd()];
+        wire::send(&self.ipc, &ToMonitor::Snapshot { rings }, &fds).map_err(MonitorError::Wire)?;
+        match self.wait_for(deadline, |s| s.snapshotted.take()) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(MonitorError::Snapshot(why)),
+            Err(waited) => Err(waited.into_error()),
+        }
     }
 
     /// Waits until `deadline` for the agent's control channel.
@@ -385,10 +418,16 @@ fn read_loop(ipc: &UnixStream, shared: &Shared) {
 
 fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
     match msg {
-        FromMonitor::Restored { shm_size, shm_addr } if s.restored.is_none() => {
+        FromMonitor::Restored {
+            shm_size,
+            shm_addr,
+            rings,
+        } if s.restored.is_none() => {
             let result = attach(fds, shm_size, shm_addr, shared.shm_size);
+            s.rings = rings;
             s.restored = Some(result.map(Arc::new));
         }
+        FromMonitor::Snapshotted(why) => s.snapshotted = Some(why),
         FromMonitor::Failed(why) if s.restored.is_none() => s.restored = Some(Err(why)),
         FromMonitor::Ready(hello) => match fds.into_iter().next() {
             Some(fd) => {

@@ -15,6 +15,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::config::VmConfig;
 use crate::console::AgentReady;
 use crate::host::HostKind;
+use crate::snapshot::state::RingMarks;
 use crate::vcpu::exit::StopReason;
 use crate::vm::control::AgentHello;
 use crate::vm::VmOutcome;
@@ -129,6 +130,18 @@ pub enum ToMonitor {
         /// A private, empty directory (made by the bridge, which removes
         /// it) for the VM's sockets; the monitor's root once jailed.
         socket_dir: String,
+        /// The bridge may ask for a snapshot of this VM (`Snapshot`): its
+        /// threads then run under the `*_snapshot` seccomp lists.
+        snapshots: bool,
+    },
+    /// Pause the VM, write its snapshot into the two files this message
+    /// carries (state, then memory: empty, open for writing), recording
+    /// that the rings' ends stood at `rings`, and end it (answered by
+    /// `Snapshotted`, then `Exited`). Refused unless `Start` allowed it.
+    Snapshot {
+        /// Where both rings' ends stand (the bridge checked they are
+        /// empty there).
+        rings: RingMarks,
     },
     /// Hold the vCPUs out of the guest (answered by `Held`).
     Hold {
@@ -151,7 +164,12 @@ pub enum FromMonitor {
         shm_size: u64,
         /// Its guest physical address.
         shm_addr: u64,
+        /// Where the rings' ends start (from the snapshot).
+        rings: RingMarks,
     },
+    /// The answer to `Snapshot`: `None` when the files are written, else
+    /// why not.
+    Snapshotted(Option<String>),
     /// The restore failed (why).
     Failed(String),
     /// The agent finished its handshake, saying this; carries the control

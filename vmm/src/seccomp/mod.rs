@@ -44,6 +44,13 @@ pub enum ThreadKind {
     /// A whole monitor process (every thread, the union of the others
     /// and what starting threads and talking to the bridge take).
     Monitor,
+    /// The event loop of a VM whose owner allowed snapshots
+    /// ([`crate::Vm::allow_snapshots`]): [`ThreadKind::Vmm`]'s list plus
+    /// reading KVM state and writing the files it is handed.
+    VmmSnapshot,
+    /// A monitor process that may snapshot its VM: [`ThreadKind::Monitor`]'s
+    /// list plus the same.
+    MonitorSnapshot,
 }
 
 /// What a system call outside the allowlist does.
@@ -100,6 +107,12 @@ fn program(kind: ThreadKind, mode: Mode) -> BpfProgram {
         (ThreadKind::Monitor, Mode::Enforce) => filters::MONITOR_ENFORCE,
         (ThreadKind::Monitor, Mode::Kill) => filters::MONITOR_KILL,
         (ThreadKind::Monitor, Mode::Log) => filters::MONITOR_LOG,
+        (ThreadKind::VmmSnapshot, Mode::Enforce) => filters::VMM_SNAPSHOT_ENFORCE,
+        (ThreadKind::VmmSnapshot, Mode::Kill) => filters::VMM_SNAPSHOT_KILL,
+        (ThreadKind::VmmSnapshot, Mode::Log) => filters::VMM_SNAPSHOT_LOG,
+        (ThreadKind::MonitorSnapshot, Mode::Enforce) => filters::MONITOR_SNAPSHOT_ENFORCE,
+        (ThreadKind::MonitorSnapshot, Mode::Kill) => filters::MONITOR_SNAPSHOT_KILL,
+        (ThreadKind::MonitorSnapshot, Mode::Log) => filters::MONITOR_SNAPSHOT_LOG,
     };
     table
         .iter()
@@ -118,13 +131,17 @@ pub fn monitor_mode() -> Result<Mode, SeccompError> {
 }
 
 /// Installs the filter of a whole monitor process on the calling thread,
-/// before it starts any other (they inherit it), in `mode`; and beneath
+/// before it starts any other (they inherit it), in `mode` (with what
+/// writing a snapshot takes when `snapshots`); and beneath
 /// it one that answers `clone3` with ENOSYS, whose flags (in memory) a
 /// filter cannot read: glibc then starts threads with `clone`, whose
 /// flags the monitor filter checks for `CLONE_THREAD` (no new process).
-pub fn install_monitor(mode: Mode) -> Result<(), SeccompError> {
+pub fn install_monitor(mode: Mode, snapshots: bool) -> Result<(), SeccompError> {
     use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
-    let kind = ThreadKind::Monitor;
+    let kind = match snapshots {
+        true => ThreadKind::MonitorSnapshot,
+        false => ThreadKind::Monitor,
+    };
     let clone3 = SeccompFilter::new(
         [(libc::SYS_clone3, vec![])].into_iter().collect(),
         SeccompAction::Allow,

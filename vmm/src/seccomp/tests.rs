@@ -35,13 +35,16 @@ fn probe() {
     let kind = match kind {
         "vcpu" => ThreadKind::Vcpu,
         "monitor" => ThreadKind::Monitor,
+        "monitor-snapshot" => ThreadKind::MonitorSnapshot,
+        "vmm-snapshot" => ThreadKind::VmmSnapshot,
         _ => ThreadKind::Vmm,
     };
     let event = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let scratch = tempfile::tempfile().unwrap();
     let call = call.to_string();
     std::thread::spawn(move || {
-        if kind == ThreadKind::Monitor {
-            install_monitor(mode).unwrap();
+        if matches!(kind, ThreadKind::Monitor | ThreadKind::MonitorSnapshot) {
+            install_monitor(mode, kind == ThreadKind::MonitorSnapshot).unwrap();
         } else {
             install(kind, mode).unwrap();
         }
@@ -104,6 +107,12 @@ fn probe() {
                     !ok && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
                 };
                 if refused {
+                    std::process::exit(3);
+                }
+            }
+            "ftruncate" => {
+                let e = scratch.set_len(4096).err();
+                if e.and_then(|e| e.raw_os_error()) == Some(libc::EPERM) {
                     std::process::exit(3);
                 }
             }
@@ -225,4 +234,91 @@ fn the_debug_switch_allows_and_logs_instead() {
     assert!(child("vcpu:socket", "log").success());
     let status = child("vcpu:allowed", "kill-everything");
     assert!(!status.success(), "a bad mode is refused");
+}
+
+/// Request numbers of the state-reading ioctls a snapshot makes, from
+/// the kernel's encoding and kvm-bindings' struct sizes.
+fn kvm_get_ioctls() -> Vec<(&'static str, u64)> {
+    use kvm_bindings::*;
+    use std::mem::size_of;
+    const READ: u64 = 2;
+    const WRITE: u64 = 1;
+    let io = |dir: u64, nr: u64, size: usize| dir << 30 | (size as u64) << 16 | 0xae << 8 | nr;
+    vec![
+        (
+            "KVM_GET_MSR_INDEX_LIST",
+            io(READ | WRITE, 0x02, size_of::<u32>()),
+        ),
+        ("KVM_GET_CPUID2", io(READ | WRITE, 0x91, 8)),
+        (
+            "KVM_GET_MP_STATE",
+            io(READ, 0x98, size_of::<kvm_mp_state>()),
+        ),
+        ("KVM_GET_REGS", io(READ, 0x81, size_of::<kvm_regs>())),
+        ("KVM_GET_SREGS", io(READ, 0x83, size_of::<kvm_sregs>())),
+        ("KVM_GET_XSAVE", io(READ, 0xa4, size_of::<kvm_xsave>())),
+        ("KVM_GET_XCRS", io(READ, 0xa6, size_of::<kvm_xcrs>())),
+        (
+            "KVM_GET_DEBUGREGS",
+            io(READ, 0xa1, size_of::<kvm_debugregs>()),
+        ),
+        (
+            "KVM_GET_LAPIC",
+            io(READ, 0x8e, size_of::<kvm_lapic_state>()),
+        ),
+        ("KVM_GET_MSRS", io(READ | WRITE, 0x88, 8)),
+        (
+            "KVM_GET_VCPU_EVENTS",
+            io(READ, 0x9f, size_of::<kvm_vcpu_events>()),
+        ),
+        ("KVM_GET_TSC_KHZ", 0xaea3),
+        (
+            "KVM_GET_IRQCHIP",
+            io(READ | WRITE, 0x62, size_of::<kvm_irqchip>()),
+        ),
+        ("KVM_GET_PIT2", io(READ, 0x9f, size_of::<kvm_pit_state2>())),
+        ("KVM_GET_CLOCK", io(READ, 0x7c, size_of::<kvm_clock_data>())),
+    ]
+}
+
+#[test]
+fn the_snapshot_lists_name_the_right_ioctl_numbers() {
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../../seccomp/x86_64.json")).unwrap();
+    for list in ["vmm_snapshot", "monitor_snapshot"] {
+        let rules = json[list]["filter"].as_array().unwrap();
+        for (name, number) in kvm_get_ioctls() {
+            let listed = rules.iter().any(|r| {
+                r["syscall"] == "ioctl"
+                    && r["args"][0]["val"] == number
+                    && r["args"][0]["comment"] == name
+            });
+            assert!(listed, "{list} lacks {name} = {number:#x}");
+        }
+    }
+}
+
+/// Only a monitor allowed to snapshot may read KVM state or size files;
+/// the snapshot lists keep everything else their bases refuse refused.
+#[test]
+fn only_snapshot_monitors_read_kvm_state_and_size_files() {
+    let sregs = kvm_get_ioctls()[4].1;
+    let cases = [
+        (format!("vmm:ioctl={sregs}"), false),
+        (format!("vmm-snapshot:ioctl={sregs}"), true),
+        ("vmm:ftruncate".to_string(), false),
+        ("vmm-snapshot:ftruncate".to_string(), true),
+        (format!("vmm-snapshot:ioctl={KVM_RUN}"), false),
+        (format!("vmm-snapshot:socket={}", libc::AF_INET), false),
+        ("vmm-snapshot:execve".to_string(), false),
+        (format!("monitor:ioctl={sregs}"), false),
+        (format!("monitor-snapshot:ioctl={sregs}"), true),
+        ("monitor-snapshot:ftruncate".to_string(), true),
+        ("monitor-snapshot:fork".to_string(), false),
+    ];
+    for (what, allowed) in cases {
+        let status = child(&what, "enforce");
+        let want = if allowed { 0 } else { 3 };
+        assert_eq!(status.code(), Some(want), "{what}: {status:?}");
+    }
 }

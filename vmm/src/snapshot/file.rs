@@ -16,7 +16,7 @@ use super::state::SnapshotState;
 /// The first eight bytes of every state file.
 pub const MAGIC: &[u8; 8] = b"RFLWSNAP";
 /// Bumped whenever [`SnapshotState`] or the memory layout changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 const HEADER_LEN: usize = 24;
 /// Refuse absurd body lengths before allocating.
 const MAX_BODY_LEN: u64 = 64 << 20;
@@ -150,6 +150,7 @@ mod tests {
             shm_size: 0,
             shm_addr: 0,
             memory_sha256: [7; 32],
+            rings: RingMarks::default(),
         }
     }
 

@@ -154,7 +154,9 @@ fn not_ready(running: crate::vm::RunningVm, stop: StopReason) -> GoldenError {
     }
 }
 
-fn complete(dir: &Path) -> bool {
+/// Whether `dir` holds a whole snapshot (both files; a snapshot is
+/// written under another name and renamed into place when done).
+pub fn complete(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file() && dir.join(MEMORY_FILE).is_file()
 }
 
@@ -292,13 +294,11 @@ pub fn ensure_warm(
     })
 }
 
-/// An exclusive `flock` on `<snapshots>/.<key>.lock`, held while one
-/// snapshot is built. flock locks belong to the open file, so two threads
-/// of one process exclude each other as two processes do; the kernel drops
-/// the lock if its holder dies.
+/// The exclusive lock on `<snapshots>/.<key>.lock` ([`super::lock`]),
+/// held while one snapshot is built.
 struct BuildLock {
-    /// Closing it releases the lock.
-    _file: std::fs::File,
+    /// Dropping it releases the lock.
+    _lock: super::lock::EntryLock,
 }
 
 impl BuildLock {
@@ -307,33 +307,19 @@ impl BuildLock {
         key: &str,
         progress: &dyn Fn(&str),
     ) -> Result<BuildLock, GoldenError> {
-        use std::os::fd::AsRawFd;
         let path = snapshots.join(format!(".{key}.lock"));
         let cache_err = |source| GoldenError::Cache {
             path: path.clone(),
             source,
         };
         super::private::create_dir(snapshots).map_err(cache_err)?;
-        let file = super::private::open_lock(&path).map_err(cache_err)?;
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on a descriptor this function owns; no memory is
-        // passed.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let waiting = || {
             progress(&format!(
                 "waiting for golden snapshot {key}, which another build is creating"
-            ));
-            loop {
-                // SAFETY: as above (blocking this time).
-                if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-                    break;
-                }
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(cache_err(e));
-                }
-            }
-        }
-        Ok(BuildLock { _file: file })
+            ))
+        };
+        let lock = super::lock::EntryLock::exclusive(&path, &waiting).map_err(cache_err)?;
+        Ok(BuildLock { _lock: lock })
     }
 }
 

@@ -73,11 +73,27 @@ pub enum SnapshotMemoryError {
 /// Writes every region of `mem`, in address order, to `path`. All-zero
 /// pages are left as holes: a freshly booted guest's RAM is mostly zeros.
 pub fn save(mem: &GuestMemoryMmap, path: &Path) -> Result<SavedMemory, SnapshotMemoryError> {
+    let file = super::private::create_file(path).map_err(|source| SnapshotMemoryError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    save_into(mem, &file, path)
+}
+
+/// Writes every region of `mem` as [`save`] does, into `file` (empty and
+/// open for writing; `path` names it in errors): for a process that may
+/// not create files, handed one by a process that may.
+pub fn save_into(
+    mem: &GuestMemoryMmap,
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<SavedMemory, SnapshotMemoryError> {
     let werr = |source| SnapshotMemoryError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = super::private::create_file(path).map_err(werr)?;
+    // `&File` writes and seeks as the file does.
+    let mut file = file;
     let mut page = vec![0u8; PAGE];
     let mut total = 0u64;
     let mut hasher = PageHasher::default();

@@ -15,6 +15,7 @@
 pub mod digest;
 pub mod file;
 pub mod golden;
+pub mod lock;
 pub mod memory;
 pub mod private;
 pub mod state;

@@ -152,6 +152,48 @@ pub struct TransportSnapshot {
     pub disk_sectors: u64,
 }
 
+/// Where one message ring's ends stood when a snapshot was taken: both
+/// ends at one byte `offset` (the ring was empty), and the sequence number
+/// of the next record.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    bitcode::Encode,
+    bitcode::Decode,
+)]
+pub struct RingMark {
+    /// The producer's head and the consumer's tail, in bytes.
+    pub offset: u64,
+    /// The next record's sequence number.
+    pub sequence: u64,
+}
+
+/// Where both message rings of the shared region stood.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    bitcode::Encode,
+    bitcode::Decode,
+)]
+pub struct RingMarks {
+    /// The host-to-guest ring.
+    pub host_to_guest: RingMark,
+    /// The guest-to-host ring.
+    pub guest_to_host: RingMark,
+}
+
 /// The whole non-memory state of a paused VM.
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotState {
@@ -175,10 +217,14 @@ pub struct SnapshotState {
     /// restored guest is told to reset them).
     pub vsock: TransportSnapshot,
     /// Shared-memory region size in bytes (0: none) and guest address. Its
-    /// contents are not kept: a restored region starts with empty rings.
+    /// contents are not kept: a restored region starts with empty rings,
+    /// at [`SnapshotState::rings`].
     pub shm_size: u64,
     /// Guest physical address of the shared-memory region (0: none).
     pub shm_addr: u64,
     /// The memory file's digest ([`super::digest`]).
     pub memory_sha256: [u8; 32],
+    /// Where the rings' ends stood (both at zero unless the guest had
+    /// used them: a snapshot of a clone that loaded a script).
+    pub rings: RingMarks,
 }

@@ -8,6 +8,7 @@ mod devices;
 mod kvm;
 mod outcome;
 mod run;
+mod snapshot_job;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -25,6 +26,7 @@ pub use outcome::{
     VmOutcome, EXIT_GUEST_CRASH, EXIT_KERNEL_PANIC, EXIT_MONITOR_ERROR, EXIT_TIMEOUT,
 };
 pub use run::{PausedVm, RunningVm, StopHandle};
+pub use snapshot_job::{SnapshotFiles, SnapshotHandle};
 
 use crate::arch::layout::{EBDA_START, ZERO_PAGE_START};
 use crate::arch::{bootparams, mptable};
@@ -41,6 +43,7 @@ use crate::loader::{self, LoaderError};
 use crate::memory::{self, MemoryError};
 use crate::shm::{self, SharedRegion, ShmError};
 use crate::snapshot::memory::SnapshotMemoryError;
+use crate::snapshot::state::RingMarks;
 use crate::snapshot::{file as snapfile, SnapshotFileError, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::{Vcpu, VcpuError};
 use devices::{DeviceRestore, Devices, Links};
@@ -208,6 +211,10 @@ pub struct Vm {
     owner: OwnerLinks,
     /// The cgroup the VM's threads join, when its CPU time is limited.
     cpu_group: Option<Arc<crate::cgroup::CpuGroup>>,
+    /// Where the shared region's rings started (from the snapshot).
+    rings: RingMarks,
+    /// Snapshot requests, when the owner allowed them.
+    snapshots: Option<snapshot_job::SnapshotSlot>,
 }
 
 /// What the VM's owner talks to it through: its vsock socket, the agent's
@@ -367,6 +374,8 @@ impl Vm {
             gate: Arc::default(),
             owner,
             cpu_group: None,
+            rings: RingMarks::default(),
+            snapshots: None,
         })
     }
 
@@ -446,6 +455,7 @@ impl Vm {
                         "the shared-memory region would move in guest memory".into(),
                     ));
                 }
+                region.start_rings(&state.rings)?;
                 region.register(&vm_fd, mem.num_regions() as u32)?;
                 Some(Arc::new(region))
             }
@@ -488,6 +498,8 @@ impl Vm {
             gate: Arc::default(),
             owner,
             cpu_group: None,
+            rings: state.rings,
+            snapshots: None,
         })
     }
 
@@ -499,6 +511,23 @@ impl Vm {
     /// The host<->guest shared-memory region, if the VM has one.
     pub fn shared_region(&self) -> Option<Arc<SharedRegion>> {
         self.shared.clone()
+    }
+
+    /// Where the shared region's rings started: where the snapshot this VM
+    /// was restored from recorded them (zero for a booted VM).
+    pub fn rings(&self) -> RingMarks {
+        self.rings
+    }
+
+    /// Lets another thread ask this VM, once it runs, to snapshot itself
+    /// into files it is handed (see [`SnapshotHandle`]); its event loop
+    /// then runs under a filter that allows that.
+    pub fn allow_snapshots(&mut self) -> SnapshotHandle {
+        let slot = self.snapshots.get_or_insert_with(Default::default).clone();
+        SnapshotHandle {
+            slot,
+            stop: self.stop_handle(),
+        }
     }
 
     /// The host kind the VM was configured for.

@@ -1,7 +1,8 @@
 //! Running a VM: vCPU threads, the event loop, stopping, pausing and taking
 //! a snapshot of a paused VM.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
 use super::kvm::{self as vmkvm, kvm_err};
+use super::snapshot_job::{self, SnapshotFiles, SnapshotJob};
 use super::{Vm, VmError, VmOutcome};
 use crate::cgroup::CpuGroup;
 use crate::console::{AgentReady, ConsoleState};
 use crate::seccomp::{self, ThreadKind};
-use crate::snapshot::state::SnapshotState;
+use crate::snapshot::state::{RingMarks, SnapshotState};
 use crate::snapshot::{file as snapfile, memory as snapmem, MEMORY_FILE, STATE_FILE};
 use crate::vcpu::exit::StopReason;
 use crate::vcpu::gate::Gate;
@@ -149,8 +151,12 @@ impl Vm {
                 .join_current_thread()
                 .map_err(|e| VmError::Cgroup(e.to_string()))?;
         }
+        let kind = match self.snapshots {
+            Some(_) => ThreadKind::VmmSnapshot,
+            None => ThreadKind::Vmm,
+        };
         let running = self.start()?;
-        if let Err(e) = seccomp::install(ThreadKind::Vmm, mode) {
+        if let Err(e) = seccomp::install(kind, mode) {
             running.finish(StopReason::Stopped);
             return Err(e.into());
         }
@@ -238,7 +244,29 @@ impl RunningVm {
                 return Err(e);
             }
         };
-        Ok(self.finish(reason))
+        let job = self.vm.snapshots.as_ref().and_then(snapshot_job::take);
+        match job {
+            Some(job) if reason == StopReason::Stopped => self.snapshot_and_end(job),
+            _ => Ok(self.finish(reason)),
+        }
+    }
+
+    /// Pauses, writes the snapshot `job` asks for, answers it, and reports
+    /// the VM as stopped (a snapshot that failed is answered with why; the
+    /// VM ends either way).
+    fn snapshot_and_end(self, job: SnapshotJob) -> Result<VmOutcome, VmError> {
+        let started = self.started;
+        let paused = match self.pause() {
+            Ok(p) => p,
+            Err(e) => {
+                job.answer(Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let SnapshotJob { files, rings, .. } = &job;
+        let written = paused.write_into(files, *rings).map_err(|e| e.to_string());
+        job.answer(written);
+        Ok(outcome(&paused.vm, StopReason::Stopped, started))
     }
 
     /// When the agent was ready, if it was yet.
@@ -259,16 +287,7 @@ impl RunningVm {
     /// Stops every vCPU and reports the outcome with `reason`.
     pub fn finish(mut self, reason: StopReason) -> VmOutcome {
         let _ = stop_vcpus(&self.stop, std::mem::take(&mut self.threads), &self.vm.gate);
-        let console = self.vm.devices.console.lock().clone();
-        VmOutcome {
-            stop: reason,
-            ready: console.ready,
-            agent_exit_status: console.exit_status,
-            kernel_panic: console.panic,
-            console_tail: console.tail.into_iter().collect(),
-            elapsed: self.started.elapsed(),
-            hostile: self.vm.hostile().recent(),
-        }
+        outcome(&self.vm, reason, self.started)
     }
 
     /// Stops the vCPUs, keeping their state, for a snapshot.
@@ -289,12 +308,44 @@ impl PausedVm {
     /// Writes a snapshot into `dir` (created if needed): `state.bin` and
     /// `memory.bin`.
     pub fn snapshot(&self, dir: &Path) -> Result<(), VmError> {
-        let vm = &self.vm;
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| VmError::SnapshotIo { path, source }
         };
         crate::snapshot::private::create_dir(dir).map_err(io_err(dir))?;
+        let memory_path = dir.join(MEMORY_FILE);
+        let memory =
+            crate::snapshot::private::create_file(&memory_path).map_err(io_err(&memory_path))?;
+        let state = self.encode_with_memory(&memory, &memory_path, self.vm.rings)?;
+        let state_path = dir.join(STATE_FILE);
+        crate::snapshot::private::write(&state_path, &state).map_err(io_err(&state_path))?;
+        Ok(())
+    }
+
+    /// Writes the snapshot into `files` (empty, open for writing), with
+    /// the rings' ends recorded at `rings`.
+    pub fn write_into(&self, files: &SnapshotFiles, rings: RingMarks) -> Result<(), VmError> {
+        let state_path = Path::new(STATE_FILE);
+        let state = self.encode_with_memory(&files.memory, Path::new(MEMORY_FILE), rings)?;
+        let io_err = |source| VmError::SnapshotIo {
+            path: state_path.to_path_buf(),
+            source,
+        };
+        let mut state_file = &files.state;
+        state_file.write_all(&state).map_err(io_err)?;
+        state_file.sync_all().map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Writes guest memory to `memory` (`memory_path` names it in errors)
+    /// and returns the encoded state, which records the memory's digest.
+    fn encode_with_memory(
+        &self,
+        memory: &std::fs::File,
+        memory_path: &Path,
+        rings: RingMarks,
+    ) -> Result<Vec<u8>, VmError> {
+        let vm = &self.vm;
         let msr_list = vm
             .kvm
             .get_msr_index_list()
@@ -305,7 +356,7 @@ impl PausedVm {
             .map(|v| v.save_state(msr_list.as_slice()))
             .collect::<Result<Vec<_>, _>>()?;
         // Memory first: the state records its digest.
-        let memory = snapmem::save(&vm.mem, &dir.join(MEMORY_FILE))?;
+        let memory = snapmem::save_into(&vm.mem, memory, memory_path)?;
         let state = SnapshotState {
             mem_size: u64::from(vm.config.mem_mib) << 20,
             cpu_fingerprint: vm.cpu_fingerprint,
@@ -324,14 +375,26 @@ impl PausedVm {
             shm_size: vm.shared.as_ref().map_or(0, |r| r.size()),
             shm_addr: vm.shared.as_ref().map_or(0, |r| r.guest_addr()),
             memory_sha256: memory.digest,
+            rings,
         };
-        let bytes = snapfile::encode(&state).map_err(|source| VmError::SnapshotFile {
-            path: dir.join(STATE_FILE),
+        snapfile::encode(&state).map_err(|source| VmError::SnapshotFile {
+            path: PathBuf::from(STATE_FILE),
             source,
-        })?;
-        let state_path = dir.join(STATE_FILE);
-        crate::snapshot::private::write(&state_path, &bytes).map_err(io_err(&state_path))?;
-        Ok(())
+        })
+    }
+}
+
+/// How `vm` ended, for `reason`, having run since `started`.
+fn outcome(vm: &Vm, reason: StopReason, started: Instant) -> VmOutcome {
+    let console = vm.devices.console.lock().clone();
+    VmOutcome {
+        stop: reason,
+        ready: console.ready,
+        agent_exit_status: console.exit_status,
+        kernel_panic: console.panic,
+        console_tail: console.tail.into_iter().collect(),
+        elapsed: started.elapsed(),
+        hostile: vm.hostile().recent(),
     }
 }
 
