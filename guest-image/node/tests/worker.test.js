@@ -102,4 +102,25 @@ module.exports = { metadata, async process(context) {
       await host.close();
     }
   });
+  test('a script loaded before is not run again (a component golden\'s clone)', async () => {
+    const host = new Host();
+    try {
+      const source = `
+globalThis.runs = (globalThis.runs || 0) + 1;
+const runs = globalThis.runs;
+module.exports = { metadata: { component: "Once", outports: ["out"] }, process() { return { out: runs }; } };`;
+      for (const id of [1, 2]) {
+        const [[k]] = await host.call(LOAD, id, { name: 'once.js', source });
+        assert.strictEqual(k, LOADED);
+      }
+      const got = await host.call(INVOKE, 3, { inputs: {}, config: {} });
+      assert.deepStrictEqual(got[got.length - 1][2], { out: 1 });
+      const [[k]] = await host.call(LOAD, 4, { name: 'once.js', source: `${source}\n` });
+      assert.strictEqual(k, LOADED);
+      const again = await host.call(INVOKE, 5, { inputs: {}, config: {} });
+      assert.deepStrictEqual(again[again.length - 1][2], { out: 2 });
+    } finally {
+      await host.close();
+    }
+  });
 }

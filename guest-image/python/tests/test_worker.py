@@ -1,6 +1,7 @@
 """The worker's protocol on an in-memory region; the test plays the host
 while the worker runs on a thread."""
 
+import random
 import threading
 import unittest
 
@@ -93,6 +94,30 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(got[-1][2]["kind"], "run")
         self.assertIn("ZeroDivisionError", got[-1][2]["traceback"])
         got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
+        self.assertEqual(got[-1][0], LOADED)
+
+
+    def test_a_script_loaded_before_is_not_run_again_but_its_generators_are_reseeded(self):
+        # What a clone of a component golden sees: the golden loaded the
+        # script (as another actor id) before its snapshot.
+        source = (
+            "import random\n"
+            "RUNS = globals().setdefault('RUNS', 0) + 1\n"
+            "RNG = random.Random(7)\n"
+            "@actor(name='Once', outports=['out'])\n"
+            "def once(c):\n"
+            "    return {'out': [RUNS, RNG.random()]}\n"
+        )
+        fixed = random.Random(7).random()
+        got = self.host.call(LOAD, 1, {"name": "once.py", "source": source})
+        self.assertEqual(got[-1][0], LOADED)
+        got = self.host.call(LOAD, 2, {"name": "once.py", "source": source})
+        self.assertEqual(got[-1][0], LOADED)
+        runs, drawn = self.host.call(INVOKE, 3, {"inputs": {}})[-1][2]["out"]
+        self.assertEqual(runs, 1, "the top level ran again")
+        self.assertNotEqual(drawn, fixed, "the script's generator was not reseeded")
+        # Another source is loaded anew.
+        got = self.host.call(LOAD, 4, {"name": "once.py", "source": source + "\n"})
         self.assertEqual(got[-1][0], LOADED)
 
 

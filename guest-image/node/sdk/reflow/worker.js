@@ -131,6 +131,8 @@ class Worker {
     this.rx = new Consumer(region, h2g);
     this.tx = new Producer(region, g2h);
     this.actors = new Map();
+    /** Scripts loaded in this VM by name and source (see LOAD). */
+    this.loaded = new Map();
     this.reseed = reseed;
   }
 
@@ -163,13 +165,19 @@ class Worker {
       this.rx.release(record);
       this.reseed();
       reseedMathRandom();
-      let actor;
-      try {
-        actor = loadScript(source, name);
-      } catch (f) {
-        if (!(f instanceof ActorFailure)) throw f;
-        this.error(meta.messageId, meta.actorId, f.kind, f.message, f.trace);
-        return;
+      // A clone of a component golden finds the script it loaded before
+      // its snapshot: it is not run again (its randomness is fresh above).
+      const key = `${name}\0${source}`;
+      let actor = this.loaded.get(key);
+      if (actor === undefined) {
+        try {
+          actor = loadScript(source, name);
+        } catch (f) {
+          if (!(f instanceof ActorFailure)) throw f;
+          this.error(meta.messageId, meta.actorId, f.kind, f.message, f.trace);
+          return;
+        }
+        this.loaded.set(key, actor);
       }
       this.actors.set(meta.actorId, actor);
       this.send(LOADED, meta.messageId, meta.actorId, { metadata: actor.metadata });

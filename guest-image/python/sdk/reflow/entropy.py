@@ -47,19 +47,25 @@ def find_generators(modules=None):
     """Records every generator object held at top level by a loaded module
     (each object once); returns how many."""
     modules = list(sys.modules.values()) if modules is None else modules
-    seen, found = set(), []
+    _found.clear()
     for module in modules:
         try:
-            values = list(vars(module).values())
+            add_generators(vars(module))
         except TypeError:
             continue
-        for obj in values:
-            kind = _kind(obj)
-            if kind is not None and id(obj) not in seen:
-                seen.add(id(obj))
-                found.append((kind, obj))
-    _found[:] = found
-    return len(found)
+    return len(_found)
+
+
+def add_generators(namespace):
+    """Records the generators a namespace holds at top level (each object
+    once), beside those found before: a loaded script's, when a component
+    golden is made after loading it, so its clones reseed them too."""
+    seen = {id(obj) for _, obj in _found}
+    for obj in list(namespace.values()):
+        kind = _kind(obj)
+        if kind is not None and id(obj) not in seen:
+            seen.add(id(obj))
+            _found.append((kind, obj))
 
 
 def _reseed(kind, obj, seed):

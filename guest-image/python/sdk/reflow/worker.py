@@ -3,7 +3,9 @@
 Started by the agent (`spawn /usr/bin/python3 /opt/reflow/run_worker.py
 <addr> <size>`) before the golden snapshot is taken, so clones start warm.
 Python's `random` is reseeded from the kernel (itself reseeded by the host
-when a clone connects) on every LOAD, so clones do not share its state. Protocol (record kinds in the metadata; the
+when a clone connects) on every LOAD, so clones do not share its state. A
+LOAD of a script this VM has loaded before (a clone of a component golden,
+snapshotted after loading it) only reseeds: the script is not run again. Protocol (record kinds in the metadata; the
 message id ties an invocation's records together; payloads are
 `reflow.value` values):
 
@@ -85,6 +87,9 @@ class Worker:
         h2g, g2h = read_layout(region)
         self.rx, self.tx = Consumer(region, h2g), Producer(region, g2h)
         self.actors = {}
+        # Scripts loaded in this VM by (name, source): a component golden's
+        # clones find theirs here and skip running it again.
+        self.loaded = {}
         self.loop = asyncio.new_event_loop()
 
     def send(self, kind, message_id, actor_id, value, port=""):
@@ -107,12 +112,22 @@ class Worker:
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
             self.rx.release(record)
+            # Fresh randomness for everything the clone shares with its
+            # golden, before the script's top level draws any.
             entropy.reseed()
-            try:
-                fn = load_script(source, name)
-            except ActorFailure as f:
-                self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
-                return
+            fn = self.loaded.get((name, source))
+            if fn is None:
+                try:
+                    fn = load_script(source, name)
+                except ActorFailure as f:
+                    self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
+                    return
+                self.loaded[(name, source)] = fn
+                # If this VM becomes a component golden, its clones share
+                # the script's own generators too: reseed them as well.
+                entropy.add_generators(getattr(fn, "__globals__", {}))
+            # else: a clone of a component golden, which loaded this very
+            # script before its snapshot; it is not run again.
             self.actors[meta.actor_id] = fn
             self.send(LOADED, meta.message_id, meta.actor_id, {"metadata": fn.__actor_metadata__.to_dict()})
         elif meta.kind == INVOKE:
