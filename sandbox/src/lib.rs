@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod component;
 pub mod fate;
 pub mod language;
 pub mod limits;
@@ -24,13 +25,14 @@ pub mod shape;
 pub mod warmup;
 pub mod worker;
 
+pub use component::{ComponentError, ComponentGolden, ComponentSettings};
 pub use fate::Fate;
 pub use language::Language;
 pub use limits::{LimitOverrides, Limits};
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, ErrorKind, Kind, StateOp, StateRequest};
 pub use runtime::{GuestImages, Runtime, RuntimeError};
-pub use sandbox::{SandboxError, SandboxVm, StopHandle, VmSpec, WorkerCheckError};
+pub use sandbox::{SandboxError, SandboxVm, SnapshotError, StopHandle, VmSpec, WorkerCheckError};
 pub use script::{Script, ScriptError};
 pub use shape::{ShapeOverrides, VmShape};
 pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};

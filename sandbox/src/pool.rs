@@ -234,6 +234,11 @@ impl VmPool {
         }
     }
 
+    /// What this pool's clones are restored from.
+    pub fn spec(&self) -> &VmSpec {
+        &self.inner.spec
+    }
+
     /// (ready, live) counts, for monitoring and tests.
     pub fn counts(&self) -> (usize, usize) {
         let s = self.inner.state.lock();

@@ -2,18 +2,21 @@
 //! snapshot, its monitor in a process of its own, its agent's control
 //! channel and its shared-memory rings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::paths;
 use reflow_agent_protocol::request::Request;
+use reflow_ring::Position;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
 use reflow_vmm::shm::SharedRegion;
-use reflow_vmm::snapshot::CheckError;
+use reflow_vmm::snapshot::state::{RingMark, RingMarks};
+use reflow_vmm::snapshot::{private, CheckError, MEMORY_FILE, STATE_FILE};
+use reflow_vmm::SnapshotFiles;
 use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
 use crate::worker::{ClientState, WorkerClient};
@@ -110,6 +113,25 @@ pub enum SandboxError {
     Timeout(Duration),
 }
 
+/// Why a clone's snapshot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A message is in flight, or the worker was abandoned.
+    #[error("the worker is not idle: a snapshot now would lose a message")]
+    Busy,
+    /// A file of the snapshot could not be created.
+    #[error("creating {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The monitor could not write it (why).
+    #[error(transparent)]
+    Monitor(MonitorError),
+}
+
 /// Why the agent could not tell whether the worker process lives.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerCheckError {
@@ -162,6 +184,24 @@ impl SandboxVm {
     /// and time over the control channel: only then may a script be
     /// loaded (the worker reseeds from it).
     pub fn restore(spec: &VmSpec, timeout: Duration) -> Result<SandboxVm, SandboxError> {
+        SandboxVm::restore_as(spec, timeout, false)
+    }
+
+    /// [`SandboxVm::restore`], for a clone that will be snapshotted
+    /// ([`SandboxVm::snapshot`]): its monitor runs under the seccomp lists
+    /// that allow writing a snapshot, which other clones never get.
+    pub fn restore_to_snapshot(
+        spec: &VmSpec,
+        timeout: Duration,
+    ) -> Result<SandboxVm, SandboxError> {
+        SandboxVm::restore_as(spec, timeout, true)
+    }
+
+    fn restore_as(
+        spec: &VmSpec,
+        timeout: Duration,
+        snapshots: bool,
+    ) -> Result<SandboxVm, SandboxError> {
         let started = Instant::now();
         let deadline = started + timeout;
         // Checked here, once per bridge process; the monitor trusts it.
@@ -174,6 +214,7 @@ impl SandboxVm {
             &spec.config,
             cpu.as_deref().map(CpuGroup::dir),
             true,
+            snapshots,
         )
         .map_err(SandboxError::Restore)?;
         let monitor = Arc::new(monitor);
@@ -184,12 +225,20 @@ impl SandboxVm {
         };
         let shared = monitor.wait_restored(deadline).map_err(waited)?;
         let control = monitor.wait_ready(deadline).map_err(waited)?;
+        // A snapshot taken after its worker used the rings left them
+        // further along: the client starts where they stood.
+        let rings = monitor.rings();
+        let position = |m: RingMark| Position {
+            offset: m.offset,
+            sequence: m.sequence,
+        };
+        let worker = ClientState::at(position(rings.host_to_guest), position(rings.guest_to_host));
         Ok(SandboxVm {
             control,
             shared,
             monitor,
             ready_after: started.elapsed(),
-            worker: ClientState::default(),
+            worker,
             cpu,
             finished: false,
         })
@@ -304,6 +353,40 @@ impl SandboxVm {
     /// never said.
     pub fn finish(&mut self) -> Option<VmOutcome> {
         self.stop_and_join()
+    }
+
+    /// Writes this clone's snapshot into `dir` (`state.bin`, `memory.bin`;
+    /// the directory must exist and be private), recording where its
+    /// rings' ends stand, so that clones of it go on from here; the VM
+    /// ends. The worker must be idle (no message in flight), and the clone
+    /// restored with [`SandboxVm::restore_to_snapshot`].
+    pub fn snapshot(mut self, dir: &Path, timeout: Duration) -> Result<(), SnapshotError> {
+        let (tx, rx) = self.worker.positions();
+        let mark = |p: Position| RingMark {
+            offset: p.offset,
+            sequence: p.sequence,
+        };
+        let rings = RingMarks {
+            host_to_guest: mark(tx),
+            guest_to_host: mark(rx),
+        };
+        if self.worker.is_poisoned() || !self.shared.rings_idle_at(&rings) {
+            return Err(SnapshotError::Busy);
+        }
+        let create = |name: &str| {
+            let path = dir.join(name);
+            private::create_file(&path).map_err(|source| SnapshotError::File { path, source })
+        };
+        let files = SnapshotFiles {
+            state: create(STATE_FILE)?,
+            memory: create(MEMORY_FILE)?,
+        };
+        let written = self
+            .monitor
+            .snapshot(&files, rings, Instant::now() + timeout)
+            .map_err(SnapshotError::Monitor);
+        self.stop_and_join();
+        written
     }
 
     /// Stops the VM and returns how it ended.

@@ -95,6 +95,29 @@ impl Default for ClientState {
     }
 }
 
+impl ClientState {
+    /// A client whose rings' ends stand at `tx` (host to guest) and `rx`
+    /// (guest to host): where a clone of a snapshot taken after the worker
+    /// had used its rings starts.
+    pub fn at(tx: Position, rx: Position) -> ClientState {
+        ClientState {
+            tx,
+            rx,
+            ..ClientState::default()
+        }
+    }
+
+    /// Where the host-to-guest and guest-to-host rings' ends stand.
+    pub fn positions(&self) -> (Position, Position) {
+        (self.tx, self.rx)
+    }
+
+    /// Whether an earlier failure left the worker unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+}
+
 /// The host end of one worker's pair of rings.
 pub struct WorkerClient<'a> {
     tx: Producer<'a>,
