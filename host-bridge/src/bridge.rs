@@ -161,6 +161,12 @@ impl Bridge {
         self.shared.kill_vm(pick)
     }
 
+    /// The pools of clones of scripts' component goldens made so far.
+    #[cfg(feature = "testing")]
+    pub fn component_pools(&self) -> Vec<VmPool> {
+        self.shared.components.pools()
+    }
+
     /// Messages being run by sandboxed actors right now.
     pub fn busy(&self) -> usize {
         self.shared.busy_count()
@@ -174,8 +180,16 @@ impl Bridge {
     /// Stops every pool's waiting VMs; lent ones stop when their nodes
     /// end.
     pub fn shutdown(&self) {
+        self.shared.components.shutdown();
         for p in &self.shared.pools {
             p.pool.shutdown();
         }
+    }
+
+    /// Waits (at most `wait`) until no script's component golden is being
+    /// made; returns how many are ready (their nodes' new VMs come with the
+    /// script loaded).
+    pub fn wait_components(&self, wait: Duration) -> usize {
+        self.shared.components.wait_built(wait)
     }
 }

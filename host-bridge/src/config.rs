@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reflow_sandbox_core::limits::{LimitOverrides, Limits};
 use reflow_sandbox_core::pool::PoolConfig;
-use reflow_sandbox_core::{Language, Script};
+use reflow_sandbox_core::{ComponentSettings, Language, Script};
 use reflow_workspace::Config;
 
 /// Limits and sizes (defaults as documented in docs/configuration.md).
@@ -28,6 +28,11 @@ pub struct BridgeConfig {
     pub acquire_timeout: Duration,
     /// First part of every state key: `{namespace}:{node id}:{key}`.
     pub namespace: String,
+    /// How each script's component golden (a snapshot taken with the
+    /// script loaded, so a node's first message on a fresh VM skips the
+    /// load) is made and cached; `None`: no component goldens, every new
+    /// VM loads its script.
+    pub components: Option<ComponentSettings>,
 }
 
 impl BridgeConfig {
@@ -52,6 +57,7 @@ impl Default for BridgeConfig {
             runtime_limits: HashMap::new(),
             acquire_timeout: Duration::from_secs(120),
             namespace: "reflow".into(),
+            components: Some(ComponentSettings::default()),
         }
     }
 }
@@ -68,6 +74,14 @@ impl BridgeConfig {
             }
             if let Some(s) = p.idle_timeout {
                 self.idle_timeout = Duration::from_secs(s);
+            }
+        }
+        if let Some(c) = &config.workspace.sandbox.component_goldens {
+            if c.enabled == Some(false) {
+                self.components = None;
+            } else if let Some(max) = c.max_cache_bytes() {
+                let settings = self.components.get_or_insert_with(Default::default);
+                settings.max_cache_bytes = max;
             }
         }
         if let Some(ns) = config
@@ -115,6 +129,7 @@ mod tests {
         let mut b = BridgeConfig::default();
         b.pool.preload_count = 0;
         b.apply_pool(&c);
+        assert!(b.components.is_some(), "on unless turned off");
         assert_eq!(
             (
                 b.pool.preload_count,
@@ -124,6 +139,28 @@ mod tests {
             ),
             (5, 20, 300, "team")
         );
+    }
+
+    #[test]
+    fn component_goldens_can_be_bounded_or_turned_off() {
+        let mut b = BridgeConfig::default();
+        b.apply_pool(&parse(
+            "workspace:\n  sandbox:\n    component_goldens:\n      max_cache_size: 2GB\n",
+        ));
+        assert_eq!(
+            b.components.as_ref().map(|c| c.max_cache_bytes),
+            Some(2 << 30)
+        );
+        b.apply_pool(&parse(
+            "workspace:\n  sandbox:\n    component_goldens:\n      enabled: false\n",
+        ));
+        assert!(b.components.is_none());
+        let bad = Config::parse(
+            "workspace:\n  sandbox:\n    component_goldens:\n      max_cache_size: lots\n",
+            Path::new("reflow.yaml"),
+        );
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("component_goldens.max_cache_size"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod actor;
 pub mod bridge;
+mod components;
 pub mod config;
 pub mod convert;
 pub mod handler;

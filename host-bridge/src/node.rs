@@ -112,6 +112,8 @@ pub(crate) struct Node {
     script: Arc<Script>,
     /// Where its VMs come from: an index in `shared.pools`.
     pool: usize,
+    /// Its script's component golden key (see [`crate::components`]).
+    component: String,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
     /// which a running message holds (for [`Tracked::kill_vm`]).
@@ -121,10 +123,14 @@ pub(crate) struct Node {
 
 impl Node {
     pub fn new(shared: Arc<Shared>, script: Arc<Script>, pool: usize) -> Arc<Node> {
+        let component =
+            reflow_sandbox_core::component::key(shared.pools[pool].pool.spec(), &script);
+        crate::components::Components::start(&shared, pool, &script, &component);
         let node = Arc::new(Node {
             shared: shared.clone(),
             script,
             pool,
+            component,
             slot: Mutex::new(Slot {
                 vm: None,
                 last_used: Instant::now(),
@@ -205,7 +211,7 @@ impl Node {
             Some(vm) if vm.is_alive() => vm,
             vm => {
                 *vm = None;
-                let pool = &self.shared.pools[self.pool].pool;
+                let pool = self.shared.pool_for(self.pool, &self.component);
                 let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
                 #[cfg(feature = "testing")]
                 {

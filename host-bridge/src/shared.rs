@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use reflow_sandbox_core::pool::VmPool;
 use reflow_sandbox_core::{Language, VmShape};
 
+use crate::components::Components;
 use crate::config::BridgeConfig;
 use crate::state::StateStore;
 
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub store: StateStore,
     pub config: BridgeConfig,
     pub tokio: tokio::runtime::Handle,
+    /// Each script's component golden pool, once made.
+    pub components: Components,
     nodes: Mutex<Vec<Weak<dyn Tracked>>>,
     busy: AtomicUsize,
     failed: AtomicUsize,
@@ -52,6 +55,7 @@ impl Shared {
             store,
             config,
             tokio: tokio::runtime::Handle::current(),
+            components: Components::default(),
             nodes: Mutex::new(Vec::new()),
             busy: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -103,6 +107,15 @@ impl Shared {
     pub fn busy(&self) -> BusyGuard<'_> {
         self.busy.fetch_add(1, Ordering::SeqCst);
         BusyGuard(&self.busy)
+    }
+
+    /// Where a node of the component `key` over runtime pool `pool` gets
+    /// its VMs: the component's pool once its golden is ready, else the
+    /// runtime's.
+    pub fn pool_for(&self, pool: usize, key: &str) -> VmPool {
+        self.components
+            .pool(pool, key)
+            .unwrap_or_else(|| self.pools[pool].pool.clone())
     }
 
     /// Gives back the VMs of nodes idle for the idle timeout.

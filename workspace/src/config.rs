@@ -231,6 +231,29 @@ pub struct Sandbox {
     /// Settings of single actors, by component name.
     #[serde(default)]
     pub actors: BTreeMap<String, ActorSandbox>,
+    /// Snapshots of each script's VM with the script loaded.
+    #[serde(default)]
+    pub component_goldens: Option<ComponentGoldens>,
+}
+
+/// The `workspace.sandbox.component_goldens:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentGoldens {
+    /// Whether to make them (default true).
+    pub enabled: Option<bool>,
+    /// Most disk space they may take together (`8GB` by default); the
+    /// least recently used go first.
+    pub max_cache_size: Option<String>,
+}
+
+impl ComponentGoldens {
+    /// The cache bound in bytes, if one is given.
+    pub fn max_cache_bytes(&self) -> Option<u64> {
+        self.max_cache_size
+            .as_deref()
+            .and_then(|s| parse_size(s).ok())
+    }
 }
 
 /// One actor's settings.
@@ -573,6 +596,16 @@ impl Config {
                         .at("workspace.sandbox.pool.preload_count"));
                 }
             }
+        }
+        if let Some(size) = w
+            .sandbox
+            .component_goldens
+            .as_ref()
+            .and_then(|c| c.max_cache_size.as_ref())
+        {
+            parse_size(size).map_err(|e| {
+                KeyProblem::from(e).at("workspace.sandbox.component_goldens.max_cache_size")
+            })?;
         }
         if let Some(url) = w.redis.as_ref().and_then(|r| r.url.as_deref()) {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

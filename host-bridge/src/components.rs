@@ -1,0 +1,149 @@
+//! Each script's component golden and the pool of its clones (see
+//! [`reflow_sandbox_core::component`]): made in the background the first
+//! time the bridge makes an actor of a script, so a node's first message
+//! on a fresh VM is an ordinary invocation. Until the golden is ready, or
+//! if it cannot be made (a script that does not load, a host that cannot
+//! write the snapshot), the script's nodes take clones of the runtime
+//! golden and load the script there, as before.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use reflow_sandbox_core::component::{self, ComponentError};
+use reflow_sandbox_core::pool::VmPool;
+use reflow_sandbox_core::{ComponentGolden, Script};
+
+use crate::shared::Shared;
+
+enum Slot {
+    Building,
+    /// The pool, and the golden it restores (held: in use).
+    Ready(VmPool, #[allow(dead_code)] Arc<ComponentGolden>),
+    Failed,
+}
+
+/// Component pools by (runtime pool index, component key).
+#[derive(Default)]
+pub(crate) struct Components {
+    slots: Mutex<HashMap<(usize, String), Slot>>,
+    changed: Condvar,
+    /// The bridge was shut down: a pool made after that is shut at once.
+    closed: AtomicBool,
+}
+
+impl Components {
+    /// The pool of the component `key` over runtime pool `pool`, if its
+    /// golden is ready.
+    pub fn pool(&self, pool: usize, key: &str) -> Option<VmPool> {
+        match self.slots.lock().get(&(pool, key.to_string())) {
+            Some(Slot::Ready(p, _)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Starts making `script`'s component golden over runtime pool `pool`
+    /// (once per bridge and script), unless the bridge's settings turned
+    /// them off.
+    pub fn start(shared: &Arc<Shared>, pool: usize, script: &Arc<Script>, key: &str) {
+        let Some(settings) = shared.config.components.clone() else {
+            return;
+        };
+        {
+            let mut slots = shared.components.slots.lock();
+            let slot = (pool, key.to_string());
+            if slots.contains_key(&slot) {
+                return;
+            }
+            slots.insert(slot, Slot::Building);
+        }
+        let runtime = shared.pools[pool].pool.spec().clone();
+        let weak: Weak<Shared> = Arc::downgrade(shared);
+        let script = script.clone();
+        let slot_key = (pool, key.to_string());
+        let failed_key = slot_key.clone();
+        let pool_config = shared.config.pool.clone();
+        let spawned = std::thread::Builder::new()
+            .name("component-golden".into())
+            .spawn(move || {
+                let progress = |m: &str| tracing::info!("{m}");
+                let made = component::ensure(&runtime, &script, &settings, &progress);
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let slot = match made {
+                    Ok(golden) => {
+                        let pool = VmPool::new(golden.spec.clone(), pool_config);
+                        Slot::Ready(pool, Arc::new(golden))
+                    }
+                    Err(ComponentError::Load(e)) => {
+                        tracing::debug!(script = %script.name, error = %e, "no component golden: the script does not load");
+                        Slot::Failed
+                    }
+                    Err(e) => {
+                        tracing::warn!(script = %script.name, error = %e, "no component golden; its nodes load the script on each new VM");
+                        Slot::Failed
+                    }
+                };
+                let components = &shared.components;
+                if let Slot::Ready(p, _) = &slot {
+                    if components.closed.load(Ordering::SeqCst) {
+                        p.shutdown();
+                    }
+                }
+                components.slots.lock().insert(slot_key, slot);
+                components.changed.notify_all();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a component golden build");
+            shared
+                .components
+                .slots
+                .lock()
+                .insert(failed_key, Slot::Failed);
+            shared.components.changed.notify_all();
+        }
+    }
+
+    /// Waits (at most `wait`) until no component golden is being made;
+    /// returns how many are ready.
+    pub fn wait_built(&self, wait: Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        let mut slots = self.slots.lock();
+        while slots.values().any(|s| matches!(s, Slot::Building)) {
+            if self.changed.wait_until(&mut slots, deadline).timed_out() {
+                break;
+            }
+        }
+        slots
+            .values()
+            .filter(|s| matches!(s, Slot::Ready(..)))
+            .count()
+    }
+
+    /// Every ready component pool.
+    #[cfg(feature = "testing")]
+    pub fn pools(&self) -> Vec<VmPool> {
+        self.slots
+            .lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(p, _) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops every component pool's waiting VMs (and those of pools made
+    /// from now on).
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for slot in self.slots.lock().values() {
+            if let Slot::Ready(p, _) = slot {
+                p.shutdown();
+            }
+        }
+    }
+}
