@@ -130,3 +130,61 @@ async fn messages_convert_faithfully_and_idle_vms_are_given_back() {
     assert!(actor.has_vm());
     bridge.shutdown();
 }
+
+/// With component goldens on (the default), a script's nodes take clones
+/// that have the script loaded once its golden is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_take_clones_of_their_scripts_component_golden() {
+    if !kvm_available() {
+        return;
+    }
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 1,
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+        ..BridgeConfig::default()
+    };
+    let bridge = bridge(StateStore::embedded(), config);
+    // Unique to this run, so its golden is made here.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let source = format!(
+        "# {nonce}\nimport builtins\nbuiltins.RUNS = getattr(builtins, 'RUNS', 0) + 1\n\
+         @actor(name='Runs', inports=['input'], outports=['runs'])\n\
+         def runs(context):\n    return {{'runs': builtins.RUNS}}\n"
+    );
+    let actor = bridge
+        .actor(Script::inline(Language::Python, "runs.actor.py", &source))
+        .unwrap();
+    assert_eq!(bridge.wait_components(Duration::from_secs(600)), 1);
+    let pools = bridge.component_pools();
+    assert_eq!(pools.len(), 1);
+    let pool = &pools[0];
+    assert_eq!(pool.wait_ready(Duration::from_secs(120)), 1);
+    let t = Instant::now();
+    while pool.counts() != (1, 1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            pool.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let input = HashMap::from([("input".to_string(), Message::Integer(1))]);
+    let (result, _) = call(&actor, input).await;
+    let result = result.unwrap();
+    assert!(matches!(result["runs"], Message::Integer(1)), "{result:?}");
+    let (ready, live) = pool.counts();
+    assert!(
+        live > ready,
+        "the node's VM did not come from the component pool"
+    );
+    bridge.shutdown();
+    let dir = pool.spec().golden.clone();
+    drop((actor, pools, bridge));
+    let _ = std::fs::remove_dir_all(dir);
+}
