@@ -1,8 +1,9 @@
 //! Golden warm-ups on /dev/kvm end by progress, not by a clock: a script
 //! in the Python image that stops reporting fails with its step named, one
 //! that is slow but keeps reporting completes, and a worker whose preload
-//! fails writes no golden and says why. Each boots its own guest into a
-//! private cache (a cached golden would prove nothing).
+//! fails writes no golden and says why; and the boot runs in a monitor
+//! process of its own. Each boots its own guest into a private cache (a
+//! cached golden would prove nothing).
 
 use std::time::{Duration, Instant};
 
@@ -130,4 +131,77 @@ fn a_worker_whose_preload_fails_writes_no_golden_and_says_why() {
     // traceback comes along.
     assert!(text.contains("  - preload "), "{text}");
     assert!(text.contains("last console lines:"), "{text}");
+}
+
+/// The ids of this process's child processes whose command line names
+/// the monitor's argument.
+fn monitor_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(me) && cmdline.split(|&b| b == 0).any(|a| a == b"__monitor") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Names of this process's threads that run a VM (vCPUs, event loop).
+fn vm_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("vcpu") || c == "sandbox-vm")
+        .collect()
+}
+
+/// A golden boot runs in a monitor process of its own, spawned by the
+/// process that asked for it, not on threads of that process.
+#[test]
+fn a_golden_boot_runs_in_a_monitor_process_of_its_own() {
+    if !kvm_available() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let config = python_runtime(16).config;
+    let seen = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    let run = |c: &mut ControlChannel| {
+        // While the guest answers:
+        c.request(
+            &reflow_agent_protocol::request::Request::Ping,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+        *seen.lock().unwrap() = (monitor_children(), vm_threads());
+        Ok(())
+    };
+    let warmup = Warmup {
+        tag: "monitor-probe",
+        run: &run,
+    };
+    let golden = golden::ensure_warm(&config, cache.path(), Some(&warmup), &|m| {
+        eprintln!("[monitor-probe] {m}")
+    })
+    .expect("a golden");
+    assert!(golden.created);
+    let (children, threads) = seen.into_inner().unwrap();
+    assert!(
+        !children.is_empty(),
+        "no monitor process ran the golden boot"
+    );
+    assert!(
+        threads.is_empty(),
+        "VM threads in this process: {threads:?}"
+    );
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reflow_vmm::monitor::wire::{self, FromMonitor};
-use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
+use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram, SpawnOptions};
 use reflow_vmm::VmConfig;
 
 fn program() -> MonitorProgram {
@@ -26,9 +26,7 @@ fn a_missing_snapshot_is_an_error_from_the_monitor() {
         &program(),
         Path::new("/nonexistent/snapshot"),
         &config,
-        None,
-        false,
-        false,
+        &SpawnOptions::default(),
     )
     .expect("the monitor starts");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -117,27 +117,43 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         );
     }
     config.vsock_uds = Some("vsock".into());
-    let mut vm = match Vm::restore(
-        Path::new(&snapshot),
-        config,
-        VmIo::console(Box::new(std::io::sink())),
-    ) {
+    // Every file the VM needs (snapshot, or kernel, initrd and disks) is
+    // opened here, before the jail leaves nothing to open.
+    let console = VmIo::console(Box::new(std::io::sink()));
+    let made = match &snapshot {
+        Some(dir) => Vm::restore(Path::new(dir), config, console),
+        None => Vm::new(config, console),
+    };
+    let mut vm = match made {
         Ok(vm) => vm,
         Err(e) => return fail(&ipc, e.to_string()),
     };
-    let Some(shared) = vm.shared_region() else {
-        return fail(&ipc, "the VM has no shared-memory region".into());
+    let sent = match vm.shared_region() {
+        Some(shared) => {
+            let restored = FromMonitor::Restored {
+                shm_size: shared.size(),
+                shm_addr: shared.guest_addr(),
+                rings: vm.rings(),
+            };
+            let fds = [shared.memfd().as_raw_fd(), shared.guest_doorbell().raw_fd()];
+            wire::send(&ipc, &restored, &fds)
+        }
+        // A booted guest may have no region (the agent-only golden); a
+        // clone must, to carry messages.
+        None if snapshot.is_none() => wire::send(
+            &ipc,
+            &FromMonitor::Restored {
+                shm_size: 0,
+                shm_addr: 0,
+                rings: vm.rings(),
+            },
+            &[],
+        ),
+        None => return fail(&ipc, "the VM has no shared-memory region".into()),
     };
-    let restored = FromMonitor::Restored {
-        shm_size: shared.size(),
-        shm_addr: shared.guest_addr(),
-        rings: vm.rings(),
-    };
-    let fds = [shared.memfd().as_raw_fd(), shared.guest_doorbell().raw_fd()];
-    if let Err(e) = wire::send(&ipc, &restored, &fds) {
+    if let Err(e) = sent {
         return fail(&ipc, format!("sending the shared region: {e}"));
     }
-    drop(shared);
     // Before any guest code runs and before any other thread exists.
     if let Err(e) = confine(Path::new(&socket_dir), host_pid) {
         return fail(&ipc, e.to_string());
@@ -153,7 +169,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     // One filter over the whole process, which every thread started from
     // here on inherits (the vCPU and event-loop threads add their own,
     // narrower ones).
-    let snapshot = snapshots.then(|| vm.allow_snapshots());
+    let snapshotter = snapshots.then(|| vm.allow_snapshots());
     let filtered = crate::seccomp::monitor_mode()
         .and_then(|mode| crate::seccomp::install_monitor(mode, snapshots));
     if let Err(e) = filtered {
@@ -230,7 +246,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             }
             Ok((ToMonitor::Release, _)) => gate.release(),
             Ok((ToMonitor::Snapshot { rings }, fds)) => {
-                let why = take_snapshot(snapshot.as_ref(), fds, rings).err();
+                let why = take_snapshot(snapshotter.as_ref(), fds, rings).err();
                 let _ = wire::send(&ipc, &FromMonitor::Snapshotted(why), &[]);
             }
             Ok((ToMonitor::Stop, _)) => stop.stop(),

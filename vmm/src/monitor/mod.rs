@@ -6,12 +6,15 @@
 //!
 //! The bridge ([`MonitorProcess`]) and the monitor ([`child`]) talk over a
 //! `SOCK_SEQPACKET` socket pair ([`wire`]): the bridge sends the snapshot
-//! and config; the monitor restores the VM and hands back the shared
+//! and config (or, for a golden boot, only the config: the monitor boots
+//! the kernel); the monitor restores the VM and hands back the shared
 //! region's memfd (sealed against shrinking, so the bridge's mapping cannot
 //! be pulled from under it) and the guest doorbell, then each agent
 //! connection that finished its handshake. Messages cross the ring in
 //! shared memory as before, zero-copy: the monitor is not on that path.
 //! The bridge can always end the process (`SIGKILL` through a pidfd).
+//! A monitor started for it may be asked to write its VM's snapshot into
+//! two files the bridge hands over (golden and component golden builds).
 
 pub mod child;
 pub mod harden;
@@ -24,7 +27,7 @@ mod jail_tests;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub use parent::{start, MonitorProcess};
+pub use parent::{start, MonitorProcess, SpawnOptions};
 
 /// The first argument that makes `reflow-vmm` (or a binary that forwards
 /// to [`child::serve_inherited`]) a monitor process.

@@ -84,6 +84,24 @@ struct Shared {
     shm_size: u64,
 }
 
+/// How a monitor process is started (see [`MonitorProcess::spawn`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions<'a> {
+    /// A cgroup directory (made by the caller) the VM's threads join for
+    /// their CPU time limit.
+    pub cpu_group: Option<&'a Path>,
+    /// The caller checked the snapshot's memory digest already.
+    pub memory_verified: bool,
+    /// The caller may ask for a snapshot of the VM
+    /// ([`MonitorProcess::snapshot`]); its threads then run under the
+    /// seccomp lists that allow it.
+    pub snapshots: bool,
+    /// Run at idle CPU priority (`SCHED_IDLE`): for work nobody waits on,
+    /// such as building a component golden, which then uses only CPU time
+    /// that running messages leave.
+    pub background: bool,
+}
+
 /// A VM running in a monitor process of its own.
 pub struct MonitorProcess {
     ipc: Arc<UnixStream>,
@@ -137,6 +155,15 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 /// [`MonitorProcess::spawn`] builds on; tests speak the protocol by hand
 /// over it.)
 pub fn start(program: &MonitorProgram) -> Result<(UnixStream, Child), MonitorError> {
+    spawn_process(program, false)
+}
+
+/// [`start`], at idle CPU priority (`SCHED_IDLE`, inherited by every
+/// thread of the process) when `background`.
+fn spawn_process(
+    program: &MonitorProgram,
+    background: bool,
+) -> Result<(UnixStream, Child), MonitorError> {
     let (ours, theirs) = wire::socket_pair().map_err(MonitorError::Socket)?;
     let their_fd = theirs.as_raw_fd();
     let mut command = Command::new(&program.path);
@@ -144,13 +171,19 @@ pub fn start(program: &MonitorProgram) -> Result<(UnixStream, Child), MonitorErr
         .args(&program.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // SAFETY: between fork and exec only dup2 runs, which is
-    // async-signal-safe; it puts the monitor's end of the socket at IPC_FD
-    // without close-on-exec (dup2 clears the flag).
+    // SAFETY: between fork and exec only dup2 and sched_setscheduler run,
+    // which are async-signal-safe; dup2 puts the monitor's end of the
+    // socket at IPC_FD without close-on-exec (dup2 clears the flag).
     unsafe {
         command.pre_exec(move || {
             if libc::dup2(their_fd, IPC_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if background {
+                let idle = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -164,23 +197,48 @@ pub fn start(program: &MonitorProgram) -> Result<(UnixStream, Child), MonitorErr
 
 impl MonitorProcess {
     /// Starts `program` to restore `snapshot` (taken with `config`, whose
-    /// shared region the bridge will map); its VM threads join the cgroup
-    /// at `cpu_group`. `memory_verified`: the caller checked the memory
-    /// file's digest. `snapshots`: the bridge may ask for a snapshot of
-    /// the VM ([`Self::snapshot`]).
+    /// shared region the bridge will map), as `options` say.
     pub fn spawn(
         program: &MonitorProgram,
         snapshot: &Path,
         config: &VmConfig,
-        cpu_group: Option<&Path>,
-        memory_verified: bool,
-        snapshots: bool,
+        options: &SpawnOptions<'_>,
     ) -> Result<MonitorProcess, MonitorError> {
+        MonitorProcess::start(program, Some(snapshot), config, options)
+    }
+
+    /// Starts `program` to boot `config`'s guest from its kernel, the way
+    /// a golden snapshot is made: in a jailed monitor like any clone, which
+    /// may be asked for a snapshot ([`Self::snapshot`]). Its agent's
+    /// control channel comes as a clone's does ([`Self::wait_ready`]).
+    pub fn boot(
+        program: &MonitorProgram,
+        config: &VmConfig,
+    ) -> Result<MonitorProcess, MonitorError> {
+        let options = SpawnOptions {
+            snapshots: true,
+            ..SpawnOptions::default()
+        };
+        MonitorProcess::start(program, None, config, &options)
+    }
+
+    fn start(
+        program: &MonitorProgram,
+        snapshot: Option<&Path>,
+        config: &VmConfig,
+        options: &SpawnOptions<'_>,
+    ) -> Result<MonitorProcess, MonitorError> {
+        let SpawnOptions {
+            cpu_group,
+            memory_verified,
+            snapshots,
+            background,
+        } = *options;
         let text = |p: &Path| wire::path_text(p).map_err(MonitorError::Wire);
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
         let memory = memory_group(config);
         let first = ToMonitor::Start {
-            snapshot: text(snapshot)?,
+            snapshot: snapshot.map(text).transpose()?,
             config: Box::new(WireConfig::from_config(config).map_err(MonitorError::Wire)?),
             memory_verified,
             cpu_group: cpu_group.map(text).transpose()?,
@@ -188,7 +246,7 @@ impl MonitorProcess {
             socket_dir: text(socket_dir.path())?,
             snapshots,
         };
-        let (ours, child) = start(program)?;
+        let (ours, child) = spawn_process(program, background)?;
         let pid = child.id();
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,

@@ -114,11 +114,12 @@ impl WireConfig {
 #[derive(Debug, Clone, Encode, Decode)]
 pub enum ToMonitor {
     /// The first message after the version ([`send_version`]): restore
-    /// `snapshot` with `config`.
+    /// `snapshot` with `config`, or boot a fresh guest with it (a golden
+    /// snapshot's boot).
     Start {
-        /// The snapshot directory.
-        snapshot: String,
-        /// The VM config it was taken with.
+        /// The snapshot directory; `None`: boot `config`'s kernel.
+        snapshot: Option<String>,
+        /// The VM config (the one the snapshot was taken with).
         config: Box<WireConfig>,
         /// The bridge has checked the memory file's digest already.
         memory_verified: bool,

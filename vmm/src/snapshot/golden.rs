@@ -1,5 +1,7 @@
 //! The golden-snapshot cache: one snapshot per set of boot inputs, created
-//! by booting once and reused by every later VM.
+//! by booting once (in a jailed monitor process of its own, like every
+//! VM: [`crate::monitor::MonitorProcess::boot`]) and reused by every later
+//! VM.
 //!
 //! The key hashes everything the snapshot depends on: the kernel, initrd and
 //! disk images (their bytes), memory size, vCPU count, shared-memory size,
@@ -15,12 +17,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::file::FORMAT_VERSION;
+use super::state::RingMarks;
 use super::{MEMORY_FILE, STATE_FILE};
 use crate::arch::host_cpu::CpuFingerprint;
 use crate::config::VmConfig;
 use crate::host::HostKind;
+use crate::monitor::{MonitorError, MonitorProcess, MonitorProgram};
 use crate::vcpu::exit::StopReason;
-use crate::vm::{ControlChannel, Vm, VmError, VmIo, VmOutcome};
+use crate::vm::{ControlChannel, SnapshotFiles, VmError, VmOutcome};
 
 /// Longest a golden boot may take before we give up.
 const BOOT_LIMIT: Duration = Duration::from_secs(1800);
@@ -49,6 +53,9 @@ pub enum GoldenError {
     /// Booting, running, pausing or snapshotting the golden VM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The golden boot's monitor process failed.
+    #[error("the golden boot's monitor process: {0}")]
+    Monitor(#[from] MonitorError),
     /// The guest stopped before its agent was ready (or before the warm-up
     /// was done).
     #[error("the guest stopped ({stop:?}) before its agent was ready to snapshot; last console lines:\n{tail}")]
@@ -145,12 +152,18 @@ fn console_tail(outcome: &VmOutcome) -> String {
     outcome.console_tail.join("\n")
 }
 
-/// Ends a golden boot that stopped early, with its last console lines.
-fn not_ready(running: crate::vm::RunningVm, stop: StopReason) -> GoldenError {
-    let outcome = running.finish(stop.clone());
-    GoldenError::NotReady {
-        stop,
-        tail: console_tail(&outcome),
+/// Removes the entries of `dir` whose names start with `prefix` (the
+/// half-written snapshots of builds that died; call it holding the build
+/// lock of their key).
+pub fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            tracing::debug!(path = %entry.path().display(), "removing a half-written snapshot");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -212,69 +225,16 @@ pub fn ensure_warm(
     boot.timeout = Some(BOOT_LIMIT);
     // A private socket: the snapshot must not depend on the caller's.
     boot.vsock_uds = None;
-    let vm = Vm::new(boot, VmIo::console(Box::new(std::io::sink())))?;
-    let mut running = vm.start()?;
-    // Ready means the agent finished its control handshake and waits for
-    // requests: where every clone starts (and reconnects from).
-    let stop = running.wait_until(|console| console.ready.is_some(), None)?;
-    if let Some(stop) = stop {
-        return Err(not_ready(running, stop));
-    }
-    progress(&format!(
-        "agent ready after {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
-    // Keeps the warm-up's channel open until the snapshot is written.
-    let mut _channel = None;
-    if let Some(w) = warmup {
-        let control = running.control();
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let (result, stop) = std::thread::scope(|s| {
-            let helper = s.spawn(|| {
-                let result = control
-                    .wait(Duration::from_secs(60))
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut c| (w.run)(&mut c).map(|()| c));
-                done.store(true, std::sync::atomic::Ordering::SeqCst);
-                result
-            });
-            // Drive the VM while the warm-up talks to it.
-            let stop = running.wait_until(|_| done.load(std::sync::atomic::Ordering::SeqCst), None);
-            let result = helper
-                .join()
-                .unwrap_or_else(|_| Err("the warm-up panicked".into()));
-            (result, stop)
-        });
-        if let Some(stop) = stop? {
-            return Err(not_ready(running, stop));
-        }
-        match result {
-            Ok(c) => _channel = Some(c),
-            Err(message) => {
-                running.stop_handle().stop();
-                let tail = running.wait().map(|o| console_tail(&o)).unwrap_or_default();
-                return Err(GoldenError::Warmup {
-                    tag: w.tag.to_string(),
-                    message,
-                    tail,
-                });
-            }
-        }
-        progress(&format!(
-            "warm-up {} done after {:.1} s",
-            w.tag,
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    progress("writing the snapshot");
-    let paused = running.pause()?;
+    // Builds that died half-way left their directories; this one holds
+    // the build lock, so nobody writes them any more.
+    remove_leftovers(&cache_root.join("snapshots"), &format!(".{key}.tmp"));
     let tmp = cache_root
         .join("snapshots")
         .join(format!(".{key}.tmp{}", std::process::id()));
-    // (Unique: this process holds the build lock.)
-    let _ = std::fs::remove_dir_all(&tmp);
-    paused.snapshot(&tmp)?;
-    drop(paused);
+    if let Err(e) = boot_and_snapshot(&boot, warmup, &tmp, started, progress) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if let Err(source) = std::fs::rename(&tmp, &dir) {
         // Another process may have finished the same snapshot first.
         let _ = std::fs::remove_dir_all(&tmp);
@@ -292,6 +252,79 @@ pub fn ensure_warm(
         created: true,
         key,
     })
+}
+
+/// How long a golden boot's monitor may take to say how its VM ended.
+const FINISH_GRACE: Duration = Duration::from_secs(10);
+
+/// Boots `boot` in a jailed monitor process of its own (like every VM:
+/// the golden boot gets no more of the host than a clone), waits for its
+/// agent, runs `warmup` over the control channel, and has the monitor
+/// write the snapshot into `dir` (created).
+fn boot_and_snapshot(
+    boot: &VmConfig,
+    warmup: Option<&Warmup<'_>>,
+    dir: &Path,
+    started: Instant,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), GoldenError> {
+    let program = MonitorProgram::get()?;
+    let monitor = MonitorProcess::boot(&program, boot)?;
+    let deadline = started + BOOT_LIMIT;
+    // How the VM ended, for an error: its stop reason and last console
+    // lines (the monitor is ended either way).
+    let ended = |monitor: &MonitorProcess| monitor.finish(FINISH_GRACE);
+    // Ready means the agent finished its control handshake and waits for
+    // requests: where every clone starts (and reconnects from).
+    let mut channel = match monitor.wait_ready(deadline) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(match ended(&monitor) {
+                Some(o) => GoldenError::NotReady {
+                    tail: console_tail(&o),
+                    stop: o.stop,
+                },
+                None => GoldenError::Monitor(e),
+            })
+        }
+    };
+    progress(&format!(
+        "agent ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(w) = warmup {
+        if let Err(message) = (w.run)(&mut channel) {
+            let tail = ended(&monitor)
+                .map(|o| console_tail(&o))
+                .unwrap_or_default();
+            return Err(GoldenError::Warmup {
+                tag: w.tag.to_string(),
+                message,
+                tail,
+            });
+        }
+        progress(&format!(
+            "warm-up {} done after {:.1} s",
+            w.tag,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    progress("writing the snapshot");
+    let cache_err = |path: PathBuf| move |source| GoldenError::Cache { path, source };
+    super::private::create_dir(dir).map_err(cache_err(dir.to_path_buf()))?;
+    let create = |name: &str| {
+        let path = dir.join(name);
+        super::private::create_file(&path).map_err(cache_err(path))
+    };
+    let files = SnapshotFiles {
+        state: create(STATE_FILE)?,
+        memory: create(MEMORY_FILE)?,
+    };
+    // The warm-up's channel stays open until the snapshot is written.
+    let written = monitor.snapshot(&files, RingMarks::default(), deadline);
+    drop(channel);
+    ended(&monitor);
+    Ok(written?)
 }
 
 /// The exclusive lock on `<snapshots>/.<key>.lock` ([`super::lock`]),
