@@ -32,6 +32,9 @@ pub(crate) struct Components {
     changed: Condvar,
     /// The bridge was shut down: a pool made after that is shut at once.
     closed: AtomicBool,
+    /// Held by the build under way: one at a time, so a graph of many
+    /// scripts does not take every core from the messages it runs.
+    building: Arc<Mutex<()>>,
 }
 
 impl Components {
@@ -65,11 +68,21 @@ impl Components {
         let slot_key = (pool, key.to_string());
         let failed_key = slot_key.clone();
         let pool_config = shared.config.pool.clone();
+        let building = shared.components.building.clone();
         let spawned = std::thread::Builder::new()
             .name("component-golden".into())
             .spawn(move || {
                 let progress = |m: &str| tracing::info!("{m}");
-                let made = component::ensure(&runtime, &script, &settings, &progress);
+                let made = {
+                    let _one_at_a_time = building.lock();
+                    // A bridge gone or shut down while this build waited
+                    // needs it no more.
+                    match weak.upgrade() {
+                        Some(s) if !s.components.closed.load(Ordering::SeqCst) => drop(s),
+                        _ => return,
+                    }
+                    component::ensure(&runtime, &script, &settings, &progress)
+                };
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };

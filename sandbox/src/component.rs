@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use reflow_vmm::snapshot::golden::complete;
+use reflow_vmm::snapshot::golden::{complete, remove_leftovers};
 use reflow_vmm::snapshot::lock::EntryLock;
 use reflow_vmm::snapshot::private;
 use sha2::{Digest, Sha256};
@@ -176,8 +176,11 @@ pub fn ensure(
         "making {}'s component golden {key}: a clone with the script loaded",
         script.name
     ));
+    // Builds of this key that died half-way (their process was killed)
+    // left their directories; this one holds the key's lock, so nobody
+    // writes them any more.
+    remove_leftovers(snapshots, &format!(".{DIR_PREFIX}{key}.tmp"));
     let tmp = snapshots.join(format!(".{DIR_PREFIX}{key}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
     private::create_dir(&tmp).map_err(cache_err(&tmp))?;
     let built = build(runtime, script, settings, &tmp);
     if let Err(e) = built {

@@ -12,7 +12,7 @@ use reflow_agent_protocol::request::Request;
 use reflow_ring::Position;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
-use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram};
+use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram, SpawnOptions};
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::snapshot::state::{RingMark, RingMarks};
 use reflow_vmm::snapshot::{private, CheckError, MEMORY_FILE, STATE_FILE};
@@ -188,8 +188,10 @@ impl SandboxVm {
     }
 
     /// [`SandboxVm::restore`], for a clone that will be snapshotted
-    /// ([`SandboxVm::snapshot`]): its monitor runs under the seccomp lists
-    /// that allow writing a snapshot, which other clones never get.
+    /// ([`SandboxVm::snapshot`]) in the background (a component golden's
+    /// build): its monitor runs under the seccomp lists that allow writing
+    /// a snapshot, which other clones never get, and at idle CPU priority
+    /// (`SCHED_IDLE`), so it uses only CPU time running messages leave.
     pub fn restore_to_snapshot(
         spec: &VmSpec,
         timeout: Duration,
@@ -208,15 +210,14 @@ impl SandboxVm {
         reflow_vmm::snapshot::check_memory(&spec.golden)?;
         let program = MonitorProgram::get().map_err(SandboxError::Restore)?;
         let cpu = cpu_group(spec.cpu);
-        let monitor = MonitorProcess::spawn(
-            &program,
-            &spec.golden,
-            &spec.config,
-            cpu.as_deref().map(CpuGroup::dir),
-            true,
+        let options = SpawnOptions {
+            cpu_group: cpu.as_deref().map(CpuGroup::dir),
+            memory_verified: true,
             snapshots,
-        )
-        .map_err(SandboxError::Restore)?;
+            background: snapshots,
+        };
+        let monitor = MonitorProcess::spawn(&program, &spec.golden, &spec.config, &options)
+            .map_err(SandboxError::Restore)?;
         let monitor = Arc::new(monitor);
         let waited = |e: MonitorError| match e {
             MonitorError::Timeout => SandboxError::Timeout(timeout),
