@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::calls::{get, NoState};
+use reflow_integration_tests::calls::{get, load_and_run};
 use reflow_integration_tests::{kvm_available, warm_worker_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::component::{self, ComponentSettings};
-use reflow_sandbox_core::{Language, Limits, SandboxVm, Script, VmSpec};
+use reflow_sandbox_core::{Language, SandboxVm, Script, VmSpec};
 
 const SHM_MIB: u32 = 40;
 
@@ -49,20 +49,8 @@ fn python_script(nonce: u128) -> Script {
 fn first_answer(spec: &VmSpec, script: &Script) -> (Value, Duration) {
     let t = Instant::now();
     let mut vm = SandboxVm::restore(spec, LIMIT).expect("a clone");
-    vm.with_worker(|c| c.load("node", &script.name, &script.source, LIMIT))
-        .expect("the script loads");
     let inputs = Value::Map(vec![("x".into(), Value::Int(1))]);
-    let done = vm
-        .with_worker(|c| {
-            c.invoke(
-                "node",
-                inputs,
-                Value::Map(vec![]),
-                &Limits::with_timeout(LIMIT),
-                &mut NoState,
-            )
-        })
-        .expect("an answer");
+    let done = load_and_run(&mut vm, script, inputs);
     (done, t.elapsed())
 }
 
@@ -84,10 +72,18 @@ fn python_clones_start_with_the_script_loaded_and_their_own_randomness() {
         .unwrap()
         .as_nanos();
     let script = python_script(nonce);
+    // A build of this key that died half-way left its directory behind.
+    let leftover = spec.golden.parent().unwrap().join(format!(
+        ".component-{}.tmp999999",
+        component::key(&spec, &script)
+    ));
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("memory.bin"), b"half").unwrap();
     let said = std::sync::Mutex::new(Vec::new());
     let progress = |m: &str| said.lock().unwrap().push(m.to_string());
     let golden = component::ensure(&spec, &script, &settings(), &progress).expect("built");
     assert!(golden.created, "a new script's golden is built");
+    assert!(!leftover.exists(), "a dead build's directory was left");
     assert!(
         said.lock()
             .unwrap()
@@ -164,8 +160,9 @@ fn javascript_clones_start_with_the_script_loaded() {
         "// run {nonce}\n\
          globalThis.topLevelRuns = (globalThis.topLevelRuns || 0) + 1;\n\
          const _ = require('lodash');\n\
-         module.exports = {{ metadata: {{ component: 'Draw', inports: ['x'], outports: ['runs', 'lodash', 'math'] }},\n\
-         process() {{ return {{ runs: globalThis.topLevelRuns, lodash: _.random(0, 1e9), math: Math.random() }}; }} }};\n"
+         module.exports = {{ metadata: {{ component: 'Draw', inports: ['x'], outports: ['runs', 'lodash', 'math', 'crypto'] }},\n\
+         process() {{ return {{ runs: globalThis.topLevelRuns, lodash: _.random(0, 1e9), math: Math.random(),\n\
+         crypto: require('crypto').randomBytes(16).toString('hex') }}; }} }};\n"
     );
     let script = Script::inline(Language::JavaScript, "draw.js", &source);
     let golden = component::ensure(&spec, &script, &settings(), &|_| {}).expect("built");

@@ -8,7 +8,7 @@ use reflow_host_bridge::state::{Scope, StateStore};
 use reflow_host_bridge::StoreHandler;
 use reflow_ring::Value;
 use reflow_sandbox_core::{
-    ErrorKind, InvokeHandler, Limits, StateRequest, WorkerClient, WorkerError,
+    ErrorKind, InvokeHandler, Limits, SandboxVm, Script, StateRequest, WorkerClient, WorkerError,
 };
 use reflow_vmm::VmConfig;
 
@@ -156,4 +156,21 @@ pub fn check_ledger(dir: &Path, config: &VmConfig, file: &str, source: &str) {
         }
     }
     vm.power_off();
+}
+
+/// Loads `script` on `vm` as node `"node"` and runs one message with
+/// `inputs` (no state, no config); its returned outputs.
+pub fn load_and_run(vm: &mut SandboxVm, script: &Script, inputs: Value) -> Value {
+    vm.with_worker(|c| c.load("node", &script.name, &script.source, LIMIT))
+        .expect("the script loads");
+    vm.with_worker(|c| {
+        c.invoke(
+            "node",
+            inputs,
+            Value::Map(vec![]),
+            &Limits::with_timeout(LIMIT),
+            &mut NoState,
+        )
+    })
+    .expect("an answer")
 }

@@ -12,6 +12,7 @@
 //! cache directory and creates it on first use. Every file and directory
 //! of a snapshot is private to its user ([`private`]).
 
+pub mod age;
 pub mod digest;
 pub mod file;
 pub mod golden;

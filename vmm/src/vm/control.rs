@@ -399,7 +399,8 @@ fn welcome() -> Result<HostMessage, String> {
         }
         filled += n as usize;
     }
-    let unix_ns = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now() + crate::snapshot::age::clock_shift();
+    let unix_ns = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
