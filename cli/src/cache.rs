@@ -165,8 +165,21 @@ pub fn stale(entries: &[Entry], unused_for: Duration, now: SystemTime) -> Vec<&E
         .collect()
 }
 
-/// Removes `entry` from the cache.
-pub fn remove(entry: &Entry) -> Result<(), CacheError> {
+/// Removes `entry` from the cache; `Ok(false)` leaves a snapshot that a
+/// running process uses or builds (it holds the lock file beside it,
+/// `.<name>.lock`; see `reflow_vmm::snapshot::lock`).
+pub fn remove(entry: &Entry) -> Result<bool, CacheError> {
+    let _held = match entry.kind {
+        Kind::Snapshot => {
+            let lock = entry.path.with_file_name(format!(".{}.lock", entry.key()));
+            match reflow_vmm::snapshot::lock::EntryLock::try_exclusive(&lock) {
+                Ok(Some(held)) => Some(held),
+                Ok(None) => return Ok(false),
+                Err(source) => return Err(CacheError::Remove { path: lock, source }),
+            }
+        }
+        _ => None,
+    };
     let removed = if entry.path.is_dir() {
         std::fs::remove_dir_all(&entry.path)
     } else {
@@ -175,7 +188,8 @@ pub fn remove(entry: &Entry) -> Result<(), CacheError> {
     removed.map_err(|source| CacheError::Remove {
         path: entry.path.clone(),
         source,
-    })
+    })?;
+    Ok(true)
 }
 
 /// A duration as `--unused-for` takes it: a whole number of hours (`36h`),

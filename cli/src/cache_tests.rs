@@ -93,6 +93,20 @@ fn pruning_removes_only_what_was_not_used_for_the_given_time() {
 }
 
 #[test]
+fn a_snapshot_in_use_is_not_pruned() {
+    let root = cache();
+    let all = entries(root.path()).unwrap();
+    let old = all.iter().find(|e| e.key() == "old").unwrap();
+    let lock = root.path().join("snapshots/.old.lock");
+    let held = reflow_vmm::snapshot::lock::EntryLock::shared(&lock).unwrap();
+    assert!(!remove(old).unwrap(), "removed while in use");
+    assert!(old.path.exists());
+    drop(held);
+    assert!(remove(old).unwrap());
+    assert!(!old.path.exists());
+}
+
+#[test]
 fn durations_take_hours_days_and_weeks_of_at_least_a_day() {
     assert_eq!(parse_unused_for("7d").unwrap(), 7 * DAY);
     assert_eq!(parse_unused_for("36h").unwrap(), DAY + DAY / 2);

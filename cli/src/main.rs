@@ -174,12 +174,17 @@ fn cache(action: CacheAction) -> anyhow::Result<ExitCode> {
             let unused_for = cache::parse_unused_for(&unused_for)?;
             let stale = cache::stale(&all, unused_for, now);
             let verb = if dry_run { "would remove" } else { "removed" };
-            let mut freed = 0;
+            let (mut freed, mut gone) = (0, 0);
             for entry in &stale {
-                if !dry_run {
-                    cache::remove(entry)?;
+                if !dry_run && !cache::remove(entry)? {
+                    println!(
+                        "kept {} (in use by a running process)",
+                        entry.path.display()
+                    );
+                    continue;
                 }
                 freed += entry.bytes;
+                gone += 1;
                 println!(
                     "{verb} {} ({})",
                     entry.path.display(),
@@ -189,7 +194,7 @@ fn cache(action: CacheAction) -> anyhow::Result<ExitCode> {
             let kept: u64 = all.iter().map(|e| e.bytes).sum::<u64>() - freed;
             println!(
                 "{verb} {} of {} entries, {}; {} kept",
-                stale.len(),
+                gone,
                 all.len(),
                 cache::human(freed),
                 cache::human(kept)
