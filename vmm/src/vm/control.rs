@@ -181,6 +181,26 @@ struct Pending {
     stream: UnixStream,
     frames: FrameBuffer,
     hello: Option<AgentHello>,
+    /// When it was accepted.
+    since: Instant,
+}
+
+/// Most handshakes under way at once.
+const MAX_PENDING: usize = 4;
+
+/// How long a handshake may stay unfinished before a new connection may
+/// take its place (the agent's takes milliseconds; a guest that opens
+/// connections and never finishes them must not keep the real one out).
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The pending handshake a new connection replaces when all
+/// [`MAX_PENDING`] places are taken: the oldest, if it is older than
+/// [`HANDSHAKE_LIMIT`].
+fn expired(pending: impl Iterator<Item = (RawFd, Instant)>, now: Instant) -> Option<RawFd> {
+    pending
+        .filter(|(_, since)| now.saturating_duration_since(*since) >= HANDSHAKE_LIMIT)
+        .min_by_key(|(_, since)| *since)
+        .map(|(fd, _)| fd)
 }
 
 /// Bytes one handshake may buffer (hello and ready are tiny).
@@ -237,7 +257,19 @@ impl ControlServer {
 
     fn accept(&mut self, ops: &mut EventOps) {
         while let Ok((stream, _)) = self.listener.accept() {
-            if self.pending.len() >= 4 || stream.set_nonblocking(true).is_err() {
+            if self.pending.len() >= MAX_PENDING {
+                let since = self.pending.iter().map(|(fd, p)| (*fd, p.since));
+                let Some(old) = expired(since, Instant::now()) else {
+                    continue;
+                };
+                self.hostile.report(
+                    "control",
+                    format!("a handshake left unfinished for over {HANDSHAKE_LIMIT:?}; dropped"),
+                );
+                let _ = ops.remove(Events::with_data_raw(old, old as u32, EventSet::IN));
+                self.pending.remove(&old);
+            }
+            if stream.set_nonblocking(true).is_err() {
                 continue;
             }
             let fd = stream.as_raw_fd();
@@ -251,6 +283,7 @@ impl ControlServer {
                         stream,
                         frames: FrameBuffer::default(),
                         hello: None,
+                        since: Instant::now(),
                     },
                 );
                 self.advance(fd, ops);
@@ -426,5 +459,29 @@ impl MutEventSubscriber for ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{expired, HANDSHAKE_LIMIT};
+
+    #[test]
+    fn only_a_handshake_past_its_limit_gives_way_the_oldest_first() {
+        let now = Instant::now() + 2 * HANDSHAKE_LIMIT;
+        let at = |ago: Duration| now - ago;
+        let young = [
+            (3, at(Duration::from_secs(1))),
+            (4, at(Duration::from_secs(2))),
+        ];
+        assert_eq!(expired(young.into_iter(), now), None);
+        let mixed = [
+            (3, at(Duration::from_secs(1))),
+            (5, at(HANDSHAKE_LIMIT)),
+            (6, at(HANDSHAKE_LIMIT + Duration::from_secs(5))),
+        ];
+        assert_eq!(expired(mixed.into_iter(), now), Some(6));
     }
 }
