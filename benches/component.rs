@@ -105,16 +105,29 @@ fn components(_: &mut Criterion) {
         report::golden_age(&golden)
     );
 
-    // Restore to first answer.
+    // Restore to ready, and to the first answer.
     let (mut by_load, mut by_comp) = (Vec::new(), Vec::new());
+    let (mut ready_runtime, mut ready_comp) = (Vec::new(), Vec::new());
     for _ in 0..SAMPLES {
-        for (spec, into) in [(&runtime, &mut by_load), (&comp, &mut by_comp)] {
+        for (spec, into, ready) in [
+            (&runtime, &mut by_load, &mut ready_runtime),
+            (&comp, &mut by_comp, &mut ready_comp),
+        ] {
             let t = Instant::now();
             let mut vm = SandboxVm::restore(spec, LIMIT).expect("a clone");
+            ready.push(vm.ready_after());
             load_and_answer(&mut vm, &script);
             into.push(t.elapsed());
         }
     }
+    record("restore to ready, runtime golden", &ready_runtime, &note);
+    record("restore to ready, component golden", &ready_comp, &note);
+    println!(
+        "component: restore to ready: runtime golden median {:.1} ms, component golden median \
+         {:.1} ms",
+        ms(median(ready_runtime)),
+        ms(median(ready_comp))
+    );
     record(
         "restore to first answer, runtime golden + load",
         &by_load,
