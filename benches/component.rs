@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::{kvm_available, median, report};
-use reflow_integration_tests::calls::load_and_run;
+use reflow_integration_tests::calls::{load_and_run, NoState};
 use reflow_integration_tests::{warm_worker_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::component::{self, ComponentSettings};
-use reflow_sandbox_core::{Language, PoolConfig, SandboxVm, Script, VmPool, VmSpec};
+use reflow_sandbox_core::{Language, Limits, PoolConfig, SandboxVm, Script, VmPool, VmSpec};
 use reflow_vmm::snapshot::age::{aged_copy, CLOCK_SHIFT_ENV};
 
 const SAMPLES: usize = 30;
@@ -50,6 +50,21 @@ fn ms(d: Duration) -> f64 {
 /// Loads the script on `vm` and runs one message.
 fn load_and_answer(vm: &mut SandboxVm, script: &Script) {
     load_and_run(vm, script, Value::Map(vec![("x".into(), Value::Int(1))]));
+}
+
+/// Runs one message on `vm`, whose script is loaded.
+fn answer(vm: &mut SandboxVm) {
+    let inputs = Value::Map(vec![("x".into(), Value::Int(1))]);
+    vm.with_worker(|c| {
+        c.invoke(
+            "node",
+            inputs,
+            Value::Map(vec![]),
+            &Limits::with_timeout(LIMIT),
+            &mut NoState,
+        )
+    })
+    .expect("answers");
 }
 
 fn record(metric: &str, times: &[Duration], note: &str) {
@@ -155,15 +170,48 @@ fn components(_: &mut Criterion) {
         VmPool::new(comp.clone(), pool_config),
     ];
     let (mut pool_load, mut pool_comp) = (Vec::new(), Vec::new());
+    // The component clone's first answer, step by step: acquire (release
+    // the held clone), LOAD (found loaded: reseed only), first invocation;
+    // and a second invocation for comparison.
+    let mut steps: [Vec<Duration>; 4] = Default::default();
     for _ in 0..SAMPLES {
-        for (pool, into) in pools.iter().zip([&mut pool_load, &mut pool_comp]) {
+        for (i, (pool, into)) in pools
+            .iter()
+            .zip([&mut pool_load, &mut pool_comp])
+            .enumerate()
+        {
             assert_eq!(pool.wait_ready(LIMIT), 1, "{:?}", pool.last_error());
             let t = Instant::now();
             let mut vm = pool.acquire(LIMIT).expect("a pooled clone");
-            load_and_answer(&mut vm, &script);
-            into.push(t.elapsed());
+            let acquired = t.elapsed();
+            vm.with_worker(|c| c.load("node", &script.name, &script.source, LIMIT))
+                .expect("loads");
+            let loaded = t.elapsed();
+            answer(&mut vm);
+            let answered = t.elapsed();
+            into.push(answered);
+            if i == 1 {
+                answer(&mut vm);
+                let again = t.elapsed() - answered;
+                for (step, d) in
+                    steps
+                        .iter_mut()
+                        .zip([acquired, loaded - acquired, answered - loaded, again])
+                {
+                    step.push(d);
+                }
+            }
         }
     }
+    let [acquire, load, first, second] = steps.map(median);
+    println!(
+        "component: pooled component clone, medians: acquire {:.2} ms, LOAD (reseed only) {:.2} ms, \
+         first invocation {:.2} ms, second invocation {:.2} ms",
+        ms(acquire),
+        ms(load),
+        ms(first),
+        ms(second)
+    );
     for p in &pools {
         p.shutdown();
     }
