@@ -157,3 +157,48 @@ fn a_held_clone_runs_nothing_until_released() {
     vm.hold().unwrap();
     assert!(vm.kill().is_some(), "a held clone stops when killed");
 }
+
+/// A pool's preparation runs on each clone before it is lent (the clone
+/// comes with the script loaded); one that fails is an error, not a
+/// clone lent half-prepared.
+#[test]
+fn clones_are_prepared_before_they_are_lent() {
+    if !kvm_available() {
+        return;
+    }
+    let src = "@actor(name=\"Id\", inports=[\"x\"], outports=[\"x\"])\ndef f(context):\n    return {\"x\": context.get_input(\"x\")}\n";
+    let prepare: reflow_sandbox_core::pool::Prepare =
+        std::sync::Arc::new(move |vm: &mut SandboxVm| {
+            vm.with_worker(|w| w.load("prepared", "id.actor.py", src, LIMIT))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+    let pool = VmPool::with_prepare(spec(), config(1, 2), prepare);
+    assert_eq!(pool.wait_ready(LIMIT), 1, "{:?}", pool.last_error());
+    let mut vm = pool.acquire(LIMIT).unwrap();
+    let inputs = Value::Map(vec![("x".into(), Value::Int(7))]);
+    let done = vm
+        .with_worker(|w| {
+            w.invoke(
+                "prepared",
+                inputs,
+                Value::Map(vec![]),
+                &Limits::with_timeout(LIMIT),
+                &mut NoState,
+            )
+        })
+        .expect("the script was loaded before the clone was lent");
+    assert_eq!(done, Value::Map(vec![("x".into(), Value::Int(7))]));
+    drop(vm);
+    pool.shutdown();
+
+    let failing: reflow_sandbox_core::pool::Prepare =
+        std::sync::Arc::new(|_: &mut SandboxVm| Err("no thanks".into()));
+    let pool = VmPool::with_prepare(spec(), config(0, 1), failing);
+    match pool.acquire(LIMIT) {
+        Err(PoolError::Prepare(why)) => assert_eq!(why, "no thanks"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a clone whose preparation failed was lent"),
+    }
+    assert_eq!(pool.counts(), (0, 0), "the failed clone still counts");
+}

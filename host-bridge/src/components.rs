@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use reflow_sandbox_core::component::{self, ComponentError};
-use reflow_sandbox_core::pool::VmPool;
-use reflow_sandbox_core::{ComponentGolden, Script};
+use reflow_sandbox_core::pool::{Prepare, VmPool};
+use reflow_sandbox_core::{ComponentGolden, SandboxVm, Script};
 
 use crate::shared::Shared;
 
@@ -88,7 +88,11 @@ impl Components {
                 };
                 let slot = match made {
                     Ok(golden) => {
-                        let pool = VmPool::new(golden.spec.clone(), pool_config);
+                        let pool = VmPool::with_prepare(
+                            golden.spec.clone(),
+                            pool_config,
+                            preload_script(&script, settings.load_timeout),
+                        );
                         Slot::Ready(pool, Arc::new(golden))
                     }
                     Err(ComponentError::Load(e)) => {
@@ -159,4 +163,23 @@ impl Components {
             }
         }
     }
+}
+
+/// The actor id a component pool's clones load their script under before
+/// they are lent.
+const PRELOAD_ACTOR: &str = "pool-preload";
+
+/// What a component pool does to each clone before lending it: the LOAD a
+/// node would send first (found loaded: the worker reseeds and maps it).
+/// The first Python work after a restore touches pages the clone shares
+/// with its snapshot, each first touch a fault the host serves (~20 ms of
+/// a pooled clone's first answer here); done now, the node's own LOAD
+/// finds them mapped.
+fn preload_script(script: &Arc<Script>, timeout: Duration) -> Prepare {
+    let script = script.clone();
+    Arc::new(move |vm: &mut SandboxVm| {
+        vm.with_worker(|c| c.load(PRELOAD_ACTOR, &script.name, &script.source, timeout))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
 }

@@ -50,7 +50,14 @@ pub enum PoolError {
     /// The pool has been shut down and lends no more VMs.
     #[error("the pool is shut down")]
     Closed,
+    /// Preparing a restored VM (see [`VmPool::with_prepare`]) failed.
+    #[error("preparing a restored VM: {0}")]
+    Prepare(String),
 }
+
+/// Work done on every clone of a pool after its restore and before it
+/// waits or is lent (see [`VmPool::with_prepare`]).
+pub type Prepare = Arc<dyn Fn(&mut SandboxVm) -> Result<(), String> + Send + Sync>;
 
 struct State {
     ready: VecDeque<SandboxVm>,
@@ -65,6 +72,7 @@ struct State {
 struct Inner {
     spec: VmSpec,
     config: PoolConfig,
+    prepare: Option<Prepare>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -129,8 +137,17 @@ impl Inner {
         }
     }
 
+    /// A clone of the pool's spec, prepared.
+    fn restore(&self) -> Result<SandboxVm, PoolError> {
+        let mut vm = SandboxVm::restore(&self.spec, self.config.restore_timeout)?;
+        if let Some(prepare) = &self.prepare {
+            prepare(&mut vm).map_err(PoolError::Prepare)?;
+        }
+        Ok(vm)
+    }
+
     fn restore_one(self: Arc<Self>) {
-        let result = SandboxVm::restore(&self.spec, self.config.restore_timeout);
+        let result = self.restore();
         if let Ok(vm) = &result {
             // A ready clone waits held: no host CPU until it is lent.
             if let Err(e) = vm.hold() {
@@ -162,9 +179,24 @@ impl Inner {
 impl VmPool {
     /// A pool of clones of `spec`; starts restoring `preload_count` now.
     pub fn new(spec: VmSpec, config: PoolConfig) -> VmPool {
+        VmPool::start(spec, config, None)
+    }
+
+    /// A pool whose clones get `prepare` after their restore, before they
+    /// wait held or are lent: work every user of a clone would do first,
+    /// done off their critical path (a component golden's pool loads its
+    /// script, so the first pages the worker touches after a restore are
+    /// faulted in before a node waits for them). A clone whose
+    /// preparation fails is dropped, like one that failed to restore.
+    pub fn with_prepare(spec: VmSpec, config: PoolConfig, prepare: Prepare) -> VmPool {
+        VmPool::start(spec, config, Some(prepare))
+    }
+
+    fn start(spec: VmSpec, config: PoolConfig, prepare: Option<Prepare>) -> VmPool {
         let inner = Arc::new(Inner {
             spec,
             config,
+            prepare,
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 live: 0,
@@ -205,14 +237,14 @@ impl VmPool {
             if s.live < inner.config.max_size && s.refilling == 0 {
                 s.live += 1;
                 drop(s);
-                let result = SandboxVm::restore(&inner.spec, inner.config.restore_timeout);
+                let result = inner.restore();
                 inner.refill();
                 return match result {
                     Ok(vm) => Ok(self.lend(vm)),
                     Err(e) => {
                         inner.state.lock().live -= 1;
                         inner.changed.notify_all();
-                        Err(e.into())
+                        Err(e)
                     }
                 };
             }
