@@ -165,9 +165,19 @@ fn components(_: &mut Criterion) {
         max_size: 2,
         restore_timeout: LIMIT,
     };
+    // As the host bridge makes them: a component pool loads the script on
+    // each clone before lending it (the node's LOAD then finds it loaded).
+    let preload = {
+        let script = script.clone();
+        move |vm: &mut SandboxVm| {
+            vm.with_worker(|c| c.load("pool-preload", &script.name, &script.source, LIMIT))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
     let pools = [
         VmPool::new(runtime.clone(), pool_config.clone()),
-        VmPool::new(comp.clone(), pool_config),
+        VmPool::with_prepare(comp.clone(), pool_config, std::sync::Arc::new(preload)),
     ];
     let (mut pool_load, mut pool_comp) = (Vec::new(), Vec::new());
     // The component clone's first answer, step by step: acquire (release
