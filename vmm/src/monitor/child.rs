@@ -51,6 +51,24 @@ pub fn serve_inherited() -> i32 {
 fn fail(ipc: &UnixStream, why: String) -> i32 {
     tracing::debug!(%why, "monitor process failed");
     let _ = wire::send(ipc, &FromMonitor::Failed(why), &[]);
+    // Closing a socket with unread messages (the bridge's start message,
+    // after a version it could not take) resets the connection, and the
+    // bridge would read that instead of the reason: read them first.
+    let mut buf = [0u8; 512];
+    loop {
+        // SAFETY: reads at most `buf.len()` bytes into `buf`; never blocks.
+        let n = unsafe {
+            libc::recv(
+                ipc.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
     1
 }
 
