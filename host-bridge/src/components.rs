@@ -20,8 +20,12 @@ use crate::shared::Shared;
 
 enum Slot {
     Building,
-    /// The pool, and the golden it restores (held: in use).
-    Ready(VmPool, #[allow(dead_code)] Arc<ComponentGolden>),
+    /// The pool, and the golden it restores (held: its shared lock marks
+    /// the golden in use).
+    Ready {
+        pool: VmPool,
+        _golden: Arc<ComponentGolden>,
+    },
     Failed,
 }
 
@@ -42,7 +46,7 @@ impl Components {
     /// golden is ready.
     pub fn pool(&self, pool: usize, key: &str) -> Option<VmPool> {
         match self.slots.lock().get(&(pool, key.to_string())) {
-            Some(Slot::Ready(p, _)) => Some(p.clone()),
+            Some(Slot::Ready { pool, .. }) => Some(pool.clone()),
             _ => None,
         }
     }
@@ -93,7 +97,10 @@ impl Components {
                             pool_config,
                             preload_script(&script, settings.load_timeout),
                         );
-                        Slot::Ready(pool, Arc::new(golden))
+                        Slot::Ready {
+                            pool,
+                            _golden: Arc::new(golden),
+                        }
                     }
                     Err(ComponentError::Load(e)) => {
                         tracing::debug!(script = %script.name, error = %e, "no component golden: the script does not load");
@@ -105,7 +112,7 @@ impl Components {
                     }
                 };
                 let components = &shared.components;
-                if let Slot::Ready(p, _) = &slot {
+                if let Slot::Ready { pool: p, .. } = &slot {
                     if components.closed.load(Ordering::SeqCst) {
                         p.shutdown();
                     }
@@ -136,7 +143,7 @@ impl Components {
         }
         slots
             .values()
-            .filter(|s| matches!(s, Slot::Ready(..)))
+            .filter(|s| matches!(s, Slot::Ready { .. }))
             .count()
     }
 
@@ -147,7 +154,7 @@ impl Components {
             .lock()
             .values()
             .filter_map(|s| match s {
-                Slot::Ready(p, _) => Some(p.clone()),
+                Slot::Ready { pool, .. } => Some(pool.clone()),
                 _ => None,
             })
             .collect()
@@ -158,7 +165,7 @@ impl Components {
     pub fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for slot in self.slots.lock().values() {
-            if let Slot::Ready(p, _) = slot {
+            if let Slot::Ready { pool: p, .. } = slot {
                 p.shutdown();
             }
         }

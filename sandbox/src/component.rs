@@ -144,7 +144,7 @@ pub fn ensure(
         move |source| ComponentError::Cache { path, source }
     };
     let found = |lock: EntryLock, created: bool| {
-        touch(&lock_path);
+        lock.touch();
         ComponentGolden {
             spec: VmSpec {
                 golden: dir.clone(),
@@ -231,13 +231,6 @@ fn build(
 
 fn lock_path(snapshots: &Path, key: &str) -> PathBuf {
     snapshots.join(format!(".{DIR_PREFIX}{key}.lock"))
-}
-
-/// Marks an entry as used now (its lock file's modification time).
-fn touch(lock: &Path) {
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(lock) {
-        let _ = f.set_modified(SystemTime::now());
-    }
 }
 
 /// One component golden in the cache.

@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::paths;
 use reflow_agent_protocol::request::Request;
-use reflow_ring::Position;
 use reflow_vmm::cgroup::CpuGroup;
 use reflow_vmm::hostile::HostileLog;
 use reflow_vmm::monitor::{MonitorError, MonitorProcess, MonitorProgram, SpawnOptions};
 use reflow_vmm::shm::SharedRegion;
-use reflow_vmm::snapshot::state::{RingMark, RingMarks};
-use reflow_vmm::snapshot::{private, CheckError, MEMORY_FILE, STATE_FILE};
+use reflow_vmm::snapshot::state::RingMarks;
+use reflow_vmm::snapshot::CheckError;
 use reflow_vmm::SnapshotFiles;
 use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
@@ -229,11 +228,7 @@ impl SandboxVm {
         // A snapshot taken after its worker used the rings left them
         // further along: the client starts where they stood.
         let rings = monitor.rings();
-        let position = |m: RingMark| Position {
-            offset: m.offset,
-            sequence: m.sequence,
-        };
-        let worker = ClientState::at(position(rings.host_to_guest), position(rings.guest_to_host));
+        let worker = ClientState::at(rings.host_to_guest.into(), rings.guest_to_host.into());
         Ok(SandboxVm {
             control,
             shared,
@@ -363,25 +358,15 @@ impl SandboxVm {
     /// restored with [`SandboxVm::restore_to_snapshot`].
     pub fn snapshot(mut self, dir: &Path, timeout: Duration) -> Result<(), SnapshotError> {
         let (tx, rx) = self.worker.positions();
-        let mark = |p: Position| RingMark {
-            offset: p.offset,
-            sequence: p.sequence,
-        };
         let rings = RingMarks {
-            host_to_guest: mark(tx),
-            guest_to_host: mark(rx),
+            host_to_guest: tx.into(),
+            guest_to_host: rx.into(),
         };
         if self.worker.is_poisoned() || !self.shared.rings_idle_at(&rings) {
             return Err(SnapshotError::Busy);
         }
-        let create = |name: &str| {
-            let path = dir.join(name);
-            private::create_file(&path).map_err(|source| SnapshotError::File { path, source })
-        };
-        let files = SnapshotFiles {
-            state: create(STATE_FILE)?,
-            memory: create(MEMORY_FILE)?,
-        };
+        let files = SnapshotFiles::create(dir)
+            .map_err(|(path, source)| SnapshotError::File { path, source })?;
         let written = self
             .monitor
             .snapshot(&files, rings, Instant::now() + timeout)

@@ -312,14 +312,8 @@ fn boot_and_snapshot(
     progress("writing the snapshot");
     let cache_err = |path: PathBuf| move |source| GoldenError::Cache { path, source };
     super::private::create_dir(dir).map_err(cache_err(dir.to_path_buf()))?;
-    let create = |name: &str| {
-        let path = dir.join(name);
-        super::private::create_file(&path).map_err(cache_err(path))
-    };
-    let files = SnapshotFiles {
-        state: create(STATE_FILE)?,
-        memory: create(MEMORY_FILE)?,
-    };
+    let files =
+        SnapshotFiles::create(dir).map_err(|(path, source)| GoldenError::Cache { path, source })?;
     // The warm-up's channel stays open until the snapshot is written.
     let written = monitor.snapshot(&files, RingMarks::default(), deadline);
     drop(channel);

@@ -55,6 +55,12 @@ impl EntryLock {
         Ok(EntryLock { file })
     }
 
+    /// Marks the locked entry as used now: the lock file's modification
+    /// time (what a least-recently-used eviction orders by).
+    pub fn touch(&self) {
+        let _ = self.file.set_modified(std::time::SystemTime::now());
+    }
+
     /// Turns an exclusive lock into a shared one.
     pub fn downgrade(&self) -> std::io::Result<()> {
         flock(&self.file, libc::LOCK_SH).map(drop)

@@ -174,6 +174,24 @@ pub struct RingMark {
     pub sequence: u64,
 }
 
+impl From<reflow_ring::Position> for RingMark {
+    fn from(p: reflow_ring::Position) -> RingMark {
+        RingMark {
+            offset: p.offset,
+            sequence: p.sequence,
+        }
+    }
+}
+
+impl From<RingMark> for reflow_ring::Position {
+    fn from(m: RingMark) -> reflow_ring::Position {
+        reflow_ring::Position {
+            offset: m.offset,
+            sequence: m.sequence,
+        }
+    }
+}
+
 /// Where both message rings of the shared region stood.
 #[derive(
     Clone,

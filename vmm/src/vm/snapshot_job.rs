@@ -11,11 +11,13 @@
 //! (`vmm_snapshot`, `monitor_snapshot`), which ordinary clones never get.
 
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use super::run::StopHandle;
 use crate::snapshot::state::RingMarks;
+use crate::snapshot::{private, MEMORY_FILE, STATE_FILE};
 
 /// The two files a snapshot is written into, open for writing and empty.
 pub struct SnapshotFiles {
@@ -23,6 +25,22 @@ pub struct SnapshotFiles {
     pub state: File,
     /// Receives `memory.bin`.
     pub memory: File,
+}
+
+impl SnapshotFiles {
+    /// `state.bin` and `memory.bin` created empty in `dir` (private, no
+    /// symlink followed: [`private::create_file`]); on failure, the path
+    /// that failed and why.
+    pub fn create(dir: &Path) -> Result<SnapshotFiles, (PathBuf, std::io::Error)> {
+        let create = |name: &str| {
+            let path = dir.join(name);
+            private::create_file(&path).map_err(|e| (path, e))
+        };
+        Ok(SnapshotFiles {
+            state: create(STATE_FILE)?,
+            memory: create(MEMORY_FILE)?,
+        })
+    }
 }
 
 /// One request: where to write and what to record about the rings.
