@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::{kvm_available, median, report};
-use reflow_integration_tests::calls::{load_and_run, NoState};
+use reflow_integration_tests::calls::{load_and_run, run_once};
 use reflow_integration_tests::{warm_worker_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::component::{self, ComponentSettings};
-use reflow_sandbox_core::{Language, Limits, PoolConfig, SandboxVm, Script, VmPool, VmSpec};
+use reflow_sandbox_core::{Language, PoolConfig, SandboxVm, Script, VmPool, VmSpec};
 use reflow_vmm::snapshot::age::{aged_copy, CLOCK_SHIFT_ENV};
 
 const SAMPLES: usize = 30;
@@ -55,16 +55,7 @@ fn load_and_answer(vm: &mut SandboxVm, script: &Script) {
 /// Runs one message on `vm`, whose script is loaded.
 fn answer(vm: &mut SandboxVm) {
     let inputs = Value::Map(vec![("x".into(), Value::Int(1))]);
-    vm.with_worker(|c| {
-        c.invoke(
-            "node",
-            inputs,
-            Value::Map(vec![]),
-            &Limits::with_timeout(LIMIT),
-            &mut NoState,
-        )
-    })
-    .expect("answers");
+    run_once(vm, "node", inputs).expect("answers");
 }
 
 fn record(metric: &str, times: &[Duration], note: &str) {

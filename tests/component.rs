@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use reflow_integration_tests::calls::{get, load_and_run};
-use reflow_integration_tests::{kvm_available, warm_worker_golden, LIMIT};
+use reflow_integration_tests::{kvm_available, unique, warm_worker_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::component::{self, ComponentSettings};
 use reflow_sandbox_core::{Language, SandboxVm, Script, VmSpec};
@@ -67,10 +67,7 @@ fn python_clones_start_with_the_script_loaded_and_their_own_randomness() {
         return;
     }
     let spec = runtime(Language::Python);
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce = unique();
     let script = python_script(nonce);
     // A build of this key that died half-way left its directory behind.
     let leftover = spec.golden.parent().unwrap().join(format!(
@@ -152,10 +149,7 @@ fn javascript_clones_start_with_the_script_loaded() {
         return;
     }
     let spec = runtime(Language::JavaScript);
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce = unique();
     let source = format!(
         "// run {nonce}\n\
          globalThis.topLevelRuns = (globalThis.topLevelRuns || 0) + 1;\n\

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::request::Request;
-use reflow_integration_tests::calls::NoState;
+use reflow_integration_tests::calls::{run_once, NoState};
 use reflow_integration_tests::{kvm_available, warm_python_golden, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::{Limits, PoolConfig, PoolError, SandboxError, SandboxVm, VmPool, VmSpec};
@@ -177,16 +177,7 @@ fn clones_are_prepared_before_they_are_lent() {
     assert_eq!(pool.wait_ready(LIMIT), 1, "{:?}", pool.last_error());
     let mut vm = pool.acquire(LIMIT).unwrap();
     let inputs = Value::Map(vec![("x".into(), Value::Int(7))]);
-    let done = vm
-        .with_worker(|w| {
-            w.invoke(
-                "prepared",
-                inputs,
-                Value::Map(vec![]),
-                &Limits::with_timeout(LIMIT),
-                &mut NoState,
-            )
-        })
+    let done = run_once(&mut vm, "prepared", inputs)
         .expect("the script was loaded before the clone was lent");
     assert_eq!(done, Value::Map(vec![("x".into(), Value::Int(7))]));
     drop(vm);

@@ -11,7 +11,7 @@ use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::{BridgeConfig, SandboxActor};
 use reflow_integration_tests::graphs::bridge;
-use reflow_integration_tests::kvm_available;
+use reflow_integration_tests::{kvm_available, unique};
 use reflow_sandbox_core::{Language, PoolConfig, Script};
 
 const ECHO: &str = r#"
@@ -148,10 +148,7 @@ async fn nodes_take_clones_of_their_scripts_component_golden() {
     };
     let bridge = bridge(StateStore::embedded(), config);
     // Unique to this run, so its golden is made here.
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce = unique();
     let source = format!(
         "# {nonce}\nimport builtins\nbuiltins.RUNS = getattr(builtins, 'RUNS', 0) + 1\n\
          @actor(name='Runs', inports=['input'], outports=['runs'])\n\

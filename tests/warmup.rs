@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use reflow_integration_tests::{kvm_available, python_runtime};
+use reflow_integration_tests::{kvm_available, processes, python_runtime};
 use reflow_sandbox_core::warmup::{self, WarmupPolicy};
 use reflow_vmm::snapshot::golden::{self, GoldenError, GoldenSnapshot, Warmup};
 use reflow_vmm::ControlChannel;
@@ -137,22 +137,14 @@ fn a_worker_whose_preload_fails_writes_no_golden_and_says_why() {
 /// the monitor's argument.
 fn monitor_children() -> Vec<u32> {
     let me = std::process::id();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if ppid == Some(me) && cmdline.split(|&b| b == 0).any(|a| a == b"__monitor") {
-            found.push(pid);
-        }
-    }
-    found
+    processes()
+        .into_iter()
+        .filter(|&(pid, ppid)| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == me && cmdline.split(|&b| b == 0).any(|a| a == b"__monitor")
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Names of this process's threads that run a VM (vCPUs, event loop).

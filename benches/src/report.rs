@@ -221,21 +221,7 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
 /// runs in a monitor process of its own, which forks into a PID namespace),
 /// in KiB.
 pub fn memory_kib() -> (u64, u64) {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the command's name: state, then the parent's pid.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((pid, ppid));
-        }
-    }
+    let parents = reflow_integration_tests::processes();
     let mut pids = vec![std::process::id()];
     let mut at = 0;
     while at < pids.len() {

@@ -158,19 +158,24 @@ pub fn check_ledger(dir: &Path, config: &VmConfig, file: &str, source: &str) {
     vm.power_off();
 }
 
-/// Loads `script` on `vm` as node `"node"` and runs one message with
-/// `inputs` (no state, no config); its returned outputs.
-pub fn load_and_run(vm: &mut SandboxVm, script: &Script, inputs: Value) -> Value {
-    vm.with_worker(|c| c.load("node", &script.name, &script.source, LIMIT))
-        .expect("the script loads");
+/// Runs one message with `inputs` through `actor` (loaded on `vm`), no
+/// state, no config, within [`LIMIT`]; its returned outputs.
+pub fn run_once(vm: &mut SandboxVm, actor: &str, inputs: Value) -> Result<Value, WorkerError> {
     vm.with_worker(|c| {
         c.invoke(
-            "node",
+            actor,
             inputs,
             Value::Map(vec![]),
             &Limits::with_timeout(LIMIT),
             &mut NoState,
         )
     })
-    .expect("an answer")
+}
+
+/// Loads `script` on `vm` as node `"node"` and runs one message with
+/// `inputs` (see [`run_once`]); its returned outputs.
+pub fn load_and_run(vm: &mut SandboxVm, script: &Script, inputs: Value) -> Value {
+    vm.with_worker(|c| c.load("node", &script.name, &script.source, LIMIT))
+        .expect("the script loads");
+    run_once(vm, "node", inputs).expect("an answer")
 }

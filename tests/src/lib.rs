@@ -96,6 +96,36 @@ pub fn kvm_available() -> bool {
     false
 }
 
+/// Every process on the host as `(pid, parent pid)`, from `/proc`.
+pub fn processes() -> Vec<(u32, u32)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the command's name: state, then the parent's pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            all.push((pid, ppid));
+        }
+    }
+    all
+}
+
+/// A number no other run of a test has used (nanoseconds since the
+/// epoch): put in a script, it makes the script, and so its component
+/// golden, this run's own.
+pub fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_nanos()
+}
+
 /// Reports a prerequisite a test lacks, before the test returns early:
 /// loudly, and under `CI=true` as a failure (a CI run that skipped what it
 /// claims to test must not pass).
