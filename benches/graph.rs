@@ -18,15 +18,16 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
-use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
+use reflow_actor::{Actor, ActorContext, ActorLoad};
 use reflow_benches::kvm_available;
+use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record, Better, Target};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::{bridge, bridge_for};
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
-use reflow_network::connector::{ConnectionPoint, Connector};
+use reflow_network::connector::Connector;
 use reflow_network::network::Network;
 use reflow_sandbox::natives::native;
 use reflow_sandbox::run::network_config;
@@ -55,60 +56,6 @@ async def ops(context):
     elif op == "set":
         await context.state.set("k", 1)
 "#;
-
-/// The bench's sink: hands every packet to a channel.
-struct Probe {
-    inports: Port,
-    outports: Port,
-    seen: flume::Sender<Message>,
-}
-
-impl Probe {
-    fn new(seen: flume::Sender<Message>) -> Probe {
-        Probe {
-            inports: flume::unbounded(),
-            outports: flume::unbounded(),
-            seen,
-        }
-    }
-}
-
-impl Actor for Probe {
-    fn get_behavior(&self) -> ActorBehavior {
-        let seen = self.seen.clone();
-        Box::new(move |ctx: ActorContext| {
-            let seen = seen.clone();
-            Box::pin(async move {
-                for (_, m) in ctx.payload {
-                    if !matches!(m, Message::Optional(None)) {
-                        let _ = seen.send(m);
-                    }
-                }
-                Ok(HashMap::new())
-            })
-        })
-    }
-    fn get_outports(&self) -> Port {
-        self.outports.clone()
-    }
-    fn get_inports(&self) -> Port {
-        self.inports.clone()
-    }
-    fn load_count(&self) -> Arc<ActorLoad> {
-        Arc::new(ActorLoad::new(0))
-    }
-    fn create_instance(&self) -> Arc<dyn Actor> {
-        Arc::new(Probe::new(self.seen.clone()))
-    }
-}
-
-fn point(actor: &str, port: &str) -> ConnectionPoint {
-    ConnectionPoint {
-        actor: actor.into(),
-        port: port.into(),
-        initial_data: None,
-    }
-}
 
 /// `src (Add) -> mid -> dst (Add) -> probe`, started; `mid` is `actor`
 /// with ports `ports` (in, out).
@@ -372,11 +319,7 @@ fn graph(c: &mut Criterion) {
     if !kvm_available() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = reflow_benches::runtime();
     report::reset("graph");
     graph_latency(c, &rt);
     state_from_guest(&rt);

@@ -1,6 +1,7 @@
 //! Shared pieces of the Reflow sandbox benchmarks (see `benches/*.rs`).
 
 pub mod actor_bench;
+pub mod probe;
 pub mod report;
 
 pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages, TestVm};
@@ -8,6 +9,15 @@ pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages, Tes
 use std::time::Duration;
 
 use reflow_vmm::{AgentReady, VmConfig, VmOutcome};
+
+/// The benches' tokio runtime: two workers, like the CI machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
 /// Boots the agent-only guest once, powering off as soon as the agent's
 /// control channel is ready, and returns when it was ready and the whole

@@ -1,0 +1,347 @@
+//! Streams through a sandboxed node, side by side with a native node in
+//! its place, in one run:
+//!
+//! - throughput: `Range(n) -> identity -> sink` in a real
+//!   `reflow_network::Network`, the identity a Python actor, a JavaScript
+//!   actor, or the native `Add` (amount 0); every message is checked to
+//!   arrive exactly once and in order. Criterion times streams of
+//!   [`CRITERION_STREAM`] messages; the report gets one stream of
+//!   [`REPORT_STREAM`] (msg/s and the ratio to the native graph).
+//! - open-loop latency: messages sent to the identity node at a fixed rate
+//!   (a sender thread keeps the schedule whatever the answers do), each
+//!   timed from its scheduled send to its arrival at the sink, so a slow
+//!   answer delays no later send and queueing shows in the percentiles. At
+//!   100 msg/s the node is idle between messages: every message is a first
+//!   message after an idle period.
+//!
+//! Run with `./dev.sh bench` (or `cargo bench -p reflow-benches --bench
+//! stream`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reflow_actor::message::Message;
+use reflow_actor::Actor;
+use reflow_benches::kvm_available;
+use reflow_benches::probe::{point, Probe};
+use reflow_benches::report::{self, record, Better, Target};
+use reflow_host_bridge::state::StateStore;
+use reflow_host_bridge::{Bridge, BridgeConfig};
+use reflow_integration_tests::graphs::bridge_for;
+use reflow_integration_tests::percentile;
+use reflow_network::connector::Connector;
+use reflow_network::network::Network;
+use reflow_sandbox::natives::native;
+use reflow_sandbox::run::network_config;
+use reflow_sandbox_core::{Language, Script};
+
+const IDENTITY_PY: &str = r#"
+@actor(name="Identity", inports=["input"], outports=["output"])
+def identity(context):
+    return {"output": context.get_input("input")}
+"#;
+
+const IDENTITY_JS: &str = r#"
+const metadata = { name: "Identity", inports: ["input"], outports: ["output"] };
+function process(context) {
+  return { output: context.getInput("input") };
+}
+module.exports = { metadata, process };
+"#;
+
+/// Messages in each stream criterion times.
+const CRITERION_STREAM: i64 = 10_000;
+/// Messages in the stream whose rate goes to the report.
+const REPORT_STREAM: i64 = 100_000;
+/// Open-loop rates (msg/s) and how long each is sent.
+const RATES: [(u32, Duration); 2] = [
+    (100, Duration::from_secs(5)),
+    (5_000, Duration::from_secs(2)),
+];
+/// The longest wait for any one message at the sink before the bench
+/// gives up on the stream (a lost message must fail the bench, not hang
+/// it).
+const STALL: Duration = Duration::from_secs(120);
+
+/// One identity node to measure.
+struct Subject {
+    label: &'static str,
+    script: Option<Script>,
+}
+
+fn subjects() -> Vec<Subject> {
+    vec![
+        Subject {
+            label: "Python",
+            script: Some(Script::inline(
+                Language::Python,
+                "identity.actor.py",
+                IDENTITY_PY,
+            )),
+        },
+        Subject {
+            label: "JavaScript",
+            script: Some(Script::inline(
+                Language::JavaScript,
+                "identity.actor.js",
+                IDENTITY_JS,
+            )),
+        },
+        Subject {
+            label: "native",
+            script: None,
+        },
+    ]
+}
+
+/// The identity actor for `subject` (a bridge of its own for a script:
+/// an idle VM left running by one measurement would slow the next) and
+/// its (in, out) ports.
+fn identity(subject: &Subject) -> (Option<Bridge>, Arc<dyn Actor>, (&'static str, &'static str)) {
+    match &subject.script {
+        Some(script) => {
+            let bridge = bridge_for(
+                &[script.language],
+                StateStore::embedded(),
+                BridgeConfig::default(),
+            );
+            bridge.wait_ready(Duration::from_secs(600));
+            let actor =
+                Arc::new(bridge.actor(script.clone()).expect("the actor")) as Arc<dyn Actor>;
+            (Some(bridge), actor, ("input", "output"))
+        }
+        None => (
+            None,
+            Arc::new(native("Add").expect("Add")) as Arc<dyn Actor>,
+            ("in", "out"),
+        ),
+    }
+}
+
+/// `src (Range) -> mid -> probe`, started; `mid` is `actor` with ports
+/// `ports` (in, out), configured as an identity (`amount` 0 for `Add`).
+fn network(actor: Arc<dyn Actor>, ports: (&str, &str), seen: flume::Sender<Message>) -> Network {
+    let mut n = Network::new(network_config());
+    n.register_actor("Range", native("Range").expect("Range"))
+        .unwrap();
+    n.register_actor_arc("Mid", actor).unwrap();
+    n.register_actor("Probe", Probe::new(seen)).unwrap();
+    n.add_node("src", "Range", None).unwrap();
+    n.add_node(
+        "mid",
+        "Mid",
+        Some(HashMap::from([(
+            "amount".to_string(),
+            serde_json::json!(0),
+        )])),
+    )
+    .unwrap();
+    n.add_node("probe", "Probe", None).unwrap();
+    let (in_port, out_port) = ports;
+    n.add_connection(Connector::new(point("src", "out"), point("mid", in_port)));
+    n.add_connection(Connector::new(point("mid", out_port), point("probe", "in")));
+    n.start().unwrap();
+    n
+}
+
+/// Waits for `expected` at the sink; anything else (an error, a value out
+/// of order, a lost message) ends the bench.
+fn expect(seen: &flume::Receiver<Message>, expected: i64) {
+    match seen.recv_timeout(STALL) {
+        Ok(Message::Integer(got)) if got == expected => {}
+        other => panic!("the sink expected {expected}, got {other:?}"),
+    }
+}
+
+/// Streams `count` messages from `Range` through the node; returns how
+/// long from the request to the last arrival.
+fn stream(n: &Network, seen: &flume::Receiver<Message>, count: i64) -> Duration {
+    let t = Instant::now();
+    n.send_to_actor("src", "count", Message::Integer(count))
+        .unwrap();
+    for i in 1..=count {
+        expect(seen, i);
+    }
+    t.elapsed()
+}
+
+/// Sends `rate` messages a second for `span` straight to the node's
+/// inport; returns each message's time from its scheduled send to its
+/// arrival, sorted.
+fn open_loop(
+    n: &Network,
+    seen: &flume::Receiver<Message>,
+    port: &str,
+    rate: u32,
+    span: Duration,
+) -> Vec<Duration> {
+    let count = (rate as f64 * span.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let arrivals = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            (0..count)
+                .map(|i| {
+                    expect(&seen, i as i64);
+                    Instant::now()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut scheduled = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = start + interval * i as u32;
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        scheduled.push(at);
+        n.send_to_actor("mid", port, Message::Integer(i as i64))
+            .unwrap();
+    }
+    let arrivals = arrivals.join().expect("the sink's reader");
+    let mut times: Vec<Duration> = arrivals
+        .iter()
+        .zip(&scheduled)
+        .map(|(a, s)| a.saturating_duration_since(*s))
+        .collect();
+    times.sort();
+    times
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// What one subject measured.
+struct Measured {
+    label: &'static str,
+    rate: f64,
+    open: Vec<(u32, Vec<Duration>)>,
+}
+
+fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -> Measured {
+    let _guard = rt.enter();
+    let (bridge, actor, ports) = identity(subject);
+    let (tx, rx) = flume::unbounded();
+    let n = network(actor, ports, tx);
+    // The first stream takes the node's VM and loads the script.
+    stream(&n, &rx, 100);
+    let mut group = c.benchmark_group("stream");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function(
+        format!("{CRITERION_STREAM}_messages_{}", subject.label),
+        |b| b.iter_custom(|iters| (0..iters).map(|_| stream(&n, &rx, CRITERION_STREAM)).sum()),
+    );
+    group.finish();
+    let took = stream(&n, &rx, REPORT_STREAM);
+    let rate = REPORT_STREAM as f64 / took.as_secs_f64();
+    println!(
+        "stream: {REPORT_STREAM} messages Range -> {} identity -> sink in {:.2} s: {rate:.0} msg/s",
+        subject.label,
+        took.as_secs_f64()
+    );
+    let open = RATES
+        .iter()
+        .map(|&(r, span)| {
+            // An idle gap first, so the first message meets an idle node.
+            std::thread::sleep(Duration::from_millis(200));
+            let times = open_loop(&n, &rx, ports.0, r, span);
+            println!(
+                "stream: {} identity at {r} msg/s (open loop, {} messages): p50 {:.3} ms, p99 \
+                 {:.3} ms, max {:.3} ms",
+                subject.label,
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(percentile(&times, 0.99)),
+                ms(*times.last().unwrap())
+            );
+            (r, times)
+        })
+        .collect();
+    n.shutdown();
+    if let Some(bridge) = bridge {
+        bridge.shutdown();
+    }
+    Measured {
+        label: subject.label,
+        rate,
+        open,
+    }
+}
+
+fn report_all(measured: &[Measured]) {
+    let native = measured
+        .iter()
+        .find(|m| m.label == "native")
+        .map_or(f64::NAN, |m| m.rate);
+    for m in measured {
+        let script = m.label != "native";
+        record(
+            "stream",
+            &format!(
+                "{REPORT_STREAM} messages Range -> {} identity -> sink",
+                m.label
+            ),
+            m.rate,
+            "msg/s",
+            if script {
+                Target::design(10_000.0, Better::Higher)
+            } else {
+                None
+            },
+            "a real reflow_network graph; ours: 50,000 msg/s",
+        );
+        if script {
+            record(
+                "stream",
+                &format!("{} node / native node, msg/s (same run)", m.label),
+                m.rate / native,
+                "x",
+                None,
+                "the sandbox's share of a stream",
+            );
+        }
+        for (rate, times) in &m.open {
+            record(
+                "stream",
+                &format!("{} identity at {rate} msg/s open loop, p50", m.label),
+                ms(percentile(times, 0.5)),
+                "ms",
+                None,
+                "scheduled send to arrival",
+            );
+            record(
+                "stream",
+                &format!("{} identity at {rate} msg/s open loop, p99", m.label),
+                ms(percentile(times, 0.99)),
+                "ms",
+                if script && *rate == 100 {
+                    Target::ours(2.0, Better::Lower)
+                } else {
+                    None
+                },
+                "scheduled send to arrival",
+            );
+        }
+    }
+}
+
+fn streams(c: &mut Criterion) {
+    if !kvm_available() {
+        return;
+    }
+    let rt = reflow_benches::runtime();
+    report::reset("stream");
+    let measured: Vec<Measured> = subjects().iter().map(|s| measure(c, &rt, s)).collect();
+    report_all(&measured);
+}
+
+criterion_group!(benches, streams);
+criterion_main!(benches);
