@@ -123,4 +123,44 @@ module.exports = { metadata: { component: "Once", outports: ["out"] }, process()
       await host.close();
     }
   });
+  test('a window of invocations runs in order past state replies', async () => {
+    const host = new Host();
+    try {
+      await host.call(LOAD, 1, { name: 'counter.js', source: COUNTER });
+      // Three INVOKEs written before any answer: the worker reads the second
+      // and third while the first waits for its state reply.
+      for (const n of [1, 2, 3]) {
+        const body = { inputs: { input: Buffer.alloc(n, n) }, config: {} };
+        host.tx.sendParts(new Metadata(BigInt(10 + n), 0n, 'node', '', INVOKE), [encode(body)]);
+      }
+      const answers = [];
+      const deadline = Date.now() + 10000;
+      while (answers.length < 3) {
+        assert.ok(Date.now() < deadline, 'the worker did not answer');
+        const reply = host.rx.tryRecv();
+        if (reply === null) {
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          continue;
+        }
+        const { kind, port, messageId } = reply.metadata;
+        let value = decode(reply.payload);
+        value = Buffer.isBuffer(value) ? Buffer.from(value) : JSON.parse(JSON.stringify(value));
+        host.rx.release(reply);
+        if (kind === STATE) {
+          host.store.set('calls', (host.store.get('calls') ?? 0) + 1);
+          const ok = encode({ ok: host.store.get('calls') });
+          host.tx.sendParts(new Metadata(messageId, 0n, 'node', '', STATE_REPLY), [ok]);
+        } else if (kind === DONE) {
+          answers.push([Number(messageId), value]);
+        } else {
+          assert.strictEqual(kind, OUTPUT);
+          const n = Number(messageId) - 10;
+          if (port === 'output') assert.deepStrictEqual(value, Buffer.alloc(n, n));
+        }
+      }
+      assert.deepStrictEqual(answers, [[11, { calls: 1 }], [12, { calls: 2 }], [13, { calls: 3 }]]);
+    } finally {
+      await host.close();
+    }
+  });
 }

@@ -83,6 +83,34 @@ class WorkerTest(unittest.TestCase):
                 (DONE, "", {"calls": n}),
             ])
 
+    def test_a_window_of_invocations_runs_in_order_past_state_replies(self):
+        self.host.call(LOAD, 1, {"name": "counter.py", "source": COUNTER})
+        # Three INVOKEs written before any answer: the worker reads the
+        # second and third while the first waits for its state reply.
+        for n in (1, 2, 3):
+            body = {"inputs": {"input": bytes([n]) * n}, "config": {}}
+            self.host.tx.send(Metadata(10 + n, 0, "node", "", INVOKE), encode(body))
+        answers = []
+        while len(answers) < 3:
+            reply = self.host.rx.recv(timeout=10.0)
+            self.assertIsNotNone(reply, "the worker did not answer")
+            meta, value = reply.metadata, decode(reply.payload)
+            value = bytes(value) if isinstance(value, memoryview) else value
+            self.host.rx.release(reply)
+            if meta.kind == STATE:
+                self.host.store["calls"] = self.host.store.get("calls", 0) + 1
+                reply_body = encode({"ok": self.host.store["calls"]})
+                self.host.tx.send(Metadata(meta.message_id, 0, "node", "", STATE_REPLY), reply_body)
+            elif meta.kind == DONE:
+                answers.append((meta.message_id, value))
+            else:
+                self.assertEqual(meta.kind, OUTPUT)
+                if meta.port == "output":
+                    n = meta.message_id - 10
+                    self.assertEqual(value, bytes([n]) * n)
+        self.assertEqual(answers, [(11, {"calls": 1}), (12, {"calls": 2}), (13, {"calls": 3})])
+        self.assertFalse(self.host.worker.queued)
+
     def test_errors_are_answered_and_the_worker_goes_on(self):
         got = self.host.call(LOAD, 1, {"name": "bad.py", "source": "def x(:"})
         self.assertEqual((got[-1][0], got[-1][2]["kind"]), (ERROR, "load"))

@@ -25,6 +25,10 @@
 // itself from Math.random or crypto at import, and `crypto.randomUUID`'s
 // entropy cache if something called it before the golden. Input bytes arrive
 // as Buffers over the ring slot (no copy), valid during the invocation.
+// The host may write the next INVOKEs before an invocation ends (a window of
+// messages in flight); they run one at a time, in order. An INVOKE read
+// while waiting for a state reply is copied out and queued, so the ring
+// never fills with held records the host cannot get past.
 
 const crypto = require('crypto');
 const fs = require('fs');
@@ -71,8 +75,14 @@ class RingTransport {
 
   stateCall(op, key, args) {
     this.worker.send(STATE, this.messageId, this.actorId, { op, key, args });
-    const record = this.worker.rx.recv(HOUR_MS);
-    if (record === null) throw new ProtocolError('no state reply within an hour');
+    let record;
+    for (;;) {
+      record = this.worker.rx.recv(HOUR_MS);
+      if (record === null) throw new ProtocolError('no state reply within an hour');
+      if (record.metadata.kind !== INVOKE && record.metadata.kind !== LOAD) break;
+      // The next message of the host's window: it runs after this one.
+      this.worker.queue(record);
+    }
     try {
       const meta = record.metadata;
       if (meta.kind !== STATE_REPLY || meta.messageId !== this.messageId) {
@@ -131,9 +141,21 @@ class Worker {
     this.rx = new Consumer(region, h2g);
     this.tx = new Producer(region, g2h);
     this.actors = new Map();
+    /** Messages read while an invocation waited for a state reply. */
+    this.queued = [];
     /** Scripts loaded in this VM by name and source (see LOAD). */
     this.loaded = new Map();
     this.reseed = reseed;
+  }
+
+  /** Copies `record` out of the ring, releases it, and queues it. */
+  queue(record) {
+    this.queued.push({ metadata: record.metadata, payload: Buffer.from(record.payload), queued: true });
+    this.rx.release(record);
+  }
+
+  release(record) {
+    if (record.queued !== true) this.rx.release(record);
   }
 
   send(kind, messageId, actorId, value, port = '') {
@@ -155,14 +177,14 @@ class Worker {
         throw new ValueError('the message body is not a map');
       }
     } catch (e) {
-      this.rx.release(record);
+      this.release(record);
       this.error(meta.messageId, meta.actorId, 'protocol', `undecodable message: ${e.message}`);
       return;
     }
     if (meta.kind === LOAD) {
       const source = String(body.source ?? '');
       const name = String(body.name ?? '<actor>');
-      this.rx.release(record);
+      this.release(record);
       this.reseed();
       reseedMathRandom();
       // A clone of a component golden finds the script it loaded before
@@ -192,10 +214,10 @@ class Worker {
         if (e instanceof ActorFailure) this.error(meta.messageId, meta.actorId, e.kind, e.message, e.trace);
         else this.error(meta.messageId, meta.actorId, 'protocol', String(e && e.message));
       } finally {
-        this.rx.release(record);
+        this.release(record);
       }
     } else {
-      this.rx.release(record);
+      this.release(record);
       this.error(meta.messageId, meta.actorId, 'protocol', `unexpected message kind ${meta.kind}`);
     }
   }
@@ -203,7 +225,7 @@ class Worker {
   /** Serves records until `stop()` (for tests) returns true. */
   async run(stop = null) {
     while (stop === null || !stop()) {
-      const record = this.rx.recv(stop === null ? HOUR_MS : 50);
+      const record = this.queued.length > 0 ? this.queued.shift() : this.rx.recv(stop === null ? HOUR_MS : 50);
       if (record !== null) await this.serveOne(record);
       else if (stop !== null) await new Promise((resolve) => setImmediate(resolve));
     }

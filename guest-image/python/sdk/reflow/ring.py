@@ -145,15 +145,26 @@ MAX_SLEEP = 0.010
 
 
 class _Backoff:
-    def __init__(self):
-        self.polls, self.sleep = 0, 20e-6
+    """Spins SPIN_POLLS polls, then sleeps growing up to MAX_SLEEP. The
+    clock is read only once sleeping (a clock read may be a system call),
+    so `timeout` counts from the first sleep."""
+
+    def __init__(self, timeout):
+        self.polls, self.sleep, self.timeout, self.started = 0, 20e-6, timeout, None
 
     def wait(self):
-        self.polls += 1
+        """Waits a little; False once `timeout` has passed."""
         if self.polls < SPIN_POLLS:
-            return
+            self.polls += 1
+            return True
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        elif now - self.started > self.timeout:
+            return False
         time.sleep(self.sleep)
         self.sleep = min(self.sleep * 2, MAX_SLEEP)
+        return True
 
 
 def _word(region, offset):
@@ -235,15 +246,13 @@ class Producer:
 
     def send_parts(self, meta, parts, timeout=60.0):
         """`try_send_parts`, waiting with back-off while the ring is full."""
-        started = time.monotonic()
-        backoff = _Backoff()
+        backoff = _Backoff(timeout)
         while True:
             try:
                 return self.try_send_parts(meta, parts)
             except Full:
-                if time.monotonic() - started > timeout:
+                if not backoff.wait():
                     raise
-                backoff.wait()
 
 
 class Consumer:
@@ -330,12 +339,11 @@ class Consumer:
             self.tail_word[0] = self.tail
 
     def recv(self, timeout=60.0):
-        started = time.monotonic()
-        backoff = _Backoff()
+        """The next record, waiting with back-off; None after `timeout`."""
+        backoff = _Backoff(timeout)
         while True:
             r = self.try_recv()
             if r is not None:
                 return r
-            if time.monotonic() - started > timeout:
+            if not backoff.wait():
                 return None
-            backoff.wait()

@@ -18,12 +18,17 @@ message id ties an invocation's records together; payloads are
   guest -> host  DONE    {returned outputs}      or ERROR
   guest -> host  ERROR   {"kind": load|run|protocol, "message", "traceback"}
 
-Input bytes arrive as memoryviews over the ring slot (no copy); the
-INVOKE record stays held until the invocation ends. A script that fails to
-load or raises is answered with ERROR; the worker goes on.
+The host may write the next INVOKEs before an invocation ends (a window
+of messages in flight); the worker runs them one at a time, in order. Input
+bytes arrive as memoryviews over the ring slot (no copy); the INVOKE record
+stays held until the invocation ends. An INVOKE read while waiting for a
+state reply is copied out and queued, so the ring never fills with held
+records the host cannot get past. A script that fails to load or raises is
+answered with ERROR; the worker goes on.
 """
 
 import asyncio
+import collections
 import os
 import sys
 import traceback
@@ -53,9 +58,14 @@ class RingTransport:
 
     def state_call(self, op, key, args):
         self.worker.send(STATE, self.message_id, self.actor_id, {"op": op, "key": key, "args": args})
-        record = self.worker.rx.recv(timeout=3600.0)
-        if record is None:
-            raise ProtocolError("no state reply within an hour")
+        while True:
+            record = self.worker.rx.recv(timeout=3600.0)
+            if record is None:
+                raise ProtocolError("no state reply within an hour")
+            if record.metadata.kind not in (INVOKE, LOAD):
+                break
+            # The next message of the host's window: it runs after this one.
+            self.worker.queue(record)
         try:
             meta = record.metadata
             if meta.kind != STATE_REPLY or meta.message_id != self.message_id:
@@ -82,15 +92,36 @@ def _own(v):
     return v
 
 
+class _Queued:
+    """A record copied out of the ring (its slot already released)."""
+
+    __slots__ = ("metadata", "payload")
+
+    def __init__(self, record):
+        self.metadata, self.payload = record.metadata, memoryview(bytes(record.payload))
+
+
 class Worker:
     def __init__(self, region):
         h2g, g2h = read_layout(region)
         self.rx, self.tx = Consumer(region, h2g), Producer(region, g2h)
         self.actors = {}
+        # Messages read while an invocation waited for a state reply.
+        self.queued = collections.deque()
         # Scripts loaded in this VM by (name, source): a component golden's
         # clones find theirs here and skip running it again.
         self.loaded = {}
         self.loop = asyncio.new_event_loop()
+
+    def queue(self, record):
+        """Copies `record` out of the ring, releases it, and queues it to be
+        served after the message now running."""
+        self.queued.append(_Queued(record))
+        self.rx.release(record)
+
+    def release(self, record):
+        if not isinstance(record, _Queued):
+            self.rx.release(record)
 
     def send(self, kind, message_id, actor_id, value, port=""):
         meta = Metadata(message_id, 0, actor_id, port, kind)
@@ -106,12 +137,12 @@ class Worker:
             if not isinstance(body, dict):
                 raise ValueError_("the message body is not a map")
         except ValueError_ as e:
-            self.rx.release(record)
+            self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"undecodable message: {e}")
             return
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
-            self.rx.release(record)
+            self.release(record)
             # Fresh randomness for everything the clone shares with its
             # golden, before the script's top level draws any.
             entropy.reseed()
@@ -144,15 +175,18 @@ class Worker:
             except (ProtocolError, ValueError_) as e:
                 self.error(meta.message_id, meta.actor_id, "protocol", str(e))
             finally:
-                self.rx.release(record)
+                self.release(record)
         else:
-            self.rx.release(record)
+            self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"unexpected message kind {meta.kind}")
 
     def run(self, stop=None):
         """Serves records until `stop` (a threading.Event, for tests) is set."""
         while stop is None or not stop.is_set():
-            record = self.rx.recv(timeout=3600.0 if stop is None else 0.05)
+            if self.queued:
+                record = self.queued.popleft()
+            else:
+                record = self.rx.recv(timeout=3600.0 if stop is None else 0.05)
             if record is not None:
                 self.serve_one(record)
 
