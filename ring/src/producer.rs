@@ -32,8 +32,7 @@ impl<'a> Producer<'a> {
     }
 
     /// The ring's data capacity in bytes.
-    #[cfg(feature = "testing")]
-    pub(crate) fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u64 {
         self.side.ring.capacity
     }
 

@@ -35,4 +35,6 @@ pub use runtime::{GuestImages, Runtime, RuntimeError};
 pub use sandbox::{SandboxError, SandboxVm, SnapshotError, StopHandle, VmSpec, WorkerCheckError};
 pub use script::{Script, ScriptError};
 pub use shape::{ShapeOverrides, VmShape};
-pub use worker::{ClientState, InvokeHandler, Loaded, WorkerClient, WorkerError};
+pub use worker::{
+    ClientState, InvokeHandler, Loaded, StreamEnd, StreamHandler, Window, WorkerClient, WorkerError,
+};

@@ -239,53 +239,14 @@ impl<'a> WorkerClient<'a> {
         limits: &Limits,
         handler: &mut dyn InvokeHandler,
     ) -> Result<Value, WorkerError> {
-        let body = Value::Map(vec![("inputs".into(), inputs), ("config".into(), config)]);
-        let payload = body.encode()?;
-        if payload.len() > limits.max_message_bytes {
-            return Err(WorkerError::MessageTooLarge {
-                len: payload.len(),
-                max: limits.max_message_bytes,
-                what: "max_message_size",
-            });
-        }
+        let payload = stream::invoke_payload(inputs, &config, limits).1?;
         let mut count = Counts::default();
         self.call(
             Kind::Invoke,
             actor_id,
             &payload,
             limits.timeout,
-            |tx, got| {
-                match got.kind {
-                    Kind::Output => {
-                        count.output(limits, got.len, 1)?;
-                        handler.output(&got.port, got.value)
-                    }
-                    Kind::State => {
-                        count.state(limits)?;
-                        let request = StateRequest::parse(got.value)?;
-                        let reply = match state_value_error(&request, got.len, limits) {
-                            Some(refused) => StateRequest::error(refused),
-                            None => match handler.state(request) {
-                                Ok(v) => StateRequest::ok(v),
-                                Err(e) => StateRequest::error(e),
-                            },
-                        };
-                        tx(Kind::StateReply, &reply)?;
-                    }
-                    Kind::Done => {
-                        return match got.value {
-                            Value::None => Ok(Some(Value::Map(Vec::new()))),
-                            Value::Map(m) => {
-                                count.output(limits, got.len, m.len())?;
-                                Ok(Some(Value::Map(m)))
-                            }
-                            _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
-                        }
-                    }
-                    other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
-                }
-                Ok(None)
-            },
+            |tx, got| invocation_step(tx, got, limits, &mut count, handler),
         )
     }
 
@@ -387,6 +348,48 @@ impl<'a> WorkerClient<'a> {
     }
 }
 
+/// One record of a running invocation (not ERROR, which the caller
+/// handles): outputs and state requests go to `handler`, state replies
+/// through `tx`; returns the returned outputs once DONE comes.
+fn invocation_step(
+    tx: &mut dyn FnMut(Kind, &Value) -> Result<(), WorkerError>,
+    got: Incoming,
+    limits: &Limits,
+    count: &mut Counts,
+    handler: &mut dyn InvokeHandler,
+) -> Result<Option<Value>, WorkerError> {
+    match got.kind {
+        Kind::Output => {
+            count.output(limits, got.len, 1)?;
+            handler.output(&got.port, got.value)
+        }
+        Kind::State => {
+            count.state(limits)?;
+            let request = StateRequest::parse(got.value)?;
+            let reply = match state_value_error(&request, got.len, limits) {
+                Some(refused) => StateRequest::error(refused),
+                None => match handler.state(request) {
+                    Ok(v) => StateRequest::ok(v),
+                    Err(e) => StateRequest::error(e),
+                },
+            };
+            tx(Kind::StateReply, &reply)?;
+        }
+        Kind::Done => {
+            return match got.value {
+                Value::None => Ok(Some(Value::Map(Vec::new()))),
+                Value::Map(m) => {
+                    count.output(limits, got.len, m.len())?;
+                    Ok(Some(Value::Map(m)))
+                }
+                _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
+            }
+        }
+        other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
+    }
+    Ok(None)
+}
+
 fn send_on(
     tx: &mut Producer<'_>,
     id: u64,
@@ -473,6 +476,10 @@ fn state_value_error(request: &StateRequest, len: usize, limits: &Limits) -> Opt
 fn unexpected(kind: Kind, wanted: &str) -> WorkerError {
     WorkerError::Hostile(format!("a {kind:?} record where {wanted} belongs"))
 }
+
+#[path = "stream.rs"]
+mod stream;
+pub use stream::{StreamEnd, StreamHandler, Window};
 
 #[cfg(test)]
 #[path = "worker_tests.rs"]

@@ -9,11 +9,11 @@ use crate::limits::Limits;
 use crate::protocol::tests::map;
 use crate::protocol::{ErrorKind, Kind, StateOp, StateRequest};
 
-const SIZE: usize = 512 * 1024;
-const T: Duration = Duration::from_secs(10);
+pub(super) const SIZE: usize = 512 * 1024;
+pub(super) const T: Duration = Duration::from_secs(10);
 
 /// The default limits with `timeout`.
-fn lim(timeout: Duration) -> Limits {
+pub(super) fn lim(timeout: Duration) -> Limits {
     Limits {
         timeout,
         ..Limits::default()
@@ -35,20 +35,20 @@ fn region(buf: &mut [u64]) -> (Region, RegionLayout) {
 }
 
 /// The guest end: answers each message with what `script` returns for it.
-struct FakeWorker<'a> {
-    rx: Consumer<'a>,
-    tx: Producer<'a>,
+pub(super) struct FakeWorker<'a> {
+    pub(super) rx: Consumer<'a>,
+    pub(super) tx: Producer<'a>,
 }
 
 impl FakeWorker<'_> {
-    fn next(&mut self) -> (Metadata, Value) {
+    pub(super) fn next(&mut self) -> (Metadata, Value) {
         let rec = self.rx.recv(T).unwrap().expect("a message from the host");
         let out = (rec.metadata.clone(), Value::decode(&rec.to_vec()).unwrap());
         self.rx.release(rec).unwrap();
         out
     }
 
-    fn reply(&mut self, to: &Metadata, kind: u32, port: &str, value: &Value) {
+    pub(super) fn reply(&mut self, to: &Metadata, kind: u32, port: &str, value: &Value) {
         let meta = Metadata {
             kind,
             port: port.into(),
@@ -59,9 +59,9 @@ impl FakeWorker<'_> {
 }
 
 #[derive(Default)]
-struct Recorder {
-    outputs: Vec<(String, Value)>,
-    state: Vec<StateRequest>,
+pub(super) struct Recorder {
+    pub(super) outputs: Vec<(String, Value)>,
+    pub(super) state: Vec<StateRequest>,
 }
 
 impl InvokeHandler for Recorder {
@@ -78,7 +78,7 @@ impl InvokeHandler for Recorder {
     }
 }
 
-fn with_worker(
+pub(super) fn with_worker(
     guest: impl FnOnce(&mut FakeWorker<'_>) + Send,
     host: impl FnOnce(&mut WorkerClient<'_>),
 ) {
