@@ -1,16 +1,21 @@
 //! [`SandboxActor`]: a script actor as an ordinary `reflow_actor::Actor`.
 //! Each graph node (Reflow calls `create_instance` once per node) gets its
-//! own channels, its own VM and its own state scope.
+//! own channels, its own VM and its own state scope. In a network, its
+//! dispatch loop streams queued packets through the VM with a window in
+//! flight (see [`crate::node`]); its behavior runs one message.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use reflow_actor::message::Message;
-use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
+use reflow_actor::{Actor, ActorBehavior, ActorConfig, ActorContext, ActorLoad, Port};
 use reflow_ring::Value;
+use reflow_tracing_protocol::client::TracingIntegration;
 
 use crate::convert::{to_message, to_value};
-use crate::node::{ActorFailure, Node};
+use crate::node::{ActorFailure, Answers, Node};
 use crate::shared::Shared;
 use crate::state::json::from_json_value;
 use reflow_sandbox_core::Script;
@@ -104,6 +109,76 @@ fn outputs_map(done: Value) -> HashMap<String, Message> {
     }
 }
 
+/// Sends a node's answers to its outports: outputs as they come, returned
+/// outputs when a message is done, and each failure (logged and counted)
+/// as one `Message::Error` on [`ERROR_PORT`].
+struct PortAnswers {
+    shared: Arc<Shared>,
+    script: Arc<Script>,
+    node_id: String,
+    outports: flume::Sender<HashMap<String, Message>>,
+    /// Whether `done` sends the returned outputs (a behavior returns them
+    /// to Reflow's loop instead, which sends them).
+    send_done: bool,
+    /// What the last message ended with (for a behavior's result).
+    last: Option<Result<HashMap<String, Message>, String>>,
+}
+
+impl PortAnswers {
+    fn new(
+        shared: Arc<Shared>,
+        script: Arc<Script>,
+        node_id: String,
+        outports: flume::Sender<HashMap<String, Message>>,
+    ) -> PortAnswers {
+        PortAnswers {
+            shared,
+            script,
+            node_id,
+            outports,
+            send_done: true,
+            last: None,
+        }
+    }
+}
+
+impl Answers for PortAnswers {
+    fn output(&mut self, port: &str, value: Value) {
+        let _ = self
+            .outports
+            .send(HashMap::from([(port.to_string(), to_message(&value))]));
+    }
+
+    fn done(&mut self, outputs: Value) {
+        let outputs = outputs_map(outputs);
+        if self.send_done && !outputs.is_empty() {
+            let _ = self.outports.send(outputs);
+            self.last = Some(Ok(HashMap::new()));
+        } else {
+            self.last = Some(Ok(outputs));
+        }
+    }
+
+    fn failed(&mut self, failure: ActorFailure) {
+        let mut text = format!("{} ({}): {failure}", self.script.name, self.node_id);
+        if let ActorFailure::Actor(a) = &failure {
+            if !a.traceback.is_empty() {
+                text = format!("{text}\n{}", a.traceback.trim_end());
+            }
+        }
+        tracing::warn!("{text}");
+        self.shared.count_failure();
+        let _ = self.outports.send(HashMap::from([(
+            ERROR_PORT.to_string(),
+            Message::error(text.clone()),
+        )]));
+        self.last = Some(Err(text));
+    }
+}
+
+/// One message as a behavior (for callers that invoke the behavior
+/// themselves): the outputs it returned, or its failure (also on the
+/// error port).
 async fn behave(
     shared: Arc<Shared>,
     node: Arc<Node>,
@@ -111,42 +186,85 @@ async fn behave(
     ctx: ActorContext,
 ) -> Result<HashMap<String, Message>, anyhow::Error> {
     let node_id = ctx.config.get_node_id().to_string();
-    let outports = ctx.outports.0.clone();
-    let fail = |e: ActorFailure| {
-        let mut text = format!("{} ({node_id}): {e}", script.name);
-        if let ActorFailure::Actor(a) = &e {
-            if !a.traceback.is_empty() {
-                text = format!("{text}\n{}", a.traceback.trim_end());
-            }
-        }
-        tracing::warn!("{text}");
-        shared.count_failure();
-        let _ = outports.send(HashMap::from([(
-            ERROR_PORT.to_string(),
-            Message::error(text.clone()),
-        )]));
-        anyhow::anyhow!(text)
-    };
-    let inputs = match inputs_value(&ctx.payload) {
-        Ok(Some(inputs)) => inputs,
+    let mut answers = PortAnswers::new(shared, script, node_id.clone(), ctx.outports.0.clone());
+    answers.send_done = false;
+    let mut inputs = match inputs_value(&ctx.payload) {
+        Ok(Some(inputs)) => Some(Ok(inputs)),
         Ok(None) => return Ok(HashMap::new()),
-        Err(e) => return Err(fail(e)),
+        Err(e) => Some(Err(e)),
     };
     let config = config_value(&ctx.config.config);
-    let stream = outports.clone();
-    let id = node_id.clone();
     let ran = tokio::task::spawn_blocking(move || {
-        node.invoke(&id, inputs, config, |port, value| {
-            let _ = stream.send(HashMap::from([(port.to_string(), to_message(&value))]));
-        })
+        node.serve(&node_id, config, &mut || inputs.take(), &mut answers);
+        answers
     })
     .await;
     match ran {
-        Ok(Ok(done)) => Ok(outputs_map(done)),
-        Ok(Err(e)) => Err(fail(e)),
-        Err(join) => Err(fail(ActorFailure::Hostile(format!(
-            "the host thread running it failed: {join}"
-        )))),
+        Ok(answers) => match answers.last {
+            Some(Ok(outputs)) => Ok(outputs),
+            Some(Err(text)) => Err(anyhow::anyhow!(text)),
+            None => Err(anyhow::anyhow!("the message got no answer")),
+        },
+        Err(join) => Err(anyhow::anyhow!("the host thread running it failed: {join}")),
+    }
+}
+
+/// The node's dispatch loop (in place of Reflow's `ActorProcess`, which
+/// awaits each message's answer before taking the next): whenever packets
+/// arrive, a blocking thread streams them through the node, taking each
+/// packet queued behind them as the window has room, until none is left.
+/// Each packet fires the actor (a sandboxed actor awaits no particular
+/// inports, as Reflow's default); outputs and failures go to the outports
+/// in the packets' order.
+async fn process_loop(
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    script: Arc<Script>,
+    inports: flume::Receiver<HashMap<String, Message>>,
+    outports: flume::Sender<HashMap<String, Message>>,
+    load: Arc<ActorLoad>,
+    config: ActorConfig,
+) {
+    let node_id = config.get_node_id().to_string();
+    let config_value = config_value(&config.config);
+    while let Ok(first) = inports.recv_async().await {
+        load.inc();
+        let (node, inports, id, config_value) = (
+            node.clone(),
+            inports.clone(),
+            node_id.clone(),
+            config_value.clone(),
+        );
+        let mut answers =
+            PortAnswers::new(shared.clone(), script.clone(), id.clone(), outports.clone());
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut first = Some(first);
+            let mut next = || loop {
+                let packet = match first.take() {
+                    Some(p) => p,
+                    None => inports.try_recv().ok()?,
+                };
+                match inputs_value(&packet) {
+                    Ok(Some(inputs)) => return Some(Ok(inputs)),
+                    Ok(None) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
+            };
+            node.serve(&id, config_value, &mut next, &mut answers);
+        })
+        .await;
+        load.reset();
+        if let Err(join) = ran {
+            let mut answers = PortAnswers::new(
+                shared.clone(),
+                script.clone(),
+                node_id.clone(),
+                outports.clone(),
+            );
+            answers.failed(ActorFailure::Hostile(format!(
+                "the host thread running it failed: {join}"
+            )));
+        }
     }
 }
 
@@ -180,6 +298,22 @@ impl Actor for SandboxActor {
 
     fn load_count(&self) -> Arc<ActorLoad> {
         self.load.clone()
+    }
+
+    fn create_process(
+        &self,
+        config: ActorConfig,
+        _tracing: Option<TracingIntegration>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(process_loop(
+            self.shared.clone(),
+            self.node.clone(),
+            self.script.clone(),
+            self.inports.1.clone(),
+            self.outports.0.clone(),
+            self.load.clone(),
+            config,
+        ))
     }
 
     fn create_instance(&self) -> Arc<dyn Actor> {

@@ -1,7 +1,11 @@
 //! One graph node's sandbox: the VM it holds (taken from its runtime's
-//! pool on first use, with the script loaded), one message at a time
-//! through it, and what happens to the VM when something goes wrong.
+//! pool on first use, with the script loaded), a window of messages in
+//! flight through it (answered one at a time, in order), and what happens
+//! to the VM, and to the messages it had not started, when something goes
+//! wrong.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +19,8 @@ use crate::shared::{Shared, Tracked};
 use crate::state::Scope;
 use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
-use reflow_sandbox_core::protocol::ActorError;
-use reflow_sandbox_core::worker::WorkerError;
+use reflow_sandbox_core::protocol::{ActorError, StateRequest};
+use reflow_sandbox_core::worker::{InvokeHandler, StreamHandler, Window, WorkerError};
 use reflow_sandbox_core::{Fate, Script};
 
 /// Why a message got an error instead of (all of) its outputs.
@@ -100,6 +104,60 @@ impl ActorFailure {
     }
 }
 
+/// Messages a node keeps in flight in its VM at once: enough to hide the
+/// round trip behind the worker's work on small messages; the byte bound
+/// keeps a burst of large ones from filling the guest's ring (a larger
+/// message still goes, alone).
+const WINDOW: Window = Window {
+    messages: 64,
+    bytes: 4 << 20,
+};
+
+/// Where a node's answers go, one per message, in order.
+pub(crate) trait Answers {
+    /// An output the running message's actor sent.
+    fn output(&mut self, port: &str, value: Value);
+    /// The message's returned outputs: it is done.
+    fn done(&mut self, outputs: Value);
+    /// The message failed (why).
+    fn failed(&mut self, failure: ActorFailure);
+}
+
+/// A stream's handler: state through the store, everything else to the
+/// node's answers; notes a failure that retires the VM, and takes no more
+/// messages after one (or after an input that could not be converted).
+struct NodeHandler<'a, F: FnMut(&str, Value)> {
+    store: StoreHandler<'a, F>,
+    answers: &'a mut dyn Answers,
+    retire: &'a Cell<bool>,
+    refused: &'a RefCell<Option<ActorFailure>>,
+}
+
+impl<F: FnMut(&str, Value)> InvokeHandler for NodeHandler<'_, F> {
+    fn output(&mut self, port: &str, value: Value) {
+        self.answers.output(port, value);
+    }
+    fn state(&mut self, request: StateRequest) -> Result<Value, String> {
+        self.store.state(request)
+    }
+}
+
+impl<F: FnMut(&str, Value)> StreamHandler for NodeHandler<'_, F> {
+    fn done(&mut self, outputs: Value) {
+        self.answers.done(outputs);
+    }
+    fn failed(&mut self, error: WorkerError) {
+        let failure = ActorFailure::from_worker(error);
+        if !failure.fate().keeps_vm() {
+            self.retire.set(true);
+        }
+        self.answers.failed(failure);
+    }
+    fn more(&self) -> bool {
+        !self.retire.get() && self.refused.borrow().is_none()
+    }
+}
+
 struct Slot {
     vm: Option<PooledVm>,
     last_used: Instant,
@@ -148,29 +206,115 @@ impl Node {
         self.pool
     }
 
-    /// Runs one message as node `node_id`: `on_output` gets each output as
-    /// the actor sends it; returns the outputs it returned. Blocks: call it
-    /// from a blocking thread.
-    pub fn invoke(
+    /// Runs each message `next` gives (until it gives `None`) as node
+    /// `node_id`, keeping a window of them in flight in the node's VM (see
+    /// [`reflow_sandbox_core::worker::StreamHandler`]); each gets exactly one
+    /// answer in `answers`, in the order taken: done or failed (an input
+    /// `next` could not convert, `Some(Err(..))`, is answered in its place
+    /// too). Messages the VM never started when it failed run on the next
+    /// VM. Blocks: call it from a blocking thread.
+    pub fn serve(
         &self,
         node_id: &str,
-        inputs: Value,
         config: Value,
-        on_output: impl FnMut(&str, Value),
-    ) -> Result<Value, ActorFailure> {
+        next: &mut dyn FnMut() -> Option<Result<Value, ActorFailure>>,
+        answers: &mut dyn Answers,
+    ) {
         let _busy = self.shared.busy();
         let mut slot = self.slot.lock();
         let limits = self.shared.config.limits_for(&self.script);
-        let mut result = self.run(&mut slot, node_id, inputs, config, &limits, on_output);
-        if let Err(ActorFailure::Died(why)) = &mut result {
+        let scope = Scope::new(&self.shared.config.namespace, node_id);
+        let mut retry: VecDeque<Value> = VecDeque::new();
+        // An input that could not be converted: answered once every message
+        // taken before it is.
+        let refused: RefCell<Option<ActorFailure>> = RefCell::new(None);
+        let mut pull = || match next() {
+            Some(Ok(inputs)) => Some(inputs),
+            Some(Err(failure)) => {
+                *refused.borrow_mut() = Some(failure);
+                None
+            }
+            None => None,
+        };
+        loop {
+            if let Some(failure) = refused.borrow_mut().take() {
+                answers.failed(failure);
+            }
+            let Some(first) = retry.pop_front().or_else(&mut pull) else {
+                if refused.borrow().is_some() {
+                    continue;
+                }
+                break;
+            };
+            let vm = match self.vm(&mut slot, node_id, &limits) {
+                Ok(vm) => vm,
+                Err(failure) => {
+                    let failure = self.after_failure(&mut slot, failure);
+                    answers.failed(failure);
+                    continue;
+                }
+            };
+            let retire = Cell::new(false);
+            let mut handler = NodeHandler {
+                store: StoreHandler {
+                    store: &self.shared.store,
+                    scope: &scope,
+                    runtime: &self.shared.tokio,
+                    on_output: |_: &str, _: Value| {},
+                },
+                answers: &mut *answers,
+                retire: &retire,
+                refused: &refused,
+            };
+            let mut first = Some(first);
+            let mut take = || {
+                first
+                    .take()
+                    .or_else(|| retry.pop_front())
+                    .or_else(&mut pull)
+            };
+            let ended = vm.with_worker(|c| {
+                c.stream(node_id, &config, &limits, WINDOW, &mut take, &mut handler)
+            });
+            if let Err(end) = ended {
+                let failure = self.after_failure(&mut slot, ActorFailure::from_worker(end.error));
+                answers.failed(failure);
+                let mut again: VecDeque<Value> = end.unstarted.into();
+                again.append(&mut retry);
+                retry = again;
+            }
+            if retire.get() {
+                self.drop_vm(&mut slot);
+            }
+            if let Some(vm) = slot.vm.as_ref().filter(|vm| vm.misbehaved()) {
+                // The answers stand; the guest is not trusted again.
+                tracing::warn!(
+                    node = node_id,
+                    reports = vm.hostile().count(),
+                    recent = ?vm.hostile().recent(),
+                    "the guest sent hostile input to its devices; its VM was discarded"
+                );
+                self.drop_vm(&mut slot);
+            }
+            slot.last_used = Instant::now();
+        }
+        slot.last_used = Instant::now();
+    }
+
+    /// What the node does after a message's `failure`: says why a VM that
+    /// died did, tells a worker that ended from one that went quiet, and
+    /// drops the VM unless the failure leaves it usable. Returns the
+    /// failure to answer with.
+    fn after_failure(&self, slot: &mut Slot, mut failure: ActorFailure) -> ActorFailure {
+        if let ActorFailure::Died(why) = &mut failure {
             if let Some(outcome) = slot.vm.as_mut().and_then(|vm| vm.finish()) {
                 *why = outcome.to_string();
             }
         }
-        if let Err(ActorFailure::Timeout(t)) = &result {
+        if let ActorFailure::Timeout(t) = &failure {
             if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.is_alive()) {
                 match vm.worker_gone() {
-                    Ok(true) => result = Err(ActorFailure::WorkerGone(*t)),
+                    Ok(true) => failure = ActorFailure::WorkerGone(*t),
                     Ok(false) => {}
                     Err(why) => {
                         tracing::warn!(%why, "cannot tell whether a timed-out worker lives")
@@ -178,61 +322,36 @@ impl Node {
                 }
             }
         }
-        if let Err(e) = &result {
-            if !e.fate().keeps_vm() {
-                // Killed now, replaced from the pool on the next message.
-                self.drop_vm(&mut slot);
-            }
+        if !failure.fate().keeps_vm() {
+            // Killed now, replaced from the pool on the next message.
+            self.drop_vm(slot);
         }
-        if let Some(vm) = slot.vm.as_ref().filter(|vm| vm.misbehaved()) {
-            // The message's answer stands; the guest is not trusted again.
-            tracing::warn!(
-                node = node_id,
-                reports = vm.hostile().count(),
-                recent = ?vm.hostile().recent(),
-                "the guest sent hostile input to its devices; its VM was discarded"
-            );
-            self.drop_vm(&mut slot);
-        }
-        slot.last_used = Instant::now();
-        result
+        failure
     }
 
-    fn run(
+    /// The node's VM, alive: the one it holds, or a fresh one from its pool
+    /// with the script loaded.
+    fn vm<'s>(
         &self,
-        slot: &mut Slot,
+        slot: &'s mut Slot,
         node_id: &str,
-        inputs: Value,
-        config: Value,
         limits: &Limits,
-        mut on_output: impl FnMut(&str, Value),
-    ) -> Result<Value, ActorFailure> {
-        let vm = match &mut slot.vm {
-            Some(vm) if vm.is_alive() => vm,
-            vm => {
-                *vm = None;
-                let pool = self.shared.pool_for(self.pool, &self.component);
-                let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
-                #[cfg(feature = "testing")]
-                {
-                    *self.stop.lock() = Some(fresh.stop_handle());
-                }
-                let script = &self.script;
-                fresh
-                    .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
-                    .map_err(ActorFailure::from_worker)?;
-                vm.insert(fresh)
-            }
-        };
-        let scope = Scope::new(&self.shared.config.namespace, node_id);
-        let mut handler = StoreHandler {
-            store: &self.shared.store,
-            scope: &scope,
-            runtime: &self.shared.tokio,
-            on_output: |port: &str, value: Value| on_output(port, value),
-        };
-        vm.with_worker(|c| c.invoke(node_id, inputs, config, limits, &mut handler))
-            .map_err(ActorFailure::from_worker)
+    ) -> Result<&'s mut PooledVm, ActorFailure> {
+        if slot.vm.as_ref().is_some_and(|vm| vm.is_alive()) {
+            return Ok(slot.vm.as_mut().expect("checked above"));
+        }
+        slot.vm = None;
+        let pool = self.shared.pool_for(self.pool, &self.component);
+        let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
+        #[cfg(feature = "testing")]
+        {
+            *self.stop.lock() = Some(fresh.stop_handle());
+        }
+        let script = &self.script;
+        fresh
+            .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
+            .map_err(ActorFailure::from_worker)?;
+        Ok(slot.vm.insert(fresh))
     }
 
     /// Stops and forgets the node's VM.
