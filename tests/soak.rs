@@ -8,7 +8,6 @@
 //! `REFLOW_SOAK_KILL_EVERY_MS` (default 1,500) the mean time between kills;
 //! `./dev.sh soak` runs the full 100,000.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +50,63 @@ impl Dice {
     }
 }
 
+/// Kills a VM of the bridge's at random, about every `kill_every` ms,
+/// until stopped; the seed is printed.
+struct Chaos {
+    done: Arc<AtomicBool>,
+    kills: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Chaos {
+    fn start(bridge: &reflow_host_bridge::Bridge, kill_every: u64) -> Chaos {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("chaos: a kill every ~{kill_every} ms, seed {seed:#x}");
+        let done = Arc::new(AtomicBool::new(false));
+        let kills = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (bridge, done, kills) = (bridge.clone(), done.clone(), kills.clone());
+            std::thread::spawn(move || {
+                let mut dice = Dice(seed);
+                let mut next = Instant::now() + Duration::from_millis(kill_every);
+                while !done.load(Ordering::SeqCst) {
+                    if Instant::now() >= next {
+                        if bridge.kill_vm(dice.next() as usize) {
+                            kills.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let wait = kill_every / 2 + dice.next() % kill_every;
+                        next = Instant::now() + Duration::from_millis(wait);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Chaos {
+            done,
+            kills,
+            thread,
+        }
+    }
+
+    /// Stops the kills; returns how many VMs were killed.
+    fn stop(self) -> usize {
+        self.done.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the chaos thread");
+        self.kills.load(Ordering::SeqCst)
+    }
+}
+
+/// The integer a sink output shows.
+fn number(shown: &str) -> u64 {
+    shown
+        .trim_matches('"')
+        .parse()
+        .unwrap_or_else(|_| panic!("{shown} is not a number"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     if !kvm_available() {
@@ -86,30 +142,8 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     let bridge = bridge_for(&languages, StateStore::embedded(), config);
     bridge.wait_ready(Duration::from_secs(120));
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("soak: {messages} messages, a kill every ~{kill_every} ms, seed {seed:#x}");
-    let done = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicUsize::new(0));
-    let chaos = {
-        let (bridge, done, kills) = (bridge.clone(), done.clone(), kills.clone());
-        std::thread::spawn(move || {
-            let mut dice = Dice(seed);
-            let mut next = Instant::now() + Duration::from_millis(kill_every);
-            while !done.load(Ordering::SeqCst) {
-                if Instant::now() >= next {
-                    if bridge.kill_vm(dice.next() as usize) {
-                        kills.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let wait = kill_every / 2 + dice.next() % kill_every;
-                    next = Instant::now() + Duration::from_millis(wait);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    eprintln!("soak: {messages} messages, a kill every ~{kill_every} ms");
+    let chaos = Chaos::start(&bridge, kill_every);
     let options = RunOptions {
         timeout: Some(Duration::from_secs(120 + messages / 50)),
         settle: Duration::from_secs(2),
@@ -117,15 +151,13 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     let started = Instant::now();
     let outcome = run(&graph, &bridge, &options, |_| {}).await;
     let took = started.elapsed();
-    done.store(true, Ordering::SeqCst);
-    chaos.join().expect("the chaos thread");
+    let kills = chaos.stop();
     let outcome = outcome.expect("the soak graph runs to its end");
     bridge.shutdown();
 
     let ok = shown(&outcome, "ok", "out");
     let double_failed = shown(&outcome, "double_failed", "out");
     let inc_failed = shown(&outcome, "inc_failed", "out");
-    let kills = kills.load(Ordering::SeqCst);
     eprintln!(
         "soak: {} in {took:.1?}: {} answered by outputs, {} + {} by errors, {kills} VMs killed",
         messages,
@@ -139,15 +171,13 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
         "every input gets exactly one answer"
     );
     assert_eq!(outcome.failures, double_failed.len() + inc_failed.len());
-    // Each output is 2x + 1 for a distinct input x.
-    let mut seen = HashSet::new();
+    // Each output is 2x + 1 for a distinct input x, in the inputs' order.
+    let mut last = 0;
     for o in &ok {
-        let z: u64 = o
-            .trim_matches('"')
-            .parse()
-            .unwrap_or_else(|_| panic!("{o}"));
+        let z = number(o);
         assert!(z % 2 == 1 && (3..=2 * messages + 1).contains(&z), "{o}");
-        assert!(seen.insert(z), "{o} answered twice");
+        assert!(z > last, "{o} after {last}: answered twice or out of order");
+        last = z;
     }
     for e in double_failed.iter().chain(&inc_failed) {
         assert!(
@@ -158,4 +188,85 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     if kill_every < took.as_millis() as u64 / 4 {
         assert!(kills > 0, "the run was long enough for kills");
     }
+}
+
+const IDENTITY: &str = "@actor(name=\"Identity\", inports=[\"x\"], outports=[\"y\"])\n\
+def identity(context):\n    return {\"y\": context.get_input(\"x\")}\n";
+
+/// A stream through one pipelined node (many messages in its VM at once)
+/// while its VM is killed every few hundred milliseconds: each input is
+/// answered exactly once, by its output or by an error, and the outputs
+/// come in the inputs' order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_node_answers_each_input_once_in_order_while_its_vm_is_killed() {
+    if !kvm_available() {
+        return;
+    }
+    const MESSAGES: u64 = 10_000;
+    let mut g = GraphBuilder::default();
+    g.native("numbers", "Range", json!({}))
+        .script("identity", "Identity", IDENTITY, json!({}), None)
+        .native("ok", "Format", json!({}))
+        .native("failed", "Format", json!({}))
+        .connect("numbers", "out", "identity", "x")
+        .connect("identity", "y", "ok", "in")
+        .connect("identity", "error", "failed", "in")
+        .initial("numbers", "count", json!(MESSAGES));
+    let graph = g.load();
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 2,
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+        limits: Limits::with_timeout(Duration::from_secs(20)),
+        namespace: "pipelined".into(),
+        ..BridgeConfig::default()
+    };
+    let bridge = bridge_for(&[Language::Python], StateStore::embedded(), config);
+    bridge.wait_ready(Duration::from_secs(120));
+    let chaos = Chaos::start(&bridge, 400);
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(300)),
+        settle: Duration::from_secs(2),
+    };
+    let started = Instant::now();
+    let outcome = run(&graph, &bridge, &options, |_| {}).await;
+    let took = started.elapsed();
+    let kills = chaos.stop();
+    let outcome = outcome.expect("the graph runs to its end");
+    bridge.shutdown();
+    let ok = shown(&outcome, "ok", "out");
+    let failed = shown(&outcome, "failed", "out");
+    eprintln!(
+        "pipelined: {MESSAGES} in {took:.1?}: {} outputs, {} errors, {kills} VMs killed",
+        ok.len(),
+        failed.len()
+    );
+    assert_eq!(
+        (ok.len() + failed.len()) as u64,
+        MESSAGES,
+        "every input gets exactly one answer"
+    );
+    let mut last = 0;
+    for o in &ok {
+        let y = number(o);
+        assert!((1..=MESSAGES).contains(&y), "{o}");
+        assert!(y > last, "{o} after {last}: answered twice or out of order");
+        last = y;
+    }
+    for e in &failed {
+        assert!(
+            e.contains("VM stopped while running it") || e.contains("no sandbox VM"),
+            "an error other than a killed VM: {e}"
+        );
+    }
+    assert!(kills > 0, "no VM was killed during the stream");
+    // With a window in flight, a kill answers only the message running:
+    // far fewer errors than kills would leave if each took the window.
+    assert!(
+        failed.len() <= kills,
+        "{} errors for {kills} kills: a kill answered more than the message it stopped",
+        failed.len()
+    );
 }
