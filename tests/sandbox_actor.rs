@@ -11,7 +11,7 @@ use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::{BridgeConfig, SandboxActor};
 use reflow_integration_tests::graphs::bridge;
-use reflow_integration_tests::{kvm_available, unique};
+use reflow_integration_tests::{cpu_ticks, kvm_available, unique};
 use reflow_sandbox_core::{Language, PoolConfig, Script};
 
 const ECHO: &str = r#"
@@ -184,4 +184,76 @@ async fn nodes_take_clones_of_their_scripts_component_golden() {
     let dir = pool.spec().golden.clone();
     drop((actor, pools, bridge));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+const IDENTITY: &str = r#"
+@actor(name="Identity", inports=["input"], outports=["output"])
+def identity(context):
+    return {"output": context.get_input("input")}
+"#;
+
+/// Waits (at most 30 s) until `ready` says so.
+async fn until(what: &str, ready: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !ready() {
+        assert!(t.elapsed() < Duration::from_secs(30), "never {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Driven by its own dispatch loop (as in a network), a node idle for
+/// `idle_hold` holds its VM: the VM then uses no CPU, and the node's next
+/// message releases it and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_holds_its_vm_and_its_next_message_wakes_it() {
+    if !kvm_available() {
+        return;
+    }
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 1,
+            max_size: 2,
+            ..PoolConfig::default()
+        },
+        idle_hold: Duration::from_millis(50),
+        ..BridgeConfig::default()
+    };
+    let bridge = bridge(StateStore::embedded(), config);
+    let actor = bridge
+        .actor(Script::inline(
+            Language::Python,
+            "identity.actor.py",
+            IDENTITY,
+        ))
+        .unwrap();
+    tokio::spawn(actor.create_process(ActorConfig::default(), None));
+    let (inports, outports) = (actor.get_inports().0, actor.get_outports().1);
+    for i in 0..3 {
+        let t = Instant::now();
+        inports
+            .send_async(HashMap::from([("input".to_string(), Message::Integer(i))]))
+            .await
+            .unwrap();
+        match outports.recv_timeout(Duration::from_secs(60)) {
+            Ok(out) => assert!(
+                matches!(out.get("output"), Some(Message::Integer(n)) if *n == i),
+                "{out:?}"
+            ),
+            Err(e) => panic!("message {i} got no answer: {e}"),
+        }
+        eprintln!("message {i} answered in {:?}", t.elapsed());
+        until("held", || actor.is_vm_held()).await;
+        let pid = actor.vm_monitor_pid().expect("a VM");
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = cpu_ticks(pid) - before;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert!(
+            used * 100 <= hz * 2,
+            "the held VM used {used} ticks of CPU in a second ({hz} a second)"
+        );
+        assert!(actor.is_vm_held());
+    }
+    bridge.shutdown();
 }

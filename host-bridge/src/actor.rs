@@ -62,6 +62,17 @@ impl SandboxActor {
     pub fn has_vm(&self) -> bool {
         self.node.has_vm()
     }
+
+    /// Whether its VM is held now: in a network, a node idle for the
+    /// bridge's `idle_hold` holds its VM's vCPUs until its next message.
+    pub fn is_vm_held(&self) -> bool {
+        self.node.is_held()
+    }
+
+    /// The process id of its VM's monitor, if it has a VM.
+    pub fn vm_monitor_pid(&self) -> Option<u32> {
+        self.node.monitor_pid()
+    }
 }
 
 /// The guest value of a node's config: its metadata without the component
@@ -215,7 +226,8 @@ async fn behave(
 /// packet queued behind them as the window has room, until none is left.
 /// Each packet fires the actor (a sandboxed actor awaits no particular
 /// inports, as Reflow's default); outputs and failures go to the outports
-/// in the packets' order.
+/// in the packets' order. A node idle for `idle_hold` holds its VM
+/// ([`Node::hold_idle`]) until its next packet.
 async fn process_loop(
     shared: Arc<Shared>,
     node: Arc<Node>,
@@ -227,7 +239,21 @@ async fn process_loop(
 ) {
     let node_id = config.get_node_id().to_string();
     let config_value = config_value(&config.config);
-    while let Ok(first) = inports.recv_async().await {
+    let hold_after = shared.config.idle_hold;
+    loop {
+        let first = match tokio::time::timeout(hold_after, inports.recv_async()).await {
+            Ok(Ok(packet)) => packet,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                // Idle: hold the VM until the next packet.
+                let node = node.clone();
+                let _ = tokio::task::spawn_blocking(move || node.hold_idle()).await;
+                match inports.recv_async().await {
+                    Ok(packet) => packet,
+                    Err(_) => break,
+                }
+            }
+        };
         load.inc();
         let (node, inports, id, config_value) = (
             node.clone(),

@@ -1,5 +1,5 @@
-//! The bridge's settings: pools, idle timeout, limits, state namespace;
-//! and how a workspace's `reflow.yaml` sets them.
+//! The bridge's settings: pools, idle timeout and hold, limits, state
+//! namespace; and how a workspace's `reflow.yaml` sets them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +19,10 @@ pub struct BridgeConfig {
     /// (it gets a fresh one on its next message; its state stays in the
     /// store).
     pub idle_timeout: Duration,
+    /// A node whose VM served no message for this long holds the VM's
+    /// vCPUs (it costs no host CPU) until its next message, which releases
+    /// them.
+    pub idle_hold: Duration,
     /// What one message may do (time, sizes, counts), for every actor.
     pub limits: Limits,
     /// Each runtime's own limits, over `limits` (an actor's own, in its
@@ -53,6 +57,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             pool: PoolConfig::default(),
             idle_timeout: Duration::from_secs(300),
+            idle_hold: Duration::from_millis(20),
             limits: Limits::default(),
             runtime_limits: HashMap::new(),
             acquire_timeout: Duration::from_secs(120),
@@ -74,6 +79,9 @@ impl BridgeConfig {
             }
             if let Some(s) = p.idle_timeout {
                 self.idle_timeout = Duration::from_secs(s);
+            }
+            if let Some(ms) = p.idle_hold_ms {
+                self.idle_hold = Duration::from_millis(ms);
             }
         }
         if let Some(c) = &config.workspace.sandbox.component_goldens {
@@ -124,7 +132,7 @@ mod tests {
     fn pool_settings_and_namespace_come_from_the_workspace() {
         let c = parse(
             "workspace:\n  sandbox:\n    pool:\n      preload_count: 5\n      max_size: 20\n      \
-             idle_timeout: 300\n  redis:\n    namespace: team\n",
+             idle_timeout: 300\n      idle_hold_ms: 5\n  redis:\n    namespace: team\n",
         );
         let mut b = BridgeConfig::default();
         b.pool.preload_count = 0;
@@ -139,6 +147,7 @@ mod tests {
             ),
             (5, 20, 300, "team")
         );
+        assert_eq!(b.idle_hold, std::time::Duration::from_millis(5));
     }
 
     #[test]

@@ -160,6 +160,8 @@ impl<F: FnMut(&str, Value)> StreamHandler for NodeHandler<'_, F> {
 
 struct Slot {
     vm: Option<PooledVm>,
+    /// Whether `vm`'s vCPUs are held (see [`Node::hold_idle`]).
+    held: bool,
     last_used: Instant,
 }
 
@@ -191,6 +193,7 @@ impl Node {
             component,
             slot: Mutex::new(Slot {
                 vm: None,
+                held: false,
                 last_used: Instant::now(),
             }),
             #[cfg(feature = "testing")]
@@ -338,9 +341,16 @@ impl Node {
         limits: &Limits,
     ) -> Result<&'s mut PooledVm, ActorFailure> {
         if slot.vm.as_ref().is_some_and(|vm| vm.is_alive()) {
-            return Ok(slot.vm.as_mut().expect("checked above"));
+            let vm = slot.vm.as_mut().expect("checked above");
+            if std::mem::take(&mut slot.held) {
+                // The guest wakes at once: the sleep its worker was in
+                // ended while it was held.
+                vm.release();
+            }
+            return Ok(vm);
         }
         slot.vm = None;
+        slot.held = false;
         let pool = self.shared.pool_for(self.pool, &self.component);
         let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
         #[cfg(feature = "testing")]
@@ -357,10 +367,44 @@ impl Node {
     /// Stops and forgets the node's VM.
     fn drop_vm(&self, slot: &mut Slot) {
         slot.vm = None;
+        slot.held = false;
         #[cfg(feature = "testing")]
         {
             *self.stop.lock() = None;
         }
+    }
+
+    /// Holds the vCPUs of the node's VM, if it has one and runs no message
+    /// now: an idle VM then uses no host CPU at all (its worker's polling
+    /// and its timer ticks stop), and the node's next message releases it
+    /// (the worker wakes at once: its sleep ended while it was held).
+    /// Returns whether the VM is held.
+    pub fn hold_idle(&self) -> bool {
+        let Some(mut slot) = self.slot.try_lock() else {
+            return false;
+        };
+        if slot.held {
+            return true;
+        }
+        let Some(vm) = slot.vm.as_ref().filter(|vm| vm.is_alive()) else {
+            return false;
+        };
+        match vm.hold() {
+            Ok(()) => slot.held = true,
+            // Not held (it was released again): it polls, as before.
+            Err(why) => tracing::debug!(%why, script = %self.script.name, "cannot hold an idle VM"),
+        }
+        slot.held
+    }
+
+    /// Whether the node's VM is held now ([`Node::hold_idle`]).
+    pub fn is_held(&self) -> bool {
+        self.slot.lock().held
+    }
+
+    /// The monitor process of the node's VM, if it has one.
+    pub fn monitor_pid(&self) -> Option<u32> {
+        self.slot.lock().vm.as_ref().map(|vm| vm.monitor_pid())
     }
 
     /// Whether the node holds a VM now.

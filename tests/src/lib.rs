@@ -116,6 +116,20 @@ pub fn processes() -> Vec<(u32, u32)> {
     all
 }
 
+/// CPU time (user + system, in clock ticks: `sysconf(_SC_CLK_TCK)` a
+/// second) process `pid` has used, every thread's (a VM's vCPU threads
+/// carry its guest's time), from `/proc`; 0 for a process that has gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    // After the name: state is field 3; utime and stime are 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+    at(14).unwrap_or(0) + at(15).unwrap_or(0)
+}
+
 /// A number no other run of a test has used (nanoseconds since the
 /// epoch): put in a script, it makes the script, and so its component
 /// golden, this run's own.

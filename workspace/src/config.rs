@@ -107,6 +107,9 @@ pub enum KeyProblem {
         /// The `max_size` given.
         max: usize,
     },
+    /// An `idle_hold_ms` (given) over an hour.
+    #[error("{0} ms is over an hour (3600000)")]
+    HoldTooLong(u64),
     /// A Redis URL (given) that is not `redis://` or `rediss://`.
     #[error("{0:?} is not a redis:// URL")]
     NotRedis(String),
@@ -444,6 +447,8 @@ pub struct Pool {
     pub max_size: Option<usize>,
     /// Seconds.
     pub idle_timeout: Option<u64>,
+    /// Milliseconds a node's VM stays idle before its vCPUs are held.
+    pub idle_hold_ms: Option<u64>,
 }
 
 /// The `workspace.redis:` section.
@@ -595,6 +600,9 @@ impl Config {
                     return Err(KeyProblem::PreloadOverMax { preload, max }
                         .at("workspace.sandbox.pool.preload_count"));
                 }
+            }
+            if let Some(ms) = pool.idle_hold_ms.filter(|ms| *ms > 3_600_000) {
+                return Err(KeyProblem::HoldTooLong(ms).at("workspace.sandbox.pool.idle_hold_ms"));
             }
         }
         if let Some(size) = w

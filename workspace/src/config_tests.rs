@@ -131,6 +131,10 @@ fn mistakes_name_their_key() {
             "preload_count: 9 is more than max_size 2",
         ),
         (
+            "workspace:\n  sandbox:\n    pool:\n      idle_hold_ms: 3600001\n",
+            "idle_hold_ms: 3600001 ms is over an hour",
+        ),
+        (
             "workspace:\n  redis:\n    url: localhost:6379\n",
             "workspace.redis.url",
         ),
