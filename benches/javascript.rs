@@ -18,6 +18,14 @@ function process(context) {
 module.exports = { metadata, process };
 "#;
 
+const ASYNC_IDENTITY: &str = r#"
+const metadata = { name: "AsyncIdentity", inports: ["input"], outports: ["output"] };
+async function process(context) {
+  await context.sendOutput("output", context.getInput("input"));
+}
+module.exports = { metadata, process };
+"#;
+
 fn javascript(c: &mut Criterion) {
     if !kvm_available() {
         return;
@@ -26,6 +34,7 @@ fn javascript(c: &mut Criterion) {
         name: "javascript",
         golden: warm_node_golden(SHM_MIB),
         identity: ("id.actor.js", IDENTITY),
+        async_identity: ("async_id.actor.js", ASYNC_IDENTITY),
     };
     actor_bench::run(c, &lang);
 }

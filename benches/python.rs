@@ -16,6 +16,12 @@ def identity(context):
     context.send_output_sync("output", context.get_input("input"))
 "#;
 
+const ASYNC_IDENTITY: &str = r#"
+@actor(name="AsyncIdentity", inports=["input"], outports=["output"])
+async def identity(context):
+    await context.send_output("output", context.get_input("input"))
+"#;
+
 fn python(c: &mut Criterion) {
     if !kvm_available() {
         return;
@@ -24,6 +30,7 @@ fn python(c: &mut Criterion) {
         name: "python",
         golden: warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready"),
         identity: ("id.actor.py", IDENTITY),
+        async_identity: ("async_id.actor.py", ASYNC_IDENTITY),
     };
     actor_bench::run(c, &lang);
 }

@@ -31,6 +31,9 @@ pub struct Language<'a> {
     pub golden: (std::path::PathBuf, VmConfig),
     /// The identity actor's file name and source.
     pub identity: (&'a str, &'a str),
+    /// The same identity as an async actor (file name, source): its
+    /// invocations are measured interleaved with the sync one's.
+    pub async_identity: (&'a str, &'a str),
 }
 
 /// Counts outputs; refuses state (the identity actor has none).
@@ -52,9 +55,14 @@ fn input(len: usize) -> Value {
 
 /// One identity invocation; panics unless exactly one output came back.
 fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
+    identity_as(c, "id", payload)
+}
+
+/// One invocation of the identity loaded as `actor`.
+fn identity_as(c: &mut WorkerClient<'_>, actor: &str, payload: &Value) {
     let mut sink = Sink::default();
     c.invoke(
-        "id",
+        actor,
         payload.clone(),
         Value::Map(vec![]),
         &Limits::with_timeout(LIMIT),
@@ -154,6 +162,23 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         identity(&mut client, &payload);
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
+
+    // Sync against async, interleaved on the same clone.
+    client
+        .load("aid", lang.async_identity.0, lang.async_identity.1, LIMIT)
+        .expect("load the async identity");
+    let (mut sync_times, mut async_times) = (Vec::new(), Vec::new());
+    for i in 0..2100 {
+        for (actor, times) in [("id", &mut sync_times), ("aid", &mut async_times)] {
+            let t = Instant::now();
+            identity_as(&mut client, actor, &payload);
+            if i >= 100 {
+                times.push(t.elapsed());
+            }
+        }
+    }
+    sync_times.sort();
+    async_times.sort();
     vm.power_off();
 
     for v in [&mut readies, &mut firsts, &mut totals] {
@@ -234,5 +259,21 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         "{name}: sequential 64 B identity invocations: {rate:.0} msg/s ({n} messages); \
          design target 10,000 msg/s: ratio {:.2}",
         rate / 10_000.0
+    );
+    let (sync_p50, async_p50) = (med(&sync_times), med(&async_times));
+    record(
+        name,
+        "async identity round trip 64 B / sync, p50 (interleaved)",
+        async_p50 / sync_p50,
+        "x",
+        Target::ours(1.5, Better::Lower),
+        &format!("async p50 {async_p50:.3} ms, sync {sync_p50:.3} ms"),
+    );
+    println!(
+        "{name}: identity round trip 64 B, async actor p50 {async_p50:.3} ms (p99 {:.3}) against \
+         sync p50 {sync_p50:.3} ms (p99 {:.3}), interleaved: {:.2}x",
+        ms(percentile(&async_times, 0.99)),
+        ms(percentile(&sync_times, 0.99)),
+        async_p50 / sync_p50
     );
 }

@@ -1,9 +1,9 @@
 """Loading an actor script and calling it, with errors as data."""
 
-import asyncio
 import inspect
 import traceback
 
+from . import aio
 from .actor import ActorError, actor, find_actor
 from .context import ActorContext
 
@@ -46,7 +46,7 @@ def invoke(fn, payload, config, actor_id, transport, loop=None):
         result = fn(context)
         if inspect.isawaitable(result):
             if loop is None:
-                loop = own_loop = asyncio.new_event_loop()
+                loop = own_loop = aio.new_event_loop()
             result = loop.run_until_complete(result)
     except (Exception, SystemExit) as e:
         raise ActorFailure("run", f"{type(e).__name__}: {e}", traceback.format_exc()) from None

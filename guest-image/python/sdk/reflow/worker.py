@@ -27,13 +27,12 @@ records the host cannot get past. A script that fails to load or raises is
 answered with ERROR; the worker goes on.
 """
 
-import asyncio
 import collections
 import os
 import sys
 import traceback
 
-from . import entropy, fpu
+from . import aio, entropy, fpu
 from .invoke import ActorFailure, invoke, load_script
 from .progress import ImportCounter, Progress
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
@@ -111,7 +110,7 @@ class Worker:
         # Scripts loaded in this VM by (name, source): a component golden's
         # clones find theirs here and skip running it again.
         self.loaded = {}
-        self.loop = asyncio.new_event_loop()
+        self.loop = aio.new_event_loop()
 
     def queue(self, record):
         """Copies `record` out of the ring, releases it, and queues it to be
