@@ -111,6 +111,45 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(answers, [(11, {"calls": 1}), (12, {"calls": 2}), (13, {"calls": 3})])
         self.assertFalse(self.host.worker.queued)
 
+    def test_async_invocations_in_a_row_share_one_run_of_the_loop(self):
+        loop, runs = self.host.worker.loop, []
+        real = loop.run_until_complete
+
+        def counted(coro):
+            runs.append(coro)
+            return real(coro)
+
+        loop.run_until_complete = counted
+        sync = '@actor(name="Sync", outports=["o"])\ndef s(context):\n    return {"o": "sync"}\n'
+        self.host.call(LOAD, 1, {"name": "counter.py", "source": COUNTER})
+        self.host.tx.send(Metadata(2, 0, "sync", "", LOAD), encode({"name": "sync.py", "source": sync}))
+        loaded = self.host.rx.recv(timeout=10.0)
+        self.assertEqual((loaded.metadata.kind, loaded.metadata.actor_id), (LOADED, "sync"))
+        self.host.rx.release(loaded)
+        # Three async INVOKEs, a sync one, two async again: written at once.
+        plan = ["node", "node", "node", "sync", "node", "node"]
+        for i, actor_id in enumerate(plan):
+            body = {"inputs": {"input": b"ab"}, "config": {}}
+            self.host.tx.send(Metadata(10 + i, 0, actor_id, "", INVOKE), encode(body))
+        done = []
+        while len(done) < len(plan):
+            reply = self.host.rx.recv(timeout=10.0)
+            self.assertIsNotNone(reply, "the worker did not answer")
+            meta, value = reply.metadata, decode(reply.payload)
+            self.host.rx.release(reply)
+            if meta.kind == STATE:
+                self.host.store["calls"] = self.host.store.get("calls", 0) + 1
+                ok = encode({"ok": self.host.store["calls"]})
+                self.host.tx.send(Metadata(meta.message_id, 0, meta.actor_id, "", STATE_REPLY), ok)
+            elif meta.kind in (DONE, ERROR):
+                self.assertEqual(meta.kind, DONE, value)
+                done.append((meta.message_id, value))
+        self.assertEqual([m for m, _ in done], list(range(10, 16)))
+        self.assertEqual([v for _, v in done], [
+            {"calls": 1}, {"calls": 2}, {"calls": 3}, {"o": "sync"}, {"calls": 4}, {"calls": 5},
+        ])
+        self.assertEqual(len(runs), 2, "one run of the loop per run of async invocations")
+
     def test_errors_are_answered_and_the_worker_goes_on(self):
         got = self.host.call(LOAD, 1, {"name": "bad.py", "source": "def x(:"})
         self.assertEqual((got[-1][0], got[-1][2]["kind"]), (ERROR, "load"))

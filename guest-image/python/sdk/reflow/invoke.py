@@ -7,7 +7,7 @@ from . import aio
 from .actor import ActorError, actor, find_actor
 from .context import ActorContext
 
-__all__ = ["load_script", "invoke", "ActorFailure"]
+__all__ = ["load_script", "invoke", "invoke_async", "ActorFailure"]
 
 
 class ActorFailure(Exception):
@@ -34,13 +34,26 @@ def load_script(source, filename="<actor>"):
         raise ActorFailure("load", f"{type(e).__name__}: {e}", traceback.format_exc()) from None
 
 
-def invoke(fn, payload, config, actor_id, transport, loop=None):
-    """Calls `fn` with a context; returns the dict of returned outputs
-    (streamed ones went through the transport)."""
+def _context(fn, payload, config, actor_id, transport):
     meta = fn.__actor_metadata__
     defaults = dict(meta.config)
     defaults.update(config)
-    context = ActorContext(payload, defaults, actor_id, transport, meta.outport_names())
+    return ActorContext(payload, defaults, actor_id, transport, meta.outport_names())
+
+
+def _outputs(result):
+    """The outputs an actor returned, checked."""
+    if result is None:
+        return {}
+    if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+        raise ActorFailure("run", f"the actor returned {type(result).__name__}; return a dict of outputs or None")
+    return result
+
+
+def invoke(fn, payload, config, actor_id, transport, loop=None):
+    """Calls `fn` with a context; returns the dict of returned outputs
+    (streamed ones went through the transport)."""
+    context = _context(fn, payload, config, actor_id, transport)
     own_loop = None
     try:
         result = fn(context)
@@ -53,8 +66,14 @@ def invoke(fn, payload, config, actor_id, transport, loop=None):
     finally:
         if own_loop is not None:
             own_loop.close()
-    if result is None:
-        return {}
-    if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
-        raise ActorFailure("run", f"the actor returned {type(result).__name__}; return a dict of outputs or None")
-    return result
+    return _outputs(result)
+
+
+async def invoke_async(fn, payload, config, actor_id, transport):
+    """`invoke` for an async actor, awaited in a running loop."""
+    context = _context(fn, payload, config, actor_id, transport)
+    try:
+        result = await fn(context)
+    except (Exception, SystemExit) as e:
+        raise ActorFailure("run", f"{type(e).__name__}: {e}", traceback.format_exc()) from None
+    return _outputs(result)

@@ -28,12 +28,13 @@ answered with ERROR; the worker goes on.
 """
 
 import collections
+import inspect
 import os
 import sys
 import traceback
 
 from . import aio, entropy, fpu
-from .invoke import ActorFailure, invoke, load_script
+from .invoke import ActorFailure, invoke, invoke_async, load_script
 from .progress import ImportCounter, Progress
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
 from .value import ValueError_, decode, encode_parts
@@ -129,15 +130,24 @@ class Worker:
     def error(self, message_id, actor_id, kind, message, trace=""):
         self.send(ERROR, message_id, actor_id, {"kind": kind, "message": message, "traceback": trace})
 
-    def serve_one(self, record):
+    def _body(self, record):
+        """The record's message (a dict), or None once it has been answered
+        as undecodable (and released)."""
         meta = record.metadata
         try:
             body = decode(record.payload)
             if not isinstance(body, dict):
                 raise ValueError_("the message body is not a map")
+            return body
         except ValueError_ as e:
             self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"undecodable message: {e}")
+            return None
+
+    def serve_one(self, record):
+        meta = record.metadata
+        body = self._body(record)
+        if body is None:
             return
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
@@ -179,15 +189,61 @@ class Worker:
             self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"unexpected message kind {meta.kind}")
 
+    async def _serve_async(self, record):
+        """An INVOKE of an async actor, awaited inside the running loop."""
+        meta = record.metadata
+        body = self._body(record)
+        if body is None:
+            return
+        try:
+            transport = RingTransport(self, meta.message_id, meta.actor_id)
+            result = await invoke_async(self.actors[meta.actor_id], body.get("inputs") or {},
+                                        body.get("config") or {}, meta.actor_id, transport)
+            self.send(DONE, meta.message_id, meta.actor_id, result)
+        except ActorFailure as f:
+            self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
+        except (ProtocolError, ValueError_) as e:
+            self.error(meta.message_id, meta.actor_id, "protocol", str(e))
+        finally:
+            self.release(record)
+
+    def _is_async_invoke(self, record):
+        if record.metadata.kind != INVOKE:
+            return False
+        return inspect.iscoroutinefunction(self.actors.get(record.metadata.actor_id))
+
+    async def _async_session(self, record, stop):
+        """Serves INVOKEs of async actors from `record` on inside one run of
+        the loop (entering and leaving a running loop costs system calls);
+        returns the first record that is something else (or None)."""
+        while record is not None and self._is_async_invoke(record):
+            await self._serve_async(record)
+            if stop is not None and stop.is_set():
+                return None
+            record = self._next(stop)
+        return record
+
+    def _next(self, stop):
+        if self.queued:
+            return self.queued.popleft()
+        return self.rx.recv(timeout=3600.0 if stop is None else 0.05)
+
     def run(self, stop=None):
-        """Serves records until `stop` (a threading.Event, for tests) is set."""
+        """Serves records until `stop` (a threading.Event, for tests) is
+        set. An async actor's invocations run inside one run of the event
+        loop while they follow each other (they wait for the next record
+        there, blocking: nothing else runs meanwhile, as between runs)."""
+        record = None
         while stop is None or not stop.is_set():
-            if self.queued:
-                record = self.queued.popleft()
+            if record is None:
+                record = self._next(stop)
+            if record is None:
+                continue
+            if self._is_async_invoke(record):
+                record = self.loop.run_until_complete(self._async_session(record, stop))
             else:
-                record = self.rx.recv(timeout=3600.0 if stop is None else 0.05)
-            if record is not None:
                 self.serve_one(record)
+                record = None
 
     def close(self):
         self.loop.close()
@@ -265,6 +321,8 @@ def warm_up(worker):
     payload = {"input": memoryview(b"warm" * 1024)}
     result = invoke(fn, payload, {}, "warm-up", transport, worker.loop)
     transport.outputs.append(("", encode_parts(result)))
+    # The path a run of async invocations takes (see Worker.run).
+    worker.loop.run_until_complete(invoke_async(fn, payload, {}, "warm-up", _LocalTransport()))
     return transport.outputs
 
 
