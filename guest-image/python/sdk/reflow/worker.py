@@ -28,6 +28,7 @@ answered with ERROR; the worker goes on.
 """
 
 import collections
+import contextlib
 import inspect
 import os
 import sys
@@ -144,6 +145,20 @@ class Worker:
             self.error(meta.message_id, meta.actor_id, "protocol", f"undecodable message: {e}")
             return None
 
+    @contextlib.contextmanager
+    def _answering(self, record):
+        """Around an invocation: its failure becomes an ERROR answer, and its
+        record is released however it ends."""
+        meta = record.metadata
+        try:
+            yield
+        except ActorFailure as f:
+            self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
+        except (ProtocolError, ValueError_) as e:
+            self.error(meta.message_id, meta.actor_id, "protocol", str(e))
+        finally:
+            self.release(record)
+
     def serve_one(self, record):
         meta = record.metadata
         body = self._body(record)
@@ -172,19 +187,13 @@ class Worker:
             self.send(LOADED, meta.message_id, meta.actor_id, {"metadata": fn.__actor_metadata__.to_dict()})
         elif meta.kind == INVOKE:
             fn = self.actors.get(meta.actor_id)
-            try:
+            with self._answering(record):
                 if fn is None:
                     raise ActorFailure("run", f"no actor loaded for {meta.actor_id!r}")
                 transport = RingTransport(self, meta.message_id, meta.actor_id)
                 result = invoke(fn, body.get("inputs") or {}, body.get("config") or {},
                                 meta.actor_id, transport, self.loop)
                 self.send(DONE, meta.message_id, meta.actor_id, result)
-            except ActorFailure as f:
-                self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
-            except (ProtocolError, ValueError_) as e:
-                self.error(meta.message_id, meta.actor_id, "protocol", str(e))
-            finally:
-                self.release(record)
         else:
             self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"unexpected message kind {meta.kind}")
@@ -195,17 +204,11 @@ class Worker:
         body = self._body(record)
         if body is None:
             return
-        try:
+        with self._answering(record):
             transport = RingTransport(self, meta.message_id, meta.actor_id)
             result = await invoke_async(self.actors[meta.actor_id], body.get("inputs") or {},
                                         body.get("config") or {}, meta.actor_id, transport)
             self.send(DONE, meta.message_id, meta.actor_id, result)
-        except ActorFailure as f:
-            self.error(meta.message_id, meta.actor_id, f.kind, f.message, f.trace)
-        except (ProtocolError, ValueError_) as e:
-            self.error(meta.message_id, meta.actor_id, "protocol", str(e))
-        finally:
-            self.release(record)
 
     def _is_async_invoke(self, record):
         if record.metadata.kind != INVOKE:
