@@ -165,8 +165,8 @@ struct Slot {
     last_used: Instant,
 }
 
-/// A node's sandbox (shared by its behavior's invocations, which Reflow
-/// runs one at a time).
+/// A node's sandbox (shared by its dispatch loop and its behavior; one
+/// of them streams messages through it at a time, under its slot's lock).
 pub(crate) struct Node {
     shared: Arc<Shared>,
     script: Arc<Script>,

@@ -52,14 +52,6 @@ pub struct Window {
     pub bytes: usize,
 }
 
-impl Window {
-    /// One message at a time (no pipelining).
-    pub const ONE: Window = Window {
-        messages: 1,
-        bytes: usize::MAX,
-    };
-}
-
 /// Why a stream stopped early: the worker failed while running the head
 /// message (the error, which is the head's answer), and the inputs of the
 /// messages taken after it, which were never started, in order.
