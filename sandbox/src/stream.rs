@@ -18,9 +18,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use reflow_ring::{Metadata, RingError, Value};
+use reflow_ring::{RingError, Value};
 
-use super::{invocation_step, Counts, WorkerClient, WorkerError};
+use super::{invocation_step, larger_than_ring, record_meta, Counts, WorkerClient, WorkerError};
 use crate::limits::Limits;
 use crate::protocol::{ActorError, Kind};
 use crate::worker::InvokeHandler;
@@ -136,11 +136,14 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn pop(&mut self) {
-        if let Some(e) = self.in_flight.pop_front() {
+    /// Takes the head out: the next message is the head from now.
+    fn pop(&mut self) -> Option<Entry> {
+        let head = self.in_flight.pop_front();
+        if let Some(e) = &head {
             self.bytes -= e.bytes();
         }
         self.head_since = Instant::now();
+        head
     }
 
     /// Ends the stream with `error` as the head's answer.
@@ -186,13 +189,15 @@ impl WorkerClient<'_> {
                 return Ok(());
             };
             let Some(id) = head.id else {
-                // Refused before it was sent.
-                let error = match std::mem::replace(&mut head.payload, Ok(Vec::new())) {
-                    Err(e) => e,
-                    Ok(_) => unreachable!("an entry in flight without an id was refused"),
-                };
-                p.pop();
-                handler.failed(error);
+                // Refused before it was sent (an entry whose write failed
+                // ends the stream in `fill`, never reaching here).
+                if let Some(Entry {
+                    payload: Err(error),
+                    ..
+                }) = p.pop()
+                {
+                    handler.failed(error);
+                }
                 continue;
             };
             let deadline = head.sent.max(p.head_since) + limits.timeout;
@@ -271,12 +276,7 @@ impl WorkerClient<'_> {
                 return Ok(());
             }
             let id = self.next_id;
-            let meta = Metadata {
-                message_id: id,
-                actor_id: actor_id.into(),
-                kind: Kind::Invoke.wire(),
-                ..Metadata::default()
-            };
+            let meta = record_meta(id, actor_id, Kind::Invoke);
             let written = if alone {
                 self.tx.send(&meta, payload, limits.timeout)
             } else {
@@ -295,12 +295,7 @@ impl WorkerClient<'_> {
                     return Ok(());
                 }
                 Err(RingError::TooLarge { capacity, .. }) => {
-                    // Refused before anything was written: the ring is fine.
-                    entry.payload = Err(WorkerError::MessageTooLarge {
-                        len: payload.len(),
-                        max: usize::try_from(capacity).unwrap_or(usize::MAX),
-                        what: "the size of the shared ring",
-                    });
+                    entry.payload = Err(larger_than_ring(payload.len(), capacity));
                     p.in_flight.push_back(entry);
                 }
                 Err(RingError::Timeout(_)) if alone => {

@@ -271,13 +271,8 @@ impl<'a> WorkerClient<'a> {
         self.next_id += 1;
         let result = (|| {
             send_on(&mut self.tx, id, actor_id, kind, payload, deadline).map_err(|e| match e {
-                // Refused before anything was written: the ring is fine.
                 WorkerError::Ring(RingError::TooLarge { capacity, .. }) => {
-                    WorkerError::MessageTooLarge {
-                        len: payload.len(),
-                        max: usize::try_from(capacity).unwrap_or(usize::MAX),
-                        what: "the size of the shared ring",
-                    }
+                    larger_than_ring(payload.len(), capacity)
                 }
                 e => e,
             })?;
@@ -398,15 +393,29 @@ fn send_on(
     payload: &[u8],
     deadline: Instant,
 ) -> Result<(), WorkerError> {
-    let meta = Metadata {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tx.send(&record_meta(id, actor_id, kind), payload, left)?;
+    Ok(())
+}
+
+/// The metadata of a host record of `kind` for message `id` of `actor_id`.
+fn record_meta(id: u64, actor_id: &str, kind: Kind) -> Metadata {
+    Metadata {
         message_id: id,
         actor_id: actor_id.into(),
         kind: kind.wire(),
         ..Metadata::default()
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    tx.send(&meta, payload, left)?;
-    Ok(())
+    }
+}
+
+/// A message of `len` bytes that the ring (of `capacity` bytes) refused
+/// before anything was written: the ring is fine, the message was not sent.
+fn larger_than_ring(len: usize, capacity: u64) -> WorkerError {
+    WorkerError::MessageTooLarge {
+        len,
+        max: usize::try_from(capacity).unwrap_or(usize::MAX),
+        what: "the size of the shared ring",
+    }
 }
 
 /// What one invocation has made so far, against its limits.
