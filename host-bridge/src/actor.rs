@@ -240,6 +240,14 @@ async fn process_loop(
     let node_id = config.get_node_id().to_string();
     let config_value = config_value(&config.config);
     let hold_after = shared.config.idle_hold;
+    let answers = || {
+        PortAnswers::new(
+            shared.clone(),
+            script.clone(),
+            node_id.clone(),
+            outports.clone(),
+        )
+    };
     loop {
         let first = match tokio::time::timeout(hold_after, inports.recv_async()).await {
             Ok(Ok(packet)) => packet,
@@ -261,8 +269,7 @@ async fn process_loop(
             node_id.clone(),
             config_value.clone(),
         );
-        let mut answers =
-            PortAnswers::new(shared.clone(), script.clone(), id.clone(), outports.clone());
+        let mut port_answers = answers();
         let ran = tokio::task::spawn_blocking(move || {
             let mut first = Some(first);
             let mut next = || loop {
@@ -276,18 +283,12 @@ async fn process_loop(
                     Err(e) => return Some(Err(e)),
                 }
             };
-            node.serve(&id, config_value, &mut next, &mut answers);
+            node.serve(&id, config_value, &mut next, &mut port_answers);
         })
         .await;
         load.reset();
         if let Err(join) = ran {
-            let mut answers = PortAnswers::new(
-                shared.clone(),
-                script.clone(),
-                node_id.clone(),
-                outports.clone(),
-            );
-            answers.failed(ActorFailure::Hostile(format!(
+            answers().failed(ActorFailure::Hostile(format!(
                 "the host thread running it failed: {join}"
             )));
         }

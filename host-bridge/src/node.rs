@@ -126,14 +126,15 @@ pub(crate) trait Answers {
 /// A stream's handler: state through the store, everything else to the
 /// node's answers; notes a failure that retires the VM, and takes no more
 /// messages after one (or after an input that could not be converted).
-struct NodeHandler<'a, F: FnMut(&str, Value)> {
-    store: StoreHandler<'a, F>,
+struct NodeHandler<'a> {
+    /// Its state requests only: outputs go to `answers`.
+    store: StoreHandler<'a, fn(&str, Value)>,
     answers: &'a mut dyn Answers,
     retire: &'a Cell<bool>,
     refused: &'a RefCell<Option<ActorFailure>>,
 }
 
-impl<F: FnMut(&str, Value)> InvokeHandler for NodeHandler<'_, F> {
+impl InvokeHandler for NodeHandler<'_> {
     fn output(&mut self, port: &str, value: Value) {
         self.answers.output(port, value);
     }
@@ -142,7 +143,7 @@ impl<F: FnMut(&str, Value)> InvokeHandler for NodeHandler<'_, F> {
     }
 }
 
-impl<F: FnMut(&str, Value)> StreamHandler for NodeHandler<'_, F> {
+impl StreamHandler for NodeHandler<'_> {
     fn done(&mut self, outputs: Value) {
         self.answers.done(outputs);
     }
@@ -263,7 +264,7 @@ impl Node {
                     store: &self.shared.store,
                     scope: &scope,
                     runtime: &self.shared.tokio,
-                    on_output: |_: &str, _: Value| {},
+                    on_output: |_, _| {},
                 },
                 answers: &mut *answers,
                 retire: &retire,
@@ -299,7 +300,6 @@ impl Node {
                 );
                 self.drop_vm(&mut slot);
             }
-            slot.last_used = Instant::now();
         }
         slot.last_used = Instant::now();
     }
@@ -378,23 +378,21 @@ impl Node {
     /// now: an idle VM then uses no host CPU at all (its worker's polling
     /// and its timer ticks stop), and the node's next message releases it
     /// (the worker wakes at once: its sleep ended while it was held).
-    /// Returns whether the VM is held.
-    pub fn hold_idle(&self) -> bool {
+    pub fn hold_idle(&self) {
         let Some(mut slot) = self.slot.try_lock() else {
-            return false;
+            return;
         };
         if slot.held {
-            return true;
+            return;
         }
         let Some(vm) = slot.vm.as_ref().filter(|vm| vm.is_alive()) else {
-            return false;
+            return;
         };
         match vm.hold() {
             Ok(()) => slot.held = true,
             // Not held (it was released again): it polls, as before.
             Err(why) => tracing::debug!(%why, script = %self.script.name, "cannot hold an idle VM"),
         }
-        slot.held
     }
 
     /// Whether the node's VM is held now ([`Node::hold_idle`]).
