@@ -17,6 +17,12 @@ class ActorFailure(Exception):
         super().__init__(message)
         self.kind, self.message, self.trace = kind, message, trace
 
+    @classmethod
+    def raised(cls, kind, e):
+        """The failure for exception `e`, being handled now (its traceback
+        is taken), in the script's `kind` step ("load" or "run")."""
+        return cls(kind, f"{type(e).__name__}: {e}", traceback.format_exc())
+
 
 def load_script(source, filename="<actor>"):
     """Runs a script's top level and returns its `@actor` function."""
@@ -31,7 +37,7 @@ def load_script(source, filename="<actor>"):
     # The script is untrusted: even `sys.exit()` at its top level is an
     # error to report, not the worker's end.
     except (Exception, SystemExit) as e:
-        raise ActorFailure("load", f"{type(e).__name__}: {e}", traceback.format_exc()) from None
+        raise ActorFailure.raised("load", e) from None
 
 
 def _context(fn, payload, config, actor_id, transport):
@@ -62,7 +68,7 @@ def invoke(fn, payload, config, actor_id, transport, loop=None):
                 loop = own_loop = aio.new_event_loop()
             result = loop.run_until_complete(result)
     except (Exception, SystemExit) as e:
-        raise ActorFailure("run", f"{type(e).__name__}: {e}", traceback.format_exc()) from None
+        raise ActorFailure.raised("run", e) from None
     finally:
         if own_loop is not None:
             own_loop.close()
@@ -75,5 +81,5 @@ async def invoke_async(fn, payload, config, actor_id, transport):
     try:
         result = await fn(context)
     except (Exception, SystemExit) as e:
-        raise ActorFailure("run", f"{type(e).__name__}: {e}", traceback.format_exc()) from None
+        raise ActorFailure.raised("run", e) from None
     return _outputs(result)
