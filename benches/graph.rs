@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorContext, ActorLoad};
-use reflow_benches::kvm_available;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record, Better, Target};
+use reflow_benches::{kvm_available, middle_actor};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
-use reflow_integration_tests::graphs::{bridge, bridge_for};
+use reflow_integration_tests::graphs::bridge;
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_network::connector::Connector;
@@ -127,19 +127,7 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         ),
     ] {
         let _guard = rt.enter();
-        let (bridge, actor) = match script {
-            Some(script) => {
-                let bridge = bridge_for(
-                    &[script.language],
-                    StateStore::embedded(),
-                    BridgeConfig::default(),
-                );
-                bridge.wait_ready(Duration::from_secs(120));
-                let actor = Arc::new(bridge.actor(script).unwrap()) as Arc<dyn Actor>;
-                (Some(bridge), actor)
-            }
-            None => (None, Arc::new(native("Add").unwrap()) as Arc<dyn Actor>),
-        };
+        let (bridge, actor) = middle_actor(script, Duration::from_secs(120));
         let (tx, rx) = flume::unbounded();
         let n = network(actor, ports, tx);
         // The first message takes the node's VM and loads the script.

@@ -25,12 +25,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
 use reflow_actor::Actor;
-use reflow_benches::kvm_available;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record, Better, Target};
-use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{Bridge, BridgeConfig};
-use reflow_integration_tests::graphs::bridge_for;
+use reflow_benches::{kvm_available, middle_actor};
+use reflow_host_bridge::Bridge;
 use reflow_integration_tests::percentile;
 use reflow_network::connector::Connector;
 use reflow_network::network::Network;
@@ -98,28 +96,15 @@ fn subjects() -> Vec<Subject> {
     ]
 }
 
-/// The identity actor for `subject` (a bridge of its own for a script:
-/// an idle VM left running by one measurement would slow the next) and
-/// its (in, out) ports.
+/// The identity actor for `subject` (a bridge of its own for a script)
+/// and its (in, out) ports.
 fn identity(subject: &Subject) -> (Option<Bridge>, Arc<dyn Actor>, (&'static str, &'static str)) {
-    match &subject.script {
-        Some(script) => {
-            let bridge = bridge_for(
-                &[script.language],
-                StateStore::embedded(),
-                BridgeConfig::default(),
-            );
-            bridge.wait_ready(Duration::from_secs(600));
-            let actor =
-                Arc::new(bridge.actor(script.clone()).expect("the actor")) as Arc<dyn Actor>;
-            (Some(bridge), actor, ("input", "output"))
-        }
-        None => (
-            None,
-            Arc::new(native("Add").expect("Add")) as Arc<dyn Actor>,
-            ("in", "out"),
-        ),
-    }
+    let ports = match subject.script {
+        Some(_) => ("input", "output"),
+        None => ("in", "out"),
+    };
+    let (bridge, actor) = middle_actor(subject.script.clone(), Duration::from_secs(600));
+    (bridge, actor, ports)
 }
 
 /// `src (Range) -> mid -> probe`, started; `mid` is `actor` with ports

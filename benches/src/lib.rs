@@ -10,6 +10,35 @@ use std::time::Duration;
 
 use reflow_vmm::{AgentReady, VmConfig, VmOutcome};
 
+/// The actor to put in a graph's middle: `script` on a bridge of its own
+/// (ready within `ready`; shut it down after its measurement, so that no
+/// idle VM of one measurement runs during the next), or the native `Add`
+/// when there is no script.
+pub fn middle_actor(
+    script: Option<reflow_sandbox_core::Script>,
+    ready: Duration,
+) -> (
+    Option<reflow_host_bridge::Bridge>,
+    std::sync::Arc<dyn reflow_actor::Actor>,
+) {
+    match script {
+        Some(script) => {
+            let bridge = reflow_integration_tests::graphs::bridge_for(
+                &[script.language],
+                reflow_host_bridge::state::StateStore::embedded(),
+                reflow_host_bridge::BridgeConfig::default(),
+            );
+            bridge.wait_ready(ready);
+            let actor = bridge.actor(script).expect("the script's actor");
+            (Some(bridge), std::sync::Arc::new(actor))
+        }
+        None => (
+            None,
+            std::sync::Arc::new(reflow_sandbox::natives::native("Add").expect("Add")),
+        ),
+    }
+}
+
 /// The benches' tokio runtime: two workers, like the CI machine's cores.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
