@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::BridgeConfig;
+use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
@@ -59,7 +59,7 @@ struct Chaos {
 }
 
 impl Chaos {
-    fn start(bridge: &reflow_host_bridge::Bridge, kill_every: u64) -> Chaos {
+    fn start(bridge: &Bridge, kill_every: u64) -> Chaos {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -99,6 +99,47 @@ impl Chaos {
     }
 }
 
+/// A bridge for a chaos run: `languages`' pools (2 preloaded, at most
+/// `max_size` VMs), a 20 s message limit, state under `namespace`; ready.
+fn chaos_bridge(languages: &[Language], max_size: usize, namespace: &str) -> Bridge {
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 2,
+            max_size,
+            ..PoolConfig::default()
+        },
+        limits: Limits::with_timeout(Duration::from_secs(20)),
+        namespace: namespace.into(),
+        ..BridgeConfig::default()
+    };
+    let bridge = bridge_for(languages, StateStore::embedded(), config);
+    bridge.wait_ready(Duration::from_secs(120));
+    bridge
+}
+
+/// Checks a sink's outputs: each a number `valid` accepts, each larger
+/// than the one before (none answered twice, all in the inputs' order).
+fn assert_in_order(outputs: &[String], valid: impl Fn(u64) -> bool) {
+    let mut last = 0;
+    for o in outputs {
+        let n = number(o);
+        assert!(valid(n), "{o}");
+        assert!(n > last, "{o} after {last}: answered twice or out of order");
+        last = n;
+    }
+}
+
+/// Checks that every error is a killed VM's (or a VM the pool could not
+/// give while they were being replaced).
+fn assert_killed_vm_errors<'a>(errors: impl IntoIterator<Item = &'a String>) {
+    for e in errors {
+        assert!(
+            e.contains("VM stopped while running it") || e.contains("no sandbox VM"),
+            "an error other than a killed VM: {e}"
+        );
+    }
+}
+
 /// The integer a sink output shows.
 fn number(shown: &str) -> u64 {
     shown
@@ -128,19 +169,7 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
         .connect("inc", "error", "inc_failed", "in")
         .initial("numbers", "count", json!(messages));
     let graph = g.load();
-    let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 2,
-            max_size: 6,
-            ..PoolConfig::default()
-        },
-        limits: Limits::with_timeout(Duration::from_secs(20)),
-        namespace: "soak".into(),
-        ..BridgeConfig::default()
-    };
-    let languages = [Language::Python, Language::JavaScript];
-    let bridge = bridge_for(&languages, StateStore::embedded(), config);
-    bridge.wait_ready(Duration::from_secs(120));
+    let bridge = chaos_bridge(&[Language::Python, Language::JavaScript], 6, "soak");
 
     eprintln!("soak: {messages} messages, a kill every ~{kill_every} ms");
     let chaos = Chaos::start(&bridge, kill_every);
@@ -172,19 +201,8 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     );
     assert_eq!(outcome.failures, double_failed.len() + inc_failed.len());
     // Each output is 2x + 1 for a distinct input x, in the inputs' order.
-    let mut last = 0;
-    for o in &ok {
-        let z = number(o);
-        assert!(z % 2 == 1 && (3..=2 * messages + 1).contains(&z), "{o}");
-        assert!(z > last, "{o} after {last}: answered twice or out of order");
-        last = z;
-    }
-    for e in double_failed.iter().chain(&inc_failed) {
-        assert!(
-            e.contains("VM stopped while running it") || e.contains("no sandbox VM"),
-            "an error other than a killed VM: {e}"
-        );
-    }
+    assert_in_order(&ok, |z| z % 2 == 1 && (3..=2 * messages + 1).contains(&z));
+    assert_killed_vm_errors(double_failed.iter().chain(&inc_failed));
     if kill_every < took.as_millis() as u64 / 4 {
         assert!(kills > 0, "the run was long enough for kills");
     }
@@ -213,18 +231,7 @@ async fn a_pipelined_node_answers_each_input_once_in_order_while_its_vm_is_kille
         .connect("identity", "error", "failed", "in")
         .initial("numbers", "count", json!(MESSAGES));
     let graph = g.load();
-    let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 2,
-            max_size: 4,
-            ..PoolConfig::default()
-        },
-        limits: Limits::with_timeout(Duration::from_secs(20)),
-        namespace: "pipelined".into(),
-        ..BridgeConfig::default()
-    };
-    let bridge = bridge_for(&[Language::Python], StateStore::embedded(), config);
-    bridge.wait_ready(Duration::from_secs(120));
+    let bridge = chaos_bridge(&[Language::Python], 4, "pipelined");
     let chaos = Chaos::start(&bridge, 400);
     let options = RunOptions {
         timeout: Some(Duration::from_secs(300)),
@@ -248,19 +255,8 @@ async fn a_pipelined_node_answers_each_input_once_in_order_while_its_vm_is_kille
         MESSAGES,
         "every input gets exactly one answer"
     );
-    let mut last = 0;
-    for o in &ok {
-        let y = number(o);
-        assert!((1..=MESSAGES).contains(&y), "{o}");
-        assert!(y > last, "{o} after {last}: answered twice or out of order");
-        last = y;
-    }
-    for e in &failed {
-        assert!(
-            e.contains("VM stopped while running it") || e.contains("no sandbox VM"),
-            "an error other than a killed VM: {e}"
-        );
-    }
+    assert_in_order(&ok, |y| (1..=MESSAGES).contains(&y));
+    assert_killed_vm_errors(&failed);
     assert!(kills > 0, "no VM was killed during the stream");
     // With a window in flight, a kill answers only the message running:
     // far fewer errors than kills would leave if each took the window.

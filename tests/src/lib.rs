@@ -96,6 +96,20 @@ pub fn kvm_available() -> bool {
     false
 }
 
+/// The fields of `/proc/{pid}/stat` after the command's name (the first is
+/// field 3, the state); none for a process that has gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Field `n` (numbered as in proc(5), from 3) of `fields`, a number.
+fn stat_field(fields: &[String], n: usize) -> Option<u64> {
+    fields.get(n - 3).and_then(|f| f.parse().ok())
+}
+
 /// Every process on the host as `(pid, parent pid)`, from `/proc`.
 pub fn processes() -> Vec<(u32, u32)> {
     let mut all = Vec::new();
@@ -103,12 +117,7 @@ pub fn processes() -> Vec<(u32, u32)> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the command's name: state, then the parent's pid.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
+        let ppid = stat_field(&stat_fields(pid), 4).and_then(|p| u32::try_from(p).ok());
         if let Some(ppid) = ppid {
             all.push((pid, ppid));
         }
@@ -120,14 +129,8 @@ pub fn processes() -> Vec<(u32, u32)> {
 /// second) process `pid` has used, every thread's (a VM's vCPU threads
 /// carry its guest's time), from `/proc`; 0 for a process that has gone.
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    // After the name: state is field 3; utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let at = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
-    at(14).unwrap_or(0) + at(15).unwrap_or(0)
+    let fields = stat_fields(pid);
+    stat_field(&fields, 14).unwrap_or(0) + stat_field(&fields, 15).unwrap_or(0)
 }
 
 /// A number no other run of a test has used (nanoseconds since the
