@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_benches::report;
-use reflow_benches::{boot_to_ready, guest_images, kvm_available, median};
+use reflow_benches::{boot_config_to_ready, boot_to_ready, guest_images, kvm_available, median};
+use reflow_integration_tests::{node_runtime, python_runtime};
 
 fn boot(c: &mut Criterion) {
     if !kvm_available() {
@@ -43,12 +44,10 @@ fn boot(c: &mut Criterion) {
     group.finish();
     if !guest_uptimes.is_empty() {
         report::reset("boot");
-        report::record(
+        report::record_times(
             "boot",
             "cold boot to agent ready (host time)",
-            median(ready_times.clone()).as_secs_f64() * 1e3,
-            "ms",
-            None,
+            &ready_times,
             "our kernel and agent; seconds under kvm_pvm, ~100 ms on bare metal",
         );
         println!(
@@ -61,5 +60,34 @@ fn boot(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, boot);
+/// Cold boots of the Python and Node images (their kernel, root disk and
+/// agent, as a golden snapshot's first boot has them), to the agent's
+/// ready line: what building a golden pays before its warm-up.
+fn image_boots() {
+    for (name, runtime) in [("Python", python_runtime(40)), ("Node", node_runtime(40))] {
+        let times: Vec<Duration> = (0..report::samples(5))
+            .map(|_| boot_config_to_ready(runtime.config.clone()).0.host_elapsed)
+            .collect();
+        println!(
+            "boot: {name} image, cold boot to agent ready: median {:.2} s ({} boots)",
+            median(times.clone()).as_secs_f64(),
+            times.len()
+        );
+        report::record_times(
+            "boot",
+            &format!("cold boot to agent ready, {name} image"),
+            &times,
+            "kernel, root disk and agent, no golden; host time",
+        );
+    }
+}
+
+fn boots(c: &mut Criterion) {
+    boot(c);
+    if kvm_available() {
+        image_boots();
+    }
+}
+
+criterion_group!(benches, boots);
 criterion_main!(benches);

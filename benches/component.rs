@@ -59,22 +59,7 @@ fn answer(vm: &mut SandboxVm) {
 }
 
 fn record(metric: &str, times: &[Duration], note: &str) {
-    report::record(
-        "component",
-        &format!("{metric} (median)"),
-        ms(median(times.to_vec())),
-        "ms",
-        None,
-        note,
-    );
-    report::record(
-        "component",
-        &format!("{metric} (p99)"),
-        ms(p99(times.to_vec())),
-        "ms",
-        None,
-        note,
-    );
+    report::record_times("component", metric, times, note);
 }
 
 fn components(_: &mut Criterion) {
@@ -107,14 +92,15 @@ fn components(_: &mut Criterion) {
         load_and_answer(&mut vm, &script);
     }
     let note = format!(
-        "Python identity actor importing numpy; {SAMPLES} of each, interleaved; {}",
+        "Python identity actor importing numpy; {} of each, interleaved; {}",
+        report::samples(SAMPLES),
         report::golden_age(&golden)
     );
 
     // Restore to ready, and to the first answer.
     let (mut by_load, mut by_comp) = (Vec::new(), Vec::new());
     let (mut ready_runtime, mut ready_comp) = (Vec::new(), Vec::new());
-    for _ in 0..SAMPLES {
+    for _ in 0..report::samples(SAMPLES) {
         for (spec, into, ready) in [
             (&runtime, &mut by_load, &mut ready_runtime),
             (&comp, &mut by_comp, &mut ready_comp),
@@ -175,7 +161,7 @@ fn components(_: &mut Criterion) {
     // the held clone), LOAD (found loaded: reseed only), first invocation;
     // and a second invocation for comparison.
     let mut steps: [Vec<Duration>; 4] = Default::default();
-    for _ in 0..SAMPLES {
+    for _ in 0..report::samples(SAMPLES) {
         for (i, (pool, into)) in pools
             .iter()
             .zip([&mut pool_load, &mut pool_comp])
@@ -251,7 +237,7 @@ fn components(_: &mut Criterion) {
     };
     restore(&aged, age);
     let (mut fresh, mut old) = (Vec::new(), Vec::new());
-    for _ in 0..SAMPLES {
+    for _ in 0..report::samples(SAMPLES) {
         fresh.push(restore(&runtime, Duration::ZERO));
         old.push(restore(&aged, age));
     }

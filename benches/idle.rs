@@ -26,7 +26,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::kvm_available;
 use reflow_benches::probe::{point, Probe};
-use reflow_benches::report::{self, record, Better, Target};
+use reflow_benches::report::{self, record};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge_for;
@@ -202,36 +202,22 @@ fn idle(_: &mut Criterion) {
     );
     record(
         "idle",
-        &format!("{n} idle Python nodes' VMs: host CPU, whole bridge"),
-        share * 100.0,
-        "% of a core",
-        Target::ours(2.0, Better::Lower),
-        "from /proc over 30 s, after idle_hold",
+        "host CPU of idle Python nodes with their VMs, per 100 nodes",
+        share * 100.0 * 100.0 / n as f64,
+        &format!(
+            "{n} nodes, {:.2} % of a core for the whole bridge, from /proc over {}s after \
+             idle_hold ({hold:?})",
+            share * 100.0,
+            IDLE_WINDOW.as_secs()
+        ),
     );
     record(
         "idle",
-        &format!("busy node p50 beside {n} idle nodes / alone (same run)"),
+        "busy node p50 beside idle nodes / alone (same run)",
         b50 / a50,
-        "x",
-        Target::ours(1.2, Better::Lower),
-        "closed-loop round trips",
+        &format!("{n} idle nodes; closed loop; beside them p50 {b50:.3} ms, p99 {b99:.3} ms"),
     );
-    record(
-        "idle",
-        "busy node round trip p50, alone",
-        a50,
-        "ms",
-        None,
-        "",
-    );
-    record(
-        "idle",
-        "busy node round trip p99, alone",
-        a99,
-        "ms",
-        None,
-        "",
-    );
+    report::record_times("idle", "busy node round trip, alone", &alone, "closed loop");
 }
 
 criterion_group!(benches, idle);

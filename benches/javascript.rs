@@ -6,6 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::actor_bench::{self, Language};
 use reflow_benches::kvm_available;
 use reflow_integration_tests::warm_node_golden;
+use reflow_integration_tests::warm_worker_golden;
+use reflow_sandbox_core::Language as CoreLanguage;
 
 /// The actor tests' region size, so both share one golden snapshot.
 const SHM_MIB: u32 = 40;
@@ -34,6 +36,7 @@ fn javascript(c: &mut Criterion) {
         name: "javascript",
         golden: warm_node_golden(SHM_MIB),
         identity: ("id.actor.js", IDENTITY),
+        big_golden: warm_worker_golden(CoreLanguage::JavaScript, actor_bench::BIG_SHM_MIB),
         async_identity: ("async_id.actor.js", ASYNC_IDENTITY),
     };
     actor_bench::run(c, &lang);

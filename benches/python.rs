@@ -6,6 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_benches::actor_bench::{self, Language};
 use reflow_benches::kvm_available;
 use reflow_integration_tests::warm_python_golden;
+use reflow_integration_tests::warm_worker_golden;
+use reflow_sandbox_core::Language as CoreLanguage;
 
 /// The actor tests' region size, so both share one golden snapshot.
 const SHM_MIB: u32 = 40;
@@ -30,6 +32,7 @@ fn python(c: &mut Criterion) {
         name: "python",
         golden: warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready"),
         identity: ("id.actor.py", IDENTITY),
+        big_golden: warm_worker_golden(CoreLanguage::Python, actor_bench::BIG_SHM_MIB),
         async_identity: ("async_id.actor.py", ASYNC_IDENTITY),
     };
     actor_bench::run(c, &lang);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_agent_protocol::request::Request;
-use reflow_benches::kvm_available;
-use reflow_benches::report::{self, record, Better, Target};
+use reflow_benches::report::{self, record, record_p99};
+use reflow_benches::{kvm_available, sample};
 use reflow_integration_tests::EchoVm;
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Metadata, Producer, Region};
@@ -93,18 +93,10 @@ fn with_thread_echo(layout: RegionLayout, region: &Region, f: impl FnOnce(Path<'
 
 fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
     let small = [0x5au8; 64];
-    let mut samples = Vec::new();
     c.bench_function(&format!("ring/{name}/rtt_64B"), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let one = Instant::now();
-                path.round_trip(&small);
-                samples.push(one.elapsed());
-            }
-            t.elapsed()
-        })
+        b.iter(|| path.round_trip(&small))
     });
+    let mut samples = sample(report::samples(20_000), || path.round_trip(&small));
     println!(
         "ring/{name}: 64 B round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
         pct(&mut samples, 0.5),
@@ -112,51 +104,17 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
         samples.len()
     );
     let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
-    record(
-        "ring",
-        &format!("{name}: 64 B round trip p50"),
-        p50,
-        "us",
-        Target::ours(50.0, Better::Lower),
-        "",
-    );
-    record(
-        "ring",
-        &format!("{name}: 64 B round trip p99"),
-        p99,
-        "us",
-        None,
-        "",
-    );
+    record_p99("ring", &format!("{name}: 64 B round trip"), p50, p99, "");
     for (label, len) in [("4 KiB", 4096usize), ("1 MiB", 1 << 20)] {
         let payload = vec![0x3cu8; len];
-        let mut times = Vec::new();
-        for _ in 0..if len > 4096 { 200 } else { 2000 } {
-            let one = Instant::now();
-            path.round_trip(&payload);
-            times.push(one.elapsed());
-        }
+        let n = if len > 4096 { 200 } else { 2000 };
+        let mut times = sample(report::samples(n), || path.round_trip(&payload));
         let (p50, p99) = (pct(&mut times, 0.5), pct(&mut times, 0.99));
         println!(
             "ring/{name}: {label} round trip p50 {p50:.1} us, p99 {p99:.1} us ({} samples)",
             times.len()
         );
-        record(
-            "ring",
-            &format!("{name}: {label} round trip p50"),
-            p50,
-            "us",
-            None,
-            "",
-        );
-        record(
-            "ring",
-            &format!("{name}: {label} round trip p99"),
-            p99,
-            "us",
-            None,
-            "",
-        );
+        record_p99("ring", &format!("{name}: {label} round trip"), p50, p99, "");
     }
 
     // Pipelined small messages: how many echoes per second.
@@ -182,8 +140,6 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
         "ring",
         &format!("{name}: small messages echoed, pipelined"),
         rate,
-        "msg/s",
-        Target::design(10_000.0, Better::Higher),
         "batched: many in flight",
     );
     path.id = first + N;
@@ -207,8 +163,6 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
         "ring",
         &format!("{name}: 64 MiB payload, each way"),
         gbs,
-        "GB/s",
-        Target::ours(1.0, Better::Higher),
         "",
     );
 }
@@ -259,29 +213,25 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
         v50 / b50,
         v50 / i50
     );
-    record(
+    record_p99(
         "ring",
-        "64 B round trip through vsock",
-        v50,
-        "us",
-        None,
-        "the control channel, same guest",
+        "guest_echo: 64 B round trip after 20 ms idle",
+        i50,
+        i99,
+        "the guest consumer left its spin: its wake-up is sampled",
     );
+    let vsock = format!("vsock p50 {v50:.1} us, p99 {v99:.1} us, same guest");
     record(
         "ring",
         "vsock / ring, 64 B round trip p50 (same run)",
         v50 / b50,
-        "x",
-        None,
-        "ring busy",
+        &format!("ring busy; {vsock}"),
     );
     record(
         "ring",
         "vsock / ring after 20 ms idle, 64 B round trip p50",
         v50 / i50,
-        "x",
-        None,
-        "",
+        &vsock,
     );
 }
 
@@ -326,6 +276,13 @@ fn doorbell_vs_sleep(path: Path<'_>, doorbell: &GuestDoorbell) {
          parked on the doorbell p50 {d50:.1} us p99 {d99:.1} us ({} wake-ups); sleep/doorbell p50 {:.1}x",
         doorbell.wakeups() - before,
         s50 / d50
+    );
+    record_p99(
+        "ring",
+        "host consumer parked on the guest's doorbell: 64 B round trip",
+        d50,
+        d99,
+        &format!("sleeping with back-off instead: p50 {s50:.1} us, p99 {s99:.1} us"),
     );
 }
 

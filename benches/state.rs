@@ -4,19 +4,18 @@
 //! (state get/set < 2 ms with Redis). Host side only: a guest's state call
 //! adds a ring round trip each way (see `benches/python.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use reflow_benches::report::{self, record, Better, Target};
+use reflow_benches::{report, sample};
 use reflow_host_bridge::state::{Scope, StateStore};
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
 use reflow_ring::Value;
 use reflow_sandbox_core::{StateOp, StateRequest};
 
-/// Timings kept per operation for the percentiles (criterion runs the
-/// fast embedded operations millions of times).
-const MAX_SAMPLES: usize = 200_000;
+/// Operations timed one by one for the percentiles, after criterion's.
+const SAMPLES: usize = 20_000;
 
 fn request(op: StateOp, args: Vec<Value>) -> StateRequest {
     StateRequest {
@@ -51,26 +50,14 @@ fn state(c: &mut Criterion) {
     let mut report = Vec::new();
     for (name, store) in &stores {
         for (op, req) in [("set", &set), ("get", &get)] {
-            let mut times = Vec::new();
-            group.bench_function(format!("{name}_{op}"), |b| {
-                b.iter_custom(|iters| {
-                    let mut sum = Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = Instant::now();
-                        let got = rt.block_on(store.apply(&scope, req)).expect("state op");
-                        let d = t.elapsed();
-                        if op == "get" {
-                            assert_eq!(got, value);
-                        }
-                        if times.len() < MAX_SAMPLES {
-                            times.push(d);
-                        }
-                        sum += d;
-                    }
-                    sum
-                })
-            });
-            times.sort();
+            let mut run = || {
+                let got = rt.block_on(store.apply(&scope, req)).expect("state op");
+                if op == "get" {
+                    assert_eq!(got, value);
+                }
+            };
+            group.bench_function(format!("{name}_{op}"), |b| b.iter(&mut run));
+            let times = sample(report::samples(SAMPLES), run);
             report.push((name, op, times));
         }
     }
@@ -84,14 +71,7 @@ fn state(c: &mut Criterion) {
     report::reset("state");
     for (name, op, times) in &report {
         let p50 = percentile(times, 0.5);
-        record(
-            "state",
-            &format!("{name} {op}, host side, p50"),
-            p50.as_secs_f64() * 1e6,
-            "us",
-            Target::design(2000.0, Better::Lower),
-            "",
-        );
+        report::record_times("state", &format!("{name} {op}, host side"), times, "");
         println!(
             "state: {name} {op}: p50 {:.1} us, p99 {:.1} us ({} samples); design target < 2 ms: {:.0}x under",
             p50.as_secs_f64() * 1e6,

@@ -2,7 +2,10 @@
 
 pub mod actor_bench;
 pub mod probe;
+pub mod render;
 pub mod report;
+pub mod smaps;
+pub mod targets;
 
 pub use reflow_integration_tests::{guest_images, kvm_available, GuestImages, TestVm};
 
@@ -39,6 +42,50 @@ pub fn middle_actor(
     }
 }
 
+/// Runs `actor`'s behavior once on `inputs` (as a caller that invokes the
+/// behavior itself) and returns what it answered with.
+pub fn invoke_once(
+    rt: &tokio::runtime::Runtime,
+    actor: &dyn reflow_actor::Actor,
+    inputs: std::collections::HashMap<String, reflow_actor::message::Message>,
+) -> std::collections::HashMap<String, reflow_actor::message::Message> {
+    let ctx = reflow_actor::ActorContext::new(
+        inputs,
+        actor.get_outports(),
+        std::sync::Arc::new(parking_lot::Mutex::new(reflow_actor::MemoryState::default())),
+        reflow_actor::ActorConfig::default(),
+        std::sync::Arc::new(reflow_actor::ActorLoad::new(0)),
+    );
+    rt.block_on(actor.get_behavior()(ctx)).expect("an answer")
+}
+
+/// The seconds an actor reported it took, as its `took` output.
+pub fn took(
+    outputs: &std::collections::HashMap<String, reflow_actor::message::Message>,
+) -> Duration {
+    match outputs.get("took") {
+        Some(reflow_actor::message::Message::Float(s)) if s.is_finite() && *s >= 0.0 => {
+            Duration::from_secs_f64(*s)
+        }
+        other => panic!("the actor answered {other:?}, not its time"),
+    }
+}
+
+/// `n` runs of `f`, each timed on its own, sorted: the samples a report's
+/// percentiles come from, taken apart from criterion's runs so that none
+/// of its warm-up is in them.
+pub fn sample(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times
+}
+
 /// The benches' tokio runtime: two workers, like the CI machine's cores.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -54,6 +101,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub fn boot_to_ready(images: &GuestImages) -> (AgentReady, VmOutcome) {
     let mut config = VmConfig::new(&images.kernel);
     config.initrd = Some(images.initramfs.clone());
+    boot_config_to_ready(config)
+}
+
+/// Boots `config` once (no golden), powering off as soon as the agent's
+/// control channel is ready; returns when it was ready and the outcome.
+pub fn boot_config_to_ready(mut config: VmConfig) -> (AgentReady, VmOutcome) {
     config.timeout = Some(Duration::from_secs(900));
     let outcome = TestVm::boot(config, Box::new(std::io::sink())).power_off();
     let ready = outcome.ready.unwrap_or_else(|| {
