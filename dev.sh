@@ -6,6 +6,8 @@
 #   ./dev.sh vm-demo set everything up, boot a microVM, talk to its agent, restore a clone
 #   ./dev.sh test    set everything up, then fmt + clippy + the whole test suite (what CI runs)
 #   ./dev.sh bench   set everything up, run every benchmark, write target/bench-report.md
+#   ./dev.sh bench --quick   a few minutes: the latency and throughput benches, fewer samples
+#   ./dev.sh bench [--quick] NAME...   only the benches named (benches/NAME.rs)
 #   ./dev.sh fuzz [target] [seconds]   run the cargo-fuzz targets (nightly; 60 s each by default)
 #   ./dev.sh soak [messages] [ms]      the full soak test: 100000 messages, a VM killed every ~1500 ms
 #   ./dev.sh setup   only set up: apt packages (redis-server), guest kernel, agent, initramfs,
@@ -115,13 +117,35 @@ test_all() {
 }
 
 bench() {
+    local quick="" only=()
+    for arg in "$@"; do
+        case "$arg" in
+            --quick) quick=1 ;;
+            -*) die "unknown bench option $arg (./dev.sh bench [--quick] [bench...])" ;;
+            *) [ -f "benches/$arg.rs" ] || die "no bench $arg (benches/*.rs)"; only+=(--bench "$arg") ;;
+        esac
+    done
     setup
     with_test_hooks
     # One run id for every bench: the report shows figures of other runs as stale.
     REFLOW_BENCH_RUN="$(date -u +%Y%m%dT%H%M%SZ)"
     export REFLOW_BENCH_RUN
-    step "cargo bench (every bench; each records its figures under target/bench-metrics/)"
-    cargo bench -p reflow-benches
+    if [ -n "$quick" ]; then
+        # A developer's loop: fewer samples; unless benches are named, the
+        # latency and throughput ones (boot, component, compute, idle and
+        # memory keep their last figures, which the report shows as stale).
+        export REFLOW_BENCH_QUICK=1
+        [ ${#only[@]} -gt 0 ] || only=(--bench restore --bench ring --bench python
+            --bench javascript --bench state --bench graph --bench stream)
+        step "cargo bench, quick: ${only[*]}"
+        cargo bench -p reflow-benches "${only[@]}" -- --quick
+    elif [ ${#only[@]} -gt 0 ]; then
+        step "cargo bench ${only[*]} (the others keep their last figures, shown as stale)"
+        cargo bench -p reflow-benches "${only[@]}"
+    else
+        step "cargo bench (every bench; each records its figures under target/bench-metrics/)"
+        cargo bench -p reflow-benches
+    fi
     step "comparison report: target/bench-report.md"
     cargo run --quiet --release -p reflow-benches --bin bench-report
 }
@@ -160,9 +184,9 @@ case "${1:-}" in
     demo) demo ;;
     vm-demo) vm_demo ;;
     test) test_all ;;
-    bench) bench ;;
+    bench) shift; bench "$@" ;;
     fuzz) shift; fuzz "$@" ;;
     soak) shift; soak "$@" ;;
     setup) setup ;;
-    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
