@@ -127,8 +127,9 @@ bench() {
     done
     setup
     with_test_hooks
-    # One run id for every bench: the report shows figures of other runs as stale.
-    REFLOW_BENCH_RUN="$(date -u +%Y%m%dT%H%M%SZ)"
+    # One run id for every bench: the report shows figures of other runs as
+    # stale. A preset one joins that run (to re-run a bench into it).
+    REFLOW_BENCH_RUN="${REFLOW_BENCH_RUN:-$(date -u +%Y%m%dT%H%M%SZ)}"
     export REFLOW_BENCH_RUN
     if [ -n "$quick" ]; then
         # A developer's loop: fewer samples; unless benches are named, the

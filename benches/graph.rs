@@ -20,7 +20,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{invoke_once, kvm_available, middle_actor, took};
+use reflow_benches::{invoke_once, kvm_available, middle_actor, sample, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge;
@@ -140,23 +140,19 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         for i in 1..20 {
             one_message(&n, &rx, i);
         }
-        let mut times = Vec::new();
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut sum = Duration::ZERO;
-                for i in 0..iters {
-                    let d = one_message(&n, &rx, i as i64);
-                    times.push(d);
-                    sum += d;
-                }
-                sum
-            })
+            b.iter_custom(|iters| (0..iters).map(|i| one_message(&n, &rx, i as i64)).sum())
+        });
+        // The report's percentiles: samples of their own, after criterion's.
+        let mut i = 0;
+        let times = sample(report::samples(5000), || {
+            one_message(&n, &rx, i);
+            i += 1;
         });
         n.shutdown();
         if let Some(bridge) = bridge {
             bridge.shutdown();
         }
-        times.sort();
         report.push((label, first, times));
     }
     group.finish();
