@@ -43,7 +43,7 @@ fn host_metadata_matches_what_the_guest_sdk_reports() {
             3,
             warm_python_golden(40, "run_worker.py", "worker.ready"),
         ),
-        (Language::JavaScript, 2, warm_node_golden(40)),
+        (Language::JavaScript, 5, warm_node_golden(40)),
     ] {
         let components: Vec<_> = found
             .components
@@ -108,7 +108,7 @@ async fn discovered_actors_register_into_a_network() {
     let err = register_script_actors(&mut network, &bridge, &found).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Counter: no javascript runtime is configured in this bridge"
+        "Clock: no javascript runtime is configured in this bridge"
     );
     // And a name already registered is refused by Reflow, named too.
     let err = register_script_actors(&mut network, &bridge, &python_only).unwrap_err();

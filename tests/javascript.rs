@@ -3,7 +3,8 @@
 //! a golden snapshot taken with the Node worker running.
 
 use reflow_integration_tests::actor_suite::{self, ActorLang, Worker};
-use reflow_integration_tests::calls::{get, map};
+use reflow_integration_tests::calls::{get, map, text};
+use reflow_integration_tests::LIMIT;
 use reflow_ring::Value;
 use reflow_sandbox_core::{ActorError, Language};
 
@@ -56,6 +57,34 @@ const metadata = { name: "Chunks", inports: ["items"], outports: ["chunks"] };
 module.exports = { metadata, process: (c) => ({ chunks: _.chunk(c.getInput("items"), 2) }) };
 "#;
 
+/// An ES module (`.mjs`): `import` of an image package and a builtin,
+/// `export const metadata`, a default-exported process, module state
+/// kept between messages, and state through the context.
+const MODULE: &str = r#"
+import _ from "lodash";
+import { createHash } from "node:crypto";
+
+let calls = 0;
+export const metadata = { component: "Digest", inports: ["items"], outports: ["chunks"] };
+export default async function process(context) {
+  calls += 1;
+  const items = context.getInput("items");
+  return {
+    chunks: _.chunk(items, 2),
+    sha: createHash("sha256").update(JSON.stringify(items)).digest("hex").slice(0, 8),
+    calls,
+    stored: await context.state.increment("n"),
+  };
+}
+"#;
+
+/// A `.js` file that is a module by its syntax alone.
+const MODULE_BY_SYNTAX: &str = r#"
+const meta = { name: "Loud", inports: ["text"], outports: ["loud"] };
+export function process(context) { return { loud: `${context.getInput("text")}!` }; }
+export { meta as metadata };
+"#;
+
 const THROWING: &str = "const metadata = { name: \"Boom\" };\nasync function process(context) {\n  throw new RangeError(\"kaput\");\n}\n";
 
 const BROKEN: &str = "const metadata = { name: \"X\" };\nfunction process(context {\n}\n";
@@ -97,7 +126,7 @@ const JAVASCRIPT: ActorLang = ActorLang {
     opening,
     splitter: SPLITTER,
     identity: IDENTITY,
-    packages: lodash,
+    packages,
     raising: THROWING,
     check_raised,
     broken: BROKEN,
@@ -129,17 +158,62 @@ fn opening(w: &mut Worker<'_>) {
     w.multiply([None, Some(3), Some(3)]);
 }
 
-fn lodash(w: &mut Worker<'_>) {
+/// The image's npm package, from CommonJS and from ES modules.
+fn packages(w: &mut Worker<'_>) {
     w.load("chunks", LODASH).unwrap();
     let items = Value::List((1..=3).map(Value::Int).collect());
     let (_, done) = w
-        .invoke("chunks", map(vec![("items", items)]), map(vec![]))
+        .invoke("chunks", map(vec![("items", items.clone())]), map(vec![]))
         .unwrap();
     let chunks = Value::List(vec![
         Value::List(vec![Value::Int(1), Value::Int(2)]),
         Value::List(vec![Value::Int(3)]),
     ]);
-    assert_eq!(done, map(vec![("chunks", chunks)]));
+    assert_eq!(done, map(vec![("chunks", chunks.clone())]));
+
+    let loaded = w
+        .client
+        .load("digest", "digest.actor.mjs", MODULE, LIMIT)
+        .unwrap();
+    assert_eq!(text(get(&loaded.metadata, "component")), "Digest");
+    for calls in 1..=2 {
+        let (_, done) = w
+            .invoke("digest", map(vec![("items", items.clone())]), map(vec![]))
+            .unwrap();
+        assert_eq!(get(&done, "chunks"), Some(&chunks));
+        assert_eq!(get(&done, "calls"), Some(&Value::Int(calls)));
+        assert_eq!(get(&done, "stored"), Some(&Value::Int(calls)));
+        assert_eq!(get(&done, "sha"), Some(&Value::Str("a615eeae".into())));
+    }
+    w.load("loud", MODULE_BY_SYNTAX).unwrap();
+    let (_, done) = w
+        .invoke(
+            "loud",
+            map(vec![("text", Value::Str("hi".into()))]),
+            map(vec![]),
+        )
+        .unwrap();
+    assert_eq!(done, map(vec![("loud", Value::Str("hi!".into()))]));
+    // A module's syntax error names the script, never where the worker
+    // wrote it.
+    let err = w
+        .client
+        .load(
+            "bad",
+            "bad.actor.mjs",
+            "export const metadata = {;\n",
+            LIMIT,
+        )
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("SyntaxError") && message.contains("bad.actor.mjs"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("reflow-esm") && !message.contains("file://"),
+        "{message}"
+    );
 }
 
 /// Thrown errors come with stacks.

@@ -142,10 +142,13 @@ fn discover_lists_components_and_reports_broken_scripts() {
         first,
         [
             "COMPONENT",
+            "Clock",
             "Counter",
             "Greeter",
             "Multiply",
             "Negate",
+            "Shout",
+            "Tally",
             "Upper"
         ]
     );
@@ -153,13 +156,14 @@ fn discover_lists_components_and_reports_broken_scripts() {
         stderr.contains("broken/dupe.actor.py:2: inport \"a\" listed twice"),
         "{stderr}"
     );
-    assert!(stderr.contains("8 script(s) skipped"), "{stderr}");
+    assert!(stderr.contains("9 script(s) skipped"), "{stderr}");
 
     let out = sandbox(&["discover", fixtures, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["components"].as_array().unwrap().len(), 5);
-    assert_eq!(v["problems"].as_array().unwrap().len(), 8);
-    assert_eq!(v["components"][2]["inports"][1]["required"], false);
+    assert_eq!(v["components"].as_array().unwrap().len(), 8);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 9);
+    assert_eq!(v["components"][3]["component"], "Multiply");
+    assert_eq!(v["components"][3]["inports"][1]["required"], false);
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/workspace");
     let out = sandbox(&["discover", example]);

@@ -14,12 +14,13 @@ pub enum Language {
 
 impl Language {
     /// The language a script file is written in, from its name
-    /// (`*.py`, `*.js`).
+    /// (`*.py`; `*.js`, `*.mjs` and `*.cjs`).
     pub fn of_file(path: &Path) -> Option<Language> {
-        let ext = path.extension()?.to_str()?;
-        [Language::Python, Language::JavaScript]
-            .into_iter()
-            .find(|l| l.extension() == ext)
+        match path.extension()?.to_str()? {
+            "py" => Some(Language::Python),
+            "js" | "mjs" | "cjs" => Some(Language::JavaScript),
+            _ => None,
+        }
     }
 
     /// The file name extension of the language's scripts (without the dot).
@@ -76,5 +77,24 @@ impl std::fmt::Display for Language {
             Language::Python => "python",
             Language::JavaScript => "javascript",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_files_name_their_language() {
+        for (file, language) in [
+            ("a.actor.py", Some(Language::Python)),
+            ("a.actor.js", Some(Language::JavaScript)),
+            ("a.actor.mjs", Some(Language::JavaScript)),
+            ("dir/a.cjs", Some(Language::JavaScript)),
+            ("a.ts", None),
+            ("Makefile", None),
+        ] {
+            assert_eq!(Language::of_file(Path::new(file)), language, "{file}");
+        }
     }
 }

@@ -93,7 +93,7 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
 fn an_empty_file_means_the_defaults() {
     let c = parse("").unwrap();
     assert!(c.workspace.discover_scripts);
-    assert_eq!(c.workspace.script_patterns.len(), 4);
+    assert_eq!(c.workspace.script_patterns.len(), 8);
     assert!(c.notes().is_empty());
     assert_eq!(c.graph, None);
 }

@@ -4,12 +4,19 @@
 //! `module.exports.metadata = {...}`, `exports.metadata = {...}`,
 //! `module.exports = { metadata: {...}, process }` (or `{ metadata, ... }`
 //! naming a top-level `const metadata`), and `__actor_metadata__` in place
-//! of `metadata` in any of them. The object must be a literal.
+//! of `metadata` in any of them. ES modules: `export const metadata =
+//! {...}`, `export { metadata }` (or `export { m as metadata }`) naming a
+//! top-level const, and `export default { metadata: {...}, process }`.
+//! The object must be a literal.
+//!
+//! A `.mjs` file is an ES module and a `.cjs` file a CommonJS script, as
+//! Node has them; any other is a module when it has `import` or `export`
+//! statements (as the JavaScript worker decides too).
 
 use oxc_allocator::Allocator;
 use oxc_ast::ast::{
-    ArrayExpressionElement, AssignmentTarget, BindingPattern, Expression, ObjectPropertyKind,
-    PropertyKey, Statement,
+    ArrayExpressionElement, AssignmentTarget, BindingPattern, Declaration, Expression,
+    ObjectExpression, ObjectPropertyKind, PropertyKey, Statement, VariableDeclaration,
 };
 use oxc_span::{GetSpan, SourceType};
 
@@ -18,11 +25,22 @@ use super::source::Lines;
 
 const NAMES: [&str; 2] = ["metadata", "__actor_metadata__"];
 
-/// Finds the metadata object of `source`.
-pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
+/// How a script is parsed, from its file name.
+fn source_type(file: &str) -> SourceType {
+    if file.ends_with(".mjs") {
+        SourceType::mjs()
+    } else if file.ends_with(".cjs") {
+        SourceType::cjs()
+    } else {
+        SourceType::unambiguous()
+    }
+}
+
+/// Finds the metadata object of `source`, the script file `file`.
+pub(crate) fn find(source: &str, file: &str) -> Result<Found, Mistake> {
     let lines = Lines::new(source);
     let allocator = Allocator::default();
-    let parsed = oxc_parser::Parser::new(&allocator, source, SourceType::cjs()).parse();
+    let parsed = oxc_parser::Parser::new(&allocator, source, source_type(file)).parse();
     if let Some(e) = parsed.diagnostics.errors().next() {
         let offset = e.labels.first().map_or(0, |l| l.offset());
         return Err(mistake(
@@ -36,18 +54,28 @@ pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
     // Top-level `const name = <expr>`, for `{ metadata }` shorthands.
     let mut consts: Vec<(&str, &Expression)> = Vec::new();
     let mut candidates: Vec<(&Expression, usize)> = Vec::new();
+    // Declared names, for `export { metadata }` after the fact.
+    let mut exported: Vec<(&str, usize)> = Vec::new();
     for stmt in &parsed.program.body {
         match stmt {
             Statement::VariableDeclaration(decl) => {
-                for d in &decl.declarations {
-                    let (BindingPattern::BindingIdentifier(id), Some(init)) = (&d.id, &d.init)
-                    else {
-                        continue;
-                    };
-                    consts.push((id.name.as_str(), init));
-                    if NAMES.contains(&id.name.as_str()) {
-                        candidates.push((init, lines.line(d.span.start)));
+                declare(decl, &lines, &mut consts, &mut candidates);
+            }
+            Statement::ExportDeclaration(e) => {
+                if let Declaration::VariableDeclaration(decl) = &e.declaration {
+                    declare(decl, &lines, &mut consts, &mut candidates);
+                }
+            }
+            Statement::ExportNamedDeclaration(e) => {
+                for spec in &e.specifiers {
+                    if NAMES.contains(&spec.exported.name().as_str()) {
+                        exported.push((spec.local.name().as_str(), lines.line(spec.span.start)));
                     }
+                }
+            }
+            Statement::ExportDefaultDeclaration(e) => {
+                if let Some(Expression::ObjectExpression(o)) = e.declaration.as_expression() {
+                    object_candidates(o, &lines, &mut candidates);
                 }
             }
             Statement::ExpressionStatement(e) => {
@@ -63,14 +91,7 @@ pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
                     }
                     Some(["module", "exports"]) => {
                         if let Expression::ObjectExpression(o) = &a.right {
-                            for p in &o.properties {
-                                let ObjectPropertyKind::ObjectProperty(p) = p else {
-                                    continue;
-                                };
-                                if key_name(&p.key).is_some_and(|k| NAMES.contains(&k)) {
-                                    candidates.push((&p.value, lines.line(p.span.start)));
-                                }
-                            }
+                            object_candidates(o, &lines, &mut candidates);
                         }
                     }
                     _ => {}
@@ -78,6 +99,19 @@ pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
             }
             _ => {}
         }
+    }
+    for (local, line) in exported {
+        let init = consts
+            .iter()
+            .find(|(n, _)| *n == local)
+            .map(|(_, e)| *e)
+            .ok_or_else(|| {
+                mistake(
+                    line,
+                    format!("`export {{ {local} }}` names no top-level const"),
+                )
+            })?;
+        candidates.push((init, line));
     }
     let mut objects: Vec<(&Expression, usize)> = Vec::new();
     for (expr, line) in candidates {
@@ -101,19 +135,21 @@ pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
             objects.push((resolved, line));
         }
     }
-    let (expr, line) = match objects.as_slice() {
-        [] => return Err(mistake(
-            1,
-            "no `metadata` object (`const metadata = {...}` or `module.exports.metadata = {...}`)",
-        )),
-        [one] => *one,
-        [_, (_, second), ..] => {
-            return Err(mistake(
-                *second,
-                "a second metadata object: a script defines one actor",
-            ))
-        }
-    };
+    let (expr, line) =
+        match objects.as_slice() {
+            [] => return Err(mistake(
+                1,
+                "no `metadata` object (`const metadata = {...}`, `export const metadata = {...}` \
+             or `module.exports.metadata = {...}`)",
+            )),
+            [one] => *one,
+            [_, (_, second), ..] => {
+                return Err(mistake(
+                    *second,
+                    "a second metadata object: a script defines one actor",
+                ))
+            }
+        };
     match literal(expr, &lines)? {
         Lit::Dict(fields) => Ok(Found {
             fields,
@@ -122,6 +158,42 @@ pub(crate) fn find(source: &str) -> Result<Found, Mistake> {
             doc: None,
         }),
         _ => Err(mistake(line, "metadata must be an object literal")),
+    }
+}
+
+/// The top-level `const name = <expr>`s of `decl`: kept for shorthands,
+/// and a candidate when the name is a metadata name.
+fn declare<'a, 'b>(
+    decl: &'b VariableDeclaration<'a>,
+    lines: &Lines,
+    consts: &mut Vec<(&'b str, &'b Expression<'a>)>,
+    candidates: &mut Vec<(&'b Expression<'a>, usize)>,
+) {
+    for d in &decl.declarations {
+        let (BindingPattern::BindingIdentifier(id), Some(init)) = (&d.id, &d.init) else {
+            continue;
+        };
+        consts.push((id.name.as_str(), init));
+        if NAMES.contains(&id.name.as_str()) {
+            candidates.push((init, lines.line(d.span.start)));
+        }
+    }
+}
+
+/// The `metadata` properties of an exported object (`module.exports = {
+/// metadata, ... }`, `export default { metadata: {...}, ... }`).
+fn object_candidates<'a, 'b>(
+    o: &'b ObjectExpression<'a>,
+    lines: &Lines,
+    candidates: &mut Vec<(&'b Expression<'a>, usize)>,
+) {
+    for p in &o.properties {
+        let ObjectPropertyKind::ObjectProperty(p) = p else {
+            continue;
+        };
+        if key_name(&p.key).is_some_and(|k| NAMES.contains(&k)) {
+            candidates.push((&p.value, lines.line(p.span.start)));
+        }
     }
 }
 

@@ -131,8 +131,8 @@ pub fn read(path: &Path, rel: &str) -> Result<ComponentMetadata, Problem> {
         line,
         message,
     };
-    let language =
-        Language::of_file(path).ok_or_else(|| problem(None, "not a .py or .js file".into()))?;
+    let language = Language::of_file(path)
+        .ok_or_else(|| problem(None, "not a .py, .js, .mjs or .cjs file".into()))?;
     let len = std::fs::metadata(path)
         .map_err(|e| problem(None, format!("cannot read it: {e}")))?
         .len();
@@ -155,12 +155,13 @@ pub fn read(path: &Path, rel: &str) -> Result<ComponentMetadata, Problem> {
     }
     // The parsers recurse once per nesting level: a thread with room for
     // MAX_NESTING levels of both, whatever the caller's stack.
+    let file = rel.to_string();
     let parsed = std::thread::Builder::new()
         .name("discovery-parse".into())
         .stack_size(PARSE_STACK)
         .spawn(move || match language {
             Language::Python => python::find(&source),
-            Language::JavaScript => js::find(&source),
+            Language::JavaScript => js::find(&source, &file),
         })
         .map_err(|e| problem(None, format!("cannot start a parser thread: {e}")))?
         .join()

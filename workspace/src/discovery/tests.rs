@@ -33,7 +33,10 @@ fn the_fixture_workspace_is_discovered_exactly() {
         .iter()
         .map(|c| c.metadata.component.as_str())
         .collect();
-    assert_eq!(names, ["Counter", "Greeter", "Multiply", "Negate", "Upper"]);
+    assert_eq!(
+        names,
+        ["Clock", "Counter", "Greeter", "Multiply", "Negate", "Shout", "Tally", "Upper"]
+    );
     let get = |n: &str| {
         &found
             .components
@@ -96,6 +99,36 @@ fn the_fixture_workspace_is_discovered_exactly() {
     assert_eq!(c.tags, ["state", "js"]);
     assert_eq!(c.namespace, "js.actors");
 
+    // ES modules: `export const metadata`, `export { meta as metadata }`
+    // in a .js file with export statements, `export default { metadata }`.
+    let clock = get("Clock");
+    assert_eq!(
+        (
+            clock.runtime,
+            clock.file.as_str(),
+            clock.namespace.as_str(),
+            clock.line
+        ),
+        (Language::JavaScript, "js/esm/clock.actor.mjs", "js.esm", 3)
+    );
+    assert_eq!(clock.tags, ["esm"]);
+    assert_eq!(clock.outports, [port("stamp", "any", false)]);
+    let shout = get("Shout");
+    assert_eq!(
+        (shout.file.as_str(), shout.line),
+        ("js/esm/shout.actor.js", 8)
+    );
+    assert_eq!(
+        serde_json::Value::Object(shout.config.clone()),
+        json!({"marks": 2})
+    );
+    let tally = get("Tally");
+    assert_eq!(
+        (tally.file.as_str(), tally.line),
+        ("js/esm/tally.actor.mjs", 4)
+    );
+    assert_eq!(tally.inports, [port("n", "any", true)]);
+
     let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
     let want = [
         "broken/computed.actor.py:3: computed metadata: @actor's arguments must be literals (strings, numbers, lists, dicts)",
@@ -103,6 +136,7 @@ fn the_fixture_workspace_is_discovered_exactly() {
         "broken/nodecorator.actor.py:1: no @actor-decorated function at the top level of the script",
         "broken/runs.actor.py:4: computed metadata: @actor's arguments must be literals (strings, numbers, lists, dicts)",
         "broken/spread.actor.js:2: computed metadata: it must be a literal (strings, numbers, arrays, objects)",
+        "broken/export.actor.mjs:1: `export { missing }` names no top-level const",
     ];
     for w in want {
         assert!(

@@ -10,8 +10,12 @@ use globset::{GlobSet, GlobSetBuilder};
 pub const DEFAULT_INCLUDE: &[&str] = &[
     "**/*.actor.py",
     "**/*.actor.js",
+    "**/*.actor.mjs",
+    "**/*.actor.cjs",
     "**/actors/*.py",
     "**/actors/*.js",
+    "**/actors/*.mjs",
+    "**/actors/*.cjs",
 ];
 /// The default exclude patterns (`excluded_paths`): dependency and cache
 /// directories.

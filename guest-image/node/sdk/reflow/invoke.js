@@ -8,6 +8,7 @@ const { createRequire } = require('module');
 
 const { ActorError, findActor } = require('./actor');
 const { ActorContext } = require('./context');
+const esm = require('./esm');
 
 // Where actors' `require()` looks for packages: the image's npm packages
 // are under /usr/local/lib/node_modules.
@@ -56,13 +57,15 @@ function syntaxPlace(e, filename) {
   return m && first.startsWith(filename) ? ` (${filename}, line ${m[1]})` : '';
 }
 
-/** Runs a script's top level; returns its actor {metadata, process}. */
+/** Runs a CommonJS script's top level; returns its actor {metadata, process}. */
 function loadScript(source, filename = '<actor>') {
   let body;
   try {
     body = vm.compileFunction(source + EPILOGUE, PARAMS, { filename });
   } catch (e) {
-    throw new ActorFailure('load', describe(e) + (e instanceof SyntaxError ? syntaxPlace(e, filename) : ''), stackOf(e));
+    const failure = new ActorFailure('load', describe(e) + (e instanceof SyntaxError ? syntaxPlace(e, filename) : ''), stackOf(e));
+    failure.moduleSyntax = esm.isModuleSyntax(e);
+    throw failure;
   }
   const module = { exports: {}, filename, id: filename, loaded: false };
   const req = createRequire(path.join(MODULES_HOME, 'reflow-actor.js'));
@@ -74,6 +77,49 @@ function loadScript(source, filename = '<actor>') {
     if (e instanceof ActorError) throw new ActorFailure('load', e.message);
     // The script is untrusted: anything its top level throws is reported.
     throw new ActorFailure('load', describe(e), stackOf(e));
+  }
+}
+
+/**
+ * Loads an actor script; resolves to its actor {metadata, process}. A
+ * `.mjs` file is an ES module, a `.cjs` file CommonJS; any other loads as
+ * CommonJS unless it has module syntax (`import`/`export` statements,
+ * top-level `await`), as Node's own detection does.
+ */
+async function load(source, filename = '<actor>') {
+  const kind = esm.declaredKind(filename);
+  if (kind !== 'module') {
+    try {
+      return loadScript(source, filename);
+    } catch (f) {
+      if (kind === 'commonjs' || !(f instanceof ActorFailure && f.moduleSyntax)) throw f;
+    }
+  }
+  return loadModule(source, filename);
+}
+
+/** Imports an ES module actor; resolves to its actor {metadata, process}. */
+async function loadModule(source, filename) {
+  const file = esm.moduleFile(source, filename, esm.ESM_DIR, MODULES_HOME);
+  let ns;
+  try {
+    ns = await esm.importFile(file);
+  } catch (e) {
+    // The script is untrusted: whatever its import or top level throws is
+    // reported, under the script's name rather than the file's.
+    const message = esm.renamed(describe(e), file, filename);
+    // Node 18 puts the place of a module's syntax error first in its stack;
+    // later ones do not say it (the host's discovery does, with the line).
+    const place = e instanceof SyntaxError
+      ? syntaxPlace({ stack: esm.renamed(e.stack, file, filename) }, filename) || ` (${filename})`
+      : '';
+    throw new ActorFailure('load', message + place, esm.renamed(stackOf(e), file, filename));
+  }
+  try {
+    return findActor(esm.actorExports(ns), {});
+  } catch (e) {
+    if (e instanceof ActorError) throw new ActorFailure('load', e.message);
+    throw e;
   }
 }
 
@@ -111,4 +157,4 @@ async function invoke(actor, payload, config, actorId, transport) {
   return result;
 }
 
-module.exports = { loadScript, invoke, ActorFailure };
+module.exports = { load, loadScript, invoke, ActorFailure };

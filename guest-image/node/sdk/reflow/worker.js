@@ -35,7 +35,7 @@ const fs = require('fs');
 const path = require('path');
 const { createRequire } = require('module');
 
-const { ActorFailure, invoke, loadScript } = require('./invoke');
+const { ActorFailure, invoke, load } = require('./invoke');
 const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, writeLayout } = require('./ring');
 const { Progress } = require('./progress');
 const { ValueError, decode, encodeParts } = require('./value');
@@ -193,7 +193,7 @@ class Worker {
       let actor = this.loaded.get(key);
       if (actor === undefined) {
         try {
-          actor = loadScript(source, name);
+          actor = await load(source, name);
         } catch (f) {
           if (!(f instanceof ActorFailure)) throw f;
           this.error(meta.messageId, meta.actorId, f.kind, f.message, f.trace);
