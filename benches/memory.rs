@@ -184,9 +184,10 @@ fn split_by_owner(vms: &[SandboxVm], when: &str) {
     }
     let per = |kib: u64| kib as f64 / vms.len() as f64 / 1024.0;
     println!(
-        "memory: per idle Python VM{when}: monitor RSS {:.2} MiB, guest RAM resident {:.1} MiB of which \
+        "memory: per idle Python VM{when}: monitor RSS {:.2} MiB (private {:.2} MiB), guest RAM resident {:.1} MiB of which \
          private {:.1} MiB, shared region resident {:.1} MiB",
         per(total.monitor_rss),
+        per(total.monitor_private),
         per(total.guest_rss),
         per(total.guest_private),
         per(total.shared_region_rss)
@@ -202,6 +203,12 @@ fn split_by_owner(vms: &[SandboxVm], when: &str) {
         BENCH,
         &format!("monitor RSS per idle Python VM{when}"),
         per(total.monitor_rss),
+        &note,
+    );
+    record(
+        BENCH,
+        &format!("monitor private memory per idle Python VM{when}"),
+        per(total.monitor_private),
         &note,
     );
     record(

@@ -17,6 +17,9 @@ pub struct Split {
     pub shared_region_rss: u64,
     /// Resident pages of every other mapping: the monitor itself.
     pub monitor_rss: u64,
+    /// Of those, the ones private to this process (its heap, stacks and
+    /// written data, not the shared libraries' pages).
+    pub monitor_private: u64,
 }
 
 impl std::ops::AddAssign for Split {
@@ -25,6 +28,7 @@ impl std::ops::AddAssign for Split {
         self.guest_private += o.guest_private;
         self.shared_region_rss += o.shared_region_rss;
         self.monitor_rss += o.monitor_rss;
+        self.monitor_private += o.monitor_private;
     }
 }
 
@@ -73,11 +77,13 @@ pub fn split(smaps: &str) -> Split {
                 Owner::Region => out.shared_region_rss += k,
                 Owner::Monitor => out.monitor_rss += k,
             }
-        } else if owner == Owner::Guest {
-            if let Some(k) =
-                kib_line(line, "Private_Clean:").or_else(|| kib_line(line, "Private_Dirty:"))
-            {
-                out.guest_private += k;
+        } else if let Some(k) =
+            kib_line(line, "Private_Clean:").or_else(|| kib_line(line, "Private_Dirty:"))
+        {
+            match owner {
+                Owner::Guest => out.guest_private += k,
+                Owner::Monitor => out.monitor_private += k,
+                Owner::Region => {}
             }
         }
     }
@@ -125,6 +131,7 @@ Rss:                  40 kB
                 guest_private: 9000,
                 shared_region_rss: 4096,
                 monitor_rss: 840,
+                monitor_private: 100,
             }
         );
         assert_eq!(split(""), Split::default());
