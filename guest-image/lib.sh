@@ -52,6 +52,15 @@ image_options() {
     listed="$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$list_file" | grep -v '^$' || true)"
 }
 
+# Makes sure the host's python3 has pip (it fetches wheels).
+host_pip() {
+    python3 -m pip --version >/dev/null 2>&1 && return 0
+    log "installing python3-pip with apt-get (pip fetches the wheels)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2; } ||
+        die "fetching wheels needs pip on the host (apt-get install python3-pip)"
+}
+
 image_key() {
     key="$( {
         cat "$here/build-$lang.sh" "$here/lib.sh" "$here/rootfs.sh" "$packages_file" "$here/$lang/preload.txt"
