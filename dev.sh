@@ -66,7 +66,7 @@ setup() {
     REFLOW_INITRAMFS="$(initramfs "$agent")"
     step "Python root filesystem (Debian packages via mmdebstrap; cached by the hash of its inputs)"
     REFLOW_PYTHON_IMAGE="$(guest-image/build-python.sh | tail -n 1)"
-    step "Node root filesystem (Debian's nodejs, npm packages, our addon and JS SDK; cached by the hash of its inputs)"
+    step "Node root filesystem (Node 24 LTS, npm packages, our addon and JS SDK; cached by the hash of its inputs)"
     REFLOW_NODE_IMAGE="$(guest-image/build-node.sh | tail -n 1)"
     export REFLOW_KERNEL REFLOW_INITRAMFS REFLOW_PYTHON_IMAGE REFLOW_NODE_IMAGE
     echo "kernel:       $REFLOW_KERNEL" >&2
