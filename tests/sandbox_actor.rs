@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
 use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::{BridgeConfig, SandboxActor};
+use reflow_host_bridge::{Bridge, BridgeConfig, SandboxActor};
 use reflow_integration_tests::graphs::bridge;
 use reflow_integration_tests::{cpu_ticks, kvm_available, unique};
 use reflow_sandbox_core::{Language, PoolConfig, Script};
@@ -44,24 +44,36 @@ async fn call(
     (result, streamed)
 }
 
+/// A pool that keeps one clone ready and grows to `max_size`.
+fn pool(max_size: usize) -> PoolConfig {
+    PoolConfig {
+        preload_count: 1,
+        max_size,
+        ..PoolConfig::default()
+    }
+}
+
+/// A bridge over the embedded store set up by `config`, and the Python
+/// actor `source` (named `file`) on it.
+fn python_actor(config: BridgeConfig, file: &str, source: &str) -> (Bridge, SandboxActor) {
+    let bridge = bridge(StateStore::embedded(), config);
+    let actor = bridge
+        .actor(Script::inline(Language::Python, file, source))
+        .unwrap();
+    (bridge, actor)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_convert_faithfully_and_idle_vms_are_given_back() {
     if !kvm_available() {
         return;
     }
     let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 1,
-            max_size: 4,
-            ..PoolConfig::default()
-        },
+        pool: pool(4),
         idle_timeout: Duration::from_secs(1),
         ..BridgeConfig::default()
     };
-    let bridge = bridge(StateStore::embedded(), config);
-    let actor = bridge
-        .actor(Script::inline(Language::Python, "echo.actor.py", ECHO))
-        .unwrap();
+    let (bridge, actor) = python_actor(config, "echo.actor.py", ECHO);
     assert!(!actor.has_vm(), "a VM is taken on the first message");
     assert_eq!(actor.outport_names(), ["error"]);
 
@@ -139,14 +151,9 @@ async fn nodes_take_clones_of_their_scripts_component_golden() {
         return;
     }
     let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 1,
-            max_size: 4,
-            ..PoolConfig::default()
-        },
+        pool: pool(4),
         ..BridgeConfig::default()
     };
-    let bridge = bridge(StateStore::embedded(), config);
     // Unique to this run, so its golden is made here.
     let nonce = unique();
     let source = format!(
@@ -154,9 +161,7 @@ async fn nodes_take_clones_of_their_scripts_component_golden() {
          @actor(name='Runs', inports=['input'], outports=['runs'])\n\
          def runs(context):\n    return {{'runs': builtins.RUNS}}\n"
     );
-    let actor = bridge
-        .actor(Script::inline(Language::Python, "runs.actor.py", &source))
-        .unwrap();
+    let (bridge, actor) = python_actor(config, "runs.actor.py", &source);
     assert_eq!(bridge.wait_components(Duration::from_secs(600)), 1);
     let pools = bridge.component_pools();
     assert_eq!(pools.len(), 1);
@@ -210,22 +215,11 @@ async fn an_idle_node_holds_its_vm_and_its_next_message_wakes_it() {
         return;
     }
     let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 1,
-            max_size: 2,
-            ..PoolConfig::default()
-        },
+        pool: pool(2),
         idle_hold: Duration::from_millis(50),
         ..BridgeConfig::default()
     };
-    let bridge = bridge(StateStore::embedded(), config);
-    let actor = bridge
-        .actor(Script::inline(
-            Language::Python,
-            "identity.actor.py",
-            IDENTITY,
-        ))
-        .unwrap();
+    let (bridge, actor) = python_actor(config, "identity.actor.py", IDENTITY);
     tokio::spawn(actor.create_process(ActorConfig::default(), None));
     let (inports, outports) = (actor.get_inports().0, actor.get_outports().1);
     for i in 0..3 {
