@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use reflow_benches::{kvm_available, median, report};
+use reflow_benches::{kvm_available, median, ms, p99, report};
 use reflow_integration_tests::calls::{load_and_run, run_once};
 use reflow_integration_tests::{warm_worker_golden, LIMIT};
 use reflow_ring::Value;
@@ -37,15 +37,6 @@ NAMES = {i: f"n{i}" for i in range(256)}
 def identity(context):
     return {"x": context.get_input("x")}
 "#;
-
-fn p99(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[(v.len() * 99).div_ceil(100) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 /// Loads the script on `vm` and runs one message.
 fn load_and_answer(vm: &mut SandboxVm, script: &Script) {

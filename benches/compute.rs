@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_actor::message::Message;
 use reflow_benches::report::{self, record};
-use reflow_benches::{invoke_once, kvm_available, took};
+use reflow_benches::{invoke_once, kvm_available, ms, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge_for;
@@ -195,8 +195,8 @@ fn compute(_: &mut Criterion) {
             "compute: {}: the same loop, guest p50 {:.1} ms, host p50 {:.1} ms: {ratio:.3}x \
              ({rounds} each, interleaved; {same})",
             s.name,
-            g.as_secs_f64() * 1e3,
-            h.as_secs_f64() * 1e3
+            ms(g),
+            ms(h)
         );
         record(
             "compute",
@@ -205,8 +205,8 @@ fn compute(_: &mut Criterion) {
             &format!(
                 "a CPU-bound loop timed by the script: guest p50 {:.1} ms, host {:.1} ms; \
                  {rounds} each; {same}",
-                g.as_secs_f64() * 1e3,
-                h.as_secs_f64() * 1e3
+                ms(g),
+                ms(h)
             ),
         );
     }

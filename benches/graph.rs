@@ -20,7 +20,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{invoke_once, kvm_available, middle_actor, sample, took};
+use reflow_benches::{invoke_once, kvm_available, middle_actor, ms, sample, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge;
@@ -95,10 +95,6 @@ fn one_message(n: &Network, seen: &flume::Receiver<Message>, i: i64) -> Duration
         other => panic!("the probe got {other:?}"),
     }
     t.elapsed()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {

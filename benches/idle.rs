@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_actor::message::Message;
 use reflow_actor::Actor;
-use reflow_benches::kvm_available;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
+use reflow_benches::{kvm_available, ms, sample};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge_for;
-use reflow_integration_tests::{cpu_ticks, percentile, processes};
+use reflow_integration_tests::{cpu_ticks, percentile};
 use reflow_network::connector::Connector;
 use reflow_network::network::Network;
 use reflow_sandbox::run::network_config;
@@ -47,22 +47,10 @@ const IDLE_WINDOW: Duration = Duration::from_secs(30);
 /// Round trips of the busy node per measurement.
 const ROUND_TRIPS: usize = 2_000;
 
-/// This process and every process it started, transitively.
-fn family() -> Vec<u32> {
-    let all = processes();
-    let mut family = vec![std::process::id()];
-    let mut at = 0;
-    while at < family.len() {
-        let parent = family[at];
-        family.extend(all.iter().filter(|(_, p)| *p == parent).map(|(c, _)| *c));
-        at += 1;
-    }
-    family
-}
-
-/// The share of one core the family used over `window`.
+/// The share of one core this process and every process it started
+/// (transitively) used over `window`.
 fn cpu_share(window: Duration) -> (f64, usize) {
-    let pids = family();
+    let pids = report::process_tree(std::process::id());
     let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     std::thread::sleep(window);
     let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
@@ -104,24 +92,16 @@ fn network(
 
 /// Round trips through the busy node, sorted.
 fn round_trips(net: &Network, seen: &flume::Receiver<Message>) -> Vec<Duration> {
-    let mut times: Vec<Duration> = (0..ROUND_TRIPS)
-        .map(|i| {
-            let t = Instant::now();
-            net.send_to_actor("busy", "input", Message::Integer(i as i64))
-                .unwrap();
-            match seen.recv_timeout(Duration::from_secs(60)) {
-                Ok(Message::Integer(got)) if got == i as i64 => {}
-                other => panic!("the busy node answered {i} with {other:?}"),
-            }
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    let mut i = 0i64;
+    sample(ROUND_TRIPS, || {
+        net.send_to_actor("busy", "input", Message::Integer(i))
+            .unwrap();
+        match seen.recv_timeout(Duration::from_secs(60)) {
+            Ok(Message::Integer(got)) if got == i => {}
+            other => panic!("the busy node answered {i} with {other:?}"),
+        }
+        i += 1;
+    })
 }
 
 fn idle(_: &mut Criterion) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_benches::report;
-use reflow_benches::{guest_images, kvm_available, median};
+use reflow_benches::{guest_images, kvm_available, median, ms, p99};
 use reflow_integration_tests::{warm_python_golden, LIMIT};
 use reflow_sandbox_core::{SandboxVm, VmSpec};
 use reflow_vmm::snapshot::golden;
@@ -100,7 +100,7 @@ fn restore(c: &mut Criterion) {
     );
     println!(
         "restore: restore-to-agent-ready median {:.1} ms ({restores} restores)",
-        median(times).as_secs_f64() * 1e3
+        ms(median(times))
     );
 
     // The same with a cold page cache: the golden's files dropped from it
@@ -116,7 +116,7 @@ fn restore(c: &mut Criterion) {
         .collect();
     println!(
         "restore: cold page cache, restore-to-agent-ready median {:.1} ms ({} restores)",
-        median(cold.clone()).as_secs_f64() * 1e3,
+        ms(median(cold.clone())),
         cold.len()
     );
     report::record_times(
@@ -167,7 +167,7 @@ fn sandbox_restore(_: &mut Criterion) {
     // The first restore in a process checks the golden's memory digest
     // (once per bridge process): its own row, not a sample.
     let first = SandboxVm::restore(&spec, LIMIT).expect("a clone in a monitor process");
-    let first_ms = first.ready_after().as_secs_f64() * 1e3;
+    let first_ms = ms(first.ready_after());
     drop(first);
     let (warm, _) = ready_clone(&golden, &config);
     warm.stop_handle().stop();
@@ -182,11 +182,6 @@ fn sandbox_restore(_: &mut Criterion) {
         running.stop_handle().stop();
         let _ = running.wait();
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let p99 = |mut v: Vec<Duration>| {
-        v.sort();
-        v[(v.len() * 99).div_ceil(100) - 1]
-    };
     let note = format!(
         "warm Python golden; {} of each, interleaved; {}",
         report::samples(SANDBOX_SAMPLES),

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_agent_protocol::request::Request;
-use reflow_benches::report::{self, record, record_p99};
+use reflow_benches::report::{self, record, record_times};
 use reflow_benches::{kvm_available, sample};
-use reflow_integration_tests::EchoVm;
+use reflow_integration_tests::{percentile, EchoVm};
 use reflow_ring::layout::RegionLayout;
 use reflow_ring::{Backoff, Consumer, Metadata, Producer, Region};
 use reflow_vmm::shm::GuestDoorbell;
@@ -33,14 +33,12 @@ fn meta(id: u64) -> Metadata {
     }
 }
 
-/// The `p` percentile in microseconds (NaN when a filter skipped the
-/// samples).
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    if v.is_empty() {
+/// The `p` percentile of sorted samples, in microseconds (NaN for none).
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
         return f64::NAN;
     }
-    v.sort();
-    v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
+    percentile(sorted, p).as_secs_f64() * 1e6
 }
 
 /// One side of an echo path: send to `tx`, read the echo from `rx`.
@@ -96,25 +94,20 @@ fn measure(c: &mut Criterion, name: &str, path: &mut Path<'_>) {
     c.bench_function(&format!("ring/{name}/rtt_64B"), |b| {
         b.iter(|| path.round_trip(&small))
     });
-    let mut samples = sample(report::samples(20_000), || path.round_trip(&small));
-    println!(
-        "ring/{name}: 64 B round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
-        pct(&mut samples, 0.5),
-        pct(&mut samples, 0.99),
-        samples.len()
-    );
-    let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
-    record_p99("ring", &format!("{name}: 64 B round trip"), p50, p99, "");
-    for (label, len) in [("4 KiB", 4096usize), ("1 MiB", 1 << 20)] {
+    for (label, len, n) in [
+        ("64 B", 64, 20_000),
+        ("4 KiB", 4096, 2000),
+        ("1 MiB", 1 << 20, 200),
+    ] {
         let payload = vec![0x3cu8; len];
-        let n = if len > 4096 { 200 } else { 2000 };
-        let mut times = sample(report::samples(n), || path.round_trip(&payload));
-        let (p50, p99) = (pct(&mut times, 0.5), pct(&mut times, 0.99));
+        let times = sample(report::samples(n), || path.round_trip(&payload));
         println!(
-            "ring/{name}: {label} round trip p50 {p50:.1} us, p99 {p99:.1} us ({} samples)",
+            "ring/{name}: {label} round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
+            pct(&times, 0.5),
+            pct(&times, 0.99),
             times.len()
         );
-        record_p99("ring", &format!("{name}: {label} round trip"), p50, p99, "");
+        record_times("ring", &format!("{name}: {label} round trip"), &times, "");
     }
 
     // Pipelined small messages: how many echoes per second.
@@ -183,17 +176,8 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
     c.bench_function("ring/guest_echo/vsock_rtt_64B", |b| {
         b.iter(|| vsock_once(control))
     });
-    let timed = |n: usize, f: &mut dyn FnMut()| -> Vec<Duration> {
-        (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
-            })
-            .collect()
-    };
-    let mut busy = timed(2000, &mut || path.round_trip(&small));
-    let mut vsock = timed(100, &mut || vsock_once(control));
+    let busy = sample(2000, || path.round_trip(&small));
+    let vsock = sample(100, || vsock_once(control));
     let mut idle = Vec::new();
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(20));
@@ -201,9 +185,10 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
         path.round_trip(&small);
         idle.push(t.elapsed());
     }
-    let (b50, b99) = (pct(&mut busy, 0.5), pct(&mut busy, 0.99));
-    let (i50, i99) = (pct(&mut idle, 0.5), pct(&mut idle, 0.99));
-    let (v50, v99) = (pct(&mut vsock, 0.5), pct(&mut vsock, 0.99));
+    idle.sort();
+    let (b50, b99) = (pct(&busy, 0.5), pct(&busy, 0.99));
+    let (i50, i99) = (pct(&idle, 0.5), pct(&idle, 0.99));
+    let (v50, v99) = (pct(&vsock, 0.5), pct(&vsock, 0.99));
     println!(
         "ring vs vsock, 64 B round trip, same guest, same run: \
          ring (busy) p50 {b50:.1} us p99 {b99:.1} us; \
@@ -213,11 +198,10 @@ fn ring_vs_vsock(c: &mut Criterion, path: &mut Path<'_>, control: &mut ControlCh
         v50 / b50,
         v50 / i50
     );
-    record_p99(
+    record_times(
         "ring",
         "guest_echo: 64 B round trip after 20 ms idle",
-        i50,
-        i99,
+        &idle,
         "the guest consumer left its spin: its wake-up is sampled",
     );
     let vsock = format!("vsock p50 {v50:.1} us, p99 {v99:.1} us, same guest");
@@ -250,17 +234,9 @@ fn doorbell_vs_sleep(path: Path<'_>, doorbell: &GuestDoorbell) {
         rx: rx.with_backoff(no_spin(Duration::from_millis(1))),
         id,
     };
-    let run = |path: &mut Path<'_>| {
-        let mut v: Vec<Duration> = (0..500)
-            .map(|_| {
-                let t = Instant::now();
-                path.round_trip(&small);
-                t.elapsed()
-            })
-            .collect();
-        (pct(&mut v, 0.5), pct(&mut v, 0.99))
-    };
-    let (s50, s99) = run(&mut path);
+    let run = |path: &mut Path<'_>| sample(500, || path.round_trip(&small));
+    let sleeping = run(&mut path);
+    let (s50, s99) = (pct(&sleeping, 0.5), pct(&sleeping, 0.99));
     let before = doorbell.wakeups();
     let Path { tx, rx, id } = path;
     let mut path = Path {
@@ -270,18 +246,18 @@ fn doorbell_vs_sleep(path: Path<'_>, doorbell: &GuestDoorbell) {
             .with_parker(doorbell),
         id,
     };
-    let (d50, d99) = run(&mut path);
+    let parked = run(&mut path);
+    let (d50, d99) = (pct(&parked, 0.5), pct(&parked, 0.99));
     println!(
         "ring, host consumer not spinning, 64 B round trip: sleeping p50 {s50:.1} us p99 {s99:.1} us; \
          parked on the doorbell p50 {d50:.1} us p99 {d99:.1} us ({} wake-ups); sleep/doorbell p50 {:.1}x",
         doorbell.wakeups() - before,
         s50 / d50
     );
-    record_p99(
+    record_times(
         "ring",
         "host consumer parked on the guest's doorbell: 64 B round trip",
-        d50,
-        d99,
+        &parked,
         &format!("sleeping with back-off instead: p50 {s50:.1} us, p99 {s99:.1} us"),
     );
 }

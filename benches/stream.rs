@@ -27,7 +27,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{kvm_available, middle_actor};
+use reflow_benches::{kvm_available, middle_actor, ms};
 use reflow_host_bridge::Bridge;
 use reflow_integration_tests::percentile;
 use reflow_network::connector::Connector;
@@ -211,10 +211,6 @@ fn open_loop(
         .collect();
     times.sort();
     times
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// What one subject measured.

@@ -21,6 +21,7 @@ use reflow_ring::Value;
 use reflow_sandbox_core::{InvokeHandler, Limits, StateRequest, WorkerClient};
 use reflow_vmm::VmConfig;
 
+use crate::ms;
 use crate::report::{self, record};
 
 /// One language's actor bench: its name (the criterion group and the
@@ -115,10 +116,6 @@ fn identity_as(c: &mut WorkerClient<'_>, actor: &str, payload: &Value) {
     )
     .expect("identity invocation");
     assert_eq!(sink.0, 1, "one output per invocation");
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// Restores a clone, loads the identity actor and invokes it once; returns
@@ -302,9 +299,8 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         &format!("64 MiB through {actor}"),
         gbs,
         &format!(
-            "each way: 64 MiB over half the round trip (p50 {big_ms:.1} ms); {} copies per \
-             round trip: host encode into the ring, the worker's output encode, host decode",
-            3
+            "each way: 64 MiB over half the round trip (p50 {big_ms:.1} ms); 3 copies per \
+             round trip: host encode into the ring, the worker's output encode, host decode"
         ),
     );
     let (sync_p50, async_p50) = (med(&sync_times), med(&async_times));

@@ -3,6 +3,7 @@
 //! whether the figure is from this run, stale (an earlier run, with its
 //! commit, machine and age) or not measured at all.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use thiserror::Error;
@@ -59,13 +60,12 @@ pub fn figure<'a>(goal: &Goal, metrics: &'a [Metric], run: Option<&str>) -> Fres
 /// Every recorded figure must have a row, in the row's unit.
 pub fn check(metrics: &[Metric], targets: &[Goal]) -> Result<(), ReportError> {
     for m in metrics {
-        let goal = targets
-            .iter()
-            .find(|g| g.bench == m.bench && g.metric == m.metric)
-            .ok_or_else(|| ReportError::NoTarget {
+        let goal = crate::targets::find(targets, &m.bench, &m.metric).ok_or_else(|| {
+            ReportError::NoTarget {
                 bench: m.bench.clone(),
                 metric: m.metric.clone(),
-            })?;
+            }
+        })?;
         if goal.unit != m.unit {
             return Err(ReportError::Unit {
                 bench: m.bench.clone(),
@@ -106,6 +106,15 @@ fn bound(better: Better, v: f64, unit: &str) -> String {
     format!("{op} {} {unit}", fmt(v))
 }
 
+/// Our goal for the median, and for the p99 where the row has one.
+fn our_goal(goal: &Goal) -> String {
+    let mut ours = bound(goal.better, goal.goal, goal.unit);
+    if let Some(p) = goal.goal_p99 {
+        let _ = write!(ours, ", p99 {}", bound(goal.better, p, goal.unit));
+    }
+    ours
+}
+
 /// A ratio, bold when the target is missed.
 fn ratio(r: f64) -> String {
     if r >= 1.0 {
@@ -141,10 +150,7 @@ fn row(md: &mut String, goal: &Goal, fresh: Freshness<'_>, now_unix: u64) {
     let seed = goal
         .seed
         .map_or("-".into(), |s| bound(goal.better, s, goal.unit));
-    let mut ours = bound(goal.better, goal.goal, goal.unit);
-    if let Some(p) = goal.goal_p99 {
-        let _ = write!(ours, ", p99 {}", bound(goal.better, p, goal.unit));
-    }
+    let ours = our_goal(goal);
     let (m, when) = match fresh {
         Freshness::Current(m) => (m, "this run".to_string()),
         Freshness::Stale(m) => (m, age(now_unix, m)),
@@ -177,8 +183,8 @@ fn row(md: &mut String, goal: &Goal, fresh: Freshness<'_>, now_unix: u64) {
     );
 }
 
-/// The report, in Markdown, of `metrics` against `targets` for `run`, on
-/// `machine`, at `now_unix`.
+/// The report, in Markdown, of `metrics` against `targets` for `run`, at
+/// `now_unix`.
 pub fn render(
     metrics: &[Metric],
     targets: &[Goal],
@@ -198,12 +204,8 @@ pub fn render(
     let stale = count(|f| matches!(f, Freshness::Stale(_)));
     let missing = count(|f| matches!(f, Freshness::NotMeasured));
     let this_run: Vec<&Metric> = metrics.iter().filter(|m| m.is_current(run)).collect();
-    let mut commits: Vec<&str> = this_run.iter().map(|m| m.stamp.commit.as_str()).collect();
-    commits.sort();
-    commits.dedup();
-    let mut machines: Vec<&str> = this_run.iter().map(|m| m.stamp.machine.as_str()).collect();
-    machines.sort();
-    machines.dedup();
+    let commits: BTreeSet<&str> = this_run.iter().map(|m| m.stamp.commit.as_str()).collect();
+    let machines: BTreeSet<&str> = this_run.iter().map(|m| m.stamp.machine.as_str()).collect();
     let measured_at = this_run.iter().map(|m| m.stamp.at_unix).max();
 
     let mut md = String::new();
@@ -255,24 +257,21 @@ pub fn render(
         let p99 = m
             .p99
             .map_or(String::new(), |p| format!(", p99 {} {}", fmt(p), g.unit));
-        let mut goal = bound(g.better, g.goal, g.unit);
-        if let Some(p) = g.goal_p99 {
-            let _ = write!(goal, ", p99 {}", bound(g.better, p, g.unit));
-        }
         let _ = writeln!(
             md,
-            "- {} / {}: {} {}{p99}, against our goal {goal} ({r:.2}x). What would move it: {}.",
+            "- {} / {}: {} {}{p99}, against our goal {} ({r:.2}x). What would move it: {}.",
             g.bench,
             g.metric,
             fmt(m.value),
             g.unit,
+            our_goal(g),
             g.lever
         );
     }
     Ok(md)
 }
 
-fn list(items: &[&str]) -> String {
+fn list(items: &BTreeSet<&str>) -> String {
     if items.is_empty() {
         "none".into()
     } else {

@@ -175,12 +175,7 @@ pub fn reset(bench: &str) {
 /// number), held to its row in [`crate::targets`]. A failure to write is
 /// reported, not fatal: the bench's own output still has the figure.
 pub fn record(bench: &str, metric: &str, value: f64, note: &str) {
-    write_metric(bench, metric, value, None, note);
-}
-
-/// Records the median and the p99 of one of `bench`'s distributions.
-pub fn record_p99(bench: &str, metric: &str, median: f64, p99: f64, note: &str) {
-    write_metric(bench, metric, median, Some(p99), note);
+    write_metric(bench, metric, unit_of(bench, metric), value, None, note);
 }
 
 /// Records the median and p99 of `times` in the unit of the metric's row
@@ -192,17 +187,20 @@ pub fn record_times(bench: &str, metric: &str, times: &[std::time::Duration], no
     }
     let mut sorted = times.to_vec();
     sorted.sort();
-    let scale = match crate::targets::goal(bench, metric).map(|g| g.unit) {
-        Some("s") => 1.0,
-        Some("us") => 1e6,
+    let unit = unit_of(bench, metric);
+    let scale = match unit {
+        "s" => 1.0,
+        "us" => 1e6,
         _ => 1e3,
     };
     let at = |p| reflow_integration_tests::percentile(&sorted, p).as_secs_f64() * scale;
-    write_metric(bench, metric, at(0.5), Some(at(0.99)), note);
+    write_metric(bench, metric, unit, at(0.5), Some(at(0.99)), note);
 }
 
-fn write_metric(bench: &str, metric: &str, value: f64, p99: Option<f64>, note: &str) {
-    let unit = match crate::targets::goal(bench, metric) {
+/// The unit of `(bench, metric)`'s row, or "?" (said on stderr) when the
+/// table has none.
+fn unit_of(bench: &str, metric: &str) -> &'static str {
+    match crate::targets::goal(bench, metric) {
         Some(g) => g.unit,
         None => {
             eprintln!(
@@ -211,7 +209,10 @@ fn write_metric(bench: &str, metric: &str, value: f64, p99: Option<f64>, note: &
             );
             "?"
         }
-    };
+    }
+}
+
+fn write_metric(bench: &str, metric: &str, unit: &str, value: f64, p99: Option<f64>, note: &str) {
     let m = Metric {
         format: FORMAT,
         bench: bench.into(),
@@ -359,6 +360,38 @@ mod tests {
         };
         let back: Metric = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    fn stamped(run: &str, at_unix: u64) -> Metric {
+        Metric {
+            format: FORMAT,
+            bench: "b".into(),
+            metric: "m".into(),
+            value: 1.0,
+            p99: None,
+            unit: "ms".into(),
+            note: String::new(),
+            stamp: Stamp {
+                run: run.into(),
+                commit: "abc".into(),
+                at_unix,
+                machine: "x".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn only_figures_of_the_current_run_are_current() {
+        let figures = [stamped("old", 10), stamped("new", 20)];
+        std::env::remove_var(RUN_ENV);
+        let run = current_run(&figures);
+        assert_eq!(run.as_deref(), Some("new"));
+        let current: Vec<bool> = figures
+            .iter()
+            .map(|m| m.is_current(run.as_deref()))
+            .collect();
+        assert_eq!(current, [false, true]);
+        assert!(!figures[1].is_current(None));
     }
 
     #[test]

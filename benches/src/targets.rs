@@ -264,9 +264,14 @@ pub const TARGETS: &[Goal] = &[
          memory"),
 ];
 
-/// The row of `(bench, metric)`.
+/// The row of `(bench, metric)` in [`TARGETS`].
 pub fn goal(bench: &str, metric: &str) -> Option<&'static Goal> {
-    TARGETS
+    find(TARGETS, bench, metric)
+}
+
+/// The row of `(bench, metric)` in `table`.
+pub fn find<'a>(table: &'a [Goal], bench: &str, metric: &str) -> Option<&'a Goal> {
+    table
         .iter()
         .find(|g| g.bench == bench && g.metric == metric)
 }
