@@ -28,6 +28,7 @@ use reflow_graph::types::{ComponentSpec, GraphExport, ScriptSourceType, ScriptSp
 use reflow_sandbox_core::{Language, Script, ScriptError};
 
 use crate::natives::{inport, NATIVES};
+use crate::packages::Dependency;
 use crate::run::port_of;
 
 /// Why a graph file cannot be run.
@@ -62,6 +63,9 @@ pub struct GraphFile {
     pub scripts: HashMap<String, Script>,
     /// Nodes no connection leaves: their outputs are the graph's results.
     pub sinks: Vec<String>,
+    /// What the script nodes' specs say they depend on (checked against
+    /// their images before anything runs).
+    pub dependencies: Vec<Dependency>,
 }
 
 impl GraphFile {
@@ -131,6 +135,7 @@ impl GraphFile {
         check_native_ports(&export).map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut scripts: HashMap<String, Script> = HashMap::new();
+        let mut dependencies = Vec::new();
         for (id, node) in &export.processes {
             match node.component_spec() {
                 Some(ComponentSpec::Script { script }) => {
@@ -148,6 +153,14 @@ impl GraphFile {
                                 "component {:?} names two different scripts",
                                 node.component
                             )));
+                        }
+                    }
+                    let mut declared: Vec<_> = script.dependencies.iter().collect();
+                    declared.sort();
+                    for (name, version) in declared {
+                        let d = Dependency::declared(&node.component, made.language, name, version);
+                        if !dependencies.contains(&d) {
+                            dependencies.push(d);
                         }
                     }
                     scripts.insert(node.component.clone(), made);
@@ -192,6 +205,7 @@ impl GraphFile {
             export,
             scripts,
             sinks,
+            dependencies,
         })
     }
 }
@@ -278,9 +292,6 @@ fn script_of(spec: &ScriptSpec, base: &Path) -> Result<Script, Either> {
             )));
         }
         script.shape.mem_mib = Some(mb);
-    }
-    if !spec.dependencies.is_empty() {
-        tracing::warn!("`dependencies` of a script are not installed per script: packages are baked into the runtime image (guest-image/python/requirements.txt)");
     }
     Ok(script)
 }

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod graph;
 pub mod natives;
+pub mod packages;
 pub mod run;
 pub mod setup;
 pub mod show;

@@ -421,8 +421,11 @@ pub struct Language {
     /// A root filesystem image file (built by `guest-image/`), not a
     /// container image name.
     pub image: Option<PathBuf>,
-    /// Packages to install: accepted, but packages are baked into the image
-    /// when it is built (see [`Config::notes`]).
+    /// Packages this workspace's actors need beyond the image's: pip
+    /// requirement strings (Python; wheels only) or npm `name@version`
+    /// specs (JavaScript; install scripts never run). The first run builds
+    /// a derived image (the base image plus these), cached by the base
+    /// image and the request (see `reflow-sandbox image`).
     #[serde(default)]
     pub packages: Vec<String>,
     /// Guest memory: `256MB`, `1GB` (binary units).
@@ -491,6 +494,13 @@ impl Config {
             reflow_sandbox_core::Language::Python => self.workspace.sandbox.python.as_ref(),
             reflow_sandbox_core::Language::JavaScript => self.workspace.sandbox.javascript.as_ref(),
         }
+    }
+
+    /// The packages `language`'s actors need beyond the image's (see
+    /// [`Language::packages`]).
+    pub fn packages(&self, language: reflow_sandbox_core::Language) -> &[String] {
+        self.sandbox(language)
+            .map_or(&[], |l| l.packages.as_slice())
     }
 
     /// The root image of `language`, when the file sets one.
@@ -652,12 +662,6 @@ impl Config {
                     "workspace.sandbox.{lang}.image: {:?} looks like a container image name; those do \
                      not apply here (the image built by guest-image/ is used)",
                     image.display().to_string()
-                ));
-            }
-            if !l.packages.is_empty() {
-                notes.push(format!(
-                    "workspace.sandbox.{lang}.packages: packages are baked into the image when it is \
-                     built (guest-image/python/requirements.txt, guest-image/node/npm-packages.txt), not installed at run time"
                 ));
             }
         }

@@ -68,12 +68,14 @@ fn the_seed_example_loads_with_notes_for_what_differs() {
         (pool.preload_count, pool.max_size, pool.idle_timeout),
         (Some(5), Some(20), Some(300))
     );
+    assert_eq!(
+        c.packages(reflow_sandbox_core::Language::Python),
+        ["numpy", "pandas", "scikit-learn"]
+    );
     let notes = c.notes().join("\n");
     for key in [
         "sandbox.python.image",
-        "sandbox.python.packages",
         "sandbox.javascript.image",
-        "sandbox.javascript.packages",
         "redis.ttl",
         "redis.max_connections",
         "websocket",
