@@ -11,6 +11,7 @@ use reflow_sandbox::setup::Sizes;
 use reflow_sandbox::workspace::{self, Workspace};
 use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
 use reflow_sandbox_core::{GuestImages, Language};
+use reflow_workspace::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,49 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// The root images VMs boot and their golden snapshots: list them,
+    /// build a workspace's (its packages and goldens, ahead of `run`), or
+    /// remove those not used for a while.
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageAction {
+    /// List the cached root images (base and derived: what each derived
+    /// image adds) and golden snapshots, with sizes and last use.
+    Ls,
+    /// Build what `run` on this workspace would build on first use: each
+    /// language's image with the workspace's packages and its golden
+    /// snapshot.
+    Build(Box<BuildArgs>),
+    /// Remove the images and golden snapshots not used for --unused-for.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The workspace directory (reflow.yaml, requirements.txt, package.json).
+    dir: PathBuf,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// No progress spinner.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// How long an entry must have gone unused: hours, days or weeks
+    /// (36h, 7d, 2w), at least a day (access times are only kept to
+    /// about a day).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    unused_for: String,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -55,16 +99,28 @@ enum CacheAction {
     /// List every entry: kind, key, size on disk, when it was last used.
     List,
     /// Remove every entry not used for --unused-for.
-    Prune {
-        /// How long an entry must have gone unused: hours, days or weeks
-        /// (36h, 7d, 2w), at least a day (access times are only kept to
-        /// about a day).
-        #[arg(long, default_value = "7d", value_name = "DURATION")]
-        unused_for: String,
-        /// Say what would be removed, and remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Prune(PruneArgs),
+}
+
+/// The images VMs boot: the kernel and initramfs every VM shares, and each
+/// language's base root image.
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Guest kernel (built by kernels/build.sh).
+    #[arg(long, env = "REFLOW_KERNEL")]
+    kernel: PathBuf,
+    /// Initramfs with the guest agent (built by reflow-guest-image).
+    #[arg(long, env = "REFLOW_INITRAMFS")]
+    initramfs: PathBuf,
+    /// Python root image (built by guest-image/build-python.sh; default:
+    /// reflow.yaml's workspace.sandbox.python.image when it is a file).
+    #[arg(long, env = "REFLOW_PYTHON_IMAGE")]
+    python_image: Option<PathBuf>,
+    /// Node root image, for JavaScript actors (built by
+    /// guest-image/build-node.sh; default: reflow.yaml's
+    /// workspace.sandbox.javascript.image when it is a file).
+    #[arg(long, env = "REFLOW_NODE_IMAGE")]
+    node_image: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -85,21 +141,8 @@ struct RunArgs {
     /// reflow.yaml's workspace.redis.namespace, else "reflow").
     #[arg(long)]
     namespace: Option<String>,
-    /// Guest kernel (built by kernels/build.sh).
-    #[arg(long, env = "REFLOW_KERNEL")]
-    kernel: PathBuf,
-    /// Initramfs with the guest agent (built by reflow-guest-image).
-    #[arg(long, env = "REFLOW_INITRAMFS")]
-    initramfs: PathBuf,
-    /// Python root image (built by guest-image/build-python.sh; default:
-    /// reflow.yaml's workspace.sandbox.python.image when it is a file).
-    #[arg(long, env = "REFLOW_PYTHON_IMAGE")]
-    python_image: Option<PathBuf>,
-    /// Node root image, for JavaScript actors (built by
-    /// guest-image/build-node.sh; default: reflow.yaml's
-    /// workspace.sandbox.javascript.image when it is a file).
-    #[arg(long, env = "REFLOW_NODE_IMAGE")]
-    node_image: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageArgs,
     /// Seconds one message may run before its VM is killed [default:
     /// reflow.yaml's workspace.sandbox.limits.timeout, else 30]; a
     /// language's, an actor's or a graph node's own timeout goes over it.
@@ -145,6 +188,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Cache { action } => cache(action),
+        Command::Image { action } => image(action),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_graph(*args)),
             Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
@@ -162,44 +206,162 @@ fn main() -> ExitCode {
 fn cache(action: CacheAction) -> anyhow::Result<ExitCode> {
     use reflow_sandbox::cache;
     let root = reflow_vmm::cache::cache_root();
-    let now = std::time::SystemTime::now();
     let all = cache::entries(&root)?;
     println!("cache: {}", root.display());
     match action {
-        CacheAction::List => println!("{}", cache::table(&all, now)),
-        CacheAction::Prune {
-            unused_for,
-            dry_run,
-        } => {
-            let unused_for = cache::parse_unused_for(&unused_for)?;
-            let stale = cache::stale(&all, unused_for, now);
-            let verb = if dry_run { "would remove" } else { "removed" };
-            let (mut freed, mut gone) = (0, 0);
-            for entry in &stale {
-                if !dry_run && !cache::remove(entry)? {
-                    println!(
-                        "kept {} (in use by a running process)",
-                        entry.path.display()
-                    );
-                    continue;
-                }
-                freed += entry.bytes;
-                gone += 1;
-                println!(
-                    "{verb} {} ({})",
-                    entry.path.display(),
-                    cache::human(entry.bytes)
-                );
-            }
-            let kept: u64 = all.iter().map(|e| e.bytes).sum::<u64>() - freed;
+        CacheAction::List => println!("{}", cache::table(&all, std::time::SystemTime::now())),
+        CacheAction::Prune(args) => prune(all, &args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(all: Vec<reflow_sandbox::cache::Entry>, args: &PruneArgs) -> anyhow::Result<()> {
+    use reflow_sandbox::cache;
+    let now = std::time::SystemTime::now();
+    let unused_for = cache::parse_unused_for(&args.unused_for)?;
+    let stale = cache::stale(&all, unused_for, now);
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let (mut freed, mut gone) = (0, 0);
+    for entry in &stale {
+        if !args.dry_run && !cache::remove(entry)? {
             println!(
-                "{verb} {} of {} entries, {}; {} kept",
-                gone,
-                all.len(),
-                cache::human(freed),
-                cache::human(kept)
+                "kept {} (in use by a running process)",
+                entry.path.display()
             );
+            continue;
         }
+        freed += entry.bytes;
+        gone += 1;
+        println!(
+            "{verb} {} ({})",
+            entry.path.display(),
+            cache::human(entry.bytes)
+        );
+    }
+    let kept: u64 = all.iter().map(|e| e.bytes).sum::<u64>() - freed;
+    println!(
+        "{verb} {} of {} entries, {}; {} kept",
+        gone,
+        all.len(),
+        cache::human(freed),
+        cache::human(kept)
+    );
+    Ok(())
+}
+
+fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
+    use reflow_sandbox::cache::{self, Kind};
+    let root = reflow_vmm::cache::cache_root();
+    let all: Vec<_> = cache::entries(&root)?
+        .into_iter()
+        .filter(|e| matches!(e.kind, Kind::Image | Kind::Snapshot))
+        .collect();
+    match action {
+        ImageAction::Ls => {
+            println!("cache: {}", root.display());
+            println!("{}", cache::table(&all, std::time::SystemTime::now()));
+            for e in &all {
+                if let Some(what) = reflow_sandbox::packages::describe(&e.path) {
+                    println!("{}: {what}", e.key());
+                }
+            }
+        }
+        ImageAction::Prune(args) => {
+            println!("cache: {}", root.display());
+            prune(all, &args)?;
+        }
+        ImageAction::Build(args) => return build_images(*args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The images of `args` (a language's image from reflow.yaml where the
+/// command line does not give one), checked.
+fn guest_images(args: ImageArgs, config: &Config) -> anyhow::Result<GuestImages> {
+    let python = args
+        .python_image
+        .or_else(|| config.image(Language::Python).map(Into::into))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Python image: set REFLOW_PYTHON_IMAGE or --python-image (./dev.sh setup builds one)"
+            )
+        })?;
+    let node = args
+        .node_image
+        .or_else(|| config.image(Language::JavaScript).map(Into::into));
+    let images = GuestImages {
+        kernel: args.kernel,
+        initramfs: args.initramfs,
+        python,
+        node,
+    };
+    images.check()?;
+    Ok(images)
+}
+
+/// The VM sizes of `language`'s runtime as `config` sets them.
+fn sizes(config: &Config, language: Language) -> Sizes {
+    let mut sizes = Sizes::default_for(language).with(&config.runtime_shape(language));
+    if let Some(mib) = config.region_mib() {
+        sizes.shm_mib = mib;
+    }
+    sizes
+}
+
+fn build_images(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let ws = Workspace::load(&args.dir)?;
+    for note in ws.config.notes() {
+        eprintln!("reflow-sandbox: note: {note}");
+    }
+    let mut languages: Vec<Language> = ws
+        .discovery
+        .components
+        .iter()
+        .map(|c| c.metadata.runtime)
+        .collect();
+    for l in [Language::Python, Language::JavaScript] {
+        let request = reflow_sandbox::packages::Request::of(&ws.root, &ws.config, l)?;
+        if !request.specs.is_empty() {
+            languages.push(l);
+        }
+    }
+    languages.sort_by_key(|l| *l != Language::Python);
+    languages.dedup();
+    let mut images = guest_images(args.images, &ws.config)?;
+    let cache = reflow_vmm::cache_root();
+    let progress = setup::Progress::new(!args.quiet);
+    reflow_sandbox::packages::prepare(
+        &mut images,
+        Some((&ws.root, &ws.config)),
+        &languages,
+        &[],
+        &cache,
+        &|m| progress.say(m),
+    )?;
+    for language in languages {
+        let sizes = sizes(&ws.config, language);
+        let mut runtime = reflow_sandbox_core::Runtime::for_language(
+            &images,
+            language,
+            sizes.shape.mem_mib,
+            sizes.shm_mib,
+        )?;
+        runtime.config.vcpus = sizes.shape.vcpus;
+        runtime.cpu = sizes.shape.cpu;
+        progress.report(&format!(
+            "golden snapshot of the {language} runtime ({})",
+            sizes.shape
+        ));
+        let spec = runtime.golden(&cache, &|m| progress.report(m))?;
+        progress.say(&format!(
+            "{language}: image {}, golden snapshot {}",
+            runtime.config.disks[0].display(),
+            spec.golden.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -248,24 +410,21 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             Default::default(),
         )
     };
-    let python = args
-        .python_image
-        .or_else(|| config.image(Language::Python).map(Into::into))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no Python image: set REFLOW_PYTHON_IMAGE or --python-image (./dev.sh setup builds one)"
-            )
-        })?;
-    let node = args
-        .node_image
-        .or_else(|| config.image(Language::JavaScript).map(Into::into));
-    let images = GuestImages {
-        kernel: args.kernel,
-        initramfs: args.initramfs,
-        python,
-        node,
-    };
-    images.check()?;
+    let mut images = guest_images(args.images, &config)?;
+    let cache = reflow_vmm::cache_root();
+    {
+        let progress = setup::Progress::new(!args.quiet);
+        reflow_sandbox::packages::prepare(
+            &mut images,
+            args.graph
+                .is_dir()
+                .then_some((args.graph.as_path(), &config)),
+            &graph.languages(),
+            &graph.dependencies,
+            &cache,
+            &|m| progress.say(m),
+        )?;
+    }
     let url = args.state.as_deref().or(config.redis_url());
     let store = setup::state_store(url).await?;
     let mut bridge_config = BridgeConfig::default();
@@ -289,13 +448,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(ns) = args.namespace {
         bridge_config.namespace = ns;
     }
-    let languages = setup::shapes(&graph, |language| {
-        let mut sizes = Sizes::default_for(language).with(&config.runtime_shape(language));
-        if let Some(mib) = config.region_mib() {
-            sizes.shm_mib = mib;
-        }
-        sizes
-    });
+    let languages = setup::shapes(&graph, |language| sizes(&config, language));
     if languages.iter().any(|(_, s)| s.shape.cpu.is_some()) {
         if let Some(why) = reflow_sandbox_core::sandbox::cpu_limit_unavailable() {
             eprintln!(
@@ -304,7 +457,6 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let cache = reflow_vmm::cache_root();
     let bridge = setup::bridge_for(
         &images,
         &languages,

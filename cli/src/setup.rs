@@ -124,23 +124,8 @@ pub fn bridge_for(
     config: BridgeConfig,
     progress: bool,
 ) -> Result<Bridge, SetupError> {
-    let spinner = progress.then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    });
-    // One-line news replaces the spinner's message; a multi-line summary
-    // (a golden's step timings) is printed above it and stays.
-    let report = |m: &str| match &spinner {
-        Some(bar) if bar.is_hidden() => eprintln!("[reflow-sandbox] {m}"),
-        Some(bar) if m.contains('\n') => bar.println(format!("[reflow-sandbox] {m}")),
-        Some(bar) => bar.set_message(m.to_string()),
-        None => tracing::info!("{m}"),
-    };
+    let progress = Progress::new(progress);
+    let report = |m: &str| progress.report(m);
     let mut runtimes = Vec::new();
     for &(language, sizes) in languages {
         report(&format!(
@@ -153,16 +138,56 @@ pub fn bridge_for(
         runtime.cpu = shape.cpu;
         match runtime.golden(cache_root, &report) {
             Ok(spec) => runtimes.push((language, spec)),
-            Err(e) => {
-                if let Some(bar) = &spinner {
-                    bar.finish_and_clear();
-                }
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
-    if let Some(bar) = &spinner {
-        bar.finish_and_clear();
-    }
     Ok(Bridge::new(runtimes, store, config))
+}
+
+/// Progress of a long step on stderr: a spinner with the latest news on
+/// a terminal, one `[reflow-sandbox]` line per message elsewhere; nothing
+/// (but the log) when off. Cleared when dropped.
+pub struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    /// A spinner when `show`, else silence.
+    pub fn new(show: bool) -> Progress {
+        Progress(show.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        }))
+    }
+
+    /// News: one line replaces the spinner's message; a multi-line summary
+    /// (a golden's step timings) is printed above it and stays.
+    pub fn report(&self, m: &str) {
+        match &self.0 {
+            Some(bar) if bar.is_hidden() => eprintln!("[reflow-sandbox] {m}"),
+            Some(bar) if m.contains('\n') => bar.println(format!("[reflow-sandbox] {m}")),
+            Some(bar) => bar.set_message(m.to_string()),
+            None => tracing::info!("{m}"),
+        }
+    }
+
+    /// A line that stays (printed above the spinner).
+    pub fn say(&self, m: &str) {
+        match &self.0 {
+            Some(bar) if !bar.is_hidden() => bar.println(format!("[reflow-sandbox] {m}")),
+            Some(_) => eprintln!("[reflow-sandbox] {m}"),
+            None => tracing::info!("{m}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
