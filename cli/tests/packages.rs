@@ -209,3 +209,41 @@ fn a_workspace_with_packages_runs_and_its_images_come_from_the_cache() {
         "{listed}"
     );
 }
+
+#[test]
+fn byte_compiling_a_layer_runs_none_of_its_code() {
+    use reflow_sandbox::packages::{python, tree};
+    let base = image_var("REFLOW_PYTHON_IMAGE");
+    let root = tempfile::tempdir().unwrap();
+    tree::unpack(&base, root.path()).unwrap();
+    let version = python::guest_version(&base).unwrap();
+    let site = root
+        .path()
+        .join(python::site(&version).trim_start_matches('/'));
+    // A .pth line starting with `import` is run by `site` at startup.
+    std::fs::write(
+        site.join("evil.pth"),
+        "import os; open('/ran-at-startup', 'w').close()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("plain.py"),
+        "open('/ran-on-import', 'w').close()\n",
+    )
+    .unwrap();
+    assert_eq!(python::compile(root.path(), &version), None);
+    let cache = site.join("__pycache__");
+    let compiled: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        compiled.iter().any(|n| n.starts_with("plain.cpython-")),
+        "{compiled:?}"
+    );
+    for marker in ["ran-at-startup", "ran-on-import"] {
+        assert!(!root.path().join(marker).exists(), "{marker}");
+        assert!(!Path::new("/").join(marker).exists(), "{marker}");
+    }
+}

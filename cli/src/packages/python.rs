@@ -260,7 +260,9 @@ pub fn install(
 /// Byte-compiles the site directory with the guest's interpreter (the
 /// image is read-only: an uncompiled module compiles on every import in
 /// every guest). As root in a chroot of the image's files; otherwise the
-/// interpreter runs from the tree. A failure only warns.
+/// interpreter runs from the tree. Isolated and without `site` (`-I -S`):
+/// a package's `.pth` file may hold code, which `site` would run at
+/// startup. A failure only warns.
 pub fn compile(root: &Path, version: &str) -> Option<String> {
     let site = site(version);
     let python = format!("/usr/bin/python{version}");
@@ -269,14 +271,24 @@ pub fn compile(root: &Path, version: &str) -> Option<String> {
     let out = if as_root {
         Command::new("chroot")
             .arg(root)
-            .args([python.as_str(), "-m", "compileall", "-q", "-j", "0", &site])
+            .args([
+                python.as_str(),
+                "-I",
+                "-S",
+                "-m",
+                "compileall",
+                "-q",
+                "-j",
+                "0",
+                &site,
+            ])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .output()
     } else {
         let tree_site: PathBuf = root.join(site.trim_start_matches('/'));
         Command::new(root.join(python.trim_start_matches('/')))
-            .args(["-m", "compileall", "-q", "-j", "0", "-s"])
+            .args(["-I", "-S", "-m", "compileall", "-q", "-j", "0", "-s"])
             .arg(root)
             .args(["-p", "/"])
             .arg(&tree_site)
