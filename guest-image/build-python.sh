@@ -60,10 +60,11 @@ cp -a "$here/python/sdk/." "$work/root/opt/reflow/"
 cp "$here/python/preload.txt" "$work/root/opt/reflow/preload.txt"
 find "$work/root/opt/reflow" -name __pycache__ -prune -exec rm -rf {} +
 # The image is read-only: compile the standard library and the SDK now, or
-# every import compiles from source in every guest.
+# every import compiles from source in every guest. Isolated and without
+# site (-I -S): a wheel's .pth file may hold code that site would run.
 compile_dirs=(/usr/lib/python3.11 /opt/reflow)
 [ -d "$work/root/usr/local/lib/python3.11" ] && compile_dirs+=(/usr/local/lib/python3.11)
-chroot "$work/root" /usr/bin/python3 -m compileall -q -j 0 "${compile_dirs[@]}" >/dev/null 2>&1 ||
+chroot "$work/root" /usr/bin/python3 -I -S -m compileall -q -j 0 "${compile_dirs[@]}" >/dev/null 2>&1 ||
     log "warning: some standard library modules did not byte-compile"
 "$work/root/usr/bin/python3" --version >/dev/null 2>&1 ||
     chroot "$work/root" /usr/bin/python3 --version >/dev/null ||
