@@ -59,6 +59,19 @@ pub enum PoolError {
 /// waits or is lent (see [`VmPool::with_prepare`]).
 pub type Prepare = Arc<dyn Fn(&mut SandboxVm) -> Result<(), String> + Send + Sync>;
 
+/// Hears each restore of a pool: how long it took (with its preparation)
+/// and whether it gave a VM (see [`PoolHooks`]).
+pub type RestoreObserver = Arc<dyn Fn(Duration, bool) + Send + Sync>;
+
+/// What a pool does besides restoring (see [`VmPool::with_hooks`]).
+#[derive(Clone, Default)]
+pub struct PoolHooks {
+    /// Work on every clone after its restore (see [`VmPool::with_prepare`]).
+    pub prepare: Option<Prepare>,
+    /// Hears every restore, the first ones included (metrics).
+    pub observer: Option<RestoreObserver>,
+}
+
 struct State {
     ready: VecDeque<SandboxVm>,
     /// VMs alive or being restored: ready + lent + restoring.
@@ -73,6 +86,7 @@ struct Inner {
     spec: VmSpec,
     config: PoolConfig,
     prepare: Option<Prepare>,
+    observer: Option<RestoreObserver>,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -137,8 +151,17 @@ impl Inner {
         }
     }
 
-    /// A clone of the pool's spec, prepared.
+    /// A clone of the pool's spec, prepared; the observer hears it.
     fn restore(&self) -> Result<SandboxVm, PoolError> {
+        let started = Instant::now();
+        let result = self.restore_prepared();
+        if let Some(observe) = &self.observer {
+            observe(started.elapsed(), result.is_ok());
+        }
+        result
+    }
+
+    fn restore_prepared(&self) -> Result<SandboxVm, PoolError> {
         let mut vm = SandboxVm::restore(&self.spec, self.config.restore_timeout)?;
         if let Some(prepare) = &self.prepare {
             prepare(&mut vm).map_err(PoolError::Prepare)?;
@@ -179,7 +202,7 @@ impl Inner {
 impl VmPool {
     /// A pool of clones of `spec`; starts restoring `preload_count` now.
     pub fn new(spec: VmSpec, config: PoolConfig) -> VmPool {
-        VmPool::start(spec, config, None)
+        VmPool::with_hooks(spec, config, PoolHooks::default())
     }
 
     /// A pool whose clones get `prepare` after their restore, before they
@@ -189,14 +212,24 @@ impl VmPool {
     /// faulted in before a node waits for them). A clone whose
     /// preparation fails is dropped, like one that failed to restore.
     pub fn with_prepare(spec: VmSpec, config: PoolConfig, prepare: Prepare) -> VmPool {
-        VmPool::start(spec, config, Some(prepare))
+        VmPool::with_hooks(
+            spec,
+            config,
+            PoolHooks {
+                prepare: Some(prepare),
+                observer: None,
+            },
+        )
     }
 
-    fn start(spec: VmSpec, config: PoolConfig, prepare: Option<Prepare>) -> VmPool {
+    /// A pool of clones of `spec` with `hooks`; starts restoring
+    /// `preload_count` now.
+    pub fn with_hooks(spec: VmSpec, config: PoolConfig, hooks: PoolHooks) -> VmPool {
         let inner = Arc::new(Inner {
             spec,
             config,
-            prepare,
+            prepare: hooks.prepare,
+            observer: hooks.observer,
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 live: 0,
