@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reflow_sandbox_core::pool::VmPool;
+use reflow_sandbox_core::pool::{PoolHooks, VmPool};
 use reflow_sandbox_core::{Language, Script, VmShape, VmSpec};
 
 use crate::actor::SandboxActor;
 use crate::config::BridgeConfig;
+use crate::metrics::{Metrics, MetricsError};
 use crate::shared::{ShapedPool, Shared};
 use crate::state::StateStore;
 
@@ -60,6 +61,7 @@ impl Bridge {
         store: StateStore,
         config: BridgeConfig,
     ) -> Bridge {
+        let metrics = Arc::new(Metrics::new().expect("fixed metric names and labels are valid"));
         let mut pools: Vec<ShapedPool> = Vec::new();
         for (language, spec) in runtimes {
             let shape = VmShape::of(&spec);
@@ -72,10 +74,22 @@ impl Bridge {
             pools.push(ShapedPool {
                 language,
                 shape,
-                pool: VmPool::new(spec, config.pool.clone()),
+                pool: VmPool::with_hooks(
+                    spec,
+                    config.pool.clone(),
+                    PoolHooks {
+                        prepare: None,
+                        observer: Some(crate::metrics::observer(
+                            metrics.clone(),
+                            language,
+                            shape,
+                            "runtime",
+                        )),
+                    },
+                ),
             });
         }
-        let shared = Arc::new(Shared::new(pools, store, config));
+        let shared = Arc::new(Shared::new(pools, store, config, metrics));
         let weak = Arc::downgrade(&shared);
         let reaper = std::thread::Builder::new()
             .name("sandbox-reaper".into())
@@ -150,6 +164,12 @@ impl Bridge {
             .iter()
             .map(|p| p.pool.wait_ready(wait))
             .sum()
+    }
+
+    /// The bridge's metrics in the Prometheus text format (see
+    /// [`crate::metrics`]), the VM gauges read now.
+    pub fn metrics(&self) -> Result<String, MetricsError> {
+        self.shared.render_metrics()
     }
 
     /// Stops the VM of one node that holds one, chosen by `pick` (modulo

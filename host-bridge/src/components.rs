@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use reflow_sandbox_core::component::{self, ComponentError};
-use reflow_sandbox_core::pool::{Prepare, VmPool};
+use reflow_sandbox_core::pool::{PoolHooks, Prepare, VmPool};
 use reflow_sandbox_core::{ComponentGolden, SandboxVm, Script};
 
 use crate::shared::Shared;
@@ -51,6 +51,18 @@ impl Components {
         }
     }
 
+    /// Every ready component pool, with the index of its runtime pool.
+    pub fn indexed_pools(&self) -> Vec<(usize, VmPool)> {
+        self.slots
+            .lock()
+            .iter()
+            .filter_map(|((index, _), slot)| match slot {
+                Slot::Ready { pool, .. } => Some((*index, pool.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Starts making `script`'s component golden over runtime pool `pool`
     /// (once per bridge and script), unless the bridge's settings turned
     /// them off.
@@ -72,6 +84,8 @@ impl Components {
         let slot_key = (pool, key.to_string());
         let failed_key = slot_key.clone();
         let pool_config = shared.config.pool.clone();
+        let observer =
+            crate::metrics::restore_observer(&shared.metrics, &shared.pools[pool], "component");
         let building = shared.components.building.clone();
         let spawned = std::thread::Builder::new()
             .name("component-golden".into())
@@ -92,10 +106,13 @@ impl Components {
                 };
                 let slot = match made {
                     Ok(golden) => {
-                        let pool = VmPool::with_prepare(
+                        let pool = VmPool::with_hooks(
                             golden.spec.clone(),
                             pool_config,
-                            preload_script(&script, settings.load_timeout),
+                            PoolHooks {
+                                prepare: Some(preload_script(&script, settings.load_timeout)),
+                                observer: Some(observer),
+                            },
                         );
                         Slot::Ready {
                             pool,
@@ -150,13 +167,9 @@ impl Components {
     /// Every ready component pool.
     #[cfg(feature = "testing")]
     pub fn pools(&self) -> Vec<VmPool> {
-        self.slots
-            .lock()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready { pool, .. } => Some(pool.clone()),
-                _ => None,
-            })
+        self.indexed_pools()
+            .into_iter()
+            .map(|(_, pool)| pool)
             .collect()
     }
 

@@ -37,6 +37,10 @@ pub struct BridgeConfig {
     /// load) is made and cached; `None`: no component goldens, every new
     /// VM loads its script.
     pub components: Option<ComponentSettings>,
+    /// Whether nodes count their messages in the bridge's metrics (on by
+    /// default; off only to measure what counting costs). Pool and VM
+    /// metrics are kept either way.
+    pub metrics: bool,
 }
 
 impl BridgeConfig {
@@ -63,6 +67,7 @@ impl Default for BridgeConfig {
             acquire_timeout: Duration::from_secs(120),
             namespace: "reflow".into(),
             components: Some(ComponentSettings::default()),
+            metrics: true,
         }
     }
 }

@@ -15,6 +15,7 @@ mod components;
 pub mod config;
 pub mod convert;
 pub mod handler;
+pub mod metrics;
 mod node;
 #[cfg(feature = "network")]
 pub mod registry;

@@ -15,6 +15,7 @@ use reflow_ring::Value;
 use reflow_sandbox_core::StopHandle;
 
 use crate::handler::StoreHandler;
+use crate::metrics::{outcome, NodeMetrics};
 use crate::shared::{Shared, Tracked};
 use crate::state::Scope;
 use reflow_sandbox_core::limits::Limits;
@@ -130,6 +131,7 @@ struct NodeHandler<'a> {
     /// Its state requests only: outputs go to `answers`.
     store: StoreHandler<'a, fn(&str, Value)>,
     answers: &'a mut dyn Answers,
+    metrics: &'a NodeMetrics,
     retire: &'a Cell<bool>,
     refused: &'a RefCell<Option<ActorFailure>>,
 }
@@ -139,6 +141,7 @@ impl InvokeHandler for NodeHandler<'_> {
         self.answers.output(port, value);
     }
     fn state(&mut self, request: StateRequest) -> Result<Value, String> {
+        self.metrics.state_op();
         self.store.state(request)
     }
 }
@@ -151,11 +154,50 @@ impl StreamHandler for NodeHandler<'_> {
         let failure = ActorFailure::from_worker(error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
+            self.metrics.killed(outcome(&failure));
         }
         self.answers.failed(failure);
     }
     fn more(&self) -> bool {
         !self.retire.get() && self.refused.borrow().is_none()
+    }
+}
+
+/// A node's answers, counted: outputs, and each message's outcome and
+/// latency from when it was taken (`taken`: one instant per message not
+/// yet answered, oldest first; answers come in the order taken).
+struct Counted<'a> {
+    inner: &'a mut dyn Answers,
+    metrics: &'a NodeMetrics,
+    taken: &'a RefCell<VecDeque<Instant>>,
+}
+
+impl Counted<'_> {
+    fn answered(&self, failed: Option<&ActorFailure>) {
+        let took = self
+            .taken
+            .borrow_mut()
+            .pop_front()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        self.metrics.answered(took, failed);
+    }
+}
+
+impl Answers for Counted<'_> {
+    fn output(&mut self, port: &str, value: Value) {
+        self.metrics.outputs(1);
+        self.inner.output(port, value);
+    }
+    fn done(&mut self, outputs: Value) {
+        self.answered(None);
+        if let Value::Map(returned) = &outputs {
+            self.metrics.outputs(returned.len() as u64);
+        }
+        self.inner.done(outputs);
+    }
+    fn failed(&mut self, failure: ActorFailure) {
+        self.answered(Some(&failure));
+        self.inner.failed(failure);
     }
 }
 
@@ -175,6 +217,7 @@ pub(crate) struct Node {
     pool: usize,
     /// Its script's component golden key (see [`crate::components`]).
     component: String,
+    metrics: NodeMetrics,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
     /// which a running message holds (for [`Tracked::kill_vm`]).
@@ -187,11 +230,17 @@ impl Node {
         let component =
             reflow_sandbox_core::component::key(shared.pools[pool].pool.spec(), &script);
         crate::components::Components::start(&shared, pool, &script, &component);
+        let metrics = shared.metrics.node(
+            &shared.pools[pool].language.to_string(),
+            &script.name,
+            shared.config.metrics,
+        );
         let node = Arc::new(Node {
             shared: shared.clone(),
             script,
             pool,
             component,
+            metrics,
             slot: Mutex::new(Slot {
                 vm: None,
                 held: false,
@@ -225,6 +274,13 @@ impl Node {
         answers: &mut dyn Answers,
     ) {
         let _busy = self.shared.busy();
+        let taken: RefCell<VecDeque<Instant>> = RefCell::new(VecDeque::new());
+        let mut counted = Counted {
+            inner: answers,
+            metrics: &self.metrics,
+            taken: &taken,
+        };
+        let answers: &mut dyn Answers = &mut counted;
         let mut slot = self.slot.lock();
         let limits = self.shared.config.limits_for(&self.script);
         let scope = Scope::new(&self.shared.config.namespace, node_id);
@@ -232,13 +288,19 @@ impl Node {
         // An input that could not be converted: answered once every message
         // taken before it is.
         let refused: RefCell<Option<ActorFailure>> = RefCell::new(None);
-        let mut pull = || match next() {
-            Some(Ok(inputs)) => Some(inputs),
-            Some(Err(failure)) => {
-                *refused.borrow_mut() = Some(failure);
-                None
+        let mut pull = || {
+            let got = next();
+            if got.is_some() && self.metrics.on() {
+                taken.borrow_mut().push_back(Instant::now());
             }
-            None => None,
+            match got {
+                Some(Ok(inputs)) => Some(inputs),
+                Some(Err(failure)) => {
+                    *refused.borrow_mut() = Some(failure);
+                    None
+                }
+                None => None,
+            }
         };
         loop {
             if let Some(failure) = refused.borrow_mut().take() {
@@ -267,6 +329,7 @@ impl Node {
                     on_output: |_, _| {},
                 },
                 answers: &mut *answers,
+                metrics: &self.metrics,
                 retire: &retire,
                 refused: &refused,
             };
@@ -298,6 +361,7 @@ impl Node {
                     recent = ?vm.hostile().recent(),
                     "the guest sent hostile input to its devices; its VM was discarded"
                 );
+                self.metrics.killed("hostile_devices");
                 self.drop_vm(&mut slot);
             }
         }
@@ -327,6 +391,9 @@ impl Node {
         }
         if !failure.fate().keeps_vm() {
             // Killed now, replaced from the pool on the next message.
+            if slot.vm.is_some() {
+                self.metrics.killed(outcome(&failure));
+            }
             self.drop_vm(slot);
         }
         failure
@@ -352,7 +419,10 @@ impl Node {
         slot.vm = None;
         slot.held = false;
         let pool = self.shared.pool_for(self.pool, &self.component);
-        let mut fresh = pool.acquire(self.shared.config.acquire_timeout)?;
+        let waited = Instant::now();
+        let acquired = pool.acquire(self.shared.config.acquire_timeout);
+        self.metrics.waited(waited.elapsed());
+        let mut fresh = acquired?;
         #[cfg(feature = "testing")]
         {
             *self.stop.lock() = Some(fresh.stop_handle());
@@ -412,6 +482,14 @@ impl Node {
 }
 
 impl Tracked for Node {
+    fn vm_state(&self) -> Option<&'static str> {
+        let Some(slot) = self.slot.try_lock() else {
+            return Some("busy");
+        };
+        slot.vm.as_ref().filter(|vm| vm.is_alive())?;
+        Some(if slot.held { "held" } else { "idle" })
+    }
+
     /// Gives the VM back if the node has been idle for `idle`; a node
     /// that is running a message is left alone.
     fn release_if_idle(&self, idle: Duration) {

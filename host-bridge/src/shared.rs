@@ -11,12 +11,16 @@ use reflow_sandbox_core::{Language, VmShape};
 
 use crate::components::Components;
 use crate::config::BridgeConfig;
+use crate::metrics::Metrics;
 use crate::state::StateStore;
 
 /// A node as the shared registry sees it.
 pub(crate) trait Tracked: Send + Sync {
     /// Gives the VM back if the node has been idle for `idle`.
     fn release_if_idle(&self, idle: Duration);
+    /// The state of the node's VM, if it has one: `busy` (running
+    /// messages), `idle` or `held` (metrics).
+    fn vm_state(&self) -> Option<&'static str>;
     /// Stops the node's VM as if it crashed; whether there was one.
     #[cfg(feature = "testing")]
     fn kill_vm(&self) -> bool;
@@ -41,6 +45,7 @@ pub(crate) struct Shared {
     pub tokio: tokio::runtime::Handle,
     /// Each script's component golden pool, once made.
     pub components: Components,
+    pub metrics: Arc<Metrics>,
     nodes: Mutex<Vec<Weak<dyn Tracked>>>,
     busy: AtomicUsize,
     failed: AtomicUsize,
@@ -49,8 +54,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// Shared services over `pools`, with state in `store`; state
     /// operations run on the current tokio runtime.
-    pub fn new(pools: Vec<ShapedPool>, store: StateStore, config: BridgeConfig) -> Shared {
+    pub fn new(
+        pools: Vec<ShapedPool>,
+        store: StateStore,
+        config: BridgeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Shared {
         Shared {
+            metrics,
             pools,
             store,
             config,
@@ -116,6 +127,39 @@ impl Shared {
         self.components
             .pool(pool, key)
             .unwrap_or_else(|| self.pools[pool].pool.clone())
+    }
+
+    /// The metrics, their gauges set to what the pools and nodes hold now,
+    /// in the Prometheus text format.
+    pub fn render_metrics(&self) -> Result<String, crate::metrics::MetricsError> {
+        let m = &self.metrics;
+        m.vms.reset();
+        let set = |language: Language, shape: &VmShape, pool: &str, p: &VmPool| {
+            let (ready, live) = p.counts();
+            let (runtime, shape) = (language.to_string(), crate::metrics::shape_label(shape));
+            for (state, n) in [("ready", ready), ("live", live)] {
+                m.vms
+                    .with_label_values(&[&runtime, &shape, pool, state])
+                    .add(n as i64);
+            }
+        };
+        for p in &self.pools {
+            set(p.language, &p.shape, "runtime", &p.pool);
+        }
+        for (index, pool) in self.components.indexed_pools() {
+            let p = &self.pools[index];
+            set(p.language, &p.shape, "component", &pool);
+        }
+        for state in ["busy", "idle", "held"] {
+            m.node_vms.with_label_values(&[state]).set(0);
+        }
+        for node in self.tracked() {
+            if let Some(state) = node.vm_state() {
+                m.node_vms.with_label_values(&[state]).inc();
+            }
+        }
+        m.busy.set(self.busy_count() as i64);
+        m.render()
     }
 
     /// Gives back the VMs of nodes idle for the idle timeout.
