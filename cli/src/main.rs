@@ -164,6 +164,12 @@ struct RunArgs {
     /// No progress spinner.
     #[arg(long)]
     quiet: bool,
+    /// Serve the sandbox's metrics (Prometheus text format) at
+    /// http://ADDR/metrics while the graph runs, ADDR as in
+    /// 127.0.0.1:9464 (port 0 picks a free one; the address is printed on
+    /// stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -465,6 +471,22 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         bridge_config,
         !args.quiet,
     )?;
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+            let at = listener.local_addr()?;
+            eprintln!("reflow-sandbox: metrics at http://{at}/metrics");
+            let bridge = bridge.clone();
+            let render: reflow_sandbox::metrics_server::Render =
+                std::sync::Arc::new(move || bridge.metrics().map_err(|e| e.to_string()));
+            Some(tokio::spawn(reflow_sandbox::metrics_server::serve(
+                listener, render,
+            )))
+        }
+        None => None,
+    };
     let options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
         ..RunOptions::default()
@@ -473,6 +495,9 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
     })
     .await;
+    if let Some(server) = metrics {
+        server.abort();
+    }
     bridge.shutdown();
     let outcome = outcome?;
     if outcome.failures > 0 {
