@@ -15,6 +15,10 @@
 //!   a first message after an idle period (at 10 msg/s, longer than the
 //!   bridge's default `idle_hold`: each message finds the VM held).
 //!
+//! - what the metrics cost: the Python stream again with its bridge's
+//!   node metrics off (`BridgeConfig::metrics`), and the ratio of the two
+//!   rates.
+//!
 //! Run with `./dev.sh bench` (or `cargo bench -p reflow-benches --bench
 //! stream`).
 
@@ -27,8 +31,8 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{kvm_available, middle_actor, ms};
-use reflow_host_bridge::Bridge;
+use reflow_benches::{kvm_available, middle_actor_with, ms};
+use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::percentile;
 use reflow_network::connector::Connector;
 use reflow_network::network::Network;
@@ -70,7 +74,15 @@ const STALL: Duration = Duration::from_secs(120);
 struct Subject {
     label: &'static str,
     script: Option<Script>,
+    /// Whether its node counts messages in the bridge's metrics.
+    metrics: bool,
+    /// Whether it runs the open-loop rates too.
+    open_loop: bool,
 }
+
+/// The label of the Python node that counts nothing (what the metrics
+/// cost, side by side).
+const NO_METRICS: &str = "Python, node metrics off";
 
 fn subjects() -> Vec<Subject> {
     vec![
@@ -81,6 +93,18 @@ fn subjects() -> Vec<Subject> {
                 "identity.actor.py",
                 IDENTITY_PY,
             )),
+            metrics: true,
+            open_loop: true,
+        },
+        Subject {
+            label: NO_METRICS,
+            script: Some(Script::inline(
+                Language::Python,
+                "identity.actor.py",
+                IDENTITY_PY,
+            )),
+            metrics: false,
+            open_loop: false,
         },
         Subject {
             label: "JavaScript",
@@ -89,10 +113,14 @@ fn subjects() -> Vec<Subject> {
                 "identity.actor.js",
                 IDENTITY_JS,
             )),
+            metrics: true,
+            open_loop: true,
         },
         Subject {
             label: "native",
             script: None,
+            metrics: true,
+            open_loop: true,
         },
     ]
 }
@@ -104,7 +132,12 @@ fn identity(subject: &Subject) -> (Option<Bridge>, Arc<dyn Actor>, (&'static str
         Some(_) => ("input", "output"),
         None => ("in", "out"),
     };
-    let (bridge, actor) = middle_actor(subject.script.clone(), Duration::from_secs(600));
+    let config = BridgeConfig {
+        metrics: subject.metrics,
+        ..BridgeConfig::default()
+    };
+    let (bridge, actor) =
+        middle_actor_with(subject.script.clone(), Duration::from_secs(600), config);
     (bridge, actor, ports)
 }
 
@@ -245,7 +278,8 @@ fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -
         subject.label,
         took.as_secs_f64()
     );
-    let open = RATES
+    let rates = if subject.open_loop { &RATES[..] } else { &[] };
+    let open = rates
         .iter()
         .map(|&(r, span)| {
             // An idle gap first, so the first message meets an idle node.
@@ -276,11 +310,29 @@ fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -
 }
 
 fn report_all(measured: &[Measured]) {
-    let native = measured
-        .iter()
-        .find(|m| m.label == "native")
-        .map_or(f64::NAN, |m| m.rate);
+    let rate_of = |label: &str| {
+        measured
+            .iter()
+            .find(|m| m.label == label)
+            .map_or(f64::NAN, |m| m.rate)
+    };
+    let native = rate_of("native");
+    record(
+        "stream",
+        "Python msg/s, node metrics on / off (same run)",
+        rate_of("Python") / rate_of(NO_METRICS),
+        "the same identity node, its bridge counting each message or not",
+    );
     for m in measured {
+        if m.label == NO_METRICS {
+            record(
+                "stream",
+                "Range -> Python identity -> sink, node metrics off",
+                m.rate,
+                "the Python stream with BridgeConfig::metrics off",
+            );
+            continue;
+        }
         record(
             "stream",
             &format!("Range -> {} identity -> sink", m.label),

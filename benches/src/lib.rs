@@ -24,12 +24,24 @@ pub fn middle_actor(
     Option<reflow_host_bridge::Bridge>,
     std::sync::Arc<dyn reflow_actor::Actor>,
 ) {
+    middle_actor_with(script, ready, reflow_host_bridge::BridgeConfig::default())
+}
+
+/// As [`middle_actor`], a script's bridge configured by `config`.
+pub fn middle_actor_with(
+    script: Option<reflow_sandbox_core::Script>,
+    ready: Duration,
+    config: reflow_host_bridge::BridgeConfig,
+) -> (
+    Option<reflow_host_bridge::Bridge>,
+    std::sync::Arc<dyn reflow_actor::Actor>,
+) {
     match script {
         Some(script) => {
             let bridge = reflow_integration_tests::graphs::bridge_for(
                 &[script.language],
                 reflow_host_bridge::state::StateStore::embedded(),
-                reflow_host_bridge::BridgeConfig::default(),
+                config,
             );
             bridge.wait_ready(ready);
             let actor = bridge.actor(script).expect("the script's actor");

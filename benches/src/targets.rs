@@ -231,6 +231,10 @@ pub const TARGETS: &[Goal] = &[
         "the native floor"),
     row("stream", "native identity at 5000 msg/s open loop", "ms", Lower, None, 1.0, Some(2.0),
         "the native floor"),
+    row("stream", "Range -> Python identity -> sink, node metrics off", "msg/s", Higher, None,
+        50_000.0, None, STREAM),
+    row("stream", "Python msg/s, node metrics on / off (same run)", "x", Higher, None, 0.97, None,
+        "fewer metric updates per message (each node looks its handles up once already)"),
     // idle.rs
     row("idle", "host CPU of idle Python nodes with their VMs, per 100 nodes", "% of a core",
         Lower, None, 2.0, None, "no periodic wake-ups in a held VM (monitor tick, guest timer)"),
