@@ -85,7 +85,18 @@ pub(crate) fn observer(
     pool: &'static str,
 ) -> reflow_sandbox_core::pool::RestoreObserver {
     let (runtime, shape) = (language.to_string(), shape_label(&shape));
-    std::sync::Arc::new(move |took, ok| metrics.restored(&runtime, &shape, pool, took, ok))
+    std::sync::Arc::new(move |took, ok| {
+        metrics.restored(&runtime, &shape, pool, took, ok);
+        tracing::debug!(
+            target: "reflow_sandbox::vm",
+            runtime,
+            shape,
+            pool,
+            ok,
+            took_us = took.as_micros() as u64,
+            "VM restored"
+        );
+    })
 }
 
 /// Latency buckets, seconds: 50 us to 60 s.

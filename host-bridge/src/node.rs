@@ -132,6 +132,8 @@ struct NodeHandler<'a> {
     store: StoreHandler<'a, fn(&str, Value)>,
     answers: &'a mut dyn Answers,
     metrics: &'a NodeMetrics,
+    /// The node and its actor, for the events it logs.
+    who: Who<'a>,
     retire: &'a Cell<bool>,
     refused: &'a RefCell<Option<ActorFailure>>,
 }
@@ -154,12 +156,27 @@ impl StreamHandler for NodeHandler<'_> {
         let failure = ActorFailure::from_worker(error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
-            self.metrics.killed(outcome(&failure));
+            self.who.discarded(self.metrics, outcome(&failure));
         }
         self.answers.failed(failure);
     }
     fn more(&self) -> bool {
         !self.retire.get() && self.refused.borrow().is_none()
+    }
+}
+
+/// A node and its actor, as events name them (ids, never payloads).
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    node: &'a str,
+    actor: &'a str,
+}
+
+impl Who<'_> {
+    /// Its VM was discarded for `reason`: counted, and told as an event.
+    fn discarded(&self, metrics: &NodeMetrics, reason: &str) {
+        metrics.killed(reason);
+        tracing::info!(target: "reflow_sandbox::vm", node = self.node, actor = self.actor, reason, "VM discarded");
     }
 }
 
@@ -169,6 +186,7 @@ impl StreamHandler for NodeHandler<'_> {
 struct Counted<'a> {
     inner: &'a mut dyn Answers,
     metrics: &'a NodeMetrics,
+    who: Who<'a>,
     taken: &'a RefCell<VecDeque<Instant>>,
 }
 
@@ -180,6 +198,14 @@ impl Counted<'_> {
             .pop_front()
             .map_or(Duration::ZERO, |t| t.elapsed());
         self.metrics.answered(took, failed);
+        tracing::debug!(
+            target: "reflow_sandbox::message",
+            node = self.who.node,
+            actor = self.who.actor,
+            outcome = failed.map_or("ok", outcome),
+            took_us = took.as_micros() as u64,
+            "answered"
+        );
     }
 }
 
@@ -275,9 +301,14 @@ impl Node {
     ) {
         let _busy = self.shared.busy();
         let taken: RefCell<VecDeque<Instant>> = RefCell::new(VecDeque::new());
+        let who = Who {
+            node: node_id,
+            actor: &self.script.name,
+        };
         let mut counted = Counted {
             inner: answers,
             metrics: &self.metrics,
+            who,
             taken: &taken,
         };
         let answers: &mut dyn Answers = &mut counted;
@@ -315,7 +346,7 @@ impl Node {
             let vm = match self.vm(&mut slot, node_id, &limits) {
                 Ok(vm) => vm,
                 Err(failure) => {
-                    let failure = self.after_failure(&mut slot, failure);
+                    let failure = self.after_failure(&mut slot, who, failure);
                     answers.failed(failure);
                     continue;
                 }
@@ -330,6 +361,7 @@ impl Node {
                 },
                 answers: &mut *answers,
                 metrics: &self.metrics,
+                who,
                 retire: &retire,
                 refused: &refused,
             };
@@ -344,7 +376,8 @@ impl Node {
                 c.stream(node_id, &config, &limits, WINDOW, &mut take, &mut handler)
             });
             if let Err(end) = ended {
-                let failure = self.after_failure(&mut slot, ActorFailure::from_worker(end.error));
+                let failure =
+                    self.after_failure(&mut slot, who, ActorFailure::from_worker(end.error));
                 answers.failed(failure);
                 let mut again: VecDeque<Value> = end.unstarted.into();
                 again.append(&mut retry);
@@ -361,7 +394,7 @@ impl Node {
                     recent = ?vm.hostile().recent(),
                     "the guest sent hostile input to its devices; its VM was discarded"
                 );
-                self.metrics.killed("hostile_devices");
+                who.discarded(&self.metrics, "hostile_devices");
                 self.drop_vm(&mut slot);
             }
         }
@@ -372,7 +405,7 @@ impl Node {
     /// died did, tells a worker that ended from one that went quiet, and
     /// drops the VM unless the failure leaves it usable. Returns the
     /// failure to answer with.
-    fn after_failure(&self, slot: &mut Slot, mut failure: ActorFailure) -> ActorFailure {
+    fn after_failure(&self, slot: &mut Slot, who: Who, mut failure: ActorFailure) -> ActorFailure {
         if let ActorFailure::Died(why) = &mut failure {
             if let Some(outcome) = slot.vm.as_mut().and_then(|vm| vm.finish()) {
                 *why = outcome.to_string();
@@ -392,7 +425,7 @@ impl Node {
         if !failure.fate().keeps_vm() {
             // Killed now, replaced from the pool on the next message.
             if slot.vm.is_some() {
-                self.metrics.killed(outcome(&failure));
+                who.discarded(&self.metrics, outcome(&failure));
             }
             self.drop_vm(slot);
         }
@@ -418,7 +451,7 @@ impl Node {
         }
         slot.vm = None;
         slot.held = false;
-        let pool = self.shared.pool_for(self.pool, &self.component);
+        let (pool, kind) = self.shared.pool_for(self.pool, &self.component);
         let waited = Instant::now();
         let acquired = pool.acquire(self.shared.config.acquire_timeout);
         self.metrics.waited(waited.elapsed());
@@ -431,6 +464,14 @@ impl Node {
         fresh
             .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
             .map_err(ActorFailure::from_worker)?;
+        tracing::info!(
+            target: "reflow_sandbox::vm",
+            node = node_id,
+            actor = %script.name,
+            pool = kind,
+            waited_us = waited.elapsed().as_micros() as u64,
+            "VM lent"
+        );
         Ok(slot.vm.insert(fresh))
     }
 
@@ -459,7 +500,10 @@ impl Node {
             return;
         };
         match vm.hold() {
-            Ok(()) => slot.held = true,
+            Ok(()) => {
+                tracing::debug!(target: "reflow_sandbox::vm", actor = %self.script.name, "VM held (idle)");
+                slot.held = true
+            }
             // Not held (it was released again): it polls, as before.
             Err(why) => tracing::debug!(%why, script = %self.script.name, "cannot hold an idle VM"),
         }

@@ -122,11 +122,12 @@ impl Shared {
 
     /// Where a node of the component `key` over runtime pool `pool` gets
     /// its VMs: the component's pool once its golden is ready, else the
-    /// runtime's.
-    pub fn pool_for(&self, pool: usize, key: &str) -> VmPool {
-        self.components
-            .pool(pool, key)
-            .unwrap_or_else(|| self.pools[pool].pool.clone())
+    /// runtime's; and which of the two (`component`, `runtime`).
+    pub fn pool_for(&self, pool: usize, key: &str) -> (VmPool, &'static str) {
+        match self.components.pool(pool, key) {
+            Some(p) => (p, "component"),
+            None => (self.pools[pool].pool.clone(), "runtime"),
+        }
     }
 
     /// The metrics, their gauges set to what the pools and nodes hold now,
