@@ -20,8 +20,43 @@ use reflow_workspace::config::Config;
     about = "Runs Reflow graphs whose Python and JavaScript actors run in KVM microVMs"
 )]
 struct Cli {
+    /// How log lines on stderr are written: `text`, or `json` (one JSON
+    /// object per line, for log collectors). Which lines: RUST_LOG (default
+    /// warnings; `reflow_sandbox::vm=info` adds VM lifecycle events,
+    /// `reflow_sandbox::message=debug` one event per message).
+    #[arg(
+        long,
+        global = true,
+        env = LOG_FORMAT_ENV,
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the log format travels to the monitor processes (started again
+/// from this binary, with this environment).
+const LOG_FORMAT_ENV: &str = "REFLOW_LOG_FORMAT";
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Log lines on stderr, filtered by RUST_LOG (warnings by default).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,reflow_network=error".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -173,24 +208,28 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,reflow_network=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Each sandbox VM runs in a monitor process of its own: this binary,
     // started again with `__monitor` (so it always speaks its own
     // protocol version and needs no second binary installed).
     use reflow_vmm::monitor::{child, MonitorProgram, MONITOR_ARG};
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(MONITOR_ARG)) {
+        let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f == "json");
+        init_logs(if json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        });
         return ExitCode::from(child::serve_inherited().clamp(0, 255) as u8);
     }
     if let Ok(exe) = std::env::current_exe() {
         MonitorProgram::set(MonitorProgram::at(exe));
     }
     let cli = Cli::parse();
+    init_logs(cli.log_format);
+    if cli.log_format == LogFormat::Json {
+        // Still one thread: nothing reads the environment concurrently.
+        std::env::set_var(LOG_FORMAT_ENV, "json");
+    }
     let result = match cli.command {
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Cache { action } => cache(action),

@@ -21,6 +21,10 @@ fn kvm() -> bool {
 }
 
 fn run(graph: &Path, extra: &[&str]) -> Output {
+    run_env(graph, extra, &[])
+}
+
+fn run_env(graph: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     for var in ["REFLOW_KERNEL", "REFLOW_INITRAMFS", "REFLOW_PYTHON_IMAGE"] {
         assert!(
             std::env::var_os(var).is_some(),
@@ -32,6 +36,7 @@ fn run(graph: &Path, extra: &[&str]) -> Output {
         .arg(graph)
         .args(["--quiet", "--preload", "1", "--timeout", "600"])
         .args(extra)
+        .envs(env.iter().copied())
         .env_remove("REDIS_URL")
         .output()
         .expect("reflow-sandbox runs")
@@ -61,14 +66,11 @@ fn the_demo_pipeline_prints_its_results() {
     assert!(!stderr.contains("INPORT CLOSED"), "{stderr}");
 }
 
-#[test]
-fn a_failing_actor_and_a_bad_graph_have_their_own_exit_status() {
-    if !kvm() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// `Range(2) -> Boom (raises) -> Format` on Boom's error port, written
+/// in `dir`: the graph file and its JSON.
+fn boom_graph(dir: &Path) -> (std::path::PathBuf, serde_json::Value) {
     std::fs::write(
-        dir.path().join("boom.actor.py"),
+        dir.join("boom.actor.py"),
         "@actor(name='Boom', inports=['input'], outports=['output'])\n\
          def boom(context):\n    raise RuntimeError('boom ' + str(context.get_input('input')))\n",
     )
@@ -92,8 +94,59 @@ fn a_failing_actor_and_a_bad_graph_have_their_own_exit_status() {
             {"from": edge("b", "error"), "to": edge("e", "in")},
         ],
     });
-    let path = dir.path().join("graph.json");
+    let path = dir.join("graph.json");
     std::fs::write(&path, graph.to_string()).unwrap();
+    (path, graph)
+}
+
+#[test]
+fn json_logs_carry_vm_and_message_events() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = boom_graph(dir.path());
+    let filter = "warn,reflow_network=error,reflow_sandbox::vm=info,reflow_sandbox::message=debug";
+    let out = run_env(&path, &["--log-format", "json"], &[("RUST_LOG", filter)]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let named = |message: &str| {
+        events
+            .iter()
+            .filter(|e| e["message"] == message)
+            .collect::<Vec<_>>()
+    };
+    let lent = named("VM lent");
+    assert_eq!(lent.len(), 1, "{stderr}");
+    assert_eq!(lent[0]["node"], "b");
+    assert_eq!(lent[0]["actor"], "boom.actor.py");
+    assert_eq!(lent[0]["target"], "reflow_sandbox::vm");
+    let answered = named("answered");
+    assert_eq!(answered.len(), 2, "{stderr}");
+    for a in answered {
+        assert_eq!(a["outcome"], "actor_error");
+        assert!(a["took_us"].as_u64().is_some(), "{a}");
+    }
+    // The actor's failures are logged as JSON too, never as text.
+    assert!(events.iter().any(|e| e["level"] == "WARN"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.contains(" WARN ")),
+        "a text line among the JSON ones:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_failing_actor_and_a_bad_graph_have_their_own_exit_status() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (path, graph) = boom_graph(dir.path());
     let out = run(&path, &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
