@@ -5,12 +5,9 @@
 
 use std::time::Duration;
 
-use reflow_host_bridge::state::StateStore;
-use reflow_host_bridge::BridgeConfig;
-use reflow_integration_tests::graphs::{bridge, shown, GraphBuilder};
+use reflow_integration_tests::graphs::{shown, small_bridge, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
-use reflow_sandbox_core::PoolConfig;
 use serde_json::json;
 
 const FLAKY: &str = r#"
@@ -59,16 +56,7 @@ async fn counters_follow_messages_failures_timeouts_and_kills() {
         .connect("flaky", "output", "out", "in")
         .initial("numbers", "count", json!(8));
     let graph = g.load();
-    let config = BridgeConfig {
-        pool: PoolConfig {
-            preload_count: 1,
-            max_size: 4,
-            ..PoolConfig::default()
-        },
-        namespace: "metrics".into(),
-        ..BridgeConfig::default()
-    };
-    let bridge = bridge(StateStore::embedded(), config);
+    let bridge = small_bridge("metrics");
     let before = bridge.metrics().unwrap();
     assert_eq!(sample(&before, "reflow_sandbox_messages_total", &[]), 0.0);
     let options = RunOptions {

@@ -176,6 +176,7 @@ async fn every_message_is_answered_exactly_once_while_vms_are_killed() {
     let options = RunOptions {
         timeout: Some(Duration::from_secs(120 + messages / 50)),
         settle: Duration::from_secs(2),
+        ..RunOptions::default()
     };
     let started = Instant::now();
     let outcome = run(&graph, &bridge, &options, |_| {}).await;
@@ -236,6 +237,7 @@ async fn a_pipelined_node_answers_each_input_once_in_order_while_its_vm_is_kille
     let options = RunOptions {
         timeout: Some(Duration::from_secs(300)),
         settle: Duration::from_secs(2),
+        ..RunOptions::default()
     };
     let started = Instant::now();
     let outcome = run(&graph, &bridge, &options, |_| {}).await;

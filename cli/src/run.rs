@@ -8,9 +8,10 @@ use parking_lot::Mutex;
 use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_graph::types::GraphEdge;
-use reflow_host_bridge::{Bridge, BridgeError};
+use reflow_host_bridge::{Bridge, BridgeError, ScriptUpdater};
 use reflow_network::connector::{ConnectionPoint, Connector, InitialPacket};
 use reflow_network::network::{Network, NetworkConfig};
+use reflow_sandbox_core::Script;
 
 use crate::graph::GraphFile;
 use crate::natives::native;
@@ -27,6 +28,10 @@ pub struct RunOptions {
     pub settle: Duration,
     /// Give up after this long.
     pub timeout: Option<Duration>,
+    /// New versions of the graph's scripts, by component (hot reload:
+    /// `run --watch`), applied as they come; each node switches between
+    /// messages.
+    pub updates: Option<flume::Receiver<(String, Script)>>,
 }
 
 impl Default for RunOptions {
@@ -34,6 +39,7 @@ impl Default for RunOptions {
         RunOptions {
             settle: Duration::from_millis(300),
             timeout: None,
+            updates: None,
         }
     }
 }
@@ -127,6 +133,7 @@ pub async fn run(
     let failed_before = bridge.failures();
     let activity = Arc::new(Activity::default());
     let network = Mutex::new(Network::new(network_config()));
+    let mut updaters: std::collections::HashMap<String, ScriptUpdater> = Default::default();
     {
         let mut n = network.lock();
         let mut registered = std::collections::HashSet::new();
@@ -135,7 +142,11 @@ pub async fn run(
                 continue;
             }
             let actor: Arc<dyn Actor> = match graph.scripts.get(&node.component) {
-                Some(script) => Arc::new(bridge.actor(script.clone())?),
+                Some(script) => {
+                    let actor = bridge.actor(script.clone())?;
+                    updaters.insert(node.component.clone(), actor.updater());
+                    Arc::new(actor)
+                }
                 None => match native(&node.component) {
                     Some(native) => Arc::new(native),
                     None => continue, // GraphFile::load checked every component
@@ -155,6 +166,25 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let result = loop {
         tokio::time::sleep(POLL).await;
+        for (component, script) in options.updates.iter().flat_map(|u| u.try_iter()) {
+            match updaters.get(&component) {
+                Some(updater) => {
+                    let version = updater.update(script);
+                    tracing::info!(
+                        target: "reflow_sandbox::script",
+                        component,
+                        version = version.number,
+                        hash = %version.hash,
+                        "new script version published"
+                    );
+                }
+                None => tracing::warn!(
+                    target: "reflow_sandbox::script",
+                    component,
+                    "a changed script is not a component of this graph; ignored"
+                ),
+            }
+        }
         let mut got = false;
         {
             let n = network.lock();

@@ -18,6 +18,7 @@ use crate::convert::{to_message, to_value};
 use crate::node::{ActorFailure, Answers, Node};
 use crate::shared::Shared;
 use crate::state::json::from_json_value;
+use crate::versions::{ScriptUpdater, ScriptVersions};
 use reflow_sandbox_core::Script;
 
 /// The outport every sandboxed actor has: each failed message puts one
@@ -33,6 +34,8 @@ const SPEC_KEY: &str = "componentSpec";
 pub struct SandboxActor {
     shared: Arc<Shared>,
     script: Arc<Script>,
+    /// The script's versions, shared with every instance (hot reload).
+    versions: Arc<ScriptVersions>,
     node: Arc<Node>,
     inports: Port,
     outports: Port,
@@ -41,20 +44,33 @@ pub struct SandboxActor {
 
 impl SandboxActor {
     /// An instance running `script` on VMs of `shared.pools[pool]`.
-    pub(crate) fn new(shared: Arc<Shared>, script: Arc<Script>, pool: usize) -> SandboxActor {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        versions: Arc<ScriptVersions>,
+        pool: usize,
+    ) -> SandboxActor {
+        let script = versions.latest().script;
         SandboxActor {
-            node: Node::new(shared.clone(), script.clone(), pool),
+            node: Node::new(shared.clone(), versions.clone(), pool),
             shared,
             script,
+            versions,
             inports: flume::unbounded(),
             outports: flume::unbounded(),
             load: Arc::new(ActorLoad::new(0)),
         }
     }
 
-    /// The script this actor runs.
+    /// The script this actor was made with (its first version).
     pub fn script(&self) -> &Script {
         &self.script
+    }
+
+    /// Publishes new versions of the script to this actor and every node
+    /// made from it: each switches between messages (see
+    /// [`crate::versions`]).
+    pub fn updater(&self) -> ScriptUpdater {
+        ScriptUpdater(self.versions.clone())
     }
 
     /// Whether this instance holds a VM now (it takes one on its first
@@ -346,7 +362,7 @@ impl Actor for SandboxActor {
     fn create_instance(&self) -> Arc<dyn Actor> {
         Arc::new(SandboxActor::new(
             self.shared.clone(),
-            self.script.clone(),
+            self.versions.clone(),
             self.node.pool(),
         ))
     }

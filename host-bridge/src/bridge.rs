@@ -131,7 +131,11 @@ impl Bridge {
                 have: have.join("; "),
             });
         };
-        Ok(SandboxActor::new(self.shared.clone(), Arc::new(script), at))
+        Ok(SandboxActor::new(
+            self.shared.clone(),
+            crate::versions::ScriptVersions::new(Arc::new(script)),
+            at,
+        ))
     }
 
     /// The pool of `language`'s runtime (its first VM shape).

@@ -21,9 +21,11 @@ mod node;
 pub mod registry;
 mod shared;
 pub mod state;
+pub mod versions;
 
 pub use actor::{SandboxActor, ERROR_PORT};
 pub use bridge::{Bridge, BridgeError};
 pub use config::BridgeConfig;
 pub use handler::StoreHandler;
 pub use node::ActorFailure;
+pub use versions::ScriptUpdater;

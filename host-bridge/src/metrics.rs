@@ -122,6 +122,9 @@ pub struct Metrics {
     pub(crate) node_vms: IntGaugeVec,
     /// Set when scraped.
     pub(crate) busy: IntGauge,
+    /// Set when scraped.
+    pub(crate) script_versions: IntGaugeVec,
+    script_updates: IntCounterVec,
 }
 
 fn counter(
@@ -174,7 +177,21 @@ impl Metrics {
             "Nodes streaming messages through their VM right now",
         )?;
         r.register(Box::new(busy.clone()))?;
+        let script_versions = IntGaugeVec::new(
+            Opts::new(
+                "reflow_sandbox_script_versions",
+                "Graph nodes by the script version they serve (its content hash)",
+            ),
+            &["actor", "version"],
+        )?;
+        r.register(Box::new(script_versions.clone()))?;
         Ok(Metrics {
+            script_updates: counter(
+                &r,
+                "reflow_sandbox_script_updates_total",
+                "Nodes switched to a new script version (applied) or refusing one that does not load (rejected)",
+                &["actor", "result"],
+            )?,
             messages: counter(
                 &r,
                 "reflow_sandbox_messages_total",
@@ -224,6 +241,7 @@ impl Metrics {
                 &["runtime", "shape", "pool"],
             )?,
             registry: r,
+            script_versions,
             vms,
             node_vms,
             busy,
@@ -265,6 +283,14 @@ impl Metrics {
                 .with_label_values(&[runtime, shape, pool])
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// A node of `actor` switched to a new version (`applied`) or refused
+    /// one (`rejected`).
+    pub(crate) fn script_update(&self, actor: &str, result: &str) {
+        self.script_updates
+            .with_label_values(&[actor, result])
+            .inc();
     }
 
     /// Every metric in the Prometheus text format (the gauges as last

@@ -22,7 +22,9 @@ use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
 use reflow_sandbox_core::protocol::{ActorError, StateRequest};
 use reflow_sandbox_core::worker::{InvokeHandler, StreamHandler, Window, WorkerError};
-use reflow_sandbox_core::{Fate, Script};
+use reflow_sandbox_core::{ErrorKind, Fate, Script};
+
+use crate::versions::{ScriptVersions, Version};
 
 /// Why a message got an error instead of (all of) its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -232,17 +234,28 @@ struct Slot {
     /// Whether `vm`'s vCPUs are held (see [`Node::hold_idle`]).
     held: bool,
     last_used: Instant,
+    /// The script version the node serves (its VM has it loaded).
+    serving: Version,
+    /// That version's component golden key (see [`crate::components`]).
+    component: String,
+    /// The number of a later version that did not load (the node stays on
+    /// `serving` until an even later one comes); 0: none.
+    rejected: u64,
 }
 
 /// A node's sandbox (shared by its dispatch loop and its behavior; one
 /// of them streams messages through it at a time, under its slot's lock).
 pub(crate) struct Node {
     shared: Arc<Shared>,
-    script: Arc<Script>,
+    /// Its actor's script, as it is updated (hot reload).
+    versions: Arc<ScriptVersions>,
+    /// The script's name (the same in every version the node runs).
+    name: String,
+    /// The content hash of the version served, readable while a message
+    /// holds the slot (metrics).
+    serving_hash: Mutex<String>,
     /// Where its VMs come from: an index in `shared.pools`.
     pool: usize,
-    /// Its script's component golden key (see [`crate::components`]).
-    component: String,
     metrics: NodeMetrics,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
@@ -252,7 +265,9 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub fn new(shared: Arc<Shared>, script: Arc<Script>, pool: usize) -> Arc<Node> {
+    pub fn new(shared: Arc<Shared>, versions: Arc<ScriptVersions>, pool: usize) -> Arc<Node> {
+        let serving = versions.latest();
+        let script = serving.script.clone();
         let component =
             reflow_sandbox_core::component::key(shared.pools[pool].pool.spec(), &script);
         crate::components::Components::start(&shared, pool, &script, &component);
@@ -263,14 +278,18 @@ impl Node {
         );
         let node = Arc::new(Node {
             shared: shared.clone(),
-            script,
+            versions,
+            name: script.name.clone(),
+            serving_hash: Mutex::new(serving.hash.clone()),
             pool,
-            component,
             metrics,
             slot: Mutex::new(Slot {
                 vm: None,
                 held: false,
                 last_used: Instant::now(),
+                serving,
+                component,
+                rejected: 0,
             }),
             #[cfg(feature = "testing")]
             stop: Mutex::new(None),
@@ -300,10 +319,16 @@ impl Node {
         answers: &mut dyn Answers,
     ) {
         let _busy = self.shared.busy();
+        let mut slot = self.slot.lock();
+        self.catch_up(&mut slot, node_id);
+        // Messages taken from here on run on this version; a newer one
+        // published meanwhile stops the taking, and the next call switches.
+        let (serving, rejected) = (slot.serving.number, slot.rejected);
+        let script = slot.serving.script.clone();
         let taken: RefCell<VecDeque<Instant>> = RefCell::new(VecDeque::new());
         let who = Who {
             node: node_id,
-            actor: &self.script.name,
+            actor: &self.name,
         };
         let mut counted = Counted {
             inner: answers,
@@ -312,15 +337,22 @@ impl Node {
             taken: &taken,
         };
         let answers: &mut dyn Answers = &mut counted;
-        let mut slot = self.slot.lock();
-        let limits = self.shared.config.limits_for(&self.script);
+        let limits = self.shared.config.limits_for(&script);
         let scope = Scope::new(&self.shared.config.namespace, node_id);
         let mut retry: VecDeque<Value> = VecDeque::new();
         // An input that could not be converted: answered once every message
         // taken before it is.
         let refused: RefCell<Option<ActorFailure>> = RefCell::new(None);
+        let pulled = Cell::new(false);
         let mut pull = || {
+            if pulled.get() {
+                let latest = self.versions.number();
+                if latest != serving && latest != rejected {
+                    return None;
+                }
+            }
             let got = next();
+            pulled.set(true);
             if got.is_some() && self.metrics.on() {
                 taken.borrow_mut().push_back(Instant::now());
             }
@@ -451,16 +483,24 @@ impl Node {
         }
         slot.vm = None;
         slot.held = false;
-        let (pool, kind) = self.shared.pool_for(self.pool, &self.component);
+        let fresh = self.fresh_vm(node_id, &slot.serving.script, &slot.component, limits)?;
+        Ok(self.install(slot, fresh))
+    }
+
+    /// A VM from the pool of `component` (the runtime's until that
+    /// component's golden is ready), with `script` loaded.
+    fn fresh_vm(
+        &self,
+        node_id: &str,
+        script: &Script,
+        component: &str,
+        limits: &Limits,
+    ) -> Result<PooledVm, ActorFailure> {
+        let (pool, kind) = self.shared.pool_for(self.pool, component);
         let waited = Instant::now();
         let acquired = pool.acquire(self.shared.config.acquire_timeout);
         self.metrics.waited(waited.elapsed());
         let mut fresh = acquired?;
-        #[cfg(feature = "testing")]
-        {
-            *self.stop.lock() = Some(fresh.stop_handle());
-        }
-        let script = &self.script;
         fresh
             .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
             .map_err(ActorFailure::from_worker)?;
@@ -472,7 +512,72 @@ impl Node {
             waited_us = waited.elapsed().as_micros() as u64,
             "VM lent"
         );
-        Ok(slot.vm.insert(fresh))
+        Ok(fresh)
+    }
+
+    /// Makes `fresh` the node's VM (the one it had is stopped).
+    fn install<'s>(&self, slot: &'s mut Slot, fresh: PooledVm) -> &'s mut PooledVm {
+        self.drop_vm(slot);
+        #[cfg(feature = "testing")]
+        {
+            *self.stop.lock() = Some(fresh.stop_handle());
+        }
+        slot.vm.insert(fresh)
+    }
+
+    /// Switches the node to its script's latest version, if it has a new
+    /// one: loaded on a fresh VM first, so a version that does not load is
+    /// refused (and said so) while the node keeps serving the one it has.
+    /// Called between messages.
+    fn catch_up(&self, slot: &mut Slot, node_id: &str) {
+        let latest = self.versions.latest();
+        if latest.number == slot.serving.number || latest.number == slot.rejected {
+            return;
+        }
+        let spec = self.shared.pools[self.pool].pool.spec();
+        let component = reflow_sandbox_core::component::key(spec, &latest.script);
+        crate::components::Components::start(&self.shared, self.pool, &latest.script, &component);
+        let limits = self.shared.config.limits_for(&latest.script);
+        let from = slot.serving.hash.clone();
+        match self.fresh_vm(node_id, &latest.script, &component, &limits) {
+            Ok(fresh) => {
+                self.install(slot, fresh);
+                tracing::info!(
+                    target: "reflow_sandbox::script",
+                    node = node_id,
+                    actor = %self.name,
+                    from = %from,
+                    to = %latest.hash,
+                    version = latest.number,
+                    "script updated"
+                );
+                self.shared.metrics.script_update(&self.name, "applied");
+                *self.serving_hash.lock() = latest.hash.clone();
+                slot.serving = latest;
+                slot.component = component;
+            }
+            Err(ActorFailure::Actor(a)) if a.kind == ErrorKind::Load => {
+                slot.rejected = latest.number;
+                self.shared.metrics.script_update(&self.name, "rejected");
+                tracing::error!(
+                    target: "reflow_sandbox::script",
+                    node = node_id,
+                    actor = %self.name,
+                    version = %latest.hash,
+                    serving = %from,
+                    "the new version of {} does not load, so the node keeps running version {from}: {}",
+                    self.name,
+                    a.message
+                );
+            }
+            Err(other) => tracing::warn!(
+                target: "reflow_sandbox::script",
+                node = node_id,
+                actor = %self.name,
+                version = %latest.hash,
+                "cannot switch to the new version yet ({other}); trying again before the next message"
+            ),
+        }
     }
 
     /// Stops and forgets the node's VM.
@@ -501,11 +606,11 @@ impl Node {
         };
         match vm.hold() {
             Ok(()) => {
-                tracing::debug!(target: "reflow_sandbox::vm", actor = %self.script.name, "VM held (idle)");
+                tracing::debug!(target: "reflow_sandbox::vm", actor = %self.name, "VM held (idle)");
                 slot.held = true
             }
             // Not held (it was released again): it polls, as before.
-            Err(why) => tracing::debug!(%why, script = %self.script.name, "cannot hold an idle VM"),
+            Err(why) => tracing::debug!(%why, script = %self.name, "cannot hold an idle VM"),
         }
     }
 
@@ -526,6 +631,10 @@ impl Node {
 }
 
 impl Tracked for Node {
+    fn serving(&self) -> (String, String) {
+        (self.name.clone(), self.serving_hash.lock().clone())
+    }
+
     fn vm_state(&self) -> Option<&'static str> {
         let Some(slot) = self.slot.try_lock() else {
             return Some("busy");
@@ -541,7 +650,7 @@ impl Tracked for Node {
             return;
         };
         if slot.vm.is_some() && slot.last_used.elapsed() >= idle {
-            tracing::debug!(script = %self.script.name, "giving back an idle VM");
+            tracing::debug!(script = %self.name, "giving back an idle VM");
             self.drop_vm(&mut slot);
         }
     }

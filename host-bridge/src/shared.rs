@@ -21,6 +21,9 @@ pub(crate) trait Tracked: Send + Sync {
     /// The state of the node's VM, if it has one: `busy` (running
     /// messages), `idle` or `held` (metrics).
     fn vm_state(&self) -> Option<&'static str>;
+    /// The node's script name and the content hash of the version it
+    /// serves (metrics).
+    fn serving(&self) -> (String, String);
     /// Stops the node's VM as if it crashed; whether there was one.
     #[cfg(feature = "testing")]
     fn kill_vm(&self) -> bool;
@@ -154,10 +157,15 @@ impl Shared {
         for state in ["busy", "idle", "held"] {
             m.node_vms.with_label_values(&[state]).set(0);
         }
+        m.script_versions.reset();
         for node in self.tracked() {
             if let Some(state) = node.vm_state() {
                 m.node_vms.with_label_values(&[state]).inc();
             }
+            let (actor, version) = node.serving();
+            m.script_versions
+                .with_label_values(&[&actor, &version])
+                .inc();
         }
         m.busy.set(self.busy_count() as i64);
         m.render()

@@ -138,6 +138,21 @@ pub fn bridge(store: StateStore, config: BridgeConfig) -> Bridge {
     bridge_for(&[Language::Python], store, config)
 }
 
+/// A Python bridge for one node's tests: one clone preloaded, at most
+/// four VMs, state embedded under `namespace`.
+pub fn small_bridge(namespace: &str) -> Bridge {
+    let config = BridgeConfig {
+        pool: reflow_sandbox_core::PoolConfig {
+            preload_count: 1,
+            max_size: 4,
+            ..Default::default()
+        },
+        namespace: namespace.into(),
+        ..BridgeConfig::default()
+    };
+    bridge(StateStore::embedded(), config)
+}
+
 /// A bridge with a runtime for each of `languages`, default sizes.
 pub fn bridge_for(languages: &[Language], store: StateStore, config: BridgeConfig) -> Bridge {
     let languages: Vec<(Language, Sizes)> = languages
