@@ -11,6 +11,7 @@ pub mod run;
 pub mod setup;
 pub mod show;
 pub mod tracked;
+pub mod watch;
 pub mod workspace;
 
 pub use graph::{GraphError, GraphFile};

@@ -205,6 +205,13 @@ struct RunArgs {
     /// stderr).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Watch the workspace's scripts while the graph runs: a changed one is
+    /// read again and its nodes switch to it between messages (messages
+    /// they took finish on the old version; a version that does not load
+    /// is refused and the old one keeps running). Workspace directories
+    /// only.
+    #[arg(long)]
+    watch: bool,
 }
 
 fn main() -> ExitCode {
@@ -439,6 +446,11 @@ fn discover(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.watch && !args.graph.is_dir() {
+        anyhow::bail!(
+            "--watch needs a workspace directory (its scripts are what is watched), not a graph file"
+        );
+    }
     let (mut graph, config) = if args.graph.is_dir() {
         let ws = Workspace::load(&args.graph)?;
         for note in ws.config.notes() {
@@ -526,9 +538,22 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let options = RunOptions {
+    let mut options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
         ..RunOptions::default()
+    };
+    let _watch = if args.watch {
+        let actors = config.clone();
+        let (updates, watch) = reflow_sandbox::watch::start(
+            args.graph.clone(),
+            graph.scripts.clone(),
+            Box::new(move |component, script| actors.apply_actor(component, script)),
+        )
+        .map_err(|e| anyhow::anyhow!("--watch: cannot start the watch: {e}"))?;
+        options.updates = Some(updates);
+        Some(watch)
+    } else {
+        None
     };
     let outcome = run(&graph, &bridge, &options, |o| {
         println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
