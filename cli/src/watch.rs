@@ -80,8 +80,7 @@ impl Seen {
     /// Reports `text` unless it was reported already.
     fn once(&mut self, text: String) {
         if self.reported.insert(text.clone()) {
-            tracing::warn!(target: "reflow_sandbox::script", "{text}");
-            eprintln!("reflow-sandbox: watch: {text}");
+            tracing::warn!(target: "reflow_sandbox::script", "watch: {text}");
         }
     }
 
@@ -120,7 +119,8 @@ impl Seen {
                 }
                 Some(_) => {}
                 None => self.once(format!(
-                    "component {component} is no longer in the workspace; its nodes keep the version they have"
+                    "component {component} is not in the workspace now (its script is gone, or has a \
+                     problem said above); its nodes keep the version they have"
                 )),
             }
         }
