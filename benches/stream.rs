@@ -15,9 +15,9 @@
 //!   a first message after an idle period (at 10 msg/s, longer than the
 //!   bridge's default `idle_hold`: each message finds the VM held).
 //!
-//! - what the metrics cost: the Python stream again with its bridge's
-//!   node metrics off (`BridgeConfig::metrics`), and the ratio of the two
-//!   rates.
+//! - what the metrics cost: interleaved pairs of Python streams, one node
+//!   counting its messages and one with its bridge's node metrics off
+//!   (`BridgeConfig::metrics`): the median ratio of the pairs' rates.
 //!
 //! Run with `./dev.sh bench` (or `cargo bench -p reflow-benches --bench
 //! stream`).
@@ -74,15 +74,14 @@ const STALL: Duration = Duration::from_secs(120);
 struct Subject {
     label: &'static str,
     script: Option<Script>,
-    /// Whether its node counts messages in the bridge's metrics.
-    metrics: bool,
-    /// Whether it runs the open-loop rates too.
-    open_loop: bool,
 }
 
-/// The label of the Python node that counts nothing (what the metrics
-/// cost, side by side).
-const NO_METRICS: &str = "Python, node metrics off";
+/// What the metrics cost: pairs of streams of this many messages, one
+/// through a Python node that counts them and one through a node that
+/// does not, alternating which goes first.
+const PAIR_STREAM: i64 = 20_000;
+/// How many pairs (half in a quick run).
+const PAIRS: usize = 6;
 
 fn subjects() -> Vec<Subject> {
     vec![
@@ -93,18 +92,6 @@ fn subjects() -> Vec<Subject> {
                 "identity.actor.py",
                 IDENTITY_PY,
             )),
-            metrics: true,
-            open_loop: true,
-        },
-        Subject {
-            label: NO_METRICS,
-            script: Some(Script::inline(
-                Language::Python,
-                "identity.actor.py",
-                IDENTITY_PY,
-            )),
-            metrics: false,
-            open_loop: false,
         },
         Subject {
             label: "JavaScript",
@@ -113,27 +100,26 @@ fn subjects() -> Vec<Subject> {
                 "identity.actor.js",
                 IDENTITY_JS,
             )),
-            metrics: true,
-            open_loop: true,
         },
         Subject {
             label: "native",
             script: None,
-            metrics: true,
-            open_loop: true,
         },
     ]
 }
 
 /// The identity actor for `subject` (a bridge of its own for a script)
 /// and its (in, out) ports.
-fn identity(subject: &Subject) -> (Option<Bridge>, Arc<dyn Actor>, (&'static str, &'static str)) {
+fn identity(
+    subject: &Subject,
+    metrics: bool,
+) -> (Option<Bridge>, Arc<dyn Actor>, (&'static str, &'static str)) {
     let ports = match subject.script {
         Some(_) => ("input", "output"),
         None => ("in", "out"),
     };
     let config = BridgeConfig {
-        metrics: subject.metrics,
+        metrics,
         ..BridgeConfig::default()
     };
     let (bridge, actor) =
@@ -255,7 +241,7 @@ struct Measured {
 
 fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -> Measured {
     let _guard = rt.enter();
-    let (bridge, actor, ports) = identity(subject);
+    let (bridge, actor, ports) = identity(subject, true);
     let (tx, rx) = flume::unbounded();
     let n = network(actor, ports, tx);
     // The first stream takes the node's VM and loads the script.
@@ -278,8 +264,7 @@ fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -
         subject.label,
         took.as_secs_f64()
     );
-    let rates = if subject.open_loop { &RATES[..] } else { &[] };
-    let open = rates
+    let open = RATES
         .iter()
         .map(|&(r, span)| {
             // An idle gap first, so the first message meets an idle node.
@@ -310,29 +295,11 @@ fn measure(c: &mut Criterion, rt: &tokio::runtime::Runtime, subject: &Subject) -
 }
 
 fn report_all(measured: &[Measured]) {
-    let rate_of = |label: &str| {
-        measured
-            .iter()
-            .find(|m| m.label == label)
-            .map_or(f64::NAN, |m| m.rate)
-    };
-    let native = rate_of("native");
-    record(
-        "stream",
-        "Python msg/s, node metrics on / off (same run)",
-        rate_of("Python") / rate_of(NO_METRICS),
-        "the same identity node, its bridge counting each message or not",
-    );
+    let native = measured
+        .iter()
+        .find(|m| m.label == "native")
+        .map_or(f64::NAN, |m| m.rate);
     for m in measured {
-        if m.label == NO_METRICS {
-            record(
-                "stream",
-                "Range -> Python identity -> sink, node metrics off",
-                m.rate,
-                "the Python stream with BridgeConfig::metrics off",
-            );
-            continue;
-        }
         record(
             "stream",
             &format!("Range -> {} identity -> sink", m.label),
@@ -361,6 +328,66 @@ fn report_all(measured: &[Measured]) {
     }
 }
 
+/// The Python stream with node metrics on and off, in interleaved pairs
+/// (drift on a shared host moves both sides of a pair alike): the median
+/// rate without metrics, and the median of the pairs' ratios.
+fn metrics_cost(rt: &tokio::runtime::Runtime) {
+    let _guard = rt.enter();
+    let python = &subjects()[0];
+    let sides: Vec<_> = [true, false]
+        .into_iter()
+        .map(|metrics| {
+            let (bridge, actor, ports) = identity(python, metrics);
+            let (tx, rx) = flume::unbounded();
+            let n = network(actor, ports, tx);
+            stream(&n, &rx, 1_000);
+            (bridge, n, rx)
+        })
+        .collect();
+    let rate = |side: usize| {
+        let (_, n, rx) = &sides[side];
+        PAIR_STREAM as f64 / stream(n, rx, PAIR_STREAM).as_secs_f64()
+    };
+    let pairs = if report::is_quick() { PAIRS / 2 } else { PAIRS };
+    let mut off_rates = Vec::new();
+    let mut ratios = Vec::new();
+    for i in 0..pairs {
+        let (on, off) = if i % 2 == 0 {
+            let on = rate(0);
+            (on, rate(1))
+        } else {
+            let off = rate(1);
+            (rate(0), off)
+        };
+        println!("stream: metrics pair {i}: on {on:.0} msg/s, off {off:.0} msg/s");
+        off_rates.push(off);
+        ratios.push(on / off);
+    }
+    for (bridge, n, _) in sides {
+        n.shutdown();
+        if let Some(b) = bridge {
+            b.shutdown();
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let note = format!("{pairs} interleaved pairs of {PAIR_STREAM}-message streams; median");
+    record(
+        "stream",
+        "Range -> Python identity -> sink, node metrics off",
+        median(&mut off_rates),
+        &note,
+    );
+    record(
+        "stream",
+        "Python msg/s, node metrics on / off (same run)",
+        median(&mut ratios),
+        &note,
+    );
+}
+
 fn streams(c: &mut Criterion) {
     if !kvm_available() {
         return;
@@ -369,6 +396,7 @@ fn streams(c: &mut Criterion) {
     report::reset("stream");
     let measured: Vec<Measured> = subjects().iter().map(|s| measure(c, &rt, s)).collect();
     report_all(&measured);
+    metrics_cost(&rt);
 }
 
 criterion_group!(benches, streams);
