@@ -63,7 +63,26 @@ async fn counters_follow_messages_failures_timeouts_and_kills() {
         timeout: Some(Duration::from_secs(600)),
         ..RunOptions::default()
     };
-    let outcome = run(&graph, &bridge, &options, |_| {}).await.unwrap();
+    // One scrape while the graph runs: the node holds its VM then.
+    let mut during = None;
+    let outcome = run(&graph, &bridge, &options, |_| {
+        if during.is_none() {
+            during = Some(bridge.metrics().unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    let during = during.expect("a scrape during the run");
+    let resident = |stat: &str| {
+        sample(
+            &during,
+            "reflow_sandbox_node_vm_resident_bytes",
+            &[("runtime", "python"), ("stat", stat)],
+        )
+    };
+    // A monitor process with its guest's touched memory: megabytes.
+    assert!(resident("max") > 1e6, "{during}");
+    assert!(resident("total") >= resident("max"), "{during}");
     assert_eq!(outcome.failures, 3, "{:?}", shown(&outcome, "out", "out"));
     let text = bridge.metrics().unwrap();
     let actor = ("actor", "Flaky.actor.py");

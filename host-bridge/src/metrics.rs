@@ -99,6 +99,30 @@ pub(crate) fn observer(
     })
 }
 
+/// The resident memory of process `pid` (0 once it is gone).
+pub(crate) fn resident_bytes(pid: u32) -> u64 {
+    let pages = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// The throttled time cgroup `dir`'s `cpu.stat` reports, in seconds (0
+/// when it cannot be read).
+pub(crate) fn throttled_seconds(dir: &std::path::Path) -> f64 {
+    std::fs::read_to_string(dir.join("cpu.stat"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("throttled_usec "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |us| us / 1e6)
+}
+
 /// Latency buckets, seconds: 50 us to 60 s.
 const LATENCY: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -124,6 +148,10 @@ pub struct Metrics {
     pub(crate) busy: IntGauge,
     /// Set when scraped.
     pub(crate) script_versions: IntGaugeVec,
+    /// Set when scraped.
+    pub(crate) vm_memory: IntGaugeVec,
+    /// Set when scraped.
+    pub(crate) vm_throttled: prometheus::GaugeVec,
     script_updates: IntCounterVec,
 }
 
@@ -185,6 +213,22 @@ impl Metrics {
             &["actor", "version"],
         )?;
         r.register(Box::new(script_versions.clone()))?;
+        let vm_memory = IntGaugeVec::new(
+            Opts::new(
+                "reflow_sandbox_node_vm_resident_bytes",
+                "Host memory resident in the monitor processes of VMs lent to nodes (guest memory touched included): their total, and the largest",
+            ),
+            &["runtime", "stat"],
+        )?;
+        r.register(Box::new(vm_memory.clone()))?;
+        let vm_throttled = prometheus::GaugeVec::new(
+            Opts::new(
+                "reflow_sandbox_node_vm_cpu_throttled_seconds",
+                "Time the CPU-limited VMs lent to nodes were throttled by their cgroup quota, summed over those VMs (it drops when one is replaced)",
+            ),
+            &["runtime"],
+        )?;
+        r.register(Box::new(vm_throttled.clone()))?;
         Ok(Metrics {
             script_updates: counter(
                 &r,
@@ -242,6 +286,8 @@ impl Metrics {
             )?,
             registry: r,
             script_versions,
+            vm_memory,
+            vm_throttled,
             vms,
             node_vms,
             busy,
@@ -250,7 +296,7 @@ impl Metrics {
 
     /// The handles a node of `actor` on `runtime` bumps per message
     /// (none when `on` is false: the node counts nothing).
-    pub(crate) fn node(&self, runtime: &str, actor: &str, on: bool) -> NodeMetrics {
+    pub fn node(&self, runtime: &str, actor: &str, on: bool) -> NodeMetrics {
         NodeMetrics(on.then(|| Handles {
             runtime: runtime.to_string(),
             actor: actor.to_string(),
@@ -302,8 +348,9 @@ impl Metrics {
     }
 }
 
-/// One node's metric handles (`None`: it counts nothing).
-pub(crate) struct NodeMetrics(Option<Handles>);
+/// One node's metric handles (`None`: it counts nothing). Public so the
+/// benches can time a message's share of the counting.
+pub struct NodeMetrics(Option<Handles>);
 
 struct Handles {
     runtime: String,

@@ -254,6 +254,9 @@ pub(crate) struct Node {
     /// The content hash of the version served, readable while a message
     /// holds the slot (metrics).
     serving_hash: Mutex<String>,
+    /// Its VM's monitor process and CPU cgroup, readable while a message
+    /// holds the slot (metrics).
+    vm_process: Mutex<Option<VmProcess>>,
     /// Where its VMs come from: an index in `shared.pools`.
     pool: usize,
     metrics: NodeMetrics,
@@ -281,6 +284,7 @@ impl Node {
             versions,
             name: script.name.clone(),
             serving_hash: Mutex::new(serving.hash.clone()),
+            vm_process: Mutex::new(None),
             pool,
             metrics,
             slot: Mutex::new(Slot {
@@ -518,6 +522,10 @@ impl Node {
     /// Makes `fresh` the node's VM (the one it had is stopped).
     fn install<'s>(&self, slot: &'s mut Slot, fresh: PooledVm) -> &'s mut PooledVm {
         self.drop_vm(slot);
+        *self.vm_process.lock() = Some(VmProcess {
+            pid: fresh.monitor_pid(),
+            cpu_group: fresh.cpu_group().map(Into::into),
+        });
         #[cfg(feature = "testing")]
         {
             *self.stop.lock() = Some(fresh.stop_handle());
@@ -584,6 +592,7 @@ impl Node {
     fn drop_vm(&self, slot: &mut Slot) {
         slot.vm = None;
         slot.held = false;
+        *self.vm_process.lock() = None;
         #[cfg(feature = "testing")]
         {
             *self.stop.lock() = None;
@@ -630,7 +639,21 @@ impl Node {
     }
 }
 
+/// Where a node's VM's resources can be read from.
+#[derive(Debug, Clone)]
+pub(crate) struct VmProcess {
+    /// Its monitor process.
+    pub pid: u32,
+    /// Its CPU cgroup, when it has a CPU limit.
+    pub cpu_group: Option<std::path::PathBuf>,
+}
+
 impl Tracked for Node {
+    fn vm_process(&self) -> Option<(String, VmProcess)> {
+        let language = self.shared.pools[self.pool].language.to_string();
+        Some((language, self.vm_process.lock().clone()?))
+    }
+
     fn serving(&self) -> (String, String) {
         (self.name.clone(), self.serving_hash.lock().clone())
     }

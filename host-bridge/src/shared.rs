@@ -24,6 +24,8 @@ pub(crate) trait Tracked: Send + Sync {
     /// The node's script name and the content hash of the version it
     /// serves (metrics).
     fn serving(&self) -> (String, String);
+    /// The node's runtime and its VM's process, if it has a VM.
+    fn vm_process(&self) -> Option<(String, crate::node::VmProcess)>;
     /// Stops the node's VM as if it crashed; whether there was one.
     #[cfg(feature = "testing")]
     fn kill_vm(&self) -> bool;
@@ -158,7 +160,22 @@ impl Shared {
             m.node_vms.with_label_values(&[state]).set(0);
         }
         m.script_versions.reset();
+        m.vm_memory.reset();
+        m.vm_throttled.reset();
         for node in self.tracked() {
+            if let Some((runtime, vm)) = node.vm_process() {
+                let resident = crate::metrics::resident_bytes(vm.pid);
+                m.vm_memory
+                    .with_label_values(&[&runtime, "total"])
+                    .add(resident as i64);
+                let max = m.vm_memory.with_label_values(&[&runtime, "max"]);
+                max.set(max.get().max(resident as i64));
+                if let Some(dir) = &vm.cpu_group {
+                    m.vm_throttled
+                        .with_label_values(&[&runtime])
+                        .add(crate::metrics::throttled_seconds(dir));
+                }
+            }
             if let Some(state) = node.vm_state() {
                 m.node_vms.with_label_values(&[state]).inc();
             }
