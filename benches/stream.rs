@@ -331,7 +331,41 @@ fn report_all(measured: &[Measured]) {
 /// The Python stream with node metrics on and off, in interleaved pairs
 /// (drift on a shared host moves both sides of a pair alike): the median
 /// rate without metrics, and the median of the pairs' ratios.
-fn metrics_cost(rt: &tokio::runtime::Runtime) {
+fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
+    // A node's counting per message, alone: what `Counted` does for a
+    // message that returns one output.
+    let metrics = reflow_host_bridge::metrics::Metrics::new().expect("metrics");
+    let node = metrics.node("python", "identity.actor.py", true);
+    let mut taken = std::collections::VecDeque::new();
+    let rounds = 1_000_000u32;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        taken.push_back(Instant::now());
+        let took = taken
+            .pop_front()
+            .map_or(Duration::ZERO, |s: Instant| s.elapsed());
+        node.answered(took, None);
+        node.outputs(1);
+    }
+    let per_message = t.elapsed().as_secs_f64() / f64::from(rounds);
+    println!(
+        "stream: node metrics cost {:.0} ns per message, {:.2} % of the Python stream's {:.1} us",
+        per_message * 1e9,
+        per_message * python_rate * 100.0,
+        1e6 / python_rate
+    );
+    record(
+        "stream",
+        "node metrics per message, ns",
+        per_message * 1e9,
+        "a node's counting for one message with one output, timed alone",
+    );
+    record(
+        "stream",
+        "node metrics per message / Python stream time per message (same run)",
+        per_message * python_rate,
+        "the counting's share of the Python stream's time per message",
+    );
     let _guard = rt.enter();
     let python = &subjects()[0];
     let sides: Vec<_> = [true, false]
@@ -396,7 +430,11 @@ fn streams(c: &mut Criterion) {
     report::reset("stream");
     let measured: Vec<Measured> = subjects().iter().map(|s| measure(c, &rt, s)).collect();
     report_all(&measured);
-    metrics_cost(&rt);
+    let python = measured
+        .iter()
+        .find(|m| m.label == "Python")
+        .map_or(f64::NAN, |m| m.rate);
+    metrics_cost(&rt, python);
 }
 
 criterion_group!(benches, streams);

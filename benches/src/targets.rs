@@ -235,6 +235,10 @@ pub const TARGETS: &[Goal] = &[
         50_000.0, None, STREAM),
     row("stream", "Python msg/s, node metrics on / off (same run)", "x", Higher, None, 0.97, None,
         "fewer metric updates per message (each node looks its handles up once already)"),
+    row("stream", "node metrics per message, ns", "ns", Lower, None, 500.0, None,
+        "fewer metric updates per message"),
+    row("stream", "node metrics per message / Python stream time per message (same run)", "x",
+        Lower, None, 0.03, None, "fewer metric updates per message"),
     // idle.rs
     row("idle", "host CPU of idle Python nodes with their VMs, per 100 nodes", "% of a core",
         Lower, None, 2.0, None, "no periodic wake-ups in a held VM (monitor tick, guest timer)"),
