@@ -135,5 +135,17 @@ async fn counters_follow_messages_failures_timeouts_and_kills() {
     );
     assert!(sample(&text, "reflow_sandbox_pool_wait_seconds_count", &[]) >= 3.0);
     assert!(text.contains("# TYPE reflow_sandbox_vms gauge"), "{text}");
+    // The script's component golden: asked for once, made or found.
+    bridge.wait_components(Duration::from_secs(600));
+    let text = bridge.metrics().unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "reflow_sandbox_component_goldens_total",
+            &[("runtime", "python")]
+        ),
+        1.0,
+        "{text}"
+    );
     bridge.shutdown();
 }

@@ -79,6 +79,7 @@ impl Components {
             slots.insert(slot, Slot::Building);
         }
         let runtime = shared.pools[pool].pool.spec().clone();
+        let language = shared.pools[pool].language.to_string();
         let weak: Weak<Shared> = Arc::downgrade(shared);
         let script = script.clone();
         let slot_key = (pool, key.to_string());
@@ -99,11 +100,23 @@ impl Components {
                         Some(s) if !s.components.closed.load(Ordering::SeqCst) => drop(s),
                         _ => return,
                     }
-                    component::ensure(&runtime, &script, &settings, &progress)
+                    let started = Instant::now();
+                    (
+                        component::ensure(&runtime, &script, &settings, &progress),
+                        started.elapsed(),
+                    )
                 };
+                let (made, took) = made;
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
+                let result = match &made {
+                    Ok(g) if g.created => "created",
+                    Ok(_) => "cached",
+                    Err(ComponentError::Load(_)) => "does_not_load",
+                    Err(_) => "failed",
+                };
+                shared.metrics.component_golden(&language, result, took);
                 let slot = match made {
                     Ok(golden) => {
                         let pool = VmPool::with_hooks(

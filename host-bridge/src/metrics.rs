@@ -153,6 +153,8 @@ pub struct Metrics {
     /// Set when scraped.
     pub(crate) vm_throttled: prometheus::GaugeVec,
     script_updates: IntCounterVec,
+    goldens: IntCounterVec,
+    golden_seconds: HistogramVec,
 }
 
 fn counter(
@@ -229,7 +231,25 @@ impl Metrics {
             &["runtime"],
         )?;
         r.register(Box::new(vm_throttled.clone()))?;
+        let golden_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "reflow_sandbox_component_golden_duration_seconds",
+                "Making (or finding in the cache) a script's component golden snapshot",
+            )
+            .buckets(vec![
+                0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+            &["runtime", "result"],
+        )?;
+        r.register(Box::new(golden_seconds.clone()))?;
         Ok(Metrics {
+            golden_seconds,
+            goldens: counter(
+                &r,
+                "reflow_sandbox_component_goldens_total",
+                "Component golden snapshots a script's first node asked for, by result: created, cached, does_not_load (the script), failed",
+                &["runtime", "result"],
+            )?,
             script_updates: counter(
                 &r,
                 "reflow_sandbox_script_updates_total",
@@ -329,6 +349,14 @@ impl Metrics {
                 .with_label_values(&[runtime, shape, pool])
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// A component golden of `runtime` made (`result`) in `took`.
+    pub(crate) fn component_golden(&self, runtime: &str, result: &str, took: Duration) {
+        self.goldens.with_label_values(&[runtime, result]).inc();
+        self.golden_seconds
+            .with_label_values(&[runtime, result])
+            .observe(took.as_secs_f64());
     }
 
     /// A node of `actor` switched to a new version (`applied`) or refused
