@@ -14,7 +14,9 @@ use serde_json::json;
 
 const MESSAGES: usize = 1000;
 
-fn counter(version: &str) -> String {
+/// The Counter script, `version` in its answers; it raises on input
+/// `fail_at` (0: never).
+fn counter(version: &str, fail_at: usize) -> String {
     format!(
         r#"
 import time
@@ -23,17 +25,20 @@ import time
 async def counter(context):
     n = await context.state.increment("seen")
     time.sleep(0.002)
+    if context.get_input("input") == {fail_at}:
+        raise ValueError("the last one")
     return {{"output": f"{{context.get_input('input')}}:{version}:{{n}}"}}
 "#
     )
 }
 
 /// Streams [`MESSAGES`] through a Counter node, publishing `update` after
-/// the 200th answer; returns the answers (input, version, count).
-async fn stream_with_update(update: &str) -> (Vec<(usize, String, usize)>, String) {
+/// the 200th answer; returns the answers (input, version, count), the
+/// metrics at the end and the errors.
+async fn stream_with_update(update: &str) -> (Vec<(usize, String, usize)>, String, Vec<String>) {
     let mut g = GraphBuilder::default();
     g.native("numbers", "Range", json!({}))
-        .script("counter", "Counter", &counter("v1"), json!({}), None)
+        .script("counter", "Counter", &counter("v1", 0), json!({}), None)
         .connect("numbers", "out", "counter", "input")
         .initial("numbers", "count", json!(MESSAGES));
     let graph = g.load();
@@ -56,7 +61,8 @@ async fn stream_with_update(update: &str) -> (Vec<(usize, String, usize)>, Strin
     .unwrap();
     let metrics = bridge.metrics().unwrap();
     bridge.shutdown();
-    assert_eq!(outcome.failures, 0);
+    let errors = shown(&outcome, "counter", "error");
+    assert_eq!(outcome.failures, errors.len());
     let answers = shown(&outcome, "counter", "output")
         .iter()
         .map(|s| {
@@ -68,7 +74,7 @@ async fn stream_with_update(update: &str) -> (Vec<(usize, String, usize)>, Strin
             )
         })
         .collect();
-    (answers, metrics)
+    (answers, metrics, errors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +82,21 @@ async fn a_script_changed_mid_stream_switches_once_without_losing_a_message() {
     if !kvm_available() {
         return;
     }
-    let (answers, metrics) = stream_with_update(&counter("v2")).await;
-    assert_eq!(answers.len(), MESSAGES);
+    let v2 = counter("v2", MESSAGES);
+    let (answers, metrics, errors) = stream_with_update(&v2).await;
+    // The last input raised in v2: its error names the version.
+    let hash = reflow_host_bridge::versions::content_hash(&Script::inline(
+        Language::Python,
+        "Counter.actor.py",
+        &v2,
+    ));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("Counter.actor.py (counter, version {hash})"))
+            && errors[0].contains("the last one"),
+        "{errors:?}"
+    );
+    assert_eq!(answers.len(), MESSAGES - 1);
     for (i, (input, _, n)) in answers.iter().enumerate() {
         assert_eq!(*input, i + 1, "answered once each, in order");
         assert_eq!(*n, i + 1, "the state counter carried over");
@@ -112,7 +131,8 @@ async fn a_new_version_that_does_not_load_leaves_the_old_one_running() {
     let broken = "@actor(name='Counter', inports=['input'], outports=['output'])\n\
                   def counter(context):\n    return {'output': undefined_name}\n\
                   raise RuntimeError('this version does not load')\n";
-    let (answers, metrics) = stream_with_update(broken).await;
+    let (answers, metrics, errors) = stream_with_update(broken).await;
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(answers.len(), MESSAGES);
     for (i, (input, version, n)) in answers.iter().enumerate() {
         assert_eq!((*input, version.as_str(), *n), (i + 1, "v1", i + 1));

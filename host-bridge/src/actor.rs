@@ -149,6 +149,8 @@ struct PortAnswers {
     send_done: bool,
     /// What the last message ended with (for a behavior's result).
     last: Option<Result<HashMap<String, Message>, String>>,
+    /// The script version its failures name, once the node was reloaded.
+    version: Option<String>,
 }
 
 impl PortAnswers {
@@ -165,11 +167,16 @@ impl PortAnswers {
             outports,
             send_done: true,
             last: None,
+            version: None,
         }
     }
 }
 
 impl Answers for PortAnswers {
+    fn reloaded(&mut self, version: &str) {
+        self.version = Some(version.to_string());
+    }
+
     fn output(&mut self, port: &str, value: Value) {
         let _ = self
             .outports
@@ -187,7 +194,13 @@ impl Answers for PortAnswers {
     }
 
     fn failed(&mut self, failure: ActorFailure) {
-        let mut text = format!("{} ({}): {failure}", self.script.name, self.node_id);
+        let mut text = match &self.version {
+            Some(v) => format!(
+                "{} ({}, version {v}): {failure}",
+                self.script.name, self.node_id
+            ),
+            None => format!("{} ({}): {failure}", self.script.name, self.node_id),
+        };
         if let ActorFailure::Actor(a) = &failure {
             if !a.traceback.is_empty() {
                 text = format!("{text}\n{}", a.traceback.trim_end());

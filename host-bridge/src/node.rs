@@ -124,6 +124,9 @@ pub(crate) trait Answers {
     fn done(&mut self, outputs: Value);
     /// The message failed (why).
     fn failed(&mut self, failure: ActorFailure);
+    /// The messages answered from here on run on a reloaded version of
+    /// the script (its content hash), which failures should name.
+    fn reloaded(&mut self, _version: &str) {}
 }
 
 /// A stream's handler: state through the store, everything else to the
@@ -328,6 +331,9 @@ impl Node {
         // Messages taken from here on run on this version; a newer one
         // published meanwhile stops the taking, and the next call switches.
         let (serving, rejected) = (slot.serving.number, slot.rejected);
+        if serving > 1 {
+            answers.reloaded(&slot.serving.hash);
+        }
         let script = slot.serving.script.clone();
         let taken: RefCell<VecDeque<Instant>> = RefCell::new(VecDeque::new());
         let who = Who {
