@@ -328,10 +328,9 @@ pub fn derive(
     for d in [&root, &work] {
         std::fs::create_dir_all(d).map_err(io("creating", d))?;
     }
-    let base_has = installed(base, request.language)?;
     let (added, preload) = match request.language {
-        Language::Python => build_python(base, request, &base_has, &root, &work, progress)?,
-        Language::JavaScript => build_node(base, request, &base_has, &root, &work, progress)?,
+        Language::Python => build_python(base, request, &root, &work, progress)?,
+        Language::JavaScript => build_node(base, request, &root, &work, progress)?,
     };
     if !preload.is_empty() {
         let file = root.join("opt/reflow/preload.txt");
@@ -388,12 +387,12 @@ type Built = (Vec<serde_json::Value>, Vec<String>);
 fn build_python(
     base: &Path,
     request: &Request,
-    base_has: &[Installed],
     root: &Path,
     work: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<Built, PackagesError> {
     let version = python::guest_version(base)?;
+    let base_has = &python::installed(base, &version)?;
     progress(&format!(
         "resolving with pip: wheels for CPython {version} on manylinux x86_64, beside the image's {}",
         base_has
@@ -438,11 +437,11 @@ fn build_python(
 fn build_node(
     base: &Path,
     request: &Request,
-    base_has: &[Installed],
     root: &Path,
     work: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<Built, PackagesError> {
+    let base_has = &node::installed(base)?;
     let deps: Vec<(String, String)> = request
         .specs
         .iter()
