@@ -126,6 +126,12 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>, CacheError> {
     Ok(all)
 }
 
+/// Disk space of `path` and everything under it (allocated blocks, as
+/// `du` counts them; links are not followed).
+pub fn disk_usage(path: &Path) -> Result<u64, CacheError> {
+    usage(path).map(|(bytes, _)| bytes)
+}
+
 /// Disk space and latest use of `path` and everything under it (links
 /// are not followed). Only files' times count: listing a directory (as
 /// this does) is not a use. A directory without files was last used when

@@ -27,6 +27,9 @@ pub enum TreeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The tree's size could not be read.
+    #[error(transparent)]
+    Usage(#[from] crate::cache::CacheError),
     /// The package layer would replace a file of the base image.
     #[error("{} is in the base image already; a package may add files, not replace them", path.display())]
     Replaces { path: PathBuf },
@@ -177,7 +180,7 @@ pub fn merge(from: &Path, into: &Path) -> Result<(), TreeError> {
 /// owned by root) at `out`, labelled `label`, with a quarter of free
 /// space over its files as `guest-image/rootfs.sh` sizes the base images.
 pub fn pack(root: &Path, label: &str, out: &Path) -> Result<u64, TreeError> {
-    let bytes = size_of(root)?;
+    let bytes = crate::cache::disk_usage(root)?;
     let kib = bytes / 1024 * 5 / 4 + 16384;
     let file = std::fs::File::create(out).map_err(io("creating", out))?;
     file.set_len(kib * 1024).map_err(io("sizing", out))?;
@@ -193,23 +196,4 @@ pub fn pack(root: &Path, label: &str, out: &Path) -> Result<u64, TreeError> {
         E2FS,
     )?;
     Ok(kib * 1024)
-}
-
-/// The bytes the files under `dir` take on disk (allocated blocks, as `du`
-/// counts them).
-pub fn size_of(dir: &Path) -> Result<u64, TreeError> {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).map_err(io("reading", &d))? {
-            let entry = entry.map_err(io("reading", &d))?;
-            let m = entry.metadata().map_err(io("reading", &entry.path()))?;
-            total += m.blocks() * 512;
-            if m.is_dir() {
-                todo.push(entry.path());
-            }
-        }
-    }
-    Ok(total)
 }
