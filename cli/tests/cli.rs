@@ -6,19 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Whether /dev/kvm exists; under `CI=true` its absence fails the test (the
-/// integration tests' `missing` rule: this crate does not depend on them).
-fn kvm() -> bool {
-    let ok = Path::new("/dev/kvm").exists();
-    if !ok {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true and /dev/kvm is absent: this test boots real guests"
-        );
-        eprintln!("SKIPPED: /dev/kvm is absent");
-    }
-    ok
-}
+mod common;
+use common::{kvm, text};
 
 fn run(graph: &Path, extra: &[&str]) -> Output {
     run_env(graph, extra, &[])
@@ -40,10 +29,6 @@ fn run_env(graph: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("REDIS_URL")
         .output()
         .expect("reflow-sandbox runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

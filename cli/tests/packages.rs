@@ -8,9 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{kvm, text};
 
 fn image_var(var: &str) -> PathBuf {
     std::env::var_os(var)
@@ -164,12 +163,7 @@ fn a_dependency_the_image_lacks_is_an_error_before_any_vm_starts() {
 
 #[test]
 fn a_workspace_with_packages_runs_and_its_images_come_from_the_cache() {
-    if !Path::new("/dev/kvm").exists() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true and /dev/kvm is absent: this test boots real guests"
-        );
-        eprintln!("SKIPPED: /dev/kvm is absent");
+    if !kvm() {
         return;
     }
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/packages");
