@@ -41,10 +41,7 @@ pub fn content_hash(script: &Script) -> String {
     h.update(script.name.as_bytes());
     h.update([0]);
     h.update(script.source.as_bytes());
-    h.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..6])
 }
 
 /// The versions of one actor's script: the latest.
