@@ -157,15 +157,26 @@ pub struct Metrics {
     golden_seconds: HistogramVec,
 }
 
+/// `c`, registered in `r`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn counter(
     r: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 fn histogram(
@@ -173,77 +184,70 @@ fn histogram(
     name: &str,
     help: &str,
     labels: &[&str],
+    buckets: &[f64],
 ) -> prometheus::Result<HistogramVec> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY.to_vec()),
-        labels,
-    )?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(r, HistogramVec::new(opts, labels)?)
 }
+
+/// Component golden buckets, seconds: 10 ms (found in the cache) to 5 min.
+const GOLDEN: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 impl Metrics {
     /// The metrics, all zero.
     pub fn new() -> Result<Metrics, MetricsError> {
         let r = Registry::new();
-        let vms = IntGaugeVec::new(
-            Opts::new(
+        Ok(Metrics {
+            vms: gauge(
+                &r,
                 "reflow_sandbox_vms",
                 "VMs of each pool: ready (restored, waiting held) and live (ready, lent and being restored)",
-            ),
-            &["runtime", "shape", "pool", "state"],
-        )?;
-        r.register(Box::new(vms.clone()))?;
-        let node_vms = IntGaugeVec::new(
-            Opts::new(
+                &["runtime", "shape", "pool", "state"],
+            )?,
+            node_vms: gauge(
+                &r,
                 "reflow_sandbox_node_vms",
                 "VMs lent to graph nodes: busy (running messages), idle (running, waiting for one), held (vCPUs stopped until the next message)",
-            ),
-            &["state"],
-        )?;
-        r.register(Box::new(node_vms.clone()))?;
-        let busy = IntGauge::new(
-            "reflow_sandbox_streams_busy",
-            "Nodes streaming messages through their VM right now",
-        )?;
-        r.register(Box::new(busy.clone()))?;
-        let script_versions = IntGaugeVec::new(
-            Opts::new(
+                &["state"],
+            )?,
+            busy: registered(
+                &r,
+                IntGauge::new(
+                    "reflow_sandbox_streams_busy",
+                    "Nodes streaming messages through their VM right now",
+                )?,
+            )?,
+            script_versions: gauge(
+                &r,
                 "reflow_sandbox_script_versions",
                 "Graph nodes by the script version they serve (its content hash)",
-            ),
-            &["actor", "version"],
-        )?;
-        r.register(Box::new(script_versions.clone()))?;
-        let vm_memory = IntGaugeVec::new(
-            Opts::new(
+                &["actor", "version"],
+            )?,
+            vm_memory: gauge(
+                &r,
                 "reflow_sandbox_node_vm_resident_bytes",
                 "Host memory resident in the monitor processes of VMs lent to nodes (guest memory touched included): their total, and the largest",
-            ),
-            &["runtime", "stat"],
-        )?;
-        r.register(Box::new(vm_memory.clone()))?;
-        let vm_throttled = prometheus::GaugeVec::new(
-            Opts::new(
-                "reflow_sandbox_node_vm_cpu_throttled_seconds",
-                "Time the CPU-limited VMs lent to nodes were throttled by their cgroup quota, summed over those VMs (it drops when one is replaced)",
-            ),
-            &["runtime"],
-        )?;
-        r.register(Box::new(vm_throttled.clone()))?;
-        let golden_seconds = HistogramVec::new(
-            HistogramOpts::new(
+                &["runtime", "stat"],
+            )?,
+            vm_throttled: registered(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "reflow_sandbox_node_vm_cpu_throttled_seconds",
+                        "Time the CPU-limited VMs lent to nodes were throttled by their cgroup quota, summed over those VMs (it drops when one is replaced)",
+                    ),
+                    &["runtime"],
+                )?,
+            )?,
+            golden_seconds: histogram(
+                &r,
                 "reflow_sandbox_component_golden_duration_seconds",
                 "Making (or finding in the cache) a script's component golden snapshot",
-            )
-            .buckets(vec![
-                0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-            ]),
-            &["runtime", "result"],
-        )?;
-        r.register(Box::new(golden_seconds.clone()))?;
-        Ok(Metrics {
-            golden_seconds,
+                &["runtime", "result"],
+                GOLDEN,
+            )?,
             goldens: counter(
                 &r,
                 "reflow_sandbox_component_goldens_total",
@@ -267,6 +271,7 @@ impl Metrics {
                 "reflow_sandbox_message_duration_seconds",
                 "From a message taken by its node to its answer (done or failed), queueing in the node's window included",
                 &["runtime", "actor"],
+                LATENCY,
             )?,
             outputs: counter(
                 &r,
@@ -291,6 +296,7 @@ impl Metrics {
                 "reflow_sandbox_pool_wait_seconds",
                 "How long a node waited for a VM from its pool (a restore, when none was ready)",
                 &["runtime"],
+                LATENCY,
             )?,
             restores: counter(
                 &r,
@@ -303,14 +309,9 @@ impl Metrics {
                 "reflow_sandbox_restore_duration_seconds",
                 "From a restore's start to its VM ready (its script loaded, for a component pool)",
                 &["runtime", "shape", "pool"],
+                LATENCY,
             )?,
             registry: r,
-            script_versions,
-            vm_memory,
-            vm_throttled,
-            vms,
-            node_vms,
-            busy,
         })
     }
 
