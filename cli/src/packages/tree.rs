@@ -98,17 +98,21 @@ pub fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<Output, TreeErro
 
 const E2FS: &str = "apt-get install e2fsprogs";
 
+/// Runs one debugfs `request` on `image` (read-only), named `what` in
+/// errors.
+fn debugfs(image: &Path, request: &str, what: &str) -> Result<Output, TreeError> {
+    run(
+        Command::new("debugfs").args(["-R", request]).arg(image),
+        what,
+        E2FS,
+    )
+}
+
 /// The names in directory `dir` of `image` (without `.` and `..`), read
 /// with `debugfs` without unpacking anything; empty when there is no such
 /// directory.
 pub fn list(image: &Path, dir: &str) -> Result<Vec<String>, TreeError> {
-    let out = run(
-        Command::new("debugfs")
-            .args(["-R", &format!("ls -p {dir}")])
-            .arg(image),
-        "debugfs ls",
-        E2FS,
-    )?;
+    let out = debugfs(image, &format!("ls -p {dir}"), "debugfs ls")?;
     // `ls -p`: one `/inode/mode/uid/gid/name/size/` line per entry.
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
@@ -121,25 +125,17 @@ pub fn list(image: &Path, dir: &str) -> Result<Vec<String>, TreeError> {
 
 /// The contents of file `path` in `image` (empty when there is none).
 pub fn cat(image: &Path, path: &str) -> Result<Vec<u8>, TreeError> {
-    let out = run(
-        Command::new("debugfs")
-            .args(["-R", &format!("cat {path}")])
-            .arg(image),
-        "debugfs cat",
-        E2FS,
-    )?;
+    let out = debugfs(image, &format!("cat {path}"), "debugfs cat")?;
     Ok(out.stdout)
 }
 
 /// Unpacks every file of `image` into `root` (which must exist and be
 /// empty), keeping modes, owners (as root), times and links.
 pub fn unpack(image: &Path, root: &Path) -> Result<(), TreeError> {
-    let out = run(
-        Command::new("debugfs")
-            .args(["-R", &format!("rdump / {}", root.display())])
-            .arg(image),
+    let out = debugfs(
+        image,
+        &format!("rdump / {}", root.display()),
         "unpacking the base image with debugfs",
-        E2FS,
     )?;
     // debugfs reports per-file failures on stderr and still exits 0.
     let errors = String::from_utf8_lossy(&out.stderr);
