@@ -211,15 +211,22 @@ fn build(
     dir: &Path,
 ) -> Result<(), ComponentError> {
     let mut vm = SandboxVm::restore_to_snapshot(runtime, settings.restore_timeout)?;
-    vm.with_worker(|c| {
-        c.load(
-            BUILD_ACTOR,
-            &script.name,
-            &script.source,
-            settings.load_timeout,
-        )
-    })
-    .map_err(ComponentError::Load)?;
+    let loaded = vm
+        .with_worker(|c| {
+            c.load(
+                BUILD_ACTOR,
+                &script.name,
+                &script.source,
+                settings.load_timeout,
+            )
+        })
+        .map_err(ComponentError::Load)?;
+    // The script's top level runs here, once for every node of it: what it
+    // printed is logged here too.
+    for line in &loaded.logs.0 {
+        let (actor, stream, text) = (&script.name, line.stream.name(), &line.text);
+        tracing::info!(target: "reflow_sandbox::guest", actor, stream, golden = true, "{text}");
+    }
     if vm.misbehaved() {
         return Err(ComponentError::Load(WorkerError::Hostile(
             "the guest sent its devices hostile input while the script loaded".into(),

@@ -14,6 +14,7 @@
 
 pub mod component;
 pub mod fate;
+pub mod guest_log;
 pub mod language;
 pub mod limits;
 pub mod pool;
@@ -27,6 +28,7 @@ pub mod worker;
 
 pub use component::{ComponentError, ComponentGolden, ComponentSettings};
 pub use fate::Fate;
+pub use guest_log::{LogLine, LogStream};
 pub use language::Language;
 pub use limits::{LimitOverrides, Limits};
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};

@@ -37,6 +37,12 @@ pub struct Limits {
     /// Largest value one `set` or `push` may store (encoded); a larger one
     /// is refused with an error raised in the actor, which goes on.
     pub max_state_value_bytes: usize,
+    /// Most lines of printed output one message may log; the rest are
+    /// counted as dropped (the message goes on).
+    pub max_log_lines: usize,
+    /// Most bytes of printed output one message may log; the rest are
+    /// counted as dropped (the message goes on).
+    pub max_log_bytes: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +55,8 @@ impl Default for Limits {
             max_output_total_bytes: 128 << 20,
             max_state_ops: 10_000,
             max_state_value_bytes: 1 << 20,
+            max_log_lines: 1000,
+            max_log_bytes: 64 << 10,
         }
     }
 }
@@ -70,6 +78,10 @@ pub struct LimitOverrides {
     pub max_state_ops: Option<usize>,
     /// Replaces [`Limits::max_state_value_bytes`] when set.
     pub max_state_value_bytes: Option<usize>,
+    /// Replaces [`Limits::max_log_lines`] when set.
+    pub max_log_lines: Option<usize>,
+    /// Replaces [`Limits::max_log_bytes`] when set.
+    pub max_log_bytes: Option<usize>,
 }
 
 impl Limits {
@@ -95,6 +107,8 @@ impl Limits {
             max_state_value_bytes: o
                 .max_state_value_bytes
                 .unwrap_or(self.max_state_value_bytes),
+            max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
+            max_log_bytes: o.max_log_bytes.unwrap_or(self.max_log_bytes),
         }
     }
 }
@@ -110,6 +124,8 @@ impl LimitOverrides {
             max_output_total_bytes: over.max_output_total_bytes.or(self.max_output_total_bytes),
             max_state_ops: over.max_state_ops.or(self.max_state_ops),
             max_state_value_bytes: over.max_state_value_bytes.or(self.max_state_value_bytes),
+            max_log_lines: over.max_log_lines.or(self.max_log_lines),
+            max_log_bytes: over.max_log_bytes.or(self.max_log_bytes),
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum Kind {
     StateReply = 7,
     /// guest -> host `{"kind", "message", "traceback"}`.
     Error = 8,
+    /// guest -> host: a line the script printed, or what the guest dropped
+    /// (see [`crate::guest_log`]).
+    Log = 9,
 }
 
 impl Kind {
@@ -37,6 +40,7 @@ impl Kind {
             6 => Kind::State,
             7 => Kind::StateReply,
             8 => Kind::Error,
+            9 => Kind::Log,
             _ => return None,
         })
     }
@@ -274,11 +278,11 @@ pub(crate) mod tests {
 
     #[test]
     fn kinds_round_trip_and_unknown_ones_are_none() {
-        for n in 1..=8 {
+        for n in 1..=9 {
             assert_eq!(Kind::from_wire(n).unwrap().wire(), n);
         }
         assert_eq!(Kind::from_wire(0), None);
-        assert_eq!(Kind::from_wire(9), None);
+        assert_eq!(Kind::from_wire(10), None);
     }
 
     #[test]

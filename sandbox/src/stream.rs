@@ -84,7 +84,7 @@ impl Entry {
             payload,
             id: None,
             sent: Instant::now(),
-            counts: Counts::default(),
+            counts: Counts::new(limits),
         }
     }
 
@@ -203,13 +203,17 @@ impl WorkerClient<'_> {
             let deadline = head.sent.max(p.head_since) + limits.timeout;
             let got = match self.receive(id, actor_id, deadline, limits.timeout) {
                 Ok(got) => got,
-                Err(e) => return Err(self.fail(p, e)),
+                Err(e) => {
+                    head.counts.report_logs(handler);
+                    return Err(self.fail(p, e));
+                }
             };
             if got.kind == Kind::Error {
                 let error = match ActorError::parse(got.value) {
                     Ok(a) => WorkerError::Actor(a),
                     Err(e) => return Err(self.fail(p, e.into())),
                 };
+                head.counts.report_logs(handler);
                 if error.fate() == crate::Fate::Kill {
                     return Err(self.fail(p, error));
                 }
@@ -224,10 +228,14 @@ impl WorkerClient<'_> {
             match invocation_step(&mut reply, got, limits, &mut head.counts, handler) {
                 Ok(None) => {}
                 Ok(Some(outputs)) => {
+                    head.counts.report_logs(handler);
                     p.pop();
                     handler.done(outputs);
                 }
-                Err(e) => return Err(self.fail(p, e)),
+                Err(e) => {
+                    head.counts.report_logs(handler);
+                    return Err(self.fail(p, e));
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use reflow_ring::{
 };
 
 use crate::fate::Fate;
+use crate::guest_log::{LogBudget, LogLine, LogRecord};
 use crate::limits::Limits;
 use crate::protocol::{into_map, ActorError, Kind, MessageError, StateOp, StateRequest};
 
@@ -63,6 +64,9 @@ impl From<MessageError> for WorkerError {
 pub struct Loaded {
     /// The metadata map the worker sent in its `LOADED` record.
     pub metadata: Value,
+    /// What the script printed while it loaded (its top level), within
+    /// the load's log limits, and what was dropped (lines, bytes).
+    pub logs: (Vec<LogLine>, Option<(u64, u64)>),
 }
 
 /// Receives what an invocation produces while it runs.
@@ -71,6 +75,16 @@ pub trait InvokeHandler {
     fn output(&mut self, port: &str, value: Value);
     /// A state request; `Err` is raised in the actor.
     fn state(&mut self, request: StateRequest) -> Result<Value, String>;
+    /// A line the actor printed, within the message's log limits, as it
+    /// happens. By default an event of target `reflow_sandbox::guest`.
+    fn log(&mut self, line: LogLine) {
+        tracing::info!(target: "reflow_sandbox::guest", stream = line.stream.name(), cut = line.cut, "{}", line.text);
+    }
+    /// What the message's printing dropped, once at its end (only when
+    /// something was): over the limits, or printed outside a message.
+    fn log_dropped(&mut self, lines: u64, bytes: u64) {
+        tracing::info!(target: "reflow_sandbox::guest", lines, bytes, "printed output dropped");
+    }
 }
 
 /// What a [`WorkerClient`] must remember between uses (its rings'
@@ -195,7 +209,7 @@ impl<'a> WorkerClient<'a> {
     }
 
     /// Loads `source` (shown as `name` in tracebacks) as the actor
-    /// `actor_id`.
+    /// `actor_id`, with the default limits but `timeout`.
     pub fn load(
         &mut self,
         actor_id: &str,
@@ -203,29 +217,58 @@ impl<'a> WorkerClient<'a> {
         source: &str,
         timeout: Duration,
     ) -> Result<Loaded, WorkerError> {
+        self.load_within(actor_id, name, source, &Limits::with_timeout(timeout))
+    }
+
+    /// Loads `source` (shown as `name` in tracebacks) as the actor
+    /// `actor_id`, within `limits`' timeout; the worker caps what each of
+    /// the actor's messages prints at `limits`' log limits.
+    pub fn load_within(
+        &mut self,
+        actor_id: &str,
+        name: &str,
+        source: &str,
+        limits: &Limits,
+    ) -> Result<Loaded, WorkerError> {
+        let int = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
         let body = Value::Map(vec![
             ("name".into(), Value::Str(name.into())),
             ("source".into(), Value::Str(source.into())),
+            (
+                "log".into(),
+                Value::Map(vec![
+                    ("lines".into(), int(limits.max_log_lines)),
+                    ("bytes".into(), int(limits.max_log_bytes)),
+                ]),
+            ),
         ]);
         let payload = body.encode()?;
-        self.call(
+        let mut budget = LogBudget::new(limits.max_log_lines, limits.max_log_bytes);
+        let mut lines = Vec::new();
+        let loaded = self.call(
             Kind::Load,
             actor_id,
             &payload,
-            timeout,
+            limits.timeout,
             |_, got| match got.kind {
+                Kind::Log => {
+                    lines.extend(budget.admit(LogRecord::parse(got.value)?));
+                    Ok(None)
+                }
                 Kind::Loaded => {
                     let mut fields = into_map(got.value)?;
                     match fields.iter().position(|(k, _)| k == "metadata") {
-                        Some(at) => Ok(Some(Loaded {
-                            metadata: fields.swap_remove(at).1,
-                        })),
+                        Some(at) => Ok(Some(fields.swap_remove(at).1)),
                         None => Err(WorkerError::Hostile("LOADED without metadata".into())),
                     }
                 }
-                other => Err(unexpected(other, "LOADED or ERROR")),
+                other => Err(unexpected(other, "LOADED, LOG or ERROR")),
             },
-        )
+        )?;
+        Ok(Loaded {
+            metadata: loaded,
+            logs: (lines, budget.dropped()),
+        })
     }
 
     /// Runs the loaded actor once within `limits`; outputs and state
@@ -240,14 +283,16 @@ impl<'a> WorkerClient<'a> {
         handler: &mut dyn InvokeHandler,
     ) -> Result<Value, WorkerError> {
         let payload = stream::invoke_payload(inputs, &config, limits).1?;
-        let mut count = Counts::default();
-        self.call(
+        let mut count = Counts::new(limits);
+        let result = self.call(
             Kind::Invoke,
             actor_id,
             &payload,
             limits.timeout,
-            |tx, got| invocation_step(tx, got, limits, &mut count, handler),
-        )
+            |tx, got| invocation_step(tx, got, limits, &mut count, &mut *handler),
+        );
+        count.report_logs(handler);
+        result
     }
 
     /// Sends one message and feeds the answers to `step` until it returns
@@ -370,6 +415,11 @@ fn invocation_step(
             };
             tx(Kind::StateReply, &reply)?;
         }
+        Kind::Log => {
+            if let Some(line) = count.log.admit(LogRecord::parse(got.value)?) {
+                handler.log(line);
+            }
+        }
         Kind::Done => {
             return match got.value {
                 Value::None => Ok(Some(Value::Map(Vec::new()))),
@@ -380,7 +430,7 @@ fn invocation_step(
                 _ => Err(WorkerError::Hostile("DONE with a non-map result".into())),
             }
         }
-        other => return Err(unexpected(other, "OUTPUT, STATE, DONE or ERROR")),
+        other => return Err(unexpected(other, "OUTPUT, STATE, LOG, DONE or ERROR")),
     }
     Ok(None)
 }
@@ -419,14 +469,31 @@ fn larger_than_ring(len: usize, capacity: u64) -> WorkerError {
 }
 
 /// What one invocation has made so far, against its limits.
-#[derive(Default)]
 struct Counts {
     outputs: usize,
     output_bytes: usize,
     state_ops: usize,
+    log: LogBudget,
 }
 
 impl Counts {
+    fn new(limits: &Limits) -> Counts {
+        Counts {
+            outputs: 0,
+            output_bytes: 0,
+            state_ops: 0,
+            log: LogBudget::new(limits.max_log_lines, limits.max_log_bytes),
+        }
+    }
+
+    /// Tells `handler` what the message's printing dropped, if anything
+    /// (once, at the message's end).
+    fn report_logs(&self, handler: &mut dyn InvokeHandler) {
+        if let Some((lines, bytes)) = self.log.dropped() {
+            handler.log_dropped(lines, bytes);
+        }
+    }
+
     /// Counts `n` outputs carried by a record of `len` bytes.
     fn output(&mut self, limits: &Limits, len: usize, n: usize) -> Result<(), WorkerError> {
         if len > limits.max_output_bytes {
@@ -493,3 +560,7 @@ pub use stream::{StreamEnd, StreamHandler, Window};
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "worker_log_tests.rs"]
+mod log_tests;

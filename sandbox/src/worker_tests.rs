@@ -5,6 +5,7 @@ use std::time::Duration;
 use reflow_ring::{Consumer, Metadata, Producer, Region, RegionLayout, Value};
 
 use super::{InvokeHandler, WorkerClient, WorkerError};
+use crate::guest_log::LogLine;
 use crate::limits::Limits;
 use crate::protocol::tests::map;
 use crate::protocol::{ErrorKind, Kind, StateOp, StateRequest};
@@ -62,6 +63,8 @@ impl FakeWorker<'_> {
 pub(super) struct Recorder {
     pub(super) outputs: Vec<(String, Value)>,
     pub(super) state: Vec<StateRequest>,
+    pub(super) logs: Vec<LogLine>,
+    pub(super) dropped: Vec<(u64, u64)>,
 }
 
 impl InvokeHandler for Recorder {
@@ -75,6 +78,12 @@ impl InvokeHandler for Recorder {
             return Err("store down".into());
         }
         Ok(Value::Int(n))
+    }
+    fn log(&mut self, line: LogLine) {
+        self.logs.push(line);
+    }
+    fn log_dropped(&mut self, lines: u64, bytes: u64) {
+        self.dropped.push((lines, bytes));
     }
 }
 
@@ -287,6 +296,7 @@ fn small() -> Limits {
         max_output_total_bytes: 150,
         max_state_ops: 2,
         max_state_value_bytes: 32,
+        ..Limits::default()
     }
 }
 
