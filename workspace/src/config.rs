@@ -352,6 +352,10 @@ pub struct LimitsConfig {
     pub max_state_ops: Option<usize>,
     /// Largest value one state `set` or `push` may store (1B..1GB).
     pub max_state_value_size: Option<SizeText>,
+    /// Most lines of printed output one message may log.
+    pub max_log_lines: Option<usize>,
+    /// Most bytes of printed output one message may log (1B..1GB).
+    pub max_log_size: Option<SizeText>,
 }
 
 /// A size as written: `16MB`, or a number of bytes.
@@ -404,6 +408,8 @@ impl LimitsConfig {
             max_output_total_bytes: size("max_output_total_size", &self.max_output_total_size)?,
             max_state_ops: count("max_state_ops", self.max_state_ops)?,
             max_state_value_bytes: size("max_state_value_size", &self.max_state_value_size)?,
+            max_log_lines: count("max_log_lines", self.max_log_lines)?,
+            max_log_bytes: size("max_log_size", &self.max_log_size)?,
         })
     }
 }

@@ -209,7 +209,7 @@ fn limits_come_from_the_sandbox_each_language_and_each_actor() {
          max_output_total_size: 64MB\n    \
          python:\n      vcpus: 2\n      cpu: 1.5\n      limits:\n        max_message_size: 1MB\n        \
          timeout: 20\n    actors:\n      Scale:\n        limits:\n          max_state_value_size: 4096\n          \
-         max_state_ops: 7\n",
+         max_state_ops: 7\n          max_log_lines: 20\n          max_log_size: 2KB\n",
     )
     .unwrap();
     assert_eq!(c.limits().timeout, Some(std::time::Duration::from_secs(10)));
@@ -228,6 +228,10 @@ fn limits_come_from_the_sandbox_each_language_and_each_actor() {
     assert_eq!(
         (actor.max_state_ops, actor.max_state_value_bytes),
         (Some(7), Some(4096))
+    );
+    assert_eq!(
+        (actor.max_log_lines, actor.max_log_bytes),
+        (Some(20), Some(2048))
     );
     assert_eq!(c.vcpus(reflow_sandbox_core::Language::Python), Some(2));
     assert_eq!(c.cpu(reflow_sandbox_core::Language::Python), Some(1.5));
