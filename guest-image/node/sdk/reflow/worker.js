@@ -4,7 +4,7 @@
 // message id ties an invocation's records together, payloads are
 // `reflow.value` values):
 //
-//   host -> guest  LOAD    {name, source}          actor id = the node
+//   host -> guest  LOAD    {name, source, log: {lines, bytes}}  actor id = the node
 //   guest -> host  LOADED  {metadata: {...}}       or ERROR
 //   host -> guest  INVOKE  {inputs, config}
 //   guest -> host  OUTPUT  value, port in the metadata (any number)
@@ -12,6 +12,7 @@
 //   host -> guest  STATE_REPLY {ok: value} | {error: message}
 //   guest -> host  DONE    {returned outputs}      or ERROR
 //   guest -> host  ERROR   {kind: load|run|protocol, message, traceback}
+//   guest -> host  LOG     a printed line, or what was dropped (see reflow/log.js)
 //
 // Started by the agent (`spawn /usr/bin/node /opt/reflow/run_worker.js
 // <addr> <size>`) before the golden snapshot is taken, so clones start
@@ -36,11 +37,14 @@ const path = require('path');
 const { createRequire } = require('module');
 
 const { ActorFailure, invoke, load } = require('./invoke');
+const log = require('./log');
 const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, writeLayout } = require('./ring');
 const { Progress } = require('./progress');
 const { ValueError, decode, encodeParts } = require('./value');
 
-const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR] = [1, 2, 3, 4, 5, 6, 7, 8];
+const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+// The records that answer a message: its printed lines go before them.
+const ANSWERS = new Set([LOADED, DONE, ERROR]);
 const READY_FILE = '/run/reflow/worker.ready';
 const HOUR_MS = 3600e3;
 
@@ -146,6 +150,8 @@ class Worker {
     /** Scripts loaded in this VM by name and source (see LOAD). */
     this.loaded = new Map();
     this.reseed = reseed;
+    /** What actors print (process.stdout and stderr once installed). */
+    this.log = new log.GuestLog((mid, aid, value) => this.send(LOG, mid, aid, value));
   }
 
   /** Copies `record` out of the ring, releases it, and queues it. */
@@ -159,6 +165,7 @@ class Worker {
   }
 
   send(kind, messageId, actorId, value, port = '') {
+    if (ANSWERS.has(kind)) this.log.end();
     const meta = new Metadata(messageId, 0n, actorId, port, kind);
     this.tx.sendParts(meta, encodeParts(value), HOUR_MS);
   }
@@ -184,7 +191,9 @@ class Worker {
     if (meta.kind === LOAD) {
       const source = String(body.source ?? '');
       const name = String(body.name ?? '<actor>');
+      this.log.setCaps(meta.actorId, body.log);
       this.release(record);
+      this.log.begin(meta.messageId, meta.actorId);
       this.reseed();
       reseedMathRandom();
       // A clone of a component golden finds the script it loaded before
@@ -204,6 +213,7 @@ class Worker {
       this.actors.set(meta.actorId, actor);
       this.send(LOADED, meta.messageId, meta.actorId, { metadata: actor.metadata });
     } else if (meta.kind === INVOKE) {
+      this.log.begin(meta.messageId, meta.actorId);
       try {
         const actor = this.actors.get(meta.actorId);
         if (actor === undefined) throw new ActorFailure('run', `no actor loaded for ${JSON.stringify(meta.actorId)}`);
@@ -354,10 +364,12 @@ async function main(argv, progress = new Progress()) {
   }
   fs.mkdirSync(path.dirname(READY_FILE), { recursive: true });
   fs.writeFileSync(READY_FILE, String(process.pid));
+  // From here on, what actors print goes to the host.
+  log.install(worker.log);
   progress.ready();
   await worker.run();
 }
 
 module.exports = {
-  Worker, main, warmUp, preload, preloadList, PreloadError, freshMathRandom, installMathRandom, reseedMathRandom,
+  LOG, Worker, main, warmUp, preload, preloadList, PreloadError, freshMathRandom, installMathRandom, reseedMathRandom,
 };

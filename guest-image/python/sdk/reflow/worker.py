@@ -9,7 +9,8 @@ snapshotted after loading it) only reseeds: the script is not run again. Protoco
 message id ties an invocation's records together; payloads are
 `reflow.value` values):
 
-  host -> guest  LOAD    {"name", "source"}      actor id = the node
+  host -> guest  LOAD    {"name", "source", "log": {"lines", "bytes"}}
+                                                 actor id = the node
   guest -> host  LOADED  {"metadata": {...}}     or ERROR
   host -> guest  INVOKE  {"inputs": {...}, "config": {...}}
   guest -> host  OUTPUT  value, port in the metadata (any number, as sent)
@@ -17,6 +18,7 @@ message id ties an invocation's records together; payloads are
   host -> guest  STATE_REPLY {"ok": value} | {"error": message}
   guest -> host  DONE    {returned outputs}      or ERROR
   guest -> host  ERROR   {"kind": load|run|protocol, "message", "traceback"}
+  guest -> host  LOG     a printed line, or what was dropped (see reflow/log.py)
 
 The host may write the next INVOKEs before an invocation ends (a window
 of messages in flight); the worker runs them one at a time, in order. Input
@@ -34,13 +36,15 @@ import os
 import sys
 import traceback
 
-from . import aio, entropy, fpu
+from . import aio, entropy, fpu, log
 from .invoke import ActorFailure, invoke, invoke_async, load_script
 from .progress import ImportCounter, Progress
 from .ring import Consumer, Metadata, Producer, map_region, read_layout
 from .value import ValueError_, decode, encode_parts
 
-LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR = range(1, 9)
+LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG = range(1, 10)
+# The records that answer a message: its printed lines go before them.
+ANSWERS = (LOADED, DONE, ERROR)
 READY_FILE = "/run/reflow/worker.ready"
 
 
@@ -113,6 +117,8 @@ class Worker:
         # clones find theirs here and skip running it again.
         self.loaded = {}
         self.loop = aio.new_event_loop()
+        # What actors print (sys.stdout and sys.stderr once installed).
+        self.log = log.GuestLog(lambda mid, aid, value: self.send(LOG, mid, aid, value))
 
     def queue(self, record):
         """Copies `record` out of the ring, releases it, and queues it to be
@@ -125,6 +131,8 @@ class Worker:
             self.rx.release(record)
 
     def send(self, kind, message_id, actor_id, value, port=""):
+        if kind in ANSWERS:
+            self.log.end()
         meta = Metadata(message_id, 0, actor_id, port, kind)
         self.tx.send_parts(meta, encode_parts(value), timeout=3600.0)
 
@@ -166,7 +174,9 @@ class Worker:
             return
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
+            self.log.set_caps(meta.actor_id, body.get("log"))
             self.release(record)
+            self.log.begin(meta.message_id, meta.actor_id)
             # Fresh randomness for everything the clone shares with its
             # golden, before the script's top level draws any.
             entropy.reseed()
@@ -187,6 +197,7 @@ class Worker:
             self.send(LOADED, meta.message_id, meta.actor_id, {"metadata": fn.__actor_metadata__.to_dict()})
         elif meta.kind == INVOKE:
             fn = self.actors.get(meta.actor_id)
+            self.log.begin(meta.message_id, meta.actor_id)
             with self._answering(record):
                 if fn is None:
                     raise ActorFailure("run", f"no actor loaded for {meta.actor_id!r}")
@@ -204,6 +215,7 @@ class Worker:
         body = self._body(record)
         if body is None:
             return
+        self.log.begin(meta.message_id, meta.actor_id)
         with self._answering(record):
             transport = RingTransport(self, meta.message_id, meta.actor_id)
             result = await invoke_async(self.actors[meta.actor_id], body.get("inputs") or {},
@@ -341,6 +353,8 @@ def main(argv, progress=None):
         progress.step("find generators")
         progress.detail(f"{entropy.find_generators()} to reseed in each clone")
         entropy.reseed()
+        # From here on, what actors print goes to the host.
+        log.install(worker.log)
     except BaseException as e:  # noqa: BLE001 - the host must hear why
         message = str(e) if isinstance(e, PreloadError) else f"{type(e).__name__}: {e}"
         message += f" ({fpu.describe()})"
@@ -352,7 +366,12 @@ def main(argv, progress=None):
     with open(READY_FILE, "w") as f:
         f.write(str(os.getpid()))
     progress.ready()
-    worker.run()
+    try:
+        worker.run()
+    except BaseException:
+        # The worker's own end goes to the console, not to an actor's log.
+        sys.__stderr__.write(f"reflow worker: {traceback.format_exc()}")
+        raise
 
 
 if __name__ == "__main__":
