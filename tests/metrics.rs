@@ -17,6 +17,7 @@ import os, time
 async def flaky(context):
     n = context.get_input("input")
     await context.state.increment("seen")
+    print("seen", n)
     if n == 3:
         raise ValueError("three")
     if n == 5:
@@ -108,6 +109,15 @@ async fn counters_follow_messages_failures_timeouts_and_kills() {
         sample(&text, "reflow_sandbox_state_operations_total", &[actor]),
         8.0
     );
+    // Each printed one line, within its limits: logged.
+    let lines = |result: &str| {
+        sample(
+            &text,
+            "reflow_sandbox_guest_log_lines_total",
+            &[actor, ("result", result)],
+        )
+    };
+    assert_eq!((lines("logged"), lines("dropped")), (8.0, 0.0), "{text}");
     let kills = |reason: &str| {
         sample(
             &text,

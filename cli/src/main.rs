@@ -49,7 +49,7 @@ enum LogFormat {
 /// Log lines on stderr, filtered by RUST_LOG (warnings by default).
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,reflow_network=error".into());
+        .unwrap_or_else(|_| "warn,reflow_sandbox::guest=info,reflow_network=error".into());
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

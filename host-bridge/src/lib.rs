@@ -14,6 +14,7 @@ pub mod bridge;
 mod components;
 pub mod config;
 pub mod convert;
+mod guest_logs;
 pub mod handler;
 pub mod metrics;
 mod node;

@@ -153,6 +153,8 @@ pub struct Metrics {
     /// Set when scraped.
     pub(crate) vm_throttled: prometheus::GaugeVec,
     script_updates: IntCounterVec,
+    guest_log_lines: IntCounterVec,
+    guest_log_dropped_bytes: IntCounterVec,
     goldens: IntCounterVec,
     golden_seconds: HistogramVec,
 }
@@ -260,6 +262,18 @@ impl Metrics {
                 "Nodes switched to a new script version (applied) or refusing one that does not load (rejected)",
                 &["actor", "result"],
             )?,
+            guest_log_lines: counter(
+                &r,
+                "reflow_sandbox_guest_log_lines_total",
+                "Lines actors printed, by result: logged, or dropped (over a message's max_log_lines/max_log_size, over the node's rate, or printed outside a message)",
+                &["runtime", "actor", "result"],
+            )?,
+            guest_log_dropped_bytes: counter(
+                &r,
+                "reflow_sandbox_guest_log_dropped_bytes_total",
+                "Bytes of printed output dropped (see reflow_sandbox_guest_log_lines_total)",
+                &["runtime", "actor"],
+            )?,
             messages: counter(
                 &r,
                 "reflow_sandbox_messages_total",
@@ -318,16 +332,27 @@ impl Metrics {
     /// The handles a node of `actor` on `runtime` bumps per message
     /// (none when `on` is false: the node counts nothing).
     pub fn node(&self, runtime: &str, actor: &str, on: bool) -> NodeMetrics {
-        NodeMetrics(on.then(|| Handles {
-            runtime: runtime.to_string(),
-            actor: actor.to_string(),
-            ok: self.messages.with_label_values(&[runtime, actor, "ok"]),
-            seconds: self.message_seconds.with_label_values(&[runtime, actor]),
-            outputs: self.outputs.with_label_values(&[runtime, actor]),
-            state_ops: self.state_ops.with_label_values(&[runtime, actor]),
-            messages: self.messages.clone(),
-            vm_kills: self.vm_kills.clone(),
-            pool_wait: self.pool_wait.with_label_values(&[runtime]),
+        NodeMetrics(on.then(|| {
+            Handles {
+                runtime: runtime.to_string(),
+                actor: actor.to_string(),
+                ok: self.messages.with_label_values(&[runtime, actor, "ok"]),
+                seconds: self.message_seconds.with_label_values(&[runtime, actor]),
+                outputs: self.outputs.with_label_values(&[runtime, actor]),
+                state_ops: self.state_ops.with_label_values(&[runtime, actor]),
+                logged: self
+                    .guest_log_lines
+                    .with_label_values(&[runtime, actor, "logged"]),
+                log_dropped: self
+                    .guest_log_lines
+                    .with_label_values(&[runtime, actor, "dropped"]),
+                log_dropped_bytes: self
+                    .guest_log_dropped_bytes
+                    .with_label_values(&[runtime, actor]),
+                messages: self.messages.clone(),
+                vm_kills: self.vm_kills.clone(),
+                pool_wait: self.pool_wait.with_label_values(&[runtime]),
+            }
         }))
     }
 
@@ -388,6 +413,9 @@ struct Handles {
     seconds: Histogram,
     outputs: IntCounter,
     state_ops: IntCounter,
+    logged: IntCounter,
+    log_dropped: IntCounter,
+    log_dropped_bytes: IntCounter,
     messages: IntCounterVec,
     vm_kills: IntCounterVec,
     pool_wait: Histogram,
@@ -423,6 +451,21 @@ impl NodeMetrics {
     pub fn state_op(&self) {
         if let Some(h) = &self.0 {
             h.state_ops.inc();
+        }
+    }
+
+    /// A line an actor printed, logged.
+    pub fn logged(&self) {
+        if let Some(h) = &self.0 {
+            h.logged.inc();
+        }
+    }
+
+    /// Lines (and their bytes) an actor printed, dropped.
+    pub fn log_dropped(&self, lines: u64, bytes: u64) {
+        if let Some(h) = &self.0 {
+            h.log_dropped.inc_by(lines);
+            h.log_dropped_bytes.inc_by(bytes);
         }
     }
 

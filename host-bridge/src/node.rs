@@ -14,6 +14,7 @@ use reflow_ring::Value;
 #[cfg(feature = "testing")]
 use reflow_sandbox_core::StopHandle;
 
+use crate::guest_logs::{GuestLogs, LogGate};
 use crate::handler::StoreHandler;
 use crate::metrics::{outcome, NodeMetrics};
 use crate::shared::{Shared, Tracked};
@@ -22,7 +23,7 @@ use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
 use reflow_sandbox_core::protocol::{ActorError, StateRequest};
 use reflow_sandbox_core::worker::{InvokeHandler, StreamHandler, Window, WorkerError};
-use reflow_sandbox_core::{ErrorKind, Fate, Script};
+use reflow_sandbox_core::{ErrorKind, Fate, LogLine, Script};
 
 use crate::versions::{ScriptVersions, Version};
 
@@ -129,18 +130,34 @@ pub(crate) trait Answers {
     fn reloaded(&mut self, _version: &str) {}
 }
 
-/// A stream's handler: state through the store, everything else to the
-/// node's answers; notes a failure that retires the VM, and takes no more
-/// messages after one (or after an input that could not be converted).
+/// The messages a node took and has not answered yet, oldest first: each
+/// one's number in the node (from 1) and, when metrics are on, when it
+/// was taken.
+type Taken = RefCell<VecDeque<(u64, Option<Instant>)>>;
+
+/// A stream's handler: state through the store, printed lines to the
+/// node's log, everything else to the node's answers; notes a failure that
+/// retires the VM, and takes no more messages after one (or after an input
+/// that could not be converted).
 struct NodeHandler<'a> {
     /// Its state requests only: outputs go to `answers`.
     store: StoreHandler<'a, fn(&str, Value)>,
     answers: &'a mut dyn Answers,
     metrics: &'a NodeMetrics,
+    logs: GuestLogs<'a>,
+    /// The messages in flight: the head's number tags its printed lines.
+    taken: &'a Taken,
     /// The node and its actor, for the events it logs.
     who: Who<'a>,
     retire: &'a Cell<bool>,
     refused: &'a RefCell<Option<ActorFailure>>,
+}
+
+impl NodeHandler<'_> {
+    /// The number of the message running now (the oldest not answered).
+    fn head(&self) -> u64 {
+        self.taken.borrow().front().map_or(0, |t| t.0)
+    }
 }
 
 impl InvokeHandler for NodeHandler<'_> {
@@ -151,13 +168,21 @@ impl InvokeHandler for NodeHandler<'_> {
         self.metrics.state_op();
         self.store.state(request)
     }
+    fn log(&mut self, line: LogLine) {
+        self.logs.line(self.head(), &line);
+    }
+    fn log_dropped(&mut self, lines: u64, bytes: u64) {
+        self.logs.dropped(lines, bytes);
+    }
 }
 
 impl StreamHandler for NodeHandler<'_> {
     fn done(&mut self, outputs: Value) {
+        self.logs.end(self.head());
         self.answers.done(outputs);
     }
     fn failed(&mut self, error: WorkerError) {
+        self.logs.end(self.head());
         let failure = ActorFailure::from_worker(error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
@@ -192,21 +217,19 @@ struct Counted<'a> {
     inner: &'a mut dyn Answers,
     metrics: &'a NodeMetrics,
     who: Who<'a>,
-    taken: &'a RefCell<VecDeque<Instant>>,
+    taken: &'a Taken,
 }
 
 impl Counted<'_> {
     fn answered(&self, failed: Option<&ActorFailure>) {
-        let took = self
-            .taken
-            .borrow_mut()
-            .pop_front()
-            .map_or(Duration::ZERO, |t| t.elapsed());
+        let (seq, taken) = self.taken.borrow_mut().pop_front().unwrap_or((0, None));
+        let took = taken.map_or(Duration::ZERO, |t| t.elapsed());
         self.metrics.answered(took, failed);
         tracing::debug!(
             target: "reflow_sandbox::message",
             node = self.who.node,
             actor = self.who.actor,
+            seq,
             outcome = failed.map_or("ok", outcome),
             took_us = took.as_micros() as u64,
             "answered"
@@ -257,6 +280,10 @@ pub(crate) struct Node {
     /// The content hash of the version served, readable while a message
     /// holds the slot (metrics).
     serving_hash: Mutex<String>,
+    /// Messages the node has taken, in all (the last one's number).
+    messages: std::sync::atomic::AtomicU64,
+    /// The rate of its actor's printed lines.
+    log_gate: Mutex<LogGate>,
     /// Its VM's monitor process and CPU cgroup, readable while a message
     /// holds the slot (metrics).
     vm_process: Mutex<Option<VmProcess>>,
@@ -287,6 +314,8 @@ impl Node {
             versions,
             name: script.name.clone(),
             serving_hash: Mutex::new(serving.hash.clone()),
+            messages: Default::default(),
+            log_gate: Mutex::new(LogGate::new()),
             vm_process: Mutex::new(None),
             pool,
             metrics,
@@ -335,7 +364,7 @@ impl Node {
             answers.reloaded(&slot.serving.hash);
         }
         let script = slot.serving.script.clone();
-        let taken: RefCell<VecDeque<Instant>> = RefCell::new(VecDeque::new());
+        let taken: Taken = RefCell::new(VecDeque::new());
         let who = Who {
             node: node_id,
             actor: &self.name,
@@ -363,8 +392,12 @@ impl Node {
             }
             let got = next();
             pulled.set(true);
-            if got.is_some() && self.metrics.on() {
-                taken.borrow_mut().push_back(Instant::now());
+            if got.is_some() {
+                let number = 1 + self
+                    .messages
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let at = self.metrics.on().then(Instant::now);
+                taken.borrow_mut().push_back((number, at));
             }
             match got {
                 Some(Ok(inputs)) => Some(inputs),
@@ -403,6 +436,8 @@ impl Node {
                 },
                 answers: &mut *answers,
                 metrics: &self.metrics,
+                logs: self.logs(who),
+                taken: &taken,
                 who,
                 retire: &retire,
                 refused: &refused,
@@ -511,9 +546,19 @@ impl Node {
         let acquired = pool.acquire(self.shared.config.acquire_timeout);
         self.metrics.waited(waited.elapsed());
         let mut fresh = acquired?;
-        fresh
-            .with_worker(|c| c.load(node_id, &script.name, &script.source, limits.timeout))
+        let loaded = fresh
+            .with_worker(|c| c.load_within(node_id, &script.name, &script.source, limits))
             .map_err(ActorFailure::from_worker)?;
+        let logs = self.logs(Who {
+            node: node_id,
+            actor: &script.name,
+        });
+        for line in &loaded.logs.0 {
+            logs.line(0, line);
+        }
+        if let Some((lines, bytes)) = loaded.logs.1 {
+            logs.dropped(lines, bytes);
+        }
         tracing::info!(
             target: "reflow_sandbox::vm",
             node = node_id,
@@ -523,6 +568,16 @@ impl Node {
             "VM lent"
         );
         Ok(fresh)
+    }
+
+    /// Where the lines `who`'s actor prints go.
+    fn logs<'s>(&'s self, who: Who<'s>) -> GuestLogs<'s> {
+        GuestLogs {
+            gate: &self.log_gate,
+            metrics: &self.metrics,
+            node: who.node,
+            actor: who.actor,
+        }
     }
 
     /// Makes `fresh` the node's VM (the one it had is stopped).

@@ -1,0 +1,139 @@
+//! What scripts print, as events of target `reflow_sandbox::guest`: one
+//! per line, tagged with the node, its actor, `seq` (the message's number
+//! in the node, 1 for its first; absent for the script's top level) and the
+//! stream. Each message's lines are
+//! capped by its limits (`max_log_lines`, `max_log_size`, enforced by the
+//! sandbox core whatever the guest's SDK does); each node's lines are
+//! rate-limited here, so a stream of chatty messages cannot flood the
+//! host's log. What is dropped is counted in metrics and said in one
+//! summary event at the end of a message, itself rate-limited (a summary
+//! that finds no room is carried to a later one, never lost from the
+//! counts).
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use reflow_sandbox_core::LogLine;
+
+use crate::metrics::NodeMetrics;
+
+/// Lines a node may log per second, sustained.
+const RATE: f64 = 1000.0;
+/// Lines a node may log at once (one message's default `max_log_lines`).
+const BURST: f64 = 1000.0;
+
+/// A node's log rate: a token bucket, and the drops not yet told.
+pub(crate) struct LogGate {
+    tokens: f64,
+    last: Instant,
+    /// Lines and bytes dropped since the last summary.
+    untold: (u64, u64),
+}
+
+impl LogGate {
+    pub(crate) fn new() -> LogGate {
+        LogGate {
+            tokens: BURST,
+            last: Instant::now(),
+            untold: (0, 0),
+        }
+    }
+
+    /// Whether one more line may be logged now.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * RATE;
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A node's way to log what its actor prints.
+#[derive(Clone, Copy)]
+pub(crate) struct GuestLogs<'a> {
+    pub(crate) gate: &'a Mutex<LogGate>,
+    pub(crate) metrics: &'a NodeMetrics,
+    pub(crate) node: &'a str,
+    pub(crate) actor: &'a str,
+}
+
+impl GuestLogs<'_> {
+    /// A line message `message` printed (0: the script's top level, while
+    /// it loaded).
+    pub(crate) fn line(&self, message: u64, line: &LogLine) {
+        if !self.gate.lock().take(Instant::now()) {
+            self.dropped(1, line.text.len() as u64 + 1);
+            return;
+        }
+        self.metrics.logged();
+        let (node, actor, stream) = (self.node, self.actor, line.stream.name());
+        let text = &line.text;
+        match (message, line.cut) {
+            (0, 0) => {
+                tracing::info!(target: "reflow_sandbox::guest", node, actor, stream, "{text}")
+            }
+            (0, cut) => {
+                tracing::info!(target: "reflow_sandbox::guest", node, actor, stream, cut, "{text}")
+            }
+            (seq, 0) => {
+                tracing::info!(target: "reflow_sandbox::guest", node, actor, seq, stream, "{text}")
+            }
+            (seq, cut) => {
+                tracing::info!(target: "reflow_sandbox::guest", node, actor, seq, stream, cut, "{text}")
+            }
+        }
+    }
+
+    /// Lines (and their bytes) dropped: counted now, told at a message's
+    /// end (see [`GuestLogs::end`]).
+    pub(crate) fn dropped(&self, lines: u64, bytes: u64) {
+        self.metrics.log_dropped(lines, bytes);
+        let mut gate = self.gate.lock();
+        gate.untold.0 = gate.untold.0.saturating_add(lines);
+        gate.untold.1 = gate.untold.1.saturating_add(bytes);
+    }
+
+    /// Message `message` ended: says what was dropped since the last
+    /// summary, if anything was and the rate allows.
+    pub(crate) fn end(&self, message: u64) {
+        let mut gate = self.gate.lock();
+        if gate.untold == (0, 0) || !gate.take(Instant::now()) {
+            return;
+        }
+        let (lines, bytes) = std::mem::take(&mut gate.untold);
+        drop(gate);
+        tracing::info!(
+            target: "reflow_sandbox::guest",
+            node = self.node,
+            actor = self.actor,
+            seq = message,
+            dropped_lines = lines,
+            dropped_bytes = bytes,
+            "printed output dropped (over max_log_lines or max_log_size, over the node's {RATE} lines/s, or printed outside a message)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_gate_allows_a_burst_then_the_rate() {
+        let mut gate = LogGate::new();
+        let t0 = gate.last;
+        let allowed = (0..2 * BURST as usize).filter(|_| gate.take(t0)).count();
+        assert_eq!(allowed, BURST as usize);
+        assert!(!gate.take(t0));
+        // 10 ms later: RATE / 100 more lines.
+        let t1 = t0 + Duration::from_millis(10);
+        let later = (0..BURST as usize).filter(|_| gate.take(t1)).count();
+        assert_eq!(later, (RATE / 100.0) as usize);
+    }
+}
