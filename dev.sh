@@ -160,7 +160,7 @@ soak() {
 }
 
 fuzz() {
-    local targets=(ring_consumer vsock_packet control_frame value_decode descriptor_chain)
+    local targets=(ring_consumer vsock_packet control_frame value_decode descriptor_chain guest_messages)
     local only="${1:-}" seconds="${2:-60}"
     if [ -n "$only" ]; then
         printf '%s\n' "${targets[@]}" | grep -qx "$only" || die "unknown fuzz target $only (${targets[*]})"
