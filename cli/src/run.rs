@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reflow_actor::message::Message;
-use reflow_actor::Actor;
 use reflow_graph::types::GraphEdge;
 use reflow_host_bridge::{Bridge, BridgeError, ScriptUpdater};
 use reflow_network::connector::{ConnectionPoint, Connector, InitialPacket};
@@ -141,22 +140,21 @@ pub async fn run(
             if !registered.insert(node.component.clone()) {
                 continue;
             }
-            let actor: Arc<dyn Actor> = match graph.scripts.get(&node.component) {
+            // Script nodes keep their own dispatch loop (a window of
+            // messages in flight, idle VMs held); natives run in Reflow's.
+            let tracked = match graph.scripts.get(&node.component) {
                 Some(script) => {
                     let actor = bridge.actor(script.clone())?;
                     updaters.insert(node.component.clone(), actor.updater());
-                    Arc::new(actor)
+                    Tracked::with_own_process(Arc::new(actor), activity.clone())
                 }
                 None => match native(&node.component) {
-                    Some(native) => Arc::new(native),
+                    Some(native) => Tracked::new(Arc::new(native), activity.clone()),
                     None => continue, // GraphFile::load checked every component
                 },
             };
-            n.register_actor_arc(
-                &node.component,
-                Arc::new(Tracked::new(actor, activity.clone())),
-            )
-            .map_err(RunError::Network)?;
+            n.register_actor_arc(&node.component, Arc::new(tracked))
+                .map_err(RunError::Network)?;
         }
         wire(&mut n, graph).map_err(RunError::Network)?;
         n.start().map_err(RunError::Network)?;

@@ -1,5 +1,8 @@
 //! Knowing when a graph has nothing left to do: every actor is wrapped so
-//! that its instances' queues and running behaviors are counted.
+//! that its instances' queues and running behaviors are counted. An actor
+//! with a process of its own (a sandboxed script node's dispatch loop,
+//! which keeps a window of messages in flight and holds its VM when idle)
+//! keeps it: its instances count as busy while their load is above zero.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +19,9 @@ type Queue = flume::Receiver<HashMap<String, Message>>;
 pub struct Activity {
     queues: Mutex<Vec<Queue>>,
     loads: Mutex<Vec<Arc<ActorLoad>>>,
+    /// The loads of instances that run their own process: above zero
+    /// while they work.
+    own: Mutex<Vec<Arc<ActorLoad>>>,
     running: AtomicUsize,
 }
 
@@ -25,7 +31,9 @@ impl Activity {
     /// ask again after a moment).
     pub fn idle(&self) -> bool {
         let queues = self.queues.lock();
-        self.running.load(Ordering::SeqCst) == 0 && queues.iter().all(|q| q.is_empty())
+        self.running.load(Ordering::SeqCst) == 0
+            && queues.iter().all(|q| q.is_empty())
+            && self.own.lock().iter().all(|l| l.get() == 0)
     }
 }
 
@@ -45,11 +53,27 @@ impl Activity {
 pub struct Tracked {
     inner: Arc<dyn Actor>,
     activity: Arc<Activity>,
+    /// Whether `inner` runs its own process (see the module's doc).
+    own_process: bool,
 }
 
 impl Tracked {
+    /// `inner`, run by Reflow's process around its behavior.
     pub fn new(inner: Arc<dyn Actor>, activity: Arc<Activity>) -> Tracked {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            own_process: false,
+        }
+    }
+
+    /// `inner`, run by its own process.
+    pub fn with_own_process(inner: Arc<dyn Actor>, activity: Arc<Activity>) -> Tracked {
+        Tracked {
+            inner,
+            activity,
+            own_process: true,
+        }
     }
 }
 
@@ -101,6 +125,38 @@ impl Actor for Tracked {
         let instance = self.inner.create_instance();
         self.activity.queues.lock().push(instance.get_inports().1);
         self.activity.loads.lock().push(instance.load_count());
-        Arc::new(Tracked::new(instance, self.activity.clone()))
+        if self.own_process {
+            self.activity.own.lock().push(instance.load_count());
+        }
+        Arc::new(Tracked {
+            inner: instance,
+            activity: self.activity.clone(),
+            own_process: self.own_process,
+        })
+    }
+
+    fn create_process(
+        &self,
+        config: reflow_actor::ActorConfig,
+        tracing: Option<reflow_tracing_protocol::client::TracingIntegration>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        if self.own_process {
+            return self.inner.create_process(config, tracing);
+        }
+        // Reflow's process around the counted behavior (its default).
+        reflow_actor::process::ActorProcess::new(
+            config.get_node_id().to_string(),
+            self.get_behavior(),
+            self.inport_names(),
+            self.await_all_inports(),
+            self.required_inports(),
+            self.get_inports().1,
+            self.get_outports(),
+            self.create_state(),
+            self.load_count(),
+            config,
+            tracing,
+        )
+        .into_future()
     }
 }

@@ -91,7 +91,7 @@ fn json_logs_carry_vm_and_message_events() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = boom_graph(dir.path());
-    let filter = "warn,reflow_network=error,reflow_sandbox::vm=info,reflow_sandbox::message=debug";
+    let filter = "warn,reflow_network=error,reflow_sandbox::vm=debug,reflow_sandbox::message=debug";
     let out = run_env(&path, &["--log-format", "json"], &[("RUST_LOG", filter)]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -117,6 +117,14 @@ fn json_logs_carry_vm_and_message_events() {
         assert_eq!(a["outcome"], "actor_error");
         assert!(a["took_us"].as_u64().is_some(), "{a}");
     }
+    // The script node ran in the bridge's own dispatch loop (Reflow's
+    // process would never hold its VM): idle, the VM was held.
+    assert!(
+        named("VM held (idle)")
+            .iter()
+            .any(|e| e["actor"] == "boom.actor.py"),
+        "{stderr}"
+    );
     // The actor's failures are logged as JSON too, never as text.
     assert!(events.iter().any(|e| e["level"] == "WARN"), "{stderr}");
     assert!(
