@@ -54,6 +54,9 @@ fn init_logs(format: LogFormat) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A message's span (`reflow_sandbox::message=debug`) says its
+        // timings when it closes, at its answer.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
@@ -214,6 +217,12 @@ struct RunArgs {
     /// only.
     #[arg(long)]
     watch: bool,
+    /// Send Reflow's trace events to this tracing server (ws://HOST:PORT,
+    /// Reflow's `reflow_tracing_protocol`): the network's events about
+    /// native actors, and the sandbox's (message failures, VMs lent and
+    /// discarded, printed lines). Off by default.
+    #[arg(long, value_name = "URL")]
+    trace_server: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -540,8 +549,14 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if let Some(url) = &args.trace_server {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            anyhow::bail!("--trace-server: {url:?} is not a ws:// or wss:// URL");
+        }
+    }
     let mut options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
+        trace_server: args.trace_server.clone(),
         ..RunOptions::default()
     };
     let _watch = if args.watch {

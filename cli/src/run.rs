@@ -31,6 +31,10 @@ pub struct RunOptions {
     /// `run --watch`), applied as they come; each node switches between
     /// messages.
     pub updates: Option<flume::Receiver<(String, Script)>>,
+    /// Reflow's tracing server (`ws://...`): when set, the network traces
+    /// its native actors there, and the sandbox its events (see
+    /// `reflow_host_bridge`'s trace events).
+    pub trace_server: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -39,6 +43,7 @@ impl Default for RunOptions {
             settle: Duration::from_millis(300),
             timeout: None,
             updates: None,
+            trace_server: None,
         }
     }
 }
@@ -113,12 +118,20 @@ pub(crate) fn port_of(edge: &GraphEdge) -> String {
     }
 }
 
-/// The network configuration we run with: Reflow's tracing (which dials
-/// ws://localhost:8080) off.
-pub fn network_config() -> NetworkConfig {
+/// The network configuration we run with: Reflow's tracing (which would
+/// dial ws://localhost:8080 by default) off, or on toward `trace_server`.
+pub fn network_config_tracing(trace_server: Option<&str>) -> NetworkConfig {
     let mut config = NetworkConfig::default();
-    config.tracing.enabled = false;
+    config.tracing.enabled = trace_server.is_some();
+    if let Some(url) = trace_server {
+        config.tracing.server_url = url.to_string();
+    }
     config
+}
+
+/// [`network_config_tracing`] with Reflow's tracing off.
+pub fn network_config() -> NetworkConfig {
+    network_config_tracing(None)
 }
 
 /// Runs `graph` with its script actors in `bridge`'s sandboxes; `on_output`
@@ -131,7 +144,9 @@ pub async fn run(
 ) -> Result<Outcome, RunError> {
     let failed_before = bridge.failures();
     let activity = Arc::new(Activity::default());
-    let network = Mutex::new(Network::new(network_config()));
+    let network = Mutex::new(Network::new(network_config_tracing(
+        options.trace_server.as_deref(),
+    )));
     let mut updaters: std::collections::HashMap<String, ScriptUpdater> = Default::default();
     {
         let mut n = network.lock();

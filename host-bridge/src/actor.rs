@@ -14,6 +14,8 @@ use reflow_actor::{Actor, ActorBehavior, ActorConfig, ActorContext, ActorLoad, P
 use reflow_ring::Value;
 use reflow_tracing_protocol::client::TracingIntegration;
 
+use crate::trace_events::ReflowTrace;
+
 use crate::convert::{to_message, to_value};
 use crate::node::{ActorFailure, Answers, Node};
 use crate::shared::Shared;
@@ -359,8 +361,12 @@ impl Actor for SandboxActor {
     fn create_process(
         &self,
         config: ActorConfig,
-        _tracing: Option<TracingIntegration>,
+        tracing: Option<TracingIntegration>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if let Some(integration) = tracing {
+            let trace = ReflowTrace::new(integration, self.shared.tokio.clone());
+            self.node.set_trace(Arc::new(trace));
+        }
         Box::pin(process_loop(
             self.shared.clone(),
             self.node.clone(),

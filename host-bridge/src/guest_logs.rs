@@ -16,16 +16,17 @@ use parking_lot::Mutex;
 use reflow_sandbox_core::LogLine;
 
 use crate::metrics::NodeMetrics;
+use crate::rate::Bucket;
+use crate::trace_events::ReflowTrace;
 
 /// Lines a node may log per second, sustained.
 const RATE: f64 = 1000.0;
 /// Lines a node may log at once (one message's default `max_log_lines`).
 const BURST: f64 = 1000.0;
 
-/// A node's log rate: a token bucket, and the drops not yet told.
+/// A node's log rate, and the drops not yet told.
 pub(crate) struct LogGate {
-    tokens: f64,
-    last: Instant,
+    bucket: Bucket,
     /// Lines and bytes dropped since the last summary.
     untold: (u64, u64),
 }
@@ -33,23 +34,14 @@ pub(crate) struct LogGate {
 impl LogGate {
     pub(crate) fn new() -> LogGate {
         LogGate {
-            tokens: BURST,
-            last: Instant::now(),
+            bucket: Bucket::new(RATE, BURST),
             untold: (0, 0),
         }
     }
 
     /// Whether one more line may be logged now.
     fn take(&mut self, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.last).as_secs_f64() * RATE;
-        self.tokens = (self.tokens + refill).min(BURST);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.bucket.take(now)
     }
 }
 
@@ -60,6 +52,9 @@ pub(crate) struct GuestLogs<'a> {
     pub(crate) metrics: &'a NodeMetrics,
     pub(crate) node: &'a str,
     pub(crate) actor: &'a str,
+    /// Reflow's tracing, when the network has it on: each logged line goes
+    /// there too.
+    pub(crate) trace: Option<&'a ReflowTrace>,
 }
 
 impl GuestLogs<'_> {
@@ -71,6 +66,9 @@ impl GuestLogs<'_> {
             return;
         }
         self.metrics.logged();
+        if let Some(trace) = self.trace {
+            trace.printed(self.node, self.actor, message, line);
+        }
         let (node, actor, stream) = (self.node, self.actor, line.stream.name());
         let text = &line.text;
         match (message, line.cut) {
@@ -116,24 +114,5 @@ impl GuestLogs<'_> {
             dropped_bytes = bytes,
             "printed output dropped (over max_log_lines or max_log_size, over the node's {RATE} lines/s, or printed outside a message)"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn the_gate_allows_a_burst_then_the_rate() {
-        let mut gate = LogGate::new();
-        let t0 = gate.last;
-        let allowed = (0..2 * BURST as usize).filter(|_| gate.take(t0)).count();
-        assert_eq!(allowed, BURST as usize);
-        assert!(!gate.take(t0));
-        // 10 ms later: RATE / 100 more lines.
-        let t1 = t0 + Duration::from_millis(10);
-        let later = (0..BURST as usize).filter(|_| gate.take(t1)).count();
-        assert_eq!(later, (RATE / 100.0) as usize);
     }
 }

@@ -18,10 +18,12 @@ mod guest_logs;
 pub mod handler;
 pub mod metrics;
 mod node;
+mod rate;
 #[cfg(feature = "network")]
 pub mod registry;
 mod shared;
 pub mod state;
+mod trace_events;
 pub mod versions;
 
 pub use actor::{SandboxActor, ERROR_PORT};

@@ -19,6 +19,7 @@ use crate::handler::StoreHandler;
 use crate::metrics::{outcome, NodeMetrics};
 use crate::shared::{Shared, Tracked};
 use crate::state::Scope;
+use crate::trace_events::ReflowTrace;
 use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
 use reflow_sandbox_core::protocol::{ActorError, StateRequest};
@@ -130,10 +131,19 @@ pub(crate) trait Answers {
     fn reloaded(&mut self, _version: &str) {}
 }
 
-/// The messages a node took and has not answered yet, oldest first: each
-/// one's number in the node (from 1) and, when metrics are on, when it
-/// was taken.
-type Taken = RefCell<VecDeque<(u64, Option<Instant>)>>;
+/// A message a node took and has not answered yet.
+struct InFlight {
+    /// Its number in the node, from 1.
+    seq: u64,
+    /// When it was taken (when metrics are on).
+    at: Option<Instant>,
+    /// Its span (`message`, target `reflow_sandbox::message`, debug):
+    /// entered around the events about it, closed when it is answered.
+    span: tracing::Span,
+}
+
+/// The messages a node took and has not answered yet, oldest first.
+type Taken = RefCell<VecDeque<InFlight>>;
 
 /// A stream's handler: state through the store, printed lines to the
 /// node's log, everything else to the node's answers; notes a failure that
@@ -156,7 +166,16 @@ struct NodeHandler<'a> {
 impl NodeHandler<'_> {
     /// The number of the message running now (the oldest not answered).
     fn head(&self) -> u64 {
-        self.taken.borrow().front().map_or(0, |t| t.0)
+        self.taken.borrow().front().map_or(0, |t| t.seq)
+    }
+
+    /// Runs `f` in the running message's span.
+    fn in_head<T>(&self, f: impl FnOnce() -> T) -> T {
+        let span = self.taken.borrow().front().map(|t| t.span.clone());
+        match span {
+            Some(span) => span.in_scope(f),
+            None => f(),
+        }
     }
 }
 
@@ -169,7 +188,8 @@ impl InvokeHandler for NodeHandler<'_> {
         self.store.state(request)
     }
     fn log(&mut self, line: LogLine) {
-        self.logs.line(self.head(), &line);
+        let seq = self.head();
+        self.in_head(|| self.logs.line(seq, &line));
     }
     fn log_dropped(&mut self, lines: u64, bytes: u64) {
         self.logs.dropped(lines, bytes);
@@ -178,11 +198,13 @@ impl InvokeHandler for NodeHandler<'_> {
 
 impl StreamHandler for NodeHandler<'_> {
     fn done(&mut self, outputs: Value) {
-        self.logs.end(self.head());
+        let seq = self.head();
+        self.in_head(|| self.logs.end(seq));
         self.answers.done(outputs);
     }
     fn failed(&mut self, error: WorkerError) {
-        self.logs.end(self.head());
+        let seq = self.head();
+        self.in_head(|| self.logs.end(seq));
         let failure = ActorFailure::from_worker(error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
@@ -200,6 +222,8 @@ impl StreamHandler for NodeHandler<'_> {
 struct Who<'a> {
     node: &'a str,
     actor: &'a str,
+    /// Reflow's tracing, when the network has it on.
+    trace: Option<&'a ReflowTrace>,
 }
 
 impl Who<'_> {
@@ -207,6 +231,9 @@ impl Who<'_> {
     fn discarded(&self, metrics: &NodeMetrics, reason: &str) {
         metrics.killed(reason);
         tracing::info!(target: "reflow_sandbox::vm", node = self.node, actor = self.actor, reason, "VM discarded");
+        if let Some(trace) = self.trace {
+            trace.vm(self.node, "vm_discarded", &[("reason", reason.into())]);
+        }
     }
 }
 
@@ -222,18 +249,25 @@ struct Counted<'a> {
 
 impl Counted<'_> {
     fn answered(&self, failed: Option<&ActorFailure>) {
-        let (seq, taken) = self.taken.borrow_mut().pop_front().unwrap_or((0, None));
-        let took = taken.map_or(Duration::ZERO, |t| t.elapsed());
+        let message = self.taken.borrow_mut().pop_front();
+        let (seq, at, span) =
+            message.map_or((0, None, tracing::Span::none()), |m| (m.seq, m.at, m.span));
+        let took = at.map_or(Duration::ZERO, |t| t.elapsed());
         self.metrics.answered(took, failed);
-        tracing::debug!(
-            target: "reflow_sandbox::message",
-            node = self.who.node,
-            actor = self.who.actor,
-            seq,
-            outcome = failed.map_or("ok", outcome),
-            took_us = took.as_micros() as u64,
-            "answered"
-        );
+        if let (Some(trace), Some(f)) = (self.who.trace, failed) {
+            trace.failed(self.who.node, seq, outcome(f), &f.to_string());
+        }
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "reflow_sandbox::message",
+                node = self.who.node,
+                actor = self.who.actor,
+                seq,
+                outcome = failed.map_or("ok", outcome),
+                took_us = took.as_micros() as u64,
+                "answered"
+            )
+        });
     }
 }
 
@@ -284,6 +318,8 @@ pub(crate) struct Node {
     messages: std::sync::atomic::AtomicU64,
     /// The rate of its actor's printed lines.
     log_gate: Mutex<LogGate>,
+    /// Reflow's tracing, once a network with it on started the node.
+    trace: Mutex<Option<Arc<ReflowTrace>>>,
     /// Its VM's monitor process and CPU cgroup, readable while a message
     /// holds the slot (metrics).
     vm_process: Mutex<Option<VmProcess>>,
@@ -316,6 +352,7 @@ impl Node {
             serving_hash: Mutex::new(serving.hash.clone()),
             messages: Default::default(),
             log_gate: Mutex::new(LogGate::new()),
+            trace: Mutex::new(None),
             vm_process: Mutex::new(None),
             pool,
             metrics,
@@ -333,6 +370,12 @@ impl Node {
         let tracked: std::sync::Weak<dyn Tracked> = Arc::downgrade(&node) as _;
         shared.track(tracked);
         node
+    }
+
+    /// Sends the node's events to Reflow's tracing too (see
+    /// [`crate::trace_events`]).
+    pub(crate) fn set_trace(&self, trace: Arc<ReflowTrace>) {
+        *self.trace.lock() = Some(trace);
     }
 
     /// The index of its pool in `shared.pools`.
@@ -365,9 +408,11 @@ impl Node {
         }
         let script = slot.serving.script.clone();
         let taken: Taken = RefCell::new(VecDeque::new());
+        let trace = self.trace.lock().clone();
         let who = Who {
             node: node_id,
             actor: &self.name,
+            trace: trace.as_deref(),
         };
         let mut counted = Counted {
             inner: answers,
@@ -397,7 +442,18 @@ impl Node {
                     .messages
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let at = self.metrics.on().then(Instant::now);
-                taken.borrow_mut().push_back((number, at));
+                let span = tracing::debug_span!(
+                    target: "reflow_sandbox::message",
+                    "message",
+                    node = node_id,
+                    actor = %self.name,
+                    seq = number
+                );
+                taken.borrow_mut().push_back(InFlight {
+                    seq: number,
+                    at,
+                    span,
+                });
             }
             match got {
                 Some(Ok(inputs)) => Some(inputs),
@@ -549,10 +605,20 @@ impl Node {
         let loaded = fresh
             .with_worker(|c| c.load_within(node_id, &script.name, &script.source, limits))
             .map_err(ActorFailure::from_worker)?;
+        let trace = self.trace.lock().clone();
         let logs = self.logs(Who {
             node: node_id,
             actor: &script.name,
+            trace: trace.as_deref(),
         });
+        if let Some(trace) = &trace {
+            let waited_us = waited.elapsed().as_micros() as u64;
+            trace.vm(
+                node_id,
+                "vm_lent",
+                &[("pool", kind.into()), ("waited_us", waited_us.into())],
+            );
+        }
         for line in &loaded.logs.0 {
             logs.line(0, line);
         }
@@ -577,6 +643,7 @@ impl Node {
             metrics: &self.metrics,
             node: who.node,
             actor: who.actor,
+            trace: who.trace,
         }
     }
 
