@@ -15,9 +15,12 @@
 //!   a first message after an idle period (at 10 msg/s, longer than the
 //!   bridge's default `idle_hold`: each message finds the VM held).
 //!
-//! - what the metrics cost: interleaved pairs of Python streams, one node
-//!   counting its messages and one with its bridge's node metrics off
-//!   (`BridgeConfig::metrics`): the median ratio of the pairs' rates.
+//! - what metrics and tracing cost: rounds of three Python streams, in a
+//!   rotating order: node metrics off (`BridgeConfig::metrics`) and no
+//!   events; metrics on and the CLI's default log filter; metrics on and
+//!   every per-message event (its span, `answered`, VM events). Events are
+//!   formatted as `run --log-format json` does, written to nowhere. The
+//!   medians of the ratios to the first.
 //!
 //! Run with `./dev.sh bench` (or `cargo bench -p reflow-benches --bench
 //! stream`).
@@ -366,6 +369,42 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
         per_message * python_rate,
         "the counting's share of the Python stream's time per message",
     );
+    let filter = tracing_switch();
+    // The per-message events alone, formatted as JSON: what a node emits
+    // for a message with every event on (its span and the answered event
+    // inside it).
+    filter(Level::Debug);
+    let t = Instant::now();
+    for seq in 0..rounds_of_events() {
+        let span = tracing::debug_span!(
+            target: "reflow_sandbox::message",
+            "message",
+            node = "mid",
+            actor = "identity.actor.py",
+            seq
+        );
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "reflow_sandbox::message",
+                outcome = "ok",
+                took_us = 40u64,
+                "answered"
+            )
+        });
+    }
+    let per_event = t.elapsed().as_secs_f64() / rounds_of_events() as f64;
+    filter(Level::Off);
+    println!(
+        "stream: per-message events cost {:.0} ns per message as JSON, {:.2} % of the Python stream's time per message",
+        per_event * 1e9,
+        per_event * python_rate * 100.0
+    );
+    record(
+        "stream",
+        "per-message events (span and answered, JSON) / Python stream time per message (same run)",
+        per_event * python_rate,
+        "a message's span and answered event formatted as JSON to nowhere, timed alone",
+    );
     let _guard = rt.enter();
     let python = &subjects()[0];
     let sides: Vec<_> = [true, false]
@@ -378,24 +417,37 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
             (bridge, n, rx)
         })
         .collect();
-    let rate = |side: usize| {
-        let (_, n, rx) = &sides[side];
-        PAIR_STREAM as f64 / stream(n, rx, PAIR_STREAM).as_secs_f64()
+    // A stream's rate with its node's metrics on or off and the log
+    // filter `level`.
+    let rate = |metrics: bool, level: Level| {
+        let (_, n, rx) = &sides[usize::from(!metrics)];
+        filter(level);
+        let r = PAIR_STREAM as f64 / stream(n, rx, PAIR_STREAM).as_secs_f64();
+        filter(Level::Off);
+        r
     };
-    let pairs = if report::is_quick() { PAIRS / 2 } else { PAIRS };
+    let rounds = if report::is_quick() { PAIRS / 2 } else { PAIRS };
     let mut off_rates = Vec::new();
-    let mut ratios = Vec::new();
-    for i in 0..pairs {
-        let (on, off) = if i % 2 == 0 {
-            let on = rate(0);
-            (on, rate(1))
-        } else {
-            let off = rate(1);
-            (rate(0), off)
-        };
-        println!("stream: metrics pair {i}: on {on:.0} msg/s, off {off:.0} msg/s");
+    let (mut default_ratios, mut debug_ratios) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // Each round: off, the CLI's default, every per-message event; in
+        // a rotating order.
+        let mut got = [0.0; 3];
+        for k in 0..3 {
+            let which = (i + k) % 3;
+            got[which] = match which {
+                0 => rate(false, Level::Off),
+                1 => rate(true, Level::Default),
+                _ => rate(true, Level::Debug),
+            };
+        }
+        let [off, default, debug] = got;
+        println!(
+            "stream: metrics and tracing round {i}: off {off:.0} msg/s, default {default:.0} msg/s, per-message events {debug:.0} msg/s"
+        );
         off_rates.push(off);
-        ratios.push(on / off);
+        default_ratios.push(default / off);
+        debug_ratios.push(debug / off);
     }
     for (bridge, n, _) in sides {
         n.shutdown();
@@ -407,19 +459,72 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let note = format!("{pairs} interleaved pairs of {PAIR_STREAM}-message streams; median");
+    let note = format!(
+        "{rounds} rounds of {PAIR_STREAM}-message streams, each side in a rotating order; median"
+    );
     record(
         "stream",
-        "Range -> Python identity -> sink, node metrics off",
+        "Range -> Python identity -> sink, node metrics and tracing off",
         median(&mut off_rates),
         &note,
     );
     record(
         "stream",
-        "Python msg/s, node metrics on / off (same run)",
-        median(&mut ratios),
-        &note,
+        "Python msg/s, node metrics and tracing on / off (same run)",
+        median(&mut default_ratios),
+        &format!("{note}; on: metrics, and the CLI's default log filter (warnings, printed lines) as JSON"),
     );
+    record(
+        "stream",
+        "Python msg/s, metrics and every per-message event / off (same run)",
+        median(&mut debug_ratios),
+        &format!("{note}; every event: each message's span and answered event, VM events, as JSON"),
+    );
+}
+
+/// Messages whose events are timed alone.
+fn rounds_of_events() -> u64 {
+    200_000
+}
+
+/// The log filters the metrics-and-tracing rounds compare.
+#[derive(Clone, Copy)]
+enum Level {
+    /// Nothing.
+    Off,
+    /// What `run` shows by default.
+    Default,
+    /// Every per-message event too.
+    Debug,
+}
+
+/// What the events cost to format: a global subscriber as `run
+/// --log-format json` sets one up, writing to nowhere, whose filter the
+/// returned switch sets.
+fn tracing_switch() -> impl Fn(Level) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("off"));
+    let json = fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_writer(std::io::sink);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .try_init()
+        .is_ok();
+    assert!(installed, "the bench's tracing subscriber is the first");
+    move |level| {
+        let directives = match level {
+            Level::Off => "off",
+            Level::Default => "warn,reflow_sandbox::guest=info,reflow_network=error",
+            Level::Debug => "warn,reflow_sandbox::guest=info,reflow_network=error,reflow_sandbox::message=debug,reflow_sandbox::vm=debug",
+        };
+        handle
+            .reload(EnvFilter::new(directives))
+            .expect("the filter reloads");
+    }
 }
 
 fn streams(c: &mut Criterion) {

@@ -54,9 +54,6 @@ fn init_logs(format: LogFormat) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        // A message's span (`reflow_sandbox::message=debug`) says its
-        // timings when it closes, at its answer.
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
