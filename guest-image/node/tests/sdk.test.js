@@ -177,3 +177,14 @@ test('the warm-up reports its progress; a failed preload throws and names the mo
   assert.ok(!fs.existsSync(`${p.file}.tmp`));
   fs.rmSync(dir, { recursive: true });
 });
+
+test('the addon sets glibc malloc to keep freed memory for the clones', () => {
+  // Run in a child: the setting is process-wide.
+  const { execFileSync } = require('child_process');
+  const addon = require.resolve('./helpers');
+  const out = execFileSync(process.execPath, ['-e', `
+    const { shm } = require(${JSON.stringify(addon)});
+    process.stdout.write(String(shm().keepMemory()));
+  `]).toString();
+  assert.strictEqual(out, 'true');
+});

@@ -348,6 +348,9 @@ async function main(argv, progress = new Progress()) {
   let worker;
   installMathRandom();
   try {
+    // Before anything allocates much: freed memory stays for the clones
+    // (see the addon's keepMemory).
+    if (!require('../reflow_shm.node').keepMemory()) progress.detail('malloc tuning refused');
     preload(preloadList(), progress);
     progress.step('map region');
     const shm = require('../reflow_shm.node');
