@@ -56,6 +56,7 @@ const FLOOD_OUTPUTS: &str = "more than 1000 outputs in one invocation";
 const FLOOD_STATE: &str = "more than 1000 state operations in one invocation";
 const OUTPUT_SIZE: &str = "over the 1048576-byte limit (max_output_size)";
 const STATE_VALUE: &str = "over the 65536-byte limit (max_state_value_size)";
+const FLOOD_LOG: &str = "more than 1016 printed-output records in one message";
 
 const PYTHON: &[Case] = &[
     case("endless_loop", "while True:\n        pass", &[TIMED_OUT]),
@@ -118,6 +119,16 @@ const PYTHON: &[Case] = &[
         &[FLOOD_OUTPUTS],
     ),
     flood("floods_state", "while True:\n        context.state.increment_sync('n')", &[FLOOD_STATE]),
+    // The SDK caps what a message prints; an actor that finds the worker
+    // and writes LOG records itself is stopped by the host's count.
+    flood(
+        "floods_log_records",
+        "import gc\n    from reflow.worker import LOG, Worker\n    \
+         w = next(o for o in gc.get_objects() if isinstance(o, Worker))\n    \
+         mid, aid = w.log.current\n    \
+         while True:\n        w.send(LOG, mid, aid, {'stream': 'stdout', 'line': 'x', 'cut': 0})",
+        &[FLOOD_LOG],
+    ),
     case("huge_output", "context.send_output_sync('output', b'x' * (2 << 20))", &[OUTPUT_SIZE]),
     case("huge_state_value", "context.state.set_sync('big', 'x' * (1 << 20))", &[STATE_VALUE]),
 ];

@@ -10,6 +10,11 @@ use crate::protocol::{into_map, MessageError};
 /// Longest line kept, in bytes (the rest is counted as cut).
 pub const MAX_LINE: usize = 4096;
 
+/// LOG records a message may send beyond its line cap: the SDKs send at
+/// most the cap's lines and one drop count; more is a flood, ended as a
+/// limit breach rather than decoded until the message's deadline.
+pub const RECORD_SLACK: usize = 16;
+
 /// Which of the script's streams a line was written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
@@ -115,6 +120,8 @@ fn clean(s: &str, max: usize) -> (String, u64) {
 pub struct LogBudget {
     lines: usize,
     bytes: usize,
+    /// LOG records still allowed, kept or not.
+    records: usize,
     /// Lines dropped so far.
     pub dropped_lines: u64,
     /// Their bytes.
@@ -127,7 +134,20 @@ impl LogBudget {
         LogBudget {
             lines,
             bytes,
+            records: lines.saturating_add(RECORD_SLACK),
             ..LogBudget::default()
+        }
+    }
+
+    /// Counts one more LOG record; false once the message sent more than
+    /// its line cap and [`RECORD_SLACK`] (a flood: no SDK does that).
+    pub fn record(&mut self) -> bool {
+        match self.records.checked_sub(1) {
+            Some(left) => {
+                self.records = left;
+                true
+            }
+            None => false,
         }
     }
 
@@ -255,5 +275,15 @@ mod tests {
         assert!(b.admit(rec("x")).is_none(), "over the byte cap");
         assert!(b.admit(rec("")).is_none(), "nothing after the cap");
         assert_eq!(LogBudget::new(1, 1).dropped(), None);
+    }
+
+    #[test]
+    fn records_past_the_cap_and_its_slack_are_a_flood() {
+        let mut b = LogBudget::new(3, 10);
+        assert_eq!(
+            (0..3 + RECORD_SLACK).filter(|_| b.record()).count(),
+            3 + RECORD_SLACK
+        );
+        assert!(!b.record());
     }
 }

@@ -252,6 +252,9 @@ impl<'a> WorkerClient<'a> {
             limits.timeout,
             |_, got| match got.kind {
                 Kind::Log => {
+                    if !budget.record() {
+                        return Err(log_flood(limits));
+                    }
                     lines.extend(budget.admit(LogRecord::parse(got.value)?));
                     Ok(None)
                 }
@@ -416,6 +419,9 @@ fn invocation_step(
             tx(Kind::StateReply, &reply)?;
         }
         Kind::Log => {
+            if !count.log.record() {
+                return Err(log_flood(limits));
+            }
             if let Some(line) = count.log.admit(LogRecord::parse(got.value)?) {
                 handler.log(line);
             }
@@ -547,6 +553,19 @@ fn state_value_error(request: &StateRequest, len: usize, limits: &Limits) -> Opt
     (size > max).then(|| {
         format!("a state value of {size} bytes is over the {max}-byte limit (max_state_value_size); nothing was stored")
     })
+}
+
+/// A message that sent more LOG records than any SDK would (see
+/// [`crate::guest_log::RECORD_SLACK`]).
+fn log_flood(limits: &Limits) -> WorkerError {
+    WorkerError::Limit(format!(
+        "more than {} printed-output records in one message (max_log_lines {} and {} more)",
+        limits
+            .max_log_lines
+            .saturating_add(crate::guest_log::RECORD_SLACK),
+        limits.max_log_lines,
+        crate::guest_log::RECORD_SLACK
+    ))
 }
 
 fn unexpected(kind: Kind, wanted: &str) -> WorkerError {

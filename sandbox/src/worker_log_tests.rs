@@ -98,3 +98,29 @@ fn a_malformed_log_record_is_hostile() {
         },
     );
 }
+
+#[test]
+fn a_flood_of_log_records_is_a_limit_breach() {
+    let limits = Limits {
+        max_log_lines: 3,
+        ..lim(T)
+    };
+    let records = 3 + crate::guest_log::RECORD_SLACK + 1;
+    with_worker(
+        |w| {
+            let (m, _) = w.next();
+            for i in 0..records {
+                w.reply(&m, Kind::Log.wire(), "", &line(&format!("line {i}")));
+            }
+        },
+        |c| {
+            let mut rec = Recorder::default();
+            match c.invoke("n", map(&[]), map(&[]), &limits, &mut rec) {
+                Err(WorkerError::Limit(why)) => assert!(why.contains("max_log_lines"), "{why}"),
+                other => panic!("expected a limit breach, got {other:?}"),
+            }
+            assert_eq!(rec.logs.len(), 3, "the cap's lines were logged");
+            assert!(c.is_poisoned(), "the VM is not trusted again");
+        },
+    );
+}
