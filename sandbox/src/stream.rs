@@ -136,19 +136,23 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Takes the head out: the next message is the head from now.
-    fn pop(&mut self) -> Option<Entry> {
+    /// Takes the head out, its message over (what its printing dropped
+    /// goes to `handler` first): the next message is the head from now.
+    fn pop(&mut self, handler: &mut dyn InvokeHandler) -> Option<Entry> {
         let head = self.in_flight.pop_front();
         if let Some(e) = &head {
             self.bytes -= e.bytes();
+            e.counts.report_logs(handler);
         }
         self.head_since = Instant::now();
         head
     }
 
     /// Ends the stream with `error` as the head's answer.
-    fn end(mut self, error: WorkerError) -> StreamEnd {
-        self.in_flight.pop_front();
+    fn end(mut self, error: WorkerError, handler: &mut dyn InvokeHandler) -> StreamEnd {
+        if let Some(head) = self.in_flight.pop_front() {
+            head.counts.report_logs(handler);
+        }
         let unstarted = self
             .in_flight
             .into_iter()
@@ -183,7 +187,7 @@ impl WorkerClient<'_> {
         };
         loop {
             if let Err(e) = self.fill(&mut p, actor_id, config, limits, window, next, &*handler) {
-                return Err(self.fail(p, e));
+                return Err(self.fail(p, e, handler));
             }
             let Some(head) = p.in_flight.front_mut() else {
                 return Ok(());
@@ -194,7 +198,7 @@ impl WorkerClient<'_> {
                 if let Some(Entry {
                     payload: Err(error),
                     ..
-                }) = p.pop()
+                }) = p.pop(handler)
                 {
                     handler.failed(error);
                 }
@@ -203,21 +207,17 @@ impl WorkerClient<'_> {
             let deadline = head.sent.max(p.head_since) + limits.timeout;
             let got = match self.receive(id, actor_id, deadline, limits.timeout) {
                 Ok(got) => got,
-                Err(e) => {
-                    head.counts.report_logs(handler);
-                    return Err(self.fail(p, e));
-                }
+                Err(e) => return Err(self.fail(p, e, handler)),
             };
             if got.kind == Kind::Error {
                 let error = match ActorError::parse(got.value) {
                     Ok(a) => WorkerError::Actor(a),
-                    Err(e) => return Err(self.fail(p, e.into())),
+                    Err(e) => return Err(self.fail(p, e.into(), handler)),
                 };
-                head.counts.report_logs(handler);
                 if error.fate() == crate::Fate::Kill {
-                    return Err(self.fail(p, error));
+                    return Err(self.fail(p, error, handler));
                 }
-                p.pop();
+                p.pop(handler);
                 handler.failed(error);
                 continue;
             }
@@ -228,22 +228,23 @@ impl WorkerClient<'_> {
             match invocation_step(&mut reply, got, limits, &mut head.counts, handler) {
                 Ok(None) => {}
                 Ok(Some(outputs)) => {
-                    head.counts.report_logs(handler);
-                    p.pop();
+                    p.pop(handler);
                     handler.done(outputs);
                 }
-                Err(e) => {
-                    head.counts.report_logs(handler);
-                    return Err(self.fail(p, e));
-                }
+                Err(e) => return Err(self.fail(p, e, handler)),
             }
         }
     }
 
     /// Ends the stream: the client is poisoned, the head gets `error`.
-    fn fail(&mut self, p: Pipeline, error: WorkerError) -> StreamEnd {
+    fn fail(
+        &mut self,
+        p: Pipeline,
+        error: WorkerError,
+        handler: &mut dyn InvokeHandler,
+    ) -> StreamEnd {
         self.poisoned = true;
-        p.end(error)
+        p.end(error, handler)
     }
 
     /// Takes messages from `next` and writes them while the window has

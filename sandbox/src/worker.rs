@@ -252,10 +252,7 @@ impl<'a> WorkerClient<'a> {
             limits.timeout,
             |_, got| match got.kind {
                 Kind::Log => {
-                    if !budget.record() {
-                        return Err(log_flood(limits));
-                    }
-                    lines.extend(budget.admit(LogRecord::parse(got.value)?));
+                    lines.extend(take_log(&mut budget, got.value, limits)?);
                     Ok(None)
                 }
                 Kind::Loaded => {
@@ -419,10 +416,7 @@ fn invocation_step(
             tx(Kind::StateReply, &reply)?;
         }
         Kind::Log => {
-            if !count.log.record() {
-                return Err(log_flood(limits));
-            }
-            if let Some(line) = count.log.admit(LogRecord::parse(got.value)?) {
+            if let Some(line) = take_log(&mut count.log, got.value, limits)? {
                 handler.log(line);
             }
         }
@@ -555,17 +549,25 @@ fn state_value_error(request: &StateRequest, len: usize, limits: &Limits) -> Opt
     })
 }
 
-/// A message that sent more LOG records than any SDK would (see
-/// [`crate::guest_log::RECORD_SLACK`]).
-fn log_flood(limits: &Limits) -> WorkerError {
-    WorkerError::Limit(format!(
-        "more than {} printed-output records in one message (max_log_lines {} and {} more)",
-        limits
-            .max_log_lines
-            .saturating_add(crate::guest_log::RECORD_SLACK),
-        limits.max_log_lines,
-        crate::guest_log::RECORD_SLACK
-    ))
+/// A LOG record's line if `budget` keeps it. A message that sent more LOG
+/// records than any SDK would (see [`crate::guest_log::RECORD_SLACK`])
+/// breaches a limit; a malformed one is hostile.
+fn take_log(
+    budget: &mut LogBudget,
+    value: Value,
+    limits: &Limits,
+) -> Result<Option<LogLine>, WorkerError> {
+    if !budget.record() {
+        return Err(WorkerError::Limit(format!(
+            "more than {} printed-output records in one message (max_log_lines {} and {} more)",
+            limits
+                .max_log_lines
+                .saturating_add(crate::guest_log::RECORD_SLACK),
+            limits.max_log_lines,
+            crate::guest_log::RECORD_SLACK
+        )));
+    }
+    Ok(budget.admit(LogRecord::parse(value)?))
 }
 
 fn unexpected(kind: Kind, wanted: &str) -> WorkerError {
