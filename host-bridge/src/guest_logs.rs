@@ -1,10 +1,9 @@
 //! What scripts print, as events of target `reflow_sandbox::guest`: one
 //! per line, tagged with the node, its actor, `seq` (the message's number
 //! in the node, 1 for its first; absent for the script's top level) and the
-//! stream. Each message's lines are
-//! capped by its limits (`max_log_lines`, `max_log_size`, enforced by the
-//! sandbox core whatever the guest's SDK does); each node's lines are
-//! rate-limited here, so a stream of chatty messages cannot flood the
+//! stream. Each message's lines are capped by its limits (`max_log_lines`,
+//! `max_log_size`, enforced by the sandbox core whatever the guest's SDK
+//! does); each node's lines are rate-limited here, so a stream of chatty messages cannot flood the
 //! host's log. What is dropped is counted in metrics and said in one
 //! summary event at the end of a message, itself rate-limited (a summary
 //! that finds no room is carried to a later one, never lost from the

@@ -164,17 +164,13 @@ struct NodeHandler<'a> {
 }
 
 impl NodeHandler<'_> {
-    /// The number of the message running now (the oldest not answered).
-    fn head(&self) -> u64 {
-        self.taken.borrow().front().map_or(0, |t| t.seq)
-    }
-
-    /// Runs `f` in the running message's span.
-    fn in_head<T>(&self, f: impl FnOnce() -> T) -> T {
-        let span = self.taken.borrow().front().map(|t| t.span.clone());
-        match span {
-            Some(span) => span.in_scope(f),
-            None => f(),
+    /// Runs `f` with the number of the message running now (the oldest not
+    /// answered) in its span.
+    fn in_head<T>(&self, f: impl FnOnce(u64) -> T) -> T {
+        let head = self.taken.borrow().front().map(|t| (t.seq, t.span.clone()));
+        match head {
+            Some((seq, span)) => span.in_scope(|| f(seq)),
+            None => f(0),
         }
     }
 }
@@ -188,8 +184,7 @@ impl InvokeHandler for NodeHandler<'_> {
         self.store.state(request)
     }
     fn log(&mut self, line: LogLine) {
-        let seq = self.head();
-        self.in_head(|| self.logs.line(seq, &line));
+        self.in_head(|seq| self.logs.line(seq, &line));
     }
     fn log_dropped(&mut self, lines: u64, bytes: u64) {
         self.logs.dropped(lines, bytes);
@@ -198,13 +193,11 @@ impl InvokeHandler for NodeHandler<'_> {
 
 impl StreamHandler for NodeHandler<'_> {
     fn done(&mut self, outputs: Value) {
-        let seq = self.head();
-        self.in_head(|| self.logs.end(seq));
+        self.in_head(|seq| self.logs.end(seq));
         self.answers.done(outputs);
     }
     fn failed(&mut self, error: WorkerError) {
-        let seq = self.head();
-        self.in_head(|| self.logs.end(seq));
+        self.in_head(|seq| self.logs.end(seq));
         let failure = ActorFailure::from_worker(error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
@@ -604,6 +597,7 @@ impl Node {
         let loaded = fresh
             .with_worker(|c| c.load_within(node_id, &script.name, &script.source, limits))
             .map_err(ActorFailure::from_worker)?;
+        let waited_us = waited.elapsed().as_micros() as u64;
         let trace = self.trace.lock().clone();
         let logs = self.logs(Who {
             node: node_id,
@@ -611,7 +605,6 @@ impl Node {
             trace: trace.as_deref(),
         });
         if let Some(trace) = &trace {
-            let waited_us = waited.elapsed().as_micros() as u64;
             trace.vm(
                 node_id,
                 "vm_lent",
@@ -629,7 +622,7 @@ impl Node {
             node = node_id,
             actor = %script.name,
             pool = kind,
-            waited_us = waited.elapsed().as_micros() as u64,
+            waited_us,
             "VM lent"
         );
         Ok(fresh)
