@@ -375,7 +375,7 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
     // inside it).
     filter(Level::Debug);
     let t = Instant::now();
-    for seq in 0..rounds_of_events() {
+    for seq in 0..EVENT_ROUNDS {
         let span = tracing::debug_span!(
             target: "reflow_sandbox::message",
             "message",
@@ -392,7 +392,7 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
             )
         });
     }
-    let per_event = t.elapsed().as_secs_f64() / rounds_of_events() as f64;
+    let per_event = t.elapsed().as_secs_f64() / EVENT_ROUNDS as f64;
     filter(Level::Off);
     println!(
         "stream: per-message events cost {:.0} ns per message as JSON, {:.2} % of the Python stream's time per message",
@@ -483,9 +483,7 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, python_rate: f64) {
 }
 
 /// Messages whose events are timed alone.
-fn rounds_of_events() -> u64 {
-    200_000
-}
+const EVENT_ROUNDS: u64 = 200_000;
 
 /// The log filters the metrics-and-tracing rounds compare.
 #[derive(Clone, Copy)]
