@@ -93,6 +93,14 @@ class GuestLogTest(unittest.TestCase):
         self.log.end()
         self.assertEqual(self.values(), [line("stdout", "from a thread")])
 
+    def test_other_threads_text_outside_a_message_is_counted_with_the_next(self):
+        t = threading.Thread(target=lambda: print("late", file=self.out))
+        t.start()
+        t.join()
+        self.log.begin(4, "node")
+        self.log.end()
+        self.assertEqual(self.values(), [{"dropped_lines": 1, "dropped_bytes": 5}])
+
     def test_bytes_through_buffer_and_bad_caps(self):
         self.log.set_caps("node", {"lines": -1, "bytes": "many"})
         self.log.begin(1, "node")

@@ -45,7 +45,10 @@ class GuestLog:
         # Per stream: the pieces of the line being written, their length,
         # and the characters cut from it.
         self._partial = {"stdout": [[], 0, 0], "stderr": [[], 0, 0]}
+        # Other threads' text, and what they dropped (lines, characters):
+        # both under the lock, merged by the message's thread.
         self._foreign = []
+        self._foreign_dropped = [0, 0]
 
     def set_caps(self, actor_id, caps):
         """The host's caps for `actor_id` (from LOAD's "log": {"lines", "bytes"})."""
@@ -111,8 +114,8 @@ class GuestLog:
             return
         room = MAX_LINE - partial[1]
         if len(piece) > room:
-            partial[2] += len(piece) - max(room, 0)
-            piece = piece[:max(room, 0)]
+            partial[2] += len(piece) - room
+            piece = piece[:room]
         if piece:
             partial[0].append(piece)
             partial[1] += len(piece)
@@ -133,13 +136,17 @@ class GuestLog:
     def _write_foreign(self, stream, s):
         with self._lock:
             if self.current is None or len(self._foreign) >= self.caps.get(self.current[1], DEFAULT_CAPS)[0]:
-                self._drop(s)
+                self._foreign_dropped[0] += s.count("\n")
+                self._foreign_dropped[1] += len(s)
             else:
                 self._foreign.append((stream, s))
 
     def _drain_foreign(self):
         with self._lock:
             foreign, self._foreign = self._foreign, []
+            (lines, chars), self._foreign_dropped = self._foreign_dropped, [0, 0]
+        self.dropped_lines += lines
+        self.dropped_bytes += chars
         for stream, s in foreign:
             self.write(stream, s)
 
