@@ -220,8 +220,23 @@ fn the_stall_limit_is_configurable_and_checked() {
 
 #[test]
 fn process_states_from_proc_stat() {
-    assert!(alive(Some("12 (node) R 1 12 12")));
-    assert!(alive(Some("12 (a) b) S 1")));
-    assert!(!alive(Some("12 (node) Z 1 12")));
-    assert!(!alive(None));
+    assert_eq!(ended(Some("12 (node) R 1 12 12")), None);
+    assert_eq!(ended(Some("12 (a) b) S 1")), None);
+    assert_eq!(
+        ended(Some("12 (node) Z 1 12")).unwrap(),
+        "its process is a zombie"
+    );
+    assert_eq!(ended(None).unwrap(), "its process is gone");
+    // A zombie's wait status is field 52.
+    let zombie = |status: i32| {
+        let mut fields = vec!["0"; 52];
+        fields[0] = "12";
+        fields[1] = "(node)";
+        fields[2] = "Z";
+        let status = status.to_string();
+        fields[51] = &status;
+        ended(Some(&fields.join(" ")))
+    };
+    assert_eq!(zombie(9).unwrap(), "killed by signal 9");
+    assert_eq!(zombie(3 << 8).unwrap(), "exit status 3");
 }
