@@ -31,6 +31,54 @@ fn meta(id: u64) -> Metadata {
     }
 }
 
+/// The value of `key=0x...` in glibc's `ld.so --list-diagnostics`.
+fn diagnostic(text: &str, key: &str) -> u32 {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{key} missing from ld.so --list-diagnostics:\n{text}"));
+    u32::from_str_radix(line.trim().trim_start_matches("0x"), 16).expect(key)
+}
+
+/// Guest user code must use only the register state the guest kernel saves
+/// when it switches between processes. On AMD kvm_pvm hosts user-mode
+/// CPUID is not trapped and reports AVX, so without the kernel's
+/// `xcr0_fpsse` (kernels/README.md) glibc used YMM registers that a
+/// `noxsave` kernel does not save, and one process corrupted another's
+/// (workers killed by SIGSEGV during golden warm-ups). glibc's view must
+/// not go beyond the kernel's `/proc/cpuinfo` flags.
+fn register_state_is_what_the_kernel_switches(vm: &mut TestVm) {
+    let diag = run(vm, "/lib64/ld-linux-x86-64.so.2", &["--list-diagnostics"])
+        .expect("ld.so --list-diagnostics");
+    let cpuinfo = vm.ok("read-file /proc/cpuinfo");
+    let flags: Vec<&str> = cpuinfo
+        .split("flags\t\t: ")
+        .nth(1)
+        .expect("flags in /proc/cpuinfo")
+        .split_whitespace()
+        .take_while(|f| *f != "bugs")
+        .collect();
+    // glibc's active features: index 0 is CPUID leaf 1 (ECX is register
+    // 2; AVX bit 28), index 1 leaf 7 (EBX is register 1; AVX2 bit 5).
+    let leaf1_ecx = diagnostic(&diag, "x86.cpu_features.features[0x0].active[0x2]");
+    let leaf7_ebx = diagnostic(&diag, "x86.cpu_features.features[0x1].active[0x1]");
+    let glibc_avx = leaf1_ecx & (1 << 28) != 0;
+    let glibc_avx2 = leaf7_ebx & (1 << 5) != 0;
+    eprintln!(
+        "guest glibc uses AVX: {glibc_avx}, AVX2: {glibc_avx2}; guest kernel switches AVX \
+         state: {}",
+        flags.contains(&"avx")
+    );
+    assert!(
+        !glibc_avx || flags.contains(&"avx"),
+        "guest user space uses AVX, whose registers the guest kernel does not save: {flags:?}"
+    );
+    assert!(
+        !glibc_avx2 || flags.contains(&"avx2"),
+        "guest user space uses AVX2, whose registers the guest kernel does not save: {flags:?}"
+    );
+}
+
 #[test]
 fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
     if !kvm_available() {
@@ -59,6 +107,7 @@ fn python_runs_inside_the_read_only_image_and_speaks_the_ring() {
         "python3 importing json/struct/zlib/mmap/asyncio/traceback: {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    register_state_is_what_the_kernel_switches(&mut vm);
     // /tmp is writable (tmpfs); the image is not.
     let write = "open('/tmp/x', 'w').write('written in the guest')";
     run(&mut vm, "/usr/bin/python3", &["-c", write]).expect("write /tmp");
