@@ -78,7 +78,7 @@ setup() {
 demo() {
     setup
     step "running examples/pipeline/graph.json: Range (native) -> Scale (Python, in a microVM) -> Offset (JavaScript, in a microVM) -> Format (native)"
-    echo "(the first run creates the Python and Node workers' golden snapshots once: about a minute each on an Intel kvm_pvm host, several times longer on AMD; each step is shown as it runs)" >&2
+    echo "(the first run creates the Python and Node workers' golden snapshots once: about a minute each on an Intel kvm_pvm host, 4-5 minutes each on an AMD one; each step is shown as it runs)" >&2
     target/release/reflow-sandbox run examples/pipeline/graph.json
 }
 
