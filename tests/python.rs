@@ -42,9 +42,10 @@ fn diagnostic(text: &str, key: &str) -> u32 {
 
 /// Guest user code must use only the register state the guest kernel saves
 /// when it switches between processes. On AMD kvm_pvm hosts user-mode
-/// CPUID is not trapped and reports AVX, so without the kernel's
-/// `xcr0_fpsse` (kernels/README.md) glibc used YMM registers that a
-/// `noxsave` kernel does not save, and one process corrupted another's
+/// CPUID is not trapped and reports AVX, so without the environment the
+/// monitor passes there (`reflow_vmm::host::NO_AVX_ENV`, kernels/README.md)
+/// glibc used YMM registers that a `noxsave` kernel does not save, and one
+/// process corrupted another's
 /// (workers killed by SIGSEGV during golden warm-ups). glibc's view must
 /// not go beyond the kernel's `/proc/cpuinfo` flags.
 fn register_state_is_what_the_kernel_switches(vm: &mut TestVm) {
