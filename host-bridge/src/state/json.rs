@@ -21,6 +21,18 @@ pub fn to_json(v: &Value) -> Result<String, JsonError> {
 }
 
 pub(crate) fn to_json_value(v: &Value) -> Result<serde_json::Value, JsonError> {
+    json_value(v, false)
+}
+
+/// `v` as a JSON value the way Reflow's `Message` becomes JSON: byte
+/// strings as arrays of numbers (Reflow's own form), NaN and infinities
+/// refused.
+pub fn to_wire_json(v: &Value) -> Result<serde_json::Value, JsonError> {
+    json_value(v, true)
+}
+
+fn json_value(v: &Value, bytes_as_numbers: bool) -> Result<serde_json::Value, JsonError> {
+    let each = |v: &Value| json_value(v, bytes_as_numbers);
     Ok(match v {
         Value::None => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -29,14 +41,17 @@ pub(crate) fn to_json_value(v: &Value) -> Result<serde_json::Value, JsonError> {
             Number::from_f64(*f).ok_or(JsonError::NotJson("NaN or an infinite float"))?,
         ),
         Value::Str(s) => serde_json::Value::String(s.clone()),
+        Value::Bytes(b) if bytes_as_numbers => {
+            b.iter().map(|&b| serde_json::Value::from(b)).collect()
+        }
         Value::Bytes(_) => return Err(JsonError::NotJson("a byte string")),
         Value::List(items) => {
-            serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?)
+            serde_json::Value::Array(items.iter().map(each).collect::<Result<_, _>>()?)
         }
         Value::Map(entries) => serde_json::Value::Object(
             entries
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), to_json_value(v)?)))
+                .map(|(k, v)| Ok((k.clone(), each(v)?)))
                 .collect::<Result<_, JsonError>>()?,
         ),
     })
@@ -74,6 +89,20 @@ pub(crate) fn from_json_value(v: serde_json::Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_json_carries_bytes_as_numbers_and_refuses_nan() {
+        let v = Value::Map(vec![("b".into(), Value::Bytes(vec![0, 255]))]);
+        assert_eq!(
+            to_wire_json(&v).unwrap(),
+            serde_json::json!({"b": [0, 255]})
+        );
+        assert!(to_json_value(&v).is_err());
+        assert_eq!(
+            to_wire_json(&Value::List(vec![Value::Float(f64::NAN)])),
+            Err(JsonError::NotJson("NaN or an infinite float"))
+        );
+    }
 
     #[test]
     fn values_round_trip_through_json() {

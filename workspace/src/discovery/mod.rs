@@ -144,6 +144,26 @@ pub fn read(path: &Path, rel: &str) -> Result<ComponentMetadata, Problem> {
     }
     let bytes = std::fs::read(path).map_err(|e| problem(None, format!("cannot read it: {e}")))?;
     let source = String::from_utf8(bytes).map_err(|_| problem(None, "not UTF-8".into()))?;
+    parse(source, language, rel)
+}
+
+/// The metadata of a script given as text (`rel` names it in problems and
+/// gives its namespace), read as [`read`] reads a file's.
+pub fn parse(source: String, language: Language, rel: &str) -> Result<ComponentMetadata, Problem> {
+    let problem = |line, message: String| Problem {
+        file: rel.to_string(),
+        line,
+        message,
+    };
+    if source.len() > MAX_SCRIPT_LEN {
+        return Err(problem(
+            None,
+            format!(
+                "{} bytes; discovery reads scripts of at most {MAX_SCRIPT_LEN}",
+                source.len()
+            ),
+        ));
+    }
     let depth = bracket_depth(&source);
     if depth > MAX_NESTING {
         return Err(problem(
