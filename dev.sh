@@ -54,8 +54,9 @@ with_test_hooks() {
 
 setup() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
-    # redis-server: the state service's tests start a private one.
-    apt_install redis-server
+    # redis-server: the state service's tests start a private one;
+    # openssl: the serve tests make a TLS certificate with it.
+    apt_install redis-server openssl
     [ -e /dev/kvm ] || echo "dev.sh: warning: /dev/kvm is absent; VMs cannot boot on this machine" >&2
     step "guest kernel (cached by the hash of source version, config and patches)"
     REFLOW_KERNEL="$(kernels/build.sh | tail -n 1)"

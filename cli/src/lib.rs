@@ -8,6 +8,7 @@ pub mod metrics_server;
 pub mod natives;
 pub mod packages;
 pub mod run;
+pub mod serve;
 pub mod setup;
 pub mod show;
 pub mod tracked;

@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
+    /// Run a sandbox host: clients deploy scripts and run them here over
+    /// the network (REST and JSON-RPC over WebSocket: the protocol of
+    /// Reflow's DynASBClient and WebSocketScriptActor; see docs/serve.md).
+    /// Needs a token file unless --insecure-no-auth on loopback.
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Subcommand)]
@@ -141,7 +146,7 @@ enum CacheAction {
 
 /// The images VMs boot: the kernel and initramfs every VM shares, and each
 /// language's base root image.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ImageArgs {
     /// Guest kernel (built by kernels/build.sh).
     #[arg(long, env = "REFLOW_KERNEL")]
@@ -160,10 +165,10 @@ struct ImageArgs {
     node_image: Option<PathBuf>,
 }
 
+/// Where state lives, the images VMs boot, and the pools' and messages'
+/// limits (`run` and `serve`).
 #[derive(clap::Args)]
-struct RunArgs {
-    /// The graph file (Reflow's graph export JSON) or a workspace directory.
-    graph: PathBuf,
+struct SandboxArgs {
     /// Keep actor state in Redis at this URL instead of in this process
     /// (default: reflow.yaml's workspace.redis.url, else embedded).
     // hide_env_values: --help would otherwise print the URL, password and all.
@@ -195,6 +200,77 @@ struct RunArgs {
     /// reflow.yaml, else 300].
     #[arg(long)]
     idle_timeout: Option<u64>,
+}
+
+impl SandboxArgs {
+    /// The bridge's settings: reflow.yaml's (`config`), then these flags.
+    fn bridge_config(&mut self, config: &Config) -> BridgeConfig {
+        let mut bridge_config = BridgeConfig::default();
+        bridge_config.apply_pool(config);
+        if let Some(n) = self.preload {
+            bridge_config.pool.preload_count = n;
+        }
+        if let Some(n) = self.max_vms {
+            bridge_config.pool.max_size = n;
+        }
+        if let Some(s) = self.idle_timeout {
+            bridge_config.idle_timeout = Duration::from_secs(s);
+        }
+        bridge_config.apply_limits(config);
+        if let Some(s) = self.exec_timeout {
+            bridge_config.limits.timeout = Duration::from_secs(s);
+        }
+        if let Some(ns) = self.namespace.take() {
+            bridge_config.namespace = ns;
+        }
+        bridge_config
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The address to listen on, as 0.0.0.0:8080 (port 0 picks a free
+    /// one; the address is printed on stderr once the host is ready).
+    #[arg(long, value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// The clients' tokens, one client per line: `NAME TOKEN` or `TOKEN`
+    /// (at least 32 characters; `#` starts a comment). The file must not be
+    /// readable by group or others.
+    #[arg(long, env = "REFLOW_SERVE_TOKENS", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve without authentication: anything that can reach the address
+    /// can run code on this host. Refused unless the address is loopback.
+    #[arg(long, conflicts_with = "token_file")]
+    insecure_no_auth: bool,
+    /// Serve HTTPS and wss:// with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Functions one client may have deployed at once.
+    #[arg(long, default_value_t = 64)]
+    max_functions: usize,
+    /// WebSocket sessions one client may have open at once (each may hold
+    /// a VM).
+    #[arg(long, default_value_t = 16)]
+    max_sessions: usize,
+    /// The longest `timeout_seconds` a deploy may ask for.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    max_timeout: u64,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    /// No progress spinner while the runtimes are prepared.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The graph file (Reflow's graph export JSON) or a workspace directory.
+    graph: PathBuf,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Give up when the graph is still busy after this many seconds.
     #[arg(long)]
     timeout: Option<u64>,
@@ -251,6 +327,10 @@ fn main() -> ExitCode {
         Command::Image { action } => image(action),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_graph(*args)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+        Command::Serve(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(*args)),
             Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
         },
     };
@@ -453,7 +533,7 @@ fn discover(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.watch && !args.graph.is_dir() {
         anyhow::bail!(
             "--watch needs a workspace directory (its scripts are what is watched), not a graph file"
@@ -475,7 +555,7 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             Default::default(),
         )
     };
-    let mut images = guest_images(args.images, &config)?;
+    let mut images = guest_images(args.sandbox.images.clone(), &config)?;
     let cache = reflow_vmm::cache_root();
     {
         let progress = setup::Progress::new(!args.quiet);
@@ -490,28 +570,11 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
             &|m| progress.say(m),
         )?;
     }
-    let url = args.state.as_deref().or(config.redis_url());
+    let url = args.sandbox.state.as_deref().or(config.redis_url());
     let store = setup::state_store(url).await?;
-    let mut bridge_config = BridgeConfig::default();
-    bridge_config.apply_pool(&config);
-    if let Some(n) = args.preload {
-        bridge_config.pool.preload_count = n;
-    }
-    if let Some(n) = args.max_vms {
-        bridge_config.pool.max_size = n;
-    }
-    if let Some(s) = args.idle_timeout {
-        bridge_config.idle_timeout = Duration::from_secs(s);
-    }
-    bridge_config.apply_limits(&config);
-    if let Some(s) = args.exec_timeout {
-        bridge_config.limits.timeout = Duration::from_secs(s);
-    }
+    let bridge_config = args.sandbox.bridge_config(&config);
     for (component, script) in &mut graph.scripts {
         config.apply_actor(component, script);
-    }
-    if let Some(ns) = args.namespace {
-        bridge_config.namespace = ns;
     }
     let languages = setup::shapes(&graph, |language| sizes(&config, language));
     if languages.iter().any(|(_, s)| s.shape.cpu.is_some()) {
@@ -585,5 +648,78 @@ async fn run_graph(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use reflow_sandbox::serve::{self, ClientLimits, Tokens};
+    let tokens = match (&args.token_file, args.insecure_no_auth) {
+        (Some(path), _) => Some(Tokens::load(path)?),
+        (None, true) if args.listen.ip().is_loopback() => {
+            eprintln!(
+                "reflow-sandbox: WARNING: serving WITHOUT authentication (--insecure-no-auth): \
+                 any local process can run code on this host"
+            );
+            None
+        }
+        (None, true) => anyhow::bail!(
+            "--insecure-no-auth is only allowed on a loopback address, not {}: give --token-file",
+            args.listen
+        ),
+        (None, false) => anyhow::bail!(
+            "a sandbox host needs its clients' tokens: --token-file FILE (one `NAME TOKEN` per line, \
+             mode 0600; `openssl rand -hex 32` makes a token)"
+        ),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(serve::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: cannot listen: {e}", args.listen))?;
+    let config = Config::default();
+    let images = guest_images(args.sandbox.images.clone(), &config)?;
+    let mut languages = vec![(Language::Python, sizes(&config, Language::Python))];
+    if images.node.is_some() {
+        languages.push((Language::JavaScript, sizes(&config, Language::JavaScript)));
+    }
+    let store = setup::state_store(args.sandbox.state.as_deref()).await?;
+    let bridge_config = args.sandbox.bridge_config(&config);
+    let cache = reflow_vmm::cache_root();
+    let bridge = setup::bridge_for(
+        &images,
+        &languages,
+        &cache,
+        store,
+        bridge_config,
+        !args.quiet,
+    )?;
+    let limits = ClientLimits {
+        functions: args.max_functions,
+        sessions: args.max_sessions,
+        max_timeout: Duration::from_secs(args.max_timeout.max(1)),
+    };
+    let clients = tokens.as_ref().map_or(0, Tokens::len);
+    let server = serve::Server::new(bridge, tokens, limits);
+    let at = listener.local_addr()?;
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    eprintln!(
+        "reflow-sandbox: serving on {http}://{at} ({clients} client token(s); API at /api/v1/functions, \
+         sessions at {ws}://{at}/ws/FUNCTION_ID)"
+    );
+    let task = tokio::spawn(serve::serve(listener, server.clone(), tls));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("reflow-sandbox: stopping");
+    task.abort();
+    server.bridge().shutdown();
     Ok(ExitCode::SUCCESS)
 }

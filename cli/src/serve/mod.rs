@@ -1,0 +1,88 @@
+//! `reflow-sandbox serve`: this host's sandboxes over the network, behind
+//! the REST and JSON-RPC-over-WebSocket API that Reflow 0.2.1's
+//! `websocket_rpc` client (`DynASBClient`, `WebSocketScriptActor`) speaks.
+//! See docs/serve.md for the protocol, the security rules and what of
+//! Reflow's client needed working around.
+
+mod api;
+pub mod auth;
+mod functions;
+mod http;
+pub mod rpc;
+mod session;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reflow_host_bridge::Bridge;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use auth::Tokens;
+pub use functions::ClientLimits;
+use functions::Functions;
+
+/// A sandbox host's shared state.
+pub struct Server {
+    bridge: Bridge,
+    /// `None` only when the operator opted out of authentication.
+    tokens: Option<Tokens>,
+    functions: Arc<Functions>,
+}
+
+impl Server {
+    /// A host serving `bridge`'s runtimes to the clients of `tokens`.
+    pub fn new(bridge: Bridge, tokens: Option<Tokens>, limits: ClientLimits) -> Arc<Server> {
+        Arc::new(Server {
+            bridge,
+            tokens,
+            functions: Arc::new(Functions::new(limits)),
+        })
+    }
+
+    /// The runtimes this host serves (`python`, `javascript`).
+    fn runtimes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .bridge
+            .pools()
+            .map(|(language, _, _)| language.to_string())
+            .collect();
+        all.dedup();
+        all
+    }
+
+    /// The bridge (for shutting it down).
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+}
+
+/// Serves `server` on `listener` (TLS when `tls` is given) until the task
+/// is dropped or aborted.
+pub async fn serve(listener: TcpListener, server: Arc<Server>, tls: Option<TlsAcceptor>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "serve: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (server, tls) = (server.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => http::connection(server, stream).await,
+                Some(tls) => {
+                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                        Ok(Ok(stream)) => http::connection(server, stream).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "serve: a TLS handshake failed"),
+                        Err(_) => tracing::debug!("serve: a TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
