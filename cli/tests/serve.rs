@@ -1,0 +1,662 @@
+//! `reflow-sandbox serve` as a client meets it: a real host process on
+//! loopback (real guests on /dev/kvm), driven by Reflow 0.2.1's own
+//! `DynASBClient` and `WebSocketScriptActor`, by a raw WebSocket speaking
+//! the same JSON-RPC, and by clients it must refuse. Needs /dev/kvm and the
+//! guest images (`./dev.sh test` provides both).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reflow_actor::message::Message;
+use reflow_actor::{Actor, ActorConfig, ActorContext, ActorLoad, MemoryState};
+use reflow_network::script_discovery::types::DiscoveredScriptActor;
+use reflow_network::websocket_rpc::{
+    DynASBClient, DynASBConfig, WebSocketRpcClient, WebSocketScriptActor,
+};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+mod common;
+use common::{kvm, text};
+
+const ALICE: &str = "a11ce0000000000000000000000000000000000000000000000000000000a11c";
+const BOB: &str = "b0b0000000000000000000000000000000000000000000000000000000000b0b";
+
+const DOUBLE: &str = r#"from reflow import actor
+
+
+@actor(name="Double", inports=["input"], outports=["output", "seen"])
+async def double(context):
+    x = context.get_input("input")
+    seen = await context.state.increment("seen")
+    await context.send_output("seen", seen)
+    return {"output": x * 2}
+"#;
+
+const OFFSET: &str = r#"const metadata = {
+  component: "Offset",
+  inports: ["in"],
+  outports: ["out"],
+};
+
+async function process(context) {
+  await context.sendOutput("out", context.getInput("in") + context.getConfig().amount);
+}
+
+module.exports = { metadata, process };
+"#;
+
+/// A `serve` process on a free loopback port, killed when dropped.
+struct Host {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Starts a host with ALICE's and BOB's tokens and `extra` flags, and
+    /// waits until it says it serves (the runtimes' goldens may be made
+    /// first: that is progress, reported on stderr, and is waited for).
+    fn start(extra: &[&str]) -> Host {
+        for var in ["REFLOW_KERNEL", "REFLOW_INITRAMFS", "REFLOW_PYTHON_IMAGE"] {
+            assert!(
+                std::env::var_os(var).is_some(),
+                "{var} is not set: run the tests with ./dev.sh test"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, format!("alice {ALICE}\nbob {BOB}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--preload",
+                "1",
+            ])
+            .arg("--token-file")
+            .arg(&tokens)
+            .args(extra)
+            .env_remove("REDIS_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("reflow-sandbox serve starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(url) => break url,
+                Err(_) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("serve exited ({status}):\n{}", stderr.lock().unwrap());
+                    }
+                }
+            }
+        };
+        let addr = addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
+        Host {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn api(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reflow's description of a script actor, as its discovery makes one.
+fn discovered(
+    component: &str,
+    runtime: &str,
+    inport: &str,
+    outport: &str,
+) -> DiscoveredScriptActor {
+    let port = |name: &str| {
+        json!({"name": name, "port_type": {"type": "any"}, "required": false,
+               "description": "", "default": null})
+    };
+    serde_json::from_value(json!({
+        "component": component,
+        "description": "",
+        "file_path": format!("{component}.script"),
+        "runtime": runtime,
+        "inports": [port(inport)],
+        "outports": [port(outport)],
+        "workspace_metadata": {
+            "namespace": "default", "version": "1", "author": null, "dependencies": [],
+            "runtime_requirements": {"runtime_version": "", "memory_limit": "256M",
+                                     "cpu_limit": null, "timeout": 30, "env_vars": {}},
+            "config_schema": null, "tags": [], "category": null, "source_hash": "",
+            "last_modified": "2026-01-01T00:00:00Z"
+        }
+    }))
+    .expect("Reflow's DiscoveredScriptActor")
+}
+
+/// Runs one message through an actor's behavior, as Reflow's actor loop
+/// does.
+async fn behave(
+    actor: &dyn Actor,
+    inputs: Vec<(&str, Message)>,
+) -> anyhow::Result<HashMap<String, Message>> {
+    let payload = inputs
+        .into_iter()
+        .map(|(p, m)| (p.to_string(), m))
+        .collect();
+    let ctx = ActorContext::new(
+        payload,
+        actor.get_outports(),
+        Arc::new(parking_lot::Mutex::new(MemoryState::default())),
+        ActorConfig::default(),
+        Arc::new(ActorLoad::new(0)),
+    );
+    (actor.get_behavior())(ctx).await
+}
+
+async fn ws(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a WebSocket session")
+        .0
+}
+
+/// Sends `request` and returns the frames up to its response (the one
+/// with its id).
+async fn exchange<S>(ws: &mut S, request: Value) -> Vec<Value>
+where
+    S: futures_util::Sink<Frame>
+        + futures_util::Stream<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+    <S as futures_util::Sink<Frame>>::Error: std::fmt::Debug,
+{
+    let want = request["id"].clone();
+    ws.send(Frame::text(request.to_string())).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("an answer within 120 s")
+            .expect("the session is open")
+            .expect("a frame");
+        let Frame::Text(text) = frame else { continue };
+        let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        let done = v.get("id") == Some(&want);
+        got.push(v);
+        if done {
+            return got;
+        }
+    }
+}
+
+fn process(id: u64, payload: Value, config: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "process", "params": {
+        "payload": payload, "config": config,
+        "state": {"namespace": "default", "actor_id": "n1", "redis_url": "redis://ignored:1"},
+        "actor_id": "n1", "timestamp": 0}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflows_own_client_deploys_and_runs_scripts() {
+    if !kvm() {
+        return;
+    }
+    let host = Host::start(&[]);
+    // Reflow's DynASBClient sends no headers: the token rides in the URL,
+    // which reqwest sends as Basic credentials.
+    let (ip_port, api) = (host.addr.clone(), host.api());
+    let mut client = DynASBClient::new(DynASBConfig {
+        api_url: format!("http://alice:{ALICE}@{ip_port}"),
+        ws_url: format!("ws://{ip_port}/ws"),
+        redis_url: String::new(),
+    });
+    let f = client
+        .deploy("double", "python", DOUBLE, "double", None, Some(30))
+        .await
+        .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
+    let ready = client
+        .wait_until_ready(
+            &f.function_id,
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(format!("{ready:?}"), "Ready");
+    let actor = client
+        .create_actor(&f, discovered("Double", "Python", "input", "output"))
+        .await
+        .unwrap();
+    for (x, want) in [(21, 42), (-4, -8)] {
+        let out = behave(&actor, vec![("input", Message::Integer(x))])
+            .await
+            .unwrap_or_else(|e| panic!("process: {e:#}\n{}", host.log()));
+        assert!(
+            matches!(out.get("output"), Some(Message::Integer(n)) if *n == want),
+            "{out:?}"
+        );
+    }
+    // A failing message is Reflow's error, with the guest's reason.
+    let err = behave(&actor, vec![("input", Message::from(json!({"a": 1})))])
+        .await
+        .expect_err("a dict times 2 fails");
+    let err = format!("{err:#}");
+    assert!(err.contains("TypeError"), "{err}");
+
+    // The status, as Reflow reads it and as the issue names its fields.
+    let http = reqwest::Client::new();
+    let status: Value = http
+        .get(format!("{api}/api/v1/functions/{}", f.function_id))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["invocationCount"], 3, "{status}");
+    assert_eq!(status["inports"], json!(["input"]));
+    // Bob cannot see Alice's function.
+    let bobs = http
+        .get(format!("{api}/api/v1/functions/{}", f.function_id))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 404);
+
+    // A raw session: outputs sent while a call runs arrive as `output`
+    // notifications before its response; state is the session's node's.
+    let mut raw = ws(&format!("ws://{ip_port}/ws/{}", f.function_id)).await;
+    let frames = exchange(&mut raw, process(1, json!({"input": 5}), json!({}))).await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0]["method"], "output");
+    assert_eq!(frames[0]["params"]["port"], "seen");
+    assert_eq!(frames[0]["params"]["data"], 1);
+    assert_eq!(frames[1]["id"], 1);
+    assert_eq!(frames[1]["result"], json!({"outputs": {"output": 10}}));
+    let frames = exchange(&mut raw, process(2, json!({"input": 6}), json!({}))).await;
+    assert_eq!(frames[0]["params"]["data"], 2, "{frames:?}");
+    // Protocol mistakes are answered on the session, which goes on.
+    raw.send(Frame::text("{not json")).await.unwrap();
+    let frames = exchange(
+        &mut raw,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "eval"}),
+    )
+    .await;
+    assert_eq!(frames[0]["error"]["code"], -32700, "{frames:?}");
+    assert_eq!(frames[1]["error"]["code"], -32601, "{frames:?}");
+    let frames = exchange(&mut raw, process(4, json!({"input": "ab"}), json!({}))).await;
+    assert_eq!(
+        frames.last().unwrap()["result"]["outputs"]["output"],
+        "abab"
+    );
+
+    // JavaScript, with the node's config.
+    if std::env::var_os("REFLOW_NODE_IMAGE").is_some() {
+        let g = client
+            .deploy("offset", "javascript", OFFSET, "process", None, None)
+            .await
+            .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
+        let mut raw = ws(&format!("ws://{ip_port}/ws/{}", g.function_id)).await;
+        let frames = exchange(
+            &mut raw,
+            process(1, json!({"in": 1}), json!({"amount": 10})),
+        )
+        .await;
+        assert_eq!(frames[0]["params"]["data"], 11, "{frames:?}");
+        assert_eq!(frames[1]["result"], json!({"outputs": {}}));
+    }
+
+    // Undeployed: the open session refuses further calls.
+    client.undeploy(&f.function_id).await.unwrap();
+    let frames = exchange(&mut raw, process(5, json!({"input": 1}), json!({}))).await;
+    let error = frames.last().unwrap()["result"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("was undeployed"), "{frames:?}");
+    let gone = ws_refused(&format!("ws://{ip_port}/ws/{}", f.function_id)).await;
+    assert_eq!(gone, 404);
+}
+
+/// The HTTP status a refused WebSocket handshake got.
+async fn ws_refused(url: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    ws_refused_with(url.into_client_request().unwrap()).await
+}
+
+async fn ws_refused_with(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> u16 {
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+        Ok(_) => panic!("the handshake was accepted"),
+    }
+}
+
+/// Reflow 0.2.1's `WebSocketScriptActor` cannot be a node of a Reflow
+/// network: it has no `create_instance` (the network calls it for every
+/// node, and the trait's default panics), and its `get_inports` makes a new
+/// channel on every call, so what a network would send it goes nowhere.
+/// Its behavior (one message per call) works, and is what the test above
+/// drives. If this test fails, Reflow fixed it: update docs/serve.md.
+#[tokio::test]
+async fn reflows_script_actor_cannot_be_a_network_node_as_documented() {
+    let rpc = Arc::new(WebSocketRpcClient::new("ws://127.0.0.1:9/ws/x".into()));
+    let actor =
+        WebSocketScriptActor::new(discovered("X", "Python", "in", "out"), rpc, String::new()).await;
+    let (a, b) = (actor.get_inports(), actor.get_inports());
+    a.0.send(HashMap::new()).unwrap();
+    assert!(
+        b.1.try_recv().is_err(),
+        "get_inports now returns one channel"
+    );
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| actor.create_instance()));
+    assert!(made.is_err(), "create_instance no longer panics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refuses_what_it_must_and_stays_up() {
+    if !kvm() {
+        return;
+    }
+    let host = Host::start(&["--max-functions", "3", "--max-sessions", "2"]);
+    let api = host.api();
+    let http = reqwest::Client::new();
+    let deploy_body = json!({"name": "double", "runtime": "python", "code": DOUBLE,
+                             "handler": "double", "timeout_seconds": 30});
+    let post = |token: Option<&str>, body: Vec<u8>| {
+        let mut req = http
+            .post(format!("{api}/api/v1/functions"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let body = |v: &Value| serde_json::to_vec(v).unwrap();
+    // Each refusal: the body's changes, the status, and what its error says.
+    let wrong_token = ALICE.replace('a', "b");
+    let refusals: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (None, body(&deploy_body), 401, "needs a token"),
+        (
+            Some(&wrong_token),
+            body(&deploy_body),
+            401,
+            "the token is not valid on this host",
+        ),
+        (
+            Some(ALICE),
+            vec![b' '; 2 << 20],
+            413,
+            "larger than 1048576 bytes",
+        ),
+        (
+            Some(ALICE),
+            b"{\"name\":".to_vec(),
+            400,
+            "the deploy request: ",
+        ),
+    ];
+    let changed = |key: &str, value: Value| {
+        let mut b = deploy_body.clone();
+        b[key] = value;
+        body(&b)
+    };
+    let bad_script = json!("@actor(name='X', inports=['a'] outports=[])\ndef x(c): pass\n");
+    let refusals = refusals.into_iter().chain([
+        (
+            Some(ALICE),
+            changed("runtime", json!("ruby")),
+            400,
+            "unknown runtime \"ruby\"",
+        ),
+        (
+            Some(ALICE),
+            changed("code", bad_script),
+            400,
+            "the script: double.py:1:",
+        ),
+        (
+            Some(ALICE),
+            changed("dependencies", json!({"numpy": "1"})),
+            400,
+            "dependencies cannot be installed",
+        ),
+        (
+            Some(ALICE),
+            changed("timeout_seconds", json!(100_000)),
+            400,
+            "allows 1 to 300",
+        ),
+        (
+            Some(ALICE),
+            changed("name", json!("../x")),
+            400,
+            "name \"../x\"",
+        ),
+    ]);
+    for (token, request, status, says) in refusals {
+        let (s, v) = post(token, request).await;
+        assert_eq!((s, &v["success"]), (status, &json!(false)), "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{says}: {v}");
+    }
+
+    // A flood of deploys: three land, the rest are refused as such.
+    let mut ids = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (s, v) = post(Some(ALICE), body(&deploy_body)).await;
+        match s {
+            200 => ids.push(v["function_id"].as_str().unwrap().to_string()),
+            429 => {
+                refused += 1;
+                assert!(
+                    v["error"].as_str().unwrap().contains("--max-functions"),
+                    "{v}"
+                );
+            }
+            _ => panic!("{s}: {v}"),
+        }
+    }
+    assert_eq!((ids.len(), refused), (3, 7));
+    // Bob's limit is his own.
+    let (s, _) = post(Some(BOB), body(&deploy_body)).await;
+    assert_eq!(s, 200);
+
+    // Sessions: an unknown id, a wrong token, and one session too many.
+    let ws_url = |id: &str| format!("ws://{}/ws/{id}", host.addr);
+    assert_eq!(ws_refused(&ws_url(&"0".repeat(32))).await, 404);
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = ws_url(&ids[0]).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {BOB}").parse().unwrap());
+        assert_eq!(
+            ws_refused_with(req).await,
+            404,
+            "Bob's token on Alice's function"
+        );
+    }
+    let mut one = ws(&ws_url(&ids[0])).await;
+    let _two = ws(&ws_url(&ids[1])).await;
+    assert_eq!(ws_refused(&ws_url(&ids[2])).await, 429);
+    // An oversized frame ends that session only.
+    let huge = "x".repeat(17 << 20);
+    let _ = one.send(Frame::text(huge)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match one.next().await {
+                None | Some(Err(_)) | Some(Ok(Frame::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the oversized session was not closed");
+    drop(one);
+
+    // Still up; nothing ran.
+    let started = Instant::now();
+    let health: Value = loop {
+        if let Ok(r) = http.get(format!("{api}/health")).send().await {
+            break r.json().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            host.log()
+        );
+    };
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["functions"], 4);
+    let list: Value = http
+        .get(format!("{api}/api/v1/functions"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list["functions"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert!(list.iter().all(|f| f["invocationCount"] == 0), "{list:?}");
+    assert!(!host.log().contains(ALICE), "a token was printed");
+}
+
+#[test]
+fn serve_refuses_to_start_without_tokens_or_off_loopback() {
+    let serve = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+            .arg("serve")
+            .args(args)
+            .env_remove("REFLOW_SERVE_TOKENS")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        text(&out.stderr)
+    };
+    let e = serve(&["--listen", "127.0.0.1:0"]);
+    assert!(e.contains("needs its clients' tokens: --token-file"), "{e}");
+    let e = serve(&["--listen", "0.0.0.0:0", "--insecure-no-auth"]);
+    assert!(e.contains("only allowed on a loopback address"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, ALICE).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(e.contains("make it 0600"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_the_api_with_the_given_certificate() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=reflow-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (apt-get install openssl) makes the test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let host = Host::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(host.log().contains("serving on https://"), "{}", host.log());
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    let r = https
+        .post(format!("https://{}/api/v1/functions", host.addr))
+        .bearer_auth(ALICE)
+        .json(&json!({"name": "d", "runtime": "python", "code": DOUBLE, "handler": "d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to a TLS port gets nothing.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/health", host.addr))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
