@@ -23,6 +23,9 @@ pub use auth::Tokens;
 pub use functions::ClientLimits;
 use functions::Functions;
 
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// A sandbox host's shared state.
 pub struct Server {
     bridge: Bridge,
@@ -60,7 +63,11 @@ impl Server {
 
 /// Serves `server` on `listener` (TLS when `tls` is given) until the task
 /// is dropped or aborted.
+/// At most [`MAX_CONNECTIONS`] connections are served at once; one beyond
+/// that is closed at once (and logged once a second at most).
 pub async fn serve(listener: TcpListener, server: Arc<Server>, tls: Option<TlsAcceptor>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -70,9 +77,17 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, tls: Option<TlsAc
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                tracing::warn!("serve: {MAX_CONNECTIONS} connections open; refusing more");
+                last_warning = Some(std::time::Instant::now());
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (server, tls) = (server.clone(), tls.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => http::connection(server, stream).await,
                 Some(tls) => {

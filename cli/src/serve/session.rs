@@ -25,6 +25,8 @@ use super::rpc::{self, code, Call, Process, RpcError};
 
 /// Calls that may wait behind the running one.
 pub const MAX_QUEUED: usize = 64;
+/// How long a frame may wait for the client to take it.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves `ws` as `session` until the client closes it (or breaks it).
 pub async fn run<S>(ws: WebSocketStream<S>, session: Session)
@@ -35,8 +37,15 @@ where
     let (to_client, mut outgoing) = mpsc::channel::<String>(MAX_QUEUED);
     let writer = tokio::spawn(async move {
         while let Some(text) = outgoing.recv().await {
-            if sink.send(Frame::text(text)).await.is_err() {
-                break;
+            // A client that stops reading gets WRITE_TIMEOUT to drain, then
+            // its session ends (its VM and session slot go back).
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Frame::text(text))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!("serve: a session's client stopped reading; ending it");
+                    break;
+                }
             }
         }
         let _ = sink.close().await;
