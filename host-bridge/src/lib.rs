@@ -5,7 +5,8 @@
 //! a [`state::StateStore`] (embedded or Redis); [`convert`] turns Reflow
 //! messages into ring values and back; with the `network` feature,
 //! `registry` registers the script actors `reflow_workspace` discovers into
-//! a `reflow_network::Network`.
+//! a `reflow_network::Network`; [`remote`] runs script actors on sandbox
+//! hosts (`reflow-sandbox serve`) instead.
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ mod node;
 mod rate;
 #[cfg(feature = "network")]
 pub mod registry;
+pub mod remote;
 mod shared;
 pub mod state;
 mod trace_events;
