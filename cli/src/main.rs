@@ -150,10 +150,10 @@ enum CacheAction {
 struct ImageArgs {
     /// Guest kernel (built by kernels/build.sh).
     #[arg(long, env = "REFLOW_KERNEL")]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
     /// Initramfs with the guest agent (built by reflow-guest-image).
     #[arg(long, env = "REFLOW_INITRAMFS")]
-    initramfs: PathBuf,
+    initramfs: Option<PathBuf>,
     /// Python root image (built by guest-image/build-python.sh; default:
     /// reflow.yaml's workspace.sandbox.python.image when it is a file).
     #[arg(long, env = "REFLOW_PYTHON_IMAGE")]
@@ -290,6 +290,23 @@ struct RunArgs {
     /// only.
     #[arg(long)]
     watch: bool,
+    /// Run the script nodes on these sandbox hosts (`reflow-sandbox
+    /// serve`), comma-separated http://HOST:PORT, instead of in this
+    /// machine's VMs (which then needs neither /dev/kvm nor images). Each
+    /// node goes to the reachable host with the fewest nodes; a node whose
+    /// host is lost answers its message in flight with an error naming the
+    /// host and moves to another.
+    #[arg(
+        long,
+        env = "REFLOW_SANDBOX_HOSTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    hosts: Vec<String>,
+    /// The file holding this client's token for --hosts (its first line
+    /// that is not a comment; mode 0600).
+    #[arg(long, env = "REFLOW_HOST_TOKEN_FILE", value_name = "FILE")]
+    host_token_file: Option<PathBuf>,
     /// Send Reflow's trace events to this tracing server (ws://HOST:PORT,
     /// Reflow's `reflow_tracing_protocol`): the network's events about
     /// native actors, and the sandbox's (message failures, VMs lent and
@@ -433,9 +450,16 @@ fn guest_images(args: ImageArgs, config: &Config) -> anyhow::Result<GuestImages>
     let node = args
         .node_image
         .or_else(|| config.image(Language::JavaScript).map(Into::into));
+    let missing = |what: &str, env: &str, flag: &str| {
+        anyhow::anyhow!("no {what}: set {env} or {flag} (./dev.sh setup builds one)")
+    };
     let images = GuestImages {
-        kernel: args.kernel,
-        initramfs: args.initramfs,
+        kernel: args
+            .kernel
+            .ok_or_else(|| missing("guest kernel", "REFLOW_KERNEL", "--kernel"))?,
+        initramfs: args
+            .initramfs
+            .ok_or_else(|| missing("initramfs", "REFLOW_INITRAMFS", "--initramfs"))?,
         python,
         node,
     };
@@ -555,6 +579,9 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             Default::default(),
         )
     };
+    if !args.hosts.is_empty() {
+        return run_remote(&args, &graph, &config).await;
+    }
     let mut images = guest_images(args.sandbox.images.clone(), &config)?;
     let cache = reflow_vmm::cache_root();
     {
@@ -721,5 +748,51 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("reflow-sandbox: stopping");
     task.abort();
     server.bridge().shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --hosts`: the graph's script nodes on sandbox hosts.
+async fn run_remote(
+    args: &RunArgs,
+    graph: &GraphFile,
+    config: &Config,
+) -> anyhow::Result<ExitCode> {
+    use reflow_host_bridge::remote::RemoteHosts;
+    if args.watch || args.metrics.is_some() {
+        anyhow::bail!("--watch and --metrics are for local sandboxes: not with --hosts");
+    }
+    let path = args.host_token_file.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("--hosts needs this client's token: --host-token-file FILE")
+    })?;
+    let token = reflow_sandbox::serve::auth::client_token(path)?;
+    let hosts = RemoteHosts::new(&args.hosts, token)?;
+    let namespace = match &args.sandbox.namespace {
+        Some(ns) => ns.clone(),
+        None => {
+            let mut defaults = BridgeConfig::default();
+            defaults.apply_pool(config);
+            defaults.namespace
+        }
+    };
+    let options = RunOptions {
+        timeout: args.timeout.map(Duration::from_secs),
+        trace_server: args.trace_server.clone(),
+        ..RunOptions::default()
+    };
+    let sandboxes = reflow_sandbox::run::Sandboxes::Remote {
+        hosts: &hosts,
+        namespace: &namespace,
+    };
+    let outcome = reflow_sandbox::run::run_on(graph, sandboxes, &options, |o| {
+        println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
+    })
+    .await?;
+    if outcome.failures > 0 {
+        eprintln!(
+            "reflow-sandbox: {} message(s) failed (see the errors above)",
+            outcome.failures
+        );
+        return Ok(ExitCode::from(2));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use reflow_actor::message::Message;
 use reflow_graph::types::GraphEdge;
+use reflow_host_bridge::remote::{RemoteHosts, RemoteSandboxActor};
 use reflow_host_bridge::{Bridge, BridgeError, ScriptUpdater};
 use reflow_network::connector::{ConnectionPoint, Connector, InitialPacket};
 use reflow_network::network::{Network, NetworkConfig};
@@ -134,15 +135,55 @@ pub fn network_config() -> NetworkConfig {
     network_config_tracing(None)
 }
 
+/// Where a graph's script nodes run.
+#[derive(Clone, Copy)]
+pub enum Sandboxes<'a> {
+    /// In this machine's VMs.
+    Local(&'a Bridge),
+    /// On sandbox hosts (`reflow-sandbox serve`), state under `namespace`
+    /// in the hosts' store.
+    Remote {
+        hosts: &'a Arc<RemoteHosts>,
+        namespace: &'a str,
+    },
+}
+
+impl Sandboxes<'_> {
+    fn failures(&self) -> usize {
+        match self {
+            Sandboxes::Local(b) => b.failures(),
+            Sandboxes::Remote { hosts, .. } => hosts.failures(),
+        }
+    }
+
+    fn busy(&self) -> usize {
+        match self {
+            Sandboxes::Local(b) => b.busy(),
+            Sandboxes::Remote { hosts, .. } => hosts.busy(),
+        }
+    }
+}
+
 /// Runs `graph` with its script actors in `bridge`'s sandboxes; `on_output`
 /// hears each sink output as it arrives. Must run within a tokio runtime.
 pub async fn run(
     graph: &GraphFile,
     bridge: &Bridge,
     options: &RunOptions,
+    on_output: impl FnMut(&Output),
+) -> Result<Outcome, RunError> {
+    run_on(graph, Sandboxes::Local(bridge), options, on_output).await
+}
+
+/// [`run`] with the script nodes where `sandboxes` says (hot reload is for
+/// local ones only).
+pub async fn run_on(
+    graph: &GraphFile,
+    sandboxes: Sandboxes<'_>,
+    options: &RunOptions,
     mut on_output: impl FnMut(&Output),
 ) -> Result<Outcome, RunError> {
-    let failed_before = bridge.failures();
+    let failed_before = sandboxes.failures();
     let activity = Arc::new(Activity::default());
     let network = Mutex::new(Network::new(network_config_tracing(
         options.trace_server.as_deref(),
@@ -158,11 +199,18 @@ pub async fn run(
             // Script nodes keep their own dispatch loop (a window of
             // messages in flight, idle VMs held); natives run in Reflow's.
             let tracked = match graph.scripts.get(&node.component) {
-                Some(script) => {
-                    let actor = bridge.actor(script.clone())?;
-                    updaters.insert(node.component.clone(), actor.updater());
-                    Tracked::with_own_process(Arc::new(actor), activity.clone())
-                }
+                Some(script) => match sandboxes {
+                    Sandboxes::Local(bridge) => {
+                        let actor = bridge.actor(script.clone())?;
+                        updaters.insert(node.component.clone(), actor.updater());
+                        Tracked::with_own_process(Arc::new(actor), activity.clone())
+                    }
+                    Sandboxes::Remote { hosts, namespace } => {
+                        let actor =
+                            RemoteSandboxActor::new(hosts.clone(), script.clone(), namespace);
+                        Tracked::with_own_process(Arc::new(actor), activity.clone())
+                    }
+                },
                 None => match native(&node.component) {
                     Some(native) => Tracked::new(Arc::new(native), activity.clone()),
                     None => continue, // GraphFile::load checked every component
@@ -217,7 +265,7 @@ pub async fn run(
                 }
             }
         }
-        if got || !activity.idle() || bridge.busy() > 0 {
+        if got || !activity.idle() || sandboxes.busy() > 0 {
             quiet_since = None;
         } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= options.settle {
             break Ok(());
@@ -230,6 +278,6 @@ pub async fn run(
     };
     activity.mark_all_busy();
     network.lock().shutdown();
-    outcome.failures = bridge.failures() - failed_before;
+    outcome.failures = sandboxes.failures() - failed_before;
     result.map(|()| outcome)
 }

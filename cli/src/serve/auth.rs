@@ -68,20 +68,7 @@ impl Tokens {
     /// starting with `#` are skipped. The file must not be readable by
     /// group or others.
     pub fn load(path: &Path) -> Result<Tokens, TokenError> {
-        use std::os::unix::fs::PermissionsExt;
-        let read = |source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Exposed {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        Tokens::parse(&text, path)
+        Tokens::parse(&read_private(path)?, path)
     }
 
     /// The tokens in `text` (the contents of the file `path`).
@@ -159,6 +146,48 @@ impl Tokens {
         }
         found.ok_or(AuthError::Wrong)
     }
+}
+
+/// A client's own token for sandbox hosts (`run --hosts`): the first line
+/// of `path` that is not blank or a `#` comment, alone on it. The file must
+/// not be readable by group or others.
+pub fn client_token(path: &Path) -> Result<String, TokenError> {
+    let text = read_private(path)?;
+    let Some((i, line)) = text
+        .lines()
+        .map(str::trim)
+        .enumerate()
+        .find(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+    else {
+        return Err(TokenError::Empty {
+            path: path.to_path_buf(),
+        });
+    };
+    if line.split_whitespace().count() != 1 {
+        return Err(TokenError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            why: "a client's token file holds the token alone on its line".into(),
+        });
+    }
+    Ok(line.to_string())
+}
+
+/// The text of `path`, a file group and others cannot read.
+fn read_private(path: &Path) -> Result<String, TokenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TokenError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read)
 }
 
 /// The token in an `Authorization` value: a bearer token, or the password
@@ -273,5 +302,13 @@ mod tests {
         ));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Tokens::load(&path).unwrap().len(), 1);
+        assert_eq!(client_token(&path).unwrap(), A);
+        std::fs::write(&path, format!("# mine\n\n  {B}  \n")).unwrap();
+        assert_eq!(client_token(&path).unwrap(), B);
+        std::fs::write(&path, format!("alice {A}\n")).unwrap();
+        assert!(matches!(
+            client_token(&path),
+            Err(TokenError::Line { line: 1, .. })
+        ));
     }
 }
