@@ -660,3 +660,231 @@ async fn tls_serves_the_api_with_the_given_certificate() {
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+/// A private redis-server on a free port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (./dev.sh setup installs it)");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `redis-cli` run against it, its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Range(n) -> Double (Python) -> Count (Python, state) -> Format`, each
+/// script node's error port into a Format of its own, written in `dir`.
+fn fleet_graph(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("double.actor.py"),
+        "@actor(name='Double', inports=['input'], outports=['output'])\n\
+         def double(context):\n    return {'output': context.get_input('input') * 2}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("count.actor.py"),
+        "@actor(name='Count', inports=['input'], outports=['out'])\n\
+         async def count(context):\n    await context.state.increment('seen')\n\
+         \x20   return {'out': context.get_input('input')}\n",
+    )
+    .unwrap();
+    let edge = |n: &str, p: &str| {
+        json!({"nodeId": n, "portName": p, "portId": p, "expose": false,
+               "portType": {"type": "any"}})
+    };
+    let script = |file: &str| {
+        json!({"componentSpec": {"type": "script",
+               "script": {"runtime": "python", "source": "file", "path": file}}})
+    };
+    let graph = json!({
+        "caseSensitive": true,
+        "properties": {"name": "fleet"},
+        "processes": {
+            "n": {"id": "n", "component": "Range"},
+            "d": {"id": "d", "component": "Double", "metadata": script("double.actor.py")},
+            "c": {"id": "c", "component": "Count", "metadata": script("count.actor.py")},
+            "s": {"id": "s", "component": "Format"},
+            "ed": {"id": "ed", "component": "Format"},
+            "ec": {"id": "ec", "component": "Format"},
+        },
+        "connections": [
+            {"from": edge("n", "count"), "to": edge("n", "count"), "data": n},
+            {"from": edge("n", "out"), "to": edge("d", "input")},
+            {"from": edge("d", "output"), "to": edge("c", "input")},
+            {"from": edge("c", "out"), "to": edge("s", "in")},
+            {"from": edge("d", "error"), "to": edge("ed", "in")},
+            {"from": edge("c", "error"), "to": edge("ec", "in")},
+        ],
+    });
+    let path = dir.join("graph.json");
+    std::fs::write(&path, graph.to_string()).unwrap();
+    path
+}
+
+/// Two hosts sharing a Redis; a graph's two script nodes spread over them;
+/// one host killed mid-stream. Every input is answered exactly once (an
+/// output, or an error naming the lost host), the moved node's state goes
+/// on counting in Redis, and the graph finishes.
+#[test]
+fn a_graph_spread_over_two_hosts_survives_losing_one() {
+    if !kvm() {
+        return;
+    }
+    const N: usize = 600;
+    let redis = Redis::start();
+    let url = redis.url();
+    let mut a = Host::start(&["--state", &url]);
+    let b = Host::start(&["--state", &url]);
+    let dir = tempfile::tempdir().unwrap();
+    let graph = fleet_graph(dir.path(), N as u32);
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("# alice\n{ALICE}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .arg("run")
+        .arg(&graph)
+        .args(["--quiet", "--timeout", "600", "--hosts"])
+        .arg(format!("http://{},http://{}", a.addr, b.addr))
+        .arg("--host-token-file")
+        .arg(&token)
+        .env_remove("REFLOW_KERNEL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = run.stdout.take().unwrap();
+    let stderr = run.stderr.take().unwrap();
+    let err_log = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s).unwrap();
+        s
+    });
+    let mut lines = Vec::new();
+    let mut killed_at = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.starts_with("s.out: ") && killed_at.is_none() && lines.len() >= N / 4 {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+            killed_at = Some(lines.len());
+        }
+        lines.push(line);
+    }
+    let status = run.wait().unwrap();
+    let stderr = err_log.join().unwrap();
+    let killed_at = killed_at.expect("the stream ended before a quarter of it was out");
+    let outputs: Vec<&String> = lines.iter().filter(|l| l.starts_with("s.out: ")).collect();
+    let errors: Vec<&String> = lines.iter().filter(|l| !l.starts_with("s.out: ")).collect();
+    assert_eq!(outputs.len() + errors.len(), N, "{errors:?}\n{stderr}");
+    let mut values: Vec<i64> = outputs
+        .iter()
+        .map(|l| l["s.out: ".len()..].trim_matches('"').parse().unwrap())
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), outputs.len(), "an input was answered twice");
+    assert!(values
+        .iter()
+        .all(|v| v % 2 == 0 && (2..=2 * N as i64).contains(v)));
+    assert!(
+        errors.len() <= 2,
+        "more than one error per node on the lost host: {errors:?}"
+    );
+    for e in &errors {
+        assert!(
+            e.contains(&format!("sandbox host {} was lost", a.addr)),
+            "an error that does not name the lost host: {e}"
+        );
+    }
+    assert!(
+        lines.len() > killed_at + 1,
+        "nothing ran after the host was lost"
+    );
+    assert_eq!(
+        status.code(),
+        Some(if errors.is_empty() { 0 } else { 2 }),
+        "{stderr}"
+    );
+    // The Count node's state: one increment per message it ran, on
+    // whichever host, in the shared Redis.
+    eprintln!(
+        "{N} inputs: {} outputs, {} errors, host {} killed after {killed_at} lines; {errors:?}",
+        outputs.len(),
+        errors.len(),
+        a.addr
+    );
+    let keys = redis.cli(&["--scan", "--pattern", "*:seen"]);
+    let key = keys
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no state in Redis: {keys}"));
+    let seen: usize = redis
+        .cli(&["GET", key])
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    let c_errors = errors.iter().filter(|e| e.starts_with("ec.out")).count();
+    assert!(
+        (outputs.len()..=outputs.len() + c_errors).contains(&seen),
+        "seen {seen}, outputs {}, Count errors {c_errors}",
+        outputs.len()
+    );
+    drop(b);
+}
