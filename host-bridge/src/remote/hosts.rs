@@ -5,11 +5,11 @@
 //! it are forgotten (a host that comes back has lost them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use reflow_sandbox_core::Script;
@@ -46,12 +46,37 @@ struct Host {
     name: String,
     /// Nodes of this client placed on it now.
     placed: AtomicUsize,
+    /// Its own count of busy VMs and open sessions, as it last announced.
+    load: AtomicUsize,
+    /// No longer announced (hosts from a registry only).
+    gone: AtomicBool,
     down_until: Mutex<Option<Instant>>,
 }
 
+impl Host {
+    /// The host at `url` (`http://HOST:PORT`).
+    fn at(url: &str) -> Result<Host, RemoteError> {
+        let name = url
+            .trim_end_matches('/')
+            .strip_prefix("http://")
+            .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('@'))
+            .ok_or_else(|| RemoteError::Url(url.to_string()))?;
+        Ok(Host {
+            api: format!("http://{name}"),
+            name: name.to_string(),
+            placed: AtomicUsize::new(0),
+            load: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
+            down_until: Mutex::new(None),
+        })
+    }
+}
+
 /// The hosts of a run and the client's token (the same on every host).
+/// Hosts are only ever added (their index names them); a host that leaves
+/// a registry is marked gone.
 pub struct RemoteHosts {
-    hosts: Vec<Host>,
+    hosts: RwLock<Vec<Arc<Host>>>,
     token: String,
     http: reqwest::Client,
     /// Function ids by host and script digest.
@@ -68,26 +93,25 @@ impl RemoteHosts {
         if urls.is_empty() {
             return Err(RemoteError::NoHosts);
         }
-        let mut hosts = Vec::new();
-        for url in urls {
-            let name = url
-                .trim_end_matches('/')
-                .strip_prefix("http://")
-                .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('@'))
-                .ok_or_else(|| RemoteError::Url(url.clone()))?;
-            hosts.push(Host {
-                api: format!("http://{name}"),
-                name: name.to_string(),
-                placed: AtomicUsize::new(0),
-                down_until: Mutex::new(None),
-            });
-        }
+        let hosts = urls
+            .iter()
+            .map(|u| Host::at(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        RemoteHosts::with(hosts, token)
+    }
+
+    /// No hosts yet (a registry adds them).
+    pub(crate) fn empty(token: String) -> Result<Arc<RemoteHosts>, RemoteError> {
+        RemoteHosts::with(Vec::new(), token)
+    }
+
+    fn with(hosts: Vec<Arc<Host>>, token: String) -> Result<Arc<RemoteHosts>, RemoteError> {
         let http = reqwest::Client::builder()
             .timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| RemoteError::Url(format!("cannot make an HTTP client: {e}")))?;
         Ok(Arc::new(RemoteHosts {
-            hosts,
+            hosts: RwLock::new(hosts),
             token,
             http,
             deployed: Mutex::new(HashMap::new()),
@@ -96,24 +120,73 @@ impl RemoteHosts {
         }))
     }
 
+    /// What a registry says now: hosts at `urls` with their `load`s; known
+    /// ones not among them are gone.
+    pub(crate) fn update(&self, announced: &[(String, usize)]) {
+        let mut hosts = self.hosts.write();
+        for h in hosts.iter() {
+            let found = announced
+                .iter()
+                .find(|(u, _)| Host::at(u).is_ok_and(|n| n.name == h.name));
+            h.gone.store(found.is_none(), Ordering::SeqCst);
+            if let Some((_, load)) = found {
+                h.load.store(*load, Ordering::SeqCst);
+            }
+        }
+        for (url, load) in announced {
+            match Host::at(url) {
+                Ok(h) if !hosts.iter().any(|k| k.name == h.name) => {
+                    h.load.store(*load, Ordering::SeqCst);
+                    tracing::info!(host = %h.name, "sandbox host announced");
+                    hosts.push(Arc::new(h));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%e, "a registry announces a host this client cannot use"),
+            }
+        }
+    }
+
+    fn host(&self, i: usize) -> Arc<Host> {
+        self.hosts.read()[i].clone()
+    }
+
+    /// The hosts' URLs (`http://HOST:PORT`), with whether each is usable
+    /// now (not gone from its registry, not failed in the last few seconds).
+    pub fn list(&self) -> Vec<(String, bool)> {
+        let now = Instant::now();
+        self.hosts
+            .read()
+            .iter()
+            .map(|h| (h.api.clone(), usable(h, now)))
+            .collect()
+    }
+
     /// The host `i`'s name (`HOST:PORT`).
-    pub fn name(&self, i: usize) -> &str {
-        &self.hosts[i].name
+    pub fn name(&self, i: usize) -> String {
+        self.host(i).name.clone()
     }
 
     /// The reachable host with the fewest placed nodes, other than those
     /// in `tried`.
     pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
-        (0..self.hosts.len())
+        let hosts = self.hosts.read();
+        (0..hosts.len())
             .filter(|i| !tried.contains(i))
-            .filter(|&i| self.hosts[i].down_until.lock().is_none_or(|t| t <= now))
-            .min_by_key(|&i| self.hosts[i].placed.load(Ordering::SeqCst))
+            .filter(|&i| usable(&hosts[i], now))
+            .min_by_key(|&i| {
+                let h = &hosts[i];
+                (
+                    h.placed.load(Ordering::SeqCst),
+                    h.load.load(Ordering::SeqCst),
+                )
+            })
     }
 
     /// Counts a node placed on (`+1`) or moved off (`-1`) host `i`.
     pub(crate) fn place(&self, i: usize, on: bool) {
-        let placed = &self.hosts[i].placed;
+        let host = self.host(i);
+        let placed = &host.placed;
         if on {
             placed.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -124,8 +197,9 @@ impl RemoteHosts {
     /// Host `i` failed: not picked for [`RETRY_AFTER`], its deployments
     /// forgotten.
     pub(crate) fn mark_down(&self, i: usize, why: &str) {
-        tracing::warn!(host = %self.hosts[i].name, %why, "sandbox host unreachable");
-        *self.hosts[i].down_until.lock() = Some(Instant::now() + RETRY_AFTER);
+        let host = self.host(i);
+        tracing::warn!(host = %host.name, %why, "sandbox host unreachable");
+        *host.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
         self.deployed.lock().retain(|(h, _), _| *h != i);
     }
 
@@ -139,7 +213,7 @@ impl RemoteHosts {
         if let Some(id) = self.deployed.lock().get(&key) {
             return Ok(id.clone());
         }
-        let host = &self.hosts[i];
+        let host = self.host(i);
         let fail = |why: String| RemoteError::Host {
             host: host.name.clone(),
             why,
@@ -189,7 +263,7 @@ impl RemoteHosts {
 
     /// The WebSocket URL of function `id` on host `i`.
     pub(crate) fn session_url(&self, i: usize, id: &str) -> String {
-        format!("ws://{}/ws/{id}", self.hosts[i].name)
+        format!("ws://{}/ws/{id}", self.host(i).name)
     }
 
     /// The token, for a session's handshake.
@@ -215,6 +289,11 @@ impl RemoteHosts {
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
     }
+}
+
+/// Whether `h` may take nodes now.
+fn usable(h: &Host, now: Instant) -> bool {
+    !h.gone.load(Ordering::SeqCst) && h.down_until.lock().is_none_or(|t| t <= now)
 }
 
 /// A message in flight (counted until dropped).
@@ -275,5 +354,19 @@ mod tests {
         h.place(a, false);
         h.place(a, false);
         assert_eq!(h.pick(&[]), Some(a));
+    }
+
+    #[test]
+    fn a_registry_adds_hosts_weighs_their_load_and_marks_them_gone() {
+        let h = RemoteHosts::empty("t".into()).unwrap();
+        assert_eq!(h.pick(&[]), None);
+        h.update(&[("http://a:1".into(), 5), ("http://b:2".into(), 1)]);
+        assert_eq!(h.name(h.pick(&[]).unwrap()), "b:2", "the less loaded host");
+        h.update(&[("http://a:1".into(), 5)]);
+        assert_eq!(h.name(h.pick(&[]).unwrap()), "a:1", "b is gone");
+        assert_eq!(
+            h.list(),
+            vec![("http://a:1".into(), true), ("http://b:2".into(), false)]
+        );
     }
 }

@@ -2,11 +2,13 @@
 //! `reflow-sandbox serve` processes elsewhere instead of this machine's
 //! VMs ([`RemoteSandboxActor`]), placed on the reachable host with the
 //! fewest of this client's nodes and moved to another when theirs is lost
-//! ([`RemoteHosts`]). The protocol is docs/serve.md's.
+//! ([`RemoteHosts`]), from a static list or from the fleet's [`registry`]
+//! in Redis. The protocol is docs/serve.md's.
 
 mod actor;
 mod hosts;
 mod node;
+pub mod registry;
 
 pub use actor::RemoteSandboxActor;
 pub use hosts::{RemoteError, RemoteHosts, RETRY_AFTER};
