@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod graph;
+pub mod hosts;
 pub mod metrics_server;
 pub mod natives;
 pub mod packages;

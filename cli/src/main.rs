@@ -98,6 +98,27 @@ enum Command {
     /// Reflow's DynASBClient and WebSocketScriptActor; see docs/serve.md).
     /// Needs a token file unless --insecure-no-auth on loopback.
     Serve(Box<ServeArgs>),
+    /// List sandbox hosts with their health and load: those --hosts names,
+    /// or those announced in a registry (--hosts redis://...). Exit status
+    /// 2 when one is down or none is found.
+    Hosts(HostsArgs),
+}
+
+#[derive(clap::Args)]
+struct HostsArgs {
+    /// The hosts: comma-separated http://HOST:PORT, or one
+    /// redis://HOST:PORT/DB registry.
+    #[arg(
+        long,
+        env = "REFLOW_SANDBOX_HOSTS",
+        value_delimiter = ',',
+        value_name = "URL",
+        required = true
+    )]
+    hosts: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +269,15 @@ struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Announce this host in the fleet's registry in this Redis (a key with
+    /// its address, capacity and load, refreshed every 2 s, gone 6 s after
+    /// the host stops): clients given `--hosts redis://...` find it there.
+    #[arg(long, value_name = "redis://HOST:PORT/DB")]
+    announce: Option<String>,
+    /// The URL clients reach this host at, as announced (default
+    /// http://ADDR of --listen; needed when that is 0.0.0.0 or [::]).
+    #[arg(long, requires = "announce", value_name = "URL")]
+    advertise: Option<String>,
     /// Functions one client may have deployed at once.
     #[arg(long, default_value_t = 64)]
     max_functions: usize,
@@ -344,6 +374,10 @@ fn main() -> ExitCode {
         Command::Image { action } => image(action),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_graph(*args)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+        Command::Hosts(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(hosts(args)),
             Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
         },
         Command::Serve(args) => match tokio::runtime::Runtime::new() {
@@ -579,6 +613,17 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             Default::default(),
         )
     };
+    if args.hosts.is_empty() && !config.workspace.sandbox.hosts.is_empty() {
+        args.hosts = config.workspace.sandbox.hosts.clone();
+        if args.host_token_file.is_none() {
+            args.host_token_file = config
+                .workspace
+                .sandbox
+                .host_token_file
+                .as_ref()
+                .map(|f| args.graph.join(f));
+        }
+    }
     if !args.hosts.is_empty() {
         return run_remote(&args, &graph, &config).await;
     }
@@ -679,6 +724,7 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use reflow_host_bridge::remote::registry;
     use reflow_sandbox::serve::{self, ClientLimits, Tokens};
     let tokens = match (&args.token_file, args.insecure_no_auth) {
         (Some(path), _) => Some(Tokens::load(path)?),
@@ -739,6 +785,23 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         "reflow-sandbox: serving on {http}://{at} ({clients} client token(s); API at /api/v1/functions, \
          sessions at {ws}://{at}/ws/FUNCTION_ID)"
     );
+    let announced = match &args.announce {
+        Some(redis) => {
+            let url = match &args.advertise {
+                Some(u) => u.clone(),
+                None if !at.ip().is_unspecified() => format!("{http}://{at}"),
+                None => anyhow::bail!(
+                    "--announce: this host listens on {at}: say where clients reach it with --advertise http://HOST:PORT"
+                ),
+            };
+            let s = server.clone();
+            let u = url.clone();
+            let task = registry::announce(redis, move || s.announcement(&u)).await?;
+            eprintln!("reflow-sandbox: announced as {url} in the registry");
+            Some((task, redis.clone(), url))
+        }
+        None => None,
+    };
     let task = tokio::spawn(serve::serve(listener, server.clone(), tls));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -747,6 +810,12 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("reflow-sandbox: stopping");
     task.abort();
+    if let Some((heartbeat, redis, url)) = announced {
+        heartbeat.abort();
+        if let Err(e) = registry::withdraw(&redis, &url).await {
+            eprintln!("reflow-sandbox: {e}");
+        }
+    }
     server.bridge().shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -765,7 +834,12 @@ async fn run_remote(
         anyhow::anyhow!("--hosts needs this client's token: --host-token-file FILE")
     })?;
     let token = reflow_sandbox::serve::auth::client_token(path)?;
-    let hosts = RemoteHosts::new(&args.hosts, token)?;
+    let hosts = match args.hosts.as_slice() {
+        [one] if one.starts_with("redis://") || one.starts_with("rediss://") => {
+            RemoteHosts::from_registry(one, token).await?
+        }
+        urls => RemoteHosts::new(urls, token)?,
+    };
     let namespace = match &args.sandbox.namespace {
         Some(ns) => ns.clone(),
         None => {
@@ -795,4 +869,24 @@ async fn run_remote(
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn hosts(args: HostsArgs) -> anyhow::Result<ExitCode> {
+    use reflow_sandbox::hosts;
+    let rows = hosts::survey(&args.hosts).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&hosts::json(&rows))?);
+    } else {
+        print!("{}", hosts::table(&rows));
+    }
+    if rows.is_empty() {
+        eprintln!("reflow-sandbox: no sandbox host found");
+    }
+    Ok(
+        if rows.is_empty() || rows.iter().any(|r| r.health.is_err()) {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

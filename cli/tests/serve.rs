@@ -776,20 +776,62 @@ fn fleet_graph(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     path
 }
 
-/// Two hosts sharing a Redis; a graph's two script nodes spread over them;
-/// one host killed mid-stream. Every input is answered exactly once (an
-/// output, or an error naming the lost host), the moved node's state goes
-/// on counting in Redis, and the graph finishes.
+/// Two hosts sharing a Redis, named to the client in a list; a graph's
+/// two script nodes spread over them; one host killed mid-stream. Every
+/// input is answered exactly once (an output, or an error naming the lost
+/// host), the moved node's state goes on counting in Redis, and the graph
+/// finishes.
 #[test]
 fn a_graph_spread_over_two_hosts_survives_losing_one() {
     if !kvm() {
         return;
     }
+    fleet(false);
+}
+
+/// The same with the hosts announced in the Redis registry: `hosts` lists
+/// both, the client finds them there, and the killed host's entry expires.
+#[test]
+fn a_fleet_found_in_its_registry_survives_losing_a_host() {
+    if !kvm() {
+        return;
+    }
+    fleet(true);
+}
+
+/// `reflow-sandbox hosts --hosts H`: its exit status and table.
+fn hosts(list: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .args(["hosts", "--hosts", list])
+        .output()
+        .unwrap();
+    (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+}
+
+fn fleet(registry: bool) {
     const N: usize = 600;
     let redis = Redis::start();
     let url = redis.url();
-    let mut a = Host::start(&["--state", &url]);
-    let b = Host::start(&["--state", &url]);
+    let flags: Vec<&str> = if registry {
+        vec!["--state", &url, "--announce", &url]
+    } else {
+        vec!["--state", &url]
+    };
+    let mut a = Host::start(&flags);
+    let b = Host::start(&flags);
+    let list = if registry {
+        url.clone()
+    } else {
+        format!("http://{},http://{}", a.addr, b.addr)
+    };
+    let (code, table) = hosts(&list);
+    assert_eq!(code, Some(0), "{table}");
+    for h in [&a, &b] {
+        assert!(
+            table.contains(&format!("http://{}", h.addr)) && table.contains(" up "),
+            "{table}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let graph = fleet_graph(dir.path(), N as u32);
     let token = dir.path().join("token");
@@ -800,7 +842,7 @@ fn a_graph_spread_over_two_hosts_survives_losing_one() {
         .arg("run")
         .arg(&graph)
         .args(["--quiet", "--timeout", "600", "--hosts"])
-        .arg(format!("http://{},http://{}", a.addr, b.addr))
+        .arg(&list)
         .arg("--host-token-file")
         .arg(&token)
         .env_remove("REFLOW_KERNEL")
@@ -886,5 +928,25 @@ fn a_graph_spread_over_two_hosts_survives_losing_one() {
         "seen {seen}, outputs {}, Count errors {c_errors}",
         outputs.len()
     );
+    // The lost host: down in a list; gone from the registry once its key
+    // expires.
+    let started = Instant::now();
+    loop {
+        let (code, table) = hosts(&list);
+        let listed = table.contains(&format!("http://{}", a.addr));
+        if registry && !listed && code == Some(0) {
+            break;
+        }
+        if !registry {
+            assert!(listed && table.contains("down"), "{table}");
+            assert_eq!(code, Some(2), "{table}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the killed host is still announced: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(b);
 }

@@ -237,6 +237,15 @@ pub struct Sandbox {
     /// Snapshots of each script's VM with the script loaded.
     #[serde(default)]
     pub component_goldens: Option<ComponentGoldens>,
+    /// Sandbox hosts (`reflow-sandbox serve`) to run the script nodes on
+    /// instead of this machine's VMs: `http://HOST:PORT` URLs, or one
+    /// `redis://` registry the hosts announce themselves in.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The file holding this client's token for `hosts` (relative to the
+    /// workspace).
+    #[serde(default)]
+    pub host_token_file: Option<PathBuf>,
 }
 
 /// The `workspace.sandbox.component_goldens:` section.

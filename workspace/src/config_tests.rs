@@ -305,3 +305,22 @@ fn an_actor_may_ask_for_its_own_vm_shape() {
     );
     assert!(c.actor_shape("Other").is_empty());
 }
+
+#[test]
+fn script_nodes_may_run_on_sandbox_hosts() {
+    let c = parse(
+        "workspace:\n  sandbox:\n    hosts: [\"http://a:8080\", \"http://b:8080\"]\n    \
+         host_token_file: secrets/token\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.workspace.sandbox.hosts,
+        ["http://a:8080", "http://b:8080"]
+    );
+    assert_eq!(
+        c.workspace.sandbox.host_token_file.as_deref(),
+        Some(Path::new("secrets/token"))
+    );
+    assert!(parse("workspace:\n  sandbox:\n    hosts: http://a\n").is_err());
+    assert!(parse("").unwrap().workspace.sandbox.hosts.is_empty());
+}

@@ -15,6 +15,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reflow_host_bridge::remote::registry::Announcement;
 use reflow_host_bridge::Bridge;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -53,6 +54,18 @@ impl Server {
             .collect();
         all.dedup();
         all
+    }
+
+    /// What this host announces in a registry, reached at `url`.
+    pub fn announcement(&self, url: &str) -> Announcement {
+        let (functions, sessions) = self.functions.totals();
+        Announcement {
+            url: url.to_string(),
+            functions,
+            sessions,
+            busy_vms: self.bridge.busy(),
+            runtimes: self.runtimes(),
+        }
     }
 
     /// The bridge (for shutting it down).
