@@ -12,13 +12,11 @@
 //! Run with `./dev.sh bench`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
-use reflow_actor::Actor;
-use reflow_benches::probe::{point, Probe};
+use reflow_benches::probe::{network, one_message};
 use reflow_benches::report::{self, record};
 use reflow_benches::{invoke_once, kvm_available, middle_actor, ms, sample, took};
 use reflow_host_bridge::state::StateStore;
@@ -26,10 +24,6 @@ use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge;
 use reflow_integration_tests::percentile;
 use reflow_integration_tests::redis_server::RedisServer;
-use reflow_network::connector::Connector;
-use reflow_network::network::Network;
-use reflow_sandbox::natives::native;
-use reflow_sandbox::run::network_config;
 use reflow_sandbox_core::{Language, Script};
 
 const INC: &str = r#"
@@ -61,41 +55,6 @@ async def ops(context):
         await context.state.set("k", 1)
     return {"took": time.perf_counter() - started}
 "#;
-
-/// `src (Add) -> mid -> dst (Add) -> probe`, started; `mid` is `actor`
-/// with ports `ports` (in, out).
-fn network(actor: Arc<dyn Actor>, ports: (&str, &str), seen: flume::Sender<Message>) -> Network {
-    let mut n = Network::new(network_config());
-    n.register_actor("Add", native("Add").expect("Add"))
-        .unwrap();
-    n.register_actor_arc("Mid", actor).unwrap();
-    n.register_actor("Probe", Probe::new(seen)).unwrap();
-    for (id, component) in [
-        ("src", "Add"),
-        ("mid", "Mid"),
-        ("dst", "Add"),
-        ("probe", "Probe"),
-    ] {
-        n.add_node(id, component, None).unwrap();
-    }
-    let (in_port, out_port) = ports;
-    n.add_connection(Connector::new(point("src", "out"), point("mid", in_port)));
-    n.add_connection(Connector::new(point("mid", out_port), point("dst", "in")));
-    n.add_connection(Connector::new(point("dst", "out"), point("probe", "in")));
-    n.start().unwrap();
-    n
-}
-
-/// Sends `i` in and waits for `i + 3` at the probe.
-fn one_message(n: &Network, seen: &flume::Receiver<Message>, i: i64) -> Duration {
-    let t = Instant::now();
-    n.send_to_actor("src", "in", Message::Integer(i)).unwrap();
-    match seen.recv_timeout(Duration::from_secs(60)) {
-        Ok(Message::Integer(got)) => assert_eq!(got, i + 3),
-        other => panic!("the probe got {other:?}"),
-    }
-    t.elapsed()
-}
 
 fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("graph");

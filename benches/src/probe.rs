@@ -1,12 +1,17 @@
 //! The benches' sink actor: hands every packet it gets to a channel, so a
-//! bench thread can wait for (and time) what reaches the end of a graph.
+//! bench thread can wait for (and time) what reaches the end of a graph;
+//! and the graph around a middle node that the graph benches time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
-use reflow_network::connector::ConnectionPoint;
+use reflow_network::connector::{ConnectionPoint, Connector};
+use reflow_network::network::Network;
+use reflow_sandbox::natives::native;
+use reflow_sandbox::run::network_config;
 
 /// A sink that sends each message it receives (routing artifacts,
 /// `Optional(None)`, left out) to `seen`.
@@ -63,4 +68,43 @@ pub fn point(actor: &str, port: &str) -> ConnectionPoint {
         port: port.into(),
         initial_data: None,
     }
+}
+
+/// `src (Add) -> mid -> dst (Add) -> probe`, started; `mid` is `actor`
+/// with ports `ports` (in, out).
+pub fn network(
+    actor: Arc<dyn Actor>,
+    ports: (&str, &str),
+    seen: flume::Sender<Message>,
+) -> Network {
+    let mut n = Network::new(network_config());
+    n.register_actor("Add", native("Add").expect("Add"))
+        .unwrap();
+    n.register_actor_arc("Mid", actor).unwrap();
+    n.register_actor("Probe", Probe::new(seen)).unwrap();
+    for (id, component) in [
+        ("src", "Add"),
+        ("mid", "Mid"),
+        ("dst", "Add"),
+        ("probe", "Probe"),
+    ] {
+        n.add_node(id, component, None).unwrap();
+    }
+    let (in_port, out_port) = ports;
+    n.add_connection(Connector::new(point("src", "out"), point("mid", in_port)));
+    n.add_connection(Connector::new(point("mid", out_port), point("dst", "in")));
+    n.add_connection(Connector::new(point("dst", "out"), point("probe", "in")));
+    n.start().unwrap();
+    n
+}
+
+/// Sends `i` in and waits for `i + 3` at the probe.
+pub fn one_message(n: &Network, seen: &flume::Receiver<Message>, i: i64) -> Duration {
+    let t = Instant::now();
+    n.send_to_actor("src", "in", Message::Integer(i)).unwrap();
+    match seen.recv_timeout(Duration::from_secs(60)) {
+        Ok(Message::Integer(got)) => assert_eq!(got, i + 3),
+        other => panic!("the probe got {other:?}"),
+    }
+    t.elapsed()
 }

@@ -57,6 +57,8 @@ const WAKE: &str = "a host-to-guest wake-up that costs no emulated guest kernel 
                     longer guest spin before it sleeps";
 const STREAM: &str = "answer records batched per window and a cheaper value codec in the \
                       guest worker (its CPU is the bottleneck: ~24 us per message in Python)";
+const REMOTE: &str = "a window of messages in flight per remote node (as local nodes keep), \
+                      several calls per WebSocket frame, a binary codec instead of JSON";
 const SEED_RTT: Option<f64> = Some(5.0);
 
 /// Every metric the benches record, and those the issue asks for that no
@@ -201,6 +203,18 @@ pub const TARGETS: &[Goal] = &[
         "a pipelined Redis connection; the worker spinning for the reply"),
     row("graph", "state set from guest code, redis", "ms", Lower, Some(2.0), 0.1, None,
         "a pipelined Redis connection; the worker spinning for the reply"),
+    // remote.rs
+    row("remote", "one message native -> Python (local) -> native", "ms", Lower, SEED_RTT, 0.5,
+        Some(2.0), EMULATED),
+    row("remote", "one message native -> Python (host over loopback) -> native", "ms", Lower,
+        SEED_RTT, 1.0, Some(3.0), REMOTE),
+    row("remote", "one message, host / local, p50 (same run)", "x", Lower, None, 2.0, None,
+        REMOTE),
+    row("remote", "stream of 2000 through a Python node (local)", "msg/s", Higher,
+        Some(10_000.0), 20_000.0, None, STREAM),
+    row("remote", "stream of 2000 through a Python node (host over loopback)", "msg/s", Higher,
+        Some(10_000.0), 10_000.0, None, REMOTE),
+    row("remote", "stream, host / local, msg/s (same run)", "x", Higher, None, 0.5, None, REMOTE),
     // stream.rs
     row("stream", "Range -> Python identity -> sink", "msg/s", Higher, Some(10_000.0), 50_000.0,
         None, STREAM),
