@@ -95,8 +95,8 @@ fn remote_vs_local(c: &mut Criterion) {
         let (bridge, actor): (_, Arc<dyn Actor>) = if name == "python_local" {
             middle_actor(Some(script()), Duration::from_secs(120))
         } else {
-            let hosts =
-                RemoteHosts::new(std::slice::from_ref(&url), TOKEN.into()).expect("the host's URL");
+            let hosts = RemoteHosts::new(std::slice::from_ref(&url), TOKEN.into(), None)
+                .expect("the host's URL");
             (
                 None,
                 Arc::new(RemoteSandboxActor::new(hosts, script(), "bench")),

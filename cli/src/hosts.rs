@@ -24,15 +24,26 @@ pub fn is_registry(hosts: &[String]) -> bool {
     matches!(hosts, [one] if one.starts_with("redis://") || one.starts_with("rediss://"))
 }
 
-/// Surveys `hosts`: URLs, or one registry whose hosts are surveyed.
-pub async fn survey(hosts: &[String]) -> anyhow::Result<Vec<Row>> {
+/// Surveys `hosts`: URLs, or one registry whose hosts are surveyed
+/// (https hosts trusted by the public roots and the PEM file `ca`).
+pub async fn survey(hosts: &[String], ca: Option<&std::path::Path>) -> anyhow::Result<Vec<Row>> {
     let (urls, announced): (Vec<String>, bool) = if is_registry(hosts) {
         let all: Vec<Announcement> = registry::announced(&hosts[0]).await?;
         (all.into_iter().map(|a| a.url).collect(), true)
     } else {
         (hosts.to_vec(), false)
     };
-    let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build()?;
+    let mut http = reqwest::Client::builder().timeout(PROBE_TIMEOUT);
+    if let Some(ca) = ca {
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("--host-ca {}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("--host-ca {}: {e}", ca.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let http = http.build()?;
     let mut rows = Vec::new();
     for url in urls {
         let health = probe(&http, &url).await;

@@ -116,6 +116,9 @@ struct HostsArgs {
         required = true
     )]
     hosts: Vec<String>,
+    /// Also trust the certificates in this PEM file for https:// hosts.
+    #[arg(long, env = "REFLOW_HOST_CA", value_name = "FILE")]
+    host_ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -337,6 +340,11 @@ struct RunArgs {
     /// that is not a comment; mode 0600).
     #[arg(long, env = "REFLOW_HOST_TOKEN_FILE", value_name = "FILE")]
     host_token_file: Option<PathBuf>,
+    /// With --hosts: also trust the certificates in this PEM file for
+    /// https:// hosts (a fleet's own CA, or a host's self-signed
+    /// certificate); the public roots are always trusted.
+    #[arg(long, env = "REFLOW_HOST_CA", value_name = "FILE")]
+    host_ca: Option<PathBuf>,
     /// Send Reflow's trace events to this tracing server (ws://HOST:PORT,
     /// Reflow's `reflow_tracing_protocol`): the network's events about
     /// native actors, and the sandbox's (message failures, VMs lent and
@@ -615,13 +623,12 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if args.hosts.is_empty() && !config.workspace.sandbox.hosts.is_empty() {
         args.hosts = config.workspace.sandbox.hosts.clone();
+        let in_workspace = |f: &Option<PathBuf>| f.as_ref().map(|f| args.graph.join(f));
         if args.host_token_file.is_none() {
-            args.host_token_file = config
-                .workspace
-                .sandbox
-                .host_token_file
-                .as_ref()
-                .map(|f| args.graph.join(f));
+            args.host_token_file = in_workspace(&config.workspace.sandbox.host_token_file);
+        }
+        if args.host_ca.is_none() {
+            args.host_ca = in_workspace(&config.workspace.sandbox.host_ca_file);
         }
     }
     if !args.hosts.is_empty() {
@@ -836,9 +843,9 @@ async fn run_remote(
     let token = reflow_sandbox::serve::auth::client_token(path)?;
     let hosts = match args.hosts.as_slice() {
         [one] if one.starts_with("redis://") || one.starts_with("rediss://") => {
-            RemoteHosts::from_registry(one, token).await?
+            RemoteHosts::from_registry(one, token, args.host_ca.as_deref()).await?
         }
-        urls => RemoteHosts::new(urls, token)?,
+        urls => RemoteHosts::new(urls, token, args.host_ca.as_deref())?,
     };
     let namespace = match &args.sandbox.namespace {
         Some(ns) => ns.clone(),
@@ -873,7 +880,7 @@ async fn run_remote(
 
 async fn hosts(args: HostsArgs) -> anyhow::Result<ExitCode> {
     use reflow_sandbox::hosts;
-    let rows = hosts::survey(&args.hosts).await?;
+    let rows = hosts::survey(&args.hosts, args.host_ca.as_deref()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&hosts::json(&rows))?);
     } else {

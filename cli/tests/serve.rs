@@ -652,6 +652,54 @@ async fn tls_serves_the_api_with_the_given_certificate() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Our own client over TLS, trusting the host's certificate: a graph
+    // runs on it, and `hosts` finds it up.
+    let url = format!("https://{}", host.addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .args(["hosts", "--hosts", &url, "--host-ca"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let graph = fleet_graph(dir.path(), 3);
+    let token = dir.path().join("token");
+    std::fs::write(&token, ALICE).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |ca: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"));
+        cmd.arg("run")
+            .arg(&graph)
+            .args([
+                "--quiet",
+                "--timeout",
+                "300",
+                "--hosts",
+                &url,
+                "--host-token-file",
+            ])
+            .arg(&token)
+            .env_remove("REFLOW_HOST_CA");
+        if ca {
+            cmd.arg("--host-ca").arg(&cert);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true);
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["s.out: \"2\"", "s.out: \"4\"", "s.out: \"6\""],
+        "{}",
+        text(&out.stderr)
+    );
+    // Without the CA, the host's certificate is not trusted: each message
+    // fails, saying why.
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("no sandbox host could take it"), "{stdout}");
     // Plain HTTP to a TLS port gets nothing.
     let plain = reqwest::Client::new()
         .get(format!("http://{}/health", host.addr))

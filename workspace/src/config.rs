@@ -246,6 +246,10 @@ pub struct Sandbox {
     /// workspace).
     #[serde(default)]
     pub host_token_file: Option<PathBuf>,
+    /// A PEM file whose certificates `https://` hosts are also trusted by
+    /// (relative to the workspace).
+    #[serde(default)]
+    pub host_ca_file: Option<PathBuf>,
 }
 
 /// The `workspace.sandbox.component_goldens:` section.

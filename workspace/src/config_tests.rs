@@ -310,7 +310,7 @@ fn an_actor_may_ask_for_its_own_vm_shape() {
 fn script_nodes_may_run_on_sandbox_hosts() {
     let c = parse(
         "workspace:\n  sandbox:\n    hosts: [\"http://a:8080\", \"http://b:8080\"]\n    \
-         host_token_file: secrets/token\n",
+         host_token_file: secrets/token\n    host_ca_file: fleet-ca.pem\n",
     )
     .unwrap();
     assert_eq!(
@@ -320,6 +320,10 @@ fn script_nodes_may_run_on_sandbox_hosts() {
     assert_eq!(
         c.workspace.sandbox.host_token_file.as_deref(),
         Some(Path::new("secrets/token"))
+    );
+    assert_eq!(
+        c.workspace.sandbox.host_ca_file.as_deref(),
+        Some(Path::new("fleet-ca.pem"))
     );
     assert!(parse("workspace:\n  sandbox:\n    hosts: http://a\n").is_err());
     assert!(parse("").unwrap().workspace.sandbox.hosts.is_empty());

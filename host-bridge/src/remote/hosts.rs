@@ -5,6 +5,7 @@
 //! it are forgotten (a host that comes back has lost them).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +23,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a host cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RemoteError {
-    /// A host URL that is not `http://HOST:PORT`.
-    #[error("sandbox host {0:?}: expected http://HOST:PORT (https hosts are not supported by this client yet)")]
+    /// A host URL that is not `http://HOST:PORT` or `https://HOST:PORT`.
+    #[error("sandbox host {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     Url(String),
+    /// TLS cannot be set up (why).
+    #[error("TLS toward sandbox hosts: {0}")]
+    Tls(String),
     /// No hosts were given.
     #[error("no sandbox hosts were given")]
     NoHosts,
@@ -40,8 +44,10 @@ pub enum RemoteError {
 
 /// One host.
 struct Host {
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
     api: String,
+    /// Whether it speaks TLS (`https`, `wss`).
+    tls: bool,
     /// `HOST:PORT`, as errors name it.
     name: String,
     /// Nodes of this client placed on it now.
@@ -56,13 +62,18 @@ struct Host {
 impl Host {
     /// The host at `url` (`http://HOST:PORT`).
     fn at(url: &str) -> Result<Host, RemoteError> {
-        let name = url
-            .trim_end_matches('/')
-            .strip_prefix("http://")
+        let url_ = url.trim_end_matches('/');
+        let (tls, rest) = match (url_.strip_prefix("http://"), url_.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(RemoteError::Url(url.to_string())),
+        };
+        let name = Some(rest)
             .filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('@'))
             .ok_or_else(|| RemoteError::Url(url.to_string()))?;
         Ok(Host {
-            api: format!("http://{name}"),
+            api: format!("{}://{name}", if tls { "https" } else { "http" }),
+            tls,
             name: name.to_string(),
             placed: AtomicUsize::new(0),
             load: AtomicUsize::new(0),
@@ -79,6 +90,8 @@ pub struct RemoteHosts {
     hosts: RwLock<Vec<Arc<Host>>>,
     token: String,
     http: reqwest::Client,
+    /// TLS for `wss://` sessions.
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
     /// Function ids by host and script digest.
     deployed: Mutex<HashMap<(usize, String), String>>,
     /// Messages answered with an error, in all.
@@ -88,8 +101,14 @@ pub struct RemoteHosts {
 }
 
 impl RemoteHosts {
-    /// The hosts at `urls` (`http://HOST:PORT`), reached with `token`.
-    pub fn new(urls: &[String], token: String) -> Result<Arc<RemoteHosts>, RemoteError> {
+    /// The hosts at `urls` (`http://HOST:PORT` or `https://HOST:PORT`),
+    /// reached with `token`; TLS trusts the public roots and the
+    /// certificates in the PEM file `ca`, if given.
+    pub fn new(
+        urls: &[String],
+        token: String,
+        ca: Option<&Path>,
+    ) -> Result<Arc<RemoteHosts>, RemoteError> {
         if urls.is_empty() {
             return Err(RemoteError::NoHosts);
         }
@@ -97,23 +116,25 @@ impl RemoteHosts {
             .iter()
             .map(|u| Host::at(u).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        RemoteHosts::with(hosts, token)
+        RemoteHosts::with(hosts, token, ca)
     }
 
     /// No hosts yet (a registry adds them).
-    pub(crate) fn empty(token: String) -> Result<Arc<RemoteHosts>, RemoteError> {
-        RemoteHosts::with(Vec::new(), token)
+    pub(crate) fn empty(token: String, ca: Option<&Path>) -> Result<Arc<RemoteHosts>, RemoteError> {
+        RemoteHosts::with(Vec::new(), token, ca)
     }
 
-    fn with(hosts: Vec<Arc<Host>>, token: String) -> Result<Arc<RemoteHosts>, RemoteError> {
-        let http = reqwest::Client::builder()
-            .timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| RemoteError::Url(format!("cannot make an HTTP client: {e}")))?;
+    fn with(
+        hosts: Vec<Arc<Host>>,
+        token: String,
+        ca: Option<&Path>,
+    ) -> Result<Arc<RemoteHosts>, RemoteError> {
+        let (http, tls) = super::tls::clients(ca)?;
         Ok(Arc::new(RemoteHosts {
             hosts: RwLock::new(hosts),
             token,
             http,
+            tls,
             deployed: Mutex::new(HashMap::new()),
             failures: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -263,7 +284,14 @@ impl RemoteHosts {
 
     /// The WebSocket URL of function `id` on host `i`.
     pub(crate) fn session_url(&self, i: usize, id: &str) -> String {
-        format!("ws://{}/ws/{id}", self.host(i).name)
+        let host = self.host(i);
+        let scheme = if host.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws/{id}", host.name)
+    }
+
+    /// The TLS configuration of `wss://` sessions.
+    pub(crate) fn tls(&self) -> Arc<tokio_rustls::rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// The token, for a session's handshake.
@@ -313,29 +341,37 @@ mod tests {
         let urls: Vec<String> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", 9000 + i))
             .collect();
-        RemoteHosts::new(&urls, "t".into()).unwrap()
+        RemoteHosts::new(&urls, "t".into(), None).unwrap()
     }
 
     #[test]
     fn urls_must_be_plain_http_host_and_port() {
         for bad in [
-            "https://a:1",
+            "ftp://a:1",
             "a:1",
             "http://",
-            "http://a:1/x",
+            "https://a:1/x",
             "http://u:p@a:1",
         ] {
             assert!(
                 matches!(
-                    RemoteHosts::new(&[bad.into()], "t".into()),
+                    RemoteHosts::new(&[bad.into()], "t".into(), None),
                     Err(RemoteError::Url(_))
                 ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            RemoteHosts::new(&[], "t".into()),
+            RemoteHosts::new(&[], "t".into(), None),
             Err(RemoteError::NoHosts)
+        ));
+        let tls = RemoteHosts::new(&["https://h:443/".into()], "t".into(), None).unwrap();
+        assert_eq!(tls.session_url(0, "f"), "wss://h:443/ws/f");
+        assert_eq!(hosts(1).session_url(0, "f"), "ws://127.0.0.1:9000/ws/f");
+        let missing = Path::new("/nonexistent/ca.pem");
+        assert!(matches!(
+            RemoteHosts::new(&["https://h:1".into()], "t".into(), Some(missing)),
+            Err(RemoteError::Tls(_))
         ));
         assert_eq!(hosts(1).name(0), "127.0.0.1:9000");
     }
@@ -358,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_registry_adds_hosts_weighs_their_load_and_marks_them_gone() {
-        let h = RemoteHosts::empty("t".into()).unwrap();
+        let h = RemoteHosts::empty("t".into(), None).unwrap();
         assert_eq!(h.pick(&[]), None);
         h.update(&[("http://a:1".into(), 5), ("http://b:2".into(), 1)]);
         assert_eq!(h.name(h.pick(&[]).unwrap()), "b:2", "the less loaded host");

@@ -9,6 +9,7 @@ mod actor;
 mod hosts;
 mod node;
 pub mod registry;
+mod tls;
 
 pub use actor::RemoteSandboxActor;
 pub use hosts::{RemoteError, RemoteHosts, RETRY_AFTER};

@@ -157,7 +157,9 @@ impl RemoteNode {
         req.headers_mut().insert("authorization", auth);
         // No Nagle: a call is one small frame, and waiting to batch it with
         // the next (there is none until the answer) costs a delayed ACK.
-        let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
+        let connector = tokio_tungstenite::Connector::Rustls(self.hosts.tls());
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(format!("sandbox host {}: session: {e}", self.hosts.name(i))),

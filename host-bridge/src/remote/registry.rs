@@ -142,14 +142,15 @@ async fn read(conn: &mut redis::aio::MultiplexedConnection) -> Result<Vec<Announ
 
 impl RemoteHosts {
     /// The hosts announced in the registry at `redis_url`, reached with
-    /// `token`; read again every [`HEARTBEAT`] while the hosts are in use
+    /// `token` (and TLS trusting `ca`, as [`RemoteHosts::new`]); read again every [`HEARTBEAT`] while the hosts are in use
     /// (hosts that join are used, hosts whose key expired are not).
     pub async fn from_registry(
         redis_url: &str,
         token: String,
+        ca: Option<&std::path::Path>,
     ) -> Result<Arc<RemoteHosts>, RemoteError> {
         let mut conn = connect(redis_url).await?;
-        let hosts = RemoteHosts::empty(token)?;
+        let hosts = RemoteHosts::empty(token, ca)?;
         let first = read(&mut conn)
             .await
             .map_err(|e| registry_error(redis_url, e))?;
