@@ -5,7 +5,7 @@
 //! one, and a call beyond it is answered "busy" at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +25,9 @@ use super::rpc::{self, code, Call, Process, RpcError};
 
 /// Calls that may wait behind the running one.
 pub const MAX_QUEUED: usize = 64;
+/// Bytes (of their frames) the waiting calls may hold in all: one frame of
+/// the largest size may always wait.
+pub const MAX_WAITING_BYTES: usize = 32 << 20;
 /// How long a frame may wait for the client to take it.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -50,12 +53,16 @@ where
         }
         let _ = sink.close().await;
     });
-    let (calls, mut queued) = mpsc::channel::<(Value, Process)>(MAX_QUEUED);
+    let (calls, mut queued) = mpsc::channel::<(Value, Process, usize)>(MAX_QUEUED);
+    // Bytes of the calls waiting (their frames' sizes): bounded as well as
+    // their number, so 64 frames of 16 MiB cannot wait at once.
+    let waiting = Arc::new(AtomicUsize::new(0));
     let session = Arc::new(session);
     let runner = {
-        let (session, to_client) = (session.clone(), to_client.clone());
+        let (session, to_client, waiting) = (session.clone(), to_client.clone(), waiting.clone());
         tokio::spawn(async move {
-            while let Some((id, params)) = queued.recv().await {
+            while let Some((id, params, size)) = queued.recv().await {
+                waiting.fetch_sub(size, Ordering::SeqCst);
                 let outcome = call(&session, params, &to_client).await;
                 if to_client
                     .send(rpc::result(&id, rpc::execution(outcome)))
@@ -71,17 +78,34 @@ where
     while let Some(frame) = stream.next().await {
         let reply = match frame {
             Ok(Frame::Text(text)) => match rpc::read(text.as_str()) {
-                Ok(Call::Process { id, params }) => match calls.try_send((id, params)) {
-                    Ok(()) => None,
-                    Err(mpsc::error::TrySendError::Full((id, _))) => Some(rpc::error(
-                        &id,
-                        &RpcError::new(
-                            code::BUSY,
-                            format!("{MAX_QUEUED} calls are already waiting on this session"),
-                        ),
-                    )),
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                },
+                Ok(Call::Process { id, params }) => {
+                    let size = text.len();
+                    let busy = |id: &Value| {
+                        Some(rpc::error(
+                            id,
+                            &RpcError::new(
+                                code::BUSY,
+                                format!(
+                                    "this session's queue is full ({MAX_QUEUED} calls or \
+                                     {MAX_WAITING_BYTES} bytes wait behind the running one)"
+                                ),
+                            ),
+                        ))
+                    };
+                    if waiting.fetch_add(size, Ordering::SeqCst) + size > MAX_WAITING_BYTES {
+                        waiting.fetch_sub(size, Ordering::SeqCst);
+                        busy(&id)
+                    } else {
+                        match calls.try_send((id, params, size)) {
+                            Ok(()) => None,
+                            Err(mpsc::error::TrySendError::Full((id, _, _))) => {
+                                waiting.fetch_sub(size, Ordering::SeqCst);
+                                busy(&id)
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        }
+                    }
+                }
                 Err((id, e)) => Some(rpc::error(&id, &e)),
             },
             Ok(Frame::Binary(_)) => Some(rpc::error(

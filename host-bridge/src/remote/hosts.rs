@@ -215,13 +215,18 @@ impl RemoteHosts {
         }
     }
 
+    /// Forgets what was deployed on host `i` (it restarted).
+    pub(crate) fn forget(&self, i: usize) {
+        self.deployed.lock().retain(|(h, _), _| *h != i);
+    }
+
     /// Host `i` failed: not picked for [`RETRY_AFTER`], its deployments
     /// forgotten.
     pub(crate) fn mark_down(&self, i: usize, why: &str) {
         let host = self.host(i);
         tracing::warn!(host = %host.name, %why, "sandbox host unreachable");
         *host.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
-        self.deployed.lock().retain(|(h, _), _| *h != i);
+        self.forget(i);
     }
 
     /// The id of `script` deployed on host `i` (deployed now if it is not

@@ -140,34 +140,67 @@ impl RemoteNode {
         })
     }
 
+    /// A session on host `i`. A host that no longer knows the function
+    /// (it restarted) answers 404: the script is deployed again, once.
     async fn connect(&self, i: usize) -> Result<Ws, String> {
+        match self.session_on(i).await {
+            Err(Refused::Unknown(_)) => {
+                self.hosts.forget(i);
+                self.session_on(i).await.map_err(Refused::into_text)
+            }
+            other => other.map_err(Refused::into_text),
+        }
+    }
+
+    async fn session_on(&self, i: usize) -> Result<Ws, Refused> {
+        let text = Refused::Other;
         let id = self
             .hosts
             .deploy(i, &self.script)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| text(e.to_string()))?;
         let mut req = self
             .hosts
             .session_url(i, &id)
             .into_client_request()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| text(e.to_string()))?;
         let auth = format!("Bearer {}", self.hosts.token())
             .parse()
-            .map_err(|_| "the token is not a valid header value".to_string())?;
+            .map_err(|_| text("the token is not a valid header value".into()))?;
         req.headers_mut().insert("authorization", auth);
         // No Nagle: a call is one small frame, and waiting to batch it with
         // the next (there is none until the answer) costs a delayed ACK.
         let connector = tokio_tungstenite::Connector::Rustls(self.hosts.tls());
         let connect =
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector));
+        let name = self.hosts.name(i);
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(format!("sandbox host {}: session: {e}", self.hosts.name(i))),
-            Err(_) => Err(format!(
-                "sandbox host {}: no session within {}s",
-                self.hosts.name(i),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) if r.status() == 404 => {
+                Err(Refused::Unknown(format!(
+                    "sandbox host {name}: it does not know the function"
+                )))
+            }
+            Ok(Err(e)) => Err(text(format!("sandbox host {name}: session: {e}"))),
+            Err(_) => Err(text(format!(
+                "sandbox host {name}: no session within {}s",
                 CONNECT_TIMEOUT.as_secs()
-            )),
+            ))),
+        }
+    }
+}
+
+/// Why a session could not be opened.
+enum Refused {
+    /// The host does not know the function id (404).
+    Unknown(String),
+    Other(String),
+}
+
+impl Refused {
+    fn into_text(self) -> String {
+        match self {
+            Refused::Unknown(t) | Refused::Other(t) => t,
         }
     }
 }
