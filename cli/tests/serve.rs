@@ -775,13 +775,15 @@ impl Drop for Redis {
     }
 }
 
-/// `Range(n) -> Double (Python) -> Count (Python, state) -> Format`, each
+/// `Range(n) -> Double (Python, 4 ms each) -> Count (Python, state) ->
+/// Format`, each
 /// script node's error port into a Format of its own, written in `dir`.
 fn fleet_graph(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     std::fs::write(
         dir.join("double.actor.py"),
-        "@actor(name='Double', inports=['input'], outports=['output'])\n\
-         def double(context):\n    return {'output': context.get_input('input') * 2}\n",
+        "import time\n\n@actor(name='Double', inports=['input'], outports=['output'])\n\
+         def double(context):\n    time.sleep(0.004)\n\
+         \x20   return {'output': context.get_input('input') * 2}\n",
     )
     .unwrap();
     std::fs::write(
@@ -826,9 +828,9 @@ fn fleet_graph(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
 
 /// Two hosts sharing a Redis, named to the client in a list; a graph's
 /// two script nodes spread over them; one host killed mid-stream. Every
-/// input is answered exactly once (an output, or an error naming the lost
-/// host), the moved node's state goes on counting in Redis, and the graph
-/// finishes.
+/// input is answered exactly once (an output, or, for the calls in flight
+/// on the lost host, an error naming it), the moved node's state goes on
+/// counting in Redis, and the graph finishes.
 #[test]
 fn a_graph_spread_over_two_hosts_survives_losing_one() {
     if !kvm() {
@@ -932,9 +934,13 @@ fn fleet(registry: bool) {
     assert!(values
         .iter()
         .all(|v| v % 2 == 0 && (2..=2 * N as i64).contains(v)));
+    // Each node keeps up to 32 calls in flight on its host: those on the
+    // lost host fail (the scripts take a few milliseconds each, so the
+    // host killed a quarter of the way in has some).
+    assert!(!errors.is_empty(), "the lost host had nothing in flight");
     assert!(
-        errors.len() <= 2,
-        "more than one error per node on the lost host: {errors:?}"
+        errors.len() <= 2 * 32,
+        "more errors than calls in flight: {errors:?}"
     );
     for e in &errors {
         assert!(

@@ -91,6 +91,30 @@ impl SandboxActor {
     pub fn vm_monitor_pid(&self) -> Option<u32> {
         self.node.monitor_pid()
     }
+
+    /// A new node of this actor, as `create_instance` makes one (its own
+    /// VM and state scope), as this type.
+    pub fn new_node(&self) -> SandboxActor {
+        SandboxActor::new(self.shared.clone(), self.versions.clone(), self.node.pool())
+    }
+
+    /// Runs each message `next` gives (until it gives `None`) on this node
+    /// as graph node `node_id` (its state scope) with `config`, keeping a
+    /// window of them in flight in its VM, as a node in a network does;
+    /// each gets exactly one answer in `answers`, in the order taken (an
+    /// `Err` from `next` is answered in its place). Messages are guest
+    /// values: a map of inputs by port. Blocks: call it from a blocking
+    /// thread.
+    pub fn stream(
+        &self,
+        node_id: &str,
+        config: &HashMap<String, serde_json::Value>,
+        next: &mut dyn FnMut() -> Option<Result<Value, ActorFailure>>,
+        answers: &mut dyn Answers,
+    ) {
+        self.node
+            .serve(node_id, config_value(config), next, answers);
+    }
 }
 
 /// The guest value of a node's config: its metadata without the component
@@ -196,18 +220,14 @@ impl Answers for PortAnswers {
     }
 
     fn failed(&mut self, failure: ActorFailure) {
-        let mut text = match &self.version {
+        let failure = failure.with_traceback();
+        let text = match &self.version {
             Some(v) => format!(
                 "{} ({}, version {v}): {failure}",
                 self.script.name, self.node_id
             ),
             None => format!("{} ({}): {failure}", self.script.name, self.node_id),
         };
-        if let ActorFailure::Actor(a) = &failure {
-            if !a.traceback.is_empty() {
-                text = format!("{text}\n{}", a.traceback.trim_end());
-            }
-        }
         tracing::warn!("{text}");
         self.shared.count_failure();
         let _ = self.outports.send(HashMap::from([(
@@ -379,11 +399,7 @@ impl Actor for SandboxActor {
     }
 
     fn create_instance(&self) -> Arc<dyn Actor> {
-        Arc::new(SandboxActor::new(
-            self.shared.clone(),
-            self.versions.clone(),
-            self.node.pool(),
-        ))
+        Arc::new(self.new_node())
     }
 }
 

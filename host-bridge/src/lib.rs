@@ -32,5 +32,5 @@ pub use actor::{SandboxActor, ERROR_PORT};
 pub use bridge::{Bridge, BridgeError};
 pub use config::BridgeConfig;
 pub use handler::StoreHandler;
-pub use node::ActorFailure;
+pub use node::{ActorFailure, Answers};
 pub use versions::ScriptUpdater;

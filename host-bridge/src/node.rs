@@ -76,6 +76,17 @@ pub enum ActorFailure {
 }
 
 impl ActorFailure {
+    /// The failure as text, with the actor's traceback (if any) on the
+    /// lines after it.
+    pub fn with_traceback(&self) -> String {
+        match self {
+            ActorFailure::Actor(a) if !a.traceback.is_empty() => {
+                format!("{self}\n{}", a.traceback.trim_end())
+            }
+            _ => self.to_string(),
+        }
+    }
+
     fn from_worker(e: WorkerError) -> ActorFailure {
         match e {
             WorkerError::Actor(a) => ActorFailure::Actor(a),
@@ -119,7 +130,10 @@ const WINDOW: Window = Window {
 };
 
 /// Where a node's answers go, one per message, in order.
-pub(crate) trait Answers {
+/// Where a node's answers go: each message it takes gets exactly one of
+/// `done` or `failed`, in the order taken; `output`s belong to the oldest
+/// message not answered yet (the worker runs messages in order).
+pub trait Answers {
     /// An output the running message's actor sent.
     fn output(&mut self, port: &str, value: Value);
     /// The message's returned outputs: it is done.

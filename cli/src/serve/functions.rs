@@ -285,7 +285,7 @@ impl Functions {
             *have += 1;
         }
         Ok(Session {
-            node: function.actor.create_instance(),
+            node: function.actor.new_node(),
             function,
             functions: self.clone(),
         })
@@ -296,7 +296,7 @@ impl Functions {
 pub struct Session {
     pub function: Arc<Function>,
     /// This session's node (its own VM and state scope).
-    pub node: Arc<dyn Actor>,
+    pub node: SandboxActor,
     functions: Arc<Functions>,
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+mod calls;
 mod functions;
 mod http;
 pub mod rpc;

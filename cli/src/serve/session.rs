@@ -1,27 +1,23 @@
-//! One WebSocket session: a graph node of a deployed function. Calls run
-//! one at a time, in the order they came (a node's messages do); outputs
-//! an actor sends while it runs go out as `output` notifications before
-//! the call's response; a bounded queue of calls waits behind the running
-//! one, and a call beyond it is answered "busy" at once.
+//! One WebSocket session: a graph node of a deployed function. Calls wait
+//! in a bounded queue (a call beyond it is answered "busy" at once) and
+//! stream through the node's VM ([`super::calls`]): run one at a time, in
+//! the order they came, as a node's messages are; outputs an actor sends
+//! while it runs go out as `output` notifications before the call's
+//! response.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use reflow_actor::message::Message;
-use reflow_actor::{ActorConfig, ActorContext, ActorLoad, MemoryState};
-use reflow_host_bridge::convert::to_value;
-use reflow_host_bridge::state::json::to_wire_json;
-use reflow_host_bridge::ERROR_PORT;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::WebSocketStream;
 
+use super::calls::Queued;
 use super::functions::Session;
-use super::rpc::{self, code, Call, Process, RpcError};
+use super::rpc::{self, code, Call, RpcError};
 
 /// Calls that may wait behind the running one.
 pub const MAX_QUEUED: usize = 64;
@@ -53,25 +49,15 @@ where
         }
         let _ = sink.close().await;
     });
-    let (calls, mut queued) = mpsc::channel::<(Value, Process, usize)>(MAX_QUEUED);
+    let (calls, queued) = mpsc::channel::<Queued>(MAX_QUEUED);
     // Bytes of the calls waiting (their frames' sizes): bounded as well as
     // their number, so 64 frames of 16 MiB cannot wait at once.
     let waiting = Arc::new(AtomicUsize::new(0));
     let session = Arc::new(session);
     let runner = {
         let (session, to_client, waiting) = (session.clone(), to_client.clone(), waiting.clone());
-        tokio::spawn(async move {
-            while let Some((id, params, size)) = queued.recv().await {
-                waiting.fetch_sub(size, Ordering::SeqCst);
-                let outcome = call(&session, params, &to_client).await;
-                if to_client
-                    .send(rpc::result(&id, rpc::execution(outcome)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+        tokio::task::spawn_blocking(move || {
+            super::calls::run(&session, queued, &to_client, &waiting)
         })
     };
     let fid = session.function.short_id().to_string();
@@ -96,11 +82,11 @@ where
                         waiting.fetch_sub(size, Ordering::SeqCst);
                         busy(&id)
                     } else {
-                        match calls.try_send((id, params, size)) {
+                        match calls.try_send(Queued { id, params, size }) {
                             Ok(()) => None,
-                            Err(mpsc::error::TrySendError::Full((id, _, _))) => {
+                            Err(mpsc::error::TrySendError::Full(q)) => {
                                 waiting.fetch_sub(size, Ordering::SeqCst);
-                                busy(&id)
+                                busy(&q.id)
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => break,
                         }
@@ -132,99 +118,4 @@ where
     let _ = runner.await;
     drop(to_client);
     let _ = writer.await;
-}
-
-/// Runs one `process` call on the session's node: its returned outputs as
-/// JSON, or why it failed. Outputs sent while it runs go to `to_client`
-/// as notifications.
-async fn call(
-    session: &Session,
-    params: Process,
-    to_client: &mpsc::Sender<String>,
-) -> Result<Map<String, Value>, String> {
-    let function = &session.function;
-    if function.removed.load(Ordering::SeqCst) {
-        return Err(format!(
-            "function {} was undeployed: deploy it again",
-            function.name
-        ));
-    }
-    function.invocations.fetch_add(1, Ordering::Relaxed);
-    let payload: HashMap<String, Message> = params
-        .payload
-        .into_iter()
-        .map(|(port, v)| (port, Message::from(v)))
-        .collect();
-    let mut config = ActorConfig::default();
-    // The state scope: the client's own names, under the client's name (no
-    // client reaches another's state).
-    config.node.id = format!(
-        "{}/{}/{}",
-        function.owner, params.namespace, params.actor_id
-    );
-    config.node.component = function.component.clone();
-    config.config = params.config.into_iter().collect();
-    let outports = session.node.get_outports();
-    let ctx = ActorContext::new(
-        payload,
-        outports.clone(),
-        Arc::new(parking_lot::Mutex::new(MemoryState::default())),
-        config,
-        Arc::new(ActorLoad::new(0)),
-    );
-    let behavior = session.node.get_behavior();
-    let mut running = behavior(ctx);
-    let mut streamed = Vec::new();
-    let result = loop {
-        tokio::select! {
-            r = &mut running => break r,
-            m = outports.1.recv_async() => if let Ok(m) = m { streamed.push(m) },
-        }
-    };
-    streamed.extend(outports.1.try_iter());
-    let failure = result.as_ref().err().map(|e| e.to_string());
-    let mut unsent = None;
-    for packet in streamed {
-        for (port, message) in packet {
-            // A failure is also put on the error port (for graphs): here it
-            // is the call's error instead.
-            if port == ERROR_PORT
-                && failure.is_some()
-                && matches!(&message, Message::Error(e) if Some(e.as_str()) == failure.as_deref())
-            {
-                continue;
-            }
-            match wire(&message) {
-                Ok(data) => {
-                    let note = rpc::output(&params.actor_id, &port, data, now_ms());
-                    if to_client.send(note).await.is_err() {
-                        return Err("the session closed".into());
-                    }
-                }
-                Err(e) => unsent = Some(format!("output on port {port}: {e}")),
-            }
-        }
-    }
-    let outputs = result.map_err(|e| e.to_string())?;
-    if let Some(e) = unsent {
-        return Err(e);
-    }
-    let mut out = Map::new();
-    for (port, message) in outputs {
-        let data = wire(&message).map_err(|e| format!("output on port {port}: {e}"))?;
-        out.insert(port, data);
-    }
-    Ok(out)
-}
-
-/// A message as the JSON Reflow's client makes a `Message` from.
-fn wire(m: &Message) -> Result<Value, String> {
-    let v = to_value(m).map_err(|e| e.to_string())?;
-    to_wire_json(&v).map_err(|e| e.to_string())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -17,7 +17,7 @@ use reflow_tracing_protocol::client::TracingIntegration;
 use serde_json::{Map, Value};
 
 use super::hosts::RemoteHosts;
-use super::node::{Answer, RemoteNode};
+use super::node::{Answer, RemoteNode, Reply};
 use crate::convert::to_value;
 use crate::state::json::to_wire_json;
 use crate::ERROR_PORT;
@@ -214,26 +214,38 @@ impl Actor for RemoteSandboxActor {
             self.load.clone(),
         );
         Box::pin(async move {
-            while let Ok(packet) = inports.recv_async().await {
+            // Messages stream through the node's session with a window in
+            // flight; each gets its answers in order.
+            let scope = scope_name(&runner.node_id);
+            while let Ok(first) = inports.recv_async().await {
                 load.inc();
-                if let Some(answer) = runner.run(&packet).await {
-                    for (port, m) in answer.streamed {
+                let mut reply = |r: Reply| match r {
+                    Reply::Output(port, m) => {
                         let _ = outports.send(HashMap::from([(port, m)]));
                     }
-                    match answer.result {
-                        Ok(outputs) if !outputs.is_empty() => {
+                    Reply::Done(outputs) => {
+                        if !outputs.is_empty() {
                             let _ = outports.send(outputs);
                         }
-                        Ok(_) => {}
-                        Err(why) => {
-                            let text = runner.failure(&why);
-                            let _ = outports.send(HashMap::from([(
-                                ERROR_PORT.to_string(),
-                                Message::error(text),
-                            )]));
-                        }
                     }
-                }
+                    Reply::Failed(why) => {
+                        let text = runner.failure(&why);
+                        let _ = outports.send(HashMap::from([(
+                            ERROR_PORT.to_string(),
+                            Message::error(text),
+                        )]));
+                    }
+                };
+                runner
+                    .node
+                    .stream(
+                        first,
+                        &inports,
+                        &inputs_json,
+                        (&runner.config, &runner.namespace, &scope),
+                        &mut reply,
+                    )
+                    .await;
                 load.reset();
             }
         })

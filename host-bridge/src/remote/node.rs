@@ -8,7 +8,7 @@
 //! the host, and the node moves to another host for its next message
 //! (state follows when the hosts share a Redis store).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,36 @@ struct Session {
     host: usize,
     ws: Ws,
     next_id: u64,
+}
+
+/// Makes a packet a call's inputs (`None`: the packet is no input).
+pub(crate) type Convert =
+    dyn Fn(&HashMap<String, Message>) -> Option<Result<Map<String, Value>, String>> + Sync;
+
+/// Calls a node keeps in flight on its session (the host queues up to 64).
+pub(crate) const WINDOW: usize = 32;
+/// Bytes of the calls in flight (the host lets 32 MiB wait); a larger
+/// call still goes, alone.
+const WINDOW_BYTES: usize = 16 << 20;
+/// The largest call frame a host takes (its WebSocket message limit).
+const MAX_CALL_BYTES: usize = 16 << 20;
+
+/// What a stream says of its messages, in order.
+pub(crate) enum Reply {
+    /// An output of the oldest message not answered yet.
+    Output(String, Message),
+    /// A message is done: its returned outputs.
+    Done(HashMap<String, Message>),
+    /// A message failed (why).
+    Failed(String),
+}
+
+/// A message of a stream, waiting for its answer.
+enum Slot {
+    /// Sent as call `id`, a frame of this many bytes.
+    Sent(u64, usize),
+    /// Not sent: answered with this error in its turn.
+    Refused(String),
 }
 
 /// What one message gave.
@@ -84,11 +114,7 @@ impl RemoteNode {
             .timeout
             .unwrap_or(Duration::from_secs(30))
             + GRACE;
-        let params = json!({
-            "payload": inputs, "config": config,
-            "state": {"namespace": namespace, "actor_id": actor_id},
-            "actor_id": actor_id, "timestamp": 0,
-        });
+        let params = params(inputs, &config, namespace, actor_id);
         let mut session = session;
         match tokio::time::timeout(timeout, call(&mut session, params)).await {
             Ok(Ok(answer)) => {
@@ -97,6 +123,170 @@ impl RemoteNode {
             }
             Ok(Err(why)) => self.lost(host, &why),
             Err(_) => self.lost(host, &format!("no answer within {}s", timeout.as_secs())),
+        }
+    }
+
+    /// Streams messages through the node's session: `first`, then each
+    /// packet `inports` holds, keeping up to [`WINDOW`] calls in flight
+    /// (the host runs them in order, through its VM's own window). Each
+    /// packet `convert` makes inputs of gets exactly one `Done` or
+    /// `Failed`, in order, its `Output`s before it; a packet it makes
+    /// nothing of (`None`) is skipped. Returns once nothing is in flight
+    /// and no packet waits.
+    pub(crate) async fn stream(
+        &self,
+        first: HashMap<String, Message>,
+        inports: &flume::Receiver<HashMap<String, Message>>,
+        convert: &Convert,
+        call: (&Map<String, Value>, &str, &str),
+        reply: &mut (dyn FnMut(Reply) + Send),
+    ) {
+        let (config, namespace, actor_id) = call;
+        let _busy = self.hosts.busy_guard();
+        let mut slot = self.session.lock().await;
+        let timeout = self
+            .script
+            .limits
+            .timeout
+            .unwrap_or(Duration::from_secs(30))
+            + GRACE;
+        let mut waiting: VecDeque<HashMap<String, Message>> = VecDeque::from([first]);
+        let mut inflight: VecDeque<Slot> = VecDeque::new();
+        let mut closed = false;
+        // Inputs made of a packet that the window had no byte room for.
+        let mut held: Option<Map<String, Value>> = None;
+        loop {
+            while inflight.len() < WINDOW {
+                let inputs = match held.take() {
+                    Some(inputs) => inputs,
+                    None => {
+                        let packet = match waiting.pop_front() {
+                            Some(p) => p,
+                            None => match inports.try_recv() {
+                                Ok(p) => p,
+                                Err(_) => break,
+                            },
+                        };
+                        match convert(&packet) {
+                            None => continue,
+                            Some(Err(why)) => {
+                                inflight.push_back(Slot::Refused(why));
+                                continue;
+                            }
+                            Some(Ok(inputs)) => inputs,
+                        }
+                    }
+                };
+                if slot.is_none() {
+                    match self.open().await {
+                        Ok(s) => *slot = Some(s),
+                        Err(why) => {
+                            inflight.push_back(Slot::Refused(why));
+                            continue;
+                        }
+                    }
+                }
+                let Some(session) = slot.as_mut() else {
+                    continue;
+                };
+                let text = request(
+                    session.next_id,
+                    params(inputs.clone(), config, namespace, actor_id),
+                );
+                if text.len() > MAX_CALL_BYTES {
+                    inflight.push_back(Slot::Refused(format!(
+                        "the message is {} bytes as a call; a sandbox host takes at most {MAX_CALL_BYTES}",
+                        text.len()
+                    )));
+                    continue;
+                }
+                let sent: usize = inflight
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Sent(_, n) => *n,
+                        Slot::Refused(_) => 0,
+                    })
+                    .sum();
+                if sent > 0 && sent + text.len() > WINDOW_BYTES {
+                    // The window is full by bytes: it waits its turn.
+                    held = Some(inputs);
+                    break;
+                }
+                let id = session.next_id;
+                match send_text(session, text.clone()).await {
+                    Ok(()) => inflight.push_back(Slot::Sent(id, text.len())),
+                    Err(why) => {
+                        inflight.push_back(Slot::Sent(id, text.len()));
+                        self.lose_all(&mut slot, &mut inflight, &why, reply);
+                    }
+                }
+            }
+            // Refusals at the front are answered now, in their turn.
+            while matches!(inflight.front(), Some(Slot::Refused(_))) {
+                if let Some(Slot::Refused(why)) = inflight.pop_front() {
+                    reply(Reply::Failed(why));
+                }
+            }
+            let Some(session) = slot.as_mut().filter(|_| !inflight.is_empty()) else {
+                if inflight.is_empty() && waiting.is_empty() && held.is_none() {
+                    return;
+                }
+                continue;
+            };
+            let room = inflight.len() < WINDOW && !closed;
+            tokio::select! {
+                event = tokio::time::timeout(timeout, read_event(session)) => match event {
+                    Ok(Ok(Event::Output(port, m))) => reply(Reply::Output(port, m)),
+                    Ok(Ok(Event::Response(id, result))) => {
+                        if matches!(inflight.front(), Some(Slot::Sent(want, _)) if *want == id) {
+                            inflight.pop_front();
+                            reply(match result {
+                                Ok(outputs) => Reply::Done(outputs),
+                                Err(why) => Reply::Failed(why),
+                            });
+                        } else {
+                            let why = format!("the host answered call {id} out of turn");
+                            self.lose_all(&mut slot, &mut inflight, &why, reply);
+                        }
+                    }
+                    Ok(Err(why)) => self.lose_all(&mut slot, &mut inflight, &why, reply),
+                    Err(_) => {
+                        let why = format!("no answer within {}s", timeout.as_secs());
+                        self.lose_all(&mut slot, &mut inflight, &why, reply);
+                    }
+                },
+                packet = inports.recv_async(), if room => match packet {
+                    Ok(p) => waiting.push_back(p),
+                    Err(_) => closed = true,
+                },
+            }
+        }
+    }
+
+    /// The session's host was lost: every message in flight fails (naming
+    /// it), and the node moves to another host for the next.
+    fn lose_all(
+        &self,
+        slot: &mut Option<Session>,
+        inflight: &mut VecDeque<Slot>,
+        why: &str,
+        reply: &mut (dyn FnMut(Reply) + Send),
+    ) {
+        let name = match slot.take() {
+            Some(s) => {
+                self.hosts.mark_down(s.host, why);
+                self.hosts.place(s.host, false);
+                self.hosts.name(s.host)
+            }
+            None => "?".into(),
+        };
+        for s in inflight.drain(..) {
+            reply(Reply::Failed(match s {
+                Slot::Sent(..) => {
+                    format!("sandbox host {name} was lost during this message: {why}")
+                }
+                Slot::Refused(why) => why,
+            }));
         }
     }
 
@@ -223,19 +413,54 @@ fn failed(why: String) -> Answer {
     }
 }
 
-/// Sends one `process` call and reads up to its response. `Err` is a
-/// broken session (the host is lost); an answer may still be a failed
-/// message.
-async fn call(session: &mut Session, params: Value) -> Result<Answer, String> {
-    let id = session.next_id;
+/// What a host sent on a session.
+enum Event {
+    /// An output of the oldest call not answered yet.
+    Output(String, Message),
+    /// The response to call `id`.
+    Response(u64, Result<HashMap<String, Message>, String>),
+}
+
+/// The params of a `process` call.
+fn params(
+    inputs: Map<String, Value>,
+    config: &Map<String, Value>,
+    namespace: &str,
+    actor_id: &str,
+) -> Value {
+    json!({
+        "payload": inputs, "config": config,
+        "state": {"namespace": namespace, "actor_id": actor_id},
+        "actor_id": actor_id, "timestamp": 0,
+    })
+}
+
+/// A `process` call's frame.
+fn request(id: u64, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "process", "params": params}).to_string()
+}
+
+/// Sends a call's frame (made with the session's next id). `Err`: the
+/// session broke.
+async fn send_text(session: &mut Session, text: String) -> Result<(), String> {
     session.next_id += 1;
-    let request = json!({"jsonrpc": "2.0", "id": id, "method": "process", "params": params});
     session
         .ws
-        .send(Frame::text(request.to_string()))
+        .send(Frame::text(text))
         .await
-        .map_err(|e| format!("cannot send: {e}"))?;
-    let mut streamed = Vec::new();
+        .map_err(|e| format!("cannot send: {e}"))
+}
+
+/// Sends one `process` call; its id. `Err`: the session broke.
+async fn send_call(session: &mut Session, params: Value) -> Result<u64, String> {
+    let id = session.next_id;
+    send_text(session, request(id, params)).await?;
+    Ok(id)
+}
+
+/// The next thing the host says. `Err`: the session broke (or the host
+/// broke the protocol).
+async fn read_event(session: &mut Session) -> Result<Event, String> {
     loop {
         let frame = match session.ws.next().await {
             Some(Ok(f)) => f,
@@ -251,12 +476,17 @@ async fn call(session: &mut Session, params: Value) -> Result<Answer, String> {
             .map_err(|e| format!("the host sent a frame that is not JSON: {e}"))?;
         if v["method"] == "output" {
             let port = v["params"]["port"].as_str().unwrap_or_default().to_string();
-            streamed.push((port, Message::from(v["params"]["data"].clone())));
-            continue;
+            return Ok(Event::Output(
+                port,
+                Message::from(v["params"]["data"].clone()),
+            ));
         }
-        if v["id"] != json!(id) {
-            return Err(format!("the host answered id {} to call {id}", v["id"]));
-        }
+        let Some(id) = v["id"].as_u64() else {
+            return Err(format!(
+                "the host sent a frame that is no answer: {}",
+                v["id"]
+            ));
+        };
         let result = if let Some(e) = v.get("error") {
             Err(format!(
                 "the host refused the call: {}",
@@ -274,6 +504,25 @@ async fn call(session: &mut Session, params: Value) -> Result<Answer, String> {
                 })
                 .unwrap_or_default())
         };
-        return Ok(Answer { streamed, result });
+        return Ok(Event::Response(id, result));
+    }
+}
+
+/// Sends one `process` call and reads up to its response. `Err` is a
+/// broken session (the host is lost); an answer may still be a failed
+/// message.
+async fn call(session: &mut Session, params: Value) -> Result<Answer, String> {
+    let id = send_call(session, params).await?;
+    let mut streamed = Vec::new();
+    loop {
+        match read_event(session).await? {
+            Event::Output(port, m) => streamed.push((port, m)),
+            Event::Response(got, result) if got == id => return Ok(Answer { streamed, result }),
+            Event::Response(got, _) => {
+                return Err(format!(
+                    "the host answered call {got} while {id} was running"
+                ))
+            }
+        }
     }
 }

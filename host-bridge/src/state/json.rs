@@ -65,7 +65,9 @@ pub fn from_json(text: &str) -> Result<Value, JsonError> {
     Ok(from_json_value(v))
 }
 
-pub(crate) fn from_json_value(v: serde_json::Value) -> Value {
+/// A JSON value as a guest value (integers that fit i64 stay integers;
+/// others become floats).
+pub fn from_json_value(v: serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::None,
         serde_json::Value::Bool(b) => Value::Bool(b),
