@@ -711,23 +711,12 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let outcome = run(&graph, &bridge, &options, |o| {
-        println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
-    })
-    .await;
+    let outcome = run(&graph, &bridge, &options, print_output).await;
     if let Some(server) = metrics {
         server.abort();
     }
     bridge.shutdown();
-    let outcome = outcome?;
-    if outcome.failures > 0 {
-        eprintln!(
-            "reflow-sandbox: {} message(s) failed (see the errors above)",
-            outcome.failures
-        );
-        return Ok(ExitCode::from(2));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_status(&outcome?))
 }
 
 async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -864,18 +853,25 @@ async fn run_remote(
         hosts: &hosts,
         namespace: &namespace,
     };
-    let outcome = reflow_sandbox::run::run_on(graph, sandboxes, &options, |o| {
-        println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
-    })
-    .await?;
+    let outcome = reflow_sandbox::run::run_on(graph, sandboxes, &options, print_output).await?;
+    Ok(exit_status(&outcome))
+}
+
+/// A sink's output as `run` prints it.
+fn print_output(o: &reflow_sandbox::Output) {
+    println!("{}.{}: {}", o.node, o.port, show::message(&o.message));
+}
+
+/// `run`'s exit status: 2 when some message failed (said on stderr).
+fn exit_status(outcome: &reflow_sandbox::Outcome) -> ExitCode {
     if outcome.failures > 0 {
         eprintln!(
             "reflow-sandbox: {} message(s) failed (see the errors above)",
             outcome.failures
         );
-        return Ok(ExitCode::from(2));
+        return ExitCode::from(2);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 async fn hosts(args: HostsArgs) -> anyhow::Result<ExitCode> {

@@ -71,9 +71,7 @@ impl Host {
         }
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, format!("alice {ALICE}\nbob {BOB}\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        private_file(&tokens, &format!("alice {ALICE}\nbob {BOB}\n"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
             .args([
                 "serve",
@@ -141,6 +139,26 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `text` to `path`, readable by its owner only (as token files
+/// must be).
+fn private_file(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `GET url` with ALICE's token, as JSON.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Reflow's description of a script actor, as its discovery makes one.
@@ -285,15 +303,7 @@ async fn reflows_own_client_deploys_and_runs_scripts() {
 
     // The status, as Reflow reads it and as the issue names its fields.
     let http = reqwest::Client::new();
-    let status: Value = http
-        .get(format!("{api}/api/v1/functions/{}", f.function_id))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&http, format!("{api}/api/v1/functions/{}", f.function_id)).await;
     assert_eq!(status["state"], "ready");
     assert_eq!(status["invocationCount"], 3, "{status}");
     assert_eq!(status["inports"], json!(["input"]));
@@ -557,15 +567,7 @@ async fn a_host_refuses_what_it_must_and_stays_up() {
     };
     assert_eq!(health["status"], "ok");
     assert_eq!(health["functions"], 4);
-    let list: Value = http
-        .get(format!("{api}/api/v1/functions"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&http, format!("{api}/api/v1/functions")).await;
     let list = list["functions"].as_array().unwrap();
     assert_eq!(list.len(), 3);
     assert!(list.iter().all(|f| f["invocationCount"] == 0), "{list:?}");
@@ -663,9 +665,7 @@ async fn tls_serves_the_api_with_the_given_certificate() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let graph = fleet_graph(dir.path(), 3);
     let token = dir.path().join("token");
-    std::fs::write(&token, ALICE).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    private_file(&token, ALICE);
     let run = |ca: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"));
         cmd.arg("run")
@@ -885,9 +885,7 @@ fn fleet(registry: bool) {
     let dir = tempfile::tempdir().unwrap();
     let graph = fleet_graph(dir.path(), N as u32);
     let token = dir.path().join("token");
-    std::fs::write(&token, format!("# alice\n{ALICE}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    private_file(&token, &format!("# alice\n{ALICE}\n"));
     let mut run = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
         .arg("run")
         .arg(&graph)

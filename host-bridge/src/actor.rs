@@ -117,6 +117,15 @@ impl SandboxActor {
     }
 }
 
+/// A script actor's outports: the script's, and [`ERROR_PORT`].
+pub(crate) fn with_error_port(outports: &[String]) -> Vec<String> {
+    let mut ports = outports.to_vec();
+    if !ports.iter().any(|p| p == ERROR_PORT) {
+        ports.push(ERROR_PORT.into());
+    }
+    ports
+}
+
 /// The guest value of a node's config: its metadata without the component
 /// spec.
 fn config_value(config: &HashMap<String, serde_json::Value>) -> Value {
@@ -367,11 +376,7 @@ impl Actor for SandboxActor {
     }
 
     fn outport_names(&self) -> Vec<String> {
-        let mut ports = self.script.outports.clone();
-        if !ports.iter().any(|p| p == ERROR_PORT) {
-            ports.push(ERROR_PORT.into());
-        }
-        ports
+        with_error_port(&self.script.outports)
     }
 
     fn load_count(&self) -> Arc<ActorLoad> {

@@ -191,11 +191,7 @@ impl Actor for RemoteSandboxActor {
     }
 
     fn outport_names(&self) -> Vec<String> {
-        let mut ports = self.parts.script.outports.clone();
-        if !ports.iter().any(|p| p == ERROR_PORT) {
-            ports.push(ERROR_PORT.into());
-        }
-        ports
+        crate::actor::with_error_port(&self.parts.script.outports)
     }
 
     fn load_count(&self) -> Arc<ActorLoad> {

@@ -108,12 +108,7 @@ impl RemoteNode {
             },
         };
         let host = session.host;
-        let timeout = self
-            .script
-            .limits
-            .timeout
-            .unwrap_or(Duration::from_secs(30))
-            + GRACE;
+        let timeout = self.patience();
         let params = params(inputs, &config, namespace, actor_id);
         let mut session = session;
         match tokio::time::timeout(timeout, call(&mut session, params)).await {
@@ -144,12 +139,7 @@ impl RemoteNode {
         let (config, namespace, actor_id) = call;
         let _busy = self.hosts.busy_guard();
         let mut slot = self.session.lock().await;
-        let timeout = self
-            .script
-            .limits
-            .timeout
-            .unwrap_or(Duration::from_secs(30))
-            + GRACE;
+        let timeout = self.patience();
         let mut waiting: VecDeque<HashMap<String, Message>> = VecDeque::from([first]);
         let mut inflight: VecDeque<Slot> = VecDeque::new();
         let mut closed = false;
@@ -288,6 +278,16 @@ impl RemoteNode {
                 Slot::Refused(why) => why,
             }));
         }
+    }
+
+    /// How long the host may say nothing while messages are in flight:
+    /// the message timeout, plus a grace period.
+    fn patience(&self) -> Duration {
+        self.script
+            .limits
+            .timeout
+            .unwrap_or(Duration::from_secs(30))
+            + GRACE
     }
 
     /// The host was lost with a message in flight: the message fails, the
