@@ -50,7 +50,8 @@ async function process(context) {
 module.exports = { metadata, process };
 "#;
 
-/// A `serve` process on a free loopback port, killed when dropped.
+/// A `serve` process on a free loopback port, with its own cache
+/// directory and pools, killed when dropped.
 struct Host {
     child: Child,
     addr: String,
@@ -69,7 +70,26 @@ impl Host {
                 "{var} is not set: run the tests with ./dev.sh test"
             );
         }
-        let dir = tempfile::tempdir().unwrap();
+        // The host's own cache directory, as on a machine of its own: its
+        // golden snapshots are hard links to the shared cache's (made once,
+        // never written again), so no host makes them twice; whatever a
+        // host adds (component goldens) stays its own.
+        let shared = reflow_vmm::cache_root();
+        let dir = tempfile::Builder::new()
+            .prefix(".reflow-serve-test-")
+            .tempdir_in(shared.parent().expect("the cache has a parent"))
+            .unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        if shared.join("snapshots").is_dir() {
+            let linked = Command::new("cp")
+                .arg("-al")
+                .arg(shared.join("snapshots"))
+                .arg(cache.join("snapshots"))
+                .status()
+                .unwrap();
+            assert!(linked.success(), "cannot link the shared goldens");
+        }
         let tokens = dir.path().join("tokens");
         private_file(&tokens, &format!("alice {ALICE}\nbob {BOB}\n"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
@@ -85,6 +105,7 @@ impl Host {
             .arg(&tokens)
             .args(extra)
             .env_remove("REDIS_URL")
+            .env("REFLOW_CACHE_DIR", &cache)
             .stderr(Stdio::piped())
             .spawn()
             .expect("reflow-sandbox serve starts");
