@@ -73,8 +73,8 @@ async fn probe(http: &reqwest::Client, url: &str) -> Result<Value, String> {
 /// The rows as a table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<28} {:<6} {:>9} {:>8} {:>8}  {}\n",
-        "HOST", "STATUS", "FUNCTIONS", "SESSIONS", "BUSY VMS", "RUNTIMES"
+        "{:<28} {:<6} {:>9} {:>8} {:>8} {:>9}  {}\n",
+        "HOST", "STATUS", "FUNCTIONS", "SESSIONS", "BUSY VMS", "VMS/MAX", "RUNTIMES"
     );
     for r in rows {
         match &r.health {
@@ -84,12 +84,13 @@ pub fn table(rows: &[Row]) -> String {
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 out.push_str(&format!(
-                    "{:<28} {:<6} {:>9} {:>8} {:>8}  {}\n",
+                    "{:<28} {:<6} {:>9} {:>8} {:>8} {:>9}  {}\n",
                     r.url,
                     "up",
                     h["functions"],
                     h["sessions"],
                     h["busy_vms"],
+                    format!("{}/{}", h["live_vms"], h["max_vms"]),
                     runtimes.join(",")
                 ));
             }
@@ -119,7 +120,8 @@ mod tests {
             Row {
                 url: "http://a:1".into(),
                 health: Ok(json!({"status": "ok", "functions": 2, "sessions": 1,
-                                  "busy_vms": 0, "runtimes": ["python", "javascript"]})),
+                                  "busy_vms": 0, "live_vms": 3, "max_vms": 40,
+                                  "runtimes": ["python", "javascript"]})),
                 announced: false,
             },
             Row {
@@ -130,7 +132,9 @@ mod tests {
         ];
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[1].starts_with("http://a:1") && lines[1].ends_with("python,javascript"));
+        assert!(
+            lines[1].starts_with("http://a:1") && lines[1].ends_with("3/40  python,javascript")
+        );
         assert!(lines[2].contains("down") && lines[2].ends_with("unreachable: refused"));
         assert_eq!(json(&rows)[1]["up"], false);
         assert!(is_registry(&["redis://r:6379/0".into()]));

@@ -588,6 +588,11 @@ async fn a_host_refuses_what_it_must_and_stays_up() {
     };
     assert_eq!(health["status"], "ok");
     assert_eq!(health["functions"], 4);
+    assert!(health["max_vms"].as_u64() >= Some(20), "{health}");
+    assert!(
+        health["live_vms"].as_u64() >= Some(1),
+        "the pool's preloaded clone: {health}"
+    );
     let list = get_json(&http, format!("{api}/api/v1/functions")).await;
     let list = list["functions"].as_array().unwrap();
     assert_eq!(list.len(), 3);

@@ -310,6 +310,11 @@ impl VmPool {
         (s.ready.len(), s.live)
     }
 
+    /// The most VMs this pool keeps alive at once.
+    pub fn max_size(&self) -> usize {
+        self.inner.config.max_size
+    }
+
     /// The last background restore failure, if any.
     pub fn last_error(&self) -> Option<String> {
         self.inner.state.lock().last_error.clone()

@@ -21,9 +21,10 @@ pub fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Answer {
     (status, json!({"success": false, "error": why.to_string()}))
 }
 
-/// `GET /health`: up, and how full.
+/// `GET /health`: up, how full, and its capacity.
 pub fn health(server: &Server) -> Answer {
     let (functions, sessions) = server.functions.totals();
+    let (live_vms, max_vms) = server.vms();
     (
         StatusCode::OK,
         json!({
@@ -31,6 +32,8 @@ pub fn health(server: &Server) -> Answer {
             "functions": functions,
             "sessions": sessions,
             "busy_vms": server.bridge.busy(),
+            "live_vms": live_vms,
+            "max_vms": max_vms,
             "runtimes": server.runtimes(),
         }),
     )

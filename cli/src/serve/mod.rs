@@ -57,14 +57,26 @@ impl Server {
         all
     }
 
+    /// VMs alive now and the most its pools keep, over all runtimes.
+    fn vms(&self) -> (usize, usize) {
+        self.bridge
+            .pools()
+            .fold((0, 0), |(live, max), (_, _, pool)| {
+                (live + pool.counts().1, max + pool.max_size())
+            })
+    }
+
     /// What this host announces in a registry, reached at `url`.
     pub fn announcement(&self, url: &str) -> Announcement {
         let (functions, sessions) = self.functions.totals();
+        let (live_vms, max_vms) = self.vms();
         Announcement {
             url: url.to_string(),
             functions,
             sessions,
             busy_vms: self.bridge.busy(),
+            live_vms,
+            max_vms,
             runtimes: self.runtimes(),
         }
     }

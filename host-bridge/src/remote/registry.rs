@@ -32,13 +32,23 @@ pub struct Announcement {
     pub sessions: usize,
     /// VMs running a message now.
     pub busy_vms: usize,
+    /// VMs alive now (busy, lent to idle sessions, or ready in a pool).
+    #[serde(default)]
+    pub live_vms: usize,
+    /// The most VMs its pools keep alive at once: its capacity.
+    #[serde(default)]
+    pub max_vms: usize,
     /// The runtimes it serves.
     pub runtimes: Vec<String>,
 }
 
 impl Announcement {
-    /// How loaded it is, for placement.
+    /// How loaded it is, for placement: its sessions and busy VMs; a host
+    /// with a session for every VM it may run counts as full.
     pub fn load(&self) -> usize {
+        if self.max_vms > 0 && self.sessions >= self.max_vms {
+            return usize::MAX / 2;
+        }
         self.sessions + self.busy_vms
     }
 }
@@ -178,4 +188,30 @@ impl RemoteHosts {
 
 fn loads(all: &[Announcement]) -> Vec<(String, usize)> {
     all.iter().map(|a| (a.url.clone(), a.load())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_host_weighs_more_than_any_busy_one() {
+        let a = |sessions, busy_vms, max_vms| Announcement {
+            url: "http://h:1".into(),
+            functions: 1,
+            sessions,
+            busy_vms,
+            live_vms: 0,
+            max_vms,
+            runtimes: vec![],
+        };
+        assert_eq!(a(3, 2, 20).load(), 5);
+        assert!(a(20, 0, 20).load() > a(19, 19, 20).load());
+        assert_eq!(a(3, 2, 0).load(), 5, "an older host that says no capacity");
+        let old: Announcement = serde_json::from_str(
+            r#"{"url":"http://h:1","functions":0,"sessions":0,"busy_vms":0,"runtimes":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.max_vms, 0);
+    }
 }
