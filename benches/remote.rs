@@ -156,7 +156,7 @@ fn remote_vs_local(c: &mut Criterion) {
         "remote",
         "stream, host / local, msg/s (same run)",
         results[1].2 / results[0].2,
-        "local nodes keep a window of messages in flight; remote ones run one at a time",
+        "both keep a window in flight; the host's adds the network hop and JSON per message",
     );
     println!(
         "remote: host / local, same run: one message p50 {:.2}x; stream {:.2}x of local msg/s",

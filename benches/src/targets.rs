@@ -57,8 +57,9 @@ const WAKE: &str = "a host-to-guest wake-up that costs no emulated guest kernel 
                     longer guest spin before it sleeps";
 const STREAM: &str = "answer records batched per window and a cheaper value codec in the \
                       guest worker (its CPU is the bottleneck: ~24 us per message in Python)";
-const REMOTE: &str = "a window of messages in flight per remote node (as local nodes keep), \
-                      several calls per WebSocket frame, a binary codec instead of JSON";
+const REMOTE: &str = "a host-to-guest wake-up: a lone message reaches a worker that has \
+                      finished spinning and sleeps (up to 10 ms; each wake-up is emulated guest \
+                      kernel work on kvm_pvm hosts); then several calls per frame, a binary codec";
 const SEED_RTT: Option<f64> = Some(5.0);
 
 /// Every metric the benches record, and those the issue asks for that no
