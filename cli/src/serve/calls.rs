@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use reflow_host_bridge::state::json::{from_json_value, to_wire_json};
 use reflow_host_bridge::{ActorFailure, Answers};
@@ -28,18 +29,20 @@ pub struct Queued {
 }
 
 /// Runs the calls `queued` gives until it closes or the client goes;
-/// answers go to `to_client`. Blocks: run it on a blocking thread.
-pub fn run(
-    session: &Session,
+/// answers go to `to_client`. Waits for calls without holding a thread;
+/// each stream of them runs on a blocking thread while it lasts, so an
+/// idle session costs no thread.
+pub async fn run(
+    session: Arc<Session>,
     mut queued: mpsc::Receiver<Queued>,
-    to_client: &mpsc::Sender<String>,
-    waiting: &AtomicUsize,
+    to_client: mpsc::Sender<String>,
+    waiting: Arc<AtomicUsize>,
 ) {
     let mut carry: Option<Queued> = None;
     loop {
         let first = match carry.take() {
             Some(q) => q,
-            None => match queued.blocking_recv() {
+            None => match queued.recv().await {
                 Some(q) => {
                     waiting.fetch_sub(q.size, Ordering::SeqCst);
                     q
@@ -47,14 +50,54 @@ pub fn run(
                 None => return,
             },
         };
+        let (s, t, w) = (session.clone(), to_client.clone(), waiting.clone());
+        let ran = tokio::task::spawn_blocking(move || {
+            let ended = stream(&s, first, &mut queued, &t, &w);
+            (queued, ended)
+        })
+        .await;
+        match ran {
+            Ok((back, Ended::Carry(next))) => {
+                queued = back;
+                carry = next.map(|q| *q);
+            }
+            Ok((_, Ended::Gone)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "serve: a session's calls stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// How a stream ended.
+enum Ended {
+    /// Its calls are answered; the call that ended it (other config or
+    /// scope), if any, starts the next.
+    Carry(Option<Box<Queued>>),
+    /// The client went.
+    Gone,
+}
+
+/// Streams `first` and the calls queued behind it with the same config and
+/// scope through the session's node. Blocks.
+fn stream(
+    session: &Session,
+    first: Queued,
+    queued: &mut mpsc::Receiver<Queued>,
+    to_client: &mpsc::Sender<String>,
+    waiting: &AtomicUsize,
+) -> Ended {
+    let mut carry: Option<Queued> = None;
+    {
         let function = &session.function;
         if function.removed.load(Ordering::SeqCst) {
             let why = format!("function {} was undeployed: deploy it again", function.name);
             let answer = rpc::result(&first.id, rpc::execution(Err(why)));
-            if to_client.blocking_send(answer).is_err() {
-                return;
-            }
-            continue;
+            return match to_client.blocking_send(answer) {
+                Ok(()) => Ended::Carry(None),
+                Err(_) => Ended::Gone,
+            };
         }
         let scope = (
             first.params.config.clone(),
@@ -103,9 +146,10 @@ pub fn run(
             .node
             .stream(&node_id, &config, &mut next, &mut answers);
         if answers.gone {
-            return;
+            return Ended::Gone;
         }
     }
+    Ended::Carry(carry.map(Box::new))
 }
 
 /// A call's inputs as the guest value a node takes: a map by port.

@@ -54,12 +54,12 @@ where
     // their number, so 64 frames of 16 MiB cannot wait at once.
     let waiting = Arc::new(AtomicUsize::new(0));
     let session = Arc::new(session);
-    let runner = {
-        let (session, to_client, waiting) = (session.clone(), to_client.clone(), waiting.clone());
-        tokio::task::spawn_blocking(move || {
-            super::calls::run(&session, queued, &to_client, &waiting)
-        })
-    };
+    let runner = tokio::spawn(super::calls::run(
+        session.clone(),
+        queued,
+        to_client.clone(),
+        waiting.clone(),
+    ));
     let fid = session.function.short_id().to_string();
     while let Some(frame) = stream.next().await {
         let reply = match frame {
