@@ -167,6 +167,34 @@ fn loads_invokes_streams_outputs_and_answers_state() {
 }
 
 #[test]
+fn load_tells_the_worker_its_idle_spin_only_when_asked() {
+    let field = |body: &Value| match body {
+        Value::Map(f) => f
+            .iter()
+            .find(|(k, _)| k == "idle_spin_ms")
+            .map(|(_, v)| v.clone()),
+        _ => panic!("LOAD body"),
+    };
+    with_worker(
+        |w| {
+            let metadata = map(&[("metadata", map(&[]))]);
+            let (m, body) = w.next();
+            assert_eq!(field(&body), None);
+            w.reply(&m, Kind::Loaded.wire(), "", &metadata);
+            let (m, body) = w.next();
+            assert_eq!(field(&body), Some(Value::Int(70)));
+            w.reply(&m, Kind::Loaded.wire(), "", &metadata);
+        },
+        |c| {
+            c.load("n", "a.py", "src", T).unwrap();
+            c.idle_spin(Duration::from_millis(70))
+                .load("n", "a.py", "src", T)
+                .unwrap();
+        },
+    );
+}
+
+#[test]
 fn an_actor_error_leaves_the_worker_usable() {
     with_worker(
         |w| {

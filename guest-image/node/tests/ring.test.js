@@ -3,7 +3,7 @@ const assert = require('assert');
 const test = require('node:test');
 const zlib = require('zlib');
 
-const { Consumer, Metadata, Producer, RingError, calibrateSpin, readLayout, HEADER_LEN, METADATA_LEN } = require('../sdk/reflow/ring');
+const { Consumer, Metadata, Producer, RingError, calibrateSpin, readLayout, setSpin, HEADER_LEN, METADATA_LEN } = require('../sdk/reflow/ring');
 const { region, shm } = require('./helpers');
 
 test('the addon computes zlib CRC-32 over any TypedArray', () => {
@@ -85,6 +85,11 @@ test('the idle spin is calibrated from the cost of a poll', () => {
   const rx = new Consumer(r, ring);
   const polls = calibrateSpin(rx, 100000);
   assert.ok(polls >= 2000 && polls <= 5e7, String(polls));
+  // What the host asks for on LOAD, within bounds.
+  assert.ok(Math.abs(setSpin(200) / polls - 4) < 0.01, String(setSpin(200)));
+  assert.strictEqual(setSpin(3600e3), setSpin(1000));
+  assert.strictEqual(setSpin(-1), 2000);
+  setSpin(50);
   new Producer(r, ring).trySendParts(new Metadata(), [Buffer.from('x')]);
   assert.throws(() => calibrateSpin(rx, 10), /not empty/);
 });

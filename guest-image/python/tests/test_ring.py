@@ -2,11 +2,13 @@
 Rust codec is tested in a real guest by tests/python.rs)."""
 
 import struct
+import time
 import unittest
 
+from reflow import ring
 from reflow.ring import (
-    MIN_CAPACITY, PAGE, REGION_MAGIC, Consumer, Full, Metadata, Producer, RingError,
-    layout_for_size, read_layout,
+    MIN_CAPACITY, PAGE, REGION_MAGIC, SPIN_SECONDS, Consumer, Full, Metadata, Producer,
+    RingError, calibrate_spin, layout_for_size, read_layout, set_spin,
 )
 
 SIZE = 3 * PAGE + 2 * MIN_CAPACITY
@@ -61,6 +63,31 @@ class RingTest(unittest.TestCase):
             rec = c.recv()
             self.assertEqual(rec.metadata.message_id, i)
             c.release(rec)
+
+    def test_the_idle_spin_is_calibrated_from_the_cost_of_a_poll(self):
+        r = region()
+        h2g, _ = read_layout(r)
+        c = Consumer(r, h2g)
+        before = ring._spin_polls, ring._polls_per_second
+        try:
+            polls = calibrate_spin(c, 2000)
+            self.assertEqual(ring._spin_polls, polls)
+            self.assertTrue(2000 <= polls <= 5e7, polls)
+            # The count spins about SPIN_SECONDS here too (a loaded host
+            # only makes it longer), never a fraction of it.
+            started = time.perf_counter()
+            for _ in range(polls):
+                c.try_recv()
+            self.assertGreater(time.perf_counter() - started, SPIN_SECONDS / 4)
+            # What the host asks for on LOAD, within bounds.
+            self.assertAlmostEqual(set_spin(SPIN_SECONDS * 4) / polls, 4, delta=0.01)
+            self.assertEqual(set_spin(3600), set_spin(ring.MAX_SPIN_SECONDS))
+            self.assertEqual(set_spin(-1), 2000)
+            Producer(r, h2g).send(Metadata(1), b"x")
+            with self.assertRaisesRegex(RingError, "not empty"):
+                calibrate_spin(c, 10)
+        finally:
+            ring._spin_polls, ring._polls_per_second = before
 
     def test_hostile_bytes_are_errors(self):
         r = region()

@@ -5,6 +5,7 @@ import random
 import threading
 import unittest
 
+from reflow import ring
 from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
 from reflow.worker import (
@@ -163,6 +164,20 @@ class WorkerTest(unittest.TestCase):
         got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
         self.assertEqual(got[-1][0], LOADED)
 
+
+    def test_load_sets_the_idle_spin_the_host_asks_for(self):
+        before = ring._spin_polls, ring._polls_per_second
+        try:
+            ring._polls_per_second = 1e6
+            got = self.host.call(LOAD, 1, {"name": "counter.py", "source": COUNTER, "idle_spin_ms": 70})
+            self.assertEqual(got[-1][0], LOADED)
+            self.assertEqual(ring._spin_polls, 70000)
+            # Not a number: ignored (the spin stays as it was).
+            got = self.host.call(LOAD, 2, {"name": "counter.py", "source": COUNTER, "idle_spin_ms": "x"})
+            self.assertEqual(got[-1][0], LOADED)
+            self.assertEqual(ring._spin_polls, 70000)
+        finally:
+            ring._spin_polls, ring._polls_per_second = before
 
     def test_a_script_loaded_before_is_not_run_again_but_its_generators_are_reseeded(self):
         # What a clone of a component golden sees: the golden loaded the

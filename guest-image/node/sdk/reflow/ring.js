@@ -151,18 +151,27 @@ class Metadata {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-// Polls of an empty ring before sleeping: about SPIN_MS, so a worker stays
-// awake between the messages of a busy node (a sleep costs at least 4 ms
-// where the guest kernel is emulated: every timed wait is emulated kernel
-// work). A count, not a clock: a clock read is a system call there
-// (15-50 us), and a restored clone's wall clock jumps when the agent sets
-// it (a spin bounded by `Date.now()` ended early in clones of an older
+// Polls of an empty ring before sleeping: about SPIN_MS. Longer than the
+// host's default idle hold (20 ms): a node's VM idle that long is held by
+// the host (its vCPUs stop, so the spin costs nothing more) while its
+// worker still spins, and the next message releases it into a worker that
+// sees the record on its next poll. A sleeping worker instead wakes through
+// a guest timer interrupt, emulated guest kernel work where the guest
+// kernel is emulated (a 1 ms sleep took 7 ms, p50, on an AMD EPYC kvm_pvm
+// host; see ring.py). A count, not a clock: a clock read is a system call
+// there (15-50 us), and a restored clone's wall clock jumps when the agent
+// sets it (a spin bounded by `Date.now()` ended early in clones of an older
 // golden). `calibrateSpin` sets the count from the measured cost of a poll
 // (the worker calibrates during its warm-up, before the golden snapshot).
-const SPIN_MS = 5;
+const SPIN_MS = 50;
+// The longest spin a host may ask for (`setSpin`): past it, sleeping.
+const MAX_SPIN_MS = 1000;
 let spinPolls = 20000;
-// Longest sleep between polls of an idle ring, in milliseconds (every
-// wake-up is guest kernel work; see ring.py).
+// Polls a millisecond measured by `calibrateSpin` (0 before: tests, tools).
+let pollsPerMs = 0;
+// Longest sleep between polls of an idle ring once the spin is spent (a VM
+// nobody holds), in milliseconds (every wake-up is guest kernel work; see
+// ring.py).
 const MAX_SLEEP_MS = 10;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
@@ -206,7 +215,20 @@ function calibrateSpin(consumer, polls = 200000) {
     }
     best = Math.min(best, performance.now() - started);
   }
-  spinPolls = Math.round(Math.min(Math.max((polls * SPIN_MS) / Math.max(best, 1e-3), 2000), 5e7));
+  pollsPerMs = polls / Math.max(best, 1e-3);
+  return setSpin(SPIN_MS);
+}
+
+/**
+ * Spins about `ms` (at most MAX_SPIN_MS) before sleeping, as the host asks
+ * on LOAD (past its idle hold). Returns the count of polls; before
+ * `calibrateSpin`, the count stays as it is.
+ */
+function setSpin(ms) {
+  if (pollsPerMs > 0) {
+    const spin = Math.min(Math.max(ms, 0), MAX_SPIN_MS);
+    spinPolls = Math.round(Math.min(Math.max(pollsPerMs * spin, 2000), 5e7));
+  }
   return spinPolls;
 }
 
@@ -402,6 +424,7 @@ module.exports = {
   RingError,
   Full,
   calibrateSpin,
+  setSpin,
   recordLen,
   HEADER_LEN,
   METADATA_LEN,

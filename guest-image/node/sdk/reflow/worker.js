@@ -4,7 +4,8 @@
 // message id ties an invocation's records together, payloads are
 // `reflow.value` values):
 //
-//   host -> guest  LOAD    {name, source, log: {lines, bytes}}  actor id = the node
+//   host -> guest  LOAD    {name, source, log: {lines, bytes}, idle_spin_ms?}
+//                                                        actor id = the node
 //   guest -> host  LOADED  {metadata: {...}}       or ERROR
 //   host -> guest  INVOKE  {inputs, config}
 //   guest -> host  OUTPUT  value, port in the metadata (any number)
@@ -38,7 +39,7 @@ const { createRequire } = require('module');
 
 const { ActorFailure, invoke, load } = require('./invoke');
 const log = require('./log');
-const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, writeLayout } = require('./ring');
+const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, setSpin, writeLayout } = require('./ring');
 const { Progress } = require('./progress');
 const { ValueError, decode, encodeParts } = require('./value');
 
@@ -192,6 +193,7 @@ class Worker {
       const source = String(body.source ?? '');
       const name = String(body.name ?? '<actor>');
       this.log.setCaps(meta.actorId, body.log);
+      if (typeof body.idle_spin_ms === 'number') setSpin(body.idle_spin_ms);
       this.release(record);
       this.log.begin(meta.messageId, meta.actorId);
       this.reseed();

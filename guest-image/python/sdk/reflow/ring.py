@@ -132,29 +132,70 @@ class Record:
         self.metadata, self.payload, self.sequence, self.length = metadata, payload, sequence, length
 
 
-# Polls of an empty ring before sleeping (a few milliseconds natively). A
-# count, not a clock: a golden snapshot's worker resumes in a clone whose
-# clock may differ from the one it read before the snapshot, and a spin
-# bounded by time could then hold the only vCPU for as long as the clocks
-# disagree (nothing else in the guest would run, not even the agent).
-SPIN_POLLS = 2000
-# Longest sleep between polls of an idle ring. Every wake-up is guest kernel
-# work, which some hosts emulate at ~1 ms a wake-up; 10 ms bounds that cost
-# at ~10 % of a vCPU, and an idle ring's first message waits at most 10 ms.
+# How long an idle worker spins before it sleeps, in seconds, as a count of
+# polls (`calibrate_spin` measures what a poll costs during the golden's
+# warm-up). Longer than the host's default idle hold (20 ms): a node's VM
+# idle that long is held by the host (its vCPUs stop, so the spin costs
+# nothing more) while its worker still spins, and the next message releases
+# it into a worker that sees the record on its next poll. A sleeping worker
+# instead wakes through a guest timer interrupt, which is emulated guest
+# kernel work on kvm_pvm hosts: a 1 ms sleep took 7 ms (p50) on an AMD EPYC
+# one. A count, not a clock: a golden snapshot's worker resumes in a clone
+# whose clock may differ from the one it read before the snapshot, and a
+# spin bounded by time could then hold the only vCPU for as long as the
+# clocks disagree (nothing else in the guest would run, not even the agent).
+SPIN_SECONDS = 0.050
+# The longest spin a host may ask for (`set_spin`): past it, sleeping.
+MAX_SPIN_SECONDS = 1.0
+# Polls a second measured by `calibrate_spin` (None before: tests, tools).
+_polls_per_second = None
+# Polls before sleeping until `calibrate_spin` has run.
+_spin_polls = 2000
+# Longest sleep between polls of an idle ring once the spin is spent (a
+# VM nobody holds). Every wake-up is guest kernel work; 10 ms bounds that
+# cost at ~10 % of a vCPU on hosts that emulate it at ~1 ms a wake-up.
 MAX_SLEEP = 0.010
 
 
+def calibrate_spin(consumer, polls=20000):
+    """Sets how many polls of an empty ring make SPIN_SECONDS, timing
+    `polls` polls of `consumer` (whose ring must be empty) five times and
+    keeping the fastest round (the others met interrupts or a busy host).
+    Returns the count."""
+    global _polls_per_second
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(polls):
+            if consumer.try_recv() is not None:
+                raise RingError("calibrating on a ring that is not empty")
+        best = min(best, time.perf_counter() - started)
+    _polls_per_second = polls / max(best, 1e-6)
+    return set_spin(SPIN_SECONDS)
+
+
+def set_spin(seconds):
+    """Spins about `seconds` (at most MAX_SPIN_SECONDS) before sleeping, as
+    the host asks on LOAD (past its idle hold). Returns the count of polls;
+    before `calibrate_spin`, the count stays as it is."""
+    global _spin_polls
+    if _polls_per_second is not None:
+        seconds = min(max(seconds, 0.0), MAX_SPIN_SECONDS)
+        _spin_polls = round(min(max(_polls_per_second * seconds, 2000), 5e7))
+    return _spin_polls
+
+
 class _Backoff:
-    """Spins SPIN_POLLS polls, then sleeps growing up to MAX_SLEEP. The
-    clock is read only once sleeping (a clock read may be a system call),
-    so `timeout` counts from the first sleep."""
+    """Spins the calibrated count of polls, then sleeps growing up to
+    MAX_SLEEP. The clock is read only once sleeping (a clock read may be a
+    system call), so `timeout` counts from the first sleep."""
 
     def __init__(self, timeout):
         self.polls, self.sleep, self.timeout, self.started = 0, 20e-6, timeout, None
 
     def wait(self):
         """Waits a little; False once `timeout` has passed."""
-        if self.polls < SPIN_POLLS:
+        if self.polls < _spin_polls:
             self.polls += 1
             return True
         now = time.monotonic()

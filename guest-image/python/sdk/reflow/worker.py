@@ -9,8 +9,8 @@ snapshotted after loading it) only reseeds: the script is not run again. Protoco
 message id ties an invocation's records together; payloads are
 `reflow.value` values):
 
-  host -> guest  LOAD    {"name", "source", "log": {"lines", "bytes"}}
-                                                 actor id = the node
+  host -> guest  LOAD    {"name", "source", "log": {"lines", "bytes"},
+                          "idle_spin_ms" (optional)}  actor id = the node
   guest -> host  LOADED  {"metadata": {...}}     or ERROR
   host -> guest  INVOKE  {"inputs": {...}, "config": {...}}
   guest -> host  OUTPUT  value, port in the metadata (any number, as sent)
@@ -39,7 +39,9 @@ import traceback
 from . import aio, entropy, fpu, log
 from .invoke import ActorFailure, invoke, invoke_async, load_script
 from .progress import ImportCounter, Progress
-from .ring import Consumer, Metadata, Producer, map_region, read_layout
+from .ring import (
+    SPIN_SECONDS, Consumer, Metadata, Producer, calibrate_spin, map_region, read_layout, set_spin,
+)
 from .value import ValueError_, decode, encode_parts
 
 LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG = range(1, 10)
@@ -175,6 +177,9 @@ class Worker:
         if meta.kind == LOAD:
             source, name = str(body.get("source", "")), str(body.get("name", "<actor>"))
             self.log.set_caps(meta.actor_id, body.get("log"))
+            spin = body.get("idle_spin_ms")
+            if isinstance(spin, int) and not isinstance(spin, bool):
+                set_spin(spin / 1000)
             self.release(record)
             self.log.begin(meta.message_id, meta.actor_id)
             # Fresh randomness for everything the clone shares with its
@@ -350,6 +355,8 @@ def main(argv, progress=None):
         worker = Worker(memoryview(map_region(addr, size)))
         progress.step("warm-up")
         warm_up(worker)
+        progress.step("calibrate spin")
+        progress.detail(f"{calibrate_spin(worker.rx)} polls spin {SPIN_SECONDS * 1000:.0f} ms")
         progress.step("find generators")
         progress.detail(f"{entropy.find_generators()} to reseed in each clone")
         entropy.reseed()
