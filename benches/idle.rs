@@ -26,7 +26,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{kvm_available, ms, sample};
+use reflow_benches::{idle_hold_from_env, kvm_available, ms, sample};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge_for;
@@ -115,21 +115,14 @@ fn idle(_: &mut Criterion) {
     let rt = reflow_benches::runtime();
     let _guard = rt.enter();
     report::reset("idle");
-    let config = BridgeConfig {
+    let config = idle_hold_from_env(BridgeConfig {
         pool: PoolConfig {
             preload_count: 2,
             max_size: n + 4,
             ..PoolConfig::default()
         },
         ..BridgeConfig::default()
-    };
-    let mut config = config;
-    if let Some(ms) = std::env::var("REFLOW_IDLE_HOLD_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        config.idle_hold = Duration::from_millis(ms);
-    }
+    });
     let hold = config.idle_hold;
     let bridge = bridge_for(&[Language::Python], StateStore::embedded(), config);
     bridge.wait_ready(Duration::from_secs(600));

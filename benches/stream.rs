@@ -14,6 +14,7 @@
 //!   10 and 100 msg/s the node is idle between messages: every message is
 //!   a first message after an idle period (at 10 msg/s, longer than the
 //!   bridge's default `idle_hold`: each message finds the VM held).
+//!   `REFLOW_IDLE_HOLD_MS` sets another hold (the rows' note says so).
 //!
 //! - what metrics and tracing cost: rounds of three Python streams, in a
 //!   rotating order: node metrics off (`BridgeConfig::metrics`) and no
@@ -34,7 +35,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{kvm_available, middle_actor_with, ms};
+use reflow_benches::{idle_hold_from_env, kvm_available, middle_actor_with, ms};
 use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::percentile;
 use reflow_network::connector::Connector;
@@ -121,10 +122,10 @@ fn identity(
         Some(_) => ("input", "output"),
         None => ("in", "out"),
     };
-    let config = BridgeConfig {
+    let config = idle_hold_from_env(BridgeConfig {
         metrics,
         ..BridgeConfig::default()
-    };
+    });
     let (bridge, actor) =
         middle_actor_with(subject.script.clone(), Duration::from_secs(600), config);
     (bridge, actor, ports)
@@ -320,12 +321,21 @@ fn report_all(measured: &[Measured]) {
                 "the sandbox's share of a stream",
             );
         }
+        let hold = idle_hold_from_env(BridgeConfig::default()).idle_hold;
+        let note = if hold == BridgeConfig::default().idle_hold {
+            "scheduled send to arrival".to_string()
+        } else {
+            format!(
+                "scheduled send to arrival; idle_hold {} ms",
+                hold.as_millis()
+            )
+        };
         for (rate, times) in &m.open {
             report::record_times(
                 "stream",
                 &format!("{} identity at {rate} msg/s open loop", m.label),
                 times,
-                "scheduled send to arrival",
+                &note,
             );
         }
     }

@@ -98,6 +98,20 @@ pub fn sample(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     times
 }
 
+/// `config` with its `idle_hold` from `REFLOW_IDLE_HOLD_MS` when that is
+/// set (milliseconds), to measure other holds than the default.
+pub fn idle_hold_from_env(
+    mut config: reflow_host_bridge::BridgeConfig,
+) -> reflow_host_bridge::BridgeConfig {
+    if let Some(ms) = std::env::var("REFLOW_IDLE_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.idle_hold = Duration::from_millis(ms);
+    }
+    config
+}
+
 /// The benches' tokio runtime: two workers, like the CI machine's cores.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
