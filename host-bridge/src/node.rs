@@ -582,8 +582,10 @@ impl Node {
         if slot.vm.as_ref().is_some_and(|vm| vm.is_alive()) {
             let vm = slot.vm.as_mut().expect("checked above");
             if std::mem::take(&mut slot.held) {
-                // The guest wakes at once: the sleep its worker was in
-                // ended while it was held.
+                // Its worker was still spinning when it was held (see
+                // `idle_spin`) and sees the next record on its next poll,
+                // once the guest has resumed (4-9 ms on an AMD kvm_pvm
+                // host, where the guest kernel's work is emulated).
                 vm.release();
             }
             return Ok(vm);
@@ -740,7 +742,8 @@ impl Node {
     /// Holds the vCPUs of the node's VM, if it has one and runs no message
     /// now: an idle VM then uses no host CPU at all (its worker's polling
     /// and its timer ticks stop), and the node's next message releases it
-    /// (the worker wakes at once: its sleep ended while it was held).
+    /// (its worker, still spinning when held, sees the message on its next
+    /// poll once the guest has resumed).
     pub fn hold_idle(&self) {
         let Some(mut slot) = self.slot.try_lock() else {
             return;
