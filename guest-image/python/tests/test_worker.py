@@ -1,6 +1,7 @@
 """The worker's protocol on an in-memory region; the test plays the host
 while the worker runs on a thread."""
 
+import gc
 import random
 import threading
 import unittest
@@ -9,8 +10,8 @@ from reflow import ring
 from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
 from reflow.worker import (
-    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, PreloadError, Worker, preload,
-    preload_list, warm_up,
+    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, PreloadError, Worker,
+    freeze_heap, preload, preload_list, warm_up,
 )
 from reflow.progress import ImportCounter, Progress
 
@@ -213,6 +214,22 @@ class WarmUpTest(unittest.TestCase):
         self.assertEqual([port for port, _ in outputs], ["output", "output", ""])
         self.assertEqual(len(b"".join(outputs[0][1])), 1 + 4 + 4096)
         self.assertEqual(decode(b"".join(outputs[2][1])), {"done": 1})
+
+
+class FreezeHeapTest(unittest.TestCase):
+    def tearDown(self):
+        gc.unfreeze()
+
+    def test_every_object_made_so_far_is_kept_out_of_collections(self):
+        kept = [[i] for i in range(1000)]
+        frozen = freeze_heap()
+        self.assertEqual(frozen, gc.get_freeze_count())
+        self.assertGreater(frozen, len(kept))
+        # Nothing made before the freeze is left for the collector to walk.
+        self.assertFalse(any(gc.get_objects(generation) for generation in range(3)
+                             if generation != 0))
+        tracked = {id(o) for o in gc.get_objects()}
+        self.assertFalse(any(id(o) in tracked for o in kept))
 
 
 class PreloadTest(unittest.TestCase):

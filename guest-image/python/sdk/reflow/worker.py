@@ -31,6 +31,7 @@ answered with ERROR; the worker goes on.
 
 import collections
 import contextlib
+import gc
 import inspect
 import os
 import sys
@@ -346,6 +347,22 @@ def warm_up(worker):
     return transport.outputs
 
 
+def freeze_heap():
+    """Moves every object the worker made so far out of the collector's reach.
+
+    A clone shares the golden's memory until it writes a page. A full
+    collection writes to the header of every object it walks, so the first
+    one in a clone (a long stream triggers it) would copy the whole heap of
+    the interpreter, the SDK and the preloads, page by page: 157-179 ms on an
+    AMD EPYC kvm_pvm host, against half a millisecond once frozen. The
+    frozen objects live as long as the worker, which they would anyway.
+    Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def main(argv, progress=None):
     progress = progress or Progress()
     try:
@@ -360,6 +377,8 @@ def main(argv, progress=None):
         progress.step("find generators")
         progress.detail(f"{entropy.find_generators()} to reseed in each clone")
         entropy.reseed()
+        progress.step("freeze heap")
+        progress.detail(f"{freeze_heap()} objects kept out of collections")
         # From here on, what actors print goes to the host.
         log.install(worker.log)
     except BaseException as e:  # noqa: BLE001 - the host must hear why
