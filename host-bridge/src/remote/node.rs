@@ -263,21 +263,22 @@ impl RemoteNode {
         reply: &mut (dyn FnMut(Reply) + Send),
     ) {
         let name = match slot.take() {
-            Some(s) => {
-                self.hosts.mark_down(s.host, why);
-                self.hosts.place(s.host, false);
-                self.hosts.name(s.host)
-            }
+            Some(s) => self.drop_host(s.host, why),
             None => "?".into(),
         };
         for s in inflight.drain(..) {
             reply(Reply::Failed(match s {
-                Slot::Sent(..) => {
-                    format!("sandbox host {name} was lost during this message: {why}")
-                }
+                Slot::Sent(..) => lost_during_message(&name, why),
                 Slot::Refused(why) => why,
             }));
         }
+    }
+
+    /// Marks `host` down and takes this node off it; returns its name.
+    fn drop_host(&self, host: usize, why: &str) -> String {
+        self.hosts.mark_down(host, why);
+        self.hosts.place(host, false);
+        self.hosts.name(host)
     }
 
     /// How long the host may say nothing while messages are in flight:
@@ -293,12 +294,7 @@ impl RemoteNode {
     /// The host was lost with a message in flight: the message fails, the
     /// node moves on its next message.
     fn lost(&self, host: usize, why: &str) -> Answer {
-        self.hosts.mark_down(host, why);
-        self.hosts.place(host, false);
-        failed(format!(
-            "sandbox host {} was lost during this message: {why}",
-            self.hosts.name(host)
-        ))
+        failed(lost_during_message(&self.drop_host(host, why), why))
     }
 
     /// A session on the emptiest reachable host (deploying the script
@@ -525,4 +521,9 @@ async fn call(session: &mut Session, params: Value) -> Result<Answer, String> {
             }
         }
     }
+}
+
+/// What a message in flight on a lost host fails with.
+fn lost_during_message(host: &str, why: &str) -> String {
+    format!("sandbox host {host} was lost during this message: {why}")
 }
