@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
-use reflow_benches::probe::{network, one_message};
+use reflow_benches::probe::{message_latency, network};
 use reflow_benches::report::{self, record};
-use reflow_benches::{invoke_once, kvm_available, middle_actor, ms, sample, took};
+use reflow_benches::{invoke_once, kvm_available, middle_actor, ms, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
 use reflow_integration_tests::graphs::bridge;
@@ -90,20 +90,7 @@ fn graph_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         let (bridge, actor) = middle_actor(script, Duration::from_secs(120));
         let (tx, rx) = flume::unbounded();
         let n = network(actor, ports, tx);
-        // The first message takes the node's VM and loads the script.
-        let first = one_message(&n, &rx, 0);
-        for i in 1..20 {
-            one_message(&n, &rx, i);
-        }
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| (0..iters).map(|i| one_message(&n, &rx, i as i64)).sum())
-        });
-        // The report's percentiles: samples of their own, after criterion's.
-        let mut i = 0;
-        let times = sample(report::samples(5000), || {
-            one_message(&n, &rx, i);
-            i += 1;
-        });
+        let (first, times) = message_latency(&mut group, name, &n, &rx, report::samples(5000));
         n.shutdown();
         if let Some(bridge) = bridge {
             bridge.shutdown();

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reflow_actor::message::Message;
 use reflow_actor::Actor;
-use reflow_benches::probe::{network, one_message};
+use reflow_benches::probe::{message_latency, network};
 use reflow_benches::report::{self, record};
-use reflow_benches::{kvm_available, middle_actor, ms, sample};
+use reflow_benches::{kvm_available, middle_actor, ms};
 use reflow_host_bridge::remote::{RemoteHosts, RemoteSandboxActor};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
@@ -104,18 +104,7 @@ fn remote_vs_local(c: &mut Criterion) {
         };
         let (tx, rx) = flume::unbounded();
         let n = network(actor, ("input", "output"), tx);
-        let first = one_message(&n, &rx, 0);
-        for i in 1..20 {
-            one_message(&n, &rx, i);
-        }
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| (0..iters).map(|i| one_message(&n, &rx, i as i64)).sum())
-        });
-        let mut i = 0;
-        let times = sample(report::samples(3000), || {
-            one_message(&n, &rx, i);
-            i += 1;
-        });
+        let (first, times) = message_latency(&mut group, name, &n, &rx, report::samples(3000));
         let rate = stream(&n, &rx);
         n.shutdown();
         if let Some(bridge) = bridge {

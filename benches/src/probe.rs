@@ -1,11 +1,14 @@
 //! The benches' sink actor: hands every packet it gets to a channel, so a
 //! bench thread can wait for (and time) what reaches the end of a graph;
-//! and the graph around a middle node that the graph benches time.
+//! and the graph around a middle node that the graph benches time, one
+//! message at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use criterion::measurement::WallTime;
+use criterion::BenchmarkGroup;
 use reflow_actor::message::Message;
 use reflow_actor::{Actor, ActorBehavior, ActorContext, ActorLoad, Port};
 use reflow_network::connector::{ConnectionPoint, Connector};
@@ -107,4 +110,31 @@ pub fn one_message(n: &Network, seen: &flume::Receiver<Message>, i: i64) -> Dura
         other => panic!("the probe got {other:?}"),
     }
     t.elapsed()
+}
+
+/// Times single messages through `n` (built by [`network`]): the first
+/// (the node takes its VM and loads its script), 19 more to warm up,
+/// criterion's run as `name` in `group`, then `samples` messages of the
+/// report's own, apart from criterion's. Returns the first message's time
+/// and the samples, sorted.
+pub fn message_latency(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    n: &Network,
+    seen: &flume::Receiver<Message>,
+    samples: usize,
+) -> (Duration, Vec<Duration>) {
+    let first = one_message(n, seen, 0);
+    for i in 1..20 {
+        one_message(n, seen, i);
+    }
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| (0..iters).map(|i| one_message(n, seen, i as i64)).sum())
+    });
+    let mut i = 0;
+    let times = crate::sample(samples, || {
+        one_message(n, seen, i);
+        i += 1;
+    });
+    (first, times)
 }
