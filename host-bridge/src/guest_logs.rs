@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 use reflow_sandbox_core::LogLine;
 
 use crate::metrics::NodeMetrics;
-use crate::rate::Bucket;
 use crate::trace_events::ReflowTrace;
+use reflow_vmm::rate::Bucket;
 
 /// Lines a node may log per second, sustained.
 const RATE: f64 = 1000.0;

@@ -19,7 +19,6 @@ mod guest_logs;
 pub mod handler;
 pub mod metrics;
 mod node;
-mod rate;
 #[cfg(feature = "network")]
 pub mod registry;
 pub mod remote;

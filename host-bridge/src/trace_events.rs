@@ -18,7 +18,7 @@ use reflow_tracing_protocol::client::TracingIntegration;
 use reflow_tracing_protocol::{TraceEvent, TraceEventType, TraceId};
 use serde_json::Value as Json;
 
-use crate::rate::Bucket;
+use reflow_vmm::rate::Bucket;
 
 /// Trace events per second, sustained and at once.
 const RATE: f64 = 2000.0;

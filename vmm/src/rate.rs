@@ -1,11 +1,12 @@
 //! A token bucket: at most `burst` events at once and `rate` per second
-//! sustained, for what the bridge emits on a guest's behalf (printed
-//! lines, trace events), so no guest can flood the host's log or a trace
-//! server.
+//! sustained, for what the host emits on a guest's behalf (printed lines,
+//! trace events, a monitor's log lines), so no guest can flood the host's
+//! log or a trace server.
 
 use std::time::Instant;
 
-pub(crate) struct Bucket {
+/// Events allowed so far, refilled by the time since the last one.
+pub struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -14,7 +15,7 @@ pub(crate) struct Bucket {
 
 impl Bucket {
     /// A full bucket.
-    pub(crate) fn new(rate: f64, burst: f64) -> Bucket {
+    pub fn new(rate: f64, burst: f64) -> Bucket {
         Bucket {
             rate,
             burst,
@@ -24,7 +25,7 @@ impl Bucket {
     }
 
     /// Whether one more event may go at `now`.
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
+    pub fn take(&mut self, now: Instant) -> bool {
         let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = self.last.max(now);
