@@ -175,6 +175,14 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
             );
         }
         assert_eq!(limits(pid, "Max core file size"), ("0".into(), "0".into()));
+        // A clone's monitor writes no file: none it holds may grow, and
+        // its standard error is a pipe to the bridge, never a file.
+        assert_eq!(limits(pid, "Max file size"), ("0".into(), "0".into()));
+        let stderr = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+        assert!(
+            stderr.to_string_lossy().starts_with("pipe:"),
+            "monitor {pid}'s standard error is {stderr:?}"
+        );
         let (soft, hard) = limits(pid, "Max open files");
         assert!(soft.parse::<u64>().unwrap() <= 512 && hard.parse::<u64>().unwrap() <= 512);
     }

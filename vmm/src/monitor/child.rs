@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::wire::{self, FromMonitor, ToMonitor, WireOutcome, WIRE_VERSION};
 use crate::cgroup::CpuGroup;
+use crate::config::VmConfig;
 use crate::memcg::MemoryGroup;
 use crate::snapshot::state::RingMarks;
 use crate::vm::{SnapshotFiles, SnapshotHandle, Vm, VmIo};
@@ -135,6 +136,11 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         );
     }
     config.vsock_uds = Some("vsock".into());
+    let file_size = if snapshots {
+        snapshot_file_limit(&config)
+    } else {
+        0
+    };
     // Every file the VM needs (snapshot, or kernel, initrd and disks) is
     // opened here, before the jail leaves nothing to open.
     let console = VmIo::console(Box::new(std::io::sink()));
@@ -173,7 +179,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         return fail(&ipc, format!("sending the shared region: {e}"));
     }
     // Before any guest code runs and before any other thread exists.
-    if let Err(e) = confine(Path::new(&socket_dir), host_pid) {
+    if let Err(e) = confine(Path::new(&socket_dir), host_pid, file_size) {
         return fail(&ipc, e.to_string());
     }
     // Rung when the VM's thread ends or a device reports hostile input:
@@ -318,14 +324,21 @@ impl Drop for RingOnDrop {
 
 /// The jail, a uid of its own when started by root, then the rest of the
 /// hardening ([`super::harden`]).
-fn confine(root: &Path, host_pid: u32) -> Result<(), super::harden::HardenError> {
+fn confine(root: &Path, host_pid: u32, file_size: u64) -> Result<(), super::harden::HardenError> {
     use super::harden;
     if harden::jail(root)? {
         if let Some(id) = harden::dedicated_id(host_pid)? {
             harden::become_id(id)?;
         }
     }
-    harden::harden()
+    harden::harden(file_size)
+}
+
+/// The largest file a monitor that writes snapshots of `config`'s VM may
+/// make: its guest memory and shared region (the memory file), and 16 MiB
+/// more (the state file is far smaller).
+fn snapshot_file_limit(config: &VmConfig) -> u64 {
+    (u64::from(config.mem_mib) << 20) + crate::shm::region_size(config.shm_mib) + (16 << 20)
 }
 
 /// Sleeps until `sock` has something to read (or was closed): `true`; or

@@ -400,8 +400,12 @@ fn enter(root: &Path) -> Result<(), HardenError> {
 }
 
 /// Applies the steps after the jail to this process, in order; the first
-/// failure is an error (the monitor then refuses to run its VM).
-pub fn harden() -> Result<(), HardenError> {
+/// failure is an error (the monitor then refuses to run its VM). No file
+/// it writes may grow past `file_size` bytes (`RLIMIT_FSIZE`; such a write
+/// fails with `EFBIG`, and the `SIGXFSZ` that comes with it does not reach
+/// a PID namespace's init, which a monitor is): 0 for a monitor that
+/// writes no file, a snapshot's size for one that writes snapshots.
+pub fn harden(file_size: u64) -> Result<(), HardenError> {
     rearm_parent_death()?;
     // SAFETY: plain system calls with integer arguments or pointers to
     // locals that live across the call.
@@ -420,6 +424,11 @@ pub fn harden() -> Result<(), HardenError> {
             rlim_max: 0,
         };
         check("RLIMIT_CORE", libc::setrlimit(libc::RLIMIT_CORE, &core))?;
+        let size = libc::rlimit {
+            rlim_cur: file_size,
+            rlim_max: file_size,
+        };
+        check("RLIMIT_FSIZE", libc::setrlimit(libc::RLIMIT_FSIZE, &size))?;
         let mut files = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -549,7 +558,7 @@ mod tests {
             );
             return 11;
         }
-        if harden().is_err() {
+        if harden(0).is_err() {
             return 12;
         }
         // Only the jail's own directory is visible.

@@ -107,6 +107,8 @@ fn attempt(name: &str, t: &Targets) -> bool {
             "become_root" => libc::setuid(0) == 0,
             "new_user_namespace" => libc::unshare(libc::CLONE_NEWUSER) == 0,
             "chroot_out" => libc::chroot(c"/".as_ptr()) == 0,
+            // Its standard error is a file here (a monitor's is a pipe).
+            "grow_held_file" => libc::write(2, c"x".as_ptr().cast(), 1) == 1,
             other => panic!("no attempt named {other}"),
         }
     }
@@ -172,7 +174,7 @@ fn confined(name: &str, root: &Path, targets: &Targets) -> i32 {
         Err(_) => return 14,
         _ => {}
     }
-    if harden::harden().is_err() {
+    if harden::harden(0).is_err() {
         return 15;
     }
     if seccomp::install_monitor(Mode::Kill, false).is_err() {
@@ -244,6 +246,9 @@ fn every_escape_from_a_confined_monitor_is_refused_or_killed() {
         ("become_root", SIGSYS),
         ("new_user_namespace", SIGSYS),
         ("chroot_out", SIGSYS),
+        // RLIMIT_FSIZE 0: a file it holds cannot grow by a byte (EFBIG;
+        // SIGXFSZ does not reach its PID namespace's init).
+        ("grow_held_file", Outcome::Refused),
     ];
     let mut cases: Vec<(&str, Outcome)> = expected.to_vec();
     // Its root is the VM's socket directory: root hands the monitor's
@@ -267,6 +272,12 @@ fn every_escape_from_a_confined_monitor_is_refused_or_killed() {
             std::process::id().to_string(),
         ]
         .join("\n");
+        let held = tempfile::tempfile().unwrap();
+        let stderr = if name == "grow_held_file" {
+            std::process::Stdio::from(held.try_clone().unwrap())
+        } else {
+            std::process::Stdio::inherit()
+        };
         let status = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -277,9 +288,11 @@ fn every_escape_from_a_confined_monitor_is_refused_or_killed() {
             ])
             .env(PROBE, spec)
             .stdout(std::process::Stdio::null())
+            .stderr(stderr)
             .status()
             .unwrap();
         let got = outcome(status);
+        assert_eq!(held.metadata().unwrap().len(), 0, "{name} grew a held file");
         if got != want {
             wrong.push(format!("{name}: expected {want:?}, got {got:?}"));
         }

@@ -19,6 +19,7 @@
 pub mod child;
 pub mod harden;
 mod parent;
+mod stderr_relay;
 pub mod wire;
 
 #[cfg(test)]
@@ -56,6 +57,9 @@ pub enum MonitorError {
     /// The bridge's reader thread could not be started.
     #[error("starting the monitor reader thread: {0}")]
     Thread(std::io::Error),
+    /// The monitor's standard error could not be relayed.
+    #[error(transparent)]
+    Stderr(#[from] stderr_relay::RelayError),
     /// A message could not be sent or made sense of.
     #[error(transparent)]
     Wire(wire::WireError),

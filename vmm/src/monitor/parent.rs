@@ -170,7 +170,8 @@ fn spawn_process(
     command
         .args(&program.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // SAFETY: between fork and exec only dup2 and sched_setscheduler run,
     // which are async-signal-safe; dup2 puts the monitor's end of the
     // socket at IPC_FD without close-on-exec (dup2 clears the flag).
@@ -188,10 +189,23 @@ fn spawn_process(
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|source| MonitorError::Spawn {
+    let mut child = command.spawn().map_err(|source| MonitorError::Spawn {
         program: program.path.display().to_string(),
         source,
     })?;
+    // Its log lines reach ours through a pipe (see stderr_relay).
+    let relayed = match child.stderr.take() {
+        Some(stderr) => super::stderr_relay::relay(child.id(), stderr).map_err(MonitorError::from),
+        None => Err(MonitorError::Spawn {
+            program: program.path.display().to_string(),
+            source: std::io::Error::other("no pipe for its standard error"),
+        }),
+    };
+    if let Err(e) = relayed {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     Ok((ours, child))
 }
 
