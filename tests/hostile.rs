@@ -159,11 +159,15 @@ const PYTHON: &[Case] = &[
     ),
     flood("floods_state", "while True:\n        context.state.increment_sync('n')", &[FLOOD_STATE]),
     // The SDK caps what a message prints; an actor that finds the worker
-    // and writes LOG records itself is stopped by the host's count.
+    // (up its own call stack: the golden's heap is frozen, out of
+    // `gc.get_objects()`'s sight) and writes LOG records itself is
+    // stopped by the host's count.
     flood(
         "floods_log_records",
-        "import gc\n    from reflow.worker import LOG, Worker\n    \
-         w = next(o for o in gc.get_objects() if isinstance(o, Worker))\n    \
+        "import sys\n    from reflow.worker import LOG, Worker\n    \
+         f = sys._getframe()\n    \
+         while not isinstance(f.f_locals.get('self'), Worker):\n        f = f.f_back\n    \
+         w = f.f_locals['self']\n    \
          mid, aid = w.log.current\n    \
          while True:\n        w.send(LOG, mid, aid, {'stream': 'stdout', 'line': 'x', 'cut': 0})",
         &[FLOOD_LOG],
