@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reflow_sandbox_core::pool::{PoolHooks, VmPool};
+use reflow_sandbox_core::prepare::collect_garbage;
 use reflow_sandbox_core::{Language, Script, VmShape, VmSpec};
 
 use crate::actor::SandboxActor;
@@ -78,7 +79,9 @@ impl Bridge {
                     spec,
                     config.pool.clone(),
                     PoolHooks {
-                        prepare: None,
+                        // A clone's first full collection happens here,
+                        // not in the middle of its node's stream.
+                        prepare: Some(collect_garbage(config.pool.restore_timeout)),
                         observer: Some(crate::metrics::observer(
                             metrics.clone(),
                             language,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use reflow_sandbox_core::component::{self, ComponentError};
 use reflow_sandbox_core::pool::{PoolHooks, Prepare, VmPool};
+use reflow_sandbox_core::prepare::{chain, collect_garbage};
 use reflow_sandbox_core::{ComponentGolden, SandboxVm, Script};
 
 use crate::shared::Shared;
@@ -119,11 +120,15 @@ impl Components {
                 shared.metrics.component_golden(&language, result, took);
                 let slot = match made {
                     Ok(golden) => {
+                        let collect = collect_garbage(pool_config.restore_timeout);
                         let pool = VmPool::with_hooks(
                             golden.spec.clone(),
                             pool_config,
                             PoolHooks {
-                                prepare: Some(preload_script(&script, settings.load_timeout)),
+                                prepare: Some(chain(
+                                    preload_script(&script, settings.load_timeout),
+                                    collect,
+                                )),
                                 observer: Some(observer),
                             },
                         );

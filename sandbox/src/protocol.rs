@@ -26,6 +26,9 @@ pub enum Kind {
     /// guest -> host: a line the script printed, or what the guest dropped
     /// (see [`crate::guest_log`]).
     Log = 9,
+    /// host -> guest `{}`: collect garbage now, answered by `Done`
+    /// `{"ms": float, "heap": int}` (see [`crate::WorkerClient::collect`]).
+    Collect = 10,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             7 => Kind::StateReply,
             8 => Kind::Error,
             9 => Kind::Log,
+            10 => Kind::Collect,
             _ => return None,
         })
     }
@@ -60,6 +64,10 @@ pub enum MessageError {
     /// A required string field (the one named) is absent or not a string.
     #[error("field {0:?} is missing or not a string")]
     Field(&'static str),
+    /// A numeric field (the one named) is absent, not a number, negative
+    /// or not finite.
+    #[error("field {0:?} is missing or not a number the host accepts")]
+    Number(&'static str),
     /// A state request names an operation the host does not know (cut to
     /// 64 bytes).
     #[error("unknown state operation {0:?}")]
@@ -78,6 +86,38 @@ pub enum MessageError {
         /// The limit in bytes.
         max: usize,
     },
+}
+
+/// What a worker's garbage collection took, as it reported it (see
+/// [`crate::WorkerClient::collect`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Collected {
+    /// The collection's duration in the guest, in milliseconds.
+    pub ms: f64,
+    /// The interpreter's used heap in bytes afterwards, where the runtime
+    /// tells (V8); 0 where it does not (CPython).
+    pub heap: u64,
+}
+
+impl Collected {
+    /// Parses the `DONE` answer to a `COLLECT`: `{"ms": float, "heap":
+    /// int}`, the time finite and not negative, the heap not negative.
+    pub fn parse(v: Value) -> Result<Collected, MessageError> {
+        let fields = into_map(v)?;
+        let find = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let ms = match find("ms") {
+            Some(Value::Float(ms)) if ms.is_finite() && *ms >= 0.0 => *ms,
+            Some(Value::Int(ms)) if *ms >= 0 => *ms as f64,
+            _ => return Err(MessageError::Number("ms")),
+        };
+        let heap = match find("heap") {
+            Some(Value::Int(heap)) => {
+                u64::try_from(*heap).map_err(|_| MessageError::Number("heap"))?
+            }
+            _ => return Err(MessageError::Number("heap")),
+        };
+        Ok(Collected { ms, heap })
+    }
 }
 
 /// Longest state key the host accepts.

@@ -166,6 +166,23 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
 
     (lang.opening)(&mut w);
 
+    // A full collection, as a pool has each clone do while it waits; the
+    // worker goes on serving after it (everything below).
+    let collected = w.client.collect("pool", LIMIT).unwrap();
+    eprintln!("a full collection in the clone: {collected:?}");
+    match lang.language {
+        Language::Python => assert_eq!(collected.heap, 0, "CPython reports no heap size"),
+        Language::JavaScript => {
+            assert!(collected.heap > 1 << 20, "V8's heap: {collected:?}");
+            // The worker's `gc` is its own: actors' globals have none.
+            let probe = "module.exports = { metadata: { component: \"Gc\", outports: [\"gc\"] }, \
+                         process() { return { gc: typeof gc }; } };";
+            w.load("gc", probe).unwrap();
+            let (_, returned) = w.invoke("gc", map(vec![]), map(vec![])).unwrap();
+            assert_eq!(text(get(&returned, "gc")), "undefined");
+        }
+    }
+
     // Several outputs from one invocation.
     w.load("split", lang.splitter).unwrap();
     let items = Value::List((1..=4).map(Value::Int).collect());

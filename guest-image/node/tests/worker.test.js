@@ -9,7 +9,7 @@ const { Consumer, Metadata, Producer, readLayout } = require('../sdk/reflow/ring
 const { decode, encode } = require('../sdk/reflow/value');
 const { region, regionBuffer } = require('./helpers');
 
-const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR] = [1, 2, 3, 4, 5, 6, 7, 8];
+const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, , COLLECT] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 if (!isMainThread) {
   const { Worker } = require('../sdk/reflow/worker');
@@ -98,6 +98,29 @@ module.exports = { metadata, async process(context) {
       const [[e3, , bad]] = await host.call(99, 11, {});
       assert.strictEqual(e3, ERROR);
       assert.match(bad.message, /unexpected message kind 99/);
+    } finally {
+      await host.close();
+    }
+  });
+  test('COLLECT runs a full collection, answers with its time and heap, and the worker goes on', async () => {
+    const host = new Host();
+    try {
+      // Garbage only a weak reference still names (V8 keeps a WeakRef's
+      // target until the job that made it ends: the worker idles a while).
+      const source = `
+let ref;
+(() => { ref = new WeakRef({ garbage: new Array(1000).fill(1) }); })();
+module.exports = { metadata: { component: "Weak", outports: ["freed"] },
+  process() { return { freed: ref.deref() === undefined }; } };`;
+      const [[k]] = await host.call(LOAD, 1, { name: 'weak.js', source });
+      assert.strictEqual(k, LOADED);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const [[d, , collected]] = await host.call(COLLECT, 2, {});
+      assert.strictEqual(d, DONE);
+      assert.ok(collected.ms >= 0, `ms ${collected.ms}`);
+      assert.ok(Number.isInteger(collected.heap) && collected.heap > 0, `heap ${collected.heap}`);
+      const got = await host.call(INVOKE, 3, { inputs: {}, config: {} });
+      assert.deepStrictEqual(got[got.length - 1], [DONE, '', { freed: true }]);
     } finally {
       await host.close();
     }

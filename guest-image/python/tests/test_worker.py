@@ -5,12 +5,13 @@ import gc
 import random
 import threading
 import unittest
+import weakref
 
 from reflow import ring
 from reflow.ring import Consumer, Metadata, Producer, read_layout
 from reflow.value import decode, encode
 from reflow.worker import (
-    DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, PreloadError, Worker,
+    COLLECT, DONE, ERROR, INVOKE, LOAD, LOADED, OUTPUT, STATE, STATE_REPLY, PreloadError, Worker,
     freeze_heap, preload, preload_list, warm_up,
 )
 from reflow.progress import ImportCounter, Progress
@@ -165,6 +166,28 @@ class WorkerTest(unittest.TestCase):
         got = self.host.call(LOAD, 5, {"name": "counter.py", "source": COUNTER})
         self.assertEqual(got[-1][0], LOADED)
 
+
+    def test_collect_frees_unreachable_cycles_and_the_worker_goes_on(self):
+        class Node:
+            pass
+
+        gc.disable()
+        try:
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            alive = weakref.ref(a)
+            del a, b
+            self.assertIsNotNone(alive(), "a cycle outlives its last reference without a collection")
+            got = self.host.call(COLLECT, 1, {})
+        finally:
+            gc.enable()
+        kind, _, value = got[-1]
+        self.assertEqual(kind, DONE)
+        self.assertIsNone(alive(), "COLLECT ran a full collection")
+        self.assertGreaterEqual(value["ms"], 0.0)
+        self.assertEqual(value["heap"], 0)
+        got = self.host.call(LOAD, 2, {"name": "counter.py", "source": COUNTER})
+        self.assertEqual(got[-1][0], LOADED)
 
     def test_load_sets_the_idle_spin_the_host_asks_for(self):
         before = ring._spin_polls, ring._polls_per_second

@@ -14,6 +14,9 @@
 //   guest -> host  DONE    {returned outputs}      or ERROR
 //   guest -> host  ERROR   {kind: load|run|protocol, message, traceback}
 //   guest -> host  LOG     a printed line, or what was dropped (see reflow/log.js)
+//   host -> guest  COLLECT {}                      collect garbage now (a pool
+//                                                  asks while a clone waits)
+//   guest -> host  DONE    {ms, heap: used heap bytes after}
 //
 // Started by the agent (`spawn /usr/bin/node /opt/reflow/run_worker.js
 // <addr> <size>`) before the golden snapshot is taken, so clones start
@@ -35,6 +38,8 @@
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+const v8 = require('v8');
+const vm = require('vm');
 const { createRequire } = require('module');
 
 const { ActorFailure, invoke, load } = require('./invoke');
@@ -43,7 +48,7 @@ const { Consumer, Metadata, Producer, Region, calibrateSpin, readLayout, setSpin
 const { Progress } = require('./progress');
 const { ValueError, decode, encodeParts } = require('./value');
 
-const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+const [LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG, COLLECT] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 // The records that answer a message: its printed lines go before them.
 const ANSWERS = new Set([LOADED, DONE, ERROR]);
 const READY_FILE = '/run/reflow/worker.ready';
@@ -139,6 +144,27 @@ function freshMathRandom() {
   };
 }
 
+/**
+ * V8's full collection, got once (in the golden) from a context of its own,
+ * so actors' globals stay as Node's (no `gc` among them).
+ */
+const fullGc = (() => {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc');
+})();
+
+/**
+ * A full collection (COLLECT): a clone's first one copies most of V8's heap
+ * out of the golden's pages (half a second where the guest kernel is
+ * emulated), so a pool has it done while the clone waits, not in the middle
+ * of a stream. Returns its duration in milliseconds and the used heap after.
+ */
+function collectGarbage() {
+  const started = performance.now();
+  fullGc();
+  return { ms: performance.now() - started, heap: v8.getHeapStatistics().used_heap_size };
+}
+
 class Worker {
   /** `region` is a ring Region; `reseed` reseeds OpenSSL (the addon's). */
   constructor(region, reseed = () => false) {
@@ -228,6 +254,10 @@ class Worker {
       } finally {
         this.release(record);
       }
+    } else if (meta.kind === COLLECT) {
+      this.release(record);
+      this.log.begin(meta.messageId, meta.actorId);
+      this.send(DONE, meta.messageId, meta.actorId, collectGarbage());
     } else {
       this.release(record);
       this.error(meta.messageId, meta.actorId, 'protocol', `unexpected message kind ${meta.kind}`);

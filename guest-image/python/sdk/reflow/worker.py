@@ -19,6 +19,9 @@ message id ties an invocation's records together; payloads are
   guest -> host  DONE    {returned outputs}      or ERROR
   guest -> host  ERROR   {"kind": load|run|protocol, "message", "traceback"}
   guest -> host  LOG     a printed line, or what was dropped (see reflow/log.py)
+  host -> guest  COLLECT {}                      collect garbage now (a pool
+                                                 asks while a clone waits)
+  guest -> host  DONE    {"ms": float, "heap": 0}
 
 The host may write the next INVOKEs before an invocation ends (a window
 of messages in flight); the worker runs them one at a time, in order. Input
@@ -35,6 +38,7 @@ import gc
 import inspect
 import os
 import sys
+import time
 import traceback
 
 from . import aio, entropy, fpu, log
@@ -45,7 +49,7 @@ from .ring import (
 )
 from .value import ValueError_, decode, encode_parts
 
-LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG = range(1, 10)
+LOAD, LOADED, INVOKE, OUTPUT, DONE, STATE, STATE_REPLY, ERROR, LOG, COLLECT = range(1, 11)
 # The records that answer a message: its printed lines go before them.
 ANSWERS = (LOADED, DONE, ERROR)
 READY_FILE = "/run/reflow/worker.ready"
@@ -211,6 +215,10 @@ class Worker:
                 result = invoke(fn, body.get("inputs") or {}, body.get("config") or {},
                                 meta.actor_id, transport, self.loop)
                 self.send(DONE, meta.message_id, meta.actor_id, result)
+        elif meta.kind == COLLECT:
+            self.release(record)
+            self.log.begin(meta.message_id, meta.actor_id)
+            self.send(DONE, meta.message_id, meta.actor_id, {"ms": collect_garbage(), "heap": 0})
         else:
             self.release(record)
             self.error(meta.message_id, meta.actor_id, "protocol", f"unexpected message kind {meta.kind}")
@@ -361,6 +369,15 @@ def freeze_heap():
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def collect_garbage():
+    """A full collection, as a pool asks of each clone while it waits
+    (COLLECT). The golden's heap is frozen (see freeze_heap), so this walks
+    only what the clone made itself. Returns its duration in milliseconds."""
+    started = time.perf_counter()
+    gc.collect()
+    return (time.perf_counter() - started) * 1e3
 
 
 def main(argv, progress=None):
