@@ -180,6 +180,20 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
             w.load("gc", probe).unwrap();
             let (_, returned) = w.invoke("gc", map(vec![]), map(vec![])).unwrap();
             assert_eq!(text(get(&returned, "gc")), "undefined");
+            // One young-generation size, whatever the node's pace.
+            let probe = "const v8 = require('v8'); \
+                         module.exports = { metadata: { component: \"Young\", outports: [] }, \
+                         process() { return { size: v8.getHeapSpaceStatistics() \
+                         .find((s) => s.space_name === 'new_space').space_size }; } };";
+            w.load("young", probe).unwrap();
+            let (_, returned) = w.invoke("young", map(vec![]), map(vec![])).unwrap();
+            // Node 24's V8 counts both semi-spaces in the new space.
+            let semi = i64::from(reflow_sandbox_core::language::NODE_SEMI_SPACE_MIB) << 20;
+            assert_eq!(
+                get(&returned, "size"),
+                Some(&Value::Int(2 * semi)),
+                "{returned:?}"
+            );
         }
     }
 
