@@ -318,11 +318,11 @@ pub(crate) mod tests {
 
     #[test]
     fn kinds_round_trip_and_unknown_ones_are_none() {
-        for n in 1..=9 {
+        for n in 1..=10 {
             assert_eq!(Kind::from_wire(n).unwrap().wire(), n);
         }
         assert_eq!(Kind::from_wire(0), None);
-        assert_eq!(Kind::from_wire(10), None);
+        assert_eq!(Kind::from_wire(11), None);
     }
 
     #[test]
