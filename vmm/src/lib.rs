@@ -38,6 +38,7 @@ pub mod shm;
 pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
+pub mod worker_jail;
 
 pub use cache::cache_root;
 pub use config::{ConfigError, VmConfig};

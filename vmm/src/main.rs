@@ -20,6 +20,7 @@ use clap::{Parser, ValueEnum};
 use reflow_agent_protocol::request::Request;
 use reflow_vmm::monitor::{child, MONITOR_ARG};
 use reflow_vmm::snapshot::golden;
+use reflow_vmm::worker_jail::{self, WORKER_ARG};
 use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -102,6 +103,12 @@ fn main() -> ExitCode {
     // `reflow_vmm::monitor`); not a command for people.
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(MONITOR_ARG)) {
         return ExitCode::from(child::serve_inherited().clamp(0, 255) as u8);
+    }
+    // A bridge started this process to jail one script worker run as a
+    // host process (see `reflow_vmm::worker_jail`).
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(WORKER_ARG)) {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        return ExitCode::from(worker_jail::serve(&args).clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
     match run(cli) {

@@ -161,6 +161,14 @@ pub fn become_id(id: u32) -> Result<(), HardenError> {
         })?;
         hand_over(&name, id, None)?;
     }
+    drop_to(id)
+}
+
+/// Makes `id` this process's real, effective and saved uid and gid, with
+/// no supplementary groups and at most [`MAX_THREADS`] threads, and asks
+/// again to die with the parent: after that it holds no capability and
+/// cannot get root back. Only for a process jailed as root.
+pub fn drop_to(id: u32) -> Result<(), HardenError> {
     // SAFETY: plain system calls with integer arguments (and no groups).
     unsafe {
         check(
@@ -373,6 +381,22 @@ fn user_namespace(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), HardenError>
 }
 
 fn enter(root: &Path) -> Result<(), HardenError> {
+    namespaces()?;
+    let root =
+        std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| HardenError {
+            step: "chroot".into(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+    // SAFETY: NUL-terminated paths that live across the calls.
+    check("chroot", unsafe { libc::chroot(root.as_ptr()) })?;
+    // SAFETY: as above.
+    check("chdir", unsafe { libc::chdir(c"/".as_ptr()) })
+}
+
+/// Moves this process into mount, network, IPC and UTS namespaces of its
+/// own, its mounts private: nothing it mounts reaches the host, and
+/// nothing the host mounts reaches it.
+pub fn namespaces() -> Result<(), HardenError> {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     // SAFETY: a plain system call.
     check("namespaces", unsafe { libc::unshare(flags) })?;
@@ -387,16 +411,7 @@ fn enter(root: &Path) -> Result<(), HardenError> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         )
-    })?;
-    let root =
-        std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| HardenError {
-            step: "chroot".into(),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })?;
-    // SAFETY: NUL-terminated paths that live across the calls.
-    check("chroot", unsafe { libc::chroot(root.as_ptr()) })?;
-    // SAFETY: as above.
-    check("chdir", unsafe { libc::chdir(c"/".as_ptr()) })
+    })
 }
 
 /// Applies the steps after the jail to this process, in order; the first

@@ -19,7 +19,7 @@
 pub mod child;
 pub mod harden;
 mod parent;
-mod stderr_relay;
+pub mod stderr_relay;
 pub mod wire;
 
 #[cfg(test)]
