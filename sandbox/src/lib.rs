@@ -19,6 +19,7 @@ pub mod language;
 pub mod limits;
 pub mod pool;
 pub mod prepare;
+pub mod process;
 pub mod protocol;
 pub mod runtime;
 pub mod sandbox;

@@ -49,13 +49,13 @@ pub enum WarmupError {
         /// Why the agent's spawn request failed.
         source: ControlError,
     },
-    /// Reading the script's progress or status through the agent failed.
-    #[error("asking the guest agent how {script} is doing: {source}")]
+    /// Reading the script's progress or status failed.
+    #[error("asking how {script} is doing: {source}")]
     Control {
         /// The script's name.
         script: String,
-        /// Why the agent's request failed.
-        source: ControlError,
+        /// Why the read failed.
+        source: ReadError,
     },
     /// The script reported that it failed.
     #[error("{script} failed in step `{step}` after {elapsed:.1} s: {error}{steps}")]
@@ -223,11 +223,28 @@ pub struct Started {
     pub took: Duration,
 }
 
+/// Why [`Guest::read`] could not read a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The guest agent's request failed.
+    #[error("the guest agent: {0}")]
+    Agent(#[from] ControlError),
+    /// The file, on the host (a process worker's run directory), could
+    /// not be read.
+    #[error("reading {}: {source}", path.display())]
+    Host {
+        /// The host path.
+        path: std::path::PathBuf,
+        /// The OS's error.
+        source: std::io::Error,
+    },
+}
+
 /// What the watch asks of the guest.
 pub trait Guest {
     /// The text of the guest file `path` (in the agent's view), or `None`
     /// when it does not exist.
-    fn read(&mut self, path: &str) -> Result<Option<String>, ControlError>;
+    fn read(&mut self, path: &str) -> Result<Option<String>, ReadError>;
     /// Waits `d` before the next look.
     fn sleep(&mut self, d: Duration);
     /// The current time.
@@ -243,7 +260,7 @@ pub struct AgentGuest<'a> {
 }
 
 impl Guest for AgentGuest<'_> {
-    fn read(&mut self, path: &str) -> Result<Option<String>, ControlError> {
+    fn read(&mut self, path: &str) -> Result<Option<String>, ReadError> {
         let request = Request::ReadFile { path: path.into() };
         match self.control.request(&request, self.timeout) {
             Ok(text) => Ok(Some(text)),
@@ -252,7 +269,7 @@ impl Guest for AgentGuest<'_> {
                 tracing::debug!(path, %message, "the guest agent could not read a file");
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

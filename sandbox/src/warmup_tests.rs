@@ -1,8 +1,6 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use reflow_vmm::ControlError;
-
 use super::*;
 
 /// A guest on a fake clock: `files(t, path)` says what `path` holds `t`
@@ -15,7 +13,7 @@ struct FakeGuest<F: Fn(f64, &str) -> Option<String>> {
 }
 
 impl<F: Fn(f64, &str) -> Option<String>> Guest for FakeGuest<F> {
-    fn read(&mut self, path: &str) -> Result<Option<String>, ControlError> {
+    fn read(&mut self, path: &str) -> Result<Option<String>, ReadError> {
         self.reads += 1;
         Ok((self.files)(self.t, path))
     }

@@ -30,6 +30,9 @@ pub enum TreeError {
     /// The tree's size could not be read.
     #[error(transparent)]
     Usage(#[from] crate::cache::CacheError),
+    /// The base image could not be unpacked.
+    #[error(transparent)]
+    Unpack(#[from] reflow_sandbox_core::process::tree::TreeError),
     /// The package layer would replace a file of the base image.
     #[error("{} is in the base image already; a package may add files, not replace them", path.display())]
     Replaces { path: PathBuf },
@@ -132,24 +135,7 @@ pub fn cat(image: &Path, path: &str) -> Result<Vec<u8>, TreeError> {
 /// Unpacks every file of `image` into `root` (which must exist and be
 /// empty), keeping modes, owners (as root), times and links.
 pub fn unpack(image: &Path, root: &Path) -> Result<(), TreeError> {
-    let out = debugfs(
-        image,
-        &format!("rdump / {}", root.display()),
-        "unpacking the base image with debugfs",
-    )?;
-    // debugfs reports per-file failures on stderr and still exits 0.
-    let errors = String::from_utf8_lossy(&out.stderr);
-    if let Some(line) = errors
-        .lines()
-        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-    {
-        return Err(TreeError::Failed {
-            what: "unpacking the base image with debugfs".into(),
-            status: "a file was not unpacked".into(),
-            detail: line.into(),
-        });
-    }
-    Ok(())
+    Ok(reflow_sandbox_core::process::tree::unpack(image, root)?)
 }
 
 /// Copies the files of `from` into `into`, directory by directory: new

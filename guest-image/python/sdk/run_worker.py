@@ -1,4 +1,4 @@
-"""Starts the worker: `python3 /opt/reflow/run_worker.py <addr> <size>`
+"""Starts the worker: `python3 /opt/reflow/run_worker.py <addr> <size> [<path>]`
 (this file's directory, /opt/reflow, is then on the import path).
 
 Progress is reported from the first line on (the SDK's own imports take

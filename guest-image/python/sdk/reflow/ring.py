@@ -79,7 +79,8 @@ def read_layout(region):
 
 
 def map_region(addr, size, path="/dev/mem"):
-    """Maps `size` bytes of guest physical memory at `addr`."""
+    """Maps `size` bytes at `addr` of `path`: guest physical memory in a VM,
+    the ring's memfd (`/proc/self/fd/3`) in a process worker's jail."""
     fd = os.open(path, os.O_RDWR | os.O_SYNC)
     try:
         m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=addr)

@@ -385,8 +385,11 @@ def main(argv, progress=None):
     try:
         preload(preload_list(), progress)
         progress.step("map region")
+        # In a VM: guest physical memory through /dev/mem; in a host
+        # process's jail: the ring's memfd, /proc/self/fd/3, from offset 0.
         addr, size = int(argv[1], 0), int(argv[2], 0)
-        worker = Worker(memoryview(map_region(addr, size)))
+        path = argv[3] if len(argv) > 3 else "/dev/mem"
+        worker = Worker(memoryview(map_region(addr, size, path)))
         progress.step("warm-up")
         warm_up(worker)
         progress.step("calibrate spin")
