@@ -163,8 +163,35 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
         client: WorkerClient::attach(shared.ring_region(), &shared.layout()),
         store: StateStore::embedded(),
     };
+    run_suite(&mut w);
+    drop(w);
+    let outcome = vm.power_off();
+    assert_eq!(outcome.exit_code(), 0);
+    assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
+}
 
-    (lang.opening)(&mut w);
+/// [`actors_load_run_stream_keep_state_and_fail_cleanly`] with the worker
+/// run as a jailed host process (`isolation: process`) on the language's
+/// image: the same scripts, checks and answers.
+pub fn process_actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
+    let restored = Instant::now();
+    let worker = crate::process_worker(lang.language, SHM_MIB);
+    let mut w = Worker {
+        lang,
+        restored,
+        client: WorkerClient::attach(worker.ring_region(), &worker.layout()),
+        store: StateStore::embedded(),
+    };
+    run_suite(&mut w);
+    drop(w);
+    assert!(worker.is_alive(), "the worker went on to the end");
+}
+
+/// The suite's steps, on a worker that has just started (in a clone or a
+/// process).
+fn run_suite(w: &mut Worker<'_>) {
+    let lang = w.lang;
+    (lang.opening)(w);
 
     // A full collection, as a pool has each clone do while it waits; the
     // worker goes on serving after it (everything below).
@@ -232,7 +259,7 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
         );
     }
 
-    (lang.packages)(&mut w);
+    (lang.packages)(w);
 
     // A raising actor and a broken script: errors with reasons; the worker
     // goes on.
@@ -243,10 +270,6 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
     (lang.check_broken)(&broken);
     let got = w.invoke("mul", map(vec![("input", Value::Int(1))]), map(vec![]));
     assert!(got.is_ok(), "the worker survived: {got:?}");
-
-    let outcome = vm.power_off();
-    assert_eq!(outcome.exit_code(), 0);
-    assert!(outcome.hostile.is_empty(), "{:?}", outcome.hostile);
 }
 
 /// Clones of one golden do not share random state: the worker reseeds it

@@ -9,6 +9,7 @@
 pub mod actor_suite;
 pub mod calls;
 pub mod graphs;
+pub mod python_scripts;
 pub mod redis_server;
 
 use std::io::Write;
@@ -82,6 +83,35 @@ pub fn bridge_images() -> reflow_sandbox_core::GuestImages {
         python: python_image(),
         node: Some(node_image()),
     }
+}
+
+/// A worker of `language` run as a jailed host process on the language's
+/// image (`isolation: process`), ready to serve a region of `shm_mib`.
+pub fn process_worker(
+    language: Language,
+    shm_mib: u32,
+) -> reflow_sandbox_core::process::ProcessWorker {
+    let spec = reflow_sandbox_core::process::ProcessSpec {
+        language,
+        image: match language {
+            Language::Python => python_image(),
+            Language::JavaScript => node_image(),
+        },
+        shm_mib,
+        mem_mib: 1024,
+        tmp_mib: 16,
+    };
+    let t = Instant::now();
+    let worker =
+        reflow_sandbox_core::process::ProcessWorker::start(&spec, Default::default(), &|line| {
+            eprintln!("{line}")
+        })
+        .unwrap_or_else(|e| panic!("a {language} process worker: {e}"));
+    eprintln!(
+        "{language} process worker ready in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    worker
 }
 
 /// Whether /dev/kvm exists. Tests that need it print a loud message and

@@ -1,0 +1,147 @@
+//! Script workers run as jailed host processes (`isolation: process`):
+//! the actor suite in a Python process worker, what its jail leaves it
+//! (checked by name from inside), and that killing it leaves nothing
+//! behind. These need no /dev/kvm.
+
+use reflow_host_bridge::state::StateStore;
+use reflow_integration_tests::actor_suite;
+use reflow_integration_tests::calls::{get, invoke, map, text};
+use reflow_integration_tests::python_scripts::PYTHON;
+use reflow_integration_tests::{process_worker, processes, LIMIT};
+use reflow_ring::Value;
+use reflow_sandbox_core::{Language, WorkerClient};
+
+#[test]
+fn python_actors_run_in_a_process_worker() {
+    actor_suite::process_actors_load_run_stream_keep_state_and_fail_cleanly(&PYTHON);
+}
+
+/// What an actor finds of its jail, reported by name. `{host}` is a host
+/// directory that exists outside the jail.
+const PROBE: &str = r#"
+import errno, os, socket
+
+def attempt(f):
+    try:
+        f()
+        return "allowed"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return line.split()[1]
+
+@actor(name="Probe", outports=["facts"])
+def probe(context):
+    host = context.config["host"]
+    def tcp():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(1)
+        s.connect(("10.0.2.2", 80))
+    def udp():
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("10.0.2.2", 53))
+    def write_root():
+        open("/usr/lib/reflow-was-here", "w")
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "host_dir": os.path.exists(host),
+        "host_listing": attempt(lambda: os.listdir(host)),
+        "tcp": attempt(tcp),
+        "udp": attempt(udp),
+        "write_root": attempt(write_root),
+        "tmp": attempt(lambda: open("/tmp/scratch", "w").write("ok")),
+        "devices": ",".join(sorted(os.listdir("/dev"))),
+        "processes": ",".join(p for p in os.listdir("/proc") if p.isdigit()),
+        "interfaces": attempt(lambda: os.listdir("/sys/class/net")),
+        "capabilities": status("CapEff"),
+        "no_new_privs": status("NoNewPrivs"),
+        "mem": attempt(lambda: open("/dev/mem", "rb")),
+    }
+"#;
+
+#[test]
+fn a_process_worker_sees_its_image_read_only_and_nothing_of_the_host() {
+    let worker = process_worker(Language::Python, 8);
+    let mut client = WorkerClient::attach(worker.ring_region(), &worker.layout());
+    client
+        .load("probe", "probe.actor.py", PROBE, LIMIT)
+        .unwrap();
+    let host = env!("CARGO_MANIFEST_DIR");
+    let store = StateStore::embedded();
+    let config = map(vec![("host", Value::Str(host.into()))]);
+    let (_, facts) = invoke(&mut client, &store, "probe", map(vec![]), config).unwrap();
+    eprintln!("{facts:?}");
+    let fact = |key: &str| text(get(&facts, key));
+    // PID 1 of a PID namespace of its own, alone in it.
+    assert_eq!(get(&facts, "pid"), Some(&Value::Int(1)));
+    assert_eq!(fact("processes"), "1");
+    // Not root; as root, a uid of its own.
+    assert_ne!(get(&facts, "uid"), Some(&Value::Int(0)));
+    // Nothing of the host's files.
+    assert_eq!(get(&facts, "host_dir"), Some(&Value::Bool(false)));
+    assert_eq!(fact("host_listing"), "ENOENT");
+    // No network at all.
+    assert_eq!(fact("tcp"), "ENETUNREACH");
+    assert_eq!(fact("udp"), "ENETUNREACH");
+    assert_eq!(fact("interfaces"), "ENOENT", "no /sys");
+    // The image read-only; its own /tmp writable.
+    assert_eq!(fact("write_root"), "EROFS");
+    assert_eq!(fact("tmp"), "allowed");
+    // Only the harmless devices; no /dev/mem.
+    assert_eq!(fact("devices"), "null,random,urandom,zero");
+    assert_eq!(fact("mem"), "ENOENT");
+    assert_eq!(fact("capabilities"), "0000000000000000");
+    assert_eq!(fact("no_new_privs"), "1");
+}
+
+#[test]
+fn killing_a_process_worker_leaves_nothing_behind() {
+    let worker = process_worker(Language::Python, 8);
+    let pid = worker.pid();
+    let descendants = |root: u32| {
+        let all = processes();
+        let mut found = vec![root];
+        let mut i = 0;
+        while i < found.len() {
+            let parent = found[i];
+            found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+            i += 1;
+        }
+        found
+    };
+    let before = descendants(pid);
+    assert!(before.len() >= 2, "the jail and its worker: {before:?}");
+    let run_dir = worker.run_dir().to_path_buf();
+    assert!(run_dir.is_dir());
+    let group = worker.memory_group().map(|g| g.to_path_buf());
+    if let Some(group) = &group {
+        let members = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+        assert!(
+            !members.trim().is_empty(),
+            "the worker is in its memory group"
+        );
+    }
+    drop(worker);
+    // The worker dies with the jail's outer process (a parent-death
+    // signal), and the host's init reaps it: a moment later.
+    let left = || -> Vec<u32> {
+        before
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    while !left().is_empty() && t.elapsed() < LIMIT {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let left = left();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    assert!(!run_dir.exists(), "{} left", run_dir.display());
+    if let Some(group) = group {
+        assert!(!group.exists(), "{} left", group.display());
+    }
+}
