@@ -19,7 +19,14 @@ fn python_actors_run_in_a_process_worker() {
 /// What an actor finds of its jail, reported by name. `{host}` is a host
 /// directory that exists outside the jail.
 const PROBE: &str = r#"
-import errno, os, socket
+import ctypes, errno, os, socket
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def raw(number):
+    if libc.syscall(number, 0, 0, 0, 0, 0) == -1:
+        return errno.errorcode.get(ctypes.get_errno(), "?")
+    return "allowed"
 
 def attempt(f):
     try:
@@ -59,13 +66,19 @@ def probe(context):
         "capabilities": status("CapEff"),
         "no_new_privs": status("NoNewPrivs"),
         "mem": attempt(lambda: open("/dev/mem", "rb")),
+        "ptrace": raw(101),
+        "mount": raw(165),
+        "unshare": raw(272),
+        "bpf": raw(321),
     }
 "#;
 
 #[test]
 fn a_process_worker_sees_its_image_read_only_and_nothing_of_the_host() {
     let worker = process_worker(Language::Python, 8);
-    let mut client = WorkerClient::attach(worker.ring_region(), &worker.layout());
+    let alive = || worker.is_alive();
+    let mut client =
+        WorkerClient::attach(worker.ring_region(), &worker.layout()).with_liveness(&alive);
     client
         .load("probe", "probe.actor.py", PROBE, LIMIT)
         .unwrap();
@@ -83,9 +96,9 @@ fn a_process_worker_sees_its_image_read_only_and_nothing_of_the_host() {
     // Nothing of the host's files.
     assert_eq!(get(&facts, "host_dir"), Some(&Value::Bool(false)));
     assert_eq!(fact("host_listing"), "ENOENT");
-    // No network at all.
-    assert_eq!(fact("tcp"), "ENETUNREACH");
-    assert_eq!(fact("udp"), "ENETUNREACH");
+    // No network at all: no network socket (seccomp).
+    assert_eq!(fact("tcp"), "EPERM");
+    assert_eq!(fact("udp"), "EPERM");
     assert_eq!(fact("interfaces"), "ENOENT", "no /sys");
     // The image read-only; its own /tmp writable.
     assert_eq!(fact("write_root"), "EROFS");
@@ -95,6 +108,10 @@ fn a_process_worker_sees_its_image_read_only_and_nothing_of_the_host() {
     assert_eq!(fact("mem"), "ENOENT");
     assert_eq!(fact("capabilities"), "0000000000000000");
     assert_eq!(fact("no_new_privs"), "1");
+    // Refused by its seccomp filter.
+    for call in ["ptrace", "mount", "unshare", "bpf"] {
+        assert_eq!(fact(call), "EPERM", "{call}");
+    }
 }
 
 #[test]

@@ -176,10 +176,11 @@ pub fn actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
 pub fn process_actors_load_run_stream_keep_state_and_fail_cleanly(lang: &ActorLang) {
     let restored = Instant::now();
     let worker = crate::process_worker(lang.language, SHM_MIB);
+    let alive = || worker.is_alive();
     let mut w = Worker {
         lang,
         restored,
-        client: WorkerClient::attach(worker.ring_region(), &worker.layout()),
+        client: WorkerClient::attach(worker.ring_region(), &worker.layout()).with_liveness(&alive),
         store: StateStore::embedded(),
     };
     run_suite(&mut w);

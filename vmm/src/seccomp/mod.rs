@@ -10,6 +10,10 @@
 //! - `vmm`: the thread that runs [`crate::Vm::run`]'s event loop (virtio
 //!   queues, the disk, vsock, the console), once the vCPUs are started.
 //!
+//! And one for a script worker run as a host process (`worker`, installed
+//! by its jail before it execs the interpreter; see
+//! [`crate::worker_jail`]).
+//!
 //! Arguments are filtered where the call allows more than the thread needs:
 //! `ioctl` requests, `socket` families, and `mmap`/`mprotect` never with
 //! `PROT_EXEC` (a thread that has been taken over cannot make itself new
@@ -51,6 +55,9 @@ pub enum ThreadKind {
     /// A monitor process that may snapshot its VM: [`ThreadKind::Monitor`]'s
     /// list plus the same.
     MonitorSnapshot,
+    /// A script worker run as a jailed host process (see
+    /// [`crate::worker_jail`]): everything it starts inherits the filter.
+    Worker,
 }
 
 /// What a system call outside the allowlist does.
@@ -113,6 +120,9 @@ fn program(kind: ThreadKind, mode: Mode) -> BpfProgram {
         (ThreadKind::MonitorSnapshot, Mode::Enforce) => filters::MONITOR_SNAPSHOT_ENFORCE,
         (ThreadKind::MonitorSnapshot, Mode::Kill) => filters::MONITOR_SNAPSHOT_KILL,
         (ThreadKind::MonitorSnapshot, Mode::Log) => filters::MONITOR_SNAPSHOT_LOG,
+        (ThreadKind::Worker, Mode::Enforce) => filters::WORKER_ENFORCE,
+        (ThreadKind::Worker, Mode::Kill) => filters::WORKER_KILL,
+        (ThreadKind::Worker, Mode::Log) => filters::WORKER_LOG,
     };
     table
         .iter()

@@ -15,6 +15,14 @@
 //!   `execve`, at most [`harden::MAX_THREADS`] threads), `no_new_privs`, no core
 //!   dumps, at most [`harden::MAX_FILES`] descriptors, files no larger than its
 //!   `/tmp`, umask 077;
+//! - a seccomp allowlist (`worker` in `vmm/seccomp/x86_64.json`) over
+//!   everything it runs: what the interpreters and their libraries use,
+//!   sockets of the Unix family only, no device `ioctl`, and none of
+//!   `ptrace`, `mount`, namespaces, `bpf`, `perf_event_open`, keyrings,
+//!   `io_uring`, `userfaultfd`, other processes' memory, modules; a call
+//!   outside it fails with `EPERM` (`REFLOW_SECCOMP=kill` kills instead,
+//!   `log` allows and logs while developing): the script is the user's,
+//!   and an exception it can read says more than a killed worker;
 //! - an environment of its own (nothing of the bridge's).
 //!
 //! What a `process` worker can still reach is the host kernel's system
@@ -30,6 +38,7 @@ use std::process::Command;
 
 use crate::memcg::MemoryGroup;
 use crate::monitor::harden::{self, Side};
+use crate::seccomp::{self, SeccompError, ThreadKind};
 
 /// First argument of a `reflow-vmm` started to jail a worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -61,6 +70,9 @@ pub enum JailError {
     /// A hardening step failed.
     #[error(transparent)]
     Harden(#[from] harden::HardenError),
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Joining the memory cgroup failed.
     #[error("joining the worker's memory cgroup: {0}")]
     Memory(String),
@@ -213,6 +225,10 @@ fn enter(jail: &WorkerJail, host_pid: u32) -> JailError {
             harden::drop_to(id)?;
         }
         harden::harden(u64::from(jail.tmp_mib) << 20)?;
+        // Last: the filter allows execve, which comes next, and what the
+        // interpreter uses, and holds for everything it starts.
+        let mode = seccomp::Mode::from_env()?;
+        seccomp::install(ThreadKind::Worker, mode)?;
         Ok(())
     };
     if let Err(e) = steps() {
