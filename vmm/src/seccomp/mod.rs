@@ -147,15 +147,33 @@ pub fn monitor_mode() -> Result<Mode, SeccompError> {
 /// filter cannot read: glibc then starts threads with `clone`, whose
 /// flags the monitor filter checks for `CLONE_THREAD` (no new process).
 pub fn install_monitor(mode: Mode, snapshots: bool) -> Result<(), SeccompError> {
-    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
     let kind = match snapshots {
         true => ThreadKind::MonitorSnapshot,
         false => ThreadKind::Monitor,
     };
-    let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, vec![])].into_iter().collect(),
+    errno_for(kind, libc::SYS_clone3, libc::ENOSYS)?;
+    install(kind, mode)
+}
+
+/// Installs a jailed worker's filter on the calling process, before it
+/// execs the interpreter, in `mode`; and beneath it one that answers
+/// `io_uring_setup` with ENOSYS (libuv probes io_uring when Node starts and
+/// falls back to epoll on ENOSYS; the kernel's io_uring is attack surface
+/// no worker gets, and the worker list lets the call through only to this
+/// filter).
+pub fn install_worker(mode: Mode) -> Result<(), SeccompError> {
+    errno_for(ThreadKind::Worker, libc::SYS_io_uring_setup, libc::ENOSYS)?;
+    install(ThreadKind::Worker, mode)
+}
+
+/// Installs a filter that answers system call `nr` with `errno` and
+/// allows every other (stacked with `kind`'s, which must allow `nr`).
+fn errno_for(kind: ThreadKind, nr: libc::c_long, errno: i32) -> Result<(), SeccompError> {
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+    let filter = SeccompFilter::new(
+        [(nr, vec![])].into_iter().collect(),
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno as u32),
         TargetArch::x86_64,
     )
     .and_then(BpfProgram::try_from)
@@ -163,8 +181,7 @@ pub fn install_monitor(mode: Mode, snapshots: bool) -> Result<(), SeccompError> 
         kind,
         source: seccompiler::Error::Backend(e),
     })?;
-    apply_filter(&clone3).map_err(|source| SeccompError::Install { kind, source })?;
-    install(kind, mode)
+    apply_filter(&filter).map_err(|source| SeccompError::Install { kind, source })
 }
 
 /// Installs `kind`'s filter on the calling thread (for good: a thread

@@ -46,6 +46,8 @@ fn probe() {
     std::thread::spawn(move || {
         if matches!(kind, ThreadKind::Monitor | ThreadKind::MonitorSnapshot) {
             install_monitor(mode, kind == ThreadKind::MonitorSnapshot).unwrap();
+        } else if kind == ThreadKind::Worker {
+            install_worker(mode).unwrap();
         } else {
             install(kind, mode).unwrap();
         }
@@ -150,8 +152,12 @@ fn probe() {
                         _ => panic!("unknown probe {other}"),
                     }
                 };
-                if ret < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if ret < 0 && errno == Some(libc::EPERM) {
                     std::process::exit(3);
+                }
+                if ret < 0 && errno == Some(libc::ENOSYS) {
+                    std::process::exit(4);
                 }
             }
         }
@@ -218,6 +224,12 @@ fn a_worker_runs_interpreters_but_no_network_device_or_kernel_extras() {
         let status = child(what, "kill");
         assert!(status.success(), "{what}: {status:?}");
     }
+    // What libuv probes at start: answered ENOSYS in every mode (Node
+    // falls back to epoll), never passed to the kernel.
+    let io_uring = format!("worker:syscall={}", libc::SYS_io_uring_setup);
+    for mode in ["enforce", "kill"] {
+        assert_eq!(child(&io_uring, mode).code(), Some(4), "{mode}");
+    }
     let refused = [
         format!("worker:socket={}", libc::AF_INET),
         format!("worker:socket={}", libc::AF_INET6),
@@ -231,7 +243,7 @@ fn a_worker_runs_interpreters_but_no_network_device_or_kernel_extras() {
         format!("worker:syscall={}", libc::SYS_bpf),
         format!("worker:syscall={}", libc::SYS_perf_event_open),
         format!("worker:syscall={}", libc::SYS_keyctl),
-        format!("worker:syscall={}", libc::SYS_io_uring_setup),
+        format!("worker:syscall={}", libc::SYS_io_uring_enter),
         format!("worker:syscall={}", libc::SYS_userfaultfd),
         format!("worker:syscall={}", libc::SYS_process_vm_readv),
         format!("worker:syscall={}", libc::SYS_init_module),
