@@ -1,7 +1,7 @@
 //! A jail for a script worker run as a host process (`isolation: process`)
 //! instead of in a VM: the bridge starts this program as
 //! `reflow-vmm __worker --root TREE --run DIR [--memory-group CG]
-//! [--tmp-mib N] -- PROGRAM ARGS...` with the ring's memfd at
+//! [--cpu-group CG] [--tmp-mib N] -- PROGRAM ARGS...` with the ring's memfd at
 //! [`SHM_FD`], and it execs `PROGRAM` (a path in the image's tree) in:
 //!
 //! - PID, mount, network, IPC and UTS namespaces of its own (no network
@@ -10,7 +10,7 @@
 //!   with the process the bridge started;
 //! - the image's files read-only as its root, through `pivot_root` (see
 //!   [`mount`]), tmpfs of a stated size for what it writes;
-//! - the memory cgroup the bridge made for it, when there is one;
+//! - the memory and CPU cgroups the bridge made for it, when there are;
 //! - a uid and gid of its own when run as root (no capability left after
 //!   `execve`, at most [`harden::MAX_THREADS`] threads), `no_new_privs`, no core
 //!   dumps, at most [`harden::MAX_FILES`] descriptors, files no larger than its
@@ -36,9 +36,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::cgroup::CpuGroup;
 use crate::memcg::MemoryGroup;
 use crate::monitor::harden::{self, Side};
-use crate::seccomp::{self, SeccompError, ThreadKind};
+use crate::seccomp::{self, SeccompError};
 
 /// First argument of a `reflow-vmm` started to jail a worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -73,9 +74,9 @@ pub enum JailError {
     /// The seccomp filter could not be installed.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
-    /// Joining the memory cgroup failed.
-    #[error("joining the worker's memory cgroup: {0}")]
-    Memory(String),
+    /// Joining a cgroup failed (which, and why).
+    #[error("joining the worker's {0} cgroup")]
+    Cgroup(String),
     /// `execve` failed.
     #[error("starting {program}: {source}")]
     Exec {
@@ -95,6 +96,8 @@ pub struct WorkerJail {
     pub run_dir: PathBuf,
     /// A memory cgroup to join (the bridge's), if any.
     pub memory_group: Option<PathBuf>,
+    /// A CPU cgroup to join (the bridge's), if any.
+    pub cpu_group: Option<PathBuf>,
     /// `/tmp` size, MiB.
     pub tmp_mib: u32,
     /// The program (a path in the tree) and its arguments.
@@ -116,6 +119,9 @@ impl WorkerJail {
         if let Some(group) = &self.memory_group {
             args.extend(["--memory-group".into(), group.clone().into()]);
         }
+        if let Some(group) = &self.cpu_group {
+            args.extend(["--cpu-group".into(), group.clone().into()]);
+        }
         args.push("--".into());
         args.extend(self.command.iter().cloned());
         args
@@ -127,6 +133,7 @@ impl WorkerJail {
         let mut root = None;
         let mut run_dir = None;
         let mut memory_group = None;
+        let mut cpu_group = None;
         let mut tmp_mib = DEFAULT_TMP_MIB;
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -142,6 +149,7 @@ impl WorkerJail {
                 Some("--root") => root = Some(PathBuf::from(value()?)),
                 Some("--run") => run_dir = Some(PathBuf::from(value()?)),
                 Some("--memory-group") => memory_group = Some(PathBuf::from(value()?)),
+                Some("--cpu-group") => cpu_group = Some(PathBuf::from(value()?)),
                 Some("--tmp-mib") => {
                     let v = value()?;
                     tmp_mib = v
@@ -164,6 +172,9 @@ impl WorkerJail {
             run_dir: absolute(run_dir, "--run")?,
             memory_group: memory_group
                 .map(|g| absolute(Some(g), "--memory-group"))
+                .transpose()?,
+            cpu_group: cpu_group
+                .map(|g| absolute(Some(g), "--cpu-group"))
                 .transpose()?,
             tmp_mib,
             command,
@@ -212,7 +223,15 @@ fn enter(jail: &WorkerJail, host_pid: u32) -> JailError {
     let steps = || -> Result<(), JailError> {
         // Before the worker allocates anything, so all of it is charged.
         if let Some(dir) = &jail.memory_group {
-            MemoryGroup::join(dir).map_err(|e| JailError::Memory(e.to_string()))?;
+            MemoryGroup::join(dir).map_err(|e| JailError::Cgroup(format!("memory: {e}")))?;
+        }
+        // Single-threaded still: every thread the worker starts is born
+        // in the group.
+        if let Some(dir) = &jail.cpu_group {
+            CpuGroup::attach(dir)
+                .map_err(|e| e.to_string())
+                .and_then(|g| g.join_current_thread().map_err(|e| e.to_string()))
+                .map_err(|e| JailError::Cgroup(format!("CPU: {e}")))?;
         }
         harden::namespaces()?;
         mount::enter_root(&mount::RootPlan {
@@ -228,7 +247,7 @@ fn enter(jail: &WorkerJail, host_pid: u32) -> JailError {
         // Last: the filter allows execve, which comes next, and what the
         // interpreter uses, and holds for everything it starts.
         let mode = seccomp::Mode::from_env()?;
-        seccomp::install(ThreadKind::Worker, mode)?;
+        seccomp::install_worker(mode)?;
         Ok(())
     };
     if let Err(e) = steps() {
