@@ -4,10 +4,13 @@
  * Node cannot map physical memory by itself; this Node-API addon does the
  * three things the JavaScript SDK cannot:
  *
- *   map(addr, size)  maps `size` bytes of guest physical memory at `addr`
- *                    (/dev/mem) and returns them as an ArrayBuffer over the
- *                    mapping itself, so records are read and written in
- *                    place (zero copies);
+ *   map(addr, size[, path])
+ *                    maps `size` bytes at `addr` of `path` (default
+ *                    /dev/mem: guest physical memory; in a process
+ *                    worker's jail the ring's memfd, /proc/self/fd/3) and
+ *                    returns them as an ArrayBuffer over the mapping
+ *                    itself, so records are read and written in place
+ *                    (zero copies);
  *   crc32(view, crc) zlib's CRC-32 of a TypedArray or Buffer, continuing
  *                    from `crc` (Node 18 has no zlib.crc32);
  *   reseed()         reseeds OpenSSL's random generator from the kernel, so
@@ -51,6 +54,8 @@ typedef void (*napi_finalize)(napi_env, void *data, void *hint);
 napi_status napi_get_cb_info(napi_env, napi_callback_info, size_t *argc, napi_value *argv,
                              napi_value *this_arg, void **data);
 napi_status napi_get_value_int64(napi_env, napi_value, int64_t *);
+napi_status napi_get_value_string_utf8(napi_env, napi_value, char *buf, size_t bufsize,
+                                       size_t *result);
 napi_status napi_get_value_uint32(napi_env, napi_value, uint32_t *);
 napi_status napi_create_uint32(napi_env, uint32_t, napi_value *);
 napi_status napi_get_boolean(napi_env, int, napi_value *);
@@ -82,28 +87,34 @@ static void unmap(napi_env env, void *data, void *hint) {
 }
 
 static napi_value map_region(napi_env env, napi_callback_info info) {
-    size_t argc = 2;
-    napi_value argv[2];
+    size_t argc = 3;
+    napi_value argv[3];
     int64_t addr, size;
-    if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != 0 || argc != 2 ||
+    char path[64] = "/dev/mem";
+    size_t path_len = 0;
+    if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != 0 || argc < 2 || argc > 3 ||
         napi_get_value_int64(env, argv[0], &addr) != 0 ||
         napi_get_value_int64(env, argv[1], &size) != 0)
-        return fail(env, "map(addr, size) takes two numbers");
+        return fail(env, "map(addr, size[, path]) takes two numbers and a path");
+    if (argc == 3 &&
+        (napi_get_value_string_utf8(env, argv[2], path, sizeof path, &path_len) != 0 ||
+         path_len == 0 || path_len >= sizeof path - 1))
+        return fail(env, "map: the path must be a string of 1 to 62 bytes");
     long page = sysconf(_SC_PAGESIZE);
     if (addr < 0 || size <= 0 || addr % page || size % page)
         return fail(env, "map: address and size must be positive multiples of the page size");
-    int fd = open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC);
+    int fd = open(path, O_RDWR | O_SYNC | O_CLOEXEC);
     if (fd < 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "map: cannot open /dev/mem: %s", strerror(errno));
+        char msg[160];
+        snprintf(msg, sizeof msg, "map: cannot open %s: %s", path, strerror(errno));
         return fail(env, msg);
     }
     void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)addr);
     int err = errno;
     close(fd);
     if (p == MAP_FAILED) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "map: mmap of /dev/mem failed: %s", strerror(err));
+        char msg[160];
+        snprintf(msg, sizeof msg, "map: mmap of %s failed: %s", path, strerror(err));
         return fail(env, msg);
     }
     napi_value buffer;

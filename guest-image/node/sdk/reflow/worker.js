@@ -386,9 +386,12 @@ async function main(argv, progress = new Progress()) {
     preload(preloadList(), progress);
     progress.step('map region');
     const shm = require('../reflow_shm.node');
+    // In a VM: guest physical memory through /dev/mem; in a host
+    // process's jail: the ring's memfd, /proc/self/fd/3, from offset 0.
     const addr = Number(argv[2]);
     const size = Number(argv[3]);
-    worker = new Worker(new Region(shm.map(addr, size), shm.crc32), shm.reseed);
+    const mapped = argv.length > 4 ? shm.map(addr, size, argv[4]) : shm.map(addr, size);
+    worker = new Worker(new Region(mapped, shm.crc32), shm.reseed);
     progress.step('warm-up');
     await warmUp(shm.crc32, 4000, progress);
   } catch (e) {
