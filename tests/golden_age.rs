@@ -26,7 +26,7 @@ fn restore(spec: &VmSpec, shift: Duration) -> (Duration, f64) {
     std::env::set_var(CLOCK_SHIFT_ENV, shift.as_secs().to_string());
     let mut vm = SandboxVm::restore(spec, LIMIT).expect("a clone");
     std::env::remove_var(CLOCK_SHIFT_ENV);
-    let uptime = Duration::from_millis(vm.control().hello().uptime_ms);
+    let uptime = Duration::from_millis(vm.control().expect("a VM").hello().uptime_ms);
     let saved = saved_guest_clock(&spec.golden).unwrap();
     (vm.ready_after(), uptime.as_secs_f64() - saved.as_secs_f64())
 }
@@ -43,6 +43,7 @@ fn wall_clock_ahead(spec: &VmSpec, shift: Duration) -> f64 {
     };
     let guest: f64 = vm
         .control()
+        .expect("a VM")
         .request(&date, LIMIT)
         .expect("date runs in the guest")
         .trim()

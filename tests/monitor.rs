@@ -194,9 +194,11 @@ fn each_clone_runs_in_a_hardened_monitor_process_of_its_own() {
         .collect();
     assert!(kvm.is_empty(), "the bridge holds {kvm:?}");
     a.control()
+        .expect("a VM")
         .request(&Request::Uptime, LIMIT)
         .expect("a answers");
     b.control()
+        .expect("a VM")
         .request(&Request::Uptime, LIMIT)
         .expect("b answers");
     // The socket directory (the monitor's root) goes with the clone.
@@ -256,7 +258,11 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
         !doomed.is_alive(),
         "a killed monitor's clone still looks alive"
     );
-    assert!(doomed.control().request(&Request::Uptime, LIMIT).is_err());
+    assert!(doomed
+        .control()
+        .expect("a VM")
+        .request(&Request::Uptime, LIMIT)
+        .is_err());
     // Ending it now returns at once (nothing said how it ended), and its
     // socket directory goes, though its monitor could not clean up.
     assert!(doomed.finish().is_none());
@@ -279,6 +285,7 @@ fn a_monitor_killed_from_outside_takes_only_its_clone() {
     }
     other
         .control()
+        .expect("a VM")
         .request(&Request::Uptime, LIMIT)
         .expect("the other clone is untouched");
     assert!(other.is_alive());
@@ -392,6 +399,7 @@ fn a_held_clone_s_monitor_sleeps_until_something_happens() {
     assert!(woke <= 6, "{woke} context switches in 3 s while held");
     vm.release();
     vm.control()
+        .expect("a VM")
         .request(&Request::Uptime, LIMIT)
         .expect("it answers once released");
 }

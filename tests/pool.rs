@@ -89,6 +89,7 @@ fn the_pool_preloads_caps_refills_and_lends_fresh_clones() {
     // A VM that died is still counted until dropped; dropping it frees
     // room, which a refill takes up again.
     a.control()
+        .expect("a VM")
         .request(&Request::Poweroff { status: 0 }, LIMIT)
         .unwrap();
     let t = Instant::now();
@@ -133,11 +134,14 @@ fn a_held_clone_runs_nothing_until_released() {
         return;
     }
     let mut vm = SandboxVm::restore(&spec(), LIMIT).unwrap();
-    vm.control().request(&Request::Uptime, LIMIT).unwrap();
+    vm.control()
+        .expect("a VM")
+        .request(&Request::Uptime, LIMIT)
+        .unwrap();
     vm.hold().unwrap();
-    let gate = vm.gate();
+    let gate = vm.gate().expect("a VM");
     let released = std::thread::scope(|s| {
-        let control = vm.control();
+        let control = vm.control().expect("a VM");
         let asked = s.spawn(move || {
             let up = control.request(&Request::Uptime, LIMIT);
             (up, Instant::now())

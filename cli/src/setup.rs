@@ -65,6 +65,7 @@ impl Sizes {
                 mem_mib,
                 vcpus: 1,
                 cpu: None,
+                isolation: Default::default(),
             },
             shm_mib,
         }

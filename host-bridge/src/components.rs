@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use reflow_sandbox_core::component::{self, ComponentError};
 use reflow_sandbox_core::pool::{PoolHooks, Prepare, VmPool};
 use reflow_sandbox_core::prepare::{chain, collect_garbage};
-use reflow_sandbox_core::{ComponentGolden, SandboxVm, Script};
+use reflow_sandbox_core::{ComponentGolden, IsolationKind, SandboxVm, Script};
 
 use crate::shared::Shared;
 
@@ -66,11 +66,15 @@ impl Components {
 
     /// Starts making `script`'s component golden over runtime pool `pool`
     /// (once per bridge and script), unless the bridge's settings turned
-    /// them off.
+    /// them off or the pool's workers are host processes (which have no
+    /// snapshots: each loads its script when its node first runs).
     pub fn start(shared: &Arc<Shared>, pool: usize, script: &Arc<Script>, key: &str) {
         let Some(settings) = shared.config.components.clone() else {
             return;
         };
+        if shared.pools[pool].shape.isolation == IsolationKind::Process {
+            return;
+        }
         {
             let mut slots = shared.components.slots.lock();
             let slot = (pool, key.to_string());

@@ -36,7 +36,10 @@ pub use limits::{LimitOverrides, Limits};
 pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, Collected, ErrorKind, Kind, StateOp, StateRequest};
 pub use runtime::{GuestImages, Runtime, RuntimeError};
-pub use sandbox::{SandboxError, SandboxVm, SnapshotError, StopHandle, VmSpec, WorkerCheckError};
+pub use sandbox::{
+    Isolation, IsolationKind, SandboxError, SandboxVm, SnapshotError, StopHandle, VmSpec,
+    WorkerCheckError,
+};
 pub use script::{Script, ScriptError};
 pub use shape::{ShapeOverrides, VmShape};
 pub use worker::{

@@ -227,6 +227,7 @@ impl Runtime {
             golden: golden.dir,
             config: self.config.clone(),
             cpu: self.cpu,
+            isolation: crate::Isolation::Vm,
         })
     }
 }

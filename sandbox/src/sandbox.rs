@@ -18,6 +18,8 @@ use reflow_vmm::snapshot::CheckError;
 use reflow_vmm::SnapshotFiles;
 use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
+use crate::process::{ProcessError, ProcessSpec, ProcessWorker};
+use crate::warmup::WarmupPolicy;
 use crate::worker::{ClientState, WorkerClient};
 
 /// Longest wait for every vCPU to leave the guest when holding it.
@@ -27,16 +29,39 @@ const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// its process is killed.
 const FINISH_GRACE: Duration = Duration::from_secs(5);
 
-/// What to restore: a golden snapshot and the config it was taken with.
+/// What to restore: a golden snapshot and the config it was taken with;
+/// or, for [`Isolation::Process`], the worker to start as a jailed host
+/// process (its memory and ring sizes in `config`).
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// Path of the golden snapshot each clone is restored from.
+    /// Path of the golden snapshot each clone is restored from (for a
+    /// process worker: its root image).
     pub golden: PathBuf,
-    /// The VM config the snapshot was taken with.
+    /// The VM config the snapshot was taken with (for a process worker:
+    /// its memory limit and ring size, `mem_mib` and `shm_mib`).
     pub config: VmConfig,
     /// CPU time each clone may use, in CPUs (a cgroup of its own; see
     /// [`reflow_vmm::cgroup`]); `None`: unlimited.
     pub cpu: Option<f64>,
+    /// A VM, or a jailed host process.
+    pub isolation: Isolation,
+}
+
+/// What runs an actor's worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A microVM restored from [`VmSpec::golden`].
+    #[default]
+    Vm,
+    /// A jailed host process (see [`crate::process`]) of this language,
+    /// on the files of the root image at [`VmSpec::golden`], with a `/tmp`
+    /// of `tmp_mib`.
+    Process {
+        /// The worker's language.
+        language: crate::Language,
+        /// Its `/tmp` size, MiB.
+        tmp_mib: u32,
+    },
 }
 
 impl VmSpec {
@@ -46,9 +71,66 @@ impl VmSpec {
             golden,
             config,
             cpu: None,
+            isolation: Isolation::Vm,
+        }
+    }
+
+    /// Workers of `language` run as jailed host processes on the files of
+    /// `image` (a language's `rootfs.ext4`), each allowed `mem_mib` of
+    /// memory and a ring of `shm_mib`, without a CPU limit.
+    pub fn process(
+        language: crate::Language,
+        image: PathBuf,
+        mem_mib: u32,
+        shm_mib: u32,
+    ) -> VmSpec {
+        let mut config = VmConfig::new(&image);
+        config.mem_mib = mem_mib;
+        config.shm_mib = shm_mib;
+        config.vcpus = 1;
+        VmSpec {
+            golden: image,
+            config,
+            cpu: None,
+            isolation: Isolation::Process {
+                language,
+                tmp_mib: PROCESS_TMP_MIB,
+            },
         }
     }
 }
+
+/// [`Isolation`] without its parameters: what a pool's clones are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IsolationKind {
+    /// MicroVMs.
+    #[default]
+    Vm,
+    /// Jailed host processes.
+    Process,
+}
+
+impl Isolation {
+    /// Which kind this is.
+    pub fn kind(&self) -> IsolationKind {
+        match self {
+            Isolation::Vm => IsolationKind::Vm,
+            Isolation::Process { .. } => IsolationKind::Process,
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IsolationKind::Vm => "vm",
+            IsolationKind::Process => "process",
+        })
+    }
+}
+
+/// A process worker's `/tmp`, MiB (what a VM's guest has in its tmpfs).
+pub const PROCESS_TMP_MIB: u32 = 64;
 
 /// Whether a failure to limit a VM's CPU time was reported (once per
 /// process: every clone would fail the same way).
@@ -107,6 +189,9 @@ pub enum SandboxError {
     /// The VM stopped before its agent connected (how it stopped).
     #[error("the VM stopped before its agent connected: {0}")]
     Died(String),
+    /// A process worker could not be started.
+    #[error("cannot start the process worker: {0}")]
+    Process(ProcessError),
     /// The agent did not connect within the restore timeout (given).
     #[error("the VM's agent did not connect within {0:?}")]
     Timeout(Duration),
@@ -118,6 +203,9 @@ pub enum SnapshotError {
     /// A message is in flight, or the worker was abandoned.
     #[error("the worker is not idle: a snapshot now would lose a message")]
     Busy,
+    /// The worker runs as a host process, which has no snapshot.
+    #[error("a process worker cannot be snapshotted")]
+    NotAVm,
     /// A file of the snapshot could not be created.
     #[error("creating {}: {source}", path.display())]
     File {
@@ -151,11 +239,10 @@ pub enum WorkerCheckError {
 }
 
 /// A running clone, its VM in a monitor process of its own
-/// ([`reflow_vmm::monitor`]). Dropping it ends that process.
+/// ([`reflow_vmm::monitor`]), or a worker run as a jailed host process
+/// ([`Isolation::Process`]). Dropping it ends that process.
 pub struct SandboxVm {
-    control: ControlChannel,
-    shared: Arc<SharedRegion>,
-    monitor: Arc<MonitorProcess>,
+    backend: Backend,
     ready_after: Duration,
     worker: ClientState,
     /// The VM's cgroup; dropped (removed) after its process has ended.
@@ -164,16 +251,35 @@ pub struct SandboxVm {
     finished: bool,
 }
 
+/// What runs the worker.
+enum Backend {
+    Vm {
+        control: ControlChannel,
+        shared: Arc<SharedRegion>,
+        monitor: Arc<MonitorProcess>,
+    },
+    Process(Arc<ProcessWorker>),
+}
+
 /// Stops a sandbox VM from any thread, as if it crashed: its monitor
-/// process is killed, and a message it is running fails with "the VM
-/// stopped".
+/// process (or its worker's) is killed, and a message it is running fails
+/// with "the VM stopped".
 #[derive(Clone)]
-pub struct StopHandle(Arc<MonitorProcess>);
+pub struct StopHandle(Stop);
+
+#[derive(Clone)]
+enum Stop {
+    Vm(Arc<MonitorProcess>),
+    Process(Arc<ProcessWorker>),
+}
 
 impl StopHandle {
-    /// Ends the VM's monitor process now.
+    /// Ends the VM's monitor process (or the worker's process) now.
     pub fn stop(&self) {
-        self.0.kill();
+        match &self.0 {
+            Stop::Vm(monitor) => monitor.kill(),
+            Stop::Process(worker) => worker.kill(),
+        }
     }
 }
 
@@ -204,6 +310,9 @@ impl SandboxVm {
         snapshots: bool,
     ) -> Result<SandboxVm, SandboxError> {
         let started = Instant::now();
+        if let Isolation::Process { language, tmp_mib } = spec.isolation {
+            return SandboxVm::start_process(spec, language, tmp_mib, timeout, started);
+        }
         let deadline = started + timeout;
         // Checked here, once per bridge process; the monitor trusts it.
         reflow_vmm::snapshot::check_memory(&spec.golden)?;
@@ -230,9 +339,11 @@ impl SandboxVm {
         let rings = monitor.rings();
         let worker = ClientState::at(rings.host_to_guest.into(), rings.guest_to_host.into());
         Ok(SandboxVm {
-            control,
-            shared,
-            monitor,
+            backend: Backend::Vm {
+                control,
+                shared,
+                monitor,
+            },
             ready_after: started.elapsed(),
             worker,
             cpu,
@@ -240,47 +351,118 @@ impl SandboxVm {
         })
     }
 
+    /// A worker of `language` run as a jailed host process on the files
+    /// of `spec`'s image, ready within `timeout` of no progress.
+    fn start_process(
+        spec: &VmSpec,
+        language: crate::Language,
+        tmp_mib: u32,
+        timeout: Duration,
+        started: Instant,
+    ) -> Result<SandboxVm, SandboxError> {
+        let process = ProcessSpec {
+            language,
+            image: spec.golden.clone(),
+            shm_mib: spec.config.shm_mib,
+            mem_mib: spec.config.mem_mib,
+            tmp_mib,
+        };
+        let cpu = cpu_group(spec.cpu);
+        let policy = WarmupPolicy {
+            stall: timeout,
+            ..WarmupPolicy::default()
+        };
+        let worker =
+            ProcessWorker::start(&process, cpu.as_deref().map(CpuGroup::dir), policy, &|_| {})
+                .map_err(SandboxError::Process)?;
+        Ok(SandboxVm {
+            backend: Backend::Process(Arc::new(worker)),
+            ready_after: started.elapsed(),
+            worker: ClientState::default(),
+            cpu,
+            finished: false,
+        })
+    }
+
+    /// Whether the worker runs in a VM or a host process.
+    pub fn isolation_kind(&self) -> IsolationKind {
+        match self.backend {
+            Backend::Vm { .. } => IsolationKind::Vm,
+            Backend::Process(_) => IsolationKind::Process,
+        }
+    }
+
     /// Runs `f` with the client of this VM's worker; the client goes on
     /// from where the previous call left it, and its waits end early
     /// ([`crate::WorkerError::Died`]) if the VM stops.
     pub fn with_worker<R>(&mut self, f: impl FnOnce(&mut WorkerClient<'_>) -> R) -> R {
-        let monitor = &self.monitor;
-        let alive = || monitor.is_alive();
-        let mut client = WorkerClient::resume(
-            self.shared.ring_region(),
-            &self.shared.layout(),
-            self.worker,
-        )
-        .with_liveness(&alive);
-        let result = f(&mut client);
-        self.worker = client.state();
+        let state = self.worker;
+        let (result, state) = match &self.backend {
+            Backend::Vm {
+                shared, monitor, ..
+            } => {
+                let alive = || monitor.is_alive();
+                let mut client =
+                    WorkerClient::resume(shared.ring_region(), &shared.layout(), state)
+                        .with_liveness(&alive);
+                (f(&mut client), client.state())
+            }
+            Backend::Process(worker) => {
+                let alive = || worker.is_alive();
+                let mut client =
+                    WorkerClient::resume(worker.ring_region(), &worker.layout(), state)
+                        .with_liveness(&alive);
+                (f(&mut client), client.state())
+            }
+        };
+        self.worker = state;
         result
     }
 
     /// Holds the guest's vCPUs (it uses no CPU until [`SandboxVm::release`];
-    /// what a pool does with the clones it keeps ready).
+    /// what a pool does with the clones it keeps ready). A process worker
+    /// is not held: it waits on its ring sleeping (a poll every 10 ms at
+    /// most, once its spin budget is spent).
     pub fn hold(&self) -> Result<(), MonitorError> {
-        self.monitor.hold(HOLD_LIMIT)
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.hold(HOLD_LIMIT),
+            Backend::Process(_) => Ok(()),
+        }
     }
 
     /// Lets a held guest run again.
     pub fn release(&self) {
-        self.monitor.release();
+        if let Backend::Vm { monitor, .. } = &self.backend {
+            monitor.release();
+        }
     }
 
-    /// The VM's monitor, to release it from another thread.
-    pub fn gate(&self) -> Arc<MonitorProcess> {
-        self.monitor.clone()
+    /// The VM's monitor, to release it from another thread (`None` for a
+    /// process worker).
+    pub fn gate(&self) -> Option<Arc<MonitorProcess>> {
+        match &self.backend {
+            Backend::Vm { monitor, .. } => Some(monitor.clone()),
+            Backend::Process(_) => None,
+        }
     }
 
-    /// The agent's control channel.
-    pub fn control(&mut self) -> &mut ControlChannel {
-        &mut self.control
+    /// The agent's control channel (`None` for a process worker, which
+    /// has no agent).
+    pub fn control(&mut self) -> Option<&mut ControlChannel> {
+        match &mut self.backend {
+            Backend::Vm { control, .. } => Some(control),
+            Backend::Process(_) => None,
+        }
     }
 
-    /// Hostile input the monitor saw from this guest.
+    /// Hostile input the monitor saw from this guest (none for a process
+    /// worker, which has no device emulation to send it to).
     pub fn hostile(&self) -> &HostileLog {
-        self.monitor.hostile()
+        static NONE: std::sync::OnceLock<HostileLog> = std::sync::OnceLock::new();
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.hostile(),
+            Backend::Process(_) => NONE.get_or_init(HostileLog::default),
+        }
     }
 
     /// Whether the guest has sent its devices input they had to refuse
@@ -289,14 +471,21 @@ impl SandboxVm {
         self.hostile().count() > 0
     }
 
-    /// The id of the VM's monitor process.
+    /// The id of the VM's monitor process (of a process worker's jail).
     pub fn monitor_pid(&self) -> u32 {
-        self.monitor.pid()
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.pid(),
+            Backend::Process(worker) => worker.pid(),
+        }
     }
 
-    /// Whether the monitor is still running the guest.
+    /// Whether the monitor is still running the guest (the process
+    /// worker still runs).
     pub fn is_alive(&self) -> bool {
-        self.monitor.is_alive()
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.is_alive(),
+            Backend::Process(worker) => worker.is_alive(),
+        }
     }
 
     /// Host time from the start of the restore to the agent being ready.
@@ -307,7 +496,10 @@ impl SandboxVm {
     /// A handle that stops this VM from any thread (as if it crashed: a
     /// message it is running fails with "the VM stopped").
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.monitor.clone())
+        StopHandle(match &self.backend {
+            Backend::Vm { monitor, .. } => Stop::Vm(monitor.clone()),
+            Backend::Process(worker) => Stop::Process(worker.clone()),
+        })
     }
 
     /// Whether the guest's script worker process has ended while the VM
@@ -317,11 +509,15 @@ impl SandboxVm {
         // Generous: the guest may be busy (this runs after a timeout), and
         // its kernel is emulated on some hosts.
         const ASK: Duration = Duration::from_secs(10);
+        let control = match &mut self.backend {
+            Backend::Vm { control, .. } => control,
+            // The worker is the process.
+            Backend::Process(worker) => return Ok(!worker.is_alive()),
+        };
         let ready = Request::ReadFile {
             path: paths::ready_file(paths::WORKER_READY),
         };
-        let text = self
-            .control
+        let text = control
             .request(&ready, ASK)
             .map_err(WorkerCheckError::ReadyFile)?;
         let pid: u32 = text
@@ -331,7 +527,7 @@ impl SandboxVm {
         let stat = Request::ReadFile {
             path: format!("/proc/{pid}/stat"),
         };
-        match self.control.request(&stat, ASK) {
+        match control.request(&stat, ASK) {
             Ok(stat) => Ok(exiting(&stat)),
             // The agent answered: no such process.
             Err(ControlError::Refused { .. }) => Ok(true),
@@ -362,13 +558,18 @@ impl SandboxVm {
             host_to_guest: tx.into(),
             guest_to_host: rx.into(),
         };
-        if self.worker.is_poisoned() || !self.shared.rings_idle_at(&rings) {
+        let Backend::Vm {
+            shared, monitor, ..
+        } = &self.backend
+        else {
+            return Err(SnapshotError::NotAVm);
+        };
+        if self.worker.is_poisoned() || !shared.rings_idle_at(&rings) {
             return Err(SnapshotError::Busy);
         }
         let files = SnapshotFiles::create(dir)
             .map_err(|(path, source)| SnapshotError::File { path, source })?;
-        let written = self
-            .monitor
+        let written = monitor
             .snapshot(&files, rings, Instant::now() + timeout)
             .map_err(SnapshotError::Monitor);
         self.stop_and_join();
@@ -384,7 +585,13 @@ impl SandboxVm {
         if std::mem::replace(&mut self.finished, true) {
             return None;
         }
-        self.monitor.finish(FINISH_GRACE)
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.finish(FINISH_GRACE),
+            Backend::Process(worker) => {
+                worker.kill();
+                None
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::sandbox::VmSpec;
+use crate::sandbox::{IsolationKind, VmSpec};
 
 /// Guest memory a VM may have, MiB (reflow.yaml's `memory` keys and a
 /// graph node's `memoryMb`).
@@ -23,6 +23,8 @@ pub struct VmShape {
     pub vcpus: u8,
     /// CPU time the VM may use, in CPUs; `None`: unlimited.
     pub cpu: Option<f64>,
+    /// A VM, or a jailed host process (given the memory and CPU limits).
+    pub isolation: IsolationKind,
 }
 
 impl VmShape {
@@ -32,6 +34,7 @@ impl VmShape {
             mem_mib: spec.config.mem_mib,
             vcpus: spec.config.vcpus,
             cpu: spec.cpu,
+            isolation: spec.isolation.kind(),
         }
     }
 
@@ -41,6 +44,7 @@ impl VmShape {
             mem_mib: o.mem_mib.unwrap_or(self.mem_mib),
             vcpus: o.vcpus.unwrap_or(self.vcpus),
             cpu: o.cpu.or(self.cpu),
+            isolation: self.isolation,
         }
     }
 
@@ -51,6 +55,7 @@ impl VmShape {
         self.mem_mib == other.mem_mib
             && self.vcpus == other.vcpus
             && millis(self.cpu) == millis(other.cpu)
+            && self.isolation == other.isolation
     }
 }
 
@@ -61,8 +66,12 @@ impl fmt::Display for VmShape {
             f.write_str("s")?;
         }
         match self.cpu {
-            Some(cpu) => write!(f, ", {cpu} CPU"),
-            None => f.write_str(", unlimited CPU"),
+            Some(cpu) => write!(f, ", {cpu} CPU")?,
+            None => f.write_str(", unlimited CPU")?,
+        }
+        match self.isolation {
+            IsolationKind::Vm => Ok(()),
+            IsolationKind::Process => f.write_str(", process"),
         }
     }
 }
@@ -104,6 +113,7 @@ mod tests {
         mem_mib: 256,
         vcpus: 1,
         cpu: None,
+        isolation: IsolationKind::Vm,
     };
 
     #[test]
@@ -116,8 +126,7 @@ mod tests {
             BASE.with(&o),
             VmShape {
                 mem_mib: 512,
-                vcpus: 1,
-                cpu: None
+                ..BASE
             }
         );
         assert_eq!(BASE.with(&ShapeOverrides::default()), BASE);
@@ -156,6 +165,16 @@ mod tests {
         assert_eq!(
             VmShape { vcpus: 2, ..BASE }.to_string(),
             "256 MiB, 2 vCPUs, unlimited CPU"
+        );
+        // A process worker's pool is not a VM pool of the same size.
+        let process = VmShape {
+            isolation: IsolationKind::Process,
+            ..BASE
+        };
+        assert!(!process.same(&BASE));
+        assert_eq!(
+            process.to_string(),
+            "256 MiB, 1 vCPU, unlimited CPU, process"
         );
     }
 }

@@ -84,11 +84,12 @@ pub struct ProcessWorker {
 }
 
 impl ProcessWorker {
-    /// Starts `spec`'s worker and waits until it serves its ring (or
-    /// fails, dies, or makes no progress for `policy.stall`); `progress`
-    /// hears its steps.
+    /// Starts `spec`'s worker (in the CPU cgroup at `cpu_group`, if any)
+    /// and waits until it serves its ring (or fails, dies, or makes no
+    /// progress for `policy.stall`); `progress` hears its steps.
     pub fn start(
         spec: &ProcessSpec,
+        cpu_group: Option<&Path>,
         policy: WarmupPolicy,
         progress: &dyn Fn(&str),
     ) -> Result<ProcessWorker, ProcessError> {
@@ -106,6 +107,7 @@ impl ProcessWorker {
             root: tree,
             run_dir: run_dir.path().to_path_buf(),
             memory_group: memory.as_ref().map(|g| g.dir().to_path_buf()),
+            cpu_group: cpu_group.map(Path::to_path_buf),
             tmp_mib: spec.tmp_mib,
             command: command(spec.language, shared.size()),
         };
