@@ -1,15 +1,21 @@
 //! Script workers run as jailed host processes (`isolation: process`):
-//! the actor suite in a Python process worker, what its jail leaves it
+//! the actor suite in a Python and a JavaScript process worker, what its jail leaves it
 //! (checked by name from inside), and that killing it leaves nothing
 //! behind. These need no /dev/kvm.
 
 use reflow_host_bridge::state::StateStore;
 use reflow_integration_tests::actor_suite;
 use reflow_integration_tests::calls::{get, invoke, map, text};
+use reflow_integration_tests::javascript_scripts::JAVASCRIPT;
 use reflow_integration_tests::python_scripts::PYTHON;
 use reflow_integration_tests::{process_worker, processes, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::{Language, WorkerClient};
+
+#[test]
+fn javascript_actors_run_in_a_process_worker() {
+    actor_suite::process_actors_load_run_stream_keep_state_and_fail_cleanly(&JAVASCRIPT);
+}
 
 #[test]
 fn python_actors_run_in_a_process_worker() {
@@ -161,4 +167,83 @@ fn killing_a_process_worker_leaves_nothing_behind() {
     if let Some(group) = group {
         assert!(!group.exists(), "{} left", group.display());
     }
+}
+
+const TRIPLE_PY: &str = r#"
+@actor(name="Triple", inports=["input"], outports=["output"])
+async def triple(context):
+    await context.send_output("output", context.get_input("input") * 3)
+"#;
+
+const CALLS_JS: &str = r#"
+const metadata = { name: "Calls", inports: ["input"], outports: ["output"] };
+async function process(context) {
+  const n = await context.state.increment("calls");
+  return { output: `${context.getInput("input")}#${n}` };
+}
+module.exports = { metadata, process };
+"#;
+
+/// native -> Python -> JavaScript -> native in a real Reflow network, both
+/// script nodes' workers jailed host processes from the bridge's pools,
+/// with state in the embedded store: no VM anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reflow_network_runs_process_actors_of_both_languages() {
+    use reflow_host_bridge::{Bridge, BridgeConfig};
+    use reflow_integration_tests::graphs::{shown, GraphBuilder};
+    use reflow_integration_tests::{node_image, python_image};
+    use reflow_sandbox::setup::Sizes;
+    use reflow_sandbox_core::{PoolConfig, VmSpec};
+    use serde_json::json;
+
+    let spec = |language: Language, image| {
+        let sizes = Sizes::default_for(language);
+        VmSpec::process(language, image, sizes.shape.mem_mib, sizes.shm_mib)
+    };
+    let config = BridgeConfig {
+        pool: PoolConfig {
+            preload_count: 1,
+            max_size: 4,
+            ..PoolConfig::default()
+        },
+        namespace: "process".into(),
+        ..BridgeConfig::default()
+    };
+    let bridge = Bridge::new(
+        vec![
+            (Language::Python, spec(Language::Python, python_image())),
+            (
+                Language::JavaScript,
+                spec(Language::JavaScript, node_image()),
+            ),
+        ],
+        StateStore::embedded(),
+        config,
+    );
+    let mut g = GraphBuilder::default();
+    g.native("numbers", "Range", json!({}))
+        .script("triple", "Triple", TRIPLE_PY, json!({}), None)
+        .js_script("calls", "Calls", CALLS_JS, json!({}), None)
+        .native("shown", "Format", json!({}))
+        .connect("numbers", "out", "triple", "input")
+        .connect("triple", "output", "calls", "input")
+        .connect("calls", "output", "shown", "in")
+        .initial("numbers", "count", json!(4));
+    let graph = g.load();
+    let options = reflow_sandbox::RunOptions {
+        timeout: Some(std::time::Duration::from_secs(300)),
+        ..Default::default()
+    };
+    let outcome = reflow_sandbox::run(&graph, &bridge, &options, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        shown(&outcome, "shown", "out"),
+        ["\"3#1\"", "\"6#2\"", "\"9#3\"", "\"12#4\""]
+    );
+    assert_eq!(outcome.failures, 0);
+    for (_, shape, _) in bridge.pools() {
+        assert_eq!(shape.isolation, reflow_sandbox_core::IsolationKind::Process);
+    }
+    bridge.shutdown();
 }

@@ -9,6 +9,7 @@
 pub mod actor_suite;
 pub mod calls;
 pub mod graphs;
+pub mod javascript_scripts;
 pub mod python_scripts;
 pub mod redis_server;
 
@@ -102,11 +103,13 @@ pub fn process_worker(
         tmp_mib: 16,
     };
     let t = Instant::now();
-    let worker =
-        reflow_sandbox_core::process::ProcessWorker::start(&spec, Default::default(), &|line| {
-            eprintln!("{line}")
-        })
-        .unwrap_or_else(|e| panic!("a {language} process worker: {e}"));
+    let worker = reflow_sandbox_core::process::ProcessWorker::start(
+        &spec,
+        None,
+        Default::default(),
+        &|line| eprintln!("{line}"),
+    )
+    .unwrap_or_else(|e| panic!("a {language} process worker: {e}"));
     eprintln!(
         "{language} process worker ready in {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
