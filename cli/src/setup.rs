@@ -7,7 +7,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use reflow_host_bridge::state::{StateError, StateStore};
 use reflow_host_bridge::{Bridge, BridgeConfig};
-use reflow_sandbox_core::{GuestImages, Language, Runtime, RuntimeError, ShapeOverrides, VmShape};
+use reflow_sandbox_core::{
+    GuestImages, IsolationKind, Language, Runtime, RuntimeError, ShapeOverrides, VmShape, VmSpec,
+};
 
 use crate::graph::GraphFile;
 
@@ -137,6 +139,22 @@ pub fn bridge_for(
         let mut runtime = Runtime::for_language(images, language, shape.mem_mib, sizes.shm_mib)?;
         runtime.config.vcpus = shape.vcpus;
         runtime.cpu = shape.cpu;
+        if shape.isolation == IsolationKind::Process {
+            // No golden: each worker starts on the image's files, unpacked
+            // beside it on first use.
+            let image = runtime.image().ok_or(RuntimeError::NoImage {
+                language,
+                var: match language {
+                    Language::Python => "REFLOW_PYTHON_IMAGE",
+                    Language::JavaScript => "REFLOW_NODE_IMAGE",
+                },
+            })?;
+            let mut spec =
+                VmSpec::process(language, image.to_path_buf(), shape.mem_mib, sizes.shm_mib);
+            spec.cpu = shape.cpu;
+            runtimes.push((language, spec));
+            continue;
+        }
         match runtime.golden(cache_root, &report) {
             Ok(spec) => runtimes.push((language, spec)),
             Err(e) => return Err(e.into()),

@@ -155,6 +155,12 @@ impl Runtime {
         }
     }
 
+    /// The language's root image (the VM's first disk; a process
+    /// worker's files), if the config still has it.
+    pub fn image(&self) -> Option<&Path> {
+        self.config.disks.first().map(PathBuf::as_path)
+    }
+
     fn with_root(
         images: &GuestImages,
         language: Language,

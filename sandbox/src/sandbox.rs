@@ -120,6 +120,17 @@ impl Isolation {
     }
 }
 
+impl IsolationKind {
+    /// The kind reflow.yaml's `isolation` key names (`vm`, `process`).
+    pub fn named(name: &str) -> Option<IsolationKind> {
+        match name {
+            "vm" => Some(IsolationKind::Vm),
+            "process" => Some(IsolationKind::Process),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for IsolationKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

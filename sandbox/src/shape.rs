@@ -44,7 +44,7 @@ impl VmShape {
             mem_mib: o.mem_mib.unwrap_or(self.mem_mib),
             vcpus: o.vcpus.unwrap_or(self.vcpus),
             cpu: o.cpu.or(self.cpu),
-            isolation: self.isolation,
+            isolation: o.isolation.unwrap_or(self.isolation),
         }
     }
 
@@ -87,6 +87,8 @@ pub struct ShapeOverrides {
     /// Replaces [`VmShape::cpu`] when set (a limit; an override cannot
     /// remove the runtime's limit).
     pub cpu: Option<f64>,
+    /// Replaces [`VmShape::isolation`] when set.
+    pub isolation: Option<IsolationKind>,
 }
 
 impl ShapeOverrides {
@@ -96,6 +98,7 @@ impl ShapeOverrides {
             mem_mib: over.mem_mib.or(self.mem_mib),
             vcpus: over.vcpus.or(self.vcpus),
             cpu: over.cpu.or(self.cpu),
+            isolation: over.isolation.or(self.isolation),
         }
     }
 
@@ -142,6 +145,14 @@ mod tests {
         };
         assert_eq!(o.then(&less).mem_mib, Some(128));
         assert!(ShapeOverrides::default().is_empty() && !o.is_empty());
+        let process = ShapeOverrides {
+            isolation: Some(IsolationKind::Process),
+            ..Default::default()
+        };
+        assert_eq!(BASE.with(&process).isolation, IsolationKind::Process);
+        assert_eq!(BASE.with(&process).mem_mib, BASE.mem_mib);
+        assert_eq!(o.then(&process).isolation, Some(IsolationKind::Process));
+        assert!(!process.is_empty());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::discovery::{DiscoveryConfig, DEFAULT_EXCLUDE, DEFAULT_INCLUDE};
 use reflow_sandbox_core::shape::MAX_VCPUS;
-use reflow_sandbox_core::LimitOverrides;
 use reflow_sandbox_core::ShapeOverrides;
+use reflow_sandbox_core::{IsolationKind, LimitOverrides};
 
 /// The file name looked for in a workspace directory.
 pub const FILE_NAME: &str = "reflow.yaml";
@@ -77,6 +77,9 @@ pub enum KeyProblem {
         /// The most allowed: the section's vCPUs, else its default.
         most: f64,
     },
+    /// An isolation that is neither `vm` nor `process`.
+    #[error("{0:?} is not an isolation (vm or process)")]
+    Isolation(String),
     /// A message size limit, in bytes.
     #[error("{0} bytes is outside 1B..1GB")]
     LimitSize(u64),
@@ -283,6 +286,9 @@ pub struct ActorSandbox {
     /// CPU time each of this actor's VMs may use, in CPUs, over its
     /// language's.
     pub cpu: Option<f64>,
+    /// `vm` or `process`: what runs this actor's worker, over its
+    /// language's.
+    pub isolation: Option<String>,
     /// Limits of this actor's messages, over its language's.
     #[serde(default)]
     pub limits: Option<LimitsConfig>,
@@ -297,7 +303,15 @@ fn shape(
     vcpus: Option<u8>,
     cpu: Option<f64>,
     cpu_most: f64,
+    isolation: &Option<String>,
 ) -> Result<ShapeOverrides, KeyError> {
+    let isolation = match isolation {
+        None => None,
+        Some(name) => Some(
+            IsolationKind::named(name)
+                .ok_or_else(|| KeyProblem::Isolation(name.clone()).at(format!("{at}.isolation")))?,
+        ),
+    };
     let mem_mib = match memory {
         None => None,
         Some(m) => {
@@ -325,6 +339,7 @@ fn shape(
         mem_mib,
         vcpus,
         cpu,
+        isolation,
     })
 }
 
@@ -332,7 +347,7 @@ impl Language {
     /// The VM shape this section sets, checked (errors name keys under
     /// `at`); `cpu` is at most `vcpus`, 1 when unset.
     fn shape(&self, at: &str) -> Result<ShapeOverrides, KeyError> {
-        shape(at, &self.memory, self.vcpus, self.cpu, 1.0)
+        shape(at, &self.memory, self.vcpus, self.cpu, 1.0, &self.isolation)
     }
 }
 
@@ -343,7 +358,14 @@ impl ActorSandbox {
     /// over the VM's vCPUs is as good as no limit).
     fn shape(&self, at: &str) -> Result<ShapeOverrides, KeyError> {
         let most = f64::from(reflow_sandbox_core::shape::MAX_VCPUS);
-        shape(at, &self.memory, self.vcpus, self.cpu, most)
+        shape(
+            at,
+            &self.memory,
+            self.vcpus,
+            self.cpu,
+            most,
+            &self.isolation,
+        )
     }
 }
 
@@ -454,6 +476,10 @@ pub struct Language {
     /// CPU time each VM may use, in CPUs (`0.5`: half of one), enforced
     /// with the cgroup cpu controller where the host has one.
     pub cpu: Option<f64>,
+    /// What runs this language's workers: `vm` (a microVM each, the
+    /// default) or `process` (a jailed host process each; see the README's
+    /// security model).
+    pub isolation: Option<String>,
     /// Limits of this language's actors' messages, over the sandbox's.
     #[serde(default)]
     pub limits: Option<LimitsConfig>,

@@ -189,6 +189,14 @@ fn mistakes_name_their_key() {
             "unknown field `cpus`",
         ),
         (
+            "workspace:\n  sandbox:\n    python:\n      isolation: container\n",
+            "workspace.sandbox.python.isolation: \"container\" is not an isolation (vm or process)",
+        ),
+        (
+            "workspace:\n  sandbox:\n    actors:\n      Big:\n        isolation: Process\n",
+            "workspace.sandbox.actors.Big.isolation: \"Process\" is not an isolation",
+        ),
+        (
             "workspace:\n  sandbox:\n    limits:\n      max_outptus: 3\n",
             "unknown field `max_outptus`",
         ),
@@ -304,6 +312,27 @@ fn an_actor_may_ask_for_its_own_vm_shape() {
         (None, None, Some(0.25))
     );
     assert!(c.actor_shape("Other").is_empty());
+}
+
+#[test]
+fn a_language_or_an_actor_may_run_as_a_process() {
+    use reflow_sandbox_core::{IsolationKind, Language};
+    let c = parse(
+        "workspace:\n  sandbox:\n    javascript:\n      isolation: process\n    actors:\n      \
+         Trusted:\n        isolation: process\n      Strict:\n        isolation: vm\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.runtime_shape(Language::JavaScript).isolation,
+        Some(IsolationKind::Process)
+    );
+    assert_eq!(c.runtime_shape(Language::Python).isolation, None);
+    assert_eq!(
+        c.actor_shape("Trusted").isolation,
+        Some(IsolationKind::Process)
+    );
+    assert_eq!(c.actor_shape("Strict").isolation, Some(IsolationKind::Vm));
+    assert_eq!(c.actor_shape("Other").isolation, None);
 }
 
 #[test]
