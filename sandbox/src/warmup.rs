@@ -74,7 +74,8 @@ pub enum WarmupError {
     /// The script's process exited before it was ready.
     #[error(
         "{script} exited in step `{step}` after {elapsed:.1} s without becoming ready \
-         ({how}; what it printed is on the guest console){steps}"
+         ({how}; what it printed went to the guest console, or a process worker's to the \
+         bridge's standard error){steps}"
     )]
     Died {
         /// The script's name.
