@@ -247,3 +247,90 @@ async fn a_reflow_network_runs_process_actors_of_both_languages() {
     }
     bridge.shutdown();
 }
+
+const WHERE: &str = "import os\n\
+@actor(name=\"NAME\", inports=[\"go\"], outports=[\"at\"])\n\
+def where(context):\n    \
+return {\"at\": \"vm\" if os.path.exists(\"/dev/mem\") else \"process\"}\n";
+
+/// reflow.yaml's `isolation`: the Python runtime set to `process`, one
+/// actor back on `vm`; the bridge has a pool of each, shows which, and
+/// each node's worker runs where its config says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflow_yaml_chooses_process_or_vm_per_language_and_actor() {
+    use reflow_host_bridge::BridgeConfig;
+    use reflow_integration_tests::graphs::{shown, GraphBuilder};
+    use reflow_sandbox::setup::{self, Sizes};
+    use reflow_workspace::config::Config;
+    use serde_json::json;
+
+    if !reflow_integration_tests::kvm_available() {
+        return;
+    }
+    let config = Config::parse(
+        "workspace:\n  sandbox:\n    python:\n      isolation: process\n    actors:\n      \
+         Strict:\n        isolation: vm\n",
+        std::path::Path::new("reflow.yaml"),
+    )
+    .unwrap();
+    let mut g = GraphBuilder::default();
+    g.native("go", "Range", json!({}))
+        .script(
+            "loose",
+            "Loose",
+            &WHERE.replace("NAME", "Loose"),
+            json!({}),
+            None,
+        )
+        .script(
+            "strict",
+            "Strict",
+            &WHERE.replace("NAME", "Strict"),
+            json!({}),
+            None,
+        )
+        .native("loose_at", "Format", json!({}))
+        .native("strict_at", "Format", json!({}))
+        .connect("go", "out", "loose", "go")
+        .connect("go", "out", "strict", "go")
+        .connect("loose", "at", "loose_at", "in")
+        .connect("strict", "at", "strict_at", "in")
+        .initial("go", "count", json!(2));
+    let mut graph = g.load();
+    for (component, script) in &mut graph.scripts {
+        config.apply_actor(component, script);
+    }
+    let runtime = |l| Sizes::default_for(l).with(&config.runtime_shape(l));
+    let shapes = setup::shapes(&graph, runtime);
+    let bridge = setup::bridge_for(
+        &reflow_integration_tests::bridge_images(),
+        &shapes,
+        &reflow_vmm::cache_root(),
+        StateStore::embedded(),
+        BridgeConfig::default(),
+        false,
+    )
+    .expect("a bridge");
+    let pools: Vec<String> = bridge.pools().map(|(_, s, _)| s.to_string()).collect();
+    assert_eq!(
+        pools,
+        [
+            "256 MiB, 1 vCPU, unlimited CPU, process",
+            "256 MiB, 1 vCPU, unlimited CPU"
+        ]
+    );
+    let options = reflow_sandbox::RunOptions {
+        timeout: Some(std::time::Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let outcome = reflow_sandbox::run(&graph, &bridge, &options, |_| {})
+        .await
+        .unwrap();
+    bridge.shutdown();
+    assert_eq!(outcome.failures, 0);
+    assert_eq!(
+        shown(&outcome, "loose_at", "out"),
+        ["\"process\"", "\"process\""]
+    );
+    assert_eq!(shown(&outcome, "strict_at", "out"), ["\"vm\"", "\"vm\""]);
+}
