@@ -47,6 +47,6 @@ pub use host::HostKind;
 
 pub use vcpu::exit::StopReason;
 pub use vm::{
-    AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm, SnapshotFiles,
-    SnapshotHandle, StopHandle, Vm, VmError, VmIo, VmOutcome,
+    kvm_unusable, AgentHello, ControlChannel, ControlError, ControlHandle, PausedVm, RunningVm,
+    SnapshotFiles, SnapshotHandle, StopHandle, Vm, VmError, VmIo, VmOutcome, NO_KVM_ENV,
 };

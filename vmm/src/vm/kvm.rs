@@ -16,9 +16,22 @@ pub(super) fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError
     move |source| VmError::Kvm { op, source }
 }
 
+/// Set to `1`, this process (and the monitors it starts) acts as if the
+/// host had no `/dev/kvm`: how the tests play a machine without KVM.
+pub const NO_KVM_ENV: &str = "REFLOW_NO_KVM";
+
 /// Opens /dev/kvm, explaining failures.
 pub(super) fn open_kvm() -> Result<Kvm, VmError> {
+    if std::env::var(NO_KVM_ENV).is_ok_and(|v| v == "1") {
+        return Err(VmError::KvmHidden);
+    }
     Kvm::new().map_err(kvm_open_error)
+}
+
+/// Why this process cannot run VMs (`/dev/kvm` absent, hidden, or not
+/// accessible), or `None` when it can open `/dev/kvm`.
+pub fn kvm_unusable() -> Option<VmError> {
+    open_kvm().err()
 }
 
 /// Explains why /dev/kvm could not be opened.

@@ -6,6 +6,7 @@ pub mod control;
 mod deadline;
 mod devices;
 mod kvm;
+pub use kvm::{kvm_unusable, NO_KVM_ENV};
 mod outcome;
 mod run;
 mod snapshot_job;
@@ -66,6 +67,11 @@ pub enum VmError {
          kvm_intel or kvm_amd module, or run on a host that exposes /dev/kvm)"
     )]
     NoKvm,
+    /// [`kvm::NO_KVM_ENV`] hides `/dev/kvm` from this process.
+    #[error(
+        "{NO_KVM_ENV}=1 hides /dev/kvm from this process (a switch for testing a host without KVM)"
+    )]
+    KvmHidden,
     /// This user may not open `/dev/kvm`.
     #[error(
         "/dev/kvm is not accessible to this user ({0}): add the user to the owning group \
