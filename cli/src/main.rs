@@ -656,6 +656,11 @@ async fn run_graph(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         config.apply_actor(component, script);
     }
     let languages = setup::shapes(&graph, |language| sizes(&config, language));
+    setup::refuse_vms_without_kvm(
+        &graph,
+        |language| sizes(&config, language),
+        reflow_vmm::kvm_unusable().map(|e| e.to_string()),
+    )?;
     if languages.iter().any(|(_, s)| s.shape.cpu.is_some()) {
         if let Some(why) = reflow_sandbox_core::sandbox::cpu_limit_unavailable() {
             eprintln!(

@@ -27,6 +27,20 @@ pub const NODE_SHM_MIB: u32 = 40;
 pub enum SetupError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Actors need VMs and this host cannot run one; nothing falls back
+    /// to `process` unless the user said so.
+    #[error(
+        "{actors} need a VM, and this host cannot run one: {why}. To run them as jailed host \
+         processes instead, set `isolation: process` in reflow.yaml \
+         (workspace.sandbox.<language>.isolation, or workspace.sandbox.actors.<Component>.isolation) \
+         after reading what that lets a script reach (README: VM or process)"
+    )]
+    NoKvm {
+        /// The actors, `Component (language)`, comma-separated.
+        actors: String,
+        /// Why the host cannot run VMs.
+        why: String,
+    },
     #[error("state store: {0}")]
     State(#[from] StateError),
 }
@@ -93,6 +107,41 @@ pub fn shapes(graph: &GraphFile, runtime: impl Fn(Language) -> Sizes) -> Vec<(La
         }
     }
     out
+}
+
+/// The script components of `graph` whose workers run in VMs (their
+/// isolation over their runtime's, which `runtime` gives, is `vm`), as
+/// `Component (language)`, sorted.
+pub fn vm_actors(graph: &GraphFile, runtime: impl Fn(Language) -> Sizes) -> Vec<String> {
+    let mut actors: Vec<String> = graph
+        .scripts
+        .iter()
+        .filter(|(_, s)| runtime(s.language).with(&s.shape).shape.isolation == IsolationKind::Vm)
+        .map(|(component, s)| format!("{component} ({})", s.language))
+        .collect();
+    actors.sort();
+    actors
+}
+
+/// Refuses to go on when `graph` has actors that need VMs and the host
+/// cannot run them (`unusable` says why; `None`: it can), naming them and
+/// how to run them as processes instead.
+pub fn refuse_vms_without_kvm(
+    graph: &GraphFile,
+    runtime: impl Fn(Language) -> Sizes,
+    unusable: Option<String>,
+) -> Result<(), SetupError> {
+    let Some(why) = unusable else {
+        return Ok(());
+    };
+    let actors = vm_actors(graph, runtime);
+    if actors.is_empty() {
+        return Ok(());
+    }
+    Err(SetupError::NoKvm {
+        actors: actors.join(", "),
+        why,
+    })
 }
 
 /// A bridge with a Python runtime over `images`, its golden snapshot under
