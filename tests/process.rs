@@ -334,3 +334,77 @@ async fn reflow_yaml_chooses_process_or_vm_per_language_and_actor() {
     );
     assert_eq!(shown(&outcome, "strict_at", "out"), ["\"vm\"", "\"vm\""]);
 }
+
+/// Runs this test binary's test `name` alone in a child process with
+/// `/dev/kvm` hidden (`REFLOW_NO_KVM=1`) and `CI=true`: its exit status
+/// and what it printed.
+fn without_kvm(name: &str) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(reflow_vmm::NO_KVM_ENV, "1")
+        .env("CI", "true")
+        .output()
+        .expect("the child runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+/// A CI-like run on a host without KVM (hidden by the test switch): the
+/// process suite passes, a test that needs a VM fails loudly, and
+/// `reflow-sandbox run` refuses actors that need VMs by name, saying how
+/// to run them as processes, instead of falling back on its own.
+#[test]
+fn without_kvm_process_actors_run_and_vm_ones_are_refused_by_name() {
+    use reflow_integration_tests::graphs::GraphBuilder;
+    use reflow_sandbox::setup::{self, Sizes};
+    use reflow_workspace::config::Config;
+    use serde_json::json;
+
+    let (status, text) = without_kvm("a_reflow_network_runs_process_actors_of_both_languages");
+    assert!(status.success(), "the process network without KVM:\n{text}");
+    let (status, text) = without_kvm("reflow_yaml_chooses_process_or_vm_per_language_and_actor");
+    assert!(!status.success(), "a VM test passed without KVM:\n{text}");
+    assert!(
+        text.contains("CI=true and a prerequisite is missing")
+            && text.contains("REFLOW_NO_KVM=1 hides /dev/kvm"),
+        "{text}"
+    );
+
+    let mut g = GraphBuilder::default();
+    g.native("go", "Range", json!({}))
+        .script(
+            "a",
+            "Loose",
+            &WHERE.replace("NAME", "Loose"),
+            json!({}),
+            None,
+        )
+        .js_script("b", "Calls", CALLS_JS, json!({}), None)
+        .connect("go", "out", "a", "go")
+        .connect("go", "out", "b", "input")
+        .initial("go", "count", json!(1));
+    let graph = g.load();
+    let why = Some("no KVM here".to_string());
+    let refused = setup::refuse_vms_without_kvm(&graph, Sizes::default_for, why.clone())
+        .expect_err("VM actors without KVM");
+    let said = refused.to_string();
+    assert!(
+        said.starts_with("Calls (javascript), Loose (python) need a VM")
+            && said.contains("no KVM here")
+            && said.contains("isolation: process"),
+        "{said}"
+    );
+    assert!(setup::refuse_vms_without_kvm(&graph, Sizes::default_for, None).is_ok());
+    let config = Config::parse(
+        "workspace:\n  sandbox:\n    python:\n      isolation: process\n    javascript:\n      \
+         isolation: process\n",
+        std::path::Path::new("reflow.yaml"),
+    )
+    .unwrap();
+    let runtime = |l| Sizes::default_for(l).with(&config.runtime_shape(l));
+    assert!(setup::refuse_vms_without_kvm(&graph, runtime, why).is_ok());
+}

@@ -117,16 +117,19 @@ pub fn process_worker(
     worker
 }
 
-/// Whether /dev/kvm exists. Tests that need it print a loud message and
-/// return early where it does not; every development and CI machine of this
-/// project has it, so under `CI=true` its absence fails the test instead
-/// (see [`missing`]).
+/// Whether this process can run VMs (it can open /dev/kvm; see
+/// [`reflow_vmm::kvm_unusable`], which `REFLOW_NO_KVM=1` also fails).
+/// Tests that need it print a loud message and return early where it
+/// cannot; every development and CI machine of this project can, so
+/// under `CI=true` this fails the test instead (see [`missing`]).
 pub fn kvm_available() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
+    match reflow_vmm::kvm_unusable() {
+        None => true,
+        Some(e) => {
+            missing(&format!("{e}; VM tests did not run"));
+            false
+        }
     }
-    missing("/dev/kvm is absent on this machine; VM tests did not run");
-    false
 }
 
 /// The fields of `/proc/{pid}/stat` after the command's name (the first is
