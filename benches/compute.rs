@@ -1,11 +1,12 @@
 //! Guest compute against host compute, same interpreter, same code: a
 //! CPU-bound loop timed by the script itself (`time.perf_counter` in
 //! Python, `performance.now` in Node; both read the clock through the
-//! vDSO, no system call) in a sandboxed actor and in the host's own
-//! `python3` / `node`, interleaved, so drift hits both alike. The guest
-//! runs user code natively; what it pays beyond the host is guest kernel
-//! work during the loop (timer ticks), which `kvm_pvm` hosts emulate.
-//! Run with `./dev.sh bench`.
+//! vDSO, no system call) in a sandboxed actor in a VM, in the same actor
+//! run as a jailed host process (`isolation: process`, the image's own
+//! interpreter), and in the host's own `python3` / `node`, interleaved,
+//! so drift hits all alike. The guest runs user code natively; what it
+//! pays beyond the host is guest kernel work during the loop (timer
+//! ticks), which `kvm_pvm` hosts emulate. Run with `./dev.sh bench`.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -17,9 +18,12 @@ use reflow_benches::report::{self, record};
 use reflow_benches::{invoke_once, kvm_available, ms, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
+use reflow_host_bridge::{Bridge, SandboxActor};
 use reflow_integration_tests::graphs::bridge_for;
 use reflow_integration_tests::percentile;
-use reflow_sandbox_core::{Language, Script};
+use reflow_integration_tests::{node_image, python_image};
+use reflow_sandbox::setup::Sizes;
+use reflow_sandbox_core::{Language, Script, VmSpec};
 
 /// The loop, the same text in the actor and on the host.
 const PY_LOOP: &str = "
@@ -157,14 +161,18 @@ fn compute(_: &mut Criterion) {
                 BridgeConfig::default(),
             )
         });
+        let process_bridge = rt.block_on(async { process_bridge(s.language) });
         bridge.wait_ready(Duration::from_secs(300));
-        let actor = bridge
-            .actor(Script::inline(s.language, s.file, &s.actor))
-            .expect("the compute actor");
-        let guest_run = || {
+        process_bridge.wait_ready(Duration::from_secs(300));
+        let script = Script::inline(s.language, s.file, &s.actor);
+        let actor = bridge.actor(script.clone()).expect("the compute actor");
+        let process_actor = process_bridge
+            .actor(script)
+            .expect("the compute actor in a process");
+        let run = |actor: &SandboxActor| {
             let outputs = invoke_once(
                 &rt,
-                &actor,
+                actor,
                 HashMap::from([("n".to_string(), Message::Integer(s.n))]),
             );
             let version = match outputs.get("version") {
@@ -174,17 +182,46 @@ fn compute(_: &mut Criterion) {
             (took(&outputs), version)
         };
         // One of each first, unmeasured: load, JIT, page cache.
-        let (_, guest_version) = guest_run();
+        let (_, guest_version) = run(&actor);
+        let (_, process_version) = run(&process_actor);
         let (_, host_version) = host_run(&s);
-        let (mut guest, mut host) = (Vec::new(), Vec::new());
+        let (mut guest, mut process, mut host) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            guest.push(guest_run().0);
+            guest.push(run(&actor).0);
+            process.push(run(&process_actor).0);
             host.push(host_run(&s).0);
         }
         bridge.shutdown();
+        process_bridge.shutdown();
         guest.sort();
+        process.sort();
         host.sort();
+        let p = percentile(&process, 0.5);
         let (g, h) = (percentile(&guest, 0.5), percentile(&host, 0.5));
+        let process_ratio = p.as_secs_f64() / h.as_secs_f64();
+        let process_same = if process_version == host_version {
+            format!("both {process_version}")
+        } else {
+            format!("NOT the same version: process {process_version}, host {host_version}")
+        };
+        println!(
+            "compute: {}: the same loop, process p50 {:.1} ms, host p50 {:.1} ms: \
+             {process_ratio:.3}x ({rounds} each, interleaved; {process_same})",
+            s.name,
+            ms(p),
+            ms(h)
+        );
+        record(
+            "compute",
+            &format!("process / host compute, same interpreter, {}", s.name),
+            process_ratio,
+            &format!(
+                "a CPU-bound loop timed by the script: process worker p50 {:.1} ms, host \
+                 {:.1} ms; {rounds} each; {process_same}",
+                ms(p),
+                ms(h)
+            ),
+        );
         let ratio = g.as_secs_f64() / h.as_secs_f64();
         let same = if guest_version == host_version {
             format!("both {guest_version}")
@@ -210,6 +247,22 @@ fn compute(_: &mut Criterion) {
             ),
         );
     }
+}
+
+/// A bridge whose `language` workers run as jailed host processes, of the
+/// runtime's default sizes. Call within a tokio runtime.
+fn process_bridge(language: Language) -> Bridge {
+    let sizes = Sizes::default_for(language);
+    let image = match language {
+        Language::Python => python_image(),
+        Language::JavaScript => node_image(),
+    };
+    let spec = VmSpec::process(language, image, sizes.shape.mem_mib, sizes.shm_mib);
+    Bridge::new(
+        vec![(language, spec)],
+        StateStore::embedded(),
+        BridgeConfig::default(),
+    )
 }
 
 criterion_group!(benches, compute);

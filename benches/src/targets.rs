@@ -178,6 +178,12 @@ pub const TARGETS: &[Goal] = &[
     row("compute", "guest / host compute, same interpreter, javascript", "x", Lower, None, 1.05,
         None, "fewer guest timer ticks (a tickless guest kernel while a vCPU runs user code); \
         a bare-metal host, where ticks are not emulated"),
+    row("compute", "process / host compute, same interpreter, python", "x", Lower, None, 1.05,
+        None, "nothing expected: the same interpreter on the same kernel; a gap is the jail's \
+        cost (seccomp filter, cgroups)"),
+    row("compute", "process / host compute, same interpreter, javascript", "x", Lower, None,
+        1.05, None, "nothing expected: the same interpreter on the same kernel; a gap is the \
+        jail's cost (seccomp filter, cgroups)"),
     // state.rs
     row("state", "embedded get, host side", "us", Lower, Some(2000.0), 10.0, None,
         "nothing needed"),
