@@ -1,4 +1,5 @@
-//! Hostile actors, Python and JavaScript, in real Reflow graphs: each case
+//! Hostile actors, Python and JavaScript, in VMs and as jailed host
+//! processes, in real Reflow graphs: each case
 //! is a node that behaves on messages 1 and 3 and attacks on message 2. In
 //! every case the host process stays up, message 2 is answered with one
 //! `Message::Error` on the node's `error` port whose reason says what
@@ -12,7 +13,7 @@ use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::graphs::{bridge_for, shown, GraphBuilder};
 use reflow_integration_tests::kvm_available;
 use reflow_sandbox::{run, RunOptions};
-use reflow_sandbox_core::{Language, Limits, PoolConfig};
+use reflow_sandbox_core::{Language, Limits, PoolConfig, VmSpec};
 use serde_json::json;
 
 /// Seconds a message may run (the attacks that never end run into it).
@@ -88,6 +89,21 @@ const OUTPUT_SIZE: &str = "over the 1048576-byte limit (max_output_size)";
 const STATE_VALUE: &str = "over the 65536-byte limit (max_state_value_size)";
 const FLOOD_LOG: &str = "more than 1016 printed-output records in one message";
 
+// The SDK caps what a message prints; an actor that finds the worker
+// (up its own call stack: the golden's heap is frozen, out of
+// `gc.get_objects()`'s sight) and writes LOG records itself is
+// stopped by the host's count.
+const PY_FLOODS_LOG_RECORDS: Case = flood(
+    "floods_log_records",
+    "import sys\n    from reflow.worker import LOG, Worker\n    \
+     f = sys._getframe()\n    \
+     while not isinstance(f.f_locals.get('self'), Worker):\n        f = f.f_back\n    \
+     w = f.f_locals['self']\n    \
+     mid, aid = w.log.current\n    \
+     while True:\n        w.send(LOG, mid, aid, {'stream': 'stdout', 'line': 'x', 'cut': 0})",
+    &[FLOOD_LOG],
+);
+
 const PYTHON: &[Case] = &[
     case("endless_loop", "while True:\n        pass", &[TIMED_OUT]),
     case(
@@ -158,20 +174,7 @@ const PYTHON: &[Case] = &[
         &[FLOOD_OUTPUTS],
     ),
     flood("floods_state", "while True:\n        context.state.increment_sync('n')", &[FLOOD_STATE]),
-    // The SDK caps what a message prints; an actor that finds the worker
-    // (up its own call stack: the golden's heap is frozen, out of
-    // `gc.get_objects()`'s sight) and writes LOG records itself is
-    // stopped by the host's count.
-    flood(
-        "floods_log_records",
-        "import sys\n    from reflow.worker import LOG, Worker\n    \
-         f = sys._getframe()\n    \
-         while not isinstance(f.f_locals.get('self'), Worker):\n        f = f.f_back\n    \
-         w = f.f_locals['self']\n    \
-         mid, aid = w.log.current\n    \
-         while True:\n        w.send(LOG, mid, aid, {'stream': 'stdout', 'line': 'x', 'cut': 0})",
-        &[FLOOD_LOG],
-    ),
+    PY_FLOODS_LOG_RECORDS,
     big("huge_output", "context.send_output_sync('output', b'x' * (2 << 20))", &[OUTPUT_SIZE]),
     big("huge_state_value", "context.state.set_sync('big', 'x' * (1 << 20))", &[STATE_VALUE]),
 ];
@@ -212,6 +215,120 @@ const JAVASCRIPT: &[Case] = &[
         "network",
         "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",
         &["ENETUNREACH"],
+    ),
+    case("writes_the_root_image", "require('fs').writeFileSync('/usr/lib/evil', 'x');", &["EROFS"]),
+    flood("floods_outputs", "for (;;) context.sendOutputSync('output', 0);", &[FLOOD_OUTPUTS]),
+    flood("floods_state", "for (;;) context.state.incrementSync('n');", &[FLOOD_STATE]),
+    big("huge_output", "context.sendOutputSync('output', Buffer.alloc(2 << 20));", &[OUTPUT_SIZE]),
+    big("huge_state_value", "context.state.setSync('big', 'x'.repeat(1 << 20));", &[STATE_VALUE]),
+];
+
+/// The cases for Python actors run as jailed host processes
+/// (`isolation: process`): every case above that applies, the same or
+/// with what differs in a process (the ring is the memfd at fd 3, from
+/// offset 0; PID 1 is the worker itself, which ignores its own SIGKILL, so
+/// it ends itself with `_exit`; refusals come from its seccomp filter or
+/// its non-root uid). Cases that do not apply: none of the guest kernel's
+/// (`powers_the_guest_off`, `crashes_the_agent_and_panics_the_kernel`)
+/// can be reached; the same calls are refused here
+/// (`reboot_is_refused`, `ptrace_is_refused`).
+const PYTHON_PROCESS: &[Case] = &[
+    case("endless_loop", "while True:\n        pass", &[TIMED_OUT]),
+    case(
+        "fork_bomb",
+        "import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
+        &[TIMED_OUT, STOPPED],
+    ),
+    case(
+        "memory_hog",
+        "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
+        &["MemoryError", TIMED_OUT, STOPPED, WORKER_GONE],
+    ),
+    // Waits half a second first: messages are pipelined, and a scribble
+    // that lands before the host has read message 1's answer (mapping a
+    // memfd is quick, unlike a VM's /dev/mem) takes that answer with it.
+    case(
+        "ring_garbage",
+        "import mmap, os, struct, time\n    time.sleep(0.5)\n    \
+         fd = os.open('/proc/self/fd/3', os.O_RDWR)\n    \
+         head = mmap.mmap(fd, 4096)\n    g2h = struct.unpack_from('<Q', head, 48)[0]\n    \
+         m = mmap.mmap(fd, 8192, offset=g2h)\n    \
+         struct.pack_into('<Q', m, 0, 1 << 40)\n    m[4096:4160] = b'garbage!' * 8\n    \
+         import time\n    time.sleep(1)",
+        &[RING],
+    ),
+    case(
+        "reboot_is_refused",
+        "import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+         if libc.reboot(0x01234567) != 0:\n        raise OSError(ctypes.get_errno(), 'reboot')",
+        &["[Errno 1] reboot"],
+    ),
+    case(
+        "ptrace_is_refused",
+        "import ctypes\n    libc = ctypes.CDLL(None, use_errno=True)\n    \
+         if libc.ptrace(16, 1, None, None) != 0:\n        raise OSError(ctypes.get_errno(), 'PTRACE_ATTACH')",
+        &["[Errno 1] PTRACE_ATTACH"],
+    ),
+    case(
+        "no_sysrq",
+        "open('/proc/sysrq-trigger', 'w').write('c')",
+        &[
+            "No such file or directory: '/proc/sysrq-trigger'",
+            "Permission denied: '/proc/sysrq-trigger'",
+        ],
+    ),
+    case("kills_its_worker", "import os\n    os._exit(9)", &[WORKER_GONE, STOPPED]),
+    case(
+        "network",
+        "import socket\n    socket.create_connection(('10.0.2.2', 80), timeout=2)",
+        &["[Errno 1] Operation not permitted"],
+    ),
+    case("writes_the_root_image", "open('/usr/lib/evil', 'w')", &["Read-only file system"]),
+    flood(
+        "floods_outputs",
+        "while True:\n        context.send_output_sync('output', 0)",
+        &[FLOOD_OUTPUTS],
+    ),
+    flood("floods_state", "while True:\n        context.state.increment_sync('n')", &[FLOOD_STATE]),
+    PY_FLOODS_LOG_RECORDS,
+    big("huge_output", "context.send_output_sync('output', b'x' * (2 << 20))", &[OUTPUT_SIZE]),
+    big("huge_state_value", "context.state.set_sync('big', 'x' * (1 << 20))", &[STATE_VALUE]),
+];
+
+/// [`PYTHON_PROCESS`] for JavaScript.
+const JAVASCRIPT_PROCESS: &[Case] = &[
+    case("endless_loop", "for (;;) {}", &[TIMED_OUT]),
+    case(
+        "fork_bomb",
+        "const cp = require('child_process');\n    for (;;) { try { cp.spawn('/usr/bin/node', ['-e', 'for(;;){}']); } catch (e) {} }",
+        &[TIMED_OUT, STOPPED],
+    ),
+    case(
+        "memory_hog",
+        "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
+        &["RangeError", "memory", TIMED_OUT, STOPPED, WORKER_GONE],
+    ),
+    case(
+        "ring_garbage",
+        "await new Promise((r) => setTimeout(r, 500));\n    \
+         const shm = require('/opt/reflow/reflow_shm.node');\n    \
+         const head = Buffer.from(shm.map(0, 4096, '/proc/self/fd/3'));\n    \
+         const g2h = Number(head.readBigUInt64LE(48));\n    \
+         const m = Buffer.from(shm.map(g2h, 8192, '/proc/self/fd/3'));\n    \
+         m.writeBigUInt64LE(1n << 40n, 0);\n    m.fill('garbage!', 4096, 4160);\n    \
+         await new Promise((r) => setTimeout(r, 1000));",
+        &[RING],
+    ),
+    case(
+        "no_sysrq",
+        "require('fs').writeFileSync('/proc/sysrq-trigger', 'c');",
+        &["ENOENT: no such file or directory, open '/proc/sysrq-trigger'", "EACCES"],
+    ),
+    case("kills_its_worker", "globalThis.process.reallyExit(9);", &[WORKER_GONE, STOPPED]),
+    case(
+        "network",
+        "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",
+        &["EPERM"],
     ),
     case("writes_the_root_image", "require('fs').writeFileSync('/usr/lib/evil', 'x');", &["EROFS"]),
     flood("floods_outputs", "for (;;) context.sendOutputSync('output', 0);", &[FLOOD_OUTPUTS]),
@@ -291,12 +408,12 @@ async fn attack(bridge: &Bridge, language: Language, case: &Case) {
     let mut ok = shown(&outcome, "ok", "out");
     // What a flood got out before its limit.
     ok.retain(|o| o != "\"0\"");
+    let failed = shown(&outcome, "failed", "out");
     assert_eq!(
         ok,
         ["\"100\"", "\"300\""],
-        "{what}: messages 1 and 3 go through"
+        "{what}: messages 1 and 3 go through; the errors: {failed:?}"
     );
-    let failed = shown(&outcome, "failed", "out");
     assert_eq!(failed.len(), 1, "{what}: {failed:?}");
     assert!(
         case.reason.iter().any(|r| failed[0].contains(r)),
@@ -319,6 +436,31 @@ async fn suite(language: Language, cases: &[Case]) {
         attack(&bridge, language, case).await;
     }
     bridge.shutdown();
+}
+
+/// The cases against `language` actors run as jailed host processes.
+async fn process_suite(language: Language, cases: &[Case]) {
+    let sizes = reflow_sandbox::setup::Sizes::default_for(language);
+    let image = match language {
+        Language::Python => reflow_integration_tests::python_image(),
+        Language::JavaScript => reflow_integration_tests::node_image(),
+    };
+    let spec = VmSpec::process(language, image, sizes.shape.mem_mib, sizes.shm_mib);
+    let bridge = Bridge::new(vec![(language, spec)], StateStore::embedded(), config());
+    for case in cases {
+        attack(&bridge, language, case).await;
+    }
+    bridge.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_python_process_actors_get_errors_and_the_host_goes_on() {
+    process_suite(Language::Python, PYTHON_PROCESS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_javascript_process_actors_get_errors_and_the_host_goes_on() {
+    process_suite(Language::JavaScript, JAVASCRIPT_PROCESS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
