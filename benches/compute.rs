@@ -15,15 +15,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use reflow_actor::message::Message;
 use reflow_benches::report::{self, record};
-use reflow_benches::{invoke_once, kvm_available, ms, took};
+use reflow_benches::{invoke_once, kvm_available, ms, process_bridge, took};
 use reflow_host_bridge::state::StateStore;
 use reflow_host_bridge::BridgeConfig;
-use reflow_host_bridge::{Bridge, SandboxActor};
+use reflow_host_bridge::SandboxActor;
 use reflow_integration_tests::graphs::bridge_for;
 use reflow_integration_tests::percentile;
-use reflow_integration_tests::{node_image, python_image};
-use reflow_sandbox::setup::Sizes;
-use reflow_sandbox_core::{Language, Script, VmSpec};
+use reflow_sandbox_core::{Language, Script};
 
 /// The loop, the same text in the actor and on the host.
 const PY_LOOP: &str = "
@@ -161,7 +159,8 @@ fn compute(_: &mut Criterion) {
                 BridgeConfig::default(),
             )
         });
-        let process_bridge = rt.block_on(async { process_bridge(s.language) });
+        let process_bridge =
+            rt.block_on(async { process_bridge(s.language, BridgeConfig::default()) });
         bridge.wait_ready(Duration::from_secs(300));
         process_bridge.wait_ready(Duration::from_secs(300));
         let script = Script::inline(s.language, s.file, &s.actor);
@@ -247,22 +246,6 @@ fn compute(_: &mut Criterion) {
             ),
         );
     }
-}
-
-/// A bridge whose `language` workers run as jailed host processes, of the
-/// runtime's default sizes. Call within a tokio runtime.
-fn process_bridge(language: Language) -> Bridge {
-    let sizes = Sizes::default_for(language);
-    let image = match language {
-        Language::Python => python_image(),
-        Language::JavaScript => node_image(),
-    };
-    let spec = VmSpec::process(language, image, sizes.shape.mem_mib, sizes.shm_mib);
-    Bridge::new(
-        vec![(language, spec)],
-        StateStore::embedded(),
-        BridgeConfig::default(),
-    )
 }
 
 criterion_group!(benches, compute);

@@ -33,6 +33,8 @@ fn javascript(c: &mut Criterion) {
         return;
     }
     let lang = Language {
+        language: CoreLanguage::JavaScript,
+        shm_mib: SHM_MIB,
         name: "javascript",
         golden: warm_node_golden(SHM_MIB),
         identity: ("id.actor.js", IDENTITY),

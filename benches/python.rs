@@ -29,6 +29,8 @@ fn python(c: &mut Criterion) {
         return;
     }
     let lang = Language {
+        language: CoreLanguage::Python,
+        shm_mib: SHM_MIB,
         name: "python",
         golden: warm_python_golden(SHM_MIB, "run_worker.py", "worker.ready"),
         identity: ("id.actor.py", IDENTITY),

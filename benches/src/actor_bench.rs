@@ -8,7 +8,9 @@
 //!   parts: restore-to-ready and load + first invocation on a ready clone
 //!   (what a pre-warmed pool pays);
 //! - identity round trip, 64 B and 4 KiB payloads, p50/p99;
-//! - sequential identity invocations per second (64 B).
+//! - sequential identity invocations per second (64 B);
+//! - the same in a process worker, in the same run
+//!   ([`crate::process_bench`]).
 //!
 //! Side by side with the design's targets (message processing < 5 ms,
 //! 10,000 msg/s).
@@ -28,6 +30,11 @@ use crate::report::{self, record};
 /// report's bench), its warm worker golden and an identity actor.
 pub struct Language<'a> {
     pub name: &'a str,
+    /// The worker's language (for the process side).
+    pub language: reflow_sandbox_core::Language,
+    /// The ring's region, MiB, of the golden's clones and of the process
+    /// side's workers.
+    pub shm_mib: u32,
     /// The golden snapshot directory and the config to restore it with.
     pub golden: (std::path::PathBuf, VmConfig),
     /// The identity actor's file name and source.
@@ -95,12 +102,12 @@ impl InvokeHandler for Sink {
     }
 }
 
-fn input(len: usize) -> Value {
+pub(crate) fn input(len: usize) -> Value {
     Value::Map(vec![("input".into(), Value::Bytes(vec![7; len]))])
 }
 
 /// One identity invocation; panics unless exactly one output came back.
-fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
+pub(crate) fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
     identity_as(c, "id", payload)
 }
 
@@ -317,4 +324,6 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         ms(percentile(&sync_times, 0.99)),
         async_p50 / sync_p50
     );
+    let vm_rtt_64 = percentile(&rtts[0].1, 0.5);
+    crate::process_bench::run(lang, vm_rtt_64);
 }

@@ -2,6 +2,7 @@
 
 pub mod actor_bench;
 pub mod probe;
+pub mod process_bench;
 pub mod render;
 pub mod report;
 pub mod smaps;
@@ -52,6 +53,28 @@ pub fn middle_actor_with(
             std::sync::Arc::new(reflow_sandbox::natives::native("Add").expect("Add")),
         ),
     }
+}
+
+/// A bridge whose `language` workers run as jailed host processes
+/// (`isolation: process`) on the language's image, of the runtime's
+/// default sizes, configured by `config`. Call within a tokio runtime.
+pub fn process_bridge(
+    language: reflow_sandbox_core::Language,
+    config: reflow_host_bridge::BridgeConfig,
+) -> reflow_host_bridge::Bridge {
+    use reflow_sandbox_core::Language;
+    let sizes = reflow_sandbox::setup::Sizes::default_for(language);
+    let image = match language {
+        Language::Python => reflow_integration_tests::python_image(),
+        Language::JavaScript => reflow_integration_tests::node_image(),
+    };
+    let spec =
+        reflow_sandbox_core::VmSpec::process(language, image, sizes.shape.mem_mib, sizes.shm_mib);
+    reflow_host_bridge::Bridge::new(
+        vec![(language, spec)],
+        reflow_host_bridge::state::StateStore::embedded(),
+        config,
+    )
 }
 
 /// Runs `actor`'s behavior once on `inputs` (as a caller that invokes the

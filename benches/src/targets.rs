@@ -60,6 +60,10 @@ const STREAM: &str = "answer records batched per window and a cheaper value code
 const REMOTE: &str = "a host-to-guest wake-up: a lone message reaches a worker that has \
                       finished spinning and sleeps (up to 10 ms; each wake-up is emulated guest \
                       kernel work on kvm_pvm hosts); then several calls per frame, a binary codec";
+const FORK: &str = "a pre-started interpreter (preloads imported) forked per worker, \
+                    reseeding its randomness";
+const PROCESS_WAKE: &str = "a wake-up from the host once the worker has finished spinning \
+                            (a futex on the ring); the worker sleeps up to 10 ms between polls";
 const SEED_RTT: Option<f64> = Some(5.0);
 
 /// Every metric the benches record, and those the issue asks for that no
@@ -150,6 +154,19 @@ pub const TARGETS: &[Goal] = &[
     row("python", "64 MiB through a Python actor", "GB/s", Higher, None, 5.0, None,
         "find where the round trip goes beyond the ring's own 64 MiB echo (host encode, the \
          worker's output write, host decode, guest faults on ring pages); one copy fewer"),
+    row("python", "process worker: start to ready", "ms", Lower, None, 100.0, None, FORK),
+    row("python", "process worker: load + first answer on a ready worker", "ms", Lower,
+        Some(100.0), 5.0, None, FORK),
+    row("python", "process worker: identity round trip 64 B", "ms", Lower, SEED_RTT, 0.020,
+        Some(0.200), PROCESS_WAKE),
+    row("python", "process worker: identity round trip 4096 B", "ms", Lower, SEED_RTT, 0.020,
+        Some(0.200), PROCESS_WAKE),
+    row("python", "process / VM identity round trip 64 B p50 (same run)", "x", Lower, None, 1.0,
+        None, "nothing expected: the same worker and ring; the process side pays no emulated \
+        guest kernel work on its wake-ups"),
+    row("python", "process worker: sequential 64 B invocations (unbatched)", "msg/s", Higher,
+        Some(10_000.0), 50_000.0, None, "a cheaper value codec and fewer records per message in \
+        the worker"),
     row("javascript", "restore to first answer (fresh clone, identity actor)", "ms", Lower,
         None, 100.0, None, RESTORE),
     row("javascript", "restore to agent ready (javascript worker golden)", "ms", Lower, None,
@@ -171,6 +188,19 @@ pub const TARGETS: &[Goal] = &[
     row("javascript", "64 MiB through a JavaScript actor", "GB/s", Higher, None, 5.0, None,
         "find where the round trip goes beyond the ring's own 64 MiB echo (host encode, the \
          worker's output write, host decode, guest faults on ring pages); one copy fewer"),
+    row("javascript", "process worker: start to ready", "ms", Lower, None, 100.0, None, FORK),
+    row("javascript", "process worker: load + first answer on a ready worker", "ms", Lower,
+        Some(100.0), 5.0, None, FORK),
+    row("javascript", "process worker: identity round trip 64 B", "ms", Lower, SEED_RTT, 0.020,
+        Some(0.200), PROCESS_WAKE),
+    row("javascript", "process worker: identity round trip 4096 B", "ms", Lower, SEED_RTT, 0.020,
+        Some(0.200), PROCESS_WAKE),
+    row("javascript", "process / VM identity round trip 64 B p50 (same run)", "x", Lower, None, 1.0,
+        None, "nothing expected: the same worker and ring; the process side pays no emulated \
+        guest kernel work on its wake-ups"),
+    row("javascript", "process worker: sequential 64 B invocations (unbatched)", "msg/s", Higher,
+        Some(10_000.0), 50_000.0, None, "a cheaper value codec and fewer records per message in \
+        the worker"),
     // compute.rs
     row("compute", "guest / host compute, same interpreter, python", "x", Lower, None, 1.05,
         None, "fewer guest timer ticks (a tickless guest kernel while a vCPU runs user code); \
