@@ -3,10 +3,11 @@
 //!
 //! - throughput: `Range(n) -> identity -> sink` in a real
 //!   `reflow_network::Network`, the identity a Python actor, a JavaScript
-//!   actor, or the native `Add` (amount 0); every message is checked to
-//!   arrive exactly once and in order. Criterion times streams of
-//!   [`CRITERION_STREAM`] messages; the report gets one stream of
-//!   [`REPORT_STREAM`] (msg/s and the ratio to the native graph).
+//!   actor (each in a VM, and again in a jailed host process,
+//!   `isolation: process`), or the native `Add` (amount 0); every message
+//!   is checked to arrive exactly once and in order. Criterion times
+//!   streams of [`CRITERION_STREAM`] messages; the report gets one stream
+//!   of [`REPORT_STREAM`] (msg/s and the ratio to the native graph).
 //! - open-loop latency: messages sent to the identity node at a fixed rate
 //!   (a sender thread keeps the schedule whatever the answers do), each
 //!   timed from its scheduled send to its arrival at the sink, so a slow
@@ -35,7 +36,7 @@ use reflow_actor::message::Message;
 use reflow_actor::Actor;
 use reflow_benches::probe::{point, Probe};
 use reflow_benches::report::{self, record};
-use reflow_benches::{idle_hold_from_env, kvm_available, middle_actor_with, ms};
+use reflow_benches::{idle_hold_from_env, kvm_available, middle_actor_with, ms, process_bridge};
 use reflow_host_bridge::{Bridge, BridgeConfig};
 use reflow_integration_tests::percentile;
 use reflow_network::connector::Connector;
@@ -78,6 +79,9 @@ const STALL: Duration = Duration::from_secs(120);
 struct Subject {
     label: &'static str,
     script: Option<Script>,
+    /// Whether the script runs in a jailed host process
+    /// (`isolation: process`) instead of a VM.
+    process: bool,
 }
 
 /// What the metrics cost: pairs of streams of this many messages, one
@@ -88,26 +92,45 @@ const PAIR_STREAM: i64 = 20_000;
 const PAIRS: usize = 6;
 
 fn subjects() -> Vec<Subject> {
+    let python = || {
+        Some(Script::inline(
+            Language::Python,
+            "identity.actor.py",
+            IDENTITY_PY,
+        ))
+    };
+    let javascript = || {
+        Some(Script::inline(
+            Language::JavaScript,
+            "identity.actor.js",
+            IDENTITY_JS,
+        ))
+    };
     vec![
         Subject {
             label: "Python",
-            script: Some(Script::inline(
-                Language::Python,
-                "identity.actor.py",
-                IDENTITY_PY,
-            )),
+            script: python(),
+            process: false,
         },
         Subject {
             label: "JavaScript",
-            script: Some(Script::inline(
-                Language::JavaScript,
-                "identity.actor.js",
-                IDENTITY_JS,
-            )),
+            script: javascript(),
+            process: false,
         },
         Subject {
             label: "native",
             script: None,
+            process: false,
+        },
+        Subject {
+            label: "Python process",
+            script: python(),
+            process: true,
+        },
+        Subject {
+            label: "JavaScript process",
+            script: javascript(),
+            process: true,
         },
     ]
 }
@@ -126,8 +149,17 @@ fn identity(
         metrics,
         ..BridgeConfig::default()
     });
-    let (bridge, actor) =
-        middle_actor_with(subject.script.clone(), Duration::from_secs(600), config);
+    let ready = Duration::from_secs(600);
+    let (bridge, actor) = match &subject.script {
+        Some(script) if subject.process => {
+            let bridge = process_bridge(script.language, config);
+            bridge.wait_ready(ready);
+            let actor: Arc<dyn Actor> =
+                Arc::new(bridge.actor(script.clone()).expect("the script's actor"));
+            (Some(bridge), actor)
+        }
+        script => middle_actor_with(script.clone(), ready, config),
+    };
     (bridge, actor, ports)
 }
 
