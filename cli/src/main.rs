@@ -358,6 +358,7 @@ fn main() -> ExitCode {
     // started again with `__monitor` (so it always speaks its own
     // protocol version and needs no second binary installed).
     use reflow_vmm::monitor::{child, MonitorProgram, MONITOR_ARG};
+    use reflow_vmm::worker_jail::{self, WORKER_ARG};
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(MONITOR_ARG)) {
         let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f == "json");
         init_logs(if json {
@@ -366,6 +367,12 @@ fn main() -> ExitCode {
             LogFormat::Text
         });
         return ExitCode::from(child::serve_inherited().clamp(0, 255) as u8);
+    }
+    // A script worker run as a host process (`isolation: process`) is
+    // jailed by this binary too, started again with `__worker`.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(WORKER_ARG)) {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        return ExitCode::from(worker_jail::serve(&args).clamp(0, 255) as u8);
     }
     if let Ok(exe) = std::env::current_exe() {
         MonitorProgram::set(MonitorProgram::at(exe));

@@ -1,7 +1,8 @@
 //! The `reflow-sandbox` binary as a user runs it: the README's demo graph,
 //! a graph whose actor fails (exit status 2, the error printed) and a graph
 //! that is refused (exit status 1, the reason printed). Needs /dev/kvm and
-//! the guest images (`./dev.sh test` provides both).
+//! the guest images (`./dev.sh test` provides both); the runs with /dev/kvm
+//! hidden need only the images.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -49,6 +50,49 @@ fn the_demo_pipeline_prints_its_results() {
     want.sort();
     assert_eq!(lines, want, "stderr:\n{stderr}");
     assert!(!stderr.contains("INPORT CLOSED"), "{stderr}");
+}
+
+/// The demo pipeline as a workspace on a host without /dev/kvm (hidden
+/// by `REFLOW_NO_KVM=1`): refused, naming its actors and the way out;
+/// with `isolation: process` for both languages in its reflow.yaml, it
+/// prints the demo's results from process workers. Needs no /dev/kvm.
+#[test]
+fn without_kvm_the_demo_runs_only_once_reflow_yaml_allows_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline");
+    for file in ["graph.json", "scale.actor.py", "offset.actor.js"] {
+        std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
+    }
+    let no_kvm = [(reflow_vmm::NO_KVM_ENV, "1")];
+    let out = run_env(dir.path(), &[], &no_kvm);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("(python)")
+            && stderr.contains("(javascript)")
+            && stderr.contains("this host cannot run one")
+            && stderr.contains("isolation: process"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).is_empty(), "nothing ran");
+
+    std::fs::write(
+        dir.path().join("reflow.yaml"),
+        "workspace:\n  sandbox:\n    python:\n      isolation: process\n    \
+         javascript:\n      isolation: process\n",
+    )
+    .unwrap();
+    let out = run_env(dir.path(), &[], &no_kvm);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = (1..=5)
+        .map(|i| format!("counter.out: \"numbers seen by scale so far: {i}\""))
+        .chain((1..=5).map(|i| format!("result.out: \"scaled and offset: {}\"", i * 10 + 1)))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want, "stderr:\n{stderr}");
 }
 
 /// `Range(2) -> Boom (raises) -> Format` on Boom's error port, written
