@@ -10,7 +10,7 @@ use reflow_host_bridge::BridgeConfig;
 use reflow_sandbox::setup::Sizes;
 use reflow_sandbox::workspace::{self, Workspace};
 use reflow_sandbox::{graph::GraphFile, run, setup, show, RunOptions};
-use reflow_sandbox_core::{GuestImages, Language};
+use reflow_sandbox_core::{GuestImages, IsolationKind, Language};
 use reflow_workspace::config::Config;
 
 #[derive(Parser)]
@@ -291,6 +291,12 @@ struct ServeArgs {
     /// The longest `timeout_seconds` a deploy may ask for.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     max_timeout: u64,
+    /// Where deployed functions run: `vm` (a microVM each) or `process` (a
+    /// jailed host process each, for trusted code or a host without
+    /// /dev/kvm: a script reaches the host kernel's system calls; see the
+    /// README's "VM or process").
+    #[arg(long, default_value = "vm", value_name = "vm|process", value_parser = isolation_kind)]
+    isolation: IsolationKind,
     #[command(flatten)]
     sandbox: SandboxArgs,
     /// No progress spinner while the runtimes are prepared.
@@ -514,6 +520,13 @@ fn guest_images(args: ImageArgs, config: &Config) -> anyhow::Result<GuestImages>
     };
     images.check()?;
     Ok(images)
+}
+
+/// `--isolation`'s value: `vm` or `process`, as reflow.yaml's
+/// `isolation` key.
+fn isolation_kind(name: &str) -> Result<IsolationKind, String> {
+    IsolationKind::named(name)
+        .ok_or_else(|| format!("{name:?} is not an isolation (vm or process)"))
 }
 
 /// The VM sizes of `language`'s runtime as `config` sets them.
@@ -764,6 +777,21 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut languages = vec![(Language::Python, sizes(&config, Language::Python))];
     if images.node.is_some() {
         languages.push((Language::JavaScript, sizes(&config, Language::JavaScript)));
+    }
+    for (_, sizes) in &mut languages {
+        sizes.shape.isolation = args.isolation;
+    }
+    match (args.isolation, reflow_vmm::kvm_unusable()) {
+        (IsolationKind::Vm, Some(why)) => anyhow::bail!(
+            "this host cannot run VMs ({why}); `serve --isolation process` runs each function in \
+             a jailed host process instead, which a hostile script can reach the host kernel \
+             from: for trusted code only (see the README's \"VM or process\")"
+        ),
+        (IsolationKind::Process, _) => eprintln!(
+            "reflow-sandbox: WARNING: --isolation process: functions run as jailed host \
+             processes, not VMs; a script reaches this host's kernel (trusted code only)"
+        ),
+        (IsolationKind::Vm, None) => {}
     }
     let store = setup::state_store(args.sandbox.state.as_deref()).await?;
     let bridge_config = args.sandbox.bridge_config(&config);

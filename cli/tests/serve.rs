@@ -2,7 +2,8 @@
 //! loopback (real guests on /dev/kvm), driven by Reflow 0.2.1's own
 //! `DynASBClient` and `WebSocketScriptActor`, by a raw WebSocket speaking
 //! the same JSON-RPC, and by clients it must refuse. Needs /dev/kvm and the
-//! guest images (`./dev.sh test` provides both).
+//! guest images (`./dev.sh test` provides both); the host serving process
+//! workers needs only the images.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -64,6 +65,11 @@ impl Host {
     /// waits until it says it serves (the runtimes' goldens may be made
     /// first: that is progress, reported on stderr, and is waited for).
     fn start(extra: &[&str]) -> Host {
+        Host::start_with(extra, &[])
+    }
+
+    /// As [`Host::start`], with `env` set for the host.
+    fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Host {
         for var in ["REFLOW_KERNEL", "REFLOW_INITRAMFS", "REFLOW_PYTHON_IMAGE"] {
             assert!(
                 std::env::var_os(var).is_some(),
@@ -104,6 +110,7 @@ impl Host {
             .arg("--token-file")
             .arg(&tokens)
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("REDIS_URL")
             .env("REFLOW_CACHE_DIR", &cache)
             .stderr(Stdio::piped())
@@ -628,6 +635,66 @@ fn serve_refuses_to_start_without_tokens_or_off_loopback() {
         tokens.to_str().unwrap(),
     ]);
     assert!(e.contains("make it 0600"), "{e}");
+}
+
+/// On a host without /dev/kvm (hidden by `REFLOW_NO_KVM=1`), `serve`
+/// refuses to start with VMs, naming `--isolation process`; with it, a
+/// deployed function runs in a process worker. Needs no /dev/kvm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_kvm_serve_runs_process_workers_only_when_asked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+        .env(reflow_vmm::NO_KVM_ENV, "1")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("this host cannot run VMs (") && e.contains("`serve --isolation process`"),
+        "{e}"
+    );
+
+    let host = Host::start_with(
+        &["--isolation", "process"],
+        &[(reflow_vmm::NO_KVM_ENV, "1")],
+    );
+    assert!(
+        host.log().contains("WARNING: --isolation process"),
+        "{}",
+        host.log()
+    );
+    let ip_port = host.addr.clone();
+    let mut client = DynASBClient::new(DynASBConfig {
+        api_url: format!("http://alice:{ALICE}@{ip_port}"),
+        ws_url: format!("ws://{ip_port}/ws"),
+        redis_url: String::new(),
+    });
+    let f = client
+        .deploy("double", "python", DOUBLE, "double", None, Some(30))
+        .await
+        .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
+    let mut raw = ws(&format!("ws://{ip_port}/ws/{}", f.function_id)).await;
+    let frames = exchange(&mut raw, process(1, json!({"input": 5}), json!({}))).await;
+    assert_eq!(
+        frames.last().unwrap()["result"],
+        json!({"outputs": {"output": 10}}),
+        "{frames:?}\n{}",
+        host.log()
+    );
+    if std::env::var_os("REFLOW_NODE_IMAGE").is_some() {
+        let g = client
+            .deploy("offset", "javascript", OFFSET, "process", None, None)
+            .await
+            .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
+        let mut raw = ws(&format!("ws://{ip_port}/ws/{}", g.function_id)).await;
+        let frames = exchange(
+            &mut raw,
+            process(1, json!({"in": 1}), json!({"amount": 10})),
+        )
+        .await;
+        assert_eq!(frames[0]["params"]["data"], 11, "{frames:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
