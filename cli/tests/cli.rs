@@ -32,6 +32,18 @@ fn run_env(graph: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("reflow-sandbox runs")
 }
 
+/// Asserts `stdout` holds the demo pipeline's results, in any order.
+fn assert_demo_results(stdout: &str, stderr: &str) {
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = (1..=5)
+        .map(|i| format!("counter.out: \"numbers seen by scale so far: {i}\""))
+        .chain((1..=5).map(|i| format!("result.out: \"scaled and offset: {}\"", i * 10 + 1)))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want, "stderr:\n{stderr}");
+}
+
 #[test]
 fn the_demo_pipeline_prints_its_results() {
     if !kvm() {
@@ -41,14 +53,7 @@ fn the_demo_pipeline_prints_its_results() {
     let out = run(&graph, &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    lines.sort();
-    let mut want: Vec<String> = (1..=5)
-        .map(|i| format!("counter.out: \"numbers seen by scale so far: {i}\""))
-        .chain((1..=5).map(|i| format!("result.out: \"scaled and offset: {}\"", i * 10 + 1)))
-        .collect();
-    want.sort();
-    assert_eq!(lines, want, "stderr:\n{stderr}");
+    assert_demo_results(&stdout, &stderr);
     assert!(!stderr.contains("INPORT CLOSED"), "{stderr}");
 }
 
@@ -85,14 +90,7 @@ fn without_kvm_the_demo_runs_only_once_reflow_yaml_allows_processes() {
     let out = run_env(dir.path(), &[], &no_kvm);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    lines.sort();
-    let mut want: Vec<String> = (1..=5)
-        .map(|i| format!("counter.out: \"numbers seen by scale so far: {i}\""))
-        .chain((1..=5).map(|i| format!("result.out: \"scaled and offset: {}\"", i * 10 + 1)))
-        .collect();
-    want.sort();
-    assert_eq!(lines, want, "stderr:\n{stderr}");
+    assert_demo_results(&stdout, &stderr);
 }
 
 /// `Range(2) -> Boom (raises) -> Format` on Boom's error port, written

@@ -282,6 +282,24 @@ fn process(id: u64, payload: Value, config: Value) -> Value {
         "actor_id": "n1", "timestamp": 0}})
 }
 
+/// Deploys the JavaScript `OFFSET` on `host` and runs one message with
+/// the node's config: its output arrives as a notification before the
+/// response.
+async fn javascript_offset(client: &mut DynASBClient, host: &Host) {
+    let g = client
+        .deploy("offset", "javascript", OFFSET, "process", None, None)
+        .await
+        .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
+    let mut raw = ws(&format!("ws://{}/ws/{}", host.addr, g.function_id)).await;
+    let frames = exchange(
+        &mut raw,
+        process(1, json!({"in": 1}), json!({"amount": 10})),
+    )
+    .await;
+    assert_eq!(frames[0]["params"]["data"], 11, "{frames:?}");
+    assert_eq!(frames[1]["result"], json!({"outputs": {}}));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflows_own_client_deploys_and_runs_scripts() {
     if !kvm() {
@@ -373,18 +391,7 @@ async fn reflows_own_client_deploys_and_runs_scripts() {
 
     // JavaScript, with the node's config.
     if std::env::var_os("REFLOW_NODE_IMAGE").is_some() {
-        let g = client
-            .deploy("offset", "javascript", OFFSET, "process", None, None)
-            .await
-            .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
-        let mut raw = ws(&format!("ws://{ip_port}/ws/{}", g.function_id)).await;
-        let frames = exchange(
-            &mut raw,
-            process(1, json!({"in": 1}), json!({"amount": 10})),
-        )
-        .await;
-        assert_eq!(frames[0]["params"]["data"], 11, "{frames:?}");
-        assert_eq!(frames[1]["result"], json!({"outputs": {}}));
+        javascript_offset(&mut client, &host).await;
     }
 
     // Undeployed: the open session refuses further calls.
@@ -683,17 +690,7 @@ async fn without_kvm_serve_runs_process_workers_only_when_asked() {
         host.log()
     );
     if std::env::var_os("REFLOW_NODE_IMAGE").is_some() {
-        let g = client
-            .deploy("offset", "javascript", OFFSET, "process", None, None)
-            .await
-            .unwrap_or_else(|e| panic!("deploy: {e:#}\n{}", host.log()));
-        let mut raw = ws(&format!("ws://{ip_port}/ws/{}", g.function_id)).await;
-        let frames = exchange(
-            &mut raw,
-            process(1, json!({"in": 1}), json!({"amount": 10})),
-        )
-        .await;
-        assert_eq!(frames[0]["params"]["data"], 11, "{frames:?}");
+        javascript_offset(&mut client, &host).await;
     }
 }
 
