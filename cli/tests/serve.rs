@@ -646,7 +646,8 @@ fn serve_refuses_to_start_without_tokens_or_off_loopback() {
 
 /// On a host without /dev/kvm (hidden by `REFLOW_NO_KVM=1`), `serve`
 /// refuses to start with VMs, naming `--isolation process`; with it, a
-/// deployed function runs in a process worker. Needs no /dev/kvm.
+/// deployed function runs in a process worker, and killing the host
+/// (SIGKILL) ends its workers. Needs no /dev/kvm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_kvm_serve_runs_process_workers_only_when_asked() {
     let out = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
@@ -692,6 +693,61 @@ async fn without_kvm_serve_runs_process_workers_only_when_asked() {
     if std::env::var_os("REFLOW_NODE_IMAGE").is_some() {
         javascript_offset(&mut client, &host).await;
     }
+
+    // A host killed outright takes its workers with it.
+    let workers = children(host.child.id());
+    assert!(!workers.is_empty(), "no process worker under the host");
+    drop(host);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive: Vec<u32> = workers
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process workers {alive:?} outlived their host by 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The processes whose parent is `pid`, and theirs, and so on.
+fn children(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let p: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // After the command's closing parenthesis: state, then ppid.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 pub mod tree;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ use reflow_ring::{Region, RegionLayout};
 use reflow_vmm::memcg::MemoryGroup;
 use reflow_vmm::monitor::{MonitorError, MonitorProgram};
 use reflow_vmm::shm::{region_size, SharedRegion, ShmError};
-use reflow_vmm::worker_jail::{WorkerJail, SHM_FD, WORKER_ARG};
+use reflow_vmm::worker_jail::{WorkerJail, LIFELINE_FD, SHM_FD, WORKER_ARG};
 
 use crate::language::Language;
 use crate::warmup::{self, Guest, ReadError, Started, WarmupError, WarmupPolicy};
@@ -81,6 +81,37 @@ pub struct ProcessWorker {
     /// Its memory cgroup: removed once it has been reaped.
     memory: Option<MemoryGroup>,
     started: Started,
+    /// The write end of the jail's lifeline: closed when the worker is
+    /// dropped or this process ends, however it ends, which makes the jail
+    /// kill the worker.
+    _lifeline: OwnedFd,
+}
+
+/// A pipe for a worker's lifeline: (read end, numbered above
+/// [`LIFELINE_FD`] and the memfd's slot so that placing either in the
+/// child cannot close it; write end), both close-on-exec, so that no other
+/// child of this process holds the write end.
+fn lifeline() -> Result<(OwnedFd, OwnedFd), ProcessError> {
+    let io = |source| ProcessError::Io {
+        what: "making the worker's lifeline pipe",
+        source,
+    };
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 just returned these two descriptors, owned by no one
+    // else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor returns a new one (or
+    // -1), which is then owned here.
+    let high = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, LIFELINE_FD + 1) };
+    if high < 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `high` is the descriptor fcntl just made.
+    Ok((unsafe { OwnedFd::from_raw_fd(high) }, write))
 }
 
 impl ProcessWorker {
@@ -119,9 +150,13 @@ impl ProcessWorker {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let memfd = shared.memfd().as_raw_fd();
+        let (lifeline_read, lifeline) = lifeline()?;
+        let lifeline_read_fd = lifeline_read.as_raw_fd();
         // SAFETY: between fork and exec only dup2 or fcntl run, which are
         // async-signal-safe; they put the memfd at SHM_FD without
-        // close-on-exec (dup2 onto itself would keep the flag).
+        // close-on-exec (dup2 onto itself would keep the flag), then the
+        // lifeline's read end (numbered above both targets, so the first
+        // dup2 cannot close it) at LIFELINE_FD.
         unsafe {
             cmd.pre_exec(move || {
                 let rc = if memfd == SHM_FD {
@@ -129,7 +164,7 @@ impl ProcessWorker {
                 } else {
                     libc::dup2(memfd, SHM_FD)
                 };
-                if rc < 0 {
+                if rc < 0 || libc::dup2(lifeline_read_fd, LIFELINE_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -139,6 +174,8 @@ impl ProcessWorker {
             what: "starting the worker's jail (reflow-vmm __worker)",
             source,
         })?;
+        // The child's copy is at LIFELINE_FD; only the write end stays here.
+        drop(lifeline_read);
         let pid = child.id();
         if let Some(stderr) = child.stderr.take() {
             if let Err(e) = reflow_vmm::monitor::stderr_relay::relay(pid, stderr) {
@@ -151,6 +188,7 @@ impl ProcessWorker {
             pid,
             run_dir,
             memory,
+            _lifeline: lifeline,
             started: Started {
                 steps: Vec::new(),
                 took: Duration::ZERO,

@@ -248,10 +248,27 @@ pub enum Side {
 /// [`UNJAILED_ENV`] allows running without (then the caller goes on as
 /// [`Side::Inner`] in the host's namespaces).
 pub fn pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
-    unless_unjailed(enter_pid_namespace(ipc_fd), Side::Inner, "a PID namespace")
+    unless_unjailed(
+        enter_pid_namespace(ipc_fd, None),
+        Side::Inner,
+        "a PID namespace",
+    )
 }
 
-fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
+/// As [`pid_namespace`], for a process that has no socket to its starter
+/// to notice its end by: `lifeline` is the read end of a pipe whose write
+/// end only the starter holds. The waiting parent kills the child once the
+/// pipe closes (the starter is gone, or let it go); the child closes its
+/// copy.
+pub fn pid_namespace_with_lifeline(ipc_fd: i32, lifeline: i32) -> Result<Side, HardenError> {
+    unless_unjailed(
+        enter_pid_namespace(ipc_fd, Some(lifeline)),
+        Side::Inner,
+        "a PID namespace",
+    )
+}
+
+fn enter_pid_namespace(ipc_fd: i32, lifeline: Option<i32>) -> Result<Side, HardenError> {
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid != 0 {
@@ -284,6 +301,9 @@ fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
             libc::close(ipc_fd);
             libc::close(pipe[0]);
         }
+        if let Some(fd) = lifeline {
+            super::lifeline::wait_or_kill(pid, fd);
+        }
         let mut status = 0;
         loop {
             // SAFETY: waits for the child just forked.
@@ -297,8 +317,14 @@ fn enter_pid_namespace(ipc_fd: i32) -> Result<Side, HardenError> {
         }
         return Ok(Side::Outer(exit_code(status)));
     }
-    // SAFETY: closes the write end, which only the parent keeps.
-    unsafe { libc::close(pipe[1]) };
+    // SAFETY: closes the write end, which only the parent keeps, and the
+    // lifeline, which the parent watches.
+    unsafe {
+        libc::close(pipe[1]);
+        if let Some(fd) = lifeline {
+            libc::close(fd);
+        }
+    }
     die_with_parent(pipe[0])?;
     // Kept for [`become_id`], whose change of credentials clears the
     // parent-death signal.

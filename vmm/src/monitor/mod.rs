@@ -18,6 +18,7 @@
 
 pub mod child;
 pub mod harden;
+mod lifeline;
 mod parent;
 pub mod stderr_relay;
 pub mod wire;

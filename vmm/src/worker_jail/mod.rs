@@ -2,7 +2,8 @@
 //! instead of in a VM: the bridge starts this program as
 //! `reflow-vmm __worker --root TREE --run DIR [--memory-group CG]
 //! [--cpu-group CG] [--tmp-mib N] -- PROGRAM ARGS...` with the ring's memfd at
-//! [`SHM_FD`], and it execs `PROGRAM` (a path in the image's tree) in:
+//! [`SHM_FD`] and a lifeline pipe at [`LIFELINE_FD`], and it execs
+//! `PROGRAM` (a path in the image's tree) in:
 //!
 //! - PID, mount, network, IPC and UTS namespaces of its own (no network
 //!   device at all, not even loopback), inside a user namespace of its
@@ -47,6 +48,11 @@ pub const WORKER_ARG: &str = "__worker";
 /// Where the bridge puts the ring's memfd in the jailed worker: the worker
 /// maps `/proc/self/fd/3`.
 pub const SHM_FD: i32 = 3;
+
+/// Where the bridge puts the read end of a pipe whose write end only it
+/// holds: the jail kills its worker once that pipe closes, so a worker
+/// never outlives its bridge, however the bridge ends.
+pub const LIFELINE_FD: i32 = 4;
 
 /// `/tmp` size when `--tmp-mib` is not given, MiB.
 pub const DEFAULT_TMP_MIB: u32 = 64;
@@ -199,12 +205,18 @@ pub fn serve(args: &[OsString]) -> i32 {
         }
     };
     // SAFETY: a plain system call; nothing in this process uses
-    // descriptors above the memfd's, and standard streams stay.
+    // descriptors above the lifeline's, and standard streams stay.
     unsafe {
-        libc::syscall(libc::SYS_close_range, SHM_FD as u32 + 1, u32::MAX, 0);
+        libc::syscall(libc::SYS_close_range, LIFELINE_FD as u32 + 1, u32::MAX, 0);
+    }
+    // Fail closed: a worker that could outlive its bridge is not started.
+    // SAFETY: F_GETFD on a descriptor number has no other effect.
+    if unsafe { libc::fcntl(LIFELINE_FD, libc::F_GETFD) } < 0 {
+        eprintln!("reflow-vmm: no lifeline pipe at descriptor {LIFELINE_FD}");
+        return 2;
     }
     let host_pid = std::process::id();
-    match harden::pid_namespace(SHM_FD) {
+    match harden::pid_namespace_with_lifeline(SHM_FD, LIFELINE_FD) {
         Ok(Side::Outer(code)) => return code,
         Ok(Side::Inner) => {}
         Err(e) => {
