@@ -289,12 +289,30 @@ impl Drop for CpuGroup {
 
 /// Makes a group `<prefix>-<pid>-<n>` under `hierarchy`'s own group and
 /// sets it up with `configure`; a group that could not be set up is
-/// removed again.
+/// removed again. The first time in this process for a group and prefix,
+/// removes the groups a process that is gone left there
+/// ([`sweep_stale`]).
 pub(crate) fn new_group<T>(
     hierarchy: &Hierarchy,
     prefix: &str,
     configure: impl FnOnce(&Path) -> Result<T, CgroupError>,
 ) -> Result<(PathBuf, T), CgroupError> {
+    static SWEPT: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (hierarchy.own.clone(), prefix.to_string());
+        if !swept.contains(&key) {
+            let removed = sweep_stale(&hierarchy.own, prefix);
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    under = %hierarchy.own.display(),
+                    "removed cgroups left by sandbox processes that are gone"
+                );
+            }
+            swept.push(key);
+        }
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "{prefix}-{}-{}",
@@ -310,6 +328,40 @@ pub(crate) fn new_group<T>(
             Err(e)
         }
     }
+}
+
+/// Removes the groups `<prefix>-<pid>-<n>` under `own` whose process
+/// `pid` is gone (a bridge that was killed could not remove its VMs'
+/// groups); returns how many. A group of a live process is left alone, as
+/// is one that still holds a process (the kernel refuses to remove it).
+pub(crate) fn sweep_stale(own: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| Some((pid.parse::<i32>().ok()?, n.parse::<u64>().ok()?)))
+            .map(|(pid, _)| pid)
+        else {
+            continue;
+        };
+        if pid > 0 && !alive(pid) && std::fs::remove_dir(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` exists (as far as this process can tell).
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Removes the group at `dir`, waiting a little for a thread or process

@@ -134,3 +134,43 @@ fn a_real_group_throttles_a_spinning_thread() {
     drop(group);
     assert!(!dir.exists(), "the group is removed when dropped");
 }
+
+#[test]
+fn sweeping_removes_only_the_groups_of_processes_that_are_gone() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let me = std::process::id();
+    let own = tempfile::tempdir().unwrap();
+    let names = [
+        format!("reflow-vm-{gone}-0"),
+        format!("reflow-vm-{gone}-7"),
+        format!("reflow-vm-{me}-0"),
+        format!("reflow-vm-mem-{gone}-0"),
+        format!("reflow-vm-{gone}"),
+        format!("other-{gone}-0"),
+    ];
+    for n in &names {
+        std::fs::create_dir(own.path().join(n)).unwrap();
+    }
+    // A group that still holds something is not removed.
+    let busy = own.path().join(format!("reflow-vm-{gone}-9"));
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("cgroup.procs"), "1").unwrap();
+
+    assert_eq!(sweep_stale(own.path(), "reflow-vm"), 2);
+    let mut left: Vec<String> = std::fs::read_dir(own.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = vec![
+        format!("reflow-vm-{gone}-9"),
+        format!("reflow-vm-{me}-0"),
+        format!("reflow-vm-mem-{gone}-0"),
+        format!("reflow-vm-{gone}"),
+        format!("other-{gone}-0"),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+}
