@@ -106,6 +106,31 @@ pub(crate) fn input(len: usize) -> Value {
     Value::Map(vec![("input".into(), Value::Bytes(vec![7; len]))])
 }
 
+/// The payload sizes of the identity round trips.
+pub(crate) const RTT_LENS: [usize; 2] = [64, 4096];
+
+/// How many 64 B identity messages the sequential rate is over.
+pub(crate) const SEQUENTIAL: usize = 5000;
+
+/// Identity round trips of `len` bytes on `c`, after 50 to warm up.
+pub(crate) fn round_trips(c: &mut WorkerClient<'_>, len: usize) -> Vec<Duration> {
+    let payload = input(len);
+    for _ in 0..50 {
+        identity(c, &payload);
+    }
+    crate::sample(report::samples(2000), || identity(c, &payload))
+}
+
+/// 64 B identity messages per second on `c`, one after another, over `n`.
+pub(crate) fn sequential_rate(c: &mut WorkerClient<'_>, n: usize) -> f64 {
+    let payload = input(64);
+    let t = Instant::now();
+    for _ in 0..n {
+        identity(c, &payload);
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 /// One identity invocation; panics unless exactly one output came back.
 pub(crate) fn identity(c: &mut WorkerClient<'_>, payload: &Value) {
     identity_as(c, "id", payload)
@@ -183,26 +208,18 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
         .load("id", lang.identity.0, lang.identity.1, LIMIT)
         .expect("load");
     let mut rtts = Vec::new();
-    for len in [64usize, 4096] {
+    for len in RTT_LENS {
+        let times = round_trips(&mut client, len);
         let payload = input(len);
-        for _ in 0..50 {
-            identity(&mut client, &payload);
-        }
         group.bench_function(format!("identity_round_trip_{len}B"), |b| {
             b.iter(|| identity(&mut client, &payload))
         });
-        let times = crate::sample(report::samples(2000), || identity(&mut client, &payload));
         rtts.push((len, times));
     }
     group.finish();
 
-    let payload = input(64);
-    let n = 5000;
-    let t = Instant::now();
-    for _ in 0..n {
-        identity(&mut client, &payload);
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let n = SEQUENTIAL;
+    let rate = sequential_rate(&mut client, n);
 
     // Sync against async on the same clone, in alternating blocks (a
     // node's VM runs one actor: its invocations follow each other; the
@@ -210,6 +227,7 @@ pub fn run(c: &mut Criterion, lang: &Language<'_>) {
     client
         .load("aid", lang.async_identity.0, lang.async_identity.1, LIMIT)
         .expect("load the async identity");
+    let payload = input(64);
     let (mut sync_times, mut async_times) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         for (actor, times) in [("id", &mut sync_times), ("aid", &mut async_times)] {

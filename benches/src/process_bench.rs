@@ -16,7 +16,9 @@ use reflow_integration_tests::{percentile, process_worker, LIMIT};
 use reflow_sandbox_core::process::ProcessWorker;
 use reflow_sandbox_core::WorkerClient;
 
-use crate::actor_bench::{identity, input, Language};
+use crate::actor_bench::{
+    identity, input, round_trips, sequential_rate, Language, RTT_LENS, SEQUENTIAL,
+};
 use crate::ms;
 use crate::report::{self, record};
 
@@ -45,22 +47,11 @@ fn steady(
     let mut c = WorkerClient::attach(worker.ring_region(), &worker.layout());
     c.load("id", lang.identity.0, lang.identity.1, LIMIT)
         .expect("load in a process worker");
-    let mut rtts = Vec::new();
-    for len in [64usize, 4096] {
-        let payload = input(len);
-        for _ in 0..50 {
-            identity(&mut c, &payload);
-        }
-        let times = crate::sample(report::samples(2000), || identity(&mut c, &payload));
-        rtts.push((len, times));
-    }
-    let payload = input(64);
-    let n = 5000;
-    let t = Instant::now();
-    for _ in 0..n {
-        identity(&mut c, &payload);
-    }
-    (rtts, n as f64 / t.elapsed().as_secs_f64(), n)
+    let rtts = RTT_LENS
+        .iter()
+        .map(|&len| (len, round_trips(&mut c, len)))
+        .collect();
+    (rtts, sequential_rate(&mut c, SEQUENTIAL), SEQUENTIAL)
 }
 
 /// Runs the process side for `lang` and records its figures;
