@@ -23,7 +23,7 @@ use std::time::Duration;
 /// The scheduling period, microseconds (the kernel's default).
 const PERIOD_US: u64 = 100_000;
 /// How long removing a group waits for its last threads to leave.
-const REMOVE_WAIT: Duration = Duration::from_millis(200);
+pub(crate) const REMOVE_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a VM's CPU time cannot be limited.
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +282,7 @@ impl CpuGroup {
 impl Drop for CpuGroup {
     fn drop(&mut self) {
         if self.owned {
-            remove_group(&self.dir);
+            remove_group(&self.dir, REMOVE_WAIT);
         }
     }
 }
@@ -364,10 +364,11 @@ fn alive(pid: i32) -> bool {
     found || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Removes the group at `dir`, waiting a little for a thread or process
-/// that just left (or was reaped) to be gone from it; warns if it cannot.
-pub(crate) fn remove_group(dir: &Path) {
-    let deadline = std::time::Instant::now() + REMOVE_WAIT;
+/// Removes the group at `dir`, waiting up to `wait` for a thread or
+/// process that just left (or was reaped, or killed) to be gone from it;
+/// warns if it cannot.
+pub(crate) fn remove_group(dir: &Path, wait: Duration) {
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match std::fs::remove_dir(dir) {
             Ok(()) => return,

@@ -19,8 +19,9 @@
 //! caller decides whether to run without the limit.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::cgroup::{new_group, remove_group, write, CgroupError, Hierarchy, Version};
+use crate::cgroup::{new_group, remove_group, write, CgroupError, Hierarchy, Version, REMOVE_WAIT};
 
 /// What a monitor process itself may use beyond its guest's RAM and the
 /// shared region: its code and heap, thread stacks, KVM's per-vCPU pages,
@@ -65,6 +66,14 @@ impl MemoryGroup {
     pub fn limit(&self) -> u64 {
         self.limit
     }
+
+    /// Removes the group, waiting up to `wait` for the processes in it to
+    /// be gone (the kernel refuses to remove a group that holds one): a
+    /// killed PID namespace takes its processes with it, but not at once.
+    pub fn remove(self, wait: Duration) {
+        remove_group(&self.dir, wait);
+        // Drop finds it gone.
+    }
 }
 
 fn configure(hierarchy: &Hierarchy, dir: &Path, limit: u64) -> Result<(), CgroupError> {
@@ -91,7 +100,7 @@ fn configure(hierarchy: &Hierarchy, dir: &Path, limit: u64) -> Result<(), Cgroup
 
 impl Drop for MemoryGroup {
     fn drop(&mut self) {
-        remove_group(&self.dir);
+        remove_group(&self.dir, REMOVE_WAIT);
     }
 }
 

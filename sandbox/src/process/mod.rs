@@ -269,17 +269,9 @@ impl Drop for ProcessWorker {
         // The group can go only once nothing is in it: the worker's
         // namespace died with its PID 1, but the kernel may take a moment.
         if let Some(group) = self.memory.take() {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline && !group_empty(group.dir()) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(group);
+            group.remove(Duration::from_secs(1));
         }
     }
-}
-
-fn group_empty(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty())
 }
 
 /// The worker's command line in its jail: the image's interpreter, its
