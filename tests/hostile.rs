@@ -81,6 +81,8 @@ const fn flood(name: &'static str, attack: &'static str, reason: &'static [&'sta
 
 const TIMED_OUT: &str = "ran past its 5s limit";
 const STOPPED: &str = "VM stopped while running it";
+const PROCESS_STOPPED: &str = "worker process stopped while running it";
+const EXITED_9: &str = "worker process stopped while running it (it exited with status 9)";
 const WORKER_GONE: &str = "worker process ended while running it (its VM lived on)";
 const RING: &str = "ring positions are inconsistent";
 const FLOOD_OUTPUTS: &str = "more than 1000 outputs in one invocation";
@@ -110,12 +112,12 @@ const PYTHON: &[Case] = &[
     case(
         "fork_bomb",
         "import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass",
-        &[TIMED_OUT, STOPPED],
+        &[TIMED_OUT, STOPPED, PROCESS_STOPPED],
     ),
     case(
         "memory_hog",
         "blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))",
-        &["MemoryError", TIMED_OUT, STOPPED, WORKER_GONE],
+        &["MemoryError", TIMED_OUT, STOPPED, PROCESS_STOPPED, WORKER_GONE],
     ),
     case("writes_the_root_image", "open('/usr/lib/evil', 'w')", &["Read-only file system"]),
     flood(
@@ -226,7 +228,7 @@ const PYTHON_PROCESS: &[Case] = &[
             "Permission denied: '/proc/sysrq-trigger'",
         ],
     ),
-    case("kills_its_worker", "import os\n    os._exit(9)", &[WORKER_GONE, STOPPED]),
+    case("kills_its_worker", "import os\n    os._exit(9)", &[EXITED_9]),
     case(
         "network",
         "import socket\n    socket.create_connection(('10.0.2.2', 80), timeout=2)",
@@ -240,12 +242,12 @@ const JAVASCRIPT: &[Case] = &[
     case(
         "fork_bomb",
         "const cp = require('child_process');\n    for (;;) { try { cp.spawn('/usr/bin/node', ['-e', 'for(;;){}']); } catch (e) {} }",
-        &[TIMED_OUT, STOPPED],
+        &[TIMED_OUT, STOPPED, PROCESS_STOPPED],
     ),
     case(
         "memory_hog",
         "const blocks = [];\n    for (;;) blocks.push(Buffer.alloc(1 << 20, 1));",
-        &["RangeError", "memory", TIMED_OUT, STOPPED, WORKER_GONE],
+        &["RangeError", "memory", TIMED_OUT, STOPPED, PROCESS_STOPPED, WORKER_GONE],
     ),
     case("writes_the_root_image", "require('fs').writeFileSync('/usr/lib/evil', 'x');", &["EROFS"]),
     flood("floods_outputs", "for (;;) context.sendOutputSync('output', 0);", &[FLOOD_OUTPUTS]),
@@ -301,7 +303,7 @@ const JAVASCRIPT_PROCESS: &[Case] = &[
         "require('fs').writeFileSync('/proc/sysrq-trigger', 'c');",
         &["ENOENT: no such file or directory, open '/proc/sysrq-trigger'", "EACCES"],
     ),
-    case("kills_its_worker", "globalThis.process.reallyExit(9);", &[WORKER_GONE, STOPPED]),
+    case("kills_its_worker", "globalThis.process.reallyExit(9);", &[EXITED_9]),
     case(
         "network",
         "await new Promise((resolve, reject) => require('net').connect(80, '10.0.2.2').on('connect', resolve).on('error', reject));",

@@ -134,7 +134,7 @@ fn assert_in_order(outputs: &[String], valid: impl Fn(u64) -> bool) {
 fn assert_killed_vm_errors<'a>(errors: impl IntoIterator<Item = &'a String>) {
     for e in errors {
         assert!(
-            e.contains("VM stopped while running it") || e.contains("no sandbox VM"),
+            e.contains("VM stopped while running it") || e.contains("no sandbox for the actor"),
             "an error other than a killed VM: {e}"
         );
     }

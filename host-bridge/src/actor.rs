@@ -300,6 +300,7 @@ async fn process_loop(
     let node_id = config.get_node_id().to_string();
     let config_value = config_value(&config.config);
     let hold_after = shared.config.idle_hold;
+    let isolation = node.isolation();
     let answers = || {
         PortAnswers::new(
             shared.clone(),
@@ -348,9 +349,10 @@ async fn process_loop(
         .await;
         load.reset();
         if let Err(join) = ran {
-            answers().failed(ActorFailure::Hostile(format!(
-                "the host thread running it failed: {join}"
-            )));
+            answers().failed(ActorFailure::Hostile(
+                isolation,
+                format!("the host thread running it failed: {join}"),
+            ));
         }
     }
 }

@@ -49,16 +49,16 @@ pub fn outcome(failure: &ActorFailure) -> &'static str {
     match failure {
         ActorFailure::Actor(a) if a.kind == ErrorKind::Load => "load_error",
         ActorFailure::Actor(_) => "actor_error",
-        ActorFailure::Timeout(_) => "timeout",
-        ActorFailure::Died(_) => "died",
+        ActorFailure::Timeout(..) => "timeout",
+        ActorFailure::Died(..) => "died",
         ActorFailure::WorkerGone(_) => "worker_gone",
-        ActorFailure::Hostile(_) => "hostile",
-        ActorFailure::Limit(_) => "limit",
+        ActorFailure::Hostile(..) => "hostile",
+        ActorFailure::Limit(..) => "limit",
         ActorFailure::MessageTooLarge(_) => "too_large",
         ActorFailure::Unsendable(_) => "unsendable",
         ActorFailure::Input { .. } => "bad_input",
         ActorFailure::NoVm(_) => "no_vm",
-        ActorFailure::Sandbox(_) => "sandbox",
+        ActorFailure::Sandbox(..) => "sandbox",
     }
 }
 

@@ -24,35 +24,38 @@ use reflow_sandbox_core::limits::Limits;
 use reflow_sandbox_core::pool::{PoolError, PooledVm};
 use reflow_sandbox_core::protocol::{ActorError, StateRequest};
 use reflow_sandbox_core::worker::{InvokeHandler, StreamHandler, Window, WorkerError};
-use reflow_sandbox_core::{ErrorKind, Fate, LogLine, Script};
+use reflow_sandbox_core::{ErrorKind, Fate, IsolationKind, LogLine, Script};
 
 use crate::versions::{ScriptVersions, Version};
 
 /// Why a message got an error instead of (all of) its outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum ActorFailure {
-    /// The pool could not lend the node a VM.
-    #[error("no sandbox VM for the actor: {0}")]
+    /// The pool could not lend the node a sandbox.
+    #[error("no sandbox for the actor: {0}")]
     NoVm(#[from] PoolError),
     /// The actor failed to load or raised; its VM is fine.
     #[error("{0}")]
     Actor(ActorError),
-    /// The message ran past the actor's timeout (given); its VM is killed.
-    #[error("the actor ran past its {0:?} limit; its VM was killed and will be replaced")]
-    Timeout(Duration),
-    /// The VM ended; why, as far as the monitor knows.
-    #[error("the actor's VM stopped while running it ({0}); it will be replaced")]
-    Died(String),
+    /// The message ran past the actor's timeout (given); its sandbox is
+    /// killed.
+    #[error("the actor ran past its {1:?} limit; its {sandbox} was killed and will be replaced", sandbox = .0.noun())]
+    Timeout(IsolationKind, Duration),
+    /// The sandbox ended; why, as far as the host knows.
+    #[error("the actor's {sandbox} stopped while running it ({1}); it will be replaced", sandbox = .0.noun())]
+    Died(IsolationKind, String),
     /// The message timed out (after the duration given) because the
     /// worker process had ended while its VM lived on.
     #[error("the actor's worker process ended while running it (its VM lived on); no answer came within {0:?}, and the VM was discarded")]
     WorkerGone(Duration),
-    /// The guest broke the worker protocol (how); its VM is discarded.
-    #[error("the sandbox broke the protocol ({0}); its VM was discarded")]
-    Hostile(String),
-    /// The actor went over one of its limits (which); its VM is discarded.
-    #[error("the actor went past a limit ({0}); its VM was discarded")]
-    Limit(String),
+    /// The guest broke the worker protocol (how); its sandbox is
+    /// discarded.
+    #[error("the sandbox broke the protocol ({1}); its {sandbox} was discarded", sandbox = .0.noun())]
+    Hostile(IsolationKind, String),
+    /// The actor went over one of its limits (which); its sandbox is
+    /// discarded.
+    #[error("the actor went past a limit ({1}); its {sandbox} was discarded", sandbox = .0.noun())]
+    Limit(IsolationKind, String),
     /// The message is larger than the actor may get; it was not sent (a
     /// [`WorkerError::MessageTooLarge`]).
     #[error("{0}")]
@@ -69,10 +72,10 @@ pub enum ActorFailure {
         /// Why it cannot be converted.
         reason: String,
     },
-    /// Any other worker failure (ring, poisoned client, VM stopped); its
-    /// fate follows the worker error's.
-    #[error("the sandbox failed ({0}); its VM was discarded")]
-    Sandbox(WorkerError),
+    /// Any other worker failure (ring, poisoned client); its fate follows
+    /// the worker error's.
+    #[error("the sandbox failed ({1}); its {sandbox} was discarded", sandbox = .0.noun())]
+    Sandbox(IsolationKind, WorkerError),
 }
 
 impl ActorFailure {
@@ -87,16 +90,17 @@ impl ActorFailure {
         }
     }
 
-    fn from_worker(e: WorkerError) -> ActorFailure {
+    /// The failure for what the worker of a sandbox of `kind` reported.
+    fn from_worker(kind: IsolationKind, e: WorkerError) -> ActorFailure {
         match e {
             WorkerError::Actor(a) => ActorFailure::Actor(a),
-            WorkerError::Timeout(t) => ActorFailure::Timeout(t),
-            WorkerError::Died => ActorFailure::Died("why is unknown".into()),
-            WorkerError::Hostile(h) => ActorFailure::Hostile(h),
-            WorkerError::Limit(l) => ActorFailure::Limit(l),
+            WorkerError::Timeout(t) => ActorFailure::Timeout(kind, t),
+            WorkerError::Died => ActorFailure::Died(kind, "why is unknown".into()),
+            WorkerError::Hostile(h) => ActorFailure::Hostile(kind, h),
+            WorkerError::Limit(l) => ActorFailure::Limit(kind, l),
             e @ WorkerError::MessageTooLarge { .. } => ActorFailure::MessageTooLarge(e),
             e @ WorkerError::Encode(_) => ActorFailure::Unsendable(e),
-            other => ActorFailure::Sandbox(other),
+            other => ActorFailure::Sandbox(kind, other),
         }
     }
 
@@ -109,12 +113,12 @@ impl ActorFailure {
             ActorFailure::Actor(a) => a.fate(),
             ActorFailure::MessageTooLarge(e)
             | ActorFailure::Unsendable(e)
-            | ActorFailure::Sandbox(e) => e.fate(),
-            ActorFailure::Timeout(_)
-            | ActorFailure::Died(_)
+            | ActorFailure::Sandbox(_, e) => e.fate(),
+            ActorFailure::Timeout(..)
+            | ActorFailure::Died(..)
             | ActorFailure::WorkerGone(_)
-            | ActorFailure::Hostile(_)
-            | ActorFailure::Limit(_) => Fate::Kill,
+            | ActorFailure::Hostile(..)
+            | ActorFailure::Limit(..) => Fate::Kill,
             ActorFailure::NoVm(_) | ActorFailure::Input { .. } => Fate::Keep,
         }
     }
@@ -173,6 +177,8 @@ struct NodeHandler<'a> {
     taken: &'a Taken,
     /// The node and its actor, for the events it logs.
     who: Who<'a>,
+    /// What the node's sandbox is, for its failures' words.
+    isolation: IsolationKind,
     retire: &'a Cell<bool>,
     refused: &'a RefCell<Option<ActorFailure>>,
 }
@@ -212,7 +218,7 @@ impl StreamHandler for NodeHandler<'_> {
     }
     fn failed(&mut self, error: WorkerError) {
         self.in_head(|seq| self.logs.end(seq));
-        let failure = ActorFailure::from_worker(error);
+        let failure = ActorFailure::from_worker(self.isolation, error);
         if !failure.fate().keeps_vm() {
             self.retire.set(true);
             self.who.discarded(self.metrics, outcome(&failure));
@@ -331,6 +337,8 @@ pub(crate) struct Node {
     vm_process: Mutex<Option<VmProcess>>,
     /// Where its VMs come from: an index in `shared.pools`.
     pool: usize,
+    /// What its pool's sandboxes are.
+    isolation: IsolationKind,
     metrics: NodeMetrics,
     slot: Mutex<Slot>,
     /// Stops the VM the node holds (or held last) without its slot's lock,
@@ -340,6 +348,11 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// What the node's sandboxes are.
+    pub fn isolation(&self) -> IsolationKind {
+        self.isolation
+    }
+
     pub fn new(shared: Arc<Shared>, versions: Arc<ScriptVersions>, pool: usize) -> Arc<Node> {
         let serving = versions.latest();
         let script = serving.script.clone();
@@ -361,6 +374,7 @@ impl Node {
             trace: Mutex::new(None),
             vm_process: Mutex::new(None),
             pool,
+            isolation: shared.pools[pool].pool.spec().isolation.kind(),
             metrics,
             slot: Mutex::new(Slot {
                 vm: None,
@@ -501,6 +515,7 @@ impl Node {
                 logs: self.logs(who),
                 taken: &taken,
                 who,
+                isolation: self.isolation,
                 retire: &retire,
                 refused: &refused,
             };
@@ -515,8 +530,8 @@ impl Node {
                 c.stream(node_id, &config, &limits, WINDOW, &mut take, &mut handler)
             });
             if let Err(end) = ended {
-                let failure =
-                    self.after_failure(&mut slot, who, ActorFailure::from_worker(end.error));
+                let failure = ActorFailure::from_worker(self.isolation, end.error);
+                let failure = self.after_failure(&mut slot, who, failure);
                 answers.failed(failure);
                 let mut again: VecDeque<Value> = end.unstarted.into();
                 again.append(&mut retry);
@@ -540,25 +555,32 @@ impl Node {
         slot.last_used = Instant::now();
     }
 
-    /// What the node does after a message's `failure`: says why a VM that
-    /// died did, tells a worker that ended from one that went quiet, and
-    /// drops the VM unless the failure leaves it usable. Returns the
-    /// failure to answer with.
+    /// What the node does after a message's `failure`: tells a worker
+    /// that ended from one that went quiet, says why a sandbox that died
+    /// did, and drops the sandbox unless the failure leaves it usable.
+    /// Returns the failure to answer with.
     fn after_failure(&self, slot: &mut Slot, who: Who, mut failure: ActorFailure) -> ActorFailure {
-        if let ActorFailure::Died(why) = &mut failure {
-            if let Some(outcome) = slot.vm.as_mut().and_then(|vm| vm.finish()) {
-                *why = outcome.to_string();
-            }
-        }
-        if let ActorFailure::Timeout(t) = &failure {
-            if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.is_alive()) {
-                match vm.worker_gone() {
-                    Ok(true) => failure = ActorFailure::WorkerGone(*t),
+        if let (ActorFailure::Timeout(kind, t), Some(vm)) = (&failure, slot.vm.as_mut()) {
+            let (kind, t) = (*kind, *t);
+            match kind {
+                // A VM's worker may have ended while its guest lived on.
+                IsolationKind::Vm if vm.is_alive() => match vm.worker_gone() {
+                    Ok(true) => failure = ActorFailure::WorkerGone(t),
                     Ok(false) => {}
                     Err(why) => {
                         tracing::warn!(%why, "cannot tell whether a timed-out worker lives")
                     }
+                },
+                // A process worker is its process.
+                IsolationKind::Process if !vm.is_alive() => {
+                    failure = ActorFailure::Died(kind, "why is unknown".into())
                 }
+                _ => {}
+            }
+        }
+        if let ActorFailure::Died(_, why) = &mut failure {
+            if let Some(outcome) = slot.vm.as_mut().and_then(|vm| vm.finish()) {
+                *why = outcome.to_string();
             }
         }
         if !failure.fate().keeps_vm() {
@@ -616,7 +638,7 @@ impl Node {
                 c.idle_spin(spin)
                     .load_within(node_id, &script.name, &script.source, limits)
             })
-            .map_err(ActorFailure::from_worker)?;
+            .map_err(|e| ActorFailure::from_worker(self.isolation, e))?;
         let waited_us = waited.elapsed().as_micros() as u64;
         let trace = self.trace.lock().clone();
         let logs = self.logs(Who {
@@ -882,7 +904,8 @@ mod tests {
         for e in errors {
             let fate = e.fate();
             let text = e.to_string();
-            assert_eq!(ActorFailure::from_worker(e).fate(), fate, "{text}");
+            let failure = ActorFailure::from_worker(IsolationKind::Vm, e);
+            assert_eq!(failure.fate(), fate, "{text}");
         }
         let input = ActorFailure::Input {
             port: "in".into(),
@@ -892,6 +915,26 @@ mod tests {
         assert_eq!(
             ActorFailure::WorkerGone(Duration::from_secs(1)).fate(),
             Fate::Kill
+        );
+    }
+
+    #[test]
+    fn a_failure_names_the_kind_of_sandbox() {
+        let t = Duration::from_secs(5);
+        let said = |kind| ActorFailure::from_worker(kind, WorkerError::Timeout(t)).to_string();
+        assert_eq!(
+            said(IsolationKind::Vm),
+            "the actor ran past its 5s limit; its VM was killed and will be replaced"
+        );
+        assert_eq!(
+            said(IsolationKind::Process),
+            "the actor ran past its 5s limit; its worker process was killed and will be replaced"
+        );
+        let died = ActorFailure::Died(IsolationKind::Process, "it exited with status 9".into());
+        assert_eq!(
+            died.to_string(),
+            "the actor's worker process stopped while running it (it exited with status 9); \
+             it will be replaced"
         );
     }
 }

@@ -18,7 +18,7 @@ use reflow_vmm::snapshot::CheckError;
 use reflow_vmm::SnapshotFiles;
 use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
-use crate::process::{ProcessError, ProcessSpec, ProcessWorker};
+use crate::process::{ProcessError, ProcessOutcome, ProcessSpec, ProcessWorker};
 use crate::warmup::WarmupPolicy;
 use crate::worker::{ClientState, WorkerClient};
 
@@ -127,6 +127,34 @@ impl IsolationKind {
             "vm" => Some(IsolationKind::Vm),
             "process" => Some(IsolationKind::Process),
             _ => None,
+        }
+    }
+}
+
+impl IsolationKind {
+    /// What a sandbox of this kind is called in a user's error message.
+    pub fn noun(self) -> &'static str {
+        match self {
+            IsolationKind::Vm => "VM",
+            IsolationKind::Process => "worker process",
+        }
+    }
+}
+
+/// How a sandbox ended, as far as the host can tell.
+#[derive(Debug, Clone)]
+pub enum SandboxOutcome {
+    /// A VM's, from its monitor.
+    Vm(VmOutcome),
+    /// A process worker's, from its jail's status.
+    Process(ProcessOutcome),
+}
+
+impl std::fmt::Display for SandboxOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SandboxOutcome::Vm(o) => o.fmt(f),
+            SandboxOutcome::Process(o) => o.fmt(f),
         }
     }
 }
@@ -552,9 +580,10 @@ impl SandboxVm {
     }
 
     /// Stops the VM (if it still runs), ends its process and returns how
-    /// it ended; `None` once it has been asked before, or if the monitor
-    /// never said.
-    pub fn finish(&mut self) -> Option<VmOutcome> {
+    /// it ended; `None` once it has been asked before, or if nothing said
+    /// (the monitor, or a process worker that still ran: the host stopped
+    /// it).
+    pub fn finish(&mut self) -> Option<SandboxOutcome> {
         self.stop_and_join()
     }
 
@@ -588,20 +617,17 @@ impl SandboxVm {
     }
 
     /// Stops the VM and returns how it ended.
-    pub fn kill(mut self) -> Option<VmOutcome> {
+    pub fn kill(mut self) -> Option<SandboxOutcome> {
         self.stop_and_join()
     }
 
-    fn stop_and_join(&mut self) -> Option<VmOutcome> {
+    fn stop_and_join(&mut self) -> Option<SandboxOutcome> {
         if std::mem::replace(&mut self.finished, true) {
             return None;
         }
         match &self.backend {
-            Backend::Vm { monitor, .. } => monitor.finish(FINISH_GRACE),
-            Backend::Process(worker) => {
-                worker.kill();
-                None
-            }
+            Backend::Vm { monitor, .. } => monitor.finish(FINISH_GRACE).map(SandboxOutcome::Vm),
+            Backend::Process(worker) => worker.finish().map(SandboxOutcome::Process),
         }
     }
 }

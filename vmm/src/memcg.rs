@@ -67,6 +67,15 @@ impl MemoryGroup {
         self.limit
     }
 
+    /// How many processes in the group the kernel's OOM killer ended
+    /// (the group at its limit), where the host tells: the `oom_kill`
+    /// line of `memory.events` (v2) or `memory.oom_control` (v1).
+    pub fn oom_kills(&self) -> Option<u64> {
+        ["memory.events", "memory.oom_control"]
+            .iter()
+            .find_map(|file| oom_kill_count(&std::fs::read_to_string(self.dir.join(file)).ok()?))
+    }
+
     /// Removes the group, waiting up to `wait` for the processes in it to
     /// be gone (the kernel refuses to remove a group that holds one): a
     /// killed PID namespace takes its processes with it, but not at once.
@@ -74,6 +83,12 @@ impl MemoryGroup {
         remove_group(&self.dir, wait);
         // Drop finds it gone.
     }
+}
+
+/// The count on an `oom_kill N` line (not `oom_group_kill`).
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
 }
 
 fn configure(hierarchy: &Hierarchy, dir: &Path, limit: u64) -> Result<(), CgroupError> {

@@ -49,6 +49,16 @@ fn a_v2_group_gets_memory_max_and_no_swap() {
     assert!(!dir.exists(), "the group is removed when dropped");
 }
 
+#[test]
+fn reads_the_oom_kill_count_of_either_version() {
+    let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+    let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+    assert_eq!(oom_kill_count(v2), Some(2));
+    assert_eq!(oom_kill_count(v1), Some(3));
+    assert_eq!(oom_kill_count("oom_group_kill 4\n"), None);
+    assert_eq!(oom_kill_count(""), None);
+}
+
 const PROBE: &str = "REFLOW_MEMCG_PROBE";
 
 /// The child's half: joins the group named by the probe, then touches
@@ -98,6 +108,11 @@ fn a_real_group_ends_a_process_past_its_limit() {
         status.signal(),
         Some(libc::SIGKILL),
         "a process touching 256 MiB in a 32 MiB group: {status:?}"
+    );
+    assert!(
+        group.oom_kills().is_some_and(|n| n >= 1),
+        "the group counts the kill: {:?}",
+        group.oom_kills()
     );
     let dir = group.dir().to_path_buf();
     drop(group);

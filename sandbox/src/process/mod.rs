@@ -4,7 +4,10 @@
 //! `reflow_vmm::worker_jail`) with the ring's memfd at its fd 3, which it
 //! maps where a VM's worker maps `/dev/mem`.
 
+mod outcome;
 pub mod tree;
+
+pub use outcome::ProcessOutcome;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -80,6 +83,8 @@ pub struct ProcessWorker {
     run_dir: tempfile::TempDir,
     /// Its memory cgroup: removed once it has been reaped.
     memory: Option<MemoryGroup>,
+    /// The memory limit, MiB.
+    mem_mib: u32,
     started: Started,
     /// The write end of the jail's lifeline: closed when the worker is
     /// dropped or this process ends, however it ends, which makes the jail
@@ -188,6 +193,7 @@ impl ProcessWorker {
             pid,
             run_dir,
             memory,
+            mem_mib: spec.mem_mib,
             _lifeline: lifeline,
             started: Started {
                 steps: Vec::new(),
@@ -251,6 +257,24 @@ impl ProcessWorker {
     /// Whether the worker's process still runs.
     pub fn is_alive(&self) -> bool {
         matches!(self.child.lock().try_wait(), Ok(None))
+    }
+
+    /// How the worker ended, if it has (its jail's status, and whether its
+    /// memory group's limit ended it); if it still runs, it is killed now
+    /// and there is nothing to tell: the host stopped it.
+    pub fn finish(&self) -> Option<ProcessOutcome> {
+        let mut child = self.child.lock();
+        let ended = child.try_wait().ok().flatten();
+        if ended.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let oom_kills = self.memory.as_ref().and_then(MemoryGroup::oom_kills);
+        Some(ProcessOutcome::from_status(
+            ended?,
+            oom_kills.unwrap_or(0),
+            self.mem_mib,
+        ))
     }
 
     /// Ends the worker now (`SIGKILL`; the worker, its namespace's PID 1,
