@@ -17,15 +17,16 @@
 //! ```
 //!
 //! `path` is relative to the graph file; `"source": "inline"` with `code`
-//! works too. Every other metadata key is the node's config
-//! (`context.config` in the script).
+//! works too. `"isolation": "vm" | "process"` in a script node's metadata
+//! chooses what runs it, over `reflow.yaml`'s. Every other metadata key is
+//! the node's config (`context.config` in the script).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reflow_graph::types::{ComponentSpec, GraphExport, ScriptSourceType, ScriptSpec};
-use reflow_sandbox_core::{Language, Script, ScriptError};
+use reflow_sandbox_core::{IsolationKind, Language, Script, ScriptError};
 
 use crate::natives::{inport, NATIVES};
 use crate::packages::Dependency;
@@ -136,8 +137,15 @@ impl GraphFile {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut scripts: HashMap<String, Script> = HashMap::new();
         let mut dependencies = Vec::new();
-        for (id, node) in &export.processes {
-            match node.component_spec() {
+        // Nodes in id order: which two disagree is then said the same way
+        // on every run.
+        let mut nodes: Vec<_> = export.processes.iter().collect();
+        nodes.sort_by_key(|(id, _)| id.as_str());
+        // Script component -> the node that set its script first.
+        let mut first_node: HashMap<&str, &str> = HashMap::new();
+        for (id, node) in nodes {
+            let isolation = isolation_of(node).map_err(|m| invalid(format!("node {id:?}: {m}")))?;
+            let mut made = match node.component_spec() {
                 Some(ComponentSpec::Script { script }) => {
                     let made = script_of(&script, base).map_err(|e| match e {
                         Either::Script(source) => GraphError::Script {
@@ -147,14 +155,6 @@ impl GraphFile {
                         },
                         Either::Message(m) => invalid(format!("node {id:?}: {m}")),
                     })?;
-                    if let Some(seen) = scripts.get(&node.component) {
-                        if *seen != made {
-                            return Err(invalid(format!(
-                                "component {:?} names two different scripts",
-                                node.component
-                            )));
-                        }
-                    }
                     let mut declared: Vec<_> = script.dependencies.iter().collect();
                     declared.sort();
                     for (name, version) in declared {
@@ -163,12 +163,9 @@ impl GraphFile {
                             dependencies.push(d);
                         }
                     }
-                    scripts.insert(node.component.clone(), made);
+                    made
                 }
-                None if known.contains_key(&node.component) => {
-                    let script = &known[&node.component];
-                    scripts.insert(node.component.clone(), script.clone());
-                }
+                None if known.contains_key(&node.component) => known[&node.component].clone(),
                 Some(ComponentSpec::Native) | None => {
                     if !NATIVES.contains(&node.component.as_str()) {
                         return Err(invalid(format!(
@@ -179,13 +176,40 @@ impl GraphFile {
                             NATIVES.join(", ")
                         )));
                     }
+                    if isolation.is_some() {
+                        return Err(invalid(format!(
+                            "node {id:?}: `{ISOLATION_KEY}` chooses what runs a script; {:?} is \
+                             a built-in native actor, which runs in the host",
+                            node.component
+                        )));
+                    }
+                    continue;
                 }
                 Some(other) => {
                     return Err(invalid(format!(
                         "node {id:?}: component spec {other:?} is not supported"
                     )))
                 }
+            };
+            if isolation.is_some() {
+                made.shape.isolation = isolation;
             }
+            if let Some(seen) = scripts.get(&node.component) {
+                if *seen != made {
+                    let other = first_node[node.component.as_str()];
+                    let what = if seen.shape.isolation != made.shape.isolation {
+                        "different isolation (a component runs one way in a graph)"
+                    } else {
+                        "different scripts"
+                    };
+                    return Err(invalid(format!(
+                        "nodes {other:?} and {id:?} give component {:?} {what}",
+                        node.component
+                    )));
+                }
+            }
+            first_node.entry(&node.component).or_insert(id);
+            scripts.insert(node.component.clone(), made);
         }
         let sources: HashSet<&str> = export
             .connections
@@ -244,6 +268,21 @@ fn check_native_ports(export: &GraphExport) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The metadata key that chooses what runs a script node.
+pub const ISOLATION_KEY: &str = "isolation";
+
+/// What a node's metadata says runs it (`isolation`), if it says.
+fn isolation_of(node: &reflow_graph::types::GraphNode) -> Result<Option<IsolationKind>, String> {
+    let Some(value) = node.metadata.as_ref().and_then(|m| m.get(ISOLATION_KEY)) else {
+        return Ok(None);
+    };
+    value
+        .as_str()
+        .and_then(IsolationKind::named)
+        .map(Some)
+        .ok_or_else(|| format!("`{ISOLATION_KEY}` is {value}; it must be \"vm\" or \"process\""))
 }
 
 enum Either {

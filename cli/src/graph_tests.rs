@@ -65,6 +65,23 @@ fn a_good_graph_loads_with_its_scripts_and_sinks() {
 }
 
 #[test]
+fn a_node_chooses_its_scripts_isolation() {
+    use reflow_sandbox_core::IsolationKind;
+    assert_eq!(load(&good()).unwrap().scripts["Mul"].shape.isolation, None);
+    for (said, kind) in [
+        ("process", IsolationKind::Process),
+        ("vm", IsolationKind::Vm),
+    ] {
+        let mut g = good();
+        g["processes"]["m"]["metadata"]["isolation"] = json!(said);
+        let mul = &load(&g).unwrap().scripts["Mul"];
+        assert_eq!(mul.shape.isolation, Some(kind), "{said}");
+        // The rest of its shape is the spec's.
+        assert_eq!(mul.shape.mem_mib, Some(320));
+    }
+}
+
+#[test]
 fn a_script_of_its_own_size_gets_a_runtime_of_that_size_beside_the_default() {
     use crate::setup::{shapes, Sizes};
     let g = load(&good()).unwrap();
@@ -166,6 +183,23 @@ fn bad_graphs_are_refused_with_the_reason() {
         (
             Box::new(|g| g["caseSensitive"] = json!("yes")),
             "is not a Reflow graph",
+        ),
+        (
+            Box::new(|g| g["processes"]["m"]["metadata"]["isolation"] = json!("container")),
+            "node \"m\": `isolation` is \"container\"; it must be \"vm\" or \"process\"",
+        ),
+        (
+            Box::new(|g| g["processes"]["f"]["metadata"] = json!({"isolation": "process"})),
+            "node \"f\": `isolation` chooses what runs a script; \"Format\" is a built-in",
+        ),
+        (
+            Box::new(|g| {
+                let mut other = g["processes"]["m"].clone();
+                other["id"] = json!("m2");
+                other["metadata"]["isolation"] = json!("process");
+                g["processes"]["m2"] = other;
+            }),
+            "nodes \"m\" and \"m2\" give component \"Mul\" different isolation",
         ),
     ];
     for (break_it, want) in cases {

@@ -33,7 +33,8 @@ pub enum SetupError {
         "{actors} need a VM, and this host cannot run one: {why}. To run them as jailed host \
          processes instead, set `isolation: process` in reflow.yaml \
          (workspace.sandbox.<language>.isolation, or workspace.sandbox.actors.<Component>.isolation) \
-         after reading what that lets a script reach (README: VM or process)"
+         or `\"isolation\": \"process\"` in a graph node's metadata, after reading what that lets \
+         a script reach (README: VM or process)"
     )]
     NoKvm {
         /// The actors, `Component (language)`, comma-separated.

@@ -91,6 +91,27 @@ fn without_kvm_the_demo_runs_only_once_reflow_yaml_allows_processes() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_demo_results(&stdout, &stderr);
+
+    // Or the graph's script nodes say so, each in its metadata.
+    std::fs::remove_file(dir.path().join("reflow.yaml")).unwrap();
+    let path = dir.path().join("graph.json");
+    let mut graph: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    graph["processes"]["scale"]["metadata"]["isolation"] = "process".into();
+    std::fs::write(&path, graph.to_string()).unwrap();
+    let out = run_env(dir.path(), &[], &no_kvm);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Offset (javascript)") && !stderr.contains("(python)"),
+        "only the node left a VM is refused: {stderr}"
+    );
+    graph["processes"]["offset"]["metadata"]["isolation"] = "process".into();
+    std::fs::write(&path, graph.to_string()).unwrap();
+    let out = run_env(dir.path(), &[], &no_kvm);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_demo_results(&stdout, &stderr);
 }
 
 /// `Range(2) -> Boom (raises) -> Format` on Boom's error port, written
