@@ -120,6 +120,55 @@ fn a_process_worker_sees_its_image_read_only_and_nothing_of_the_host() {
     }
 }
 
+const DOUBLE_PY: &str = r#"
+@actor(name="Double", inports=["input"], outports=["output"])
+def double(context):
+    return {"output": context.get_input("input") * 2}
+"#;
+
+/// An idle worker held is stopped (it uses no CPU, as a held VM's vCPUs
+/// do not run) until it is let go, and then answers as before.
+#[test]
+fn a_held_process_worker_is_stopped_until_released() {
+    let worker = process_worker(Language::Python, 8);
+    let alive = || worker.is_alive();
+    let mut client =
+        WorkerClient::attach(worker.ring_region(), &worker.layout()).with_liveness(&alive);
+    client
+        .load("double", "double.actor.py", DOUBLE_PY, LIMIT)
+        .unwrap();
+    let store = StateStore::embedded();
+    let mut double = |n: i64| {
+        let inputs = map(vec![("input", Value::Int(n))]);
+        let (_, outputs) = invoke(&mut client, &store, "double", inputs, map(vec![])).unwrap();
+        get(&outputs, "output").cloned()
+    };
+    assert_eq!(double(2), Some(Value::Int(4)));
+
+    // The jail's PID 1, the worker: its outer process's one child.
+    let (inner, _) = processes()
+        .into_iter()
+        .find(|(_, parent)| *parent == worker.pid())
+        .expect("the jail's worker");
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{inner}/stat")).unwrap();
+        stat.rsplit_once(") ").unwrap().1.chars().next().unwrap()
+    };
+    let wait_for = |stopped: bool| {
+        let t = std::time::Instant::now();
+        while (state() == 'T') != stopped && t.elapsed() < LIMIT {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(state() == 'T', stopped, "state {}", state());
+    };
+    wait_for(false);
+    assert!(worker.hold(), "held");
+    wait_for(true);
+    worker.release();
+    wait_for(false);
+    assert_eq!(double(21), Some(Value::Int(42)));
+}
+
 #[test]
 fn killing_a_process_worker_leaves_nothing_behind() {
     let worker = process_worker(Language::Python, 8);

@@ -37,8 +37,8 @@ pub use pool::{PoolConfig, PoolError, PooledVm, VmPool};
 pub use protocol::{ActorError, Collected, ErrorKind, Kind, StateOp, StateRequest};
 pub use runtime::{GuestImages, Runtime, RuntimeError};
 pub use sandbox::{
-    Isolation, IsolationKind, SandboxError, SandboxOutcome, SandboxVm, SnapshotError, StopHandle,
-    VmSpec, WorkerCheckError,
+    HoldError, Isolation, IsolationKind, SandboxError, SandboxOutcome, SandboxVm, SnapshotError,
+    StopHandle, VmSpec, WorkerCheckError,
 };
 pub use script::{Script, ScriptError};
 pub use shape::{ShapeOverrides, VmShape};

@@ -236,6 +236,17 @@ pub enum SandboxError {
     Timeout(Duration),
 }
 
+/// Why a sandbox could not be held.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    /// The VM's monitor did not hold its vCPUs.
+    #[error(transparent)]
+    Monitor(MonitorError),
+    /// The process worker could not be stopped.
+    #[error("the worker process cannot be stopped (it ended, or this host has no pidfds)")]
+    Process,
+}
+
 /// Why a clone's snapshot could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -458,21 +469,23 @@ impl SandboxVm {
         result
     }
 
-    /// Holds the guest's vCPUs (it uses no CPU until [`SandboxVm::release`];
-    /// what a pool does with the clones it keeps ready). A process worker
-    /// is not held: it waits on its ring sleeping (a poll every 10 ms at
-    /// most, once its spin budget is spent).
-    pub fn hold(&self) -> Result<(), MonitorError> {
+    /// Holds the guest's vCPUs, or stops a process worker (it uses no CPU
+    /// until [`SandboxVm::release`]; what a pool does with the clones it
+    /// keeps ready). One that cannot be held goes on waiting on its ring,
+    /// sleeping (a poll every 10 ms at most, once its spin is spent).
+    pub fn hold(&self) -> Result<(), HoldError> {
         match &self.backend {
-            Backend::Vm { monitor, .. } => monitor.hold(HOLD_LIMIT),
-            Backend::Process(_) => Ok(()),
+            Backend::Vm { monitor, .. } => monitor.hold(HOLD_LIMIT).map_err(HoldError::Monitor),
+            Backend::Process(worker) if worker.hold() => Ok(()),
+            Backend::Process(_) => Err(HoldError::Process),
         }
     }
 
-    /// Lets a held guest run again.
+    /// Lets a held guest (or process worker) run again.
     pub fn release(&self) {
-        if let Backend::Vm { monitor, .. } = &self.backend {
-            monitor.release();
+        match &self.backend {
+            Backend::Vm { monitor, .. } => monitor.release(),
+            Backend::Process(worker) => worker.release(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! `reflow_vmm::worker_jail`) with the ring's memfd at its fd 3, which it
 //! maps where a VM's worker maps `/dev/mem`.
 
+mod hold;
 mod outcome;
 pub mod tree;
 
@@ -85,6 +86,9 @@ pub struct ProcessWorker {
     memory: Option<MemoryGroup>,
     /// The memory limit, MiB.
     mem_mib: u32,
+    /// What stops and continues the worker while idle, found on first
+    /// use (`None`: it cannot be held).
+    hold: std::sync::OnceLock<Option<hold::Hold>>,
     started: Started,
     /// The write end of the jail's lifeline: closed when the worker is
     /// dropped or this process ends, however it ends, which makes the jail
@@ -194,6 +198,7 @@ impl ProcessWorker {
             run_dir,
             memory,
             mem_mib: spec.mem_mib,
+            hold: std::sync::OnceLock::new(),
             _lifeline: lifeline,
             started: Started {
                 steps: Vec::new(),
@@ -257,6 +262,21 @@ impl ProcessWorker {
     /// Whether the worker's process still runs.
     pub fn is_alive(&self) -> bool {
         matches!(self.child.lock().try_wait(), Ok(None))
+    }
+
+    /// Stops the idle worker (`SIGSTOP`) so that it uses no CPU until
+    /// [`ProcessWorker::release`]; `false` if it cannot be held (it ended,
+    /// or the host has no pidfds), and then it goes on polling its ring.
+    pub fn hold(&self) -> bool {
+        let hold = self.hold.get_or_init(|| hold::Hold::find(self.pid));
+        hold.as_ref().is_some_and(hold::Hold::stop)
+    }
+
+    /// Lets a held worker run again (nothing if it was not held).
+    pub fn release(&self) {
+        if let Some(Some(hold)) = self.hold.get() {
+            hold.go();
+        }
     }
 
     /// How the worker ended, if it has (its jail's status, and whether its
