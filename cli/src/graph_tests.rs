@@ -82,24 +82,39 @@ fn a_node_chooses_its_scripts_isolation() {
 }
 
 #[test]
-fn a_script_of_its_own_size_gets_a_runtime_of_that_size_beside_the_default() {
+fn a_script_of_its_own_size_gets_a_runtime_of_that_size_and_no_unused_one() {
     use crate::setup::{shapes, Sizes};
-    let g = load(&good()).unwrap();
     let default = Sizes::default_for(Language::Python);
-    let want = vec![
-        (Language::Python, default),
-        (
-            Language::Python,
-            Sizes {
-                shape: VmShape {
-                    mem_mib: 320,
-                    ..default.shape
-                },
-                ..default
-            },
-        ),
-    ];
-    assert_eq!(shapes(&g, Sizes::default_for), want);
+    let big = Sizes {
+        shape: VmShape {
+            mem_mib: 320,
+            ..default.shape
+        },
+        ..default
+    };
+    // Mul alone asks for 320 MiB: no pool of the runtime's own size.
+    let g = load(&good()).unwrap();
+    assert_eq!(shapes(&g, Sizes::default_for), [(Language::Python, big)]);
+    // With a script of the runtime's size beside it, that size first.
+    let mut graph = good();
+    graph["processes"]["z"] = json!({"id": "z", "component": "Zero", "metadata": {
+        "componentSpec": {"type": "script", "script": {"runtime": "python", "code": "x"}}}});
+    let g = load(&graph).unwrap();
+    assert_eq!(
+        shapes(&g, Sizes::default_for),
+        [(Language::Python, default), (Language::Python, big)]
+    );
+    // Every node a process: no VM size at all.
+    graph["processes"]["m"]["metadata"]["isolation"] = json!("process");
+    graph["processes"]["z"]["metadata"]["isolation"] = json!("process");
+    let g = load(&graph).unwrap();
+    let kinds: Vec<_> = shapes(&g, Sizes::default_for)
+        .iter()
+        .map(|(_, s)| s.shape.isolation)
+        .collect();
+    use reflow_sandbox_core::IsolationKind::Process;
+    assert_eq!(kinds, [Process, Process]);
+    let g = load(&good()).unwrap();
     // A runtime already of that size serves it: one VM size in all.
     let big = |l| {
         Sizes::default_for(l).with(&ShapeOverrides {

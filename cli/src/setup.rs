@@ -89,22 +89,33 @@ impl Sizes {
     }
 }
 
-/// The VM sizes `graph`'s scripts need: each of its languages' runtime
-/// (`runtime` gives its sizes) first, then each other size some of its
-/// scripts ask for (their [`ShapeOverrides`] over their runtime's), once.
+/// The sandbox sizes `graph`'s scripts need, each once, by language
+/// (Python first): a language's runtime (`runtime` gives its sizes) first
+/// where a script runs on it as it is, then each other size its scripts
+/// ask for (their [`ShapeOverrides`] over their runtime's). A runtime no
+/// script runs on as it is gets no pool (and no golden snapshot): a graph
+/// whose nodes all choose `process` needs no VM.
 pub fn shapes(graph: &GraphFile, runtime: impl Fn(Language) -> Sizes) -> Vec<(Language, Sizes)> {
-    let mut out: Vec<(Language, Sizes)> = graph
-        .languages()
-        .into_iter()
-        .map(|l| (l, runtime(l)))
-        .collect();
     let mut scripts: Vec<_> = graph.scripts.iter().collect();
     scripts.sort_by(|a, b| a.0.cmp(b.0));
-    for (_, script) in scripts {
-        let sizes = runtime(script.language).with(&script.shape);
-        let same = |(l, s): &(Language, Sizes)| *l == script.language && s.shape.same(&sizes.shape);
-        if !out.iter().any(same) {
-            out.push((script.language, sizes));
+    let mut out: Vec<(Language, Sizes)> = Vec::new();
+    for language in graph.languages() {
+        let base = runtime(language);
+        let mut wanted: Vec<Sizes> = scripts
+            .iter()
+            .filter(|(_, s)| s.language == language)
+            .map(|(_, s)| base.with(&s.shape))
+            .collect();
+        // Stable: the runtime's own size first, the others as the scripts
+        // are sorted.
+        wanted.sort_by_key(|s| !s.shape.same(&base.shape));
+        for sizes in wanted {
+            if !out
+                .iter()
+                .any(|(l, s)| *l == language && s.shape.same(&sizes.shape))
+            {
+                out.push((language, sizes));
+            }
         }
     }
     out
