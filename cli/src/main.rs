@@ -505,16 +505,11 @@ fn guest_images(args: ImageArgs, config: &Config) -> anyhow::Result<GuestImages>
     let node = args
         .node_image
         .or_else(|| config.image(Language::JavaScript).map(Into::into));
-    let missing = |what: &str, env: &str, flag: &str| {
-        anyhow::anyhow!("no {what}: set {env} or {flag} (./dev.sh setup builds one)")
-    };
+    // Without a kernel or initramfs only process workers run: a VM
+    // runtime's golden snapshot says which is missing.
     let images = GuestImages {
-        kernel: args
-            .kernel
-            .ok_or_else(|| missing("guest kernel", "REFLOW_KERNEL", "--kernel"))?,
-        initramfs: args
-            .initramfs
-            .ok_or_else(|| missing("initramfs", "REFLOW_INITRAMFS", "--initramfs"))?,
+        kernel: args.kernel,
+        initramfs: args.initramfs,
         python,
         node,
     };

@@ -15,13 +15,22 @@ fn run(graph: &Path, extra: &[&str]) -> Output {
 }
 
 fn run_env(graph: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    run_without(graph, extra, env, &[])
+}
+
+/// [`run_env`] with the variables `unset` taken out of its environment.
+fn run_without(graph: &Path, extra: &[&str], env: &[(&str, &str)], unset: &[&str]) -> Output {
     for var in ["REFLOW_KERNEL", "REFLOW_INITRAMFS", "REFLOW_PYTHON_IMAGE"] {
         assert!(
             std::env::var_os(var).is_some(),
             "{var} is not set: run the tests with ./dev.sh test"
         );
     }
-    Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reflow-sandbox"));
+    for var in unset {
+        command.env_remove(var);
+    }
+    command
         .arg("run")
         .arg(graph)
         .args(["--quiet", "--preload", "1", "--timeout", "600"])
@@ -68,6 +77,17 @@ fn without_kvm_the_demo_runs_only_once_reflow_yaml_allows_processes() {
     for file in ["graph.json", "scale.actor.py", "offset.actor.js"] {
         std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
     }
+    // No KVM, no guest kernel or initramfs, and a cache of its own: a
+    // golden snapshot made (or found) on the way would show.
+    let cache = tempfile::tempdir().unwrap();
+    let run_env = |graph: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let cache_dir = cache.path().to_str().unwrap();
+        let env: Vec<(&str, &str)> = [("REFLOW_CACHE_DIR", cache_dir)]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
+        run_without(graph, extra, &env, &["REFLOW_KERNEL", "REFLOW_INITRAMFS"])
+    };
     let no_kvm = [(reflow_vmm::NO_KVM_ENV, "1")];
     let out = run_env(dir.path(), &[], &no_kvm);
     let stderr = text(&out.stderr);
@@ -112,6 +132,11 @@ fn without_kvm_the_demo_runs_only_once_reflow_yaml_allows_processes() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_demo_results(&stdout, &stderr);
+    let snapshots = cache.path().join("snapshots");
+    let made: Vec<_> = std::fs::read_dir(&snapshots)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(made.is_empty(), "no VM, no golden snapshot: {made:?}");
 }
 
 /// `Range(2) -> Boom (raises) -> Format` on Boom's error port, written

@@ -30,6 +30,15 @@ pub enum RuntimeError {
         /// The path that was given.
         path: PathBuf,
     },
+    /// A VM runtime was asked for its golden snapshot without a guest
+    /// kernel or initramfs (process workers need neither).
+    #[error("no {what}, which VMs boot: set {var} or pass its path on the command line (./dev.sh setup builds one and prints its path); only `isolation: process` actors run without one")]
+    NoBoot {
+        /// Which one (`"guest kernel"`, `"initramfs"`).
+        what: &'static str,
+        /// The environment variable that names it.
+        var: &'static str,
+    },
     /// A language's runtime was asked for without its root image.
     #[error("no {language} image: set {var} (./dev.sh setup builds one and prints its path)")]
     NoImage {
@@ -49,10 +58,11 @@ pub enum RuntimeError {
 /// The boot images shared by every runtime, and each language's root.
 #[derive(Debug, Clone)]
 pub struct GuestImages {
-    /// The guest kernel every VM boots.
-    pub kernel: PathBuf,
-    /// The initramfs holding the guest agent.
-    pub initramfs: PathBuf,
+    /// The guest kernel every VM boots (`None`: no VM can be made; process
+    /// workers need none).
+    pub kernel: Option<PathBuf>,
+    /// The initramfs holding the guest agent (`None` as for `kernel`).
+    pub initramfs: Option<PathBuf>,
     /// The Python root image (the guest's `/dev/vda` for Python actors).
     pub python: PathBuf,
     /// The Node image; without it JavaScript actors cannot run.
@@ -70,8 +80,8 @@ impl GuestImages {
                 .ok_or(RuntimeError::Unset { var })
         };
         let images = GuestImages {
-            kernel: var("REFLOW_KERNEL")?,
-            initramfs: var("REFLOW_INITRAMFS")?,
+            kernel: Some(var("REFLOW_KERNEL")?),
+            initramfs: Some(var("REFLOW_INITRAMFS")?),
             python: var("REFLOW_PYTHON_IMAGE")?,
             node: std::env::var_os("REFLOW_NODE_IMAGE").map(PathBuf::from),
         };
@@ -82,8 +92,8 @@ impl GuestImages {
     /// Fails clearly when an image is missing.
     pub fn check(&self) -> Result<(), RuntimeError> {
         let images = [
-            ("the guest kernel", Some(&self.kernel)),
-            ("the initramfs", Some(&self.initramfs)),
+            ("the guest kernel", self.kernel.as_ref()),
+            ("the initramfs", self.initramfs.as_ref()),
             ("the Python image", Some(&self.python)),
             ("the Node image", self.node.as_ref()),
         ];
@@ -112,6 +122,11 @@ pub struct Runtime {
     /// How long the golden guest's worker may go without progress while it
     /// starts; `None`: the default, or `REFLOW_GOLDEN_STALL_SECS` if set.
     pub warmup: Option<WarmupPolicy>,
+    /// What the images lacked to boot a VM, and the variable that names
+    /// it (its golden snapshot is then refused with
+    /// [`RuntimeError::NoBoot`]); `config` then names no kernel or
+    /// initramfs.
+    no_boot: Option<(&'static str, &'static str)>,
 }
 
 impl Runtime {
@@ -168,8 +183,13 @@ impl Runtime {
         mem_mib: u32,
         shm_mib: u32,
     ) -> Runtime {
-        let mut config = VmConfig::new(&images.kernel);
-        config.initrd = Some(images.initramfs.clone());
+        let no_boot = match (&images.kernel, &images.initramfs) {
+            (None, _) => Some(("guest kernel", "REFLOW_KERNEL")),
+            (_, None) => Some(("initramfs", "REFLOW_INITRAMFS")),
+            _ => None,
+        };
+        let mut config = VmConfig::new(images.kernel.as_deref().unwrap_or(Path::new("")));
+        config.initrd = images.initramfs.clone();
         config.disks = vec![root.to_path_buf()];
         config.mem_mib = mem_mib;
         config.shm_mib = shm_mib;
@@ -180,6 +200,7 @@ impl Runtime {
             config,
             cpu: None,
             warmup: None,
+            no_boot,
         }
     }
 
@@ -208,6 +229,9 @@ impl Runtime {
         let language = self.language;
         let flags = language.interpreter_flags().join(" ");
         let tag = format!("{language}:{flags}:{script}:{ready}");
+        if let Some((what, var)) = self.no_boot {
+            return Err(RuntimeError::NoBoot { what, var });
+        }
         let policy = match self.warmup {
             Some(policy) => policy,
             None => WarmupPolicy::from_env()?,

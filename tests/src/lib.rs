@@ -79,8 +79,8 @@ pub fn node_image() -> PathBuf {
 pub fn bridge_images() -> reflow_sandbox_core::GuestImages {
     let images = guest_images();
     reflow_sandbox_core::GuestImages {
-        kernel: images.kernel,
-        initramfs: images.initramfs,
+        kernel: Some(images.kernel),
+        initramfs: Some(images.initramfs),
         python: python_image(),
         node: Some(node_image()),
     }
