@@ -111,8 +111,9 @@ pub fn process_worker(
     )
     .unwrap_or_else(|e| panic!("a {language} process worker: {e}"));
     eprintln!(
-        "{language} process worker ready in {:.0} ms",
-        t.elapsed().as_secs_f64() * 1e3
+        "{language} process worker ready in {:.0} ms:{}",
+        t.elapsed().as_secs_f64() * 1e3,
+        reflow_sandbox_core::warmup::describe_steps(&worker.started().steps)
     );
     worker
 }
