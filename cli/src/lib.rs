@@ -3,6 +3,7 @@
 //! serves the binary and the integration tests.
 
 pub mod cache;
+pub mod error_text;
 pub mod graph;
 pub mod hosts;
 pub mod metrics_server;

@@ -409,7 +409,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("reflow-sandbox: {e:#}");
+            eprintln!(
+                "reflow-sandbox: {}",
+                reflow_sandbox::error_text::describe(&e)
+            );
             ExitCode::FAILURE
         }
     }
