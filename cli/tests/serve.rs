@@ -160,6 +160,18 @@ impl Host {
     fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Reflow's own client for this host, as alice. It sends no headers:
+    /// the token rides in the URL, which reqwest sends as Basic
+    /// credentials.
+    fn client(&self) -> DynASBClient {
+        let ip_port = &self.addr;
+        DynASBClient::new(DynASBConfig {
+            api_url: format!("http://alice:{ALICE}@{ip_port}"),
+            ws_url: format!("ws://{ip_port}/ws"),
+            redis_url: String::new(),
+        })
+    }
 }
 
 impl Drop for Host {
@@ -306,14 +318,8 @@ async fn reflows_own_client_deploys_and_runs_scripts() {
         return;
     }
     let host = Host::start(&[]);
-    // Reflow's DynASBClient sends no headers: the token rides in the URL,
-    // which reqwest sends as Basic credentials.
     let (ip_port, api) = (host.addr.clone(), host.api());
-    let mut client = DynASBClient::new(DynASBConfig {
-        api_url: format!("http://alice:{ALICE}@{ip_port}"),
-        ws_url: format!("ws://{ip_port}/ws"),
-        redis_url: String::new(),
-    });
+    let mut client = host.client();
     let f = client
         .deploy("double", "python", DOUBLE, "double", None, Some(30))
         .await
@@ -673,11 +679,7 @@ async fn without_kvm_serve_runs_process_workers_only_when_asked() {
         host.log()
     );
     let ip_port = host.addr.clone();
-    let mut client = DynASBClient::new(DynASBConfig {
-        api_url: format!("http://alice:{ALICE}@{ip_port}"),
-        ws_url: format!("ws://{ip_port}/ws"),
-        redis_url: String::new(),
-    });
+    let mut client = host.client();
     let f = client
         .deploy("double", "python", DOUBLE, "double", None, Some(30))
         .await
