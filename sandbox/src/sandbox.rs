@@ -129,9 +129,7 @@ impl IsolationKind {
             _ => None,
         }
     }
-}
 
-impl IsolationKind {
     /// What a sandbox of this kind is called in a user's error message.
     pub fn noun(self) -> &'static str {
         match self {
