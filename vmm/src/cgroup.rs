@@ -385,3 +385,7 @@ pub(crate) fn remove_group(dir: &Path, wait: Duration) {
 #[cfg(test)]
 #[path = "cgroup_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cgroup_probe.rs"]
+pub(crate) mod probe;

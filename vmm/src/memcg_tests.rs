@@ -3,9 +3,9 @@
 //! has a memory controller.
 
 use std::path::Path;
-use std::process::Command;
 
 use super::*;
+use crate::cgroup::probe::{real_group, run_probe};
 
 const V1: &str = "\
 32 30 0:28 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
@@ -81,28 +81,10 @@ fn probe() {
 
 #[test]
 fn a_real_group_ends_a_process_past_its_limit() {
-    let group = match MemoryGroup::create(32 << 20) {
-        Ok(g) => g,
-        Err(e) => {
-            // CI machines have the controller: there a missing one fails.
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "CI=true and no usable cgroup memory controller: {e}"
-            );
-            eprintln!("skipped: no usable cgroup memory controller here: {e}");
-            return;
-        }
+    let Some(group) = real_group("memory", MemoryGroup::create(32 << 20)) else {
+        return;
     };
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "memcg::tests::probe",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(PROBE, group.dir())
-        .status()
-        .unwrap();
+    let status = run_probe("memcg::tests::probe", PROBE, group.dir());
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
