@@ -8,7 +8,7 @@ use reflow_integration_tests::actor_suite;
 use reflow_integration_tests::calls::{get, invoke, map, text};
 use reflow_integration_tests::javascript_scripts::JAVASCRIPT;
 use reflow_integration_tests::python_scripts::PYTHON;
-use reflow_integration_tests::{process_worker, processes, LIMIT};
+use reflow_integration_tests::{missing, process_worker, processes, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::{Language, WorkerClient};
 
@@ -196,6 +196,25 @@ fn held_worker_is_stopped_until_released(language: Language, file: &str, source:
     assert_eq!(double(21), Some(Value::Int(42)));
 }
 
+/// The worker and everything it starts count against a pids group of its
+/// own, whatever uid it runs as (`RLIMIT_NPROC` counts a uid's processes
+/// across the host: a bound per worker only for a uid of its own).
+#[test]
+fn a_process_worker_runs_in_a_pids_group_of_its_own() {
+    let worker = process_worker(Language::Python, 8);
+    let Some(group) = worker.pids_group() else {
+        missing("no usable cgroup pids controller for process workers");
+        return;
+    };
+    let read = |f: &str| std::fs::read_to_string(group.join(f)).unwrap();
+    assert_eq!(
+        read("pids.max").trim(),
+        reflow_vmm::monitor::harden::MAX_THREADS.to_string()
+    );
+    let current: u64 = read("pids.current").trim().parse().unwrap();
+    assert!(current >= 1, "the worker's tasks are counted: {current}");
+}
+
 #[test]
 fn killing_a_process_worker_leaves_nothing_behind() {
     let worker = process_worker(Language::Python, 8);
@@ -215,12 +234,17 @@ fn killing_a_process_worker_leaves_nothing_behind() {
     assert!(before.len() >= 2, "the jail and its worker: {before:?}");
     let run_dir = worker.run_dir().to_path_buf();
     assert!(run_dir.is_dir());
-    let group = worker.memory_group().map(|g| g.to_path_buf());
-    if let Some(group) = &group {
+    let groups: Vec<_> = [worker.memory_group(), worker.pids_group()]
+        .into_iter()
+        .flatten()
+        .map(|g| g.to_path_buf())
+        .collect();
+    for group in &groups {
         let members = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
         assert!(
             !members.trim().is_empty(),
-            "the worker is in its memory group"
+            "the worker is in its group {}",
+            group.display()
         );
     }
     drop(worker);
@@ -240,7 +264,7 @@ fn killing_a_process_worker_leaves_nothing_behind() {
     let left = left();
     assert!(left.is_empty(), "processes left: {left:?}");
     assert!(!run_dir.exists(), "{} left", run_dir.display());
-    if let Some(group) = group {
+    for group in groups {
         assert!(!group.exists(), "{} left", group.display());
     }
 }

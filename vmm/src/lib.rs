@@ -32,6 +32,7 @@ pub mod loader;
 pub mod memcg;
 pub mod memory;
 pub mod monitor;
+pub mod pidcg;
 pub mod rate;
 pub mod seccomp;
 pub mod shm;

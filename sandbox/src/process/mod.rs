@@ -20,7 +20,9 @@ use parking_lot::Mutex;
 use reflow_agent_protocol::paths::{self, RUN_DIR, WORKER_READY};
 use reflow_ring::{Region, RegionLayout};
 use reflow_vmm::memcg::MemoryGroup;
+use reflow_vmm::monitor::harden::MAX_THREADS;
 use reflow_vmm::monitor::{MonitorError, MonitorProgram};
+use reflow_vmm::pidcg::PidsGroup;
 use reflow_vmm::shm::{region_size, SharedRegion, ShmError};
 use reflow_vmm::worker_jail::{WorkerJail, LIFELINE_FD, SHM_FD, WORKER_ARG};
 
@@ -84,6 +86,9 @@ pub struct ProcessWorker {
     run_dir: tempfile::TempDir,
     /// Its memory cgroup: removed once it has been reaped.
     memory: Option<MemoryGroup>,
+    /// Its pids cgroup (at most [`MAX_THREADS`] processes and threads):
+    /// removed once it has been reaped.
+    pids: Option<PidsGroup>,
     /// The memory limit, MiB.
     mem_mib: u32,
     /// What stops and continues the worker while idle, found on first
@@ -143,10 +148,12 @@ impl ProcessWorker {
                 source,
             })?;
         let memory = memory_group(spec.mem_mib);
+        let pids = pids_group();
         let jail = WorkerJail {
             root: tree,
             run_dir: run_dir.path().to_path_buf(),
             memory_group: memory.as_ref().map(|g| g.dir().to_path_buf()),
+            pids_group: pids.as_ref().map(|g| g.dir().to_path_buf()),
             cpu_group: cpu_group.map(Path::to_path_buf),
             tmp_mib: spec.tmp_mib,
             command: command(spec.language, shared.size()),
@@ -197,6 +204,7 @@ impl ProcessWorker {
             pid,
             run_dir,
             memory,
+            pids,
             mem_mib: spec.mem_mib,
             hold: std::sync::OnceLock::new(),
             _lifeline: lifeline,
@@ -251,6 +259,12 @@ impl ProcessWorker {
     /// (removed when it is dropped).
     pub fn memory_group(&self) -> Option<&Path> {
         self.memory.as_ref().map(|g| g.dir())
+    }
+
+    /// The worker's pids cgroup's directory, where the host has one
+    /// (removed when it is dropped).
+    pub fn pids_group(&self) -> Option<&Path> {
+        self.pids.as_ref().map(|g| g.dir())
     }
 
     /// The steps the worker reported while it started, and how long that
@@ -315,6 +329,9 @@ impl Drop for ProcessWorker {
         if let Some(group) = self.memory.take() {
             group.remove(Duration::from_secs(1));
         }
+        if let Some(group) = self.pids.take() {
+            group.remove(Duration::from_secs(1));
+        }
     }
 }
 
@@ -340,6 +357,20 @@ fn memory_group(mem_mib: u32) -> Option<MemoryGroup> {
         Ok(group) => Some(group),
         Err(e) => {
             tracing::warn!(error = %e, "cannot limit a process worker's memory with a cgroup; it runs without the limit");
+            None
+        }
+    }
+}
+
+/// A pids group allowing [`MAX_THREADS`] tasks, or `None` (with a
+/// warning) where the host cannot make one: then a worker run as root is
+/// still bounded by its own uid's `RLIMIT_NPROC`, one run by a user shares
+/// that user's.
+fn pids_group() -> Option<PidsGroup> {
+    match PidsGroup::create(MAX_THREADS) {
+        Ok(group) => Some(group),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot bound a process worker's processes with a cgroup; only RLIMIT_NPROC bounds them");
             None
         }
     }

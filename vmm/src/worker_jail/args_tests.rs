@@ -10,6 +10,7 @@ fn arguments_round_trip() {
         root: "/cache/images/python-1/root".into(),
         run_dir: "/tmp/reflow-run-1".into(),
         memory_group: Some("/sys/fs/cgroup/memory/reflow-vm-mem-1".into()),
+        pids_group: Some("/sys/fs/cgroup/pids/reflow-worker-pids-1".into()),
         cpu_group: Some("/sys/fs/cgroup/cpu/reflow-vm-1".into()),
         tmp_mib: 16,
         command: os(&[
@@ -23,6 +24,7 @@ fn arguments_round_trip() {
     assert_eq!(WorkerJail::parse(&jail.to_args()).unwrap(), jail);
     let bare = WorkerJail {
         memory_group: None,
+        pids_group: None,
         cpu_group: None,
         tmp_mib: DEFAULT_TMP_MIB,
         ..jail

@@ -1,7 +1,7 @@
 //! A jail for a script worker run as a host process (`isolation: process`)
 //! instead of in a VM: the bridge starts this program as
 //! `reflow-vmm __worker --root TREE --run DIR [--memory-group CG]
-//! [--cpu-group CG] [--tmp-mib N] -- PROGRAM ARGS...` with the ring's memfd at
+//! [--pids-group CG] [--cpu-group CG] [--tmp-mib N] -- PROGRAM ARGS...` with the ring's memfd at
 //! [`SHM_FD`] and a lifeline pipe at [`LIFELINE_FD`], and it execs
 //! `PROGRAM` (a path in the image's tree) in:
 //!
@@ -11,7 +11,9 @@
 //!   with the process the bridge started;
 //! - the image's files read-only as its root, through `pivot_root` (see
 //!   [`mount`]), tmpfs of a stated size for what it writes;
-//! - the memory and CPU cgroups the bridge made for it, when there are;
+//! - the memory, pids and CPU cgroups the bridge made for it, when there
+//!   are (the pids group bounds its processes and threads together,
+//!   whatever its uid);
 //! - a uid and gid of its own when run as root (no capability left after
 //!   `execve`, at most [`harden::MAX_THREADS`] threads), `no_new_privs`, no core
 //!   dumps, at most [`harden::MAX_FILES`] descriptors, files no larger than its
@@ -40,6 +42,7 @@ use std::process::Command;
 use crate::cgroup::CpuGroup;
 use crate::memcg::MemoryGroup;
 use crate::monitor::harden::{self, Side};
+use crate::pidcg::PidsGroup;
 use crate::seccomp::{self, SeccompError};
 
 /// First argument of a `reflow-vmm` started to jail a worker.
@@ -102,6 +105,8 @@ pub struct WorkerJail {
     pub run_dir: PathBuf,
     /// A memory cgroup to join (the bridge's), if any.
     pub memory_group: Option<PathBuf>,
+    /// A pids cgroup to join (the bridge's), if any.
+    pub pids_group: Option<PathBuf>,
     /// A CPU cgroup to join (the bridge's), if any.
     pub cpu_group: Option<PathBuf>,
     /// `/tmp` size, MiB.
@@ -125,6 +130,9 @@ impl WorkerJail {
         if let Some(group) = &self.memory_group {
             args.extend(["--memory-group".into(), group.clone().into()]);
         }
+        if let Some(group) = &self.pids_group {
+            args.extend(["--pids-group".into(), group.clone().into()]);
+        }
         if let Some(group) = &self.cpu_group {
             args.extend(["--cpu-group".into(), group.clone().into()]);
         }
@@ -139,6 +147,7 @@ impl WorkerJail {
         let mut root = None;
         let mut run_dir = None;
         let mut memory_group = None;
+        let mut pids_group = None;
         let mut cpu_group = None;
         let mut tmp_mib = DEFAULT_TMP_MIB;
         let mut rest = args.iter();
@@ -155,6 +164,7 @@ impl WorkerJail {
                 Some("--root") => root = Some(PathBuf::from(value()?)),
                 Some("--run") => run_dir = Some(PathBuf::from(value()?)),
                 Some("--memory-group") => memory_group = Some(PathBuf::from(value()?)),
+                Some("--pids-group") => pids_group = Some(PathBuf::from(value()?)),
                 Some("--cpu-group") => cpu_group = Some(PathBuf::from(value()?)),
                 Some("--tmp-mib") => {
                     let v = value()?;
@@ -178,6 +188,9 @@ impl WorkerJail {
             run_dir: absolute(run_dir, "--run")?,
             memory_group: memory_group
                 .map(|g| absolute(Some(g), "--memory-group"))
+                .transpose()?,
+            pids_group: pids_group
+                .map(|g| absolute(Some(g), "--pids-group"))
                 .transpose()?,
             cpu_group: cpu_group
                 .map(|g| absolute(Some(g), "--cpu-group"))
@@ -236,6 +249,9 @@ fn enter(jail: &WorkerJail, host_pid: u32) -> JailError {
         // Before the worker allocates anything, so all of it is charged.
         if let Some(dir) = &jail.memory_group {
             MemoryGroup::join(dir).map_err(|e| JailError::Cgroup(format!("memory: {e}")))?;
+        }
+        if let Some(dir) = &jail.pids_group {
+            PidsGroup::join(dir).map_err(|e| JailError::Cgroup(format!("pids: {e}")))?;
         }
         // Single-threaded still: every thread the worker starts is born
         // in the group.
