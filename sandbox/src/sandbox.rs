@@ -371,6 +371,7 @@ impl SandboxVm {
             memory_verified: true,
             snapshots,
             background: snapshots,
+            ..SpawnOptions::default()
         };
         let monitor = MonitorProcess::spawn(&program, &spec.golden, &spec.config, &options)
             .map_err(SandboxError::Restore)?;

@@ -3,7 +3,7 @@
 //! control connection), obey hold, release and stop, report hostile input,
 //! and exit when the VM ends or the bridge goes away.
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc::TryRecvError;
@@ -21,6 +21,9 @@ use crate::vm::{SnapshotFiles, SnapshotHandle, Vm, VmIo};
 
 /// The descriptor number the bridge hands the monitor its socket on.
 pub const IPC_FD: i32 = 3;
+
+/// The VM's vsock socket's name in its socket directory.
+pub const VSOCK_NAME: &str = "vsock";
 
 /// Serves the bridge on descriptor [`IPC_FD`] until the VM ends; returns
 /// the process's exit code.
@@ -93,8 +96,8 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             ),
         );
     }
-    let start = match wire::recv::<ToMonitor>(&ipc) {
-        Ok((m, _)) => m,
+    let (start, fds) = match wire::recv::<ToMonitor>(&ipc) {
+        Ok(received) => received,
         Err(e) => return fail(&ipc, format!("no start message: {e}")),
     };
     let ToMonitor::Start {
@@ -105,9 +108,15 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
         memory_group,
         socket_dir,
         snapshots,
+        console,
+        input,
     } = start
     else {
         return fail(&ipc, "the first message was not Start".into());
+    };
+    let io = match console_io(fds, console, input) {
+        Ok(io) => io,
+        Err(why) => return fail(&ipc, why),
     };
     // Before any guest memory is mapped, so all of it is charged there.
     if let Some(dir) = memory_group {
@@ -135,7 +144,7 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             format!("entering the socket directory {socket_dir}: {e}"),
         );
     }
-    config.vsock_uds = Some("vsock".into());
+    config.vsock_uds = Some(VSOCK_NAME.into());
     let file_size = if snapshots {
         snapshot_file_limit(&config)
     } else {
@@ -143,10 +152,9 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
     };
     // Every file the VM needs (snapshot, or kernel, initrd and disks) is
     // opened here, before the jail leaves nothing to open.
-    let console = VmIo::console(Box::new(std::io::sink()));
     let made = match &snapshot {
-        Some(dir) => Vm::restore(Path::new(dir), config, console),
-        None => Vm::new(config, console),
+        Some(dir) => Vm::restore(Path::new(dir), config, io),
+        None => Vm::new(config, io),
     };
     let mut vm = match made {
         Ok(vm) => vm,
@@ -162,9 +170,10 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             let fds = [shared.memfd().as_raw_fd(), shared.guest_doorbell().raw_fd()];
             wire::send(&ipc, &restored, &fds)
         }
-        // A booted guest may have no region (the agent-only golden); a
-        // clone must, to carry messages.
-        None if snapshot.is_none() => wire::send(
+        // A VM without a region (one asked for none: an agent-only guest,
+        // `reflow-vmm` by hand); the bridge, which needs one to carry
+        // messages, finds its size is not the one it asked for.
+        None => wire::send(
             &ipc,
             &FromMonitor::Restored {
                 shm_size: 0,
@@ -173,7 +182,6 @@ fn serve(ipc: UnixStream, host_pid: u32) -> i32 {
             },
             &[],
         ),
-        None => return fail(&ipc, "the VM has no shared-memory region".into()),
     };
     if let Err(e) = sent {
         return fail(&ipc, format!("sending the shared region: {e}"));
@@ -313,6 +321,44 @@ fn take_snapshot(
     }
 }
 
+/// The guest console's ends from the descriptors the start message
+/// carried (`console` first, then `input`, each if said), or why not.
+fn console_io(fds: Vec<OwnedFd>, console: bool, input: bool) -> Result<VmIo, String> {
+    let wanted = usize::from(console) + usize::from(input);
+    if fds.len() != wanted {
+        return Err(format!(
+            "the start message carried {} descriptors, not {wanted}",
+            fds.len()
+        ));
+    }
+    let mut fds = fds.into_iter();
+    let out: Box<dyn std::io::Write + Send> = match console.then(|| fds.next()).flatten() {
+        Some(fd) => {
+            // A starter that stops reading must not stall the vCPU that
+            // writes: what does not fit is dropped.
+            // SAFETY: fcntl on a descriptor this process owns; no pointers.
+            let set = unsafe {
+                let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                flags >= 0
+                    && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+            };
+            if !set {
+                return Err(format!(
+                    "making the console descriptor non-blocking: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Box::new(std::fs::File::from(fd))
+        }
+        None => Box::new(std::io::sink()),
+    };
+    Ok(VmIo {
+        console: out,
+        input: fds.next(),
+        events: None,
+    })
+}
+
 /// Rings its eventfd when dropped.
 struct RingOnDrop(Arc<EventFd>);
 
@@ -355,4 +401,49 @@ fn wait(sock: &UnixStream, events: &EventFd) -> bool {
         let _ = events.read();
     }
     n > 0 && fds[0].revents != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn pipe() -> (std::fs::File, OwnedFd) {
+        super::super::console_pipe::pipe().unwrap()
+    }
+
+    #[test]
+    fn descriptors_must_be_the_ones_the_start_message_names() {
+        let e = console_io(vec![pipe().1], false, false).err().unwrap();
+        assert!(e.contains("carried 1 descriptors, not 0"), "{e}");
+        let e = console_io(Vec::new(), true, true).err().unwrap();
+        assert!(e.contains("carried 0 descriptors, not 2"), "{e}");
+        let io = console_io(Vec::new(), false, false).unwrap();
+        assert!(io.input.is_none());
+    }
+
+    #[test]
+    fn the_console_goes_to_the_first_descriptor_and_never_blocks() {
+        let (mut out_r, out_w) = pipe();
+        let (_in_r, in_w) = pipe();
+        let input = in_w.as_raw_fd();
+        let mut io = console_io(vec![out_w, in_w], true, true).unwrap();
+        assert_eq!(io.input.as_ref().map(|f| f.as_raw_fd()), Some(input));
+        io.console.write_all(b"hi").unwrap();
+        let mut got = [0u8; 2];
+        out_r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        // Nobody reads: a full pipe refuses, it does not wait.
+        let chunk = vec![0u8; 1 << 16];
+        let refused = (0..64).any(|_| io.console.write(&chunk).is_err());
+        assert!(refused, "the console's pipe blocked or grew without bound");
+    }
+
+    #[test]
+    fn input_alone_is_the_only_descriptor() {
+        let (_r, w) = pipe();
+        let fd = w.as_raw_fd();
+        let io = console_io(vec![w], false, true).unwrap();
+        assert_eq!(io.input.as_ref().map(|f| f.as_raw_fd()), Some(fd));
+    }
 }

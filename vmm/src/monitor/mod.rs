@@ -17,6 +17,7 @@
 //! two files the bridge hands over (golden and component golden builds).
 
 pub mod child;
+mod console_pipe;
 pub mod harden;
 mod lifeline;
 mod parent;
@@ -29,6 +30,7 @@ mod jail_tests;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use console_pipe::{ConsolePipe, ConsolePipeError};
 pub use parent::{start, MonitorProcess, SpawnOptions};
 
 /// The first argument that makes `reflow-vmm` (or a binary that forwards

@@ -4,10 +4,10 @@
 //! whatever the guest does.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +34,9 @@ const MAX_NEW_REPORTS: u64 = 64;
 #[derive(Default)]
 struct State {
     restored: Option<Result<Arc<SharedRegion>, String>>,
+    /// The VM started without a shared region (a booted guest that asked
+    /// for none): it has nothing for [`MonitorProcess::wait_restored`].
+    regionless: bool,
     ready: Option<ControlChannel>,
     held: Option<Option<String>>,
     snapshotted: Option<Option<String>>,
@@ -100,6 +103,13 @@ pub struct SpawnOptions<'a> {
     /// such as building a component golden, which then uses only CPU time
     /// that running messages leave.
     pub background: bool,
+    /// Where the guest's console output goes (the monitor gets a copy of
+    /// this descriptor and makes it non-blocking, so give it a pipe of its
+    /// own: [`super::ConsolePipe`]); `None`: dropped, its last lines kept
+    /// for the outcome.
+    pub console: Option<BorrowedFd<'a>>,
+    /// Bytes read from this descriptor are typed into the guest's console.
+    pub input: Option<BorrowedFd<'a>>,
 }
 
 /// A VM running in a monitor process of its own.
@@ -112,7 +122,7 @@ pub struct MonitorProcess {
     reader: Mutex<Option<JoinHandle<()>>>,
     /// The VM's sockets (and the monitor's root): removed once the
     /// process is gone, however it ended.
-    _socket_dir: tempfile::TempDir,
+    socket_dir: tempfile::TempDir,
     /// The process's memory cgroup: removed once it has been reaped.
     memory: Mutex<Option<MemoryGroup>>,
 }
@@ -221,19 +231,17 @@ impl MonitorProcess {
         MonitorProcess::start(program, Some(snapshot), config, options)
     }
 
-    /// Starts `program` to boot `config`'s guest from its kernel, the way
-    /// a golden snapshot is made: in a jailed monitor like any clone, which
-    /// may be asked for a snapshot ([`Self::snapshot`]). Its agent's
-    /// control channel comes as a clone's does ([`Self::wait_ready`]).
+    /// Starts `program` to boot `config`'s guest from its kernel (the way
+    /// a golden snapshot is made, with `options.snapshots` so that it may
+    /// be asked for one: [`Self::snapshot`]), in a jailed monitor like any
+    /// clone. Its agent's control channel comes as a clone's does
+    /// ([`Self::wait_ready`]).
     pub fn boot(
         program: &MonitorProgram,
         config: &VmConfig,
+        options: &SpawnOptions<'_>,
     ) -> Result<MonitorProcess, MonitorError> {
-        let options = SpawnOptions {
-            snapshots: true,
-            ..SpawnOptions::default()
-        };
-        MonitorProcess::start(program, None, config, &options)
+        MonitorProcess::start(program, None, config, options)
     }
 
     fn start(
@@ -247,6 +255,8 @@ impl MonitorProcess {
             memory_verified,
             snapshots,
             background,
+            console,
+            input,
         } = *options;
         let text = |p: &Path| wire::path_text(p).map_err(MonitorError::Wire);
         let socket_dir = crate::vm::private_socket_dir().map_err(MonitorError::Socket)?;
@@ -259,7 +269,14 @@ impl MonitorProcess {
             memory_group: memory.as_ref().map(|m| text(m.dir())).transpose()?,
             socket_dir: text(socket_dir.path())?,
             snapshots,
+            console: console.is_some(),
+            input: input.is_some(),
         };
+        let handed: Vec<RawFd> = [console, input]
+            .into_iter()
+            .flatten()
+            .map(|fd| fd.as_raw_fd())
+            .collect();
         let (ours, child) = spawn_process(program, background)?;
         let pid = child.id();
         let pidfd = match pidfd_open(pid) {
@@ -285,10 +302,10 @@ impl MonitorProcess {
             pid,
             child: Mutex::new(Some(child)),
             reader: Mutex::new(None),
-            _socket_dir: socket_dir,
+            socket_dir,
             memory: Mutex::new(memory),
         };
-        let sent = wire::send_version(&ipc).and_then(|()| wire::send(&ipc, &first, &[]));
+        let sent = wire::send_version(&ipc).and_then(|()| wire::send(&ipc, &first, &handed));
         if let Err(e) = sent {
             process.kill();
             return Err(MonitorError::Wire(e));
@@ -325,9 +342,12 @@ impl MonitorProcess {
 
     /// Waits until `deadline` for the monitor's shared region.
     pub fn wait_restored(&self, deadline: Instant) -> Result<Arc<SharedRegion>, MonitorError> {
-        self.wait_for(deadline, |s| s.restored.clone())
-            .map_err(Waited::into_error)?
-            .map_err(MonitorError::Restore)
+        self.wait_for(deadline, |s| match s.regionless {
+            true => Some(Err("the VM has no shared-memory region".into())),
+            false => s.restored.clone(),
+        })
+        .map_err(Waited::into_error)?
+        .map_err(MonitorError::Restore)
     }
 
     /// Where the restored region's rings start (what the snapshot
@@ -377,6 +397,25 @@ impl MonitorProcess {
             Err(Waited::Ended(e)) => Err(e),
             Err(Waited::Timeout) => Err(MonitorError::Hold("no answer from the monitor".into())),
         }
+    }
+
+    /// The host path of the VM's vsock socket (Firecracker's hybrid
+    /// protocol: `CONNECT <port>` on it reaches a guest port). It lives in
+    /// the monitor's private directory, removed when the monitor has gone.
+    pub fn vsock_uds(&self) -> PathBuf {
+        self.socket_dir.path().join(super::child::VSOCK_NAME)
+    }
+
+    /// Waits until `deadline` for the VM to end on its own (the guest
+    /// powers off, or its time limit passes) and says how; then reaps the
+    /// process. An error when the monitor ended without saying, or the
+    /// deadline passed first (the process is ended then).
+    pub fn wait_end(&self, deadline: Instant) -> Result<VmOutcome, MonitorError> {
+        let outcome = self
+            .wait_for(deadline, |s| s.exited.clone())
+            .map_err(Waited::into_error);
+        self.end();
+        outcome
     }
 
     /// The monitor process's id (for looking at it in `/proc`; to signal
@@ -490,17 +529,24 @@ fn read_loop(ipc: &UnixStream, shared: &Shared) {
 
 fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
     match msg {
+        FromMonitor::Restored { shm_size: 0, .. }
+            if shared.shm_size == 0 && fds.is_empty() && !s.regionless && s.restored.is_none() =>
+        {
+            s.regionless = true;
+        }
         FromMonitor::Restored {
             shm_size,
             shm_addr,
             rings,
-        } if s.restored.is_none() => {
+        } if s.restored.is_none() && !s.regionless => {
             let result = attach(fds, shm_size, shm_addr, shared.shm_size);
             s.rings = rings;
             s.restored = Some(result.map(Arc::new));
         }
         FromMonitor::Snapshotted(why) => s.snapshotted = Some(why),
-        FromMonitor::Failed(why) if s.restored.is_none() => s.restored = Some(Err(why)),
+        FromMonitor::Failed(why) if s.restored.is_none() && !s.regionless => {
+            s.restored = Some(Err(why))
+        }
         FromMonitor::Ready(hello) => match fds.into_iter().next() {
             Some(fd) => {
                 let stream = UnixStream::from(fd);

@@ -134,6 +134,13 @@ pub enum ToMonitor {
         /// The bridge may ask for a snapshot of this VM (`Snapshot`): its
         /// threads then run under the `*_snapshot` seccomp lists.
         snapshots: bool,
+        /// The message carries a descriptor (first) the guest's console
+        /// output goes to; else it is dropped (its last lines still end up
+        /// in the outcome).
+        console: bool,
+        /// The message carries a descriptor (after the console's, if any)
+        /// whose bytes are typed into the guest's console.
+        input: bool,
     },
     /// Pause the VM, write its snapshot into the two files this message
     /// carries (state, then memory: empty, open for writing), recording

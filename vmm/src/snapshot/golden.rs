@@ -22,7 +22,7 @@ use super::{MEMORY_FILE, STATE_FILE};
 use crate::arch::host_cpu::CpuFingerprint;
 use crate::config::VmConfig;
 use crate::host::HostKind;
-use crate::monitor::{MonitorError, MonitorProcess, MonitorProgram};
+use crate::monitor::{MonitorError, MonitorProcess, MonitorProgram, SpawnOptions};
 use crate::vcpu::exit::StopReason;
 use crate::vm::{ControlChannel, SnapshotFiles, VmError, VmOutcome};
 
@@ -269,7 +269,11 @@ fn boot_and_snapshot(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), GoldenError> {
     let program = MonitorProgram::get()?;
-    let monitor = MonitorProcess::boot(&program, boot)?;
+    let options = SpawnOptions {
+        snapshots: true,
+        ..SpawnOptions::default()
+    };
+    let monitor = MonitorProcess::boot(&program, boot, &options)?;
     let deadline = started + BOOT_LIMIT;
     // How the VM ended, for an error: its stop reason and last console
     // lines (the monitor is ended either way).
