@@ -1,4 +1,5 @@
-//! `reflow-vmm`: boots one microVM from flags and exits with the guest's
+//! `reflow-vmm`: boots one microVM from flags, in a jailed monitor process
+//! of its own (this binary started again), and exits with the guest's
 //! status.
 //!
 //! Exit codes: the status the guest agent reported before powering off (0
@@ -13,15 +14,17 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use reflow_agent_protocol::request::Request;
-use reflow_vmm::monitor::{child, MONITOR_ARG};
+use reflow_vmm::monitor::{
+    child, ConsolePipe, MonitorError, MonitorProcess, MonitorProgram, SpawnOptions, MONITOR_ARG,
+};
 use reflow_vmm::snapshot::golden;
+use reflow_vmm::vm::EXIT_MONITOR_ERROR;
 use reflow_vmm::worker_jail::{self, WORKER_ARG};
-use reflow_vmm::{GuestEvent, HostKind, Vm, VmConfig, VmIo};
+use reflow_vmm::{HostKind, VmConfig};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum HostArg {
@@ -64,9 +67,9 @@ struct Cli {
     /// requests over vsock; the console is for logs).
     #[arg(long)]
     no_input: bool,
-    /// The VM's vsock Unix socket: `CONNECT <port>` on it reaches guest
-    /// ports; guest connections to host port P go to `<path>_P` (default: a
-    /// private path, removed on exit).
+    /// Make a symbolic link here (removed on exit) to the VM's vsock Unix
+    /// socket, which lives in its monitor's private directory: `CONNECT
+    /// <port>` on it reaches guest ports.
     #[arg(long)]
     vsock: Option<PathBuf>,
     /// Size of the host<->guest shared-memory region in MiB (0: none).
@@ -120,22 +123,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sends `requests` over the control channel, printing each answer.
-fn send_requests(control: &reflow_vmm::ControlHandle, requests: Vec<Request>) {
-    let mut channel = match control.wait(Duration::from_secs(10)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("[vmm] control channel: {e}");
-            return;
-        }
-    };
+/// Sends `requests` over the agent's control channel, printing each
+/// answer.
+fn send_requests(channel: &mut reflow_vmm::ControlChannel, requests: &[Request]) {
     for request in requests {
-        match channel.request(&request, Duration::from_secs(600)) {
+        match channel.request(request, Duration::from_secs(600)) {
             Ok(result) => println!("{} -> {result}", request.name()),
             Err(e) => eprintln!("[vmm] {}: {e}", request.name()),
         }
     }
 }
+
+/// Longer than any VM this command runs without `--timeout`: waiting on
+/// such a VM ends when it does (or when the user interrupts).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
     let mut config = VmConfig::new(cli.kernel);
@@ -146,12 +147,13 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
     config.extra_cmdline = cli.append;
     config.timeout = cli.timeout.map(Duration::from_secs);
     config.shm_mib = cli.shm;
-    config.vsock_uds = cli.vsock.clone();
     config.host = match cli.host {
         HostArg::Auto => None,
         HostArg::Native => Some(HostKind::Native),
         HostArg::Emulated => Some(HostKind::EmulatedKernel),
     };
+    // What can be refused before a process is started, is.
+    config.validate()?;
     let console: Box<dyn Write + Send> = match &cli.console {
         Some(path) => Box::new(
             File::create(path)
@@ -164,60 +166,70 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         .iter()
         .map(|r| Request::parse(r).map_err(|e| format!("--request {r:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let input = if cli.no_input || !requests.is_empty() {
-        None
-    } else {
-        std::io::stdin().as_fd().try_clone_to_owned().ok()
-    };
-    let (tx, rx) = mpsc::channel();
-    let io = VmIo {
-        console,
+    let stdin = std::io::stdin();
+    let input = (!cli.no_input && requests.is_empty()).then(|| stdin.as_fd());
+    // The VM runs in a jailed monitor process, as the sandbox bridge runs
+    // every VM: this binary, started again.
+    let program = MonitorProgram::at(
+        std::env::current_exe().map_err(|e| format!("this executable's path: {e}"))?,
+    );
+    MonitorProgram::set(program.clone());
+    let mut console = ConsolePipe::new(console)?;
+    let options = SpawnOptions {
+        console: console.fd(),
         input,
-        events: Some(tx),
+        ..SpawnOptions::default()
     };
-    let vm = if cli.golden {
+    let started = Instant::now();
+    let monitor = if cli.golden {
         let cache = cli.cache_dir.clone().unwrap_or_else(reflow_vmm::cache_root);
         let golden = golden::ensure(&config, &cache, &|m| eprintln!("[vmm] {m}"))?;
-        let started = Instant::now();
-        let vm = Vm::restore(&golden.dir, config, io)?;
+        let monitor = MonitorProcess::spawn(&program, &golden.dir, &config, &options)?;
         eprintln!(
-            "[vmm] restored a clone of golden snapshot {} in {:.1} ms",
+            "[vmm] restoring a clone of golden snapshot {} in monitor process {}",
             golden.key,
-            started.elapsed().as_secs_f64() * 1e3
+            monitor.pid()
         );
-        vm
+        monitor
     } else {
-        let vm = Vm::new(config, io)?;
+        let monitor = MonitorProcess::boot(&program, &config, &options)?;
         eprintln!(
-            "[vmm] host: {:?}; booting with: {}",
-            vm.host(),
-            vm.cmdline()
+            "[vmm] booting {} in monitor process {}",
+            config.kernel.display(),
+            monitor.pid()
         );
-        vm
+        monitor
+    };
+    console.started();
+    let _link = match &cli.vsock {
+        Some(path) => Some(VsockLink::make(path, &monitor.vsock_uds())?),
+        None => None,
     };
     // Report the agent's readiness as it happens, then send the requests.
-    let control = vm.control();
-    let reporter = std::thread::spawn(move || {
-        let mut requests = Some(requests);
-        for event in rx {
-            match event {
-                GuestEvent::Ready(r) => {
-                    eprintln!(
-                        "[vmm] agent ready: guest uptime {:.3} s, host time since start {:.3} s",
-                        r.guest_uptime.as_secs_f64(),
-                        r.host_elapsed.as_secs_f64()
-                    );
-                    if let Some(requests) = requests.take().filter(|r| !r.is_empty()) {
-                        send_requests(&control, requests);
-                    }
-                }
-                GuestEvent::KernelPanic(line) => eprintln!("[vmm] guest kernel panic: {line}"),
-                GuestEvent::Agent(_) => {}
-            }
+    if let Ok(mut channel) = monitor.wait_ready(started + FOREVER) {
+        let hello = channel.hello();
+        eprintln!(
+            "[vmm] agent ready: guest uptime {:.3} s, host time since start {:.3} s",
+            hello.ready_uptime_ms as f64 / 1e3,
+            started.elapsed().as_secs_f64()
+        );
+        send_requests(&mut channel, &requests);
+    }
+    let ended = monitor.wait_end(started + FOREVER);
+    console.finish();
+    let outcome = match ended {
+        Ok(outcome) => outcome,
+        // It could not make the VM: bad input (a missing or non-kernel
+        // file, too little memory, ...) or setup (/dev/kvm), in its words.
+        Err(MonitorError::Restore(why)) => return Err(why.into()),
+        Err(e) => {
+            eprintln!("[vmm] the monitor process ended without an outcome: {e}");
+            return Ok(EXIT_MONITOR_ERROR as u8);
         }
-    });
-    let outcome = vm.run()?;
-    let _ = reporter.join();
+    };
+    if let Some(line) = &outcome.kernel_panic {
+        eprintln!("[vmm] guest kernel panic: {line}");
+    }
     let code = outcome.exit_code();
     eprintln!(
         "[vmm] guest stopped: {:?}, agent status {:?}, after {:.3} s; exit code {code}",
@@ -226,4 +238,22 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         outcome.elapsed.as_secs_f64()
     );
     Ok(code as u8)
+}
+
+/// `--vsock PATH`: a symbolic link at `PATH` to the VM's socket in its
+/// monitor's private directory, removed when this command ends.
+struct VsockLink(PathBuf);
+
+impl VsockLink {
+    fn make(path: &std::path::Path, target: &std::path::Path) -> Result<VsockLink, String> {
+        std::os::unix::fs::symlink(target, path)
+            .map_err(|e| format!("--vsock {}: {e}", path.display()))?;
+        Ok(VsockLink(path.to_path_buf()))
+    }
+}
+
+impl Drop for VsockLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
