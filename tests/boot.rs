@@ -31,25 +31,27 @@ fn agent_boots_answers_over_vsock_reads_disk_and_powers_off() {
     config.vcpus = 2;
     config.shm_mib = 16;
     config.timeout = Some(LIMIT);
-    config.vsock_uds = Some(dir.path().join("vm.vsock"));
     config.extra_cmdline = format!("reflow.cmd=\"read-block /dev/vda 0 {}\"", marker.len());
     let console = Box::new(std::fs::File::create(&console_path).unwrap());
-    // 1. The agent connects over vsock and completes the handshake.
+    // 1. The agent connects over vsock and completes the handshake, in a
+    //    monitor process that is not this one.
     let mut vm = TestVm::boot(config, console);
+    assert_ne!(vm.monitor.pid(), std::process::id());
+    assert!(
+        reflow_integration_tests::processes().contains(&(vm.monitor.pid(), std::process::id())),
+        "the monitor is a child of this test"
+    );
     let hello = vm.control.hello().clone();
     assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(hello.connection, 1);
     assert!(hello.uptime_ms > 0 && hello.ready_uptime_ms >= hello.uptime_ms);
     // 2. The boot request read the disk through virtio-blk (its answer is on
-    //    the console, where boot requests report).
-    let console_text = std::fs::read_to_string(&console_path).unwrap();
-    assert!(
-        console_text.contains(&format!(
-            "REFLOW-AGENT-OK read-block {}",
-            encode_hex(marker)
-        )),
-        "console:\n{console_text}"
-    );
+    //    the console, where boot requests report; the agent printed it
+    //    before it connected, and it crosses from the monitor's pipe to the
+    //    file on a thread of ours, so it may still be on its way).
+    let answer = format!("REFLOW-AGENT-OK read-block {}", encode_hex(marker));
+    let console_text = wait_for_console(&console_path, &answer);
+    assert!(console_text.contains(&answer), "console:\n{console_text}");
     // 3. Requests over the control channel.
     assert_eq!(vm.ok("ping"), "pong");
     let health = vm.ok("health");
@@ -138,4 +140,188 @@ fn bad_boot_inputs_are_clear_errors() {
     assert!(e.to_string().contains("opening disk image"), "{e}");
     let e = new_vm(&|c| c.initrd = Some(dir.path().join("none"))).unwrap();
     assert!(e.to_string().contains("opening initrd"), "{e}");
+}
+
+/// Names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// Every process below `pid` (children, their children, ...).
+fn descendants(pid: u32) -> Vec<u32> {
+    let all = reflow_integration_tests::processes();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn reflow_vmm_by_hand_runs_its_vm_in_a_monitor_process_of_its_own() {
+    if !kvm_available() {
+        return;
+    }
+    use std::io::Read;
+    let images = guest_images();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("vm.vsock");
+    let program = reflow_vmm::monitor::MonitorProgram::get().expect("the reflow-vmm binary");
+    // No poweroff among the requests: the VM runs until we end it.
+    let mut cli = std::process::Command::new(&program.path)
+        .arg("--kernel")
+        .arg(&images.kernel)
+        .arg("--initrd")
+        .arg(&images.initramfs)
+        .arg("--vsock")
+        .arg(&link)
+        .args(["--request", "ping"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = cli.stdout.take().unwrap();
+    let mut stderr = cli.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Standard output carries the guest's console (through the monitor's
+    // pipe) and the answers.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains("ping -> pong") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "reflow-vmm ended: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    // The vCPUs run in a process below the command, not in it.
+    let below = descendants(cli.id());
+    assert!(!below.is_empty(), "no monitor process");
+    assert!(!thread_names(cli.id()).iter().any(|t| t.starts_with("vcpu")));
+    let vcpus: Vec<u32> = below
+        .iter()
+        .copied()
+        .filter(|&p| thread_names(p).iter().any(|t| t == "vcpu0"))
+        .collect();
+    assert_eq!(vcpus.len(), 1, "{below:?}");
+    // `--vsock` links to the VM's socket: nobody listens on guest port
+    // 9999, so the guest resets the connection and it just closes.
+    let mut s = UnixStream::connect(&link).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"CONNECT 9999\n").unwrap();
+    let mut line = String::new();
+    let n = BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!((n, line.as_str()), (0, ""));
+    // A monitor killed from outside: the command says so (72) and cleans up.
+    let children: Vec<u32> = reflow_integration_tests::processes()
+        .into_iter()
+        .filter(|&(_, parent)| parent == cli.id())
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+    // SAFETY: a plain system call; the pid is the command's child, which
+    // stays unreaped (so not reused) until the command waits for it.
+    unsafe { libc::kill(children[0] as i32, libc::SIGKILL) };
+    let status = cli.wait().unwrap();
+    let errors = errors.join().unwrap();
+    assert_eq!(status.code(), Some(72), "{errors}");
+    assert!(errors.contains("in monitor process"), "{errors}");
+    assert!(errors.contains("ended without an outcome"), "{errors}");
+    assert!(
+        !link.exists() && link.symlink_metadata().is_err(),
+        "the link stayed"
+    );
+}
+
+/// A console writer that takes nothing until `release` is dropped, then
+/// counts what it is given.
+struct Stuck {
+    release: std::sync::mpsc::Receiver<()>,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Write for Stuck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.release.recv();
+        self.taken
+            .fetch_add(buf.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_console_nobody_reads_never_stalls_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let images = guest_images();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0x5a; 4096]).unwrap();
+    let mut config = VmConfig::new(&images.kernel);
+    config.initrd = Some(images.initramfs.clone());
+    config.disks = vec![disk];
+    config.timeout = Some(LIMIT);
+    // Each answer is 8 KiB of hex on the console: 192 KiB in all, three
+    // times what the console's pipe and the one chunk our stuck writer
+    // took can hold. A monitor that waited for room would never let the
+    // agent get past them to connect.
+    const READS: usize = 24;
+    let reads = vec!["read-block /dev/vda 0 4096"; READS].join(";");
+    config.extra_cmdline = format!("reflow.cmd=\"{reads}\"");
+    let (hold, release) = std::sync::mpsc::channel();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let console = Stuck {
+        release,
+        taken: taken.clone(),
+    };
+    let mut vm = TestVm::boot(config, Box::new(console));
+    assert_eq!(vm.ok("ping"), "pong");
+    drop(hold);
+    let outcome = vm.power_off();
+    // The monitor saw the answers (its outcome keeps the last lines, cut
+    // at 4 KiB)...
+    let answered = outcome
+        .console_tail
+        .iter()
+        .filter(|l| l.starts_with("REFLOW-AGENT-OK read-block 5a5a5a5a"))
+        .count();
+    assert!(answered >= 1, "{:?}", outcome.console_tail);
+    // ...while what did not fit in the pipe was dropped, not queued.
+    let printed = READS * (2 * 4096 + "REFLOW-AGENT-OK read-block \n".len());
+    let taken = taken.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        taken < printed,
+        "{taken} of {printed} bytes reached the writer"
+    );
+    assert_eq!(outcome.exit_code(), 0);
+}
+
+/// The console file's text once it holds `needle`, or after 10 s without.
+fn wait_for_console(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap();
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -16,7 +16,6 @@ pub mod redis_server;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reflow_agent_protocol::request::Request;
@@ -24,9 +23,10 @@ use reflow_ring::{Consumer, Metadata, Producer};
 use reflow_sandbox_core::runtime::Runtime;
 use reflow_sandbox_core::Language;
 use reflow_vmm::hostile::HostileLog;
+use reflow_vmm::monitor::{ConsolePipe, MonitorProcess, MonitorProgram, SpawnOptions};
 use reflow_vmm::shm::SharedRegion;
 use reflow_vmm::snapshot::golden;
-use reflow_vmm::{ControlChannel, ControlError, Vm, VmConfig, VmError, VmIo, VmOutcome};
+use reflow_vmm::{ControlChannel, ControlError, VmConfig, VmOutcome};
 
 /// Paths of the boot images.
 #[derive(Debug, Clone)]
@@ -194,56 +194,72 @@ pub fn missing(why: &str) {
 /// metal; a restore ~0.1 s. Only a hung guest gets near it.
 pub const LIMIT: Duration = Duration::from_secs(900);
 
-/// A VM running on its own thread, driven over the agent's control channel.
+/// A VM running in a monitor process of its own (as the bridge runs every
+/// VM), driven over the agent's control channel.
 pub struct TestVm {
     pub control: ControlChannel,
     pub hostile: HostileLog,
     pub shared: Option<Arc<SharedRegion>>,
+    /// The VM's vsock socket, in its monitor's private directory.
     pub vsock_uds: PathBuf,
     /// Host time from start to the control channel being ready.
     pub ready_after: Duration,
-    runner: JoinHandle<Result<VmOutcome, VmError>>,
+    /// The monitor process (ended when dropped).
+    pub monitor: MonitorProcess,
+    console: Option<ConsolePipe>,
 }
 
 impl TestVm {
-    /// Starts `vm` and waits for its agent's control channel, failing the
-    /// test (with the VM's outcome) if the VM stops first.
-    pub fn start(vm: Vm) -> TestVm {
+    /// Starts a monitor process for `config`'s VM, restoring the snapshot
+    /// in `snapshot` or booting the kernel, its console to `console`; waits
+    /// for the agent's control channel, failing the test (with how the VM
+    /// ended) if the VM stops first.
+    fn start(snapshot: Option<&Path>, config: VmConfig, console: Box<dyn Write + Send>) -> TestVm {
         let started = Instant::now();
-        let handle = vm.control();
-        let hostile = vm.hostile();
-        let shared = vm.shared_region();
-        let vsock_uds = vm.vsock_uds().to_path_buf();
-        let runner = std::thread::spawn(move || vm.run());
-        let control = loop {
-            match handle.wait(Duration::from_millis(200)) {
-                Ok(c) => break c,
-                Err(_) if runner.is_finished() => {
-                    let outcome = runner.join().expect("VM thread");
-                    panic!("the VM stopped before its agent connected: {outcome:#?}");
-                }
-                Err(_) if started.elapsed() > LIMIT => panic!("no agent within {LIMIT:?}"),
-                Err(_) => {}
-            }
+        let program = MonitorProgram::get().expect("the monitor binary");
+        let mut pipe = ConsolePipe::new(console).expect("a console pipe");
+        let options = SpawnOptions {
+            console: pipe.fd(),
+            ..SpawnOptions::default()
+        };
+        let monitor = match snapshot {
+            Some(dir) => MonitorProcess::spawn(&program, dir, &config, &options),
+            None => MonitorProcess::boot(&program, &config, &options),
+        }
+        .expect("start a monitor process");
+        pipe.started();
+        let deadline = started + LIMIT;
+        let shared = (config.shm_mib > 0).then(|| {
+            monitor
+                .wait_restored(deadline)
+                .unwrap_or_else(|e| panic!("the VM's shared region: {e}"))
+        });
+        let control = match monitor.wait_ready(deadline) {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "the VM stopped before its agent connected: {e}; {:#?}",
+                monitor.finish(Duration::from_secs(5))
+            ),
         };
         TestVm {
             control,
-            hostile,
+            hostile: monitor.hostile().clone(),
             shared,
-            vsock_uds,
+            vsock_uds: monitor.vsock_uds(),
             ready_after: started.elapsed(),
-            runner,
+            monitor,
+            console: Some(pipe),
         }
     }
 
     /// Boots `config` (guest console to `console`).
     pub fn boot(config: VmConfig, console: Box<dyn Write + Send>) -> TestVm {
-        TestVm::start(Vm::new(config, VmIo::console(console)).expect("create VM"))
+        TestVm::start(None, config, console)
     }
 
     /// Restores a clone from the snapshot in `dir`.
     pub fn restore(dir: &Path, config: VmConfig, console: Box<dyn Write + Send>) -> TestVm {
-        TestVm::start(Vm::restore(dir, config, VmIo::console(console)).expect("restore VM"))
+        TestVm::start(Some(dir), config, console)
     }
 
     /// Sends a request (text form) and returns the agent's answer.
@@ -258,10 +274,18 @@ impl TestVm {
             .unwrap_or_else(|e| panic!("{text:?} failed: {e}"))
     }
 
-    /// Powers the guest off and returns how the VM ended.
+    /// Powers the guest off and returns how the VM ended, once all it
+    /// printed has reached the console's writer.
     pub fn power_off(mut self) -> VmOutcome {
         self.ok("poweroff 0");
-        self.runner.join().expect("VM thread").expect("VM ran")
+        let outcome = self
+            .monitor
+            .wait_end(Instant::now() + LIMIT)
+            .expect("the VM's outcome");
+        if let Some(pipe) = self.console.take() {
+            pipe.finish();
+        }
+        outcome
     }
 }
 
