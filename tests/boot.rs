@@ -142,32 +142,6 @@ fn bad_boot_inputs_are_clear_errors() {
     assert!(e.to_string().contains("opening initrd"), "{e}");
 }
 
-/// Names of the threads of process `pid`.
-fn thread_names(pid: u32) -> Vec<String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .collect()
-}
-
-/// Every process below `pid` (children, their children, ...).
-fn descendants(pid: u32) -> Vec<u32> {
-    let all = reflow_integration_tests::processes();
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 #[test]
 fn reflow_vmm_by_hand_runs_its_vm_in_a_monitor_process_of_its_own() {
     if !kvm_available() {
@@ -209,13 +183,19 @@ fn reflow_vmm_by_hand_runs_its_vm_in_a_monitor_process_of_its_own() {
         out.extend_from_slice(&buf[..n]);
     }
     // The vCPUs run in a process below the command, not in it.
-    let below = descendants(cli.id());
+    let below = reflow_integration_tests::process_tree(cli.id())[1..].to_vec();
     assert!(!below.is_empty(), "no monitor process");
-    assert!(!thread_names(cli.id()).iter().any(|t| t.starts_with("vcpu")));
+    assert!(!reflow_integration_tests::thread_names(cli.id())
+        .iter()
+        .any(|t| t.starts_with("vcpu")));
     let vcpus: Vec<u32> = below
         .iter()
         .copied()
-        .filter(|&p| thread_names(p).iter().any(|t| t == "vcpu0"))
+        .filter(|&p| {
+            reflow_integration_tests::thread_names(p)
+                .iter()
+                .any(|t| t == "vcpu0")
+        })
         .collect();
     assert_eq!(vcpus.len(), 1, "{below:?}");
     // `--vsock` links to the VM's socket: nobody listens on guest port

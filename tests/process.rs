@@ -8,7 +8,7 @@ use reflow_integration_tests::actor_suite;
 use reflow_integration_tests::calls::{get, invoke, map, text};
 use reflow_integration_tests::javascript_scripts::JAVASCRIPT;
 use reflow_integration_tests::python_scripts::PYTHON;
-use reflow_integration_tests::{missing, process_worker, processes, LIMIT};
+use reflow_integration_tests::{missing, process_tree, process_worker, processes, LIMIT};
 use reflow_ring::Value;
 use reflow_sandbox_core::{Language, WorkerClient};
 
@@ -219,18 +219,7 @@ fn a_process_worker_runs_in_a_pids_group_of_its_own() {
 fn killing_a_process_worker_leaves_nothing_behind() {
     let worker = process_worker(Language::Python, 8);
     let pid = worker.pid();
-    let descendants = |root: u32| {
-        let all = processes();
-        let mut found = vec![root];
-        let mut i = 0;
-        while i < found.len() {
-            let parent = found[i];
-            found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-            i += 1;
-        }
-        found
-    };
-    let before = descendants(pid);
+    let before = process_tree(pid);
     assert!(before.len() >= 2, "the jail and its worker: {before:?}");
     let run_dir = worker.run_dir().to_path_buf();
     assert!(run_dir.is_dir());

@@ -157,11 +157,8 @@ fn monitor_children() -> Vec<u32> {
 
 /// Names of this process's threads that run a VM (vCPUs, event loop).
 fn vm_threads() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
+    reflow_integration_tests::thread_names(std::process::id())
+        .into_iter()
         .filter(|c| c.starts_with("vcpu") || c == "sandbox-vm")
         .collect()
 }

@@ -162,6 +162,32 @@ pub fn processes() -> Vec<(u32, u32)> {
     all
 }
 
+/// Names of the threads of process `pid` (none for one that has gone).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// Process `root` and every process below it (children, their children,
+/// ...), `root` first, from `/proc`.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found
+}
+
 /// CPU time (user + system, in clock ticks: `sysconf(_SC_CLK_TCK)` a
 /// second) process `pid` has used, every thread's (a VM's vCPU threads
 /// carry its guest's time), from `/proc`; 0 for a process that has gone.
