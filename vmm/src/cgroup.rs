@@ -203,6 +203,13 @@ pub(crate) fn write(path: &Path, text: &str) -> Result<(), CgroupError> {
     std::fs::write(path, text).map_err(io("write", path))
 }
 
+/// Moves the calling process (every thread) into the group at `dir`, of
+/// any controller: "0" names the writer itself, whatever its pid in its
+/// PID namespace.
+pub(crate) fn join_process(dir: &Path) -> Result<(), CgroupError> {
+    write(&dir.join("cgroup.procs"), "0")
+}
+
 impl CpuGroup {
     /// A new group for one VM on this host, allowing `cpus` CPUs of time.
     pub fn create(cpus: f64) -> Result<CpuGroup, CgroupError> {

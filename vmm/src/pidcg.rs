@@ -46,8 +46,7 @@ impl PidsGroup {
     /// Moves the calling process (and every task it starts later) into
     /// the group at `dir`.
     pub fn join(dir: &Path) -> Result<(), CgroupError> {
-        // "0": the writer itself, whatever its pid in its namespace.
-        write(&dir.join("cgroup.procs"), "0")
+        crate::cgroup::join_process(dir)
     }
 
     /// The group's directory.
