@@ -5,9 +5,11 @@
 //! failure (`ActorFailed`, with the error and its outcome), a VM lent to a
 //! node or discarded (and why), and each line an actor printed
 //! (`NetworkEvent`s whose `custom_attributes` say `sandbox.event`); ids
-//! and timings, never payloads. Events are sent from the async runtime,
-//! at most [`RATE`] per second for the whole bridge (the rest are counted
-//! in a debug event), so a guest cannot flood the trace server.
+//! and timings, never payloads. Events are sent in the order they happen
+//! by one task on the async runtime, at most [`RATE`] per second for the
+//! whole bridge and at most [`QUEUE`] waiting (the rest are dropped, each
+//! said in a debug event), so a guest cannot flood the trace server or the
+//! bridge's memory.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -23,21 +25,34 @@ use reflow_vmm::rate::Bucket;
 /// Trace events per second, sustained and at once.
 const RATE: f64 = 2000.0;
 
+/// Events waiting for the trace server, at most.
+const QUEUE: usize = 4096;
+
 /// Where a bridge's trace events go.
 pub(crate) struct ReflowTrace {
-    integration: TracingIntegration,
-    runtime: tokio::runtime::Handle,
+    queue: flume::Sender<TraceEvent>,
     bucket: Mutex<Bucket>,
 }
 
 impl ReflowTrace {
+    /// Starts the task on `runtime` that sends events to `integration`'s
+    /// server, one after another (a task per event would let a later one
+    /// overtake an earlier: a node's printed lines out of order). It ends
+    /// when this is dropped.
     pub(crate) fn new(
         integration: TracingIntegration,
         runtime: tokio::runtime::Handle,
     ) -> ReflowTrace {
+        let (queue, events) = flume::bounded::<TraceEvent>(QUEUE);
+        runtime.spawn(async move {
+            while let Ok(event) = events.recv_async().await {
+                if let Err(e) = integration.client().record_event(TraceId::new(), event).await {
+                    tracing::debug!(target: "reflow_sandbox::trace", error = %e, "a trace event was not sent");
+                }
+            }
+        });
         ReflowTrace {
-            integration,
-            runtime,
+            queue,
             bucket: Mutex::new(Bucket::new(RATE, RATE)),
         }
     }
@@ -87,12 +102,9 @@ impl ReflowTrace {
             tracing::debug!(target: "reflow_sandbox::trace", "over the trace event rate: one dropped");
             return;
         }
-        let integration = self.integration.clone();
-        self.runtime.spawn(async move {
-            if let Err(e) = integration.client().record_event(TraceId::new(), event).await {
-                tracing::debug!(target: "reflow_sandbox::trace", error = %e, "a trace event was not sent");
-            }
-        });
+        if self.queue.try_send(event).is_err() {
+            tracing::debug!(target: "reflow_sandbox::trace", "the trace server is behind: one event dropped");
+        }
     }
 }
 
