@@ -232,7 +232,7 @@ pub struct TestVm {
     pub ready_after: Duration,
     /// The monitor process (ended when dropped).
     pub monitor: MonitorProcess,
-    console: Option<ConsolePipe>,
+    console: ConsolePipe,
 }
 
 impl TestVm {
@@ -274,7 +274,7 @@ impl TestVm {
             vsock_uds: monitor.vsock_uds(),
             ready_after: started.elapsed(),
             monitor,
-            console: Some(pipe),
+            console: pipe,
         }
     }
 
@@ -304,13 +304,13 @@ impl TestVm {
     /// printed has reached the console's writer.
     pub fn power_off(mut self) -> VmOutcome {
         self.ok("poweroff 0");
-        let outcome = self
-            .monitor
+        let TestVm {
+            monitor, console, ..
+        } = self;
+        let outcome = monitor
             .wait_end(Instant::now() + LIMIT)
             .expect("the VM's outcome");
-        if let Some(pipe) = self.console.take() {
-            pipe.finish();
-        }
+        console.finish();
         outcome
     }
 }

@@ -24,7 +24,7 @@ pub enum ConsolePipeError {
 /// monitor ([`super::SpawnOptions::console`]), then [`ConsolePipe::started`].
 pub struct ConsolePipe {
     writer: Option<OwnedFd>,
-    copier: Option<JoinHandle<()>>,
+    copier: JoinHandle<()>,
 }
 
 /// Bytes copied at a time.
@@ -65,7 +65,7 @@ impl ConsolePipe {
             .map_err(ConsolePipeError::Thread)?;
         Ok(ConsolePipe {
             writer: Some(writer),
-            copier: Some(copier),
+            copier,
         })
     }
 
@@ -82,11 +82,9 @@ impl ConsolePipe {
 
     /// Waits until everything the monitor wrote has been copied (the
     /// monitor must have ended, or been told to end).
-    pub fn finish(mut self) {
-        self.writer = None;
-        if let Some(copier) = self.copier.take() {
-            let _ = copier.join();
-        }
+    pub fn finish(self) {
+        drop(self.writer);
+        let _ = self.copier.join();
     }
 }
 

@@ -33,10 +33,9 @@ const MAX_NEW_REPORTS: u64 = 64;
 
 #[derive(Default)]
 struct State {
-    restored: Option<Result<Arc<SharedRegion>, String>>,
-    /// The VM started without a shared region (a booted guest that asked
-    /// for none): it has nothing for [`MonitorProcess::wait_restored`].
-    regionless: bool,
+    /// The VM started (with its shared region, or `None` for one that
+    /// asked for none), or why not.
+    restored: Option<Result<Option<Arc<SharedRegion>>, String>>,
     ready: Option<ControlChannel>,
     held: Option<Option<String>>,
     snapshotted: Option<Option<String>>,
@@ -342,12 +341,10 @@ impl MonitorProcess {
 
     /// Waits until `deadline` for the monitor's shared region.
     pub fn wait_restored(&self, deadline: Instant) -> Result<Arc<SharedRegion>, MonitorError> {
-        self.wait_for(deadline, |s| match s.regionless {
-            true => Some(Err("the VM has no shared-memory region".into())),
-            false => s.restored.clone(),
-        })
-        .map_err(Waited::into_error)?
-        .map_err(MonitorError::Restore)
+        self.wait_for(deadline, |s| s.restored.clone())
+            .map_err(Waited::into_error)?
+            .map_err(MonitorError::Restore)?
+            .ok_or_else(|| MonitorError::Restore("the VM has no shared-memory region".into()))
     }
 
     /// Where the restored region's rings start (what the snapshot
@@ -529,24 +526,17 @@ fn read_loop(ipc: &UnixStream, shared: &Shared) {
 
 fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
     match msg {
-        FromMonitor::Restored { shm_size: 0, .. }
-            if shared.shm_size == 0 && fds.is_empty() && !s.regionless && s.restored.is_none() =>
-        {
-            s.regionless = true;
-        }
         FromMonitor::Restored {
             shm_size,
             shm_addr,
             rings,
-        } if s.restored.is_none() && !s.regionless => {
+        } if s.restored.is_none() => {
             let result = attach(fds, shm_size, shm_addr, shared.shm_size);
             s.rings = rings;
-            s.restored = Some(result.map(Arc::new));
+            s.restored = Some(result.map(|region| region.map(Arc::new)));
         }
         FromMonitor::Snapshotted(why) => s.snapshotted = Some(why),
-        FromMonitor::Failed(why) if s.restored.is_none() && !s.regionless => {
-            s.restored = Some(Err(why))
-        }
+        FromMonitor::Failed(why) if s.restored.is_none() => s.restored = Some(Err(why)),
         FromMonitor::Ready(hello) => match fds.into_iter().next() {
             Some(fd) => {
                 let stream = UnixStream::from(fd);
@@ -578,17 +568,22 @@ fn handle(msg: FromMonitor, fds: Vec<OwnedFd>, s: &mut State, shared: &Shared) {
 }
 
 /// Maps the region a `Restored` message handed over, if it is the one
-/// asked for.
+/// asked for (`None`: none was asked for, and none came).
 fn attach(
     fds: Vec<OwnedFd>,
     size: u64,
     guest_addr: u64,
     expected: u64,
-) -> Result<SharedRegion, String> {
+) -> Result<Option<SharedRegion>, String> {
     if size != expected {
         return Err(format!(
             "the monitor offered a {size}-byte region, the VM has {expected}"
         ));
+    }
+    // A VM that asked for no region (an agent-only guest, `reflow-vmm` by
+    // hand) started without one, and hands nothing over.
+    if size == 0 && fds.is_empty() {
+        return Ok(None);
     }
     let mut fds = fds.into_iter();
     let (Some(memfd), Some(doorbell)) = (fds.next(), fds.next()) else {
@@ -597,5 +592,7 @@ fn attach(
     // SAFETY: `doorbell` is a descriptor we own (received with the
     // message); if it is not an eventfd, reads of it fail harmlessly.
     let doorbell = unsafe { EventFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(doorbell)) };
-    SharedRegion::attach(File::from(memfd), doorbell, size, guest_addr).map_err(|e| e.to_string())
+    SharedRegion::attach(File::from(memfd), doorbell, size, guest_addr)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
